@@ -1,0 +1,73 @@
+import Foundation
+public import PostgresNIO
+import NIOSSL
+
+/// Parses a libpq-style `postgres://user:password@host:port/database?sslmode=…` URL.
+///
+/// `host` may also be given as a query parameter naming a Unix socket directory
+/// (`postgres://user@/db?host=/run/postgresql&port=5432`). `sslmode` accepts `disable`, `prefer`
+/// (the default), `require` and `verify-full`.
+public enum DatabaseURL {
+  /// Why a URL was refused; the message never repeats the password.
+  public struct Invalid: Error, CustomStringConvertible {
+    public let description: String
+  }
+
+  public static func configuration(from string: String) throws -> PostgresClient.Configuration {
+    guard let components = URLComponents(string: string),
+      let scheme = components.scheme, scheme == "postgres" || scheme == "postgresql"
+    else {
+      throw Invalid(description: "must be a postgres:// URL")
+    }
+    let query = Dictionary(
+      (components.queryItems ?? []).map { ($0.name, $0.value ?? "") },
+      uniquingKeysWith: { _, last in last }
+    )
+    guard let username = components.user ?? query["user"], !username.isEmpty else {
+      throw Invalid(description: "must name a user (postgres://USER@host/database)")
+    }
+    let password = components.password ?? query["password"]
+    var database = components.path
+    if database.hasPrefix("/") { database.removeFirst() }
+    guard !database.isEmpty, !database.contains("/") else {
+      throw Invalid(description: "must name one database (postgres://user@host/DATABASE)")
+    }
+    let portText = query["port"] ?? components.port.map(String.init) ?? "5432"
+    guard let port = Int(portText), (1...65535).contains(port) else {
+      throw Invalid(description: "port must be between 1 and 65535")
+    }
+
+    let host = components.host.flatMap { $0.isEmpty ? nil : $0 } ?? query["host"] ?? "localhost"
+    var configuration: PostgresClient.Configuration
+    if host.hasPrefix("/") {
+      let socket = host.hasSuffix("/") ? "\(host).s.PGSQL.\(port)" : "\(host)/.s.PGSQL.\(port)"
+      configuration = .init(unixSocketPath: socket, username: username, password: password, database: database)
+    } else {
+      let tls: PostgresClient.Configuration.TLS
+      switch query["sslmode"] ?? "prefer" {
+      case "disable":
+        tls = .disable
+      case "prefer", "allow":
+        var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
+        tlsConfiguration.certificateVerification = .none
+        tls = .prefer(tlsConfiguration)
+      case "require":
+        var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
+        tlsConfiguration.certificateVerification = .none
+        tls = .require(tlsConfiguration)
+      case "verify-full":
+        tls = .require(.makeClientConfiguration())
+      case let other:
+        throw Invalid(description: "sslmode '\(other)' is not one of disable, prefer, require, verify-full")
+      }
+      configuration = .init(host: host, port: port, username: username, password: password, database: database, tls: tls)
+    }
+    if let maximum = query["pool_max"] {
+      guard let value = Int(maximum), value > 0 else {
+        throw Invalid(description: "pool_max must be a positive integer")
+      }
+      configuration.options.maximumConnections = value
+    }
+    return configuration
+  }
+}

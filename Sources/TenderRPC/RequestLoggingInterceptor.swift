@@ -1,0 +1,79 @@
+public import GRPCCore
+public import Logging
+
+/// Writes one structured line per RPC when it ends: method, peer, status code and duration.
+///
+/// Only these fields are logged; request messages and metadata (where tokens travel) never are.
+public struct RequestLoggingInterceptor: ServerInterceptor {
+  private let logger: Logger
+
+  public init(logger: Logger) {
+    self.logger = logger
+  }
+
+  public func intercept<Input: Sendable, Output: Sendable>(
+    request: StreamingServerRequest<Input>,
+    context: ServerContext,
+    next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
+  ) async throws -> StreamingServerResponse<Output> {
+    let start = ContinuousClock.now
+    let logger = self.logger
+    let method = context.descriptor.fullyQualifiedMethod
+    let peer = context.remotePeer
+    @Sendable func log(_ code: RPCError.Code?) {
+      let elapsed = ContinuousClock.now - start
+      let microseconds = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
+      let level: Logger.Level = code.map(Self.isServerFault) == true ? .error : .info
+      logger.log(
+        level: level,
+        "rpc",
+        metadata: [
+          "rpc.method": "\(method)",
+          "rpc.peer": "\(peer)",
+          "rpc.code": "\(code.map { "\($0)" } ?? "ok")",
+          "rpc.duration_ms": "\(Double(microseconds) / 1000)",
+        ]
+      )
+    }
+
+    let response: StreamingServerResponse<Output>
+    do {
+      response = try await next(request, context)
+    } catch {
+      log(Self.code(of: error))
+      throw error
+    }
+    switch response.accepted {
+    case .failure(let error):
+      log(error.code)
+      return response
+    case .success(var contents):
+      let producer = contents.producer
+      contents.producer = { writer in
+        do {
+          let trailers = try await producer(writer)
+          log(nil)
+          return trailers
+        } catch {
+          log(Self.code(of: error))
+          throw error
+        }
+      }
+      return StreamingServerResponse(accepted: .success(contents))
+    }
+  }
+
+  static func code(of error: any Error) -> RPCError.Code {
+    if let error = error as? RPCError { return error.code }
+    if let error = error as? any RPCErrorConvertible { return error.rpcErrorCode }
+    if error is CancellationError { return .cancelled }
+    return .unknown
+  }
+
+  static func isServerFault(_ code: RPCError.Code) -> Bool {
+    switch code {
+    case .unknown, .internalError, .dataLoss, .unavailable, .deadlineExceeded: return true
+    default: return false
+    }
+  }
+}

@@ -1,0 +1,162 @@
+public import Foundation
+
+/// A throwaway PostgreSQL cluster in a folder of its own, for `tender dev` and the tests.
+///
+/// PostgreSQL refuses to run as root; when started by root the cluster is owned by, and run as,
+/// the unprivileged `postgres` user (created by Debian's `postgresql` package).
+public struct LocalPostgres: Sendable {
+  public struct Failure: Error, CustomStringConvertible {
+    public let description: String
+  }
+
+  /// Folder holding `data/`, the server log and the Unix socket.
+  public let directory: URL
+  public let port: Int
+  /// `postgres://…` URL of the `tender` database in this cluster.
+  public var databaseURL: String { self.url(database: self.database) }
+  public let database: String
+
+  private var dataDirectory: URL { self.directory.appendingPathComponent("data") }
+  private var logFile: URL { self.directory.appendingPathComponent("postgres.log") }
+
+  /// Creates (if needed) and starts a cluster in `directory` listening on 127.0.0.1:`port`.
+  public static func start(in directory: URL, port: Int, database: String = "tender") throws -> LocalPostgres {
+    let cluster = LocalPostgres(directory: directory.standardizedFileURL, port: port, database: database)
+    try cluster.initializeIfNeeded()
+    try cluster.startServer()
+    try cluster.createDatabaseIfNeeded()
+    return cluster
+  }
+
+  /// Stops the server (fast shutdown: open sessions are disconnected).
+  public func stop() {
+    _ = try? Self.run(Self.tool("pg_ctl"), ["-D", self.dataDirectory.path, "-m", "fast", "-w", "stop"], asPostgres: Self.isRoot)
+  }
+
+  /// Removes the cluster's folder, after stopping it.
+  public func destroy() {
+    self.stop()
+    try? FileManager.default.removeItem(at: self.directory)
+  }
+
+  /// A TCP port on 127.0.0.1 that is free right now.
+  public static func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw Failure(description: "cannot open a socket to find a free port") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = 0
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+        bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
+      }
+    }
+    guard bound else { throw Failure(description: "cannot bind a socket to find a free port") }
+    return Int(UInt16(bigEndian: address.sin_port))
+  }
+
+  private func initializeIfNeeded() throws {
+    let fileManager = FileManager.default
+    try fileManager.createDirectory(at: self.directory, withIntermediateDirectories: true)
+    if Self.isRoot { try Self.run("/bin/chown", ["postgres:postgres", self.directory.path], asPostgres: false) }
+    guard !fileManager.fileExists(atPath: self.dataDirectory.appendingPathComponent("PG_VERSION").path) else { return }
+    try Self.run(
+      Self.tool("initdb"),
+      ["-D", self.dataDirectory.path, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-instructions", "--no-sync"],
+      asPostgres: Self.isRoot
+    )
+  }
+
+  private func startServer() throws {
+    let options = [
+      "-c listen_addresses=127.0.0.1",
+      "-p \(self.port)",
+      "-k \(self.directory.path)",
+      "-c max_connections=200",
+      "-c fsync=on",
+    ].joined(separator: " ")
+    // A server left running from an earlier start of this folder is reused.
+    if (try? Self.run(Self.tool("pg_ctl"), ["-D", self.dataDirectory.path, "status"], asPostgres: Self.isRoot)) != nil {
+      return
+    }
+    try Self.run(
+      Self.tool("pg_ctl"),
+      ["-D", self.dataDirectory.path, "-l", self.logFile.path, "-w", "-t", "60", "-o", options, "start"],
+      asPostgres: Self.isRoot
+    )
+  }
+
+  /// The URL of `database` in this cluster.
+  public func url(database: String) -> String {
+    "postgres://postgres@127.0.0.1:\(self.port)/\(database)?sslmode=disable"
+  }
+
+  /// Creates an empty database named `name` (letters, digits and underscores only).
+  public func createDatabase(_ name: String) throws {
+    precondition(name.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" }, "database names are plain identifiers")
+    try Self.run(
+      Self.tool("psql"),
+      ["-h", "127.0.0.1", "-p", "\(self.port)", "-U", "postgres", "-d", "postgres", "-qc", "CREATE DATABASE \"\(name)\""],
+      asPostgres: false
+    )
+  }
+
+  private func createDatabaseIfNeeded() throws {
+    let exists = try Self.run(
+      Self.tool("psql"),
+      ["-h", "127.0.0.1", "-p", "\(self.port)", "-U", "postgres", "-d", "postgres", "-tAc",
+       "SELECT 1 FROM pg_database WHERE datname = '\(self.database)'"],
+      asPostgres: false
+    )
+    if exists.trimmingCharacters(in: .whitespacesAndNewlines) != "1" {
+      try self.createDatabase(self.database)
+    }
+  }
+
+  static var isRoot: Bool { geteuid() == 0 }
+
+  /// Finds a PostgreSQL program on PATH or in Debian's versioned folders.
+  static func tool(_ name: String) throws -> String {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+    var candidates = path.split(separator: ":").map { "\($0)/\(name)" }
+    if let versions = try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql") {
+      for version in versions.sorted(by: >) { candidates.append("/usr/lib/postgresql/\(version)/bin/\(name)") }
+    }
+    guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+      throw Failure(description: "\(name) not found: install PostgreSQL (apt-get install postgresql)")
+    }
+    return found
+  }
+
+  /// Runs a program to completion and returns its standard output; throws with its error output.
+  @discardableResult
+  static func run(_ program: String, _ arguments: [String], asPostgres: Bool) throws -> String {
+    let process = Process()
+    if asPostgres {
+      process.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
+      process.arguments = ["-u", "postgres", "--", program] + arguments
+    } else {
+      process.executableURL = URL(fileURLWithPath: program)
+      process.arguments = arguments
+    }
+    // A directory every user can enter: postgres tools fail when the caller's cwd is private.
+    process.currentDirectoryURL = URL(fileURLWithPath: "/tmp")
+    let output = Pipe()
+    let errors = Pipe()
+    process.standardOutput = output
+    process.standardError = errors
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    let outputData = output.fileHandleForReading.readDataToEndOfFile()
+    let errorData = errors.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else {
+      let message = String(decoding: errorData, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+      throw Failure(description: "\((program as NSString).lastPathComponent) failed: \(message)")
+    }
+    return String(decoding: outputData, as: UTF8.self)
+  }
+}

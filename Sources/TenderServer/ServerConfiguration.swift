@@ -1,0 +1,311 @@
+public import Foundation
+public import Logging
+import NIOSSL
+public import PostgresNIO
+public import TenderCore
+import TenderPostgres
+
+/// Everything `tender serve` needs, validated: a value of this type is always usable.
+public struct ServerConfiguration: Sendable {
+  /// How the gRPC listener is secured.
+  public enum Transport: Sendable {
+    /// TLS with the server's chain and key (PEM), and client certificates required when a CA is set.
+    case tls(certificateChain: [UInt8], privateKey: Secret<[UInt8]>, clientCA: [UInt8]?)
+    /// Plaintext HTTP/2; only ever on a loopback address.
+    case insecure
+  }
+
+  public var host: String
+  public var port: Int
+  public var transport: Transport
+  public var database: PostgresClient.Configuration
+  /// Maximum concurrent streams (RPCs) per HTTP/2 connection.
+  public var maxConcurrentStreams: Int
+  /// Largest request message accepted, in bytes.
+  public var maxRequestMessageBytes: Int
+  /// Deadline for unary RPCs that arrive without one.
+  public var defaultDeadline: Duration
+  /// Interval of server keepalive pings on idle connections.
+  public var keepaliveTime: Duration
+  /// How long to wait for a keepalive ping's answer before closing the connection.
+  public var keepaliveTimeout: Duration
+  /// Clients pinging more often than this are told to go away.
+  public var minClientPingInterval: Duration
+  /// Connections idle this long are closed.
+  public var maxConnectionIdle: Duration
+  /// Connections older than this are asked to reconnect (spreads load across replicas).
+  public var maxConnectionAge: Duration
+  /// Grace given to RPCs on an aged connection before it is closed.
+  public var maxConnectionAgeGrace: Duration
+  /// How often the database is probed for the health status.
+  public var healthProbeInterval: Duration
+  /// Time between reporting NOT_SERVING on shutdown and refusing new RPCs, for balancers to notice.
+  public var drainDelay: Duration
+  /// Apply pending migrations at start (dev mode).
+  public var migrateOnStart: Bool
+  public var logLevel: Logger.Level
+
+  public init(
+    host: String,
+    port: Int,
+    transport: Transport,
+    database: PostgresClient.Configuration,
+    maxConcurrentStreams: Int = 100,
+    maxRequestMessageBytes: Int = 4 * 1024 * 1024,
+    defaultDeadline: Duration = .seconds(30),
+    keepaliveTime: Duration = .seconds(60),
+    keepaliveTimeout: Duration = .seconds(20),
+    minClientPingInterval: Duration = .seconds(30),
+    maxConnectionIdle: Duration = .seconds(300),
+    maxConnectionAge: Duration = .seconds(1800),
+    maxConnectionAgeGrace: Duration = .seconds(30),
+    healthProbeInterval: Duration = .seconds(2),
+    drainDelay: Duration = .zero,
+    migrateOnStart: Bool = false,
+    logLevel: Logger.Level = .info
+  ) {
+    self.host = host
+    self.port = port
+    self.transport = transport
+    self.database = database
+    self.maxConcurrentStreams = maxConcurrentStreams
+    self.maxRequestMessageBytes = maxRequestMessageBytes
+    self.defaultDeadline = defaultDeadline
+    self.keepaliveTime = keepaliveTime
+    self.keepaliveTimeout = keepaliveTimeout
+    self.minClientPingInterval = minClientPingInterval
+    self.maxConnectionIdle = maxConnectionIdle
+    self.maxConnectionAge = maxConnectionAge
+    self.maxConnectionAgeGrace = maxConnectionAgeGrace
+    self.healthProbeInterval = healthProbeInterval
+    self.drainDelay = drainDelay
+    self.migrateOnStart = migrateOnStart
+    self.logLevel = logLevel
+  }
+}
+
+/// A setting that cannot be used; its description is the one line `tender` prints before exiting.
+public struct ConfigurationError: Error, CustomStringConvertible {
+  /// The environment variable and flag, e.g. `TENDER_TLS_CERT (--tls-cert)`.
+  public let setting: String
+  public let problem: String
+
+  public init(setting: String, problem: String) {
+    self.setting = setting
+    self.problem = problem
+  }
+
+  public var description: String { "invalid configuration: \(self.setting): \(self.problem)" }
+}
+
+/// One configurable value: its flag, its environment variable, its default and what it does.
+/// The README's configuration table lists exactly these.
+public struct Setting: Sendable, Hashable {
+  public let flag: String
+  public let environment: String
+  public let defaultValue: String?
+  public let help: String
+
+  public var label: String { "\(self.environment) (--\(self.flag))" }
+
+  public static let grpcAddress = Setting(flag: "grpc-address", environment: "TENDER_GRPC_ADDRESS", defaultValue: "0.0.0.0:8443", help: "host:port of the gRPC listener")
+  public static let tlsCert = Setting(flag: "tls-cert", environment: "TENDER_TLS_CERT", defaultValue: nil, help: "PEM certificate chain of the server, leaf first")
+  public static let tlsKey = Setting(flag: "tls-key", environment: "TENDER_TLS_KEY", defaultValue: nil, help: "PEM private key of the server certificate")
+  public static let tlsClientCA = Setting(flag: "tls-client-ca", environment: "TENDER_TLS_CLIENT_CA", defaultValue: nil, help: "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)")
+  public static let insecure = Setting(flag: "insecure", environment: "TENDER_INSECURE", defaultValue: "false", help: "serve plaintext HTTP/2; refused unless the address is loopback")
+  public static let databaseURL = Setting(flag: "database-url", environment: "TENDER_DATABASE_URL", defaultValue: nil, help: "postgres://user:password@host:port/database?sslmode=…")
+  public static let maxConcurrentStreams = Setting(flag: "max-concurrent-streams", environment: "TENDER_MAX_CONCURRENT_STREAMS", defaultValue: "100", help: "concurrent RPCs per HTTP/2 connection")
+  public static let maxRequestBytes = Setting(flag: "max-request-bytes", environment: "TENDER_MAX_REQUEST_BYTES", defaultValue: "4194304", help: "largest request message, bytes (larger: RESOURCE_EXHAUSTED)")
+  public static let defaultDeadline = Setting(flag: "default-deadline", environment: "TENDER_DEFAULT_DEADLINE", defaultValue: "30s", help: "deadline of unary RPCs sent without one")
+  public static let keepaliveTime = Setting(flag: "keepalive-time", environment: "TENDER_KEEPALIVE_TIME", defaultValue: "60s", help: "server ping interval on quiet connections")
+  public static let keepaliveTimeout = Setting(flag: "keepalive-timeout", environment: "TENDER_KEEPALIVE_TIMEOUT", defaultValue: "20s", help: "time to wait for a ping answer before closing")
+  public static let minClientPingInterval = Setting(flag: "min-client-ping-interval", environment: "TENDER_MIN_CLIENT_PING_INTERVAL", defaultValue: "30s", help: "clients pinging faster are sent GOAWAY")
+  public static let maxConnectionIdle = Setting(flag: "max-connection-idle", environment: "TENDER_MAX_CONNECTION_IDLE", defaultValue: "300s", help: "idle connections are closed after this")
+  public static let maxConnectionAge = Setting(flag: "max-connection-age", environment: "TENDER_MAX_CONNECTION_AGE", defaultValue: "1800s", help: "connections are recycled after this, to rebalance replicas")
+  public static let maxConnectionAgeGrace = Setting(flag: "max-connection-age-grace", environment: "TENDER_MAX_CONNECTION_AGE_GRACE", defaultValue: "30s", help: "time given to RPCs on a recycled connection")
+  public static let healthProbeInterval = Setting(flag: "health-probe-interval", environment: "TENDER_HEALTH_PROBE_INTERVAL", defaultValue: "2s", help: "how often the database is probed for health")
+  public static let drainDelay = Setting(flag: "drain-delay", environment: "TENDER_DRAIN_DELAY", defaultValue: "0s", help: "on SIGTERM, time between reporting NOT_SERVING and refusing new RPCs")
+  public static let migrate = Setting(flag: "migrate", environment: "TENDER_MIGRATE", defaultValue: "false", help: "apply pending migrations before serving")
+  public static let logLevel = Setting(flag: "log-level", environment: "TENDER_LOG_LEVEL", defaultValue: "info", help: "trace, debug, info, notice, warning, error or critical")
+
+  /// Every setting of `tender serve`, in the order the README lists them.
+  public static let all: [Setting] = [
+    .grpcAddress, .tlsCert, .tlsKey, .tlsClientCA, .insecure, .databaseURL, .maxConcurrentStreams,
+    .maxRequestBytes, .defaultDeadline, .keepaliveTime, .keepaliveTimeout, .minClientPingInterval,
+    .maxConnectionIdle, .maxConnectionAge, .maxConnectionAgeGrace, .healthProbeInterval, .drainDelay,
+    .migrate, .logLevel,
+  ]
+}
+
+extension ServerConfiguration {
+  /// Resolves each setting from its flag, else its environment variable, else its default, and
+  /// validates the whole: files readable and parseable, addresses and numbers in range.
+  public static func resolve(
+    flags: [Setting: String],
+    environment: [String: String] = ProcessInfo.processInfo.environment
+  ) throws -> ServerConfiguration {
+    func value(_ setting: Setting) -> String? {
+      if let flag = flags[setting] { return flag }
+      if let env = environment[setting.environment], !env.isEmpty { return env }
+      return setting.defaultValue
+    }
+    func required(_ setting: Setting) throws -> String {
+      guard let value = value(setting) else {
+        throw ConfigurationError(setting: setting.label, problem: "is required")
+      }
+      return value
+    }
+
+    let (host, port) = try parseAddress(try required(.grpcAddress), setting: .grpcAddress)
+    let insecure = try parseBool(value(.insecure) ?? "false", setting: .insecure)
+
+    let transport: Transport
+    if insecure {
+      guard isLoopback(host) else {
+        throw ConfigurationError(setting: Setting.insecure.label, problem: "plaintext is only allowed on a loopback address, not '\(host)'")
+      }
+      transport = .insecure
+    } else {
+      guard let certPath = value(.tlsCert) else {
+        throw ConfigurationError(setting: Setting.tlsCert.label, problem: "is required (or --insecure on a loopback address)")
+      }
+      guard let keyPath = value(.tlsKey) else {
+        throw ConfigurationError(setting: Setting.tlsKey.label, problem: "is required (or --insecure on a loopback address)")
+      }
+      let chain = try readFile(certPath, setting: .tlsCert)
+      let certificates: [NIOSSLCertificate]
+      do {
+        certificates = try NIOSSLCertificate.fromPEMBytes(chain)
+      } catch {
+        throw ConfigurationError(setting: Setting.tlsCert.label, problem: "'\(certPath)' is not a PEM certificate chain")
+      }
+      guard !certificates.isEmpty else {
+        throw ConfigurationError(setting: Setting.tlsCert.label, problem: "'\(certPath)' holds no certificate")
+      }
+      let key = try readFile(keyPath, setting: .tlsKey)
+      let privateKey: NIOSSLPrivateKey
+      do {
+        privateKey = try NIOSSLPrivateKey(bytes: key, format: .pem)
+      } catch {
+        throw ConfigurationError(setting: Setting.tlsKey.label, problem: "'\(keyPath)' is not a PEM private key")
+      }
+      do {
+        _ = try NIOSSLContext(
+          configuration: .makeServerConfiguration(
+            certificateChain: certificates.map { .certificate($0) },
+            privateKey: .privateKey(privateKey)
+          )
+        )
+      } catch {
+        throw ConfigurationError(setting: Setting.tlsKey.label, problem: "'\(keyPath)' does not match the certificate in TENDER_TLS_CERT")
+      }
+      var clientCA: [UInt8]? = nil
+      if let caPath = value(.tlsClientCA) {
+        let bytes = try readFile(caPath, setting: .tlsClientCA)
+        guard let roots = try? NIOSSLCertificate.fromPEMBytes(bytes), !roots.isEmpty else {
+          throw ConfigurationError(setting: Setting.tlsClientCA.label, problem: "'\(caPath)' is not a PEM certificate bundle")
+        }
+        clientCA = bytes
+      }
+      transport = .tls(certificateChain: chain, privateKey: Secret(key), clientCA: clientCA)
+    }
+
+    let databaseURL = try required(.databaseURL)
+    let database: PostgresClient.Configuration
+    do {
+      database = try DatabaseURL.configuration(from: databaseURL)
+    } catch let error as DatabaseURL.Invalid {
+      throw ConfigurationError(setting: Setting.databaseURL.label, problem: error.description)
+    }
+
+    guard let level = Logger.Level(rawValue: try required(.logLevel)) else {
+      throw ConfigurationError(setting: Setting.logLevel.label, problem: "must be one of trace, debug, info, notice, warning, error, critical")
+    }
+
+    return ServerConfiguration(
+      host: host,
+      port: port,
+      transport: transport,
+      database: database,
+      maxConcurrentStreams: try parseInt(try required(.maxConcurrentStreams), setting: .maxConcurrentStreams, range: 1...10_000),
+      maxRequestMessageBytes: try parseInt(try required(.maxRequestBytes), setting: .maxRequestBytes, range: 1024...(64 * 1024 * 1024)),
+      defaultDeadline: try parseDuration(try required(.defaultDeadline), setting: .defaultDeadline, allowZero: false),
+      keepaliveTime: try parseDuration(try required(.keepaliveTime), setting: .keepaliveTime, allowZero: false),
+      keepaliveTimeout: try parseDuration(try required(.keepaliveTimeout), setting: .keepaliveTimeout, allowZero: false),
+      minClientPingInterval: try parseDuration(try required(.minClientPingInterval), setting: .minClientPingInterval, allowZero: true),
+      maxConnectionIdle: try parseDuration(try required(.maxConnectionIdle), setting: .maxConnectionIdle, allowZero: false),
+      maxConnectionAge: try parseDuration(try required(.maxConnectionAge), setting: .maxConnectionAge, allowZero: false),
+      maxConnectionAgeGrace: try parseDuration(try required(.maxConnectionAgeGrace), setting: .maxConnectionAgeGrace, allowZero: true),
+      healthProbeInterval: try parseDuration(try required(.healthProbeInterval), setting: .healthProbeInterval, allowZero: false),
+      drainDelay: try parseDuration(try required(.drainDelay), setting: .drainDelay, allowZero: true),
+      migrateOnStart: try parseBool(try required(.migrate), setting: .migrate),
+      logLevel: level
+    )
+  }
+
+  static func parseAddress(_ text: String, setting: Setting) throws -> (String, Int) {
+    var host: Substring
+    let portText: Substring
+    if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+      host = text[text.index(after: text.startIndex)..<close]
+      let rest = text[text.index(after: close)...]
+      guard rest.hasPrefix(":") else {
+        throw ConfigurationError(setting: setting.label, problem: "'\(text)' must be host:port")
+      }
+      portText = rest.dropFirst()
+    } else {
+      guard let colon = text.lastIndex(of: ":") else {
+        throw ConfigurationError(setting: setting.label, problem: "'\(text)' must be host:port")
+      }
+      host = text[..<colon]
+      portText = text[text.index(after: colon)...]
+    }
+    if host.isEmpty { host = "0.0.0.0" }
+    guard let port = Int(portText), (0...65535).contains(port) else {
+      throw ConfigurationError(setting: setting.label, problem: "port '\(portText)' must be a number from 0 to 65535")
+    }
+    return (String(host), port)
+  }
+
+  static func isLoopback(_ host: String) -> Bool {
+    host == "localhost" || host == "::1" || host.hasPrefix("127.")
+  }
+
+  static func parseBool(_ text: String, setting: Setting) throws -> Bool {
+    switch text.lowercased() {
+    case "1", "true", "yes", "on": return true
+    case "0", "false", "no", "off": return false
+    default: throw ConfigurationError(setting: setting.label, problem: "'\(text)' must be true or false")
+    }
+  }
+
+  static func parseInt(_ text: String, setting: Setting, range: ClosedRange<Int>) throws -> Int {
+    guard let value = Int(text), range.contains(value) else {
+      throw ConfigurationError(setting: setting.label, problem: "'\(text)' must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+    }
+    return value
+  }
+
+  /// Durations are a number with a unit: `250ms`, `30s`, `5m`, `1h`.
+  static func parseDuration(_ text: String, setting: Setting, allowZero: Bool) throws -> Duration {
+    let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)]
+    for (suffix, milliseconds) in units where text.hasSuffix(suffix) {
+      let number = text.dropLast(suffix.count)
+      if let value = Int64(number), value >= 0, value <= 1_000_000_000, allowZero || value > 0 {
+        return .milliseconds(value * milliseconds)
+      }
+      break
+    }
+    throw ConfigurationError(setting: setting.label, problem: "'\(text)' must be a \(allowZero ? "" : "positive ")duration such as 250ms, 30s, 5m or 1h")
+  }
+
+  static func readFile(_ path: String, setting: Setting) throws -> [UInt8] {
+    guard FileManager.default.fileExists(atPath: path) else {
+      throw ConfigurationError(setting: setting.label, problem: "file '\(path)' does not exist")
+    }
+    guard let data = FileManager.default.contents(atPath: path) else {
+      throw ConfigurationError(setting: setting.label, problem: "file '\(path)' cannot be read")
+    }
+    return Array(data)
+  }
+}

@@ -1,0 +1,143 @@
+import GRPCCore
+public import GRPCNIOTransportHTTP2
+public import Logging
+import NIOCore
+import NIOPosix
+public import PostgresNIO
+public import ServiceLifecycle
+import TenderAPI
+import TenderCore
+import TenderPostgres
+public import TenderRPC
+public import UnixSignals
+
+/// The composition root: builds every long-lived part of a Tender server into one `ServiceGroup`.
+/// `tender serve`, `tender dev` and the tests all start the server through here.
+public struct TenderApplication: Sendable {
+  /// Run this; it returns once the server has drained and stopped.
+  public let serviceGroup: ServiceGroup
+  /// The health status the server reports.
+  public let board: HealthStatusBoard
+  /// The database pool, for callers that need it beside the server (dev seeding, tests).
+  public let postgres: PostgresClient
+
+  /// Fully qualified names of the services registered on the gRPC server.
+  public static let serviceNames: [String] = [
+    Grpc_Health_V1_Health.descriptor.fullyQualifiedService,
+    Grpc_Reflection_V1_ServerReflection.descriptor.fullyQualifiedService,
+    Tender_Auth_V1_AuthService.descriptor.fullyQualifiedService,
+    Tender_Payments_V1_PaymentService.descriptor.fullyQualifiedService,
+    Tender_Refunds_V1_RefundService.descriptor.fullyQualifiedService,
+  ]
+
+  /// Builds the server.
+  /// - Parameters:
+  ///   - gracefulShutdownSignals: signals that start a drain (SIGTERM, SIGINT for `tender`; none in tests).
+  ///   - onListening: called once with the bound address (useful with port 0).
+  public static func build(
+    configuration: ServerConfiguration,
+    logger: Logger,
+    gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint],
+    onListening: @escaping @Sendable (_ host: String, _ port: Int) -> Void = { _, _ in }
+  ) throws -> TenderApplication {
+    let postgres = PostgresClient(configuration: configuration.database, backgroundLogger: logger)
+    let servedNames = serviceNames.filter { $0 != Grpc_Health_V1_Health.descriptor.fullyQualifiedService && $0 != Grpc_Reflection_V1_ServerReflection.descriptor.fullyQualifiedService }
+    let board = HealthStatusBoard(services: servedNames)
+
+    let services: [any RegistrableRPCService] = [
+      HealthService(board: board),
+      try ReflectionService(services: serviceNames),
+      PendingAuthService(),
+      PendingPaymentService(),
+      PendingRefundService(),
+    ]
+    let unary = Set(MethodPolicies.all.filter { $0.kind == .unary }.map(\.fullName))
+    let interceptors: [ConditionalInterceptor<any ServerInterceptor>] = [
+      .apply(RequestLoggingInterceptor(logger: logger), to: .all),
+      .apply(
+        DefaultDeadlineInterceptor(deadline: configuration.defaultDeadline),
+        to: .allMatching { unary.contains($0.fullyQualifiedMethod) }
+      ),
+    ]
+    let server = GRPCServer(
+      transport: try makeTransport(configuration),
+      services: services,
+      interceptorPipeline: interceptors
+    )
+
+    let migrator = configuration.migrateOnStart ? Migrator(client: postgres, logger: logger) : nil
+    let grpc = GRPCServerService(
+      server: server,
+      board: board,
+      drainDelay: configuration.drainDelay,
+      logger: logger,
+      beforeServing: { try await migrator?.migrate() },
+      onListening: onListening
+    )
+    let monitor = ReadinessMonitor(
+      probes: [PostgresReadinessProbe(client: postgres)],
+      board: board,
+      interval: configuration.healthProbeInterval,
+      logger: logger
+    )
+    // Started together; on shutdown stopped in reverse: the gRPC server drains first, the
+    // database pool closes last so in-flight RPCs can still use it.
+    let group = ServiceGroup(
+      configuration: .init(
+        services: [
+          .init(service: postgres),
+          .init(service: monitor),
+          .init(service: grpc, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+        ],
+        gracefulShutdownSignals: gracefulShutdownSignals,
+        cancellationSignals: [],
+        logger: logger
+      )
+    )
+    return TenderApplication(serviceGroup: group, board: board, postgres: postgres)
+  }
+
+  static func makeTransport(_ configuration: ServerConfiguration) throws -> HTTP2ServerTransport.Posix {
+    let security: HTTP2ServerTransport.Posix.TransportSecurity
+    switch configuration.transport {
+    case .insecure:
+      security = .plaintext
+    case .tls(let chain, let key, let clientCA):
+      let certificateChain: [TLSConfig.CertificateSource] = [.bytes(chain, format: .pem)]
+      let privateKey: TLSConfig.PrivateKeySource = .bytes(key.value, format: .pem)
+      if let clientCA {
+        security = .mTLS(certificateChain: certificateChain, privateKey: privateKey) { tls in
+          tls.trustRoots = .certificates([.bytes(clientCA, format: .pem)])
+          tls.clientCertificateVerification = .noHostnameVerification
+          tls.requireALPN = true
+        }
+      } else {
+        security = .tls(certificateChain: certificateChain, privateKey: privateKey) { tls in
+          tls.requireALPN = true
+        }
+      }
+    }
+    var transportConfig = HTTP2ServerTransport.Posix.Config.defaults
+    transportConfig.http2.maxConcurrentStreams = configuration.maxConcurrentStreams
+    transportConfig.rpc.maxRequestPayloadSize = configuration.maxRequestMessageBytes
+    transportConfig.connection.keepalive = .init(
+      time: configuration.keepaliveTime,
+      timeout: configuration.keepaliveTimeout,
+      clientBehavior: .init(minPingIntervalWithoutCalls: configuration.minClientPingInterval, allowWithoutCalls: true)
+    )
+    transportConfig.connection.maxIdleTime = configuration.maxConnectionIdle
+    transportConfig.connection.maxAge = configuration.maxConnectionAge
+    transportConfig.connection.maxGraceTime = configuration.maxConnectionAgeGrace
+    return HTTP2ServerTransport.Posix(
+      address: .ipv4OrIPv6(host: configuration.host, port: configuration.port),
+      transportSecurity: security,
+      config: transportConfig
+    )
+  }
+}
+
+extension GRPCNIOTransportCore.SocketAddress {
+  fileprivate static func ipv4OrIPv6(host: String, port: Int) -> Self {
+    host.contains(":") ? .ipv6(host: host, port: port) : .ipv4(host: host == "localhost" ? "127.0.0.1" : host, port: port)
+  }
+}

@@ -1,0 +1,160 @@
+public import Foundation
+public import GRPCCore
+public import GRPCNIOTransportHTTP2
+public import Logging
+import ServiceLifecycle
+import TenderRPC
+public import TenderServer
+import Synchronization
+
+/// Certificates for one test run: a CA, a server certificate for localhost, and a client
+/// certificate for mutual TLS, all made at run time and written to a temporary folder.
+public struct TestCertificates: Sendable {
+  public let directory: URL
+  public let authority: DevCertificateAuthority
+  public let server: DevCertificateAuthority.Issued
+  public let client: DevCertificateAuthority.Issued
+
+  public var caPath: String { self.directory.appendingPathComponent("ca.pem").path }
+  public var serverCertificatePath: String { self.directory.appendingPathComponent("server.pem").path }
+  public var serverKeyPath: String { self.directory.appendingPathComponent("server-key.pem").path }
+
+  public static func make() throws -> TestCertificates {
+    let directory = URL(fileURLWithPath: NSTemporaryDirectory())
+      .appendingPathComponent("tender-test-tls-\(UUID().uuidString)", isDirectory: true)
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    let authority = try DevCertificateAuthority()
+    let certificates = TestCertificates(
+      directory: directory,
+      authority: authority,
+      server: try authority.issueServerCertificate(),
+      client: try authority.issueClientCertificate(commonName: "test-client")
+    )
+    try authority.certificatePEM.write(toFile: certificates.caPath, atomically: true, encoding: .utf8)
+    try certificates.server.certificatePEM.write(toFile: certificates.serverCertificatePath, atomically: true, encoding: .utf8)
+    try certificates.server.privateKeyPEM.write(toFile: certificates.serverKeyPath, atomically: true, encoding: .utf8)
+    return certificates
+  }
+}
+
+/// A Tender server running in this process on an ephemeral loopback port, with real TLS and a
+/// real PostgreSQL database of its own.
+public struct TestServer: Sendable {
+  public let host: String
+  public let port: Int
+  public let certificates: TestCertificates
+  public let databaseURL: String
+  public let application: TenderApplication
+
+  /// Starts a server, runs `body`, then drains the server and waits for it to stop.
+  /// - Parameter configure: adjusts the flags before they are resolved (e.g. to turn on mTLS).
+  public static func with<Result: Sendable>(
+    configure: (inout [Setting: String], TestCertificates) -> Void = { _, _ in },
+    waitUntilServing: Bool = true,
+    _ body: (TestServer) async throws -> Result
+  ) async throws -> Result {
+    let certificates = try TestCertificates.make()
+    let databaseURL = try TestPostgres.makeDatabase()
+    var flags: [Setting: String] = [
+      .grpcAddress: "127.0.0.1:0",
+      .tlsCert: certificates.serverCertificatePath,
+      .tlsKey: certificates.serverKeyPath,
+      .databaseURL: databaseURL,
+      .migrate: "true",
+      .healthProbeInterval: "200ms",
+      .logLevel: "warning",
+    ]
+    configure(&flags, certificates)
+    let configuration = try ServerConfiguration.resolve(flags: flags, environment: [:])
+    var logger = Logger(label: "tender.test")
+    logger.logLevel = configuration.logLevel
+
+    let (addresses, continuation) = AsyncStream.makeStream(of: (String, Int).self)
+    let application = try TenderApplication.build(
+      configuration: configuration,
+      logger: logger,
+      gracefulShutdownSignals: []
+    ) { host, port in
+      continuation.yield((host, port))
+      continuation.finish()
+    }
+
+    return try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { try await application.serviceGroup.run() }
+      defer { try? FileManager.default.removeItem(at: certificates.directory) }
+      var iterator = addresses.makeAsyncIterator()
+      guard let (host, port) = await iterator.next() else {
+        throw TestServerError.didNotListen
+      }
+      let server = TestServer(host: host, port: port, certificates: certificates, databaseURL: databaseURL, application: application)
+      if waitUntilServing {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while application.board.status(of: "") != .serving {
+          guard ContinuousClock.now < deadline else { throw TestServerError.neverServing }
+          try await Task.sleep(for: .milliseconds(20))
+        }
+      }
+      do {
+        let result = try await body(server)
+        await application.serviceGroup.triggerGracefulShutdown()
+        try await group.waitForAll()
+        return result
+      } catch {
+        await application.serviceGroup.triggerGracefulShutdown()
+        try? await group.waitForAll()
+        throw error
+      }
+    }
+  }
+
+  /// A gRPC client transport to this server over TLS, trusting the test CA unless told otherwise.
+  public func clientTransport(
+    trustRoots: TLSConfig.TrustRootsSource? = nil,
+    clientCertificate: DevCertificateAuthority.Issued? = nil,
+    plaintext: Bool = false
+  ) throws -> HTTP2ClientTransport.Posix {
+    var config = HTTP2ClientTransport.Posix.Config.defaults
+    config.backoff.initial = .milliseconds(50)
+    config.backoff.max = .milliseconds(200)
+    config.connection.maxIdleTime = nil
+    let roots = trustRoots ?? .certificates([.bytes(Array(self.certificates.authority.certificatePEM.utf8), format: .pem)])
+    let security: HTTP2ClientTransport.Posix.TransportSecurity
+    if plaintext {
+      security = .plaintext
+    } else if let clientCertificate {
+      security = .mTLS(
+        certificateChain: [.bytes(Array(clientCertificate.certificatePEM.utf8), format: .pem)],
+        privateKey: .bytes(Array(clientCertificate.privateKeyPEM.utf8), format: .pem)
+      ) { tls in
+        tls.trustRoots = roots
+      }
+    } else {
+      security = .tls { tls in
+        tls.trustRoots = roots
+      }
+    }
+    return try HTTP2ClientTransport.Posix(
+      target: .ipv4(host: self.host, port: self.port),
+      transportSecurity: security,
+      config: config
+    )
+  }
+
+  /// Runs `body` with a connected gRPC client; the client is shut down afterwards.
+  public func withClient<Result: Sendable>(
+    trustRoots: TLSConfig.TrustRootsSource? = nil,
+    clientCertificate: DevCertificateAuthority.Issued? = nil,
+    plaintext: Bool = false,
+    _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result
+  ) async throws -> Result {
+    let transport = try self.clientTransport(trustRoots: trustRoots, clientCertificate: clientCertificate, plaintext: plaintext)
+    return try await withGRPCClient(transport: transport) { client in
+      try await body(client)
+    }
+  }
+}
+
+public enum TestServerError: Error {
+  case didNotListen
+  case neverServing
+}

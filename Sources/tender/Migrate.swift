@@ -1,0 +1,44 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PostgresNIO
+import TenderPostgres
+import TenderServer
+
+struct Migrate: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Apply pending database migrations (safe to run twice, and concurrently)."
+  )
+
+  @Option(name: .customLong("database-url"), help: "\(Setting.databaseURL.help) [$TENDER_DATABASE_URL]")
+  var databaseURL: String?
+
+  func run() async throws {
+    let url = self.databaseURL ?? ProcessInfo.processInfo.environment[Setting.databaseURL.environment]
+    guard let url, !url.isEmpty else {
+      exitWithConfigurationError(ConfigurationError(setting: Setting.databaseURL.label, problem: "is required"))
+    }
+    let database: PostgresClient.Configuration
+    do {
+      database = try DatabaseURL.configuration(from: url)
+    } catch let error as DatabaseURL.Invalid {
+      exitWithConfigurationError(ConfigurationError(setting: Setting.databaseURL.label, problem: error.description))
+    }
+    let logger = makeLogger(level: .info)
+    let applied = try await migrate(database, logger: logger)
+    logger.notice("migrations up to date", metadata: ["applied": "\(applied)"])
+  }
+}
+
+/// Runs the migrator with a pool that lives only as long as the migration.
+func migrate(_ database: PostgresClient.Configuration, logger: Logger) async throws -> [Int] {
+  let client = PostgresClient(configuration: database, backgroundLogger: logger)
+  return try await withThrowingTaskGroup(of: [Int]?.self) { group in
+    group.addTask {
+      await client.run()
+      return nil
+    }
+    defer { group.cancelAll() }
+    return try await Migrator(client: client, logger: logger).migrate()
+  }
+}

@@ -1,0 +1,83 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import SwiftProtobuf
+import TenderAPI
+import TenderServer
+import TenderTesting
+import Testing
+
+@Suite("RPC behaviour")
+struct ServingTests {
+  @Test("An RPC that is not built yet answers UNIMPLEMENTED, not UNKNOWN and not a crash")
+  func unimplementedRPC() async throws {
+    try await TestServer.with { server in
+      try await server.withClient { client in
+        let payments = Tender_Payments_V1_PaymentService.Client(wrapping: client)
+        let error = await #expect(throws: RPCError.self) {
+          try await payments.getPayment(.with { $0.paymentID = "pay_123" })
+        }
+        #expect(error?.code == .unimplemented)
+        // The server is still healthy afterwards.
+        let after = try await Grpc_Health_V1_Health.Client(wrapping: client).check(.init())
+        #expect(after.status == .serving)
+      }
+    }
+  }
+
+  @Test("A request over 4 MiB gets RESOURCE_EXHAUSTED and the same connection keeps serving")
+  func oversizedRequest() async throws {
+    try await TestServer.with { server in
+      try await server.withClient { client in
+        let health = Grpc_Health_V1_Health.Client(wrapping: client)
+        let large = String(repeating: "x", count: 4 * 1024 * 1024 + 1)
+        let error = await #expect(throws: RPCError.self) {
+          try await health.check(.with { $0.service = large })
+        }
+        #expect(error?.code == .resourceExhausted)
+        // Just under the limit is still accepted (the service is unknown, so NOT_FOUND).
+        let justUnder = String(repeating: "y", count: 4 * 1024 * 1024 - 16)
+        let under = await #expect(throws: RPCError.self) {
+          try await health.check(.with { $0.service = justUnder })
+        }
+        #expect(under?.code == .notFound)
+        let after = try await health.check(.init())
+        #expect(after.status == .serving)
+      }
+    }
+  }
+
+  @Test("Server reflection lists every service and serves the file that declares a symbol")
+  func reflection() async throws {
+    try await TestServer.with { server in
+      try await server.withClient { client in
+        let reflection = Grpc_Reflection_V1_ServerReflection.Client(wrapping: client)
+        let requests: [Grpc_Reflection_V1_ServerReflectionRequest] = [
+          .with { $0.listServices = "" },
+          .with { $0.fileContainingSymbol = "tender.payments.v1.PaymentService.CreatePayment" },
+          .with { $0.fileContainingSymbol = "tender.nope.v1.Missing" },
+        ]
+        let responses = try await reflection.serverReflectionInfo(
+          requestProducer: { writer in try await writer.write(contentsOf: requests) }
+        ) { response in
+          var collected: [Grpc_Reflection_V1_ServerReflectionResponse] = []
+          for try await message in response.messages { collected.append(message) }
+          return collected
+        }
+        #expect(responses.count == 3)
+        let names = responses[0].listServicesResponse.service.map(\.name)
+        #expect(Set(names) == Set(TenderApplication.serviceNames))
+
+        let files = try responses[1].fileDescriptorResponse.fileDescriptorProto.map {
+          try Google_Protobuf_FileDescriptorProto(serializedBytes: $0)
+        }
+        #expect(files.last?.name == "tender/payments/v1/payment_service.proto")
+        // Imports come along so a client can build the whole descriptor.
+        #expect(files.contains { $0.name == "tender/type/v1/money.proto" })
+        #expect(files.contains { $0.name == "google/protobuf/timestamp.proto" })
+
+        #expect(responses[2].errorResponse.errorCode == Int32(RPCError.Code.notFound.rawValue))
+      }
+    }
+  }
+}

@@ -1,0 +1,190 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import Synchronization
+import TenderAPI
+import SwiftProtobuf
+import TenderServer
+import TenderTesting
+import Testing
+
+@Suite("TLS on the gRPC listener")
+struct TLSTests {
+  /// Calls Health/Check with a short deadline and returns the failure, if any.
+  static func checkFailure(_ client: GRPCClient<HTTP2ClientTransport.Posix>) async -> RPCError? {
+    var options = CallOptions.defaults
+    options.timeout = .seconds(3)
+    do {
+      _ = try await Grpc_Health_V1_Health.Client(wrapping: client).check(.init(), options: options)
+      return nil
+    } catch let error as RPCError {
+      return error
+    } catch {
+      return RPCError(code: .unknown, message: "\(error)")
+    }
+  }
+
+  @Test("TLS 1.2 and 1.3 handshakes succeed and negotiate h2")
+  func modernTLSAccepted() async throws {
+    try await TestServer.with { server in
+      for version in [TLSVersion.tlsv12, .tlsv13] {
+        let outcome = await TLSHandshake.attempt(server: server, minimum: version, maximum: version)
+        #expect(outcome == .succeeded(alpn: "h2"), "\(version)")
+      }
+    }
+  }
+
+  @Test("A client offering only TLS 1.0 or 1.1 is refused")
+  func oldTLSRefused() async throws {
+    try await TestServer.with { server in
+      for version in [TLSVersion.tlsv1, .tlsv11] {
+        let outcome = await TLSHandshake.attempt(server: server, minimum: version, maximum: version)
+        #expect(outcome == .failed, "\(version)")
+      }
+    }
+  }
+
+  @Test("A plaintext HTTP/2 client on the TLS port gets no HTTP/2 and no RPC")
+  func plaintextRefused() async throws {
+    try await TestServer.with { server in
+      // Raw bytes: the HTTP/2 preface and an empty SETTINGS frame, as a prior-knowledge client sends.
+      let reply = try await RawTCP.exchange(
+        host: server.host,
+        port: server.port,
+        send: Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + [0, 0, 0, 4, 0, 0, 0, 0, 0]
+      )
+      // Anything but a TLS record (0x15 alert or nothing) would mean the server spoke HTTP/2.
+      #expect(reply.isEmpty || reply.first == 0x15)
+
+      try await server.withClient(plaintext: true) { client in
+        let failure = await Self.checkFailure(client)
+        #expect(failure != nil)
+        #expect(failure?.code == .unavailable || failure?.code == .deadlineExceeded)
+      }
+    }
+  }
+
+  @Test("A client that does not trust the server's CA fails")
+  func untrustedCAFails() async throws {
+    try await TestServer.with { server in
+      let stranger = try DevCertificateAuthority(name: "Some other CA")
+      try await server.withClient(trustRoots: .certificates([.bytes(Array(stranger.certificatePEM.utf8), format: .pem)])) { client in
+        let failure = await Self.checkFailure(client)
+        #expect(failure?.code == .unavailable || failure?.code == .deadlineExceeded)
+      }
+    }
+  }
+
+  @Test("With mTLS on, a client without a certificate fails and one with a certificate is served")
+  func mutualTLS() async throws {
+    try await TestServer.with(configure: { flags, certificates in
+      flags[.tlsClientCA] = certificates.caPath
+    }) { server in
+      try await server.withClient { client in
+        let failure = await Self.checkFailure(client)
+        #expect(failure?.code == .unavailable || failure?.code == .deadlineExceeded)
+      }
+      let outsider = try DevCertificateAuthority(name: "Outsider CA").issueClientCertificate(commonName: "intruder")
+      try await server.withClient(clientCertificate: outsider) { client in
+        let failure = await Self.checkFailure(client)
+        #expect(failure?.code == .unavailable || failure?.code == .deadlineExceeded)
+      }
+      try await server.withClient(clientCertificate: server.certificates.client) { client in
+        #expect(await Self.checkFailure(client) == nil)
+      }
+    }
+  }
+}
+
+/// Performs a bare TLS handshake with chosen protocol versions.
+enum TLSHandshake {
+  enum Outcome: Equatable {
+    case succeeded(alpn: String?)
+    case failed
+  }
+
+  static func attempt(server: TestServer, minimum: TLSVersion, maximum: TLSVersion) async -> Outcome {
+    do {
+      var configuration = TLSConfiguration.makeClientConfiguration()
+      configuration.minimumTLSVersion = minimum
+      configuration.maximumTLSVersion = maximum
+      configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(server.certificates.authority.certificatePEM.utf8)))
+      configuration.applicationProtocols = ["h2"]
+      let context = try NIOSSLContext(configuration: configuration)
+      let promiseBox = PromiseBox()
+      let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .connectTimeout(.seconds(5))
+        .channelInitializer { channel in
+          let promise = channel.eventLoop.makePromise(of: String?.self)
+          promiseBox.set(promise)
+          return channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: "localhost"))
+            try channel.pipeline.syncOperations.addHandler(HandshakeObserver(promise: promise))
+          }
+        }
+        .connect(host: server.host, port: server.port).get()
+      defer { channel.close(promise: nil) }
+      guard let promise = promiseBox.get() else { return .failed }
+      let alpn = try await promise.futureResult.get()
+      return .succeeded(alpn: alpn)
+    } catch {
+      return .failed
+    }
+  }
+
+  final class PromiseBox: Sendable {
+    private let promise = Mutex<EventLoopPromise<String?>?>(nil)
+    func set(_ promise: EventLoopPromise<String?>) { self.promise.withLock { $0 = promise } }
+    func get() -> EventLoopPromise<String?>? { self.promise.withLock { $0 } }
+  }
+
+  final class HandshakeObserver: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    private let promise: EventLoopPromise<String?>
+    init(promise: EventLoopPromise<String?>) { self.promise = promise }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+      if case .handshakeCompleted(let negotiated) = event as? TLSUserEvent {
+        self.promise.succeed(negotiated)
+      }
+      context.fireUserInboundEventTriggered(event)
+    }
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+      self.promise.fail(error)
+      context.close(promise: nil)
+    }
+    func channelInactive(context: ChannelHandlerContext) {
+      self.promise.fail(ChannelError.ioOnClosedChannel)
+      context.fireChannelInactive()
+    }
+  }
+}
+
+/// Sends bytes on a plain TCP connection and collects what comes back until the peer closes.
+enum RawTCP {
+  static func exchange(host: String, port: Int, send: [UInt8]) async throws -> [UInt8] {
+    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      .connect(host: host, port: port) { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+        }
+      }
+    return try await channel.executeThenClose { inbound, outbound in
+      try await outbound.write(ByteBuffer(bytes: send))
+      var received: [UInt8] = []
+      do {
+        for try await var chunk in inbound {
+          received += chunk.readBytes(length: chunk.readableBytes) ?? []
+          if received.count > 64 * 1024 { break }
+        }
+      } catch {
+        // A reset is as good as a close here.
+      }
+      return received
+    }
+  }
+}
