@@ -73,8 +73,9 @@ public struct Migrator: Sendable {
           }
           continue
         }
-        // The simple-query protocol runs a multi-statement script inside the open transaction.
-        _ = try await connection.simpleQuery(migration.sql).get()
+        for statement in migration.statements {
+          try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+        }
         try await connection.query(
           """
           INSERT INTO tender_schema_migrations (version, name, checksum)

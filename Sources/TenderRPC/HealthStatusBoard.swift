@@ -51,17 +51,17 @@ public final class HealthStatusBoard: Sendable {
   /// Marks everything NOT_SERVING for good and ends every watch stream, so draining is not held up
   /// by long-lived Watch calls.
   public func shutDown() {
-    self.state.withLock { state in
-      guard !state.isShutDown else { return }
+    let watchers = self.state.withLock { state -> [AsyncStream<Status?>.Continuation] in
+      guard !state.isShutDown else { return [] }
       for service in state.statuses.keys {
         Self.update(&state, service: service, to: .notServing)
       }
       state.isShutDown = true
-      for continuations in state.watchers.values {
-        for continuation in continuations.values { continuation.finish() }
-      }
-      state.watchers = [:]
+      defer { state.watchers = [:] }
+      return state.watchers.values.flatMap(\.values)
     }
+    // Outside the lock: finishing runs each stream's onTermination, which takes the lock.
+    for continuation in watchers { continuation.finish() }
   }
 
   /// A stream that yields the current status of `service` at once (nil while it is unknown) and

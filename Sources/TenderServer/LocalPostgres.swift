@@ -132,31 +132,42 @@ public struct LocalPostgres: Sendable {
   }
 
   /// Runs a program to completion and returns its standard output; throws with its error output.
+  ///
+  /// Uses posix_spawn and waitpid rather than Foundation's Process: `pg_ctl start` leaves a
+  /// postmaster running that inherits descriptors, and Process waits for those to close.
   @discardableResult
   static func run(_ program: String, _ arguments: [String], asPostgres: Bool) throws -> String {
-    let process = Process()
-    if asPostgres {
-      process.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
-      process.arguments = ["-u", "postgres", "--", program] + arguments
-    } else {
-      process.executableURL = URL(fileURLWithPath: program)
-      process.arguments = arguments
+    let command = asPostgres ? ["/usr/sbin/runuser", "-u", "postgres", "--", program] + arguments : [program] + arguments
+    // From a directory every user can enter: postgres tools fail when the caller's cwd is private.
+    let argv = ["/bin/sh", "-c", "cd /tmp && exec \"$@\"", "sh"] + command
+    let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("tender-pg-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: scratch) }
+    let outputPath = scratch.appendingPathComponent("stdout").path
+    let errorPath = scratch.appendingPathComponent("stderr").path
+
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+
+    var pid: pid_t = 0
+    let cArguments = argv.map { strdup($0) } + [nil]
+    defer { cArguments.forEach { free($0) } }
+    let spawned = posix_spawn(&pid, argv[0], &actions, nil, cArguments, environ)
+    guard spawned == 0 else {
+      throw Failure(description: "cannot start \(argv[0]): \(String(cString: strerror(spawned)))")
     }
-    // A directory every user can enter: postgres tools fail when the caller's cwd is private.
-    process.currentDirectoryURL = URL(fileURLWithPath: "/tmp")
-    let output = Pipe()
-    let errors = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    let outputData = output.fileHandleForReading.readDataToEndOfFile()
-    let errorData = errors.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-      let message = String(decoding: errorData, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+    let exitedCleanly = (status & 0x7f) == 0 && ((status >> 8) & 0xff) == 0
+    let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+    guard exitedCleanly else {
+      let message = ((try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
       throw Failure(description: "\((program as NSString).lastPathComponent) failed: \(message)")
     }
-    return String(decoding: outputData, as: UTF8.self)
+    return output
   }
 }

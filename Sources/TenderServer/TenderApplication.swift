@@ -3,6 +3,7 @@ public import GRPCNIOTransportHTTP2
 public import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 public import PostgresNIO
 public import ServiceLifecycle
 import TenderAPI
@@ -20,6 +21,8 @@ public struct TenderApplication: Sendable {
   public let board: HealthStatusBoard
   /// The database pool, for callers that need it beside the server (dev seeding, tests).
   public let postgres: PostgresClient
+  /// Counts of the listener's connections.
+  public let connections: ConnectionCounter
 
   /// Fully qualified names of the services registered on the gRPC server.
   public static let serviceNames: [String] = [
@@ -59,8 +62,9 @@ public struct TenderApplication: Sendable {
         to: .allMatching { unary.contains($0.fullyQualifiedMethod) }
       ),
     ]
+    let connections = ConnectionCounter()
     let server = GRPCServer(
-      transport: try makeTransport(configuration),
+      transport: try makeTransport(configuration, connections: connections),
       services: services,
       interceptorPipeline: interceptors
     )
@@ -94,10 +98,10 @@ public struct TenderApplication: Sendable {
         logger: logger
       )
     )
-    return TenderApplication(serviceGroup: group, board: board, postgres: postgres)
+    return TenderApplication(serviceGroup: group, board: board, postgres: postgres, connections: connections)
   }
 
-  static func makeTransport(_ configuration: ServerConfiguration) throws -> HTTP2ServerTransport.Posix {
+  static func makeTransport(_ configuration: ServerConfiguration, connections: ConnectionCounter) throws -> HTTP2ServerTransport.Posix {
     let security: HTTP2ServerTransport.Posix.TransportSecurity
     switch configuration.transport {
     case .insecure:
@@ -120,6 +124,18 @@ public struct TenderApplication: Sendable {
     var transportConfig = HTTP2ServerTransport.Posix.Config.defaults
     transportConfig.http2.maxConcurrentStreams = configuration.maxConcurrentStreams
     transportConfig.rpc.maxRequestPayloadSize = configuration.maxRequestMessageBytes
+    // The transport alone would reset the stream (the client sees UNAVAILABLE); this handler
+    // answers RESOURCE_EXHAUSTED first.
+    let limit = configuration.maxRequestMessageBytes
+    transportConfig.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+      connections.record()
+      return channel.eventLoop.makeSucceededVoidFuture()
+    }
+    transportConfig.channelDebuggingCallbacks.onAcceptHTTP2Stream = { channel in
+      channel.eventLoop.makeCompletedFuture {
+        try channel.pipeline.syncOperations.addHandler(MessageSizeLimitHandler(limit: limit), position: .first)
+      }
+    }
     transportConfig.connection.keepalive = .init(
       time: configuration.keepaliveTime,
       timeout: configuration.keepaliveTimeout,
@@ -133,6 +149,20 @@ public struct TenderApplication: Sendable {
       transportSecurity: security,
       config: transportConfig
     )
+  }
+}
+
+/// Counts the TCP connections the gRPC listener has accepted.
+public final class ConnectionCounter: Sendable {
+  private let count = Atomic<Int>(0)
+
+  public init() {}
+
+  /// Connections accepted since start.
+  public var accepted: Int { self.count.load(ordering: .relaxed) }
+
+  fileprivate func record() {
+    self.count.add(1, ordering: .relaxed)
   }
 }
 

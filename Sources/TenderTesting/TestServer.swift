@@ -62,7 +62,7 @@ public struct TestServer: Sendable {
       .databaseURL: databaseURL,
       .migrate: "true",
       .healthProbeInterval: "200ms",
-      .logLevel: "warning",
+      .logLevel: ProcessInfo.processInfo.environment["TENDER_TEST_LOG_LEVEL"] ?? "warning",
     ]
     configure(&flags, certificates)
     let configuration = try ServerConfiguration.resolve(flags: flags, environment: [:])
@@ -80,10 +80,15 @@ public struct TestServer: Sendable {
     }
 
     return try await withThrowingTaskGroup(of: Void.self) { group in
-      group.addTask { try await application.serviceGroup.run() }
+      group.addTask {
+        // If the server stops before it listens, the wait below ends instead of hanging.
+        defer { continuation.finish() }
+        try await application.serviceGroup.run()
+      }
       defer { try? FileManager.default.removeItem(at: certificates.directory) }
       var iterator = addresses.makeAsyncIterator()
       guard let (host, port) = await iterator.next() else {
+        try await group.waitForAll()
         throw TestServerError.didNotListen
       }
       let server = TestServer(host: host, port: port, certificates: certificates, databaseURL: databaseURL, application: application)

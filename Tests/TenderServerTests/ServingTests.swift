@@ -43,6 +43,8 @@ struct ServingTests {
         #expect(under?.code == .notFound)
         let after = try await health.check(.init())
         #expect(after.status == .serving)
+        // Only the stream was refused: every call above went over the one connection.
+        #expect(server.application.connections.accepted == 1)
       }
     }
   }
