@@ -112,6 +112,8 @@ let package = Package(
       dependencies: [
         "TenderServer",
         "TenderRPC",
+        "TenderPostgres",
+        .product(name: "PostgresNIO", package: "postgres-nio"),
         "TenderAPI",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

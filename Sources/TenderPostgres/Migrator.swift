@@ -38,6 +38,16 @@ public struct Migrator: Sendable {
   /// Applies every pending migration and returns the versions it applied (empty when up to date).
   @discardableResult
   public func migrate() async throws -> [Int] {
+    do {
+      return try await self.migrateInTransaction()
+    } catch let error as PostgresTransactionError {
+      // Our own refusals travel inside the transaction error; surface them as they are.
+      if let failure = error.closureError as? Failure { throw failure }
+      throw error
+    }
+  }
+
+  private func migrateInTransaction() async throws -> [Int] {
     let migrations = self.migrations
     let logger = self.logger
     return try await self.client.withTransaction(logger: logger) { connection in

@@ -30,7 +30,11 @@ public struct LocalPostgres: Sendable {
 
   /// Stops the server (fast shutdown: open sessions are disconnected).
   public func stop() {
-    _ = try? Self.run(Self.tool("pg_ctl"), ["-D", self.dataDirectory.path, "-m", "fast", "-w", "stop"], asPostgres: Self.isRoot)
+    do {
+      try Self.run(Self.tool("pg_ctl"), ["-D", self.dataDirectory.path, "-m", "fast", "-w", "stop"], asPostgres: Self.isRoot)
+    } catch {
+      FileHandle.standardError.write(Data("tender: could not stop PostgreSQL in \(self.directory.path): \(error)\n".utf8))
+    }
   }
 
   /// Removes the cluster's folder, after stopping it.

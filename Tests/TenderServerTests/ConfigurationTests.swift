@@ -1,0 +1,73 @@
+import Foundation
+import TenderServer
+import TenderTesting
+import Testing
+
+@Suite("Invalid configuration exits non-zero with one line naming the setting")
+struct ConfigurationTests {
+  struct Case: Sendable, CustomTestStringConvertible {
+    let name: String
+    let arguments: [String]
+    let environment: [String: String]
+    let setting: String
+    let problem: String
+    var testDescription: String { self.name }
+  }
+
+  /// Certificates and files shared by the cases; made once.
+  static let files: (cert: String, key: String, otherKey: String, garbage: String) = {
+    let certificates = try! TestCertificates.make()
+    let other = try! DevCertificateAuthority().issueServerCertificate()
+    let otherKey = certificates.directory.appendingPathComponent("other-key.pem").path
+    try! other.privateKeyPEM.write(toFile: otherKey, atomically: true, encoding: .utf8)
+    let garbage = certificates.directory.appendingPathComponent("garbage.pem").path
+    try! "this is not a key\n".write(toFile: garbage, atomically: true, encoding: .utf8)
+    return (certificates.serverCertificatePath, certificates.serverKeyPath, otherKey, garbage)
+  }()
+
+  static let database = "postgres://tender@127.0.0.1:5432/tender"
+
+  static var cases: [Case] {
+    let f = files
+    let tls = ["--tls-cert", f.cert, "--tls-key", f.key]
+    return [
+      Case(name: "missing certificate file", arguments: ["--tls-cert", "/nonexistent/server.pem", "--tls-key", f.key, "--database-url", database], environment: [:], setting: "TENDER_TLS_CERT (--tls-cert)", problem: "does not exist"),
+      Case(name: "certificate file that is not PEM", arguments: ["--tls-cert", f.garbage, "--tls-key", f.key, "--database-url", database], environment: [:], setting: "TENDER_TLS_CERT (--tls-cert)", problem: "is not a PEM certificate chain"),
+      Case(name: "unreadable private key", arguments: ["--tls-cert", f.cert, "--tls-key", f.garbage, "--database-url", database], environment: [:], setting: "TENDER_TLS_KEY (--tls-key)", problem: "is not a PEM private key"),
+      Case(name: "key that does not match the certificate", arguments: ["--tls-cert", f.cert, "--tls-key", f.otherKey, "--database-url", database], environment: [:], setting: "TENDER_TLS_KEY (--tls-key)", problem: "does not match the certificate"),
+      Case(name: "no certificate and no --insecure", arguments: ["--database-url", database], environment: [:], setting: "TENDER_TLS_CERT (--tls-cert)", problem: "is required"),
+      Case(name: "port out of range", arguments: tls + ["--grpc-address", "127.0.0.1:99999", "--database-url", database], environment: [:], setting: "TENDER_GRPC_ADDRESS (--grpc-address)", problem: "must be a number from 0 to 65535"),
+      Case(name: "address without a port", arguments: tls + ["--grpc-address", "localhost", "--database-url", database], environment: [:], setting: "TENDER_GRPC_ADDRESS (--grpc-address)", problem: "must be host:port"),
+      Case(name: "bad port from the environment", arguments: tls + ["--database-url", database], environment: ["TENDER_GRPC_ADDRESS": "0.0.0.0:http"], setting: "TENDER_GRPC_ADDRESS (--grpc-address)", problem: "must be a number from 0 to 65535"),
+      Case(name: "database URL of another scheme", arguments: tls + ["--database-url", "mysql://root@localhost/tender"], environment: [:], setting: "TENDER_DATABASE_URL (--database-url)", problem: "must be a postgres:// URL"),
+      Case(name: "database URL without a database", arguments: tls + ["--database-url", "postgres://tender@localhost"], environment: [:], setting: "TENDER_DATABASE_URL (--database-url)", problem: "must name one database"),
+      Case(name: "database URL with a bad sslmode", arguments: tls, environment: ["TENDER_DATABASE_URL": database + "?sslmode=sometimes"], setting: "TENDER_DATABASE_URL (--database-url)", problem: "sslmode"),
+      Case(name: "no database URL", arguments: tls, environment: [:], setting: "TENDER_DATABASE_URL (--database-url)", problem: "is required"),
+      Case(name: "plaintext on a public address", arguments: ["--insecure", "--grpc-address", "0.0.0.0:8080", "--database-url", database], environment: [:], setting: "TENDER_INSECURE (--insecure)", problem: "only allowed on a loopback address"),
+      Case(name: "deadline without a unit", arguments: tls + ["--default-deadline", "30", "--database-url", database], environment: [:], setting: "TENDER_DEFAULT_DEADLINE (--default-deadline)", problem: "duration"),
+      Case(name: "zero concurrent streams", arguments: tls + ["--max-concurrent-streams", "0", "--database-url", database], environment: [:], setting: "TENDER_MAX_CONCURRENT_STREAMS (--max-concurrent-streams)", problem: "whole number"),
+      Case(name: "unknown log level", arguments: tls + ["--database-url", database], environment: ["TENDER_LOG_LEVEL": "loud"], setting: "TENDER_LOG_LEVEL (--log-level)", problem: "must be one of"),
+    ]
+  }
+
+  @Test("tender serve refuses it", arguments: cases)
+  func refused(_ invalid: Case) async throws {
+    let outcome = try await TenderExecutable.run(["serve"] + invalid.arguments, environment: invalid.environment)
+    #expect(outcome.status == 78)
+    let lines = outcome.standardError.split(separator: "\n", omittingEmptySubsequences: true)
+    #expect(lines.count == 1, "\(outcome.standardError)")
+    let line = String(lines.first ?? "")
+    #expect(line.hasPrefix("tender: invalid configuration: \(invalid.setting): "), "\(line)")
+    #expect(line.contains(invalid.problem), "\(line)")
+  }
+
+  @Test("The database password never appears in a configuration error")
+  func passwordNotEchoed() async throws {
+    let outcome = try await TenderExecutable.run(
+      ["serve", "--insecure", "--grpc-address", "127.0.0.1:0", "--database-url", "postgres://tender:hunter2secret@localhost:5432/tender?sslmode=maybe"]
+    )
+    #expect(outcome.status == 78)
+    #expect(!outcome.standardError.contains("hunter2secret"))
+    #expect(outcome.standardError.contains("TENDER_DATABASE_URL"))
+  }
+}
