@@ -65,7 +65,14 @@ public struct LocalPostgres: Sendable {
   private func initializeIfNeeded() throws {
     let fileManager = FileManager.default
     try fileManager.createDirectory(at: self.directory, withIntermediateDirectories: true)
-    if Self.isRoot { try Self.run("/bin/chown", ["postgres:postgres", self.directory.path], asPostgres: false) }
+    if Self.isRoot {
+      try Self.run("/bin/chown", ["postgres:postgres", self.directory.path], asPostgres: false)
+      do {
+        try Self.run("/usr/bin/test", ["-w", self.directory.path], asPostgres: true)
+      } catch {
+        throw Failure(description: "the postgres user cannot reach \(self.directory.path): every folder above it must be searchable (chmod o+x), or choose another folder")
+      }
+    }
     guard !fileManager.fileExists(atPath: self.dataDirectory.appendingPathComponent("PG_VERSION").path) else { return }
     try Self.run(
       Self.tool("initdb"),

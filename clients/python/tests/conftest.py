@@ -1,0 +1,59 @@
+"""Starts a real Tender server (`tender dev`: PostgreSQL, dev TLS, migrations) for the tests."""
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import shutil
+import tempfile
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "clients" / "python"))
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tender_server():
+    binary = os.environ.get("TENDER_BIN", str(ROOT / ".build" / "debug" / "tender"))
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"tender binary not found at {binary}; build it first (swift build) or set TENDER_BIN")
+    # PostgreSQL runs as the unprivileged postgres user when the tests run as root, so the state
+    # folder must be reachable by it (pytest's own temporary folders are private).
+    state = pathlib.Path(tempfile.mkdtemp(prefix="tender-pytest-"))
+    state.chmod(0o755)
+    port = _free_port()
+    log = state / "tender-dev.out"
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(
+            [binary, "dev", "--state-dir", str(state), "--grpc-address", f"127.0.0.1:{port}", "--ephemeral",
+             "--log-level", "warning"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 120
+    while "Tender is serving" not in log.read_text():
+        if process.poll() is not None:
+            pytest.fail("tender dev exited early:\n" + log.read_text())
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("tender dev did not start within 120 s:\n" + log.read_text())
+        time.sleep(0.1)
+    yield {"target": f"localhost:{port}", "ca": state / "tls" / "ca.pem"}
+    process.send_signal(signal.SIGINT)
+    try:
+        returncode = process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    output = log.read_text()
+    shutil.rmtree(state, ignore_errors=True)
+    assert returncode == 0, output
