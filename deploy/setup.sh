@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what Tender needs on a Debian machine with Swift: system packages (PostgreSQL, protoc,
+# hiredis, Redis, h2load) and the Python packages of the codegen step and the Python client.
+# Idempotent and quick when everything is already there.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+packages=(postgresql postgresql-contrib protobuf-compiler libprotobuf-dev libhiredis-dev redis-server nghttp2-client)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import grpc, grpc_tools, pytest' 2>/dev/null \
+  || ! python3 - "$root/clients/python/requirements.txt" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if line:
+        name, wanted = line.split("==")
+        assert version(name) == wanted, name
+PY
+then
+  echo "setup: installing Python packages" >&2
+  python3 -m pip install -q -r "$root/clients/python/requirements.txt"
+fi
+command -v buf >/dev/null || python3 -m pip install -q buf-bin==1.75.0
