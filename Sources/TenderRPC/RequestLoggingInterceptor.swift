@@ -30,7 +30,7 @@ public struct RequestLoggingInterceptor: ServerInterceptor {
         metadata: [
           "rpc.method": "\(method)",
           "rpc.peer": "\(peer)",
-          "rpc.code": "\(code.map { "\($0)" } ?? "ok")",
+          "rpc.code": "\(Self.canonicalName(code))",
           "rpc.duration_ms": "\(Double(microseconds) / 1000)",
         ]
       )
@@ -68,6 +68,30 @@ public struct RequestLoggingInterceptor: ServerInterceptor {
     if let error = error as? any RPCErrorConvertible { return error.rpcErrorCode }
     if error is CancellationError { return .cancelled }
     return .unknown
+  }
+
+  /// The status name as gRPC specifies it (`OK`, `NOT_FOUND`, …), which log queries expect.
+  static func canonicalName(_ code: RPCError.Code?) -> String {
+    guard let code else { return "OK" }
+    switch code {
+    case .cancelled: return "CANCELLED"
+    case .unknown: return "UNKNOWN"
+    case .invalidArgument: return "INVALID_ARGUMENT"
+    case .deadlineExceeded: return "DEADLINE_EXCEEDED"
+    case .notFound: return "NOT_FOUND"
+    case .alreadyExists: return "ALREADY_EXISTS"
+    case .permissionDenied: return "PERMISSION_DENIED"
+    case .resourceExhausted: return "RESOURCE_EXHAUSTED"
+    case .failedPrecondition: return "FAILED_PRECONDITION"
+    case .aborted: return "ABORTED"
+    case .outOfRange: return "OUT_OF_RANGE"
+    case .unimplemented: return "UNIMPLEMENTED"
+    case .internalError: return "INTERNAL"
+    case .unavailable: return "UNAVAILABLE"
+    case .dataLoss: return "DATA_LOSS"
+    case .unauthenticated: return "UNAUTHENTICATED"
+    default: return "CODE_\(code.rawValue)"
+    }
   }
 
   static func isServerFault(_ code: RPCError.Code) -> Bool {

@@ -51,6 +51,7 @@ public struct TestServer: Sendable {
   public static func with<Result: Sendable>(
     configure: (inout [Setting: String], TestCertificates) -> Void = { _, _ in },
     waitUntilServing: Bool = true,
+    logger: Logger? = nil,
     _ body: (TestServer) async throws -> Result
   ) async throws -> Result {
     let certificates = try TestCertificates.make()
@@ -66,8 +67,11 @@ public struct TestServer: Sendable {
     ]
     configure(&flags, certificates)
     let configuration = try ServerConfiguration.resolve(flags: flags, environment: [:])
-    var logger = Logger(label: "tender.test")
-    logger.logLevel = configuration.logLevel
+    let logger = logger ?? {
+      var logger = Logger(label: "tender.test")
+      logger.logLevel = configuration.logLevel
+      return logger
+    }()
 
     let (addresses, continuation) = AsyncStream.makeStream(of: (String, Int).self)
     let application = try TenderApplication.build(
