@@ -146,6 +146,14 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .testTarget(
+      name: "TenderRPCTests",
+      dependencies: [
+        "TenderRPC",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
       name: "TenderPostgresTests",
       dependencies: [
         "TenderPostgres",

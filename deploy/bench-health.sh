@@ -32,11 +32,20 @@ printf '\x00\x00\x00\x00\x00' >"$state/check.bin"
 url="https://127.0.0.1:$port/grpc.health.v1.Health/Check"
 headers=(-H 'content-type: application/grpc' -H 'te: trailers')
 
-trailers=$(nghttp -v -d "$state/check.bin" "${headers[@]}" "$url" 2>&1 | grep -i 'grpc-status' || true)
+trailers=$(nghttp -v -d "$state/check.bin" "${headers[@]}" "$url" 2>&1 | grep -ai 'grpc-status' || true)
 echo "$trailers" | grep -q 'grpc-status: 0' || { echo "bench: Health/Check did not return grpc-status 0: $trailers" >&2; exit 1; }
 echo "verified: $(echo "$trailers" | tr -s ' ' | head -n 1)"
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m); load generator on the same machine"
 echo "h2load: $connections connections x $streams streams, ${duration}s after ${warmup}s warm-up, $threads thread(s)"
 h2load -c "$connections" -m "$streams" -t "$threads" -D "$duration" --warm-up-time "$warmup" \
-  -d "$state/check.bin" "${headers[@]}" "$url" | sed -n '/^finished in/,$p'
+  --log-file="$state/requests.tsv" -d "$state/check.bin" "${headers[@]}" "$url" | sed -n '/^finished in/,$p'
+# h2load's log: start time, HTTP status, time to complete (µs) per request.
+python3 - "$state/requests.tsv" <<'PY'
+import sys
+latencies = sorted(int(line.split("\t")[2]) for line in open(sys.argv[1]) if line.strip())
+def percentile(p):
+    return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] / 1000
+print(f"latency over {len(latencies)} requests (ms): " + ", ".join(
+    f"p{p:g} {percentile(p):.2f}" for p in (50, 90, 99, 99.9)) + f", max {latencies[-1] / 1000:.2f}")
+PY

@@ -54,7 +54,9 @@ public struct TenderApplication: Sendable {
       PendingPaymentService(),
       PendingRefundService(),
     ]
-    let unary = Set(MethodPolicies.all.filter { $0.kind == .unary }.map(\.fullName))
+    // Tender's own unary RPCs do I/O and get the default deadline; health and reflection answer
+    // from memory and stay as cheap as possible for balancers probing them.
+    let unary = Set(MethodPolicies.all.filter { $0.kind == .unary && $0.service.hasPrefix("tender.") }.map(\.fullName))
     let interceptors: [ConditionalInterceptor<any ServerInterceptor>] = [
       .apply(RequestLoggingInterceptor(logger: logger), to: .all),
       .apply(
