@@ -58,6 +58,25 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
+    // hiredis, for RESP encoding and parsing.
+    .systemLibrary(
+      name: "CHiredis",
+      pkgConfig: "hiredis",
+      providers: [.apt(["libhiredis-dev"])]
+    ),
+    // Redis over SwiftNIO (RESP via hiredis), the shared rate limiter.
+    .target(
+      name: "TenderRedis",
+      dependencies: [
+        "TenderCore",
+        "CHiredis",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: swiftSettings
+    ),
     // gRPC service implementations and interceptors.
     .target(
       name: "TenderRPC",
@@ -150,6 +169,17 @@ let package = Package(
       dependencies: [
         "TenderRPC",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "TenderRedisTests",
+      dependencies: [
+        "TenderRedis",
+        "TenderCore",
+        "TenderServer",
+        "TenderTesting",
+        .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: swiftSettings
     ),

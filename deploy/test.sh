@@ -6,12 +6,15 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 "$root/deploy/setup.sh"
 
-# Throwaway PostgreSQL clusters of this run are stopped on exit, even after a crash.
+# Throwaway PostgreSQL and Redis servers of this run are stopped on exit, even after a crash.
 cleanup() {
   for data in /tmp/tender-test-pg-*/data /tmp/tender-pytest-*/postgres/data; do
     [ -f "$data/postmaster.pid" ] || continue
-    pid=$(head -n 1 "$data/postmaster.pid")
-    kill -TERM "$pid" 2>/dev/null || true
+    kill -TERM "$(head -n 1 "$data/postmaster.pid")" 2>/dev/null || true
+  done
+  for pidfile in /tmp/tender-test-redis-*/redis.pid; do
+    [ -f "$pidfile" ] || continue
+    kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
   done
 }
 trap cleanup EXIT

@@ -129,56 +129,19 @@ public struct LocalPostgres: Sendable {
 
   static var isRoot: Bool { geteuid() == 0 }
 
-  /// Finds a PostgreSQL program on PATH or in Debian's versioned folders.
   static func tool(_ name: String) throws -> String {
-    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
-    var candidates = path.split(separator: ":").map { "\($0)/\(name)" }
-    if let versions = try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql") {
-      for version in versions.sorted(by: >) { candidates.append("/usr/lib/postgresql/\(version)/bin/\(name)") }
-    }
-    guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+    guard let found = ChildProcess.find(name, extraFolders: ChildProcess.postgresFolders) else {
       throw Failure(description: "\(name) not found: install PostgreSQL (apt-get install postgresql)")
     }
     return found
   }
 
-  /// Runs a program to completion and returns its standard output; throws with its error output.
-  ///
-  /// Uses posix_spawn and waitpid rather than Foundation's Process: `pg_ctl start` leaves a
-  /// postmaster running that inherits descriptors, and Process waits for those to close.
   @discardableResult
   static func run(_ program: String, _ arguments: [String], asPostgres: Bool) throws -> String {
-    let command = asPostgres ? ["/usr/sbin/runuser", "-u", "postgres", "--", program] + arguments : [program] + arguments
-    // From a directory every user can enter: postgres tools fail when the caller's cwd is private.
-    let argv = ["/bin/sh", "-c", "cd /tmp && exec \"$@\"", "sh"] + command
-    let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("tender-pg-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: scratch) }
-    let outputPath = scratch.appendingPathComponent("stdout").path
-    let errorPath = scratch.appendingPathComponent("stderr").path
-
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-
-    var pid: pid_t = 0
-    let cArguments = argv.map { strdup($0) } + [nil]
-    defer { cArguments.forEach { free($0) } }
-    let spawned = posix_spawn(&pid, argv[0], &actions, nil, cArguments, environ)
-    guard spawned == 0 else {
-      throw Failure(description: "cannot start \(argv[0]): \(String(cString: strerror(spawned)))")
+    do {
+      return try ChildProcess.run(program, arguments, asUser: asPostgres ? "postgres" : nil)
+    } catch let error as ChildProcess.Failure {
+      throw Failure(description: error.description)
     }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-    let exitedCleanly = (status & 0x7f) == 0 && ((status >> 8) & 0xff) == 0
-    let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-    guard exitedCleanly else {
-      let message = ((try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-      throw Failure(description: "\((program as NSString).lastPathComponent) failed: \(message)")
-    }
-    return output
   }
 }

@@ -19,31 +19,39 @@ public enum TenderExecutable {
 
   /// Runs `tender` with `arguments` and only `environment` (plus PATH), waiting for it to exit.
   public static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> Outcome {
+    // Output goes to files, not pipes: reading a pipe to its end would block a thread until every
+    // process that inherited it (a database server started meanwhile, say) has exited.
+    let scratch = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("tender-run-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: scratch) }
+    let outputURL = scratch.appendingPathComponent("stdout")
+    let errorURL = scratch.appendingPathComponent("stderr")
+    FileManager.default.createFile(atPath: outputURL.path, contents: nil)
+    FileManager.default.createFile(atPath: errorURL.path, contents: nil)
+
     let process = Process()
     process.executableURL = URL(fileURLWithPath: self.path)
     process.arguments = arguments
     var env = environment
     env["PATH"] = ProcessInfo.processInfo.environment["PATH"]
     process.environment = env
-    let output = Pipe()
-    let errors = Pipe()
+    let output = try FileHandle(forWritingTo: outputURL)
+    let errors = try FileHandle(forWritingTo: errorURL)
+    defer {
+      try? output.close()
+      try? errors.close()
+    }
     process.standardOutput = output
     process.standardError = errors
     process.standardInput = FileHandle.nullDevice
-    let exited = AsyncStream.makeStream(of: Int32.self)
-    process.terminationHandler = { process in
-      exited.continuation.yield(process.terminationStatus)
-      exited.continuation.finish()
-    }
     try process.run()
-    async let outputData = Task.detached { output.fileHandleForReading.readDataToEndOfFile() }.value
-    async let errorData = Task.detached { errors.fileHandleForReading.readDataToEndOfFile() }.value
-    var iterator = exited.stream.makeAsyncIterator()
-    let status = await iterator.next() ?? -1
+    while process.isRunning {
+      try await Task.sleep(for: .milliseconds(10))
+    }
     return Outcome(
-      status: status,
-      standardOutput: String(decoding: await outputData, as: UTF8.self),
-      standardError: String(decoding: await errorData, as: UTF8.self)
+      status: process.terminationStatus,
+      standardOutput: (try? String(contentsOf: outputURL, encoding: .utf8)) ?? "",
+      standardError: (try? String(contentsOf: errorURL, encoding: .utf8)) ?? ""
     )
   }
 }

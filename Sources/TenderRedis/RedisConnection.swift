@@ -1,0 +1,209 @@
+import CHiredis
+public import NIOCore
+public import NIOPosix
+import Synchronization
+import TenderCore
+
+/// Why a Redis command did not get an answer.
+public enum RedisError: Error, Sendable, Hashable, CustomStringConvertible {
+  /// No connection could be made (or the pool is backing off after failures).
+  case unavailable
+  /// The connection closed before the reply came.
+  case connectionClosed
+  /// No reply within the command timeout; the connection is dropped.
+  case timeout
+  /// The bytes from the server were not valid RESP.
+  case protocolError
+  /// Redis answered with an error reply.
+  case reply(String)
+
+  public var description: String {
+    switch self {
+    case .unavailable: return "Redis is unavailable"
+    case .connectionClosed: return "the Redis connection closed"
+    case .timeout: return "Redis did not answer in time"
+    case .protocolError: return "Redis sent an invalid reply"
+    case .reply(let message): return "Redis error: \(message.prefix(200))"
+    }
+  }
+}
+
+/// One command on its way to Redis, with the promise its reply completes.
+struct RedisRequest {
+  let arguments: [[UInt8]]
+  let promise: EventLoopPromise<RESPValue>
+}
+
+/// Encodes commands with hiredis and parses replies with hiredis's reader, matching replies to
+/// requests in order (Redis answers a connection's commands in the order they were sent).
+final class RedisProtocolHandler: ChannelDuplexHandler {
+  typealias InboundIn = ByteBuffer
+  typealias OutboundIn = RedisRequest
+  typealias OutboundOut = ByteBuffer
+
+  private let reader: UnsafeMutablePointer<redisReader>
+  private var pending = CircularBuffer<EventLoopPromise<RESPValue>>()
+
+  init() {
+    self.reader = redisReaderCreate()
+  }
+
+  deinit {
+    redisReaderFree(self.reader)
+  }
+
+  func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    let request = self.unwrapOutboundIn(data)
+    var buffer = context.channel.allocator.buffer(capacity: 64)
+    RESPCommand.encode(request.arguments, into: &buffer)
+    self.pending.append(request.promise)
+    context.write(self.wrapOutboundOut(buffer), promise: promise)
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    let buffer = self.unwrapInboundIn(data)
+    let fed = buffer.withUnsafeReadableBytes { bytes in
+      redisReaderFeed(self.reader, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
+    }
+    guard fed == REDIS_OK else {
+      self.failAll(RedisError.protocolError, context: context)
+      return
+    }
+    while true {
+      var reply: UnsafeMutableRawPointer? = nil
+      guard redisReaderGetReply(self.reader, &reply) == REDIS_OK else {
+        self.failAll(RedisError.protocolError, context: context)
+        return
+      }
+      guard let reply else { return }
+      let value = RESPValue(reply: reply.assumingMemoryBound(to: redisReply.self))
+      freeReplyObject(reply)
+      guard let promise = self.pending.popFirst() else {
+        // A reply nobody asked for: the stream is out of step.
+        self.failAll(RedisError.protocolError, context: context)
+        return
+      }
+      promise.succeed(value)
+    }
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    self.failPending(RedisError.connectionClosed)
+    context.fireChannelInactive()
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    self.failAll(RedisError.connectionClosed, context: context)
+  }
+
+  private func failAll(_ error: RedisError, context: ChannelHandlerContext) {
+    self.failPending(error)
+    context.close(promise: nil)
+  }
+
+  private func failPending(_ error: RedisError) {
+    while let promise = self.pending.popFirst() {
+      promise.fail(error)
+    }
+  }
+}
+
+/// A single connection to Redis; commands may be sent concurrently and are pipelined.
+public final class RedisConnection: Sendable {
+  private let channel: any Channel
+  private let commandTimeout: Duration
+
+  private init(channel: any Channel, commandTimeout: Duration) {
+    self.channel = channel
+    self.commandTimeout = commandTimeout
+  }
+
+  /// Whether the connection can still carry commands.
+  public var isActive: Bool { self.channel.isActive }
+
+  /// Connects, authenticates and selects the database if configured.
+  public static func connect(
+    to configuration: RedisConfiguration,
+    on group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+  ) async throws -> RedisConnection {
+    let channel: any Channel
+    do {
+      channel = try await ClientBootstrap(group: group)
+        .connectTimeout(TimeAmount(configuration.connectTimeout))
+        .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        .channelInitializer { channel in
+          channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(RedisProtocolHandler())
+          }
+        }
+        .connect(host: configuration.host, port: configuration.port).get()
+    } catch {
+      throw RedisError.unavailable
+    }
+    let connection = RedisConnection(channel: channel, commandTimeout: configuration.commandTimeout)
+    do {
+      if let password = configuration.password {
+        try await connection.expectOK(connection.send(["AUTH", password.value]))
+      }
+      if configuration.database != 0 {
+        try await connection.expectOK(connection.send(["SELECT", String(configuration.database)]))
+      }
+    } catch {
+      connection.close()
+      throw error
+    }
+    return connection
+  }
+
+  /// Sends a command and waits for its reply. An error reply is returned as `.error`, not thrown;
+  /// a timeout closes the connection (its reply stream can no longer be trusted) and throws.
+  public func send(_ arguments: [String]) async throws -> RESPValue {
+    try await self.send(bytes: arguments.map { Array($0.utf8) })
+  }
+
+  /// Sends a command with binary arguments.
+  public func send(bytes arguments: [[UInt8]]) async throws -> RESPValue {
+    let eventLoop = self.channel.eventLoop
+    let promise = eventLoop.makePromise(of: RESPValue.self)
+    let channel = self.channel
+    let timedOut = TimeoutFlag()
+    let timeout = eventLoop.scheduleTask(in: TimeAmount(self.commandTimeout)) {
+      timedOut.set()
+      channel.close(promise: nil)
+    }
+    promise.futureResult.whenComplete { _ in timeout.cancel() }
+    self.channel.writeAndFlush(RedisRequest(arguments: arguments, promise: promise), promise: nil)
+    do {
+      return try await promise.futureResult.get()
+    } catch RedisError.connectionClosed where timedOut.isSet {
+      throw RedisError.timeout
+    } catch let error as RedisError {
+      throw error
+    } catch {
+      throw RedisError.connectionClosed
+    }
+  }
+
+  /// Closes the connection; commands still waiting fail with `connectionClosed`.
+  public func close() {
+    self.channel.close(promise: nil)
+  }
+
+  private func expectOK(_ reply: RESPValue) throws {
+    if case .error(let message) = reply { throw RedisError.reply(message) }
+  }
+}
+
+/// Set once when a command's timeout fires.
+private final class TimeoutFlag: Sendable {
+  private let value = Atomic<Bool>(false)
+  func set() { self.value.store(true, ordering: .relaxed) }
+  var isSet: Bool { self.value.load(ordering: .relaxed) }
+}
+
+extension TimeAmount {
+  init(_ duration: Duration) {
+    let (seconds, attoseconds) = duration.components
+    self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+  }
+}

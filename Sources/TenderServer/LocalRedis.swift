@@ -1,0 +1,79 @@
+public import Foundation
+
+/// A throwaway Redis server in a folder of its own, for `tender dev` and the tests.
+public struct LocalRedis: Sendable {
+  public struct Failure: Error, CustomStringConvertible {
+    public let description: String
+  }
+
+  public let directory: URL
+  public let port: Int
+  /// `redis://` URL of this server.
+  public var url: String { "redis://127.0.0.1:\(self.port)" }
+
+  private var pidFile: URL { self.directory.appendingPathComponent("redis.pid") }
+
+  /// Starts a server (no persistence) listening on 127.0.0.1:`port`.
+  public static func start(in directory: URL, port: Int) throws -> LocalRedis {
+    let redis = LocalRedis(directory: directory.standardizedFileURL, port: port)
+    try redis.start()
+    return redis
+  }
+
+  /// Starts the server again after `stop()`, on the same port.
+  public func start() throws {
+    try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
+    guard let server = ChildProcess.find("redis-server") else {
+      throw Failure(description: "redis-server not found: install Redis (apt-get install redis-server)")
+    }
+    do {
+      try ChildProcess.run(server, [
+        "--bind", "127.0.0.1", "--port", "\(self.port)", "--save", "", "--appendonly", "no",
+        "--daemonize", "yes", "--pidfile", self.pidFile.path, "--dir", self.directory.path,
+        "--logfile", self.directory.appendingPathComponent("redis.log").path,
+      ])
+    } catch let error as ChildProcess.Failure {
+      throw Failure(description: error.description)
+    }
+    // Daemonized: wait until it accepts connections.
+    for _ in 0..<200 {
+      if self.isAccepting() { return }
+      usleep(25_000)
+    }
+    throw Failure(description: "redis-server did not start on port \(self.port)")
+  }
+
+  /// Stops the server and waits until its port is closed.
+  public func stop() {
+    guard let text = try? String(contentsOf: self.pidFile, encoding: .utf8),
+      let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines))
+    else { return }
+    kill(pid, SIGTERM)
+    for _ in 0..<200 {
+      if kill(pid, 0) != 0 { break }
+      usleep(25_000)
+    }
+    try? FileManager.default.removeItem(at: self.pidFile)
+  }
+
+  /// Stops the server and removes its folder.
+  public func destroy() {
+    self.stop()
+    try? FileManager.default.removeItem(at: self.directory)
+  }
+
+  private func isAccepting() -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(self.port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+      }
+    }
+  }
+}

@@ -1,0 +1,155 @@
+import Foundation
+import Logging
+import TenderCore
+import TenderRedis
+import TenderServer
+import TenderTesting
+import Testing
+
+/// Runs `body` with a client to `url`'s server; the client is shut down afterwards.
+func withRedisClient<Result: Sendable>(
+  port: Int,
+  configure: (inout RedisConfiguration) -> Void = { _ in },
+  _ body: (RedisClient) async throws -> Result
+) async throws -> Result {
+  var configuration = RedisConfiguration(host: "127.0.0.1", port: port)
+  configure(&configuration)
+  let client = RedisClient(configuration: configuration, logger: Logger(label: "tender.test.redis"))
+  return try await body(client)
+}
+
+@Suite("Redis client against a real Redis")
+struct RedisClientTests {
+  @Test("Replies of every RESP type come back decoded, binary-safe, error replies included")
+  func replyTypes() async throws {
+    let redis = try TestRedis.sharedServer()
+    try await withRedisClient(port: redis.port) { client in
+      let key = "t:\(UUID().uuidString)"
+      #expect(try await client.send(["SET", key, "héllo\r\n\u{0}world"]) == .simpleString("OK"))
+      #expect(try await client.send(["GET", key]).string == "héllo\r\n\u{0}world")
+      #expect(try await client.send(["GET", key + ":missing"]) == .null)
+      #expect(try await client.send(["INCR", key + ":n"]) == .integer(1))
+      _ = try await client.send(["RPUSH", key + ":l", "a", "b", ""])
+      #expect(try await client.send(["LRANGE", key + ":l", "0", "-1"]) == .array([.bulkString(Array("a".utf8)), .bulkString(Array("b".utf8)), .bulkString([])]))
+      let wrongType = try await client.send(["INCR", key + ":l"])
+      guard case .error(let message) = wrongType else {
+        Issue.record("expected an error reply, got \(wrongType)")
+        return
+      }
+      #expect(message.hasPrefix("WRONGTYPE"))
+    }
+  }
+
+  @Test("Hundreds of concurrent commands over the pool each get their own reply")
+  func concurrentCommands() async throws {
+    let redis = try TestRedis.sharedServer()
+    try await withRedisClient(port: redis.port) { client in
+      let key = "t:\(UUID().uuidString)"
+      let replies = try await withThrowingTaskGroup(of: Int64?.self) { group in
+        for _ in 0..<500 {
+          group.addTask { try await client.send(["INCR", key]).integer }
+        }
+        var collected: [Int64] = []
+        for try await reply in group { if let reply { collected.append(reply) } }
+        return collected
+      }
+      #expect(replies.sorted() == Array(1...500))
+    }
+  }
+
+  @Test("With Redis down, calls fail fast instead of hanging, and recover when it is back")
+  func redisDownAndBack() async throws {
+    let redis = try TestRedis.privateServer()
+    defer { redis.destroy() }
+    try await withRedisClient(port: redis.port, configure: { $0.poolSize = 2; $0.initialBackoff = .milliseconds(50) }) { client in
+      #expect(try await client.send(["PING"]) == .simpleString("PONG"))
+      redis.stop()
+      let clock = ContinuousClock()
+      for _ in 0..<20 {
+        let elapsed = await clock.measure {
+          await #expect(throws: RedisError.self) { try await client.send(["PING"]) }
+        }
+        // Connect timeout (500 ms) is the longest any call may wait.
+        #expect(elapsed < .seconds(2))
+      }
+      try redis.start()
+      var answered = false
+      for _ in 0..<100 where !answered {
+        answered = (try? await client.send(["PING"])) == .simpleString("PONG")
+        if !answered { try await Task.sleep(for: .milliseconds(50)) }
+      }
+      #expect(answered)
+    }
+  }
+}
+
+@Suite("Token bucket rate limiter in Redis")
+struct TokenBucketLimiterTests {
+  @Test("A burst of 50 concurrent calls over a limit of 10 lets exactly 10 through")
+  func burstAllowsExactlyTheLimit() async throws {
+    let redis = try TestRedis.sharedServer()
+    try await withRedisClient(port: redis.port) { client in
+      let limiter = TokenBucketLimiter(client: client)
+      let policy = RateLimitPolicy(capacity: 10, refillPerSecond: 0.01)
+      let key = "client:\(UUID().uuidString)"
+      let decisions = try await withThrowingTaskGroup(of: RateLimitDecision.self) { group in
+        for _ in 0..<50 {
+          group.addTask { try await limiter.acquire(key: key, policy: policy) }
+        }
+        var collected: [RateLimitDecision] = []
+        for try await decision in group { collected.append(decision) }
+        return collected
+      }
+      let allowed = decisions.filter { if case .allowed = $0 { return true } else { return false } }
+      #expect(allowed.count == 10)
+      for decision in decisions {
+        if case .limited(let retryAfter) = decision {
+          #expect(retryAfter > .zero)
+        }
+      }
+    }
+  }
+
+  @Test("Bucket keys carry an expiry, and tokens refill over time")
+  func expiryAndRefill() async throws {
+    let redis = try TestRedis.sharedServer()
+    try await withRedisClient(port: redis.port) { client in
+      let limiter = TokenBucketLimiter(client: client, prefix: "t:rl:")
+      let policy = RateLimitPolicy(capacity: 2, refillPerSecond: 10)
+      let key = UUID().uuidString
+      #expect(try await limiter.acquire(key: key, policy: policy) != .limited(retryAfter: .zero))
+      // Take tokens faster than they refill until the bucket says no.
+      var retryAfter: Duration?
+      for _ in 0..<50 where retryAfter == nil {
+        if case .limited(let wait) = try await limiter.acquire(key: key, policy: policy) { retryAfter = wait }
+      }
+      guard let retryAfter else {
+        Issue.record("the bucket never ran dry")
+        return
+      }
+      // One token comes back every 100 ms.
+      #expect(retryAfter > .zero && retryAfter <= .milliseconds(100))
+      let ttl = try await client.send(["PTTL", "t:rl:" + key]).integer ?? -1
+      #expect(ttl > 0 && ttl <= 1_200)
+      try await Task.sleep(for: retryAfter + .milliseconds(30))
+      let refilled = try await limiter.acquire(key: key, policy: policy)
+      guard case .allowed = refilled else {
+        Issue.record("tokens should have refilled, got \(refilled)")
+        return
+      }
+    }
+  }
+
+  @Test("The script is loaded again after Redis forgets it")
+  func scriptReloaded() async throws {
+    let redis = try TestRedis.sharedServer()
+    try await withRedisClient(port: redis.port) { client in
+      let limiter = TokenBucketLimiter(client: client)
+      let policy = RateLimitPolicy(capacity: 5, refillPerSecond: 1)
+      let key = UUID().uuidString
+      #expect(try await limiter.acquire(key: key, policy: policy) == .allowed(remaining: 4))
+      _ = try await client.send(["SCRIPT", "FLUSH"])
+      #expect(try await limiter.acquire(key: key, policy: policy) == .allowed(remaining: 3))
+    }
+  }
+}
