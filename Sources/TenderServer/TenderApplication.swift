@@ -5,6 +5,7 @@ import NIOCore
 import NIOPosix
 import Synchronization
 public import PostgresNIO
+public import Prometheus
 public import ServiceLifecycle
 import TenderAPI
 import TenderCore
@@ -23,6 +24,8 @@ public struct TenderApplication: Sendable {
   public let postgres: PostgresClient
   /// Counts of the listener's connections.
   public let connections: ConnectionCounter
+  /// The server's metrics, in Prometheus exposition format via `emitToString()`.
+  public let metrics: PrometheusCollectorRegistry
 
   /// Fully qualified names of the services registered on the gRPC server.
   public static let serviceNames: [String] = [
@@ -57,7 +60,9 @@ public struct TenderApplication: Sendable {
     // Tender's own unary RPCs do I/O and get the default deadline; health and reflection answer
     // from memory and stay as cheap as possible for balancers probing them.
     let unary = Set(MethodPolicies.all.filter { $0.kind == .unary && $0.service.hasPrefix("tender.") }.map(\.fullName))
+    let metrics = PrometheusCollectorRegistry()
     let interceptors: [ConditionalInterceptor<any ServerInterceptor>] = [
+      .apply(MetricsInterceptor(factory: PrometheusMetricsFactory(registry: metrics)), to: .all),
       .apply(RequestLoggingInterceptor(logger: logger), to: .all),
       .apply(
         DefaultDeadlineInterceptor(deadline: configuration.defaultDeadline),
@@ -100,7 +105,7 @@ public struct TenderApplication: Sendable {
         logger: logger
       )
     )
-    return TenderApplication(serviceGroup: group, board: board, postgres: postgres, connections: connections)
+    return TenderApplication(serviceGroup: group, board: board, postgres: postgres, connections: connections, metrics: metrics)
   }
 
   static func makeTransport(_ configuration: ServerConfiguration, connections: ConnectionCounter) throws -> HTTP2ServerTransport.Posix {

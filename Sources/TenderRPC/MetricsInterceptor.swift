@@ -1,0 +1,128 @@
+public import CoreMetrics
+public import GRPCCore
+import TenderAPI
+
+/// Counts and times every RPC under the names and labels of go-grpc-prometheus, so standard gRPC
+/// dashboards and alerts work unchanged:
+/// `grpc_server_started_total`, `grpc_server_handled_total`, `grpc_server_msg_received_total`,
+/// `grpc_server_msg_sent_total` and the `grpc_server_handling_seconds` histogram.
+public struct MetricsInterceptor: ServerInterceptor {
+  private let factory: any MetricsFactory
+
+  /// - Parameter factory: where the metrics go (a Prometheus registry's factory in the server).
+  public init(factory: any MetricsFactory) {
+    self.factory = factory
+  }
+
+  public func intercept<Input: Sendable, Output: Sendable>(
+    request: StreamingServerRequest<Input>,
+    context: ServerContext,
+    next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
+  ) async throws -> StreamingServerResponse<Output> {
+    let start = ContinuousClock.now
+    let factory = self.factory
+    let service = context.descriptor.service.fullyQualifiedService
+    let method = context.descriptor.method
+    let labels = [("grpc_type", Self.type(service: service, method: method)), ("grpc_service", service), ("grpc_method", method)]
+    Counter(label: "grpc_server_started_total", dimensions: labels, factory: factory).increment()
+
+    let received = Counter(label: "grpc_server_msg_received_total", dimensions: labels, factory: factory)
+    // Made now so the series exists (at 0) even when the handler fails before writing.
+    let sent = Counter(label: "grpc_server_msg_sent_total", dimensions: labels, factory: factory)
+    var request = request
+    let messages = request.messages
+    request.messages = RPCAsyncSequence(wrapping: messages.map { message in
+      received.increment()
+      return message
+    })
+
+    @Sendable func handled(_ code: RPCError.Code?) {
+      let coded = labels + [("grpc_code", Self.goName(code))]
+      Counter(label: "grpc_server_handled_total", dimensions: coded, factory: factory).increment()
+      Timer(label: "grpc_server_handling_seconds", dimensions: labels, factory: factory)
+        .recordNanoseconds(Self.nanoseconds(ContinuousClock.now - start))
+    }
+
+    let response: StreamingServerResponse<Output>
+    do {
+      response = try await next(request, context)
+    } catch {
+      handled(RequestLoggingInterceptor.code(of: error))
+      throw error
+    }
+    switch response.accepted {
+    case .failure(let error):
+      handled(error.code)
+      return response
+    case .success(var contents):
+      let producer = contents.producer
+      contents.producer = { writer in
+        let counting = RPCWriter(wrapping: CountingWriter(base: writer, counter: sent))
+        do {
+          let trailers = try await producer(counting)
+          handled(nil)
+          return trailers
+        } catch {
+          handled(RequestLoggingInterceptor.code(of: error))
+          throw error
+        }
+      }
+      return StreamingServerResponse(accepted: .success(contents))
+    }
+  }
+
+  /// `unary`, `client_stream`, `server_stream` or `bidi_stream`, from the schemas.
+  static func type(service: String, method: String) -> String {
+    switch MethodPolicies.policy(service: service, method: method)?.kind {
+    case .unary?: return "unary"
+    case .clientStreaming?: return "client_stream"
+    case .serverStreaming?: return "server_stream"
+    case .bidirectionalStreaming?: return "bidi_stream"
+    case nil: return "unknown"
+    }
+  }
+
+  /// The code names go-grpc-prometheus uses (Go's `codes.Code.String()`).
+  static func goName(_ code: RPCError.Code?) -> String {
+    guard let code else { return "OK" }
+    switch code {
+    case .cancelled: return "Canceled"
+    case .unknown: return "Unknown"
+    case .invalidArgument: return "InvalidArgument"
+    case .deadlineExceeded: return "DeadlineExceeded"
+    case .notFound: return "NotFound"
+    case .alreadyExists: return "AlreadyExists"
+    case .permissionDenied: return "PermissionDenied"
+    case .resourceExhausted: return "ResourceExhausted"
+    case .failedPrecondition: return "FailedPrecondition"
+    case .aborted: return "Aborted"
+    case .outOfRange: return "OutOfRange"
+    case .unimplemented: return "Unimplemented"
+    case .internalError: return "Internal"
+    case .unavailable: return "Unavailable"
+    case .dataLoss: return "DataLoss"
+    case .unauthenticated: return "Unauthenticated"
+    default: return "Code(\(code.rawValue))"
+    }
+  }
+
+  static func nanoseconds(_ duration: Duration) -> Int64 {
+    let (seconds, attoseconds) = duration.components
+    return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+  }
+}
+
+/// Counts the messages a handler writes.
+private struct CountingWriter<Element: Sendable>: RPCWriterProtocol {
+  let base: RPCWriter<Element>
+  let counter: Counter
+
+  func write(_ element: Element) async throws {
+    try await self.base.write(element)
+    self.counter.increment()
+  }
+
+  func write(contentsOf elements: some Sequence<Element>) async throws {
+    for element in elements { try await self.write(element) }
+  }
+}
