@@ -31,6 +31,7 @@ let package = Package(
     .package(url: "https://github.com/vapor/postgres-nio.git", exact: "1.33.2"),
     .package(url: "https://github.com/apple/swift-metrics.git", exact: "2.13.0"),
     .package(url: "https://github.com/swift-server/swift-prometheus.git", exact: "2.4.1"),
+    .package(url: "https://github.com/hummingbird-project/hummingbird.git", exact: "2.28.1"),
   ],
   targets: [
     // Generated from proto/ by codegen/generate.sh; never edited by hand.
@@ -93,6 +94,20 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
+    // The HTTP bridge (Hummingbird): health, metrics; later webhooks and the JWKS.
+    .target(
+      name: "TenderBridge",
+      dependencies: [
+        "TenderCore",
+        .product(name: "Hummingbird", package: "hummingbird"),
+        .product(name: "HummingbirdCore", package: "hummingbird"),
+        .product(name: "HummingbirdTLS", package: "hummingbird"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: swiftSettings
+    ),
     // Composition root: configuration, TLS, the service group.
     .target(
       name: "TenderServer",
@@ -101,6 +116,7 @@ let package = Package(
         "TenderAPI",
         "TenderRPC",
         "TenderPostgres",
+        "TenderBridge",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "NIOCore", package: "swift-nio"),

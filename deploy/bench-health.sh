@@ -17,7 +17,8 @@ swift build -c release --product tender >&2
 state=$(mktemp -d /tmp/tender-bench-XXXXXX)
 chmod 755 "$state"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$root/.build/release/tender" dev --state-dir "$state" --grpc-address "127.0.0.1:$port" --ephemeral \
+http_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$root/.build/release/tender" dev --state-dir "$state" --grpc-address "127.0.0.1:$port" --http-address "127.0.0.1:$http_port" --ephemeral \
   --log-level "${LOG_LEVEL:-warning}" >"$state/tender.out" 2>"$state/tender.err" &
 server=$!
 trap 'kill -INT $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$state"' EXIT

@@ -5,7 +5,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
-packages=(postgresql postgresql-contrib protobuf-compiler libprotobuf-dev libhiredis-dev redis-server nghttp2-client)
+packages=(curl postgresql postgresql-contrib protobuf-compiler libprotobuf-dev libhiredis-dev redis-server nghttp2-client)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

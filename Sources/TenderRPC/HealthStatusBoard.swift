@@ -1,8 +1,9 @@
 import Synchronization
+public import TenderCore
 
 /// The serving status of each gRPC service, shared by the health service and whoever decides it
 /// (the readiness monitor, the drain on shutdown).
-public final class HealthStatusBoard: Sendable {
+public final class HealthStatusBoard: ServingState {
   /// Status as the health protocol reports it.
   public enum Status: Sendable, Hashable {
     case serving
@@ -24,6 +25,9 @@ public final class HealthStatusBoard: Sendable {
     for service in services { statuses[service] = .notServing }
     self.state = Mutex(State(statuses: statuses))
   }
+
+  /// Whether the server as a whole is SERVING.
+  public var isServing: Bool { self.status(of: "") == .serving }
 
   /// The status of `service`, or nil when the service is unknown.
   public func status(of service: String) -> Status? {

@@ -17,6 +17,9 @@ public struct ServerConfiguration: Sendable {
 
   public var host: String
   public var port: Int
+  /// Address of the HTTP bridge (health, metrics), served with the same TLS settings.
+  public var httpHost: String
+  public var httpPort: Int
   public var transport: Transport
   public var database: PostgresClient.Configuration
   /// Maximum concurrent streams (RPCs) per HTTP/2 connection.
@@ -48,6 +51,8 @@ public struct ServerConfiguration: Sendable {
   public init(
     host: String,
     port: Int,
+    httpHost: String = "127.0.0.1",
+    httpPort: Int = 8080,
     transport: Transport,
     database: PostgresClient.Configuration,
     maxConcurrentStreams: Int = 100,
@@ -66,6 +71,8 @@ public struct ServerConfiguration: Sendable {
   ) {
     self.host = host
     self.port = port
+    self.httpHost = httpHost
+    self.httpPort = httpPort
     self.transport = transport
     self.database = database
     self.maxConcurrentStreams = maxConcurrentStreams
@@ -109,6 +116,7 @@ public struct Setting: Sendable, Hashable {
   public var label: String { "\(self.environment) (--\(self.flag))" }
 
   public static let grpcAddress = Setting(flag: "grpc-address", environment: "TENDER_GRPC_ADDRESS", defaultValue: "0.0.0.0:8443", help: "host:port of the gRPC listener")
+  public static let httpAddress = Setting(flag: "http-address", environment: "TENDER_HTTP_ADDRESS", defaultValue: "0.0.0.0:8080", help: "host:port of the HTTP bridge (/healthz, /readyz, /metrics)")
   public static let tlsCert = Setting(flag: "tls-cert", environment: "TENDER_TLS_CERT", defaultValue: nil, help: "PEM certificate chain of the server, leaf first")
   public static let tlsKey = Setting(flag: "tls-key", environment: "TENDER_TLS_KEY", defaultValue: nil, help: "PEM private key of the server certificate")
   public static let tlsClientCA = Setting(flag: "tls-client-ca", environment: "TENDER_TLS_CLIENT_CA", defaultValue: nil, help: "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)")
@@ -130,7 +138,7 @@ public struct Setting: Sendable, Hashable {
 
   /// Every setting of `tender serve`, in the order the README lists them.
   public static let all: [Setting] = [
-    .grpcAddress, .tlsCert, .tlsKey, .tlsClientCA, .insecure, .databaseURL, .maxConcurrentStreams,
+    .grpcAddress, .httpAddress, .tlsCert, .tlsKey, .tlsClientCA, .insecure, .databaseURL, .maxConcurrentStreams,
     .maxRequestBytes, .defaultDeadline, .keepaliveTime, .keepaliveTimeout, .minClientPingInterval,
     .maxConnectionIdle, .maxConnectionAge, .maxConnectionAgeGrace, .healthProbeInterval, .drainDelay,
     .migrate, .logLevel,
@@ -157,12 +165,13 @@ extension ServerConfiguration {
     }
 
     let (host, port) = try parseAddress(try required(.grpcAddress), setting: .grpcAddress)
+    let (httpHost, httpPort) = try parseAddress(try required(.httpAddress), setting: .httpAddress)
     let insecure = try parseBool(value(.insecure) ?? "false", setting: .insecure)
 
     let transport: Transport
     if insecure {
-      guard isLoopback(host) else {
-        throw ConfigurationError(setting: Setting.insecure.label, problem: "plaintext is only allowed on a loopback address, not '\(host)'")
+      for listener in [host, httpHost] where !isLoopback(listener) {
+        throw ConfigurationError(setting: Setting.insecure.label, problem: "plaintext is only allowed on a loopback address, not '\(listener)'")
       }
       transport = .insecure
     } else {
@@ -225,6 +234,8 @@ extension ServerConfiguration {
     return ServerConfiguration(
       host: host,
       port: port,
+      httpHost: httpHost,
+      httpPort: httpPort,
       transport: transport,
       database: database,
       maxConcurrentStreams: try parseInt(try required(.maxConcurrentStreams), setting: .maxConcurrentStreams, range: 1...10_000),

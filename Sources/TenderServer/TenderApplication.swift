@@ -3,6 +3,8 @@ public import GRPCNIOTransportHTTP2
 public import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
+import TenderBridge
 import Synchronization
 public import PostgresNIO
 public import Prometheus
@@ -39,12 +41,14 @@ public struct TenderApplication: Sendable {
   /// Builds the server.
   /// - Parameters:
   ///   - gracefulShutdownSignals: signals that start a drain (SIGTERM, SIGINT for `tender`; none in tests).
-  ///   - onListening: called once with the bound address (useful with port 0).
+  ///   - onListening: called once with the bound gRPC address (useful with port 0).
+  ///   - onBridgeListening: called once with the bound port of the HTTP bridge.
   public static func build(
     configuration: ServerConfiguration,
     logger: Logger,
     gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint],
-    onListening: @escaping @Sendable (_ host: String, _ port: Int) -> Void = { _, _ in }
+    onListening: @escaping @Sendable (_ host: String, _ port: Int) -> Void = { _, _ in },
+    onBridgeListening: @escaping @Sendable (_ port: Int) -> Void = { _ in }
   ) throws -> TenderApplication {
     let postgres = PostgresClient(configuration: configuration.database, backgroundLogger: logger)
     let servedNames = serviceNames.filter { $0 != Grpc_Health_V1_Health.descriptor.fullyQualifiedService && $0 != Grpc_Reflection_V1_ServerReflection.descriptor.fullyQualifiedService }
@@ -85,19 +89,31 @@ public struct TenderApplication: Sendable {
       beforeServing: { try await migrator?.migrate() },
       onListening: onListening
     )
+    let bridge = try Bridge.application(
+      configuration: .init(host: configuration.httpHost, port: configuration.httpPort, tls: try bridgeTLS(configuration)),
+      readiness: board,
+      metrics: { metrics.emitToString() },
+      logger: logger,
+      onListening: { port in
+        logger.notice("HTTP bridge listening", metadata: ["address": "\(configuration.httpHost):\(port)"])
+        onBridgeListening(port)
+      }
+    )
     let monitor = ReadinessMonitor(
       probes: [PostgresReadinessProbe(client: postgres)],
       board: board,
       interval: configuration.healthProbeInterval,
       logger: logger
     )
-    // Started together; on shutdown stopped in reverse: the gRPC server drains first, the
-    // database pool closes last so in-flight RPCs can still use it.
+    // Started together; on shutdown stopped in reverse: the gRPC server drains first (the bridge
+    // still answers /readyz with 503 meanwhile), the database pool closes last so in-flight RPCs
+    // can still use it.
     let group = ServiceGroup(
       configuration: .init(
         services: [
           .init(service: postgres),
           .init(service: monitor),
+          .init(service: bridge),
           .init(service: grpc, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
         ],
         gracefulShutdownSignals: gracefulShutdownSignals,
@@ -106,6 +122,16 @@ public struct TenderApplication: Sendable {
       )
     )
     return TenderApplication(serviceGroup: group, board: board, postgres: postgres, connections: connections, metrics: metrics)
+  }
+
+  /// The bridge serves the gRPC listener's certificate; client certificates are not required there
+  /// (providers and scrapers call it).
+  static func bridgeTLS(_ configuration: ServerConfiguration) throws -> TLSConfiguration? {
+    guard case .tls(let chain, let key, _) = configuration.transport else { return nil }
+    return TLSConfiguration.makeServerConfiguration(
+      certificateChain: try NIOSSLCertificate.fromPEMBytes(chain).map { .certificate($0) },
+      privateKey: .privateKey(try NIOSSLPrivateKey(bytes: key.value, format: .pem))
+    )
   }
 
   static func makeTransport(_ configuration: ServerConfiguration, connections: ConnectionCounter) throws -> HTTP2ServerTransport.Posix {

@@ -42,6 +42,8 @@ public struct TestCertificates: Sendable {
 public struct TestServer: Sendable {
   public let host: String
   public let port: Int
+  /// Port of the HTTP bridge (same TLS as gRPC).
+  public let httpPort: Int
   public let certificates: TestCertificates
   public let databaseURL: String
   public let application: TenderApplication
@@ -58,6 +60,7 @@ public struct TestServer: Sendable {
     let databaseURL = try TestPostgres.makeDatabase()
     var flags: [Setting: String] = [
       .grpcAddress: "127.0.0.1:0",
+      .httpAddress: "127.0.0.1:0",
       .tlsCert: certificates.serverCertificatePath,
       .tlsKey: certificates.serverKeyPath,
       .databaseURL: databaseURL,
@@ -74,19 +77,28 @@ public struct TestServer: Sendable {
     }()
 
     let (addresses, continuation) = AsyncStream.makeStream(of: (String, Int).self)
+    let (bridgePorts, bridgeContinuation) = AsyncStream.makeStream(of: Int.self)
     let application = try TenderApplication.build(
       configuration: configuration,
       logger: logger,
-      gracefulShutdownSignals: []
-    ) { host, port in
-      continuation.yield((host, port))
-      continuation.finish()
-    }
+      gracefulShutdownSignals: [],
+      onListening: { host, port in
+        continuation.yield((host, port))
+        continuation.finish()
+      },
+      onBridgeListening: { port in
+        bridgeContinuation.yield(port)
+        bridgeContinuation.finish()
+      }
+    )
 
     return try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask {
         // If the server stops before it listens, the wait below ends instead of hanging.
-        defer { continuation.finish() }
+        defer {
+          continuation.finish()
+          bridgeContinuation.finish()
+        }
         try await application.serviceGroup.run()
       }
       defer { try? FileManager.default.removeItem(at: certificates.directory) }
@@ -95,7 +107,12 @@ public struct TestServer: Sendable {
         try await group.waitForAll()
         throw TestServerError.didNotListen
       }
-      let server = TestServer(host: host, port: port, certificates: certificates, databaseURL: databaseURL, application: application)
+      var bridgeIterator = bridgePorts.makeAsyncIterator()
+      guard let httpPort = await bridgeIterator.next() else {
+        try await group.waitForAll()
+        throw TestServerError.didNotListen
+      }
+      let server = TestServer(host: host, port: port, httpPort: httpPort, certificates: certificates, databaseURL: databaseURL, application: application)
       if waitUntilServing {
         let deadline = ContinuousClock.now + .seconds(30)
         while application.board.status(of: "") != .serving {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Synchronization
 import TenderServer
 import ServiceLifecycle
 
@@ -14,6 +15,9 @@ struct Dev: AsyncParsableCommand {
 
   @Option(name: .customLong("grpc-address"), help: "host:port of the gRPC listener (loopback).")
   var grpcAddress: String = "127.0.0.1:8443"
+
+  @Option(name: .customLong("http-address"), help: "host:port of the HTTP bridge (loopback).")
+  var httpAddress: String = "127.0.0.1:8080"
 
   @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
   var logLevel: String = "info"
@@ -33,6 +37,7 @@ struct Dev: AsyncParsableCommand {
 
     var flags: [Setting: String] = [
       .grpcAddress: self.grpcAddress,
+      .httpAddress: self.httpAddress,
       .tlsCert: tls.serverCertificate.path,
       .tlsKey: tls.serverKey.path,
       .databaseURL: postgres.databaseURL,
@@ -48,9 +53,22 @@ struct Dev: AsyncParsableCommand {
     }
     let logger = makeLogger(level: configuration.logLevel)
     let caPath = tls.caCertificate.path
-    let application = try TenderApplication.build(configuration: configuration, logger: logger) { host, port in
-      Self.printInstructions(host: host, port: port, caPath: caPath, databaseURL: postgres.databaseURL)
-    }
+    // Instructions are printed once both listeners are up.
+    let ports = DevPorts()
+    let application = try TenderApplication.build(
+      configuration: configuration,
+      logger: logger,
+      onListening: { host, port in
+        if let httpPort = ports.grpcListening(port) {
+          Self.printInstructions(host: host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL)
+        }
+      },
+      onBridgeListening: { httpPort in
+        if let port = ports.bridgeListening(httpPort) {
+          Self.printInstructions(host: configuration.host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL)
+        }
+      }
+    )
     try await application.serviceGroup.run()
   }
 
@@ -68,7 +86,7 @@ struct Dev: AsyncParsableCommand {
     return try LocalPostgres.start(in: directory, port: port)
   }
 
-  static func printInstructions(host: String, port: Int, caPath: String, databaseURL: String) {
+  static func printInstructions(host: String, port: Int, httpPort: Int, caPath: String, databaseURL: String) {
     let target = "localhost:\(port)"
     let text = """
 
@@ -85,10 +103,35 @@ struct Dev: AsyncParsableCommand {
         with grpc.secure_channel("\(target)", creds) as channel:
             print(health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest()))
 
+      Health and metrics over HTTPS:
+        curl --cacert \(caPath) https://localhost:\(httpPort)/readyz
+        curl --cacert \(caPath) https://localhost:\(httpPort)/metrics
+
       Ctrl-C stops the server and the database.
 
       """
     FileHandle.standardOutput.write(Data(text.utf8))
+  }
+}
+
+/// Remembers which listener came up first, so the instructions print once with both ports.
+final class DevPorts: Sendable {
+  private let ports = Mutex<(grpc: Int?, http: Int?)>((nil, nil))
+
+  /// Returns the HTTP port if the bridge is already listening.
+  func grpcListening(_ port: Int) -> Int? {
+    self.ports.withLock { ports in
+      ports.grpc = port
+      return ports.http
+    }
+  }
+
+  /// Returns the gRPC port if the gRPC server is already listening.
+  func bridgeListening(_ port: Int) -> Int? {
+    self.ports.withLock { ports in
+      ports.http = port
+      return ports.grpc
+    }
   }
 }
 

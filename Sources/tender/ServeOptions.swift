@@ -5,6 +5,8 @@ import TenderServer
 struct ServeOptions: ParsableArguments {
   @Option(name: .customLong("grpc-address"), help: "\(Setting.grpcAddress.help) [$TENDER_GRPC_ADDRESS, default 0.0.0.0:8443]")
   var grpcAddress: String?
+  @Option(name: .customLong("http-address"), help: "\(Setting.httpAddress.help) [$TENDER_HTTP_ADDRESS, default 0.0.0.0:8080]")
+  var httpAddress: String?
   @Option(name: .customLong("tls-cert"), help: "\(Setting.tlsCert.help) [$TENDER_TLS_CERT]")
   var tlsCert: String?
   @Option(name: .customLong("tls-key"), help: "\(Setting.tlsKey.help) [$TENDER_TLS_KEY]")
@@ -46,6 +48,7 @@ struct ServeOptions: ParsableArguments {
   var given: [Setting: String] {
     var flags: [Setting: String] = [:]
     flags[.grpcAddress] = self.grpcAddress
+    flags[.httpAddress] = self.httpAddress
     flags[.tlsCert] = self.tlsCert
     flags[.tlsKey] = self.tlsKey
     flags[.tlsClientCA] = self.tlsClientCA

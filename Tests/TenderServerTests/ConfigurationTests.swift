@@ -43,6 +43,8 @@ struct ConfigurationTests {
       Case(name: "database URL without a database", arguments: tls + ["--database-url", "postgres://tender@localhost"], environment: [:], setting: "TENDER_DATABASE_URL (--database-url)", problem: "must name one database"),
       Case(name: "database URL with a bad sslmode", arguments: tls, environment: ["TENDER_DATABASE_URL": database + "?sslmode=sometimes"], setting: "TENDER_DATABASE_URL (--database-url)", problem: "sslmode"),
       Case(name: "no database URL", arguments: tls, environment: [:], setting: "TENDER_DATABASE_URL (--database-url)", problem: "is required"),
+      Case(name: "plaintext with the HTTP bridge on a public address", arguments: ["--insecure", "--grpc-address", "127.0.0.1:0", "--http-address", "0.0.0.0:8080", "--database-url", database], environment: [:], setting: "TENDER_INSECURE (--insecure)", problem: "only allowed on a loopback address, not '0.0.0.0'"),
+      Case(name: "HTTP bridge address without a port", arguments: tls + ["--http-address", "localhost", "--database-url", database], environment: [:], setting: "TENDER_HTTP_ADDRESS (--http-address)", problem: "must be host:port"),
       Case(name: "plaintext on a public address", arguments: ["--insecure", "--grpc-address", "0.0.0.0:8080", "--database-url", database], environment: [:], setting: "TENDER_INSECURE (--insecure)", problem: "only allowed on a loopback address"),
       Case(name: "deadline without a unit", arguments: tls + ["--default-deadline", "30", "--database-url", database], environment: [:], setting: "TENDER_DEFAULT_DEADLINE (--default-deadline)", problem: "duration"),
       Case(name: "zero concurrent streams", arguments: tls + ["--max-concurrent-streams", "0", "--database-url", database], environment: [:], setting: "TENDER_MAX_CONCURRENT_STREAMS (--max-concurrent-streams)", problem: "whole number"),
@@ -64,7 +66,7 @@ struct ConfigurationTests {
   @Test("The database password never appears in a configuration error")
   func passwordNotEchoed() async throws {
     let outcome = try await TenderExecutable.run(
-      ["serve", "--insecure", "--grpc-address", "127.0.0.1:0", "--database-url", "postgres://tender:hunter2secret@localhost:5432/tender?sslmode=maybe"]
+      ["serve", "--insecure", "--grpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--database-url", "postgres://tender:hunter2secret@localhost:5432/tender?sslmode=maybe"]
     )
     #expect(outcome.status == 78)
     #expect(!outcome.standardError.contains("hunter2secret"))

@@ -13,7 +13,7 @@ struct LifecycleTests {
     let certificates = try TestCertificates.make()
     defer { try? FileManager.default.removeItem(at: certificates.directory) }
     let tender = try await RunningTender([
-      "serve", "--grpc-address", "127.0.0.1:0",
+      "serve", "--grpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0",
       "--tls-cert", certificates.serverCertificatePath, "--tls-key", certificates.serverKeyPath,
       "--database-url", try TestPostgres.makeDatabase(), "--migrate",
       "--health-probe-interval", "100ms",

@@ -34,7 +34,8 @@ def tender_server():
     log = state / "tender-dev.out"
     with open(log, "wb") as sink:
         process = subprocess.Popen(
-            [binary, "dev", "--state-dir", str(state), "--grpc-address", f"127.0.0.1:{port}", "--ephemeral",
+            [binary, "dev", "--state-dir", str(state), "--grpc-address", f"127.0.0.1:{port}",
+             "--http-address", f"127.0.0.1:{_free_port()}", "--ephemeral",
              "--log-level", "warning"],
             stdout=sink,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,69 @@
+public import Hummingbird
+public import HummingbirdCore
+public import HummingbirdTLS
+public import Logging
+public import NIOSSL
+public import TenderCore
+
+/// The HTTP side of Tender: health for orchestrators, Prometheus metrics, and (later) provider
+/// webhooks and the JWKS. Built here so `tender` and the tests start the very same application.
+public enum Bridge {
+  /// Where and how the bridge listens.
+  public struct Configuration: Sendable {
+    public var host: String
+    public var port: Int
+    /// TLS with the server's certificate; nil serves plaintext (loopback only, checked by the caller).
+    public var tls: TLSConfiguration?
+
+    public init(host: String, port: Int, tls: TLSConfiguration?) {
+      self.host = host
+      self.port = port
+      self.tls = tls
+    }
+  }
+
+  /// Builds the bridge application.
+  /// - Parameters:
+  ///   - readiness: answers `/readyz`.
+  ///   - metrics: renders `/metrics` in Prometheus text format.
+  ///   - onListening: called with the bound port once the listener is up.
+  public static func application(
+    configuration: Configuration,
+    readiness: any ServingState,
+    metrics: @escaping @Sendable () -> String,
+    logger: Logger,
+    onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+  ) throws -> some ApplicationProtocol {
+    let router = Router()
+    router.get("/healthz") { _, _ in "ok\n" }
+    router.get("/readyz") { _, _ -> Response in
+      readiness.isServing
+        ? Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
+        : Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "not ready\n")))
+    }
+    router.get("/metrics") { _, _ -> Response in
+      Response(
+        status: .ok,
+        headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+        body: .init(byteBuffer: ByteBuffer(string: metrics()))
+      )
+    }
+    let server: HTTPServerBuilder
+    if var tls = configuration.tls {
+      // NIOSSL's own server default still allows TLS 1.0: set the floor explicitly.
+      tls.minimumTLSVersion = .tlsv12
+      server = try .tls(.http1(), tlsConfiguration: tls)
+    } else {
+      server = .http1()
+    }
+    return Application(
+      router: router,
+      server: server,
+      configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tender"),
+      onServerRunning: { channel in
+        await onListening(channel.localAddress?.port ?? configuration.port)
+      },
+      logger: logger
+    )
+  }
+}
