@@ -11,8 +11,19 @@ public struct ReadinessMonitor: Service {
   private let interval: Duration
   private let timeout: Duration
   private let logger: Logger
+  private let startWhen: @Sendable () async -> Void
 
-  public init(probes: [any ReadinessProbe], board: HealthStatusBoard, interval: Duration, timeout: Duration? = nil, logger: Logger) {
+  /// - Parameter startWhen: returns when probing may begin (once the gRPC server listens, so
+  ///   nothing reports ready while start-up work such as migrations is still running).
+  public init(
+    probes: [any ReadinessProbe],
+    board: HealthStatusBoard,
+    interval: Duration,
+    timeout: Duration? = nil,
+    logger: Logger,
+    startWhen: @escaping @Sendable () async -> Void = {}
+  ) {
+    self.startWhen = startWhen
     self.probes = probes
     self.board = board
     self.interval = interval
@@ -22,6 +33,7 @@ public struct ReadinessMonitor: Service {
 
   public func run() async throws {
     await cancelWhenGracefulShutdown {
+      await self.startWhen()
       var lastFailure: String?? = .none
       while !Task.isCancelled {
         let failure = await self.firstFailure()

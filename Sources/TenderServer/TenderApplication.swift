@@ -81,13 +81,18 @@ public struct TenderApplication: Sendable {
     )
 
     let migrator = configuration.migrateOnStart ? Migrator(client: postgres, logger: logger) : nil
+    // Readiness is probed only once the gRPC server listens (after migrations in dev mode).
+    let (listening, listeningContinuation) = AsyncStream.makeStream(of: Void.self)
     let grpc = GRPCServerService(
       server: server,
       board: board,
       drainDelay: configuration.drainDelay,
       logger: logger,
       beforeServing: { try await migrator?.migrate() },
-      onListening: onListening
+      onListening: { host, port in
+        listeningContinuation.finish()
+        onListening(host, port)
+      }
     )
     let bridge = try Bridge.application(
       configuration: .init(host: configuration.httpHost, port: configuration.httpPort, tls: try bridgeTLS(configuration)),
@@ -103,7 +108,8 @@ public struct TenderApplication: Sendable {
       probes: [PostgresReadinessProbe(client: postgres)],
       board: board,
       interval: configuration.healthProbeInterval,
-      logger: logger
+      logger: logger,
+      startWhen: { for await _ in listening {} }
     )
     // Started together; on shutdown stopped in reverse: the gRPC server drains first (the bridge
     // still answers /readyz with 503 meanwhile), the database pool closes last so in-flight RPCs
