@@ -43,32 +43,13 @@ public struct MetricsInterceptor: ServerInterceptor {
         .recordNanoseconds(Self.nanoseconds(ContinuousClock.now - start))
     }
 
-    let response: StreamingServerResponse<Output>
-    do {
-      response = try await next(request, context)
-    } catch {
-      handled(RequestLoggingInterceptor.code(of: error))
-      throw error
-    }
-    switch response.accepted {
-    case .failure(let error):
-      handled(error.code)
-      return response
-    case .success(var contents):
-      let producer = contents.producer
-      contents.producer = { writer in
-        let counting = RPCWriter(wrapping: CountingWriter(base: writer, counter: sent))
-        do {
-          let trailers = try await producer(counting)
-          handled(nil)
-          return trailers
-        } catch {
-          handled(RequestLoggingInterceptor.code(of: error))
-          throw error
-        }
-      }
-      return StreamingServerResponse(accepted: .success(contents))
-    }
+    return try await RPCOutcome.observe(
+      request: request,
+      context: context,
+      next: next,
+      writer: { RPCWriter(wrapping: CountingWriter(base: $0, counter: sent)) },
+      finished: handled
+    )
   }
 
   /// `unary`, `client_stream`, `server_stream` or `bidi_stream`, from the schemas.

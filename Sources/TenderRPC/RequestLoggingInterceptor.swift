@@ -36,38 +36,7 @@ public struct RequestLoggingInterceptor: ServerInterceptor {
       )
     }
 
-    let response: StreamingServerResponse<Output>
-    do {
-      response = try await next(request, context)
-    } catch {
-      log(Self.code(of: error))
-      throw error
-    }
-    switch response.accepted {
-    case .failure(let error):
-      log(error.code)
-      return response
-    case .success(var contents):
-      let producer = contents.producer
-      contents.producer = { writer in
-        do {
-          let trailers = try await producer(writer)
-          log(nil)
-          return trailers
-        } catch {
-          log(Self.code(of: error))
-          throw error
-        }
-      }
-      return StreamingServerResponse(accepted: .success(contents))
-    }
-  }
-
-  static func code(of error: any Error) -> RPCError.Code {
-    if let error = error as? RPCError { return error.code }
-    if let error = error as? any RPCErrorConvertible { return error.rpcErrorCode }
-    if error is CancellationError { return .cancelled }
-    return .unknown
+    return try await RPCOutcome.observe(request: request, context: context, next: next, finished: log)
   }
 
   /// The status name as gRPC specifies it (`OK`, `NOT_FOUND`, …), which log queries expect.

@@ -1,0 +1,49 @@
+import GRPCCore
+
+/// Observes how an RPC ends, for interceptors that record it (logging, metrics).
+enum RPCOutcome {
+  /// Runs `next` and calls `finished` exactly once with the RPC's final code (nil for OK):
+  /// when the handler throws, when it rejects the call, or when its response stream ends.
+  /// `writer` may wrap the writer the handler's producer writes to.
+  static func observe<Input: Sendable, Output: Sendable>(
+    request: StreamingServerRequest<Input>,
+    context: ServerContext,
+    next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>,
+    writer: @escaping @Sendable (RPCWriter<Output>) -> RPCWriter<Output> = { $0 },
+    finished: @escaping @Sendable (RPCError.Code?) -> Void
+  ) async throws -> StreamingServerResponse<Output> {
+    let response: StreamingServerResponse<Output>
+    do {
+      response = try await next(request, context)
+    } catch {
+      finished(self.code(of: error))
+      throw error
+    }
+    switch response.accepted {
+    case .failure(let error):
+      finished(error.code)
+      return response
+    case .success(var contents):
+      let producer = contents.producer
+      contents.producer = { base in
+        do {
+          let trailers = try await producer(writer(base))
+          finished(nil)
+          return trailers
+        } catch {
+          finished(self.code(of: error))
+          throw error
+        }
+      }
+      return StreamingServerResponse(accepted: .success(contents))
+    }
+  }
+
+  /// The status code an error becomes on the wire.
+  static func code(of error: any Error) -> RPCError.Code {
+    if let error = error as? RPCError { return error.code }
+    if let error = error as? any RPCErrorConvertible { return error.rpcErrorCode }
+    if error is CancellationError { return .cancelled }
+    return .unknown
+  }
+}
