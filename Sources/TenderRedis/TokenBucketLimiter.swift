@@ -55,26 +55,26 @@ public final class TokenBucketLimiter: RateLimiter {
     return allowed == 1 ? .allowed(remaining: Int(remaining)) : .limited(retryAfter: .milliseconds(retry))
   }
 
-  /// EVALSHA with the cached hash; loads the script when Redis does not have it (first use, a
-  /// restart or SCRIPT FLUSH).
+  /// EVALSHA with the script's hash (learned once with SCRIPT LOAD). When Redis no longer has the
+  /// script (a restart or SCRIPT FLUSH, possibly between loading and running it), EVAL sends the
+  /// text itself, which also caches it again, so a flush never fails a call.
   private func evaluate(_ arguments: [String]) async throws -> RESPValue {
-    if let hash = self.scriptHash.withLock({ $0 }) {
-      let reply = try await self.client.send(["EVALSHA", hash, "1"] + arguments)
-      if case .error(let message) = reply, message.hasPrefix("NOSCRIPT") {
-        return try await self.loadAndEvaluate(arguments)
+    let hash: String
+    if let known = self.scriptHash.withLock({ $0 }) {
+      hash = known
+    } else {
+      let loaded = try await self.client.send(["SCRIPT", "LOAD", Self.script])
+      guard let loadedHash = loaded.string else {
+        if case .error(let message) = loaded { throw RedisError.reply(message) }
+        throw RedisError.protocolError
       }
-      return reply
+      self.scriptHash.withLock { $0 = loadedHash }
+      hash = loadedHash
     }
-    return try await self.loadAndEvaluate(arguments)
-  }
-
-  private func loadAndEvaluate(_ arguments: [String]) async throws -> RESPValue {
-    let loaded = try await self.client.send(["SCRIPT", "LOAD", Self.script])
-    guard let hash = loaded.string else {
-      if case .error(let message) = loaded { throw RedisError.reply(message) }
-      throw RedisError.protocolError
+    let reply = try await self.client.send(["EVALSHA", hash, "1"] + arguments)
+    if case .error(let message) = reply, message.hasPrefix("NOSCRIPT") {
+      return try await self.client.send(["EVAL", Self.script, "1"] + arguments)
     }
-    self.scriptHash.withLock { $0 = hash }
-    return try await self.client.send(["EVALSHA", hash, "1"] + arguments)
+    return reply
   }
 }
