@@ -133,6 +133,21 @@ public struct TestServer: Sendable {
     }
   }
 
+  /// Starts a server whose database URL points at a closed port, so its dependency probe fails.
+  public static func withUnreachableDatabase<Result: Sendable>(
+    _ body: (TestServer) async throws -> Result
+  ) async throws -> Result {
+    let closedPort = try LocalPostgres.freePort()
+    return try await Self.with(
+      configure: { flags, _ in
+        flags[.databaseURL] = "postgres://postgres@127.0.0.1:\(closedPort)/tender?sslmode=disable"
+        flags[.migrate] = "false"
+      },
+      waitUntilServing: false,
+      body
+    )
+  }
+
   /// A gRPC client transport to this server over TLS, trusting the test CA unless told otherwise.
   public func clientTransport(
     trustRoots: TLSConfig.TrustRootsSource? = nil,

@@ -34,14 +34,7 @@ struct BridgeTests {
 
   @Test("/readyz answers 503 while the database is unreachable, /healthz stays 200")
   func notReadyWithoutDatabase() async throws {
-    let closedPort = try LocalPostgres.freePort()
-    try await TestServer.with(
-      configure: { flags, _ in
-        flags[.databaseURL] = "postgres://postgres@127.0.0.1:\(closedPort)/tender?sslmode=disable"
-        flags[.migrate] = "false"
-      },
-      waitUntilServing: false
-    ) { server in
+    try await TestServer.withUnreachableDatabase { server in
       let base = "https://localhost:\(server.httpPort)"
       try await Task.sleep(for: .milliseconds(500))
       let readyz = try await Curl.get(base + "/readyz", caPath: server.certificates.caPath)

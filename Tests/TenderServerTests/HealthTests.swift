@@ -64,14 +64,7 @@ struct HealthTests {
 
   @Test("Health reports NOT_SERVING while the database is unreachable")
   func notServingWithoutDatabase() async throws {
-    let closedPort = try LocalPostgres.freePort()
-    try await TestServer.with(
-      configure: { flags, _ in
-        flags[.databaseURL] = "postgres://postgres@127.0.0.1:\(closedPort)/tender?sslmode=disable"
-        flags[.migrate] = "false"
-      },
-      waitUntilServing: false
-    ) { server in
+    try await TestServer.withUnreachableDatabase { server in
       try await server.withClient { client in
         let health = Grpc_Health_V1_Health.Client(wrapping: client)
         // Give the monitor several probe intervals; it must never report SERVING.
