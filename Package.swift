@@ -32,6 +32,8 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-metrics.git", exact: "2.13.0"),
     .package(url: "https://github.com/swift-server/swift-prometheus.git", exact: "2.4.1"),
     .package(url: "https://github.com/hummingbird-project/hummingbird.git", exact: "2.28.1"),
+    .package(url: "https://github.com/vapor/jwt-kit.git", exact: "5.8.0"),
+    .package(url: "https://github.com/apple/swift-distributed-tracing.git", exact: "1.7.3"),
   ],
   targets: [
     // Generated from proto/ by codegen/generate.sh; never edited by hand.
@@ -50,11 +52,25 @@ let package = Package(
       dependencies: [],
       swiftSettings: swiftSettings
     ),
+    // Client secrets, access tokens (JWT), signing keys and their rotation; storage behind protocols.
+    .target(
+      name: "TenderAuth",
+      dependencies: [
+        "TenderCore",
+        .product(name: "JWTKit", package: "jwt-kit"),
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "CryptoExtras", package: "swift-crypto"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: swiftSettings
+    ),
     // Stores and migrations on PostgresNIO.
     .target(
       name: "TenderPostgres",
       dependencies: [
         "TenderCore",
+        "TenderAuth",
         .product(name: "PostgresNIO", package: "postgres-nio"),
         .product(name: "NIOSSL", package: "swift-nio-ssl"),
         .product(name: "Logging", package: "swift-log"),
@@ -72,6 +88,7 @@ let package = Package(
       name: "TenderRedis",
       dependencies: [
         "TenderCore",
+        "TenderAuth",
         "CHiredis",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),

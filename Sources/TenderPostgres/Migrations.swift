@@ -46,6 +46,54 @@ public enum Migrations {
         COMMENT ON TABLE merchants IS 'Tenants: every payment, refund, client and idempotency key belongs to one.'
         """,
       ]
-    )
+    ),
+    Migration(
+      version: 2,
+      name: "auth",
+      statements: [
+        """
+        CREATE TABLE api_clients (
+          client_id     text PRIMARY KEY CHECK (client_id ~ '^cli_[A-Za-z0-9]{1,64}$'),
+          merchant_id   text NOT NULL REFERENCES merchants (merchant_id),
+          display_name  text NOT NULL DEFAULT '' CHECK (char_length(display_name) <= 200),
+          secret_hash   text NOT NULL CHECK (secret_hash LIKE '$scrypt$%'),
+          scopes        text[] NOT NULL CHECK (cardinality(scopes) > 0),
+          status        text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'disabled')),
+          create_time   timestamptz NOT NULL DEFAULT now(),
+          rotate_time   timestamptz
+        )
+        """,
+        "CREATE INDEX api_clients_by_merchant ON api_clients (merchant_id)",
+        """
+        COMMENT ON COLUMN api_clients.secret_hash IS 'scrypt PHC string with its own parameters and salt; the secret itself is never stored.'
+        """,
+        """
+        CREATE TABLE signing_keys (
+          key_id        text PRIMARY KEY,
+          algorithm     text NOT NULL CHECK (algorithm IN ('EdDSA')),
+          public_key    bytea NOT NULL,
+          private_key   bytea NOT NULL,
+          state         text NOT NULL CHECK (state IN ('active', 'retired')),
+          create_time   timestamptz NOT NULL DEFAULT now(),
+          retire_time   timestamptz,
+          CHECK ((state = 'retired') = (retire_time IS NOT NULL))
+        )
+        """,
+        "CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys ((true)) WHERE state = 'active'",
+        """
+        COMMENT ON COLUMN signing_keys.private_key IS 'AES-256-GCM sealed with the key-encryption key, key_id as associated data.'
+        """,
+        """
+        CREATE TABLE revoked_tokens (
+          token_id      text PRIMARY KEY,
+          client_id     text NOT NULL,
+          expire_time   timestamptz NOT NULL,
+          revoke_time   timestamptz NOT NULL DEFAULT now(),
+          revoked_by    text NOT NULL
+        )
+        """,
+        "CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens (expire_time)",
+      ]
+    ),
   ]
 }

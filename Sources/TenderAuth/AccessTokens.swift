@@ -1,0 +1,281 @@
+public import Foundation
+import JWTKit
+public import Logging
+public import TenderCore
+
+/// The claims of a Tender access token (the shape of RFC 9068: `typ` `at+jwt`, `client_id`,
+/// space-separated `scope`), plus the merchant it acts for.
+struct AccessTokenClaims: JWTPayload, Equatable {
+  static let type = "at+jwt"
+
+  var issuer: String
+  var audience: String
+  var subject: String
+  var clientID: String
+  var merchantID: String
+  var scope: String
+  var tokenID: String
+  var issuedAt: Int64
+  var notBefore: Int64
+  var expires: Int64
+
+  enum CodingKeys: String, CodingKey {
+    case issuer = "iss"
+    case audience = "aud"
+    case subject = "sub"
+    case clientID = "client_id"
+    case merchantID = "merchant_id"
+    case scope
+    case tokenID = "jti"
+    case issuedAt = "iat"
+    case notBefore = "nbf"
+    case expires = "exp"
+  }
+
+  /// Claims are checked by `TokenAuthority`, with its leeway, after the signature.
+  func verify(using algorithm: some JWTAlgorithm) async throws {}
+}
+
+/// Why a bearer token was refused. The raw value is the reason in logs and metrics.
+public enum AuthFailure: String, Error, Sendable, CaseIterable {
+  case missingToken = "missing_token"
+  case malformedToken = "malformed_token"
+  case algorithmNotAllowed = "algorithm_not_allowed"
+  case wrongType = "wrong_type"
+  case unknownKey = "unknown_key"
+  case badSignature = "bad_signature"
+  case expired = "expired"
+  case notYetValid = "not_yet_valid"
+  case wrongIssuer = "wrong_issuer"
+  case wrongAudience = "wrong_audience"
+  case revoked = "revoked"
+  case clientDisabled = "client_disabled"
+  /// The token is genuine but its standing could not be checked (database unreachable).
+  case standingUnavailable = "standing_unavailable"
+
+  /// The `ErrorInfo` reason sent to the client.
+  public var errorReason: String {
+    switch self {
+    case .missingToken: return "TOKEN_MISSING"
+    case .expired: return "TOKEN_EXPIRED"
+    case .revoked: return "TOKEN_REVOKED"
+    case .clientDisabled: return "CLIENT_DISABLED"
+    case .standingUnavailable: return "AUTH_UNAVAILABLE"
+    default: return "TOKEN_INVALID"
+    }
+  }
+}
+
+/// Settings of token issuance and verification.
+public struct TokenSettings: Sendable {
+  public var issuer: String
+  public var audience: String
+  /// Lifetime of issued tokens (15 minutes by default).
+  public var lifetime: Duration
+  /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+  public var leeway: Duration
+  /// How long a token's standing (revoked? client disabled?) may be cached.
+  public var standingCacheTTL: Duration
+
+  public init(issuer: String, audience: String, lifetime: Duration = .seconds(900), leeway: Duration = .seconds(30), standingCacheTTL: Duration = .seconds(30)) {
+    self.issuer = issuer
+    self.audience = audience
+    self.lifetime = lifetime
+    self.leeway = leeway
+    self.standingCacheTTL = standingCacheTTL
+  }
+}
+
+/// A token that passed verification.
+public struct VerifiedToken: Sendable, Hashable {
+  public let caller: Caller
+  public let issuer: String
+  public let audience: String
+  public let issueTime: Date
+  public let notBeforeTime: Date
+  public let expireTime: Date
+}
+
+public struct IssuedToken: Sendable {
+  public let token: Secret<String>
+  public let expireTime: Date
+  public let scopes: [String]
+}
+
+/// Why IssueToken refused: the same answer for an unknown client and a wrong secret.
+public enum IssueFailure: Error, Equatable, Sendable {
+  case invalidClient
+  /// The client asked for a scope it does not hold.
+  case scopeNotGranted(String)
+}
+
+/// Issues, verifies, revokes and introspects access tokens.
+public struct TokenAuthority: Sendable {
+  public let settings: TokenSettings
+  public let keys: KeyRing
+  private let store: any AuthStore
+  private let cache: (any TokenStandingCache)?
+  private let hasher: ClientSecretHasher
+  private let logger: Logger
+
+  public init(settings: TokenSettings, keys: KeyRing, store: any AuthStore, cache: (any TokenStandingCache)?, hasher: ClientSecretHasher, logger: Logger) {
+    self.settings = settings
+    self.keys = keys
+    self.store = store
+    self.cache = cache
+    self.hasher = hasher
+    self.logger = logger
+  }
+
+  /// Client credentials → a signed access token carrying the requested scopes (all of the
+  /// client's scopes when none are requested).
+  public func issue(clientID: String, secret: Secret<String>, requestedScopes: [String]) async throws -> IssuedToken {
+    let client = try await self.store.client(id: clientID)
+    let stored = client.flatMap { SecretHash(encoded: $0.secretHash) }
+    // The hash is computed even when the client does not exist, so both failures take as long.
+    let matches = try await self.hasher.verify(secret, against: stored)
+    guard matches, let client, client.status == .active else { throw IssueFailure.invalidClient }
+    var scopes = client.scopes
+    if !requestedScopes.isEmpty {
+      for scope in requestedScopes where !client.scopes.contains(scope) {
+        throw IssueFailure.scopeNotGranted(scope)
+      }
+      scopes = Array(Set(requestedScopes)).sorted()
+    }
+    let now = Int64(Date().timeIntervalSince1970)
+    let expires = now + self.settings.lifetime.components.seconds
+    let claims = AccessTokenClaims(
+      issuer: self.settings.issuer,
+      audience: self.settings.audience,
+      subject: client.clientID,
+      clientID: client.clientID,
+      merchantID: client.merchantID,
+      scope: scopes.joined(separator: " "),
+      tokenID: Identifiers.make(prefix: "tok"),
+      issuedAt: now,
+      notBefore: now,
+      expires: expires
+    )
+    let token = try await self.keys.sign(claims)
+    return IssuedToken(token: Secret(token), expireTime: Date(timeIntervalSince1970: TimeInterval(expires)), scopes: scopes)
+  }
+
+  /// Checks the token's form, algorithm, key, signature and claims (not its revocation).
+  public func verify(_ token: String) async throws(AuthFailure) -> VerifiedToken {
+    let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+    guard parts.count == 3, token.utf8.count <= 8192,
+      let headerData = Self.base64URLDecode(parts[0]),
+      let header = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any]
+    else { throw .malformedToken }
+    // The allow-list comes first: `none`, HS256 (HMAC keyed with a public key) and every other
+    // algorithm are refused before any key is looked at.
+    guard let alg = header["alg"] as? String, alg == KeyRing.algorithm else { throw .algorithmNotAllowed }
+    guard let typ = header["typ"] as? String, typ.lowercased() == AccessTokenClaims.type || typ.lowercased() == "application/" + AccessTokenClaims.type else {
+      throw .wrongType
+    }
+    guard header["crit"] == nil else { throw .malformedToken }
+    guard let kid = header["kid"] as? String, !kid.isEmpty else { throw .unknownKey }
+    let verifier: JWTKeyCollection?
+    do {
+      verifier = try await self.keys.verifier(for: kid)
+    } catch {
+      self.logger.error("signing keys unavailable", metadata: ["error": "\(String(reflecting: error))"])
+      throw .unknownKey
+    }
+    guard let verifier else { throw .unknownKey }
+    let claims: AccessTokenClaims
+    do {
+      claims = try await verifier.verify(token, as: AccessTokenClaims.self)
+    } catch let error as JWTError where error.errorType == .signatureVerificationFailed {
+      throw .badSignature
+    } catch {
+      throw .malformedToken
+    }
+    let now = Date().timeIntervalSince1970
+    let leeway = KeyRing.seconds(self.settings.leeway)
+    guard claims.issuer == self.settings.issuer else { throw .wrongIssuer }
+    guard claims.audience == self.settings.audience else { throw .wrongAudience }
+    guard Double(claims.expires) > now - leeway else { throw .expired }
+    guard Double(claims.notBefore) <= now + leeway, Double(claims.issuedAt) <= now + leeway else { throw .notYetValid }
+    guard claims.subject == claims.clientID, !claims.merchantID.isEmpty, !claims.tokenID.isEmpty else { throw .malformedToken }
+    return VerifiedToken(
+      caller: Caller(
+        merchantID: claims.merchantID,
+        clientID: claims.clientID,
+        scopes: Set(claims.scope.split(separator: " ").map(String.init)),
+        tokenID: claims.tokenID
+      ),
+      issuer: claims.issuer,
+      audience: claims.audience,
+      issueTime: Date(timeIntervalSince1970: TimeInterval(claims.issuedAt)),
+      notBeforeTime: Date(timeIntervalSince1970: TimeInterval(claims.notBefore)),
+      expireTime: Date(timeIntervalSince1970: TimeInterval(claims.expires))
+    )
+  }
+
+  /// `verify`, then the token's standing: not revoked, client still active. Standing comes from
+  /// the shared cache when it knows, else from the store (and is cached briefly).
+  public func authenticate(_ token: String) async throws(AuthFailure) -> VerifiedToken {
+    let verified = try await self.verify(token)
+    let standing: TokenStanding
+    do {
+      standing = try await self.standing(of: verified)
+    } catch {
+      // Without the source of truth the token's standing is unknown: refuse rather than guess.
+      self.logger.error("token standing unavailable", metadata: ["error": "\(String(reflecting: error))"])
+      throw .standingUnavailable
+    }
+    if standing.revoked { throw .revoked }
+    guard standing.clientStatus == .active else { throw .clientDisabled }
+    return verified
+  }
+
+  private func standing(of token: VerifiedToken) async throws -> TokenStanding {
+    let clientID = token.caller.clientID
+    let tokenID = token.caller.tokenID
+    if let cache = self.cache {
+      do {
+        if let cached = try await cache.standing(clientID: clientID, tokenID: tokenID) { return cached }
+      } catch {
+        self.logger.debug("standing cache unavailable", metadata: ["error": "\(String(reflecting: error))"])
+      }
+    }
+    let standing = try await self.store.standing(clientID: clientID, tokenID: tokenID)
+    if let cache = self.cache {
+      do {
+        try await cache.remember(standing, clientID: clientID, tokenID: tokenID, for: self.settings.standingCacheTTL)
+      } catch {
+        self.logger.debug("standing cache unavailable", metadata: ["error": "\(String(reflecting: error))"])
+      }
+    }
+    return standing
+  }
+
+  /// Revokes a verified token: recorded in the store (the source of truth), then marked in the
+  /// cache so every replica sees it at once.
+  public func revoke(_ token: VerifiedToken, revokedBy: String) async throws {
+    try await self.store.revoke(tokenID: token.caller.tokenID, clientID: token.caller.clientID, expireTime: token.expireTime, revokedBy: revokedBy)
+    if let cache = self.cache {
+      let remaining = max(1, token.expireTime.timeIntervalSinceNow + KeyRing.seconds(self.settings.leeway))
+      do {
+        try await cache.markRevoked(tokenID: token.caller.tokenID, expiresIn: .seconds(remaining))
+      } catch {
+        // The cache holds standings for at most standingCacheTTL; after that the store answers.
+        self.logger.warning("could not mark a revocation in the cache", metadata: ["error": "\(String(reflecting: error))"])
+      }
+    }
+  }
+
+  /// Disables or re-enables a client; its tokens stop (or resume) working.
+  public func setStatus(clientID: String, _ status: ClientRecord.Status) async throws -> ClientRecord {
+    let record = try await self.store.setStatus(clientID: clientID, status: status)
+    try? await self.cache?.forgetClient(clientID)
+    return record
+  }
+
+  static func base64URLDecode(_ text: Substring) -> Data? {
+    var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+    while base64.count % 4 != 0 { base64 += "=" }
+    return Data(base64Encoded: base64)
+  }
+}

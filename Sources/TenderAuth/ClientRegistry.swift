@@ -1,0 +1,62 @@
+import Foundation
+public import TenderCore
+
+/// Why a client could not be created.
+public enum ClientRequestError: Error, Equatable, Sendable {
+  case invalidMerchantID
+  case invalidScope(String)
+  case noScopes
+  case displayNameTooLong
+}
+
+/// Creates API clients and rotates their secrets. A secret is returned once and only its hash is
+/// stored.
+public struct ClientRegistry: Sendable {
+  private let store: any AuthStore
+  private let hasher: ClientSecretHasher
+  private let cache: (any TokenStandingCache)?
+
+  public init(store: any AuthStore, hasher: ClientSecretHasher, cache: (any TokenStandingCache)?) {
+    self.store = store
+    self.hasher = hasher
+    self.cache = cache
+  }
+
+  /// Creates a client of `merchantID` with `scopes`; returns it with its secret.
+  public func create(merchantID: String, scopes: [String], displayName: String) async throws -> (ClientRecord, Secret<String>) {
+    guard Self.isMerchantID(merchantID) else { throw ClientRequestError.invalidMerchantID }
+    guard !scopes.isEmpty else { throw ClientRequestError.noScopes }
+    if let invalid = scopes.first(where: { !Scopes.isValid($0) }) { throw ClientRequestError.invalidScope(invalid) }
+    guard displayName.count <= 200 else { throw ClientRequestError.displayNameTooLong }
+    let secret = ClientSecretHasher.generateSecret()
+    let hash = try await self.hasher.hash(secret)
+    let record = ClientRecord(
+      clientID: Identifiers.make(prefix: "cli"),
+      merchantID: merchantID,
+      displayName: displayName,
+      scopes: Array(Set(scopes)).sorted(),
+      status: .active,
+      secretHash: hash.encoded,
+      createTime: Date(),
+      rotateTime: nil
+    )
+    try await self.store.insertClient(record)
+    return (record, secret)
+  }
+
+  /// Replaces the client's secret; the old one stops working at once. Tokens already issued stay
+  /// valid until they expire (revoke them to end them sooner).
+  public func rotateSecret(clientID: String) async throws -> (ClientRecord, Secret<String>) {
+    let secret = ClientSecretHasher.generateSecret()
+    let hash = try await self.hasher.hash(secret)
+    let record = try await self.store.replaceSecret(clientID: clientID, secretHash: hash.encoded)
+    try? await self.cache?.forgetClient(clientID)
+    return (record, secret)
+  }
+
+  public static func isMerchantID(_ id: String) -> Bool {
+    guard id.hasPrefix("mer_") else { return false }
+    let rest = id.utf8.dropFirst(4)
+    return (1...64).contains(rest.count) && rest.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) }
+  }
+}

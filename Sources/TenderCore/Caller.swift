@@ -1,0 +1,34 @@
+/// Who is calling: established by the auth interceptor from a verified access token and handed to
+/// the services, which scope every read and write to `merchantID`.
+public struct Caller: Sendable, Hashable {
+  public let merchantID: String
+  public let clientID: String
+  public let scopes: Set<String>
+  /// The access token's `jti`.
+  public let tokenID: String
+
+  public init(merchantID: String, clientID: String, scopes: Set<String>, tokenID: String) {
+    self.merchantID = merchantID
+    self.clientID = clientID
+    self.scopes = scopes
+    self.tokenID = tokenID
+  }
+
+  /// Whether the caller's token grants `scope`. Scopes are exact: `admin` grants client
+  /// management, not payments.
+  public func has(scope: String) -> Bool {
+    self.scopes.contains(scope)
+  }
+}
+
+/// Scope names with meaning beyond the policy table.
+public enum Scopes {
+  /// Operator scope: manage clients of any merchant, revoke any token.
+  public static let admin = "admin"
+
+  /// A scope name: lowercase words separated by `:`, `_` or `.`.
+  public static func isValid(_ scope: String) -> Bool {
+    guard !scope.isEmpty, scope.utf8.count <= 64 else { return false }
+    return scope.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x3A || $0 == 0x5F || $0 == 0x2E }
+  }
+}
