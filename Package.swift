@@ -71,6 +71,7 @@ let package = Package(
       dependencies: [
         "TenderCore",
         "TenderAuth",
+        .product(name: "Tracing", package: "swift-distributed-tracing"),
         .product(name: "PostgresNIO", package: "postgres-nio"),
         .product(name: "NIOSSL", package: "swift-nio-ssl"),
         .product(name: "Logging", package: "swift-log"),
@@ -103,6 +104,9 @@ let package = Package(
       dependencies: [
         "TenderCore",
         "TenderAPI",
+        "TenderAuth",
+        .product(name: "Tracing", package: "swift-distributed-tracing"),
+        .product(name: "Instrumentation", package: "swift-distributed-tracing"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -130,6 +134,9 @@ let package = Package(
       name: "TenderServer",
       dependencies: [
         "TenderCore",
+        "TenderAuth",
+        "TenderRedis",
+        .product(name: "Tracing", package: "swift-distributed-tracing"),
         "TenderAPI",
         "TenderRPC",
         "TenderPostgres",
@@ -156,6 +163,11 @@ let package = Package(
       name: "tender",
       dependencies: [
         "TenderServer",
+        "TenderAPI",
+        "TenderAuth",
+        "TenderCore",
+        "TenderPostgres",
+        .product(name: "PostgresNIO", package: "postgres-nio"),
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -5,8 +5,8 @@ public import Logging
 public import NIOSSL
 public import TenderCore
 
-/// The HTTP side of Tender: health for orchestrators, Prometheus metrics, and (later) provider
-/// webhooks and the JWKS. Built here so `tender` and the tests start the very same application.
+/// The HTTP side of Tender: health for orchestrators, Prometheus metrics, the JWKS, and (later)
+/// provider webhooks. Built here so `tender` and the tests start the very same application.
 public enum Bridge {
   /// Where and how the bridge listens.
   public struct Configuration: Sendable {
@@ -26,11 +26,13 @@ public enum Bridge {
   /// - Parameters:
   ///   - readiness: answers `/readyz`.
   ///   - metrics: renders `/metrics` in Prometheus text format.
+  ///   - jwks: renders `/.well-known/jwks.json`, the public keys that verify access tokens.
   ///   - onListening: called with the bound port once the listener is up.
   public static func application(
     configuration: Configuration,
     readiness: any ServingState,
     metrics: @escaping @Sendable () -> String,
+    jwks: @escaping @Sendable () async throws -> String,
     logger: Logger,
     onListening: @escaping @Sendable (Int) async -> Void = { _ in }
   ) throws -> some ApplicationProtocol {
@@ -47,6 +49,19 @@ public enum Bridge {
         headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
         body: .init(byteBuffer: ByteBuffer(string: metrics()))
       )
+    }
+    router.get("/.well-known/jwks.json") { _, _ -> Response in
+      do {
+        return Response(
+          status: .ok,
+          // Verifiers cache the set briefly; a rotation shows up within the max-age.
+          headers: [.contentType: "application/jwk-set+json", .cacheControl: "public, max-age=60"],
+          body: .init(byteBuffer: ByteBuffer(string: try await jwks()))
+        )
+      } catch {
+        logger.error("could not load signing keys for the JWKS", metadata: ["error": "\(String(reflecting: error))"])
+        return Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "signing keys unavailable\n")))
+      }
     }
     let server: HTTPServerBuilder
     if var tls = configuration.tls {

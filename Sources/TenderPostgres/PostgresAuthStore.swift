@@ -2,15 +2,34 @@ public import Foundation
 public import Logging
 public import PostgresNIO
 public import TenderAuth
+public import Tracing
 
 /// `AuthStore` on PostgreSQL.
 public struct PostgresAuthStore: AuthStore {
   private let client: PostgresClient
   private let logger: Logger
+  private let tracer: any Tracer
 
-  public init(client: PostgresClient, logger: Logger) {
+  /// - Parameter tracer: receives a client span per store operation, a child of the current span.
+  public init(client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer()) {
     self.client = client
     self.logger = logger
+    self.tracer = tracer
+  }
+
+  /// Runs `body` inside a database span (OpenTelemetry database conventions).
+  private func traced<T>(_ operation: String, _ body: () async throws -> T) async throws -> T {
+    let span = self.tracer.startSpan(operation, context: ServiceContext.current ?? .topLevel, ofKind: .client)
+    span.attributes["db.system"] = "postgresql"
+    span.attributes["db.operation.name"] = operation
+    defer { span.end() }
+    do {
+      return try await body()
+    } catch {
+      span.recordError(error)
+      span.setStatus(SpanStatus(code: .error))
+      throw error
+    }
   }
 
   public func ensureMerchant(id: String, displayName: String) async throws {
@@ -45,7 +64,9 @@ public struct PostgresAuthStore: AuthStore {
   }
 
   public func client(id: String) async throws -> ClientRecord? {
-    try await self.clients("SELECT client_id, merchant_id, display_name, scopes, status, secret_hash, create_time, rotate_time FROM api_clients WHERE client_id = \(id)").first
+    try await self.traced("auth.client") {
+      try await self.clients("SELECT client_id, merchant_id, display_name, scopes, status, secret_hash, create_time, rotate_time FROM api_clients WHERE client_id = \(id)").first
+    }
   }
 
   public func replaceSecret(clientID: String, secretHash: String) async throws -> ClientRecord {
@@ -79,8 +100,8 @@ public struct PostgresAuthStore: AuthStore {
       logger: self.logger
     )
     var keys: [SigningKeyRecord] = []
-    for try await (id, algorithm, publicKey, privateKey, state, created, retired) in rows.decode((String, String, [UInt8], [UInt8], String, Date, Date?).self) {
-      keys.append(SigningKeyRecord(keyID: id, algorithm: algorithm, publicKey: publicKey, sealedPrivateKey: privateKey, state: SigningKeyRecord.State(rawValue: state) ?? .retired, createTime: created, retireTime: retired))
+    for try await (id, algorithm, publicKey, privateKey, state, created, retired) in rows.decode((String, String, ByteBuffer, ByteBuffer, String, Date, Date?).self) {
+      keys.append(SigningKeyRecord(keyID: id, algorithm: algorithm, publicKey: Array(buffer: publicKey), sealedPrivateKey: Array(buffer: privateKey), state: SigningKeyRecord.State(rawValue: state) ?? .retired, createTime: created, retireTime: retired))
     }
     return keys
   }
@@ -90,7 +111,7 @@ public struct PostgresAuthStore: AuthStore {
     try await self.client.query(
       """
       INSERT INTO signing_keys (key_id, algorithm, public_key, private_key, state, create_time)
-      VALUES (\(key.keyID), \(key.algorithm), \(key.publicKey), \(key.sealedPrivateKey), 'active', \(key.createTime))
+      VALUES (\(key.keyID), \(key.algorithm), \(ByteBuffer(bytes: key.publicKey)), \(ByteBuffer(bytes: key.sealedPrivateKey)), 'active', \(key.createTime))
       ON CONFLICT DO NOTHING
       """,
       logger: self.logger
@@ -106,7 +127,7 @@ public struct PostgresAuthStore: AuthStore {
       try await connection.query(
         """
         INSERT INTO signing_keys (key_id, algorithm, public_key, private_key, state, create_time)
-        VALUES (\(key.keyID), \(key.algorithm), \(key.publicKey), \(key.sealedPrivateKey), 'active', \(key.createTime))
+        VALUES (\(key.keyID), \(key.algorithm), \(ByteBuffer(bytes: key.publicKey)), \(ByteBuffer(bytes: key.sealedPrivateKey)), 'active', \(key.createTime))
         """,
         logger: logger
       )
@@ -121,6 +142,12 @@ public struct PostgresAuthStore: AuthStore {
   }
 
   public func revoke(tokenID: String, clientID: String, expireTime: Date, revokedBy: String) async throws {
+    try await self.traced("auth.revoke") {
+      try await self.insertRevocation(tokenID: tokenID, clientID: clientID, expireTime: expireTime, revokedBy: revokedBy)
+    }
+  }
+
+  private func insertRevocation(tokenID: String, clientID: String, expireTime: Date, revokedBy: String) async throws {
     try await self.client.query(
       """
       INSERT INTO revoked_tokens (token_id, client_id, expire_time, revoked_by)
@@ -132,6 +159,10 @@ public struct PostgresAuthStore: AuthStore {
   }
 
   public func standing(clientID: String, tokenID: String) async throws -> TokenStanding {
+    try await self.traced("auth.token_standing") { try await self.queryStanding(clientID: clientID, tokenID: tokenID) }
+  }
+
+  private func queryStanding(clientID: String, tokenID: String) async throws -> TokenStanding {
     let rows = try await self.client.query(
       """
       SELECT (SELECT status FROM api_clients WHERE client_id = \(clientID)),

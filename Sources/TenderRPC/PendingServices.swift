@@ -45,24 +45,3 @@ public struct PendingRefundService: Tender_Refunds_V1_RefundService.SimpleServic
     throw notYetServed(context)
   }
 }
-
-/// AuthService, registered before its methods ship.
-public struct PendingAuthService: Tender_Auth_V1_AuthService.SimpleServiceProtocol {
-  public init() {}
-
-  public func issueToken(request: Tender_Auth_V1_IssueTokenRequest, context: ServerContext) async throws -> Tender_Auth_V1_IssueTokenResponse {
-    throw notYetServed(context)
-  }
-  public func revokeToken(request: Tender_Auth_V1_RevokeTokenRequest, context: ServerContext) async throws -> Tender_Auth_V1_RevokeTokenResponse {
-    throw notYetServed(context)
-  }
-  public func introspectToken(request: Tender_Auth_V1_IntrospectTokenRequest, context: ServerContext) async throws -> Tender_Auth_V1_IntrospectTokenResponse {
-    throw notYetServed(context)
-  }
-  public func createClient(request: Tender_Auth_V1_CreateClientRequest, context: ServerContext) async throws -> Tender_Auth_V1_CreateClientResponse {
-    throw notYetServed(context)
-  }
-  public func rotateClientSecret(request: Tender_Auth_V1_RotateClientSecretRequest, context: ServerContext) async throws -> Tender_Auth_V1_RotateClientSecretResponse {
-    throw notYetServed(context)
-  }
-}

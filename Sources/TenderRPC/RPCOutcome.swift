@@ -1,4 +1,5 @@
 import GRPCCore
+import ServiceContextModule
 
 /// Observes how an RPC ends, for interceptors that record it (logging, metrics).
 enum RPCOutcome {
@@ -45,5 +46,21 @@ enum RPCOutcome {
     if let error = error as? any RPCErrorConvertible { return error.rpcErrorCode }
     if error is CancellationError { return .cancelled }
     return .unknown
+  }
+
+  /// The handler's response with its producer (which runs after the interceptor returns, for
+  /// streaming responses) run inside `serviceContext`, so the caller and the span stay current.
+  static func propagating<Output: Sendable>(
+    _ serviceContext: ServiceContext,
+    into response: StreamingServerResponse<Output>
+  ) -> StreamingServerResponse<Output> {
+    guard case .success(var contents) = response.accepted else { return response }
+    let producer = contents.producer
+    contents.producer = { writer in
+      try await ServiceContext.withValue(serviceContext) {
+        try await producer(writer)
+      }
+    }
+    return StreamingServerResponse(accepted: .success(contents))
   }
 }

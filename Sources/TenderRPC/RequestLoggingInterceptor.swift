@@ -1,7 +1,10 @@
 public import GRPCCore
 public import Logging
+import ServiceContextModule
+import TenderCore
 
-/// Writes one structured line per RPC when it ends: method, peer, status code and duration.
+/// Writes one structured line per RPC when it ends: trace id, merchant, client, method, peer,
+/// status code, duration, and why auth refused if it did.
 ///
 /// Only these fields are logged; request messages and metadata (where tokens travel) never are.
 public struct RequestLoggingInterceptor: ServerInterceptor {
@@ -20,20 +23,26 @@ public struct RequestLoggingInterceptor: ServerInterceptor {
     let logger = self.logger
     let method = context.descriptor.fullyQualifiedMethod
     let peer = context.remotePeer
+    let record = ServiceContext.current?.callRecord
     @Sendable func log(_ code: RPCError.Code?) {
       let elapsed = ContinuousClock.now - start
       let microseconds = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
       let level: Logger.Level = code.map(Self.isServerFault) == true ? .error : .info
-      logger.log(
-        level: level,
-        "rpc",
-        metadata: [
-          "rpc.method": "\(method)",
-          "rpc.peer": "\(peer)",
-          "rpc.code": "\(Self.canonicalName(code))",
-          "rpc.duration_ms": "\(Double(microseconds) / 1000)",
-        ]
-      )
+      var metadata: Logger.Metadata = [
+        "rpc.method": "\(method)",
+        "rpc.peer": "\(peer)",
+        "rpc.code": "\(Self.canonicalName(code))",
+        "rpc.duration_ms": "\(Double(microseconds) / 1000)",
+      ]
+      if let snapshot = record?.snapshot {
+        if let traceID = snapshot.traceID { metadata["trace_id"] = "\(traceID)" }
+        if let caller = snapshot.caller {
+          metadata["merchant_id"] = "\(caller.merchantID)"
+          metadata["client_id"] = "\(caller.clientID)"
+        }
+        if let reason = snapshot.authFailure { metadata["auth.failure"] = "\(reason)" }
+      }
+      logger.log(level: level, "rpc", metadata: metadata)
     }
 
     return try await RPCOutcome.observe(request: request, context: context, next: next, finished: log)

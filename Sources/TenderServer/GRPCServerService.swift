@@ -33,7 +33,13 @@ public struct GRPCServerService: Service {
 
   public func run() async throws {
     let server = self.server
-    try await self.beforeServing()
+    do {
+      try await self.beforeServing()
+    } catch {
+      // PostgresNIO's own description hides the server's message; the reflection has it.
+      self.logger.critical("could not prepare to serve", metadata: ["error": "\(String(reflecting: error))"])
+      throw error
+    }
     try await withThrowingDiscardingTaskGroup { group in
       group.addTask {
         try await server.serve()

@@ -3,7 +3,9 @@ public import Logging
 import NIOSSL
 public import PostgresNIO
 public import TenderCore
+import TenderAuth
 import TenderPostgres
+import TenderRedis
 
 /// Everything `tender serve` needs, validated: a value of this type is always usable.
 public struct ServerConfiguration: Sendable {
@@ -47,6 +49,24 @@ public struct ServerConfiguration: Sendable {
   /// Apply pending migrations at start (dev mode).
   public var migrateOnStart: Bool
   public var logLevel: Logger.Level
+  /// Redis (rate limits, token standing cache); nil only in embedded uses without limits.
+  public var redisURL: String?
+  /// Seals the signing keys' private halves in the database.
+  public var keyEncryptionKey: Secret<String>?
+  /// `iss` and `aud` of access tokens, their lifetime and the clock skew tolerated.
+  public var tokenIssuer: String = "tender"
+  public var tokenAudience: String = "tender-api"
+  public var tokenLifetime: Duration = .seconds(900)
+  /// How often signing keys are reloaded (rotations and removals by other processes).
+  public var keyRefreshInterval: Duration = .seconds(10)
+  /// Token bucket per API client over all authenticated RPCs.
+  public var clientRateLimit = RateLimitPolicy(capacity: 100, refillPerSecond: 50)
+  /// Token buckets for IssueToken, per client id and per peer address.
+  public var issueTokenRateLimit = RateLimitPolicy(capacity: 10, refillPerSecond: 0.5)
+  /// What to do when Redis cannot answer a rate-limit check.
+  public var rateLimitFailureMode: RateLimitFailureMode = .open
+  /// OTLP/gRPC collector for traces (e.g. http://otel-collector:4317); nil: tracing is a no-op.
+  public var otlpEndpoint: String?
 
   public init(
     host: String,
@@ -89,6 +109,14 @@ public struct ServerConfiguration: Sendable {
     self.migrateOnStart = migrateOnStart
     self.logLevel = logLevel
   }
+}
+
+/// Whether RPCs proceed when the rate limiter's store is unreachable.
+public enum RateLimitFailureMode: String, Sendable {
+  /// Proceed without a limit (counted in `tender_rate_limiter_errors_total` and logged).
+  case open
+  /// Refuse with UNAVAILABLE.
+  case closed
 }
 
 /// A setting that cannot be used; its description is the one line `tender` prints before exiting.
@@ -134,6 +162,16 @@ public struct Setting: Sendable, Hashable {
   public static let healthProbeInterval = Setting(flag: "health-probe-interval", environment: "TENDER_HEALTH_PROBE_INTERVAL", defaultValue: "2s", help: "how often the database is probed for health")
   public static let drainDelay = Setting(flag: "drain-delay", environment: "TENDER_DRAIN_DELAY", defaultValue: "0s", help: "on SIGTERM, time between reporting NOT_SERVING and refusing new RPCs")
   public static let migrate = Setting(flag: "migrate", environment: "TENDER_MIGRATE", defaultValue: "false", help: "apply pending migrations before serving")
+  public static let redisURL = Setting(flag: "redis-url", environment: "TENDER_REDIS_URL", defaultValue: nil, help: "redis://[:password@]host:port[/db] for rate limits and the token standing cache")
+  public static let keyEncryptionKey = Setting(flag: "key-encryption-key", environment: "TENDER_KEY_ENCRYPTION_KEY", defaultValue: nil, help: "base64 of 32 random bytes sealing the token-signing keys at rest (openssl rand -base64 32); prefer the variable")
+  public static let tokenIssuer = Setting(flag: "token-issuer", environment: "TENDER_TOKEN_ISSUER", defaultValue: "tender", help: "`iss` of issued access tokens, required on presented ones")
+  public static let tokenAudience = Setting(flag: "token-audience", environment: "TENDER_TOKEN_AUDIENCE", defaultValue: "tender-api", help: "`aud` of issued access tokens, required on presented ones")
+  public static let tokenLifetime = Setting(flag: "token-lifetime", environment: "TENDER_TOKEN_LIFETIME", defaultValue: "15m", help: "lifetime of issued access tokens (1m to 24h)")
+  public static let keyRefreshInterval = Setting(flag: "key-refresh-interval", environment: "TENDER_KEY_REFRESH_INTERVAL", defaultValue: "10s", help: "how often signing keys are reloaded, so rotations and removals reach every replica")
+  public static let rateLimit = Setting(flag: "rate-limit", environment: "TENDER_RATE_LIMIT", defaultValue: "50/s,burst=100", help: "token bucket per API client over authenticated RPCs: RATE/s or RATE/m, burst=N")
+  public static let issueTokenRateLimit = Setting(flag: "issue-token-rate-limit", environment: "TENDER_ISSUE_TOKEN_RATE_LIMIT", defaultValue: "30/m,burst=10", help: "IssueToken bucket, per client id and per peer address")
+  public static let rateLimitOnRedisFailure = Setting(flag: "rate-limit-on-redis-failure", environment: "TENDER_RATE_LIMIT_ON_REDIS_FAILURE", defaultValue: "open", help: "open: allow calls when Redis is unreachable (metric + log); closed: refuse with UNAVAILABLE")
+  public static let otlpEndpoint = Setting(flag: "otlp-endpoint", environment: "TENDER_OTLP_ENDPOINT", defaultValue: nil, help: "OTLP/gRPC collector for traces, e.g. http://localhost:4317; unset: no tracing export")
   public static let logLevel = Setting(flag: "log-level", environment: "TENDER_LOG_LEVEL", defaultValue: "info", help: "trace, debug, info, notice, warning, error or critical")
 
   /// Every setting of `tender serve`, in the order the README lists them.
@@ -141,7 +179,8 @@ public struct Setting: Sendable, Hashable {
     .grpcAddress, .httpAddress, .tlsCert, .tlsKey, .tlsClientCA, .insecure, .databaseURL, .maxConcurrentStreams,
     .maxRequestBytes, .defaultDeadline, .keepaliveTime, .keepaliveTimeout, .minClientPingInterval,
     .maxConnectionIdle, .maxConnectionAge, .maxConnectionAgeGrace, .healthProbeInterval, .drainDelay,
-    .migrate, .logLevel,
+    .migrate, .redisURL, .keyEncryptionKey, .tokenIssuer, .tokenAudience, .tokenLifetime, .keyRefreshInterval,
+    .rateLimit, .issueTokenRateLimit, .rateLimitOnRedisFailure, .otlpEndpoint, .logLevel,
   ]
 }
 
@@ -231,7 +270,7 @@ extension ServerConfiguration {
       throw ConfigurationError(setting: Setting.logLevel.label, problem: "must be one of trace, debug, info, notice, warning, error, critical")
     }
 
-    return ServerConfiguration(
+    var configuration = ServerConfiguration(
       host: host,
       port: port,
       httpHost: httpHost,
@@ -252,6 +291,70 @@ extension ServerConfiguration {
       migrateOnStart: try parseBool(try required(.migrate), setting: .migrate),
       logLevel: level
     )
+
+    configuration.tokenIssuer = try parseName(try required(.tokenIssuer), setting: .tokenIssuer)
+    configuration.tokenAudience = try parseName(try required(.tokenAudience), setting: .tokenAudience)
+    configuration.tokenLifetime = try parseDuration(try required(.tokenLifetime), setting: .tokenLifetime, allowZero: false)
+    guard configuration.tokenLifetime >= .seconds(60), configuration.tokenLifetime <= .seconds(86400) else {
+      throw ConfigurationError(setting: Setting.tokenLifetime.label, problem: "must be from 1m to 24h")
+    }
+    configuration.keyRefreshInterval = try parseDuration(try required(.keyRefreshInterval), setting: .keyRefreshInterval, allowZero: false)
+    configuration.clientRateLimit = try parseRateLimit(try required(.rateLimit), setting: .rateLimit)
+    configuration.issueTokenRateLimit = try parseRateLimit(try required(.issueTokenRateLimit), setting: .issueTokenRateLimit)
+    guard let mode = RateLimitFailureMode(rawValue: try required(.rateLimitOnRedisFailure)) else {
+      throw ConfigurationError(setting: Setting.rateLimitOnRedisFailure.label, problem: "must be open or closed")
+    }
+    configuration.rateLimitFailureMode = mode
+    if let endpoint = value(.otlpEndpoint) {
+      guard let url = URL(string: endpoint), let scheme = url.scheme, ["http", "https"].contains(scheme), url.host != nil else {
+        throw ConfigurationError(setting: Setting.otlpEndpoint.label, problem: "'\(endpoint)' must be an http:// or https:// URL with a host")
+      }
+      configuration.otlpEndpoint = endpoint
+    }
+    let redisURL = try required(.redisURL)
+    do {
+      _ = try RedisConfiguration(url: redisURL)
+    } catch let error as RedisConfiguration.Invalid {
+      throw ConfigurationError(setting: Setting.redisURL.label, problem: error.description)
+    }
+    configuration.redisURL = redisURL
+    let keyEncryptionKey = Secret(try required(.keyEncryptionKey))
+    do {
+      _ = try KeyEncryptionKey(base64: keyEncryptionKey)
+    } catch {
+      throw ConfigurationError(setting: Setting.keyEncryptionKey.label, problem: "\(error)")
+    }
+    configuration.keyEncryptionKey = keyEncryptionKey
+    return configuration
+  }
+
+  /// Issuer and audience: 1–200 printable characters.
+  static func parseName(_ text: String, setting: Setting) throws -> String {
+    guard (1...200).contains(text.count), text.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F }) else {
+      throw ConfigurationError(setting: setting.label, problem: "must be 1 to 200 printable characters without spaces")
+    }
+    return text
+  }
+
+  /// `RATE/s` or `RATE/m`, optionally `,burst=N` (default: one second's worth, at least 1).
+  static func parseRateLimit(_ text: String, setting: Setting) throws -> RateLimitPolicy {
+    let invalid = ConfigurationError(setting: setting.label, problem: "'\(text)' must look like 50/s,burst=100 or 30/m,burst=10")
+    let parts = text.split(separator: ",")
+    guard let first = parts.first, parts.count <= 2 else { throw invalid }
+    let rate = first.split(separator: "/")
+    guard rate.count == 2, let amount = Double(rate[0]), amount > 0, amount <= 1_000_000 else { throw invalid }
+    let perSecond: Double
+    switch rate[1] {
+    case "s": perSecond = amount
+    case "m": perSecond = amount / 60
+    default: throw invalid
+    }
+    var burst = max(1, Int(perSecond.rounded(.up)))
+    if parts.count == 2 {
+      guard parts[1].hasPrefix("burst="), let value = Int(parts[1].dropFirst(6)), (1...1_000_000).contains(value) else { throw invalid }
+      burst = value
+    }
+    return RateLimitPolicy(capacity: burst, refillPerSecond: perSecond)
   }
 
   static func parseAddress(_ text: String, setting: Setting) throws -> (String, Int) {
@@ -298,7 +401,7 @@ extension ServerConfiguration {
   }
 
   /// Durations are a number with a unit: `250ms`, `30s`, `5m`, `1h`.
-  static func parseDuration(_ text: String, setting: Setting, allowZero: Bool) throws -> Duration {
+  public static func parseDuration(_ text: String, setting: Setting, allowZero: Bool) throws -> Duration {
     let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)]
     for (suffix, milliseconds) in units where text.hasSuffix(suffix) {
       let number = text.dropLast(suffix.count)

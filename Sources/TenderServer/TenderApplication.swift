@@ -1,3 +1,4 @@
+import Foundation
 import GRPCCore
 public import GRPCNIOTransportHTTP2
 public import Logging
@@ -10,9 +11,12 @@ public import PostgresNIO
 public import Prometheus
 public import ServiceLifecycle
 import TenderAPI
+public import TenderAuth
 import TenderCore
 import TenderPostgres
 public import TenderRPC
+import TenderRedis
+public import Tracing
 public import UnixSignals
 
 /// The composition root: builds every long-lived part of a Tender server into one `ServiceGroup`.
@@ -28,6 +32,12 @@ public struct TenderApplication: Sendable {
   public let connections: ConnectionCounter
   /// The server's metrics, in Prometheus exposition format via `emitToString()`.
   public let metrics: PrometheusCollectorRegistry
+  /// Access tokens: issuing, verifying, revoking.
+  public let authority: TokenAuthority
+  /// API clients: creating, rotating secrets.
+  public let clients: ClientRegistry
+  /// The durable auth state (clients, keys, revocations).
+  public let authStore: any AuthStore
 
   /// Fully qualified names of the services registered on the gRPC server.
   public static let serviceNames: [String] = [
@@ -43,9 +53,12 @@ public struct TenderApplication: Sendable {
   ///   - gracefulShutdownSignals: signals that start a drain (SIGTERM, SIGINT for `tender`; none in tests).
   ///   - onListening: called once with the bound gRPC address (useful with port 0).
   ///   - onBridgeListening: called once with the bound port of the HTTP bridge.
+  ///   - tracer: receives the RPC and database spans (a no-op unless tracing is configured).
   public static func build(
     configuration: ServerConfiguration,
     logger: Logger,
+    tracer: any Tracer = NoOpTracer(),
+    traceID: @escaping @Sendable (ServiceContext) -> String? = { _ in nil },
     gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint],
     onListening: @escaping @Sendable (_ host: String, _ port: Int) -> Void = { _, _ in },
     onBridgeListening: @escaping @Sendable (_ port: Int) -> Void = { _ in }
@@ -54,25 +67,69 @@ public struct TenderApplication: Sendable {
     let servedNames = serviceNames.filter { $0 != Grpc_Health_V1_Health.descriptor.fullyQualifiedService && $0 != Grpc_Reflection_V1_ServerReflection.descriptor.fullyQualifiedService }
     let board = HealthStatusBoard(services: servedNames)
 
+    let metrics = PrometheusCollectorRegistry()
+    let metricsFactory = PrometheusMetricsFactory(registry: metrics)
+
+    guard let keyEncryptionKey = configuration.keyEncryptionKey else {
+      throw ConfigurationError(setting: Setting.keyEncryptionKey.label, problem: "is required")
+    }
+    let redis = try configuration.redisURL.map { RedisClient(configuration: try RedisConfiguration(url: $0), logger: logger) }
+    let authStore = PostgresAuthStore(client: postgres, logger: logger, tracer: tracer)
+    let standingCache = redis.map { RedisTokenStandingCache(client: $0) }
+    let hasher = ClientSecretHasher()
+    let keys = KeyRing(
+      store: authStore,
+      encryptionKey: try KeyEncryptionKey(base64: keyEncryptionKey),
+      tokenLifetime: configuration.tokenLifetime,
+      leeway: .seconds(30),
+      refreshInterval: configuration.keyRefreshInterval,
+      logger: logger
+    )
+    let authority = TokenAuthority(
+      settings: TokenSettings(issuer: configuration.tokenIssuer, audience: configuration.tokenAudience, lifetime: configuration.tokenLifetime),
+      keys: keys,
+      store: authStore,
+      cache: standingCache,
+      hasher: hasher,
+      logger: logger
+    )
+    let clients = ClientRegistry(store: authStore, hasher: hasher, cache: standingCache)
+    let gate = redis.map {
+      RateLimitGate(
+        limiter: TokenBucketLimiter(client: $0),
+        failureMode: configuration.rateLimitFailureMode == .open ? .open : .closed,
+        metrics: metricsFactory,
+        logger: logger
+      )
+    }
+
     let services: [any RegistrableRPCService] = [
       HealthService(board: board),
       try ReflectionService(services: serviceNames),
-      PendingAuthService(),
+      AuthRPCService(authority: authority, registry: clients, gate: gate, issuePerClient: configuration.issueTokenRateLimit),
       PendingPaymentService(),
       PendingRefundService(),
     ]
     // Tender's own unary RPCs do I/O and get the default deadline; health and reflection answer
     // from memory and stay as cheap as possible for balancers probing them.
     let unary = Set(MethodPolicies.all.filter { $0.kind == .unary && $0.service.hasPrefix("tender.") }.map(\.fullName))
-    let metrics = PrometheusCollectorRegistry()
-    let interceptors: [ConditionalInterceptor<any ServerInterceptor>] = [
-      .apply(MetricsInterceptor(factory: PrometheusMetricsFactory(registry: metrics)), to: .all),
+    // DESIGN §5, outermost first: tracing, metrics, logging, auth, rate limit. A call refused by
+    // auth or the limiter is still traced, counted and logged.
+    var interceptors: [ConditionalInterceptor<any ServerInterceptor>] = [
+      .apply(makeTracingInterceptor(tracer, traceID: traceID), to: .all),
+      .apply(MetricsInterceptor(factory: metricsFactory), to: .all),
       .apply(RequestLoggingInterceptor(logger: logger), to: .all),
       .apply(
         DefaultDeadlineInterceptor(deadline: configuration.defaultDeadline),
         to: .allMatching { unary.contains($0.fullyQualifiedMethod) }
       ),
+      .apply(AuthInterceptor(authority: authority, metrics: metricsFactory), to: .all),
     ]
+    if let gate {
+      interceptors.append(
+        .apply(RateLimitInterceptor(gate: gate, perClient: configuration.clientRateLimit, issueTokenPerPeer: configuration.issueTokenRateLimit), to: .all)
+      )
+    }
     let connections = ConnectionCounter()
     let server = GRPCServer(
       transport: try makeTransport(configuration, connections: connections),
@@ -88,7 +145,10 @@ public struct TenderApplication: Sendable {
       board: board,
       drainDelay: configuration.drainDelay,
       logger: logger,
-      beforeServing: { try await migrator?.migrate() },
+      beforeServing: {
+        try await migrator?.migrate()
+        try await keys.prepare()
+      },
       onListening: { host, port in
         listeningContinuation.finish()
         onListening(host, port)
@@ -98,6 +158,11 @@ public struct TenderApplication: Sendable {
       configuration: .init(host: configuration.httpHost, port: configuration.httpPort, tls: try bridgeTLS(configuration)),
       readiness: board,
       metrics: { metrics.emitToString() },
+      jwks: {
+        let keys = try await keys.jwks()
+        let data = try JSONSerialization.data(withJSONObject: ["keys": keys], options: [.sortedKeys])
+        return String(decoding: data, as: UTF8.self)
+      },
       logger: logger,
       onListening: { port in
         logger.notice("HTTP bridge listening", metadata: ["address": "\(configuration.httpHost):\(port)"])
@@ -114,20 +179,36 @@ public struct TenderApplication: Sendable {
     // Started together; on shutdown stopped in reverse: the gRPC server drains first (the bridge
     // still answers /readyz with 503 meanwhile), the database pool closes last so in-flight RPCs
     // can still use it.
+    var groupServices: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: postgres)]
+    if let redis { groupServices.append(.init(service: redis)) }
+    groupServices += [
+      .init(service: RevocationJanitor(store: authStore, logger: logger)),
+      .init(service: monitor),
+      .init(service: bridge),
+      .init(service: grpc, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+    ]
     let group = ServiceGroup(
       configuration: .init(
-        services: [
-          .init(service: postgres),
-          .init(service: monitor),
-          .init(service: bridge),
-          .init(service: grpc, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
-        ],
+        services: groupServices,
         gracefulShutdownSignals: gracefulShutdownSignals,
         cancellationSignals: [],
         logger: logger
       )
     )
-    return TenderApplication(serviceGroup: group, board: board, postgres: postgres, connections: connections, metrics: metrics)
+    return TenderApplication(
+      serviceGroup: group,
+      board: board,
+      postgres: postgres,
+      connections: connections,
+      metrics: metrics,
+      authority: authority,
+      clients: clients,
+      authStore: authStore
+    )
+  }
+
+  private static func makeTracingInterceptor<T: Tracer>(_ tracer: T, traceID: @escaping @Sendable (ServiceContext) -> String?) -> any ServerInterceptor {
+    TracingInterceptor(tracer: tracer, traceID: traceID)
   }
 
   /// The bridge serves the gRPC listener's certificate; client certificates are not required there

@@ -1,13 +1,18 @@
 import ArgumentParser
 import Foundation
 import Logging
+import PostgresNIO
 import Synchronization
+import TenderAPI
+import TenderAuth
+import TenderCore
+import TenderPostgres
 import TenderServer
 import ServiceLifecycle
 
 struct Dev: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Run Tender locally: a throwaway PostgreSQL, dev TLS certificates, migrations, then serve. Ctrl-C stops it all."
+    abstract: "Run Tender locally: throwaway PostgreSQL and Redis, dev TLS certificates, migrations, a dev merchant and client, then serve. Ctrl-C stops it all."
   )
 
   @Option(help: "Folder for the dev database and certificates.")
@@ -34,6 +39,9 @@ struct Dev: AsyncParsableCommand {
     defer {
       if self.ephemeral { postgres.destroy() } else { postgres.stop() }
     }
+    let redis = try LocalRedis.start(in: state.appendingPathComponent("redis"), port: try LocalPostgres.freePort())
+    defer { redis.destroy() }
+    let keyEncryptionKey = try Self.keyEncryptionKey(in: state)
 
     var flags: [Setting: String] = [
       .grpcAddress: self.grpcAddress,
@@ -42,6 +50,8 @@ struct Dev: AsyncParsableCommand {
       .tlsKey: tls.serverKey.path,
       .databaseURL: postgres.databaseURL,
       .migrate: "true",
+      .redisURL: redis.url,
+      .keyEncryptionKey: keyEncryptionKey,
       .logLevel: self.logLevel,
     ]
     flags[.drainDelay] = "0s"
@@ -52,6 +62,8 @@ struct Dev: AsyncParsableCommand {
       exitWithConfigurationError(error)
     }
     let logger = makeLogger(level: configuration.logLevel)
+    _ = try await migrate(configuration.database, logger: logger)
+    let credentials = try await DevClient.prepare(in: state, database: configuration.database, logger: logger)
     let caPath = tls.caCertificate.path
     // Instructions are printed once both listeners are up.
     let ports = DevPorts()
@@ -60,12 +72,12 @@ struct Dev: AsyncParsableCommand {
       logger: logger,
       onListening: { host, port in
         if let httpPort = ports.grpcListening(port) {
-          Self.printInstructions(host: host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL)
+          Self.printInstructions(host: host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL, redisURL: redis.url, credentials: credentials)
         }
       },
       onBridgeListening: { httpPort in
         if let port = ports.bridgeListening(httpPort) {
-          Self.printInstructions(host: configuration.host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL)
+          Self.printInstructions(host: configuration.host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL, redisURL: redis.url, credentials: credentials)
         }
       }
     )
@@ -86,31 +98,87 @@ struct Dev: AsyncParsableCommand {
     return try LocalPostgres.start(in: directory, port: port)
   }
 
-  static func printInstructions(host: String, port: Int, httpPort: Int, caPath: String, databaseURL: String) {
+  /// The dev key-encryption key, made once and kept (mode 0600) in the state folder.
+  static func keyEncryptionKey(in state: URL) throws -> String {
+    let file = state.appendingPathComponent("key-encryption-key")
+    if let text = try? String(contentsOf: file, encoding: .utf8) {
+      return text.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+    let key = KeyEncryptionKey.generateBase64().value
+    try (key + "\n").write(to: file, atomically: true, encoding: .utf8)
+    try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file.path)
+    return key
+  }
+
+  static func printInstructions(host: String, port: Int, httpPort: Int, caPath: String, databaseURL: String, redisURL: String, credentials: DevClient) {
     let target = "localhost:\(port)"
     let text = """
 
       Tender is serving gRPC over TLS on \(host):\(port) (dev CA: \(caPath)).
       Database: \(databaseURL)
+      Redis:    \(redisURL)
 
-      Call it with grpcurl (server reflection is on, no protos needed):
-        grpcurl -cacert \(caPath) \(target) grpc.health.v1.Health/Check
+      Dev merchant \(credentials.merchantID), dev client (every scope; kept in \(credentials.file)):
+        client_id:     \(credentials.clientID)
+        client_secret: \(credentials.clientSecret)
+
+      Get a token and call an authenticated RPC with grpcurl (server reflection is on):
+        TOKEN=$(grpcurl -cacert \(caPath) -d '{"client_id":"\(credentials.clientID)","client_secret":"\(credentials.clientSecret)"}' \\
+          \(target) tender.auth.v1.AuthService/IssueToken | python3 -c 'import json,sys; print(json.load(sys.stdin)["accessToken"])')
+        grpcurl -cacert \(caPath) -H "authorization: Bearer $TOKEN" -d "{\\"token\\":\\"$TOKEN\\"}" \\
+          \(target) tender.auth.v1.AuthService/IntrospectToken
 
       Or from Python (pip install -r clients/python/requirements.txt; run from clients/python):
         import grpc
-        from tender_client._generated.grpc.health.v1 import health_pb2, health_pb2_grpc
+        from tender_client._generated.tender.auth.v1 import auth_service_pb2 as auth, auth_service_pb2_grpc as auth_grpc
         creds = grpc.ssl_channel_credentials(root_certificates=open("\(caPath)", "rb").read())
         with grpc.secure_channel("\(target)", creds) as channel:
-            print(health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest()))
+            stub = auth_grpc.AuthServiceStub(channel)
+            token = stub.IssueToken(auth.IssueTokenRequest(client_id="\(credentials.clientID)", client_secret="\(credentials.clientSecret)")).access_token
+            print(stub.IntrospectToken(auth.IntrospectTokenRequest(token=token), metadata=[("authorization", "Bearer " + token)]))
 
-      Health and metrics over HTTPS:
+      Health, metrics and the JWKS over HTTPS:
         curl --cacert \(caPath) https://localhost:\(httpPort)/readyz
         curl --cacert \(caPath) https://localhost:\(httpPort)/metrics
+        curl --cacert \(caPath) https://localhost:\(httpPort)/.well-known/jwks.json
 
-      Ctrl-C stops the server and the database.
+      Ctrl-C stops the server, the database and Redis.
 
       """
     FileHandle.standardOutput.write(Data(text.utf8))
+  }
+}
+
+/// The dev merchant and its client. The secret is kept in the state folder (mode 0600) so a
+/// restarted `tender dev` prints the same working credentials.
+struct DevClient: Sendable, Codable {
+  static let merchant = "mer_dev"
+
+  var merchantID: String
+  var clientID: String
+  var clientSecret: String
+  var file: String = ""
+
+  static func prepare(in state: URL, database: PostgresClient.Configuration, logger: Logger) async throws -> DevClient {
+    let file = state.appendingPathComponent("dev-client.json")
+    let saved = (try? Data(contentsOf: file)).flatMap { try? JSONDecoder().decode(DevClient.self, from: $0) }
+    let scopes = Array(Set(MethodPolicies.all.compactMap(\.requiredScope))).sorted()
+    var client = try await withAuthStore(database, logger: logger) { store -> DevClient in
+      try await store.ensureMerchant(id: Self.merchant, displayName: "Dev merchant")
+      if let saved, let existing = try await store.client(id: saved.clientID), existing.status == .active,
+        let hash = SecretHash(encoded: existing.secretHash),
+        try await ClientSecretHasher().verify(Secret(saved.clientSecret), against: hash)
+      {
+        return saved
+      }
+      let (record, secret) = try await ClientRegistry(store: store, hasher: ClientSecretHasher(), cache: nil)
+        .create(merchantID: Self.merchant, scopes: scopes, displayName: "tender dev")
+      return DevClient(merchantID: record.merchantID, clientID: record.clientID, clientSecret: secret.value)
+    }
+    client.file = file.path
+    try JSONEncoder().encode(client).write(to: file)
+    try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file.path)
+    return client
   }
 }
 

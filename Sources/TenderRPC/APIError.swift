@@ -1,0 +1,29 @@
+public import GRPCCore
+public import GRPCProtobuf
+
+/// Errors as Tender's clients receive them: a status code, a message safe to show, and
+/// `google.rpc.ErrorInfo` with a stable reason (plus `BadRequest` naming the field for invalid
+/// arguments). Messages never contain secrets, tokens or card data.
+public enum APIError {
+  /// The `ErrorInfo.domain` of every Tender error.
+  public static let domain = "tender.dev"
+
+  public static func status(_ code: RPCError.Code, reason: String, message: String, metadata: [String: String] = [:], details: [ErrorDetails] = []) -> GoogleRPCStatus {
+    GoogleRPCStatus(
+      code: code,
+      message: message,
+      details: [.errorInfo(.init(reason: reason, domain: Self.domain, metadata: metadata))] + details
+    )
+  }
+
+  /// INVALID_ARGUMENT naming the offending field.
+  public static func invalidArgument(field: String, reason: String, message: String) -> GoogleRPCStatus {
+    self.status(
+      .invalidArgument,
+      reason: reason,
+      message: message,
+      metadata: ["field": field],
+      details: [.badRequest(violations: [.init(field: field, description: message)])]
+    )
+  }
+}

@@ -1,0 +1,97 @@
+public import CoreMetrics
+public import GRPCCore
+import GRPCProtobuf
+import ServiceContextModule
+import TenderAPI
+public import TenderAuth
+import TenderCore
+
+/// Authenticates every RPC the schemas do not mark public, then enforces the method's required
+/// scope from the generated policy table. The caller (merchant, client, scopes) is put in the
+/// `ServiceContext` for the services.
+///
+/// Refusals: UNAUTHENTICATED with an `ErrorInfo` reason (TOKEN_MISSING, TOKEN_INVALID,
+/// TOKEN_EXPIRED, TOKEN_REVOKED, CLIENT_DISABLED); PERMISSION_DENIED with SCOPE_MISSING. Each is
+/// counted in `tender_auth_failures_total{reason}` and the detailed reason is on the log line.
+public struct AuthInterceptor: ServerInterceptor {
+  private let authority: TokenAuthority
+  private let failures: [String: Counter]
+
+  public init(authority: TokenAuthority, metrics: any MetricsFactory) {
+    self.authority = authority
+    var failures: [String: Counter] = [:]
+    for reason in AuthFailure.allCases.map(\.rawValue) + ["insufficient_scope", "undeclared_method"] {
+      failures[reason] = Counter(label: "tender_auth_failures_total", dimensions: [("reason", reason)], factory: metrics)
+    }
+    self.failures = failures
+  }
+
+  public func intercept<Input: Sendable, Output: Sendable>(
+    request: StreamingServerRequest<Input>,
+    context: ServerContext,
+    next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
+  ) async throws -> StreamingServerResponse<Output> {
+    let record = ServiceContext.current?.callRecord
+    guard let policy = MethodPolicies.byFullName[context.descriptor.fullyQualifiedMethod] else {
+      // Every served method is declared; anything else is refused rather than left open.
+      self.refused("undeclared_method", record: record)
+      throw APIError.status(.permissionDenied, reason: "METHOD_NOT_DECLARED", message: "this method has no access policy")
+    }
+    if policy.isPublic {
+      return try await next(request, context)
+    }
+
+    let verified: VerifiedToken
+    do throws(AuthFailure) {
+      guard let token = Self.bearerToken(request.metadata) else { throw .missingToken }
+      verified = try await self.authority.authenticate(token)
+    } catch {
+      self.refused(error.rawValue, record: record)
+      let code: RPCError.Code = error == .standingUnavailable ? .unavailable : .unauthenticated
+      throw APIError.status(code, reason: error.errorReason, message: Self.message(for: error))
+    }
+
+    let caller = verified.caller
+    record?.record(caller: caller)
+    if let scope = policy.requiredScope, !caller.has(scope: scope) {
+      self.refused("insufficient_scope", record: record)
+      throw APIError.status(
+        .permissionDenied,
+        reason: "SCOPE_MISSING",
+        message: "the access token lacks the scope \(scope)",
+        metadata: ["required_scope": scope]
+      )
+    }
+
+    var serviceContext = ServiceContext.current ?? .topLevel
+    serviceContext.caller = caller
+    let response = try await ServiceContext.withValue(serviceContext) {
+      try await next(request, context)
+    }
+    return RPCOutcome.propagating(serviceContext, into: response)
+  }
+
+  private func refused(_ reason: String, record: CallRecord?) {
+    record?.record(authFailure: reason)
+    self.failures[reason]?.increment()
+  }
+
+  /// The token of an `authorization: Bearer <token>` entry (scheme case-insensitive).
+  static func bearerToken(_ metadata: Metadata) -> String? {
+    guard let value = metadata[stringValues: "authorization"].first(where: { _ in true }) else { return nil }
+    let parts = value.split(separator: " ", omittingEmptySubsequences: true)
+    guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+    return String(parts[1])
+  }
+
+  static func message(for failure: AuthFailure) -> String {
+    switch failure {
+    case .missingToken: return "an access token is required: send 'authorization: Bearer <token>'"
+    case .expired: return "the access token has expired"
+    case .revoked: return "the access token has been revoked"
+    case .clientDisabled: return "the client of this access token is disabled"
+    case .standingUnavailable: return "the access token cannot be checked right now; retry"
+    default: return "the access token is not valid"
+    }
+  }
+}

@@ -1,0 +1,170 @@
+import Foundation
+public import GRPCCore
+import GRPCProtobuf
+import ServiceContextModule
+import SwiftProtobuf
+public import TenderAPI
+public import TenderAuth
+public import TenderCore
+
+/// `tender.auth.v1.AuthService`: client credentials for access tokens, revocation,
+/// introspection, and client administration.
+public struct AuthRPCService: Tender_Auth_V1_AuthService.SimpleServiceProtocol {
+  private let authority: TokenAuthority
+  private let registry: ClientRegistry
+  private let gate: RateLimitGate?
+  private let issuePerClient: RateLimitPolicy
+
+  public init(authority: TokenAuthority, registry: ClientRegistry, gate: RateLimitGate?, issuePerClient: RateLimitPolicy) {
+    self.authority = authority
+    self.registry = registry
+    self.gate = gate
+    self.issuePerClient = issuePerClient
+  }
+
+  public func issueToken(request: Tender_Auth_V1_IssueTokenRequest, context: ServerContext) async throws -> Tender_Auth_V1_IssueTokenResponse {
+    guard !request.clientID.isEmpty else {
+      throw APIError.invalidArgument(field: "client_id", reason: "FIELD_REQUIRED", message: "client_id is required")
+    }
+    guard request.clientID.utf8.count <= 100 else {
+      throw APIError.invalidArgument(field: "client_id", reason: "FIELD_INVALID", message: "client_id is too long")
+    }
+    guard !request.clientSecret.isEmpty else {
+      throw APIError.invalidArgument(field: "client_secret", reason: "FIELD_REQUIRED", message: "client_secret is required")
+    }
+    guard request.clientSecret.utf8.count <= 256 else {
+      throw APIError.invalidArgument(field: "client_secret", reason: "FIELD_INVALID", message: "client_secret is too long")
+    }
+    if let index = request.scopes.firstIndex(where: { !Scopes.isValid($0) }) {
+      throw APIError.invalidArgument(field: "scopes[\(index)]", reason: "FIELD_INVALID", message: "scopes[\(index)] is not a scope name")
+    }
+    // Guesses at one client's secret are limited however many addresses they come from.
+    try await self.gate?.admit(bucket: "issue_token_client", key: request.clientID, policy: self.issuePerClient)
+    let issued: IssuedToken
+    do {
+      issued = try await self.authority.issue(clientID: request.clientID, secret: Secret(request.clientSecret), requestedScopes: request.scopes)
+    } catch IssueFailure.invalidClient {
+      throw APIError.status(.unauthenticated, reason: "INVALID_CLIENT", message: "unknown client or wrong secret")
+    } catch IssueFailure.scopeNotGranted(let scope) {
+      throw APIError.status(.permissionDenied, reason: "SCOPE_NOT_GRANTED", message: "the client does not hold the scope \(scope)", metadata: ["field": "scopes", "scope": scope])
+    }
+    var response = Tender_Auth_V1_IssueTokenResponse()
+    response.accessToken = issued.token.value
+    response.tokenType = "Bearer"
+    response.expireTime = Google_Protobuf_Timestamp(date: issued.expireTime)
+    response.scopes = issued.scopes
+    return response
+  }
+
+  public func revokeToken(request: Tender_Auth_V1_RevokeTokenRequest, context: ServerContext) async throws -> Tender_Auth_V1_RevokeTokenResponse {
+    let caller = try Self.caller()
+    let target = try await self.verifiedArgument(request.token)
+    // A client revokes its own tokens; an administrator any token.
+    guard target.caller.clientID == caller.clientID || caller.has(scope: Scopes.admin) else {
+      throw APIError.status(.permissionDenied, reason: "NOT_TOKEN_OWNER", message: "only the token's own client or an administrator may revoke it")
+    }
+    try await self.authority.revoke(target, revokedBy: caller.clientID)
+    var response = Tender_Auth_V1_RevokeTokenResponse()
+    response.tokenID = target.caller.tokenID
+    return response
+  }
+
+  public func introspectToken(request: Tender_Auth_V1_IntrospectTokenRequest, context: ServerContext) async throws -> Tender_Auth_V1_IntrospectTokenResponse {
+    let caller = try Self.caller()
+    guard !request.token.isEmpty else {
+      throw APIError.invalidArgument(field: "token", reason: "FIELD_REQUIRED", message: "token is required")
+    }
+    var response = Tender_Auth_V1_IntrospectTokenResponse()
+    // RFC 7662: anything not currently usable is just "not active", without saying why; tokens of
+    // other merchants are not active to non-administrators.
+    guard let token = try? await self.authority.authenticate(request.token),
+      token.caller.merchantID == caller.merchantID || caller.has(scope: Scopes.admin)
+    else {
+      response.active = false
+      return response
+    }
+    response.active = true
+    response.scopes = token.caller.scopes.sorted()
+    response.clientID = token.caller.clientID
+    response.merchantID = token.caller.merchantID
+    response.tokenID = token.caller.tokenID
+    response.issuer = token.issuer
+    response.audience = token.audience
+    response.issueTime = Google_Protobuf_Timestamp(date: token.issueTime)
+    response.notBeforeTime = Google_Protobuf_Timestamp(date: token.notBeforeTime)
+    response.expireTime = Google_Protobuf_Timestamp(date: token.expireTime)
+    return response
+  }
+
+  public func createClient(request: Tender_Auth_V1_CreateClientRequest, context: ServerContext) async throws -> Tender_Auth_V1_CreateClientResponse {
+    _ = try Self.caller()
+    let created: (ClientRecord, Secret<String>)
+    do {
+      created = try await self.registry.create(merchantID: request.merchantID, scopes: request.scopes, displayName: request.displayName)
+    } catch ClientRequestError.invalidMerchantID {
+      throw APIError.invalidArgument(field: "merchant_id", reason: request.merchantID.isEmpty ? "FIELD_REQUIRED" : "FIELD_INVALID", message: "merchant_id must be mer_ followed by 1 to 64 letters or digits")
+    } catch ClientRequestError.noScopes {
+      throw APIError.invalidArgument(field: "scopes", reason: "FIELD_REQUIRED", message: "at least one scope is required")
+    } catch ClientRequestError.invalidScope {
+      let index = request.scopes.firstIndex(where: { !Scopes.isValid($0) }) ?? 0
+      throw APIError.invalidArgument(field: "scopes[\(index)]", reason: "FIELD_INVALID", message: "scopes[\(index)] is not a scope name")
+    } catch ClientRequestError.displayNameTooLong {
+      throw APIError.invalidArgument(field: "display_name", reason: "FIELD_INVALID", message: "display_name is longer than 200 characters")
+    } catch AuthStoreError.unknownMerchant {
+      throw APIError.status(.failedPrecondition, reason: "MERCHANT_NOT_FOUND", message: "no active merchant \(request.merchantID)", metadata: ["field": "merchant_id"])
+    }
+    var response = Tender_Auth_V1_CreateClientResponse()
+    response.client = Self.message(created.0)
+    response.clientSecret = created.1.value
+    return response
+  }
+
+  public func rotateClientSecret(request: Tender_Auth_V1_RotateClientSecretRequest, context: ServerContext) async throws -> Tender_Auth_V1_RotateClientSecretResponse {
+    _ = try Self.caller()
+    guard !request.clientID.isEmpty else {
+      throw APIError.invalidArgument(field: "client_id", reason: "FIELD_REQUIRED", message: "client_id is required")
+    }
+    let rotated: (ClientRecord, Secret<String>)
+    do {
+      rotated = try await self.registry.rotateSecret(clientID: request.clientID)
+    } catch AuthStoreError.unknownClient {
+      throw APIError.status(.notFound, reason: "CLIENT_NOT_FOUND", message: "no client \(request.clientID)", metadata: ["field": "client_id"])
+    }
+    var response = Tender_Auth_V1_RotateClientSecretResponse()
+    response.client = Self.message(rotated.0)
+    response.clientSecret = rotated.1.value
+    return response
+  }
+
+  /// The token in a request field, verified (signature, key, claims; not its standing).
+  private func verifiedArgument(_ token: String) async throws -> VerifiedToken {
+    guard !token.isEmpty else {
+      throw APIError.invalidArgument(field: "token", reason: "FIELD_REQUIRED", message: "token is required")
+    }
+    do {
+      return try await self.authority.verify(token)
+    } catch {
+      throw APIError.invalidArgument(field: "token", reason: error.errorReason, message: "token is not a valid access token of this server")
+    }
+  }
+
+  static func caller() throws -> Caller {
+    guard let caller = ServiceContext.current?.caller else {
+      // Only reachable if the auth interceptor is missing from the chain.
+      throw APIError.status(.unauthenticated, reason: "TOKEN_MISSING", message: "an access token is required")
+    }
+    return caller
+  }
+
+  static func message(_ record: ClientRecord) -> Tender_Auth_V1_Client {
+    var client = Tender_Auth_V1_Client()
+    client.clientID = record.clientID
+    client.merchantID = record.merchantID
+    client.scopes = record.scopes
+    client.status = record.status == .active ? .active : .disabled
+    client.displayName = record.displayName
+    client.createTime = Google_Protobuf_Timestamp(date: record.createTime)
+    if let rotated = record.rotateTime { client.rotateTime = Google_Protobuf_Timestamp(date: rotated) }
+    return client
+  }
+}

@@ -1,0 +1,53 @@
+public import ServiceContextModule
+public import Synchronization
+public import TenderCore
+
+/// What the interceptors learn about one RPC, shared along the chain: the outermost interceptor
+/// (tracing) creates it, auth fills in the caller or why it refused, logging and tracing read it
+/// when the RPC ends.
+public final class CallRecord: Sendable {
+  public struct Snapshot: Sendable, Hashable {
+    public var traceID: String?
+    public var caller: Caller?
+    /// Why authentication or authorization refused the call.
+    public var authFailure: String?
+  }
+
+  private let state: Mutex<Snapshot>
+
+  public init(traceID: String? = nil) {
+    self.state = Mutex(Snapshot(traceID: traceID, caller: nil, authFailure: nil))
+  }
+
+  public var snapshot: Snapshot { self.state.withLock { $0 } }
+
+  func record(caller: Caller) {
+    self.state.withLock { $0.caller = caller }
+  }
+
+  func record(authFailure: String) {
+    self.state.withLock { $0.authFailure = authFailure }
+  }
+}
+
+private enum CallRecordKey: ServiceContextKey {
+  typealias Value = CallRecord
+}
+
+private enum CallerKey: ServiceContextKey {
+  typealias Value = Caller
+}
+
+extension ServiceContext {
+  /// The record of the RPC being served.
+  public var callRecord: CallRecord? {
+    get { self[CallRecordKey.self] }
+    set { self[CallRecordKey.self] = newValue }
+  }
+
+  /// The authenticated caller of the RPC being served; set by the auth interceptor.
+  public var caller: Caller? {
+    get { self[CallerKey.self] }
+    set { self[CallerKey.self] = newValue }
+  }
+}

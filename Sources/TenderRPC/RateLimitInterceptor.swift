@@ -1,0 +1,107 @@
+public import CoreMetrics
+public import GRPCCore
+import GRPCProtobuf
+public import Logging
+import ServiceContextModule
+import TenderAPI
+public import TenderCore
+
+/// Takes tokens from the shared buckets and turns "over the limit" into RESOURCE_EXHAUSTED with
+/// `RetryInfo`. When the limiter's store cannot answer, `failureMode` decides: open (the default)
+/// lets the call through, counts `tender_rate_limiter_errors_total` and logs; closed refuses with
+/// UNAVAILABLE. Either way the call does not wait longer than the store's command timeout.
+public struct RateLimitGate: Sendable {
+  public enum FailureMode: Sendable {
+    case open
+    case closed
+  }
+
+  private let limiter: any RateLimiter
+  private let failureMode: FailureMode
+  private let logger: Logger
+  private let rejections: [String: Counter]
+  private let errors: Counter
+
+  public static let buckets = ["client", "issue_token_client", "issue_token_peer"]
+
+  public init(limiter: any RateLimiter, failureMode: FailureMode, metrics: any MetricsFactory, logger: Logger) {
+    self.limiter = limiter
+    self.failureMode = failureMode
+    self.logger = logger
+    var rejections: [String: Counter] = [:]
+    for bucket in Self.buckets {
+      rejections[bucket] = Counter(label: "tender_rate_limit_rejections_total", dimensions: [("bucket", bucket)], factory: metrics)
+    }
+    self.rejections = rejections
+    self.errors = Counter(label: "tender_rate_limiter_errors_total", dimensions: [], factory: metrics)
+  }
+
+  /// Returns when the call may proceed; throws the status to answer otherwise.
+  public func admit(bucket: String, key: String, policy: RateLimitPolicy) async throws {
+    let decision: RateLimitDecision
+    do {
+      decision = try await self.limiter.acquire(key: bucket + ":" + key, policy: policy)
+    } catch {
+      self.errors.increment()
+      switch self.failureMode {
+      case .open:
+        self.logger.warning("rate limiter unavailable; allowing the call", metadata: ["bucket": "\(bucket)", "error": "\(error)"])
+        return
+      case .closed:
+        self.logger.warning("rate limiter unavailable; refusing the call", metadata: ["bucket": "\(bucket)", "error": "\(error)"])
+        throw APIError.status(.unavailable, reason: "RATE_LIMITER_UNAVAILABLE", message: "rate limits cannot be checked right now; retry")
+      }
+    }
+    if case .limited(let retryAfter) = decision {
+      self.rejections[bucket]?.increment()
+      throw APIError.status(
+        .resourceExhausted,
+        reason: "RATE_LIMITED",
+        message: "rate limit exceeded; retry later",
+        metadata: ["bucket": bucket],
+        details: [.retryInfo(delay: retryAfter)]
+      )
+    }
+  }
+}
+
+/// Rate limits on the RPC path, innermost: a bucket per authenticated client over every RPC it
+/// makes, and for the public IssueToken a bucket per peer address (the service adds one per
+/// client id). Health and reflection are not limited: balancers probe them.
+public struct RateLimitInterceptor: ServerInterceptor {
+  private let gate: RateLimitGate
+  private let perClient: RateLimitPolicy
+  private let issueTokenPerPeer: RateLimitPolicy
+  static let issueToken = Tender_Auth_V1_AuthService.Method.IssueToken.descriptor.fullyQualifiedMethod
+
+  public init(gate: RateLimitGate, perClient: RateLimitPolicy, issueTokenPerPeer: RateLimitPolicy) {
+    self.gate = gate
+    self.perClient = perClient
+    self.issueTokenPerPeer = issueTokenPerPeer
+  }
+
+  public func intercept<Input: Sendable, Output: Sendable>(
+    request: StreamingServerRequest<Input>,
+    context: ServerContext,
+    next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
+  ) async throws -> StreamingServerResponse<Output> {
+    if let caller = ServiceContext.current?.caller {
+      try await self.gate.admit(bucket: "client", key: caller.clientID, policy: self.perClient)
+    } else if context.descriptor.fullyQualifiedMethod == Self.issueToken {
+      try await self.gate.admit(bucket: "issue_token_peer", key: Self.address(of: context.remotePeer), policy: self.issueTokenPerPeer)
+    }
+    return try await next(request, context)
+  }
+
+  /// The address part of a gRPC peer (`ipv4:10.0.0.1:5555` → `ipv4:10.0.0.1`), so a client's
+  /// many connections share one bucket.
+  static func address(of peer: String) -> String {
+    if peer.hasPrefix("ipv6:["), let close = peer.firstIndex(of: "]") {
+      return String(peer[...close])
+    }
+    if peer.hasPrefix("ipv4:"), let colon = peer.lastIndex(of: ":"), colon > peer.index(peer.startIndex, offsetBy: 4) {
+      return String(peer[..<colon])
+    }
+    return peer
+  }
+}
