@@ -121,6 +121,10 @@ public actor KeyRing {
   /// Signs `claims` with the active key; returns the compact JWT.
   func sign(_ claims: AccessTokenClaims) async throws -> String {
     try await self.refreshIfStale()
+    if self.signer == nil {
+      // An empty database (or keys not loadable at start-up): make sure a key is active.
+      try await self.prepare()
+    }
     guard let signer = self.signer else { throw KeyRingError.noActiveKey }
     var header = JWTHeader()
     header.alg = Self.algorithm

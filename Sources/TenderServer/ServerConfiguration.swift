@@ -51,6 +51,8 @@ public struct ServerConfiguration: Sendable {
   public var logLevel: Logger.Level
   /// Redis (rate limits, token standing cache); nil only in embedded uses without limits.
   public var redisURL: String?
+  /// Namespace of every Redis key Tender writes, so environments can share a Redis.
+  public var redisKeyPrefix: String = "tender:"
   /// Seals the signing keys' private halves in the database.
   public var keyEncryptionKey: Secret<String>?
   /// `iss` and `aud` of access tokens, their lifetime and the clock skew tolerated.
@@ -163,6 +165,7 @@ public struct Setting: Sendable, Hashable {
   public static let drainDelay = Setting(flag: "drain-delay", environment: "TENDER_DRAIN_DELAY", defaultValue: "0s", help: "on SIGTERM, time between reporting NOT_SERVING and refusing new RPCs")
   public static let migrate = Setting(flag: "migrate", environment: "TENDER_MIGRATE", defaultValue: "false", help: "apply pending migrations before serving")
   public static let redisURL = Setting(flag: "redis-url", environment: "TENDER_REDIS_URL", defaultValue: nil, help: "redis://[:password@]host:port[/db] for rate limits and the token standing cache")
+  public static let redisKeyPrefix = Setting(flag: "redis-key-prefix", environment: "TENDER_REDIS_KEY_PREFIX", defaultValue: "tender:", help: "namespace of Tender's Redis keys, for sharing a Redis between environments")
   public static let keyEncryptionKey = Setting(flag: "key-encryption-key", environment: "TENDER_KEY_ENCRYPTION_KEY", defaultValue: nil, help: "base64 of 32 random bytes sealing the token-signing keys at rest (openssl rand -base64 32); prefer the variable")
   public static let tokenIssuer = Setting(flag: "token-issuer", environment: "TENDER_TOKEN_ISSUER", defaultValue: "tender", help: "`iss` of issued access tokens, required on presented ones")
   public static let tokenAudience = Setting(flag: "token-audience", environment: "TENDER_TOKEN_AUDIENCE", defaultValue: "tender-api", help: "`aud` of issued access tokens, required on presented ones")
@@ -179,7 +182,7 @@ public struct Setting: Sendable, Hashable {
     .grpcAddress, .httpAddress, .tlsCert, .tlsKey, .tlsClientCA, .insecure, .databaseURL, .maxConcurrentStreams,
     .maxRequestBytes, .defaultDeadline, .keepaliveTime, .keepaliveTimeout, .minClientPingInterval,
     .maxConnectionIdle, .maxConnectionAge, .maxConnectionAgeGrace, .healthProbeInterval, .drainDelay,
-    .migrate, .redisURL, .keyEncryptionKey, .tokenIssuer, .tokenAudience, .tokenLifetime, .keyRefreshInterval,
+    .migrate, .redisURL, .redisKeyPrefix, .keyEncryptionKey, .tokenIssuer, .tokenAudience, .tokenLifetime, .keyRefreshInterval,
     .rateLimit, .issueTokenRateLimit, .rateLimitOnRedisFailure, .otlpEndpoint, .logLevel,
   ]
 }
@@ -318,6 +321,7 @@ extension ServerConfiguration {
       throw ConfigurationError(setting: Setting.redisURL.label, problem: error.description)
     }
     configuration.redisURL = redisURL
+    configuration.redisKeyPrefix = try parseName(try required(.redisKeyPrefix), setting: .redisKeyPrefix)
     let keyEncryptionKey = Secret(try required(.keyEncryptionKey))
     do {
       _ = try KeyEncryptionKey(base64: keyEncryptionKey)

@@ -75,7 +75,7 @@ public struct TenderApplication: Sendable {
     }
     let redis = try configuration.redisURL.map { RedisClient(configuration: try RedisConfiguration(url: $0), logger: logger) }
     let authStore = PostgresAuthStore(client: postgres, logger: logger, tracer: tracer)
-    let standingCache = redis.map { RedisTokenStandingCache(client: $0) }
+    let standingCache = redis.map { RedisTokenStandingCache(client: $0, prefix: configuration.redisKeyPrefix + "auth:") }
     let hasher = ClientSecretHasher()
     let keys = KeyRing(
       store: authStore,
@@ -96,7 +96,7 @@ public struct TenderApplication: Sendable {
     let clients = ClientRegistry(store: authStore, hasher: hasher, cache: standingCache)
     let gate = redis.map {
       RateLimitGate(
-        limiter: TokenBucketLimiter(client: $0),
+        limiter: TokenBucketLimiter(client: $0, prefix: configuration.redisKeyPrefix + "rl:"),
         failureMode: configuration.rateLimitFailureMode == .open ? .open : .closed,
         metrics: metricsFactory,
         logger: logger
@@ -140,6 +140,7 @@ public struct TenderApplication: Sendable {
     let migrator = configuration.migrateOnStart ? Migrator(client: postgres, logger: logger) : nil
     // Readiness is probed only once the gRPC server listens (after migrations in dev mode).
     let (listening, listeningContinuation) = AsyncStream.makeStream(of: Void.self)
+    let (keysListening, keysListeningContinuation) = AsyncStream.makeStream(of: Void.self)
     let grpc = GRPCServerService(
       server: server,
       board: board,
@@ -147,10 +148,10 @@ public struct TenderApplication: Sendable {
       logger: logger,
       beforeServing: {
         try await migrator?.migrate()
-        try await keys.prepare()
       },
       onListening: { host, port in
         listeningContinuation.finish()
+        keysListeningContinuation.finish()
         onListening(host, port)
       }
     )
@@ -182,7 +183,9 @@ public struct TenderApplication: Sendable {
     var groupServices: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: postgres)]
     if let redis { groupServices.append(.init(service: redis)) }
     groupServices += [
-      .init(service: RevocationJanitor(store: authStore, logger: logger)),
+      // Background work: finishing is not a reason to stop the server.
+      .init(service: RevocationJanitor(store: authStore, logger: logger), successTerminationBehavior: .ignore),
+      .init(service: SigningKeyLoader(keys: keys, logger: logger, startWhen: { for await _ in keysListening {} }), successTerminationBehavior: .ignore),
       .init(service: monitor),
       .init(service: bridge),
       .init(service: grpc, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),

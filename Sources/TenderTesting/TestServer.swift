@@ -3,8 +3,11 @@ public import GRPCCore
 public import GRPCNIOTransportHTTP2
 public import Logging
 import ServiceLifecycle
+import TenderAuth
+import TenderCore
 import TenderRPC
 public import TenderServer
+public import Tracing
 import Synchronization
 
 /// Certificates for one test run: a CA, a server certificate for localhost, and a client
@@ -40,6 +43,8 @@ public struct TestCertificates: Sendable {
 /// A Tender server running in this process on an ephemeral loopback port, with real TLS and a
 /// real PostgreSQL database of its own.
 public struct TestServer: Sendable {
+  /// The key-encryption key of every test server (tests never share their databases).
+  public static let keyEncryptionKey = "dGVuZGVyLXRlc3Qta2V5LWVuY3J5cHRpb24ta2V5ISE="
   public let host: String
   public let port: Int
   /// Port of the HTTP bridge (same TLS as gRPC).
@@ -47,6 +52,8 @@ public struct TestServer: Sendable {
   public let certificates: TestCertificates
   public let databaseURL: String
   public let application: TenderApplication
+  /// The namespace of this server's Redis keys.
+  public let redisKeyPrefix: String
 
   /// Starts a server, runs `body`, then drains the server and waits for it to stop.
   /// - Parameter configure: adjusts the flags before they are resolved (e.g. to turn on mTLS).
@@ -54,6 +61,7 @@ public struct TestServer: Sendable {
     configure: (inout [Setting: String], TestCertificates) -> Void = { _, _ in },
     waitUntilServing: Bool = true,
     logger: Logger? = nil,
+    tracer: any Tracer = NoOpTracer(),
     _ body: (TestServer) async throws -> Result
   ) async throws -> Result {
     let certificates = try TestCertificates.make()
@@ -65,6 +73,10 @@ public struct TestServer: Sendable {
       .tlsKey: certificates.serverKeyPath,
       .databaseURL: databaseURL,
       .migrate: "true",
+      .redisURL: try TestRedis.sharedServer().url,
+      // Test servers share one Redis; each keeps its own buckets.
+      .redisKeyPrefix: "tender-test-\(UUID().uuidString.prefix(8)):",
+      .keyEncryptionKey: TestServer.keyEncryptionKey,
       .healthProbeInterval: "200ms",
       .logLevel: ProcessInfo.processInfo.environment["TENDER_TEST_LOG_LEVEL"] ?? "warning",
     ]
@@ -81,6 +93,7 @@ public struct TestServer: Sendable {
     let application = try TenderApplication.build(
       configuration: configuration,
       logger: logger,
+      tracer: tracer,
       gracefulShutdownSignals: [],
       onListening: { host, port in
         continuation.yield((host, port))
@@ -112,7 +125,7 @@ public struct TestServer: Sendable {
         try await group.waitForAll()
         throw TestServerError.didNotListen
       }
-      let server = TestServer(host: host, port: port, httpPort: httpPort, certificates: certificates, databaseURL: databaseURL, application: application)
+      let server = TestServer(host: host, port: port, httpPort: httpPort, certificates: certificates, databaseURL: databaseURL, application: application, redisKeyPrefix: configuration.redisKeyPrefix)
       if waitUntilServing {
         let deadline = ContinuousClock.now + .seconds(30)
         while application.board.status(of: "") != .serving {
@@ -192,6 +205,30 @@ public struct TestServer: Sendable {
     return try await withGRPCClient(transport: transport) { client in
       try await body(client)
     }
+  }
+}
+
+/// API clients and tokens for tests, made through the server's own registry and authority.
+extension TestServer {
+  /// A merchant every test server can use.
+  public static let merchantID = "mer_test"
+
+  /// Creates a client (and its merchant); returns its id and secret.
+  public func makeClient(scopes: [String], merchantID: String = TestServer.merchantID) async throws -> (clientID: String, secret: String) {
+    try await self.application.authStore.ensureMerchant(id: merchantID, displayName: "Test merchant")
+    let (record, secret) = try await self.application.clients.create(merchantID: merchantID, scopes: scopes, displayName: "test")
+    return (record.clientID, secret.value)
+  }
+
+  /// An access token of a new client holding `scopes`.
+  public func token(scopes: [String], merchantID: String = TestServer.merchantID) async throws -> String {
+    let client = try await self.makeClient(scopes: scopes, merchantID: merchantID)
+    return try await self.application.authority.issue(clientID: client.clientID, secret: Secret(client.secret), requestedScopes: []).token.value
+  }
+
+  /// Metadata carrying `token` as a bearer token.
+  public static func bearer(_ token: String) -> Metadata {
+    ["authorization": "Bearer \(token)"]
   }
 }
 

@@ -41,6 +41,28 @@ struct ServeOptions: ParsableArguments {
   var drainDelay: String?
   @Flag(name: .customLong("migrate"), help: "\(Setting.migrate.help) [$TENDER_MIGRATE]")
   var migrate = false
+  @Option(name: .customLong("redis-url"), help: "\(Setting.redisURL.help) [$TENDER_REDIS_URL]")
+  var redisURL: String?
+  @Option(name: .customLong("redis-key-prefix"), help: "\(Setting.redisKeyPrefix.help) [$TENDER_REDIS_KEY_PREFIX, default tender:]")
+  var redisKeyPrefix: String?
+  @Option(name: .customLong("key-encryption-key"), help: "\(Setting.keyEncryptionKey.help) [$TENDER_KEY_ENCRYPTION_KEY]")
+  var keyEncryptionKey: String?
+  @Option(name: .customLong("token-issuer"), help: "\(Setting.tokenIssuer.help) [$TENDER_TOKEN_ISSUER, default tender]")
+  var tokenIssuer: String?
+  @Option(name: .customLong("token-audience"), help: "\(Setting.tokenAudience.help) [$TENDER_TOKEN_AUDIENCE, default tender-api]")
+  var tokenAudience: String?
+  @Option(name: .customLong("token-lifetime"), help: "\(Setting.tokenLifetime.help) [$TENDER_TOKEN_LIFETIME, default 15m]")
+  var tokenLifetime: String?
+  @Option(name: .customLong("key-refresh-interval"), help: "\(Setting.keyRefreshInterval.help) [$TENDER_KEY_REFRESH_INTERVAL, default 10s]")
+  var keyRefreshInterval: String?
+  @Option(name: .customLong("rate-limit"), help: "\(Setting.rateLimit.help) [$TENDER_RATE_LIMIT, default 50/s,burst=100]")
+  var rateLimit: String?
+  @Option(name: .customLong("issue-token-rate-limit"), help: "\(Setting.issueTokenRateLimit.help) [$TENDER_ISSUE_TOKEN_RATE_LIMIT, default 30/m,burst=10]")
+  var issueTokenRateLimit: String?
+  @Option(name: .customLong("rate-limit-on-redis-failure"), help: "\(Setting.rateLimitOnRedisFailure.help) [$TENDER_RATE_LIMIT_ON_REDIS_FAILURE, default open]")
+  var rateLimitOnRedisFailure: String?
+  @Option(name: .customLong("otlp-endpoint"), help: "\(Setting.otlpEndpoint.help) [$TENDER_OTLP_ENDPOINT]")
+  var otlpEndpoint: String?
   @Option(name: .customLong("log-level"), help: "\(Setting.logLevel.help) [$TENDER_LOG_LEVEL, default info]")
   var logLevel: String?
 
@@ -66,6 +88,17 @@ struct ServeOptions: ParsableArguments {
     flags[.healthProbeInterval] = self.healthProbeInterval
     flags[.drainDelay] = self.drainDelay
     if self.migrate { flags[.migrate] = "true" }
+    flags[.redisURL] = self.redisURL
+    flags[.redisKeyPrefix] = self.redisKeyPrefix
+    flags[.keyEncryptionKey] = self.keyEncryptionKey
+    flags[.tokenIssuer] = self.tokenIssuer
+    flags[.tokenAudience] = self.tokenAudience
+    flags[.tokenLifetime] = self.tokenLifetime
+    flags[.keyRefreshInterval] = self.keyRefreshInterval
+    flags[.rateLimit] = self.rateLimit
+    flags[.issueTokenRateLimit] = self.issueTokenRateLimit
+    flags[.rateLimitOnRedisFailure] = self.rateLimitOnRedisFailure
+    flags[.otlpEndpoint] = self.otlpEndpoint
     flags[.logLevel] = self.logLevel
     return flags
   }

@@ -16,6 +16,7 @@ struct LifecycleTests {
       "serve", "--grpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0",
       "--tls-cert", certificates.serverCertificatePath, "--tls-key", certificates.serverKeyPath,
       "--database-url", try TestPostgres.makeDatabase(), "--migrate",
+      "--redis-url", try TestRedis.sharedServer().url, "--key-encryption-key", TestServer.keyEncryptionKey,
       "--health-probe-interval", "100ms",
     ])
 

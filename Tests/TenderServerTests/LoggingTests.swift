@@ -8,25 +8,37 @@ import Testing
 
 @Suite("Request logging")
 struct LoggingTests {
-  @Test("Each RPC writes one line with method, peer, code and duration, and no metadata values")
+  @Test("Each RPC writes one line with trace id, merchant, client, method, peer, code and duration, and no metadata values")
   func oneLinePerRPC() async throws {
     let store = RecordingLogHandler.Store()
     let secret = "Bearer eyJhbGciOiJFZERTQSJ9.c2VjcmV0LXRva2VuLXZhbHVl.c2lnbmF0dXJl"
-    try await TestServer.with(logger: store.logger(level: .info)) { server in
+    let token = try await TestServer.with(logger: store.logger(level: .info)) { server in
+      let token = try await server.token(scopes: ["payments:read"])
       try await server.withClient { client in
         let health = Grpc_Health_V1_Health.Client(wrapping: client)
         _ = try await health.check(.init(), metadata: ["authorization": .string(secret)])
         _ = try? await health.check(.with { $0.service = "4111111111111111" }, metadata: ["authorization": .string(secret)])
         let payments = Tender_Payments_V1_PaymentService.Client(wrapping: client)
         _ = try? await payments.getPayment(.with { $0.paymentID = "pay_1" }, metadata: ["authorization": .string(secret)])
+        var metadata = TestServer.bearer(token)
+        metadata.addString("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", forKey: "traceparent")
+        _ = try? await payments.getPayment(.with { $0.paymentID = "pay_1" }, metadata: metadata)
       }
+      return token
     }
     let lines = store.all.filter { $0.message == "rpc" }
-    #expect(lines.count == 3)
-    #expect(lines.map { $0.metadata["rpc.code"] } == ["OK", "NOT_FOUND", "UNIMPLEMENTED"])
+    #expect(lines.count == 4)
+    #expect(lines.map { $0.metadata["rpc.code"] } == ["OK", "NOT_FOUND", "UNAUTHENTICATED", "UNIMPLEMENTED"])
     #expect(lines.map { $0.metadata["rpc.method"] } == [
       "grpc.health.v1.Health/Check", "grpc.health.v1.Health/Check", "tender.payments.v1.PaymentService/GetPayment",
+      "tender.payments.v1.PaymentService/GetPayment",
     ])
+    // The refused call says why; the authenticated one says who, and carries the caller's trace.
+    #expect(lines[2].metadata["auth.failure"] == "wrong_type")
+    #expect(lines[2].metadata["client_id"] == nil)
+    #expect(lines[3].metadata["merchant_id"] == TestServer.merchantID)
+    #expect(lines[3].metadata["client_id"]?.hasPrefix("cli_") == true)
+    #expect(lines[3].metadata["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736")
     for line in lines {
       #expect(line.metadata["rpc.peer"]?.hasPrefix("ipv4:127.0.0.1:") == true)
       #expect(Double(line.metadata["rpc.duration_ms"] ?? "") != nil)
@@ -36,6 +48,7 @@ struct LoggingTests {
       let text = record.message + " " + record.metadata.values.joined(separator: " ")
       #expect(!text.contains("eyJhbGciOiJFZERTQSJ9"))
       #expect(!text.contains("4111111111111111"))
+      #expect(!text.contains(token))
     }
   }
 }

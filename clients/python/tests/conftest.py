@@ -1,4 +1,5 @@
-"""Starts a real Tender server (`tender dev`: PostgreSQL, dev TLS, migrations) for the tests."""
+"""Starts a real Tender server (`tender dev`: PostgreSQL, Redis, dev TLS, migrations, a dev client) for the tests."""
+import json
 import os
 import pathlib
 import signal
@@ -48,7 +49,13 @@ def tender_server():
             process.kill()
             pytest.fail("tender dev did not start within 120 s:\n" + log.read_text())
         time.sleep(0.1)
-    yield {"target": f"localhost:{port}", "ca": state / "tls" / "ca.pem"}
+    client = json.loads((state / "dev-client.json").read_text())
+    yield {
+        "target": f"localhost:{port}",
+        "ca": state / "tls" / "ca.pem",
+        "client_id": client["clientID"],
+        "client_secret": client["clientSecret"],
+    }
     process.send_signal(signal.SIGINT)
     try:
         returncode = process.wait(timeout=60)

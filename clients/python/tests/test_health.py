@@ -41,12 +41,12 @@ def test_watch_starts_with_serving(tender_server):
     assert first.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_payment_stub_reaches_the_server(tender_server):
+def test_payment_stub_without_a_token_is_unauthenticated(tender_server):
     with _channel(tender_server) as channel:
         with pytest.raises(grpc.RpcError) as failure:
             payment_service_pb2_grpc.PaymentServiceStub(channel).GetPayment(
                 payment_service_pb2.GetPaymentRequest(payment_id="pay_123"), timeout=10)
-    assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_a_client_without_the_dev_ca_is_refused(tender_server):

@@ -1,0 +1,58 @@
+import Logging
+import ServiceLifecycle
+import TenderAuth
+
+/// Deletes revocations of tokens that have expired anyway, hourly, so the list stays small.
+struct RevocationJanitor: Service {
+  let store: any AuthStore
+  let logger: Logger
+  var interval: Duration = .seconds(3600)
+
+  func run() async throws {
+    while !Task.isShuttingDownGracefully {
+      do {
+        try await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
+      } catch {
+        return
+      }
+      do {
+        let purged = try await self.store.purgeExpiredRevocations()
+        if purged > 0 { self.logger.info("purged expired revocations", metadata: ["count": "\(purged)"]) }
+      } catch {
+        self.logger.warning("could not purge expired revocations", metadata: ["error": "\(String(reflecting: error))"])
+      }
+    }
+  }
+}
+
+/// Loads the signing keys (creating the first one on an empty database) once the server listens,
+/// retrying while the database does not answer; serving never waits for it (the key ring also
+/// loads on first use).
+struct SigningKeyLoader: Service {
+  let keys: KeyRing
+  let logger: Logger
+  let startWhen: @Sendable () async -> Void
+
+  func run() async throws {
+    await self.startWhen()
+    var delay = Duration.milliseconds(500)
+    while !Task.isShuttingDownGracefully {
+      do {
+        try await cancelWhenGracefulShutdown { try await self.keys.prepare() }
+        // A service group expects its services to run until they are told to stop.
+        try? await gracefulShutdown()
+        return
+      } catch {
+        if Task.isShuttingDownGracefully { return }
+        self.logger.warning("signing keys not loaded yet; retrying", metadata: ["error": "\(String(reflecting: error))"])
+      }
+      do {
+        let pause = delay
+        try await cancelWhenGracefulShutdown { try await Task.sleep(for: pause) }
+      } catch {
+        return
+      }
+      delay = min(delay * 2, .seconds(30))
+    }
+  }
+}
