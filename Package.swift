@@ -34,6 +34,8 @@ let package = Package(
     .package(url: "https://github.com/hummingbird-project/hummingbird.git", exact: "2.28.1"),
     .package(url: "https://github.com/vapor/jwt-kit.git", exact: "5.8.0"),
     .package(url: "https://github.com/apple/swift-distributed-tracing.git", exact: "1.7.3"),
+    // OTLP over gRPC only: Tender already carries grpc-swift; the HTTP exporter would add a client stack.
+    .package(url: "https://github.com/swift-otel/swift-otel.git", exact: "1.6.0", traits: ["OTLPGRPC"]),
   ],
   targets: [
     // Generated from proto/ by codegen/generate.sh; never edited by hand.
@@ -136,6 +138,7 @@ let package = Package(
         "TenderCore",
         "TenderAuth",
         "TenderRedis",
+        .product(name: "OTel", package: "swift-otel"),
         .product(name: "Tracing", package: "swift-distributed-tracing"),
         "TenderAPI",
         "TenderRPC",

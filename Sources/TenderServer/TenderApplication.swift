@@ -5,6 +5,7 @@ public import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import OTel
 import TenderBridge
 import Synchronization
 public import PostgresNIO
@@ -53,12 +54,12 @@ public struct TenderApplication: Sendable {
   ///   - gracefulShutdownSignals: signals that start a drain (SIGTERM, SIGINT for `tender`; none in tests).
   ///   - onListening: called once with the bound gRPC address (useful with port 0).
   ///   - onBridgeListening: called once with the bound port of the HTTP bridge.
-  ///   - tracer: receives the RPC and database spans (a no-op unless tracing is configured).
+  ///   - tracer: receives the RPC and database spans. By default: exported over OTLP/gRPC when
+  ///     `otlpEndpoint` is configured, a no-op otherwise.
   public static func build(
     configuration: ServerConfiguration,
     logger: Logger,
-    tracer: any Tracer = NoOpTracer(),
-    traceID: @escaping @Sendable (ServiceContext) -> String? = { _ in nil },
+    tracer: (any Tracer)? = nil,
     gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint],
     onListening: @escaping @Sendable (_ host: String, _ port: Int) -> Void = { _, _ in },
     onBridgeListening: @escaping @Sendable (_ port: Int) -> Void = { _ in }
@@ -66,6 +67,10 @@ public struct TenderApplication: Sendable {
     let postgres = PostgresClient(configuration: configuration.database, backgroundLogger: logger)
     let servedNames = serviceNames.filter { $0 != Grpc_Health_V1_Health.descriptor.fullyQualifiedService && $0 != Grpc_Reflection_V1_ServerReflection.descriptor.fullyQualifiedService }
     let board = HealthStatusBoard(services: servedNames)
+
+    let tracing = try Self.tracing(configuration, given: tracer, logger: logger)
+    let tracer = tracing.tracer
+    let traceID = tracing.traceID
 
     let metrics = PrometheusCollectorRegistry()
     let metricsFactory = PrometheusMetricsFactory(registry: metrics)
@@ -180,7 +185,9 @@ public struct TenderApplication: Sendable {
     // Started together; on shutdown stopped in reverse: the gRPC server drains first (the bridge
     // still answers /readyz with 503 meanwhile), the database pool closes last so in-flight RPCs
     // can still use it.
-    var groupServices: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: postgres)]
+    // The exporter starts first and stops last, so the spans of the final RPCs are still sent.
+    var groupServices: [ServiceGroupConfiguration.ServiceConfiguration] = tracing.exporter.map { [.init(service: $0)] } ?? []
+    groupServices.append(.init(service: postgres))
     if let redis { groupServices.append(.init(service: redis)) }
     groupServices += [
       // Background work: finishing is not a reason to stop the server.
@@ -208,6 +215,35 @@ public struct TenderApplication: Sendable {
       clients: clients,
       authStore: authStore
     )
+  }
+
+  /// The tracer to use: the caller's, else OTLP/gRPC export when an endpoint is configured, else
+  /// a no-op. Also how to read a span's trace id for log lines, and the exporter's service.
+  static func tracing(
+    _ configuration: ServerConfiguration,
+    given: (any Tracer)?,
+    logger: Logger
+  ) throws -> (tracer: any Tracer, traceID: @Sendable (ServiceContext) -> String?, exporter: (any Service)?) {
+    if let given {
+      return (given, { _ in nil }, nil)
+    }
+    guard let endpoint = configuration.otlpEndpoint else {
+      return (NoOpTracer(), { _ in nil }, nil)
+    }
+    var otel = OTel.Configuration.default
+    otel.serviceName = "tender"
+    otel.diagnosticLogger = .custom(logger)
+    otel.diagnosticLogLevel = .warning
+    otel.propagators = [.traceContext]
+    otel.logs.enabled = false
+    otel.metrics.enabled = false
+    otel.traces.enabled = true
+    otel.traces.exporter = .otlp
+    otel.traces.otlpExporter.endpoint = endpoint
+    otel.traces.otlpExporter.protocol = .grpc
+    otel.traces.otlpExporter.timeout = .seconds(5)
+    let backend = try OTel.makeTracingBackend(configuration: otel)
+    return (backend.factory, { $0.otelTraceID }, backend.service)
   }
 
   private static func makeTracingInterceptor<T: Tracer>(_ tracer: T, traceID: @escaping @Sendable (ServiceContext) -> String?) -> any ServerInterceptor {

@@ -27,6 +27,9 @@ struct Dev: AsyncParsableCommand {
   @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
   var logLevel: String = "info"
 
+  @Option(name: .customLong("otlp-endpoint"), help: "OTLP/gRPC collector for traces, e.g. http://localhost:4317 (a local Jaeger or OpenTelemetry Collector).")
+  var otlpEndpoint: String?
+
   @Flag(help: "Remove the dev database when stopping.")
   var ephemeral = false
 
@@ -55,6 +58,7 @@ struct Dev: AsyncParsableCommand {
       .logLevel: self.logLevel,
     ]
     flags[.drainDelay] = "0s"
+    flags[.otlpEndpoint] = self.otlpEndpoint
     let configuration: ServerConfiguration
     do {
       configuration = try ServerConfiguration.resolve(flags: flags, environment: [:])

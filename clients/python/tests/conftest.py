@@ -8,9 +8,13 @@ import subprocess
 import sys
 import shutil
 import tempfile
+import threading
 import time
+from concurrent import futures
 
+import grpc
 import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "clients" / "python"))
@@ -22,8 +26,35 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
+    """A minimal OTLP/gRPC trace receiver: keeps every span it is sent."""
+
+    def __init__(self):
+        self.spans = []
+        self.lock = threading.Lock()
+
+    def Export(self, request, context):
+        with self.lock:
+            for resource_spans in request.resource_spans:
+                for scope_spans in resource_spans.scope_spans:
+                    self.spans.extend(scope_spans.spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
 @pytest.fixture(scope="session")
-def tender_server():
+def otlp_collector():
+    collector = _Collector()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    collector.endpoint = f"http://127.0.0.1:{port}"
+    yield collector
+    server.stop(grace=None)
+
+
+@pytest.fixture(scope="session")
+def tender_server(otlp_collector):
     binary = os.environ.get("TENDER_BIN", str(ROOT / ".build" / "debug" / "tender"))
     if not os.access(binary, os.X_OK):
         pytest.fail(f"tender binary not found at {binary}; build it first (swift build) or set TENDER_BIN")
@@ -37,7 +68,7 @@ def tender_server():
         process = subprocess.Popen(
             [binary, "dev", "--state-dir", str(state), "--grpc-address", f"127.0.0.1:{port}",
              "--http-address", f"127.0.0.1:{_free_port()}", "--ephemeral",
-             "--log-level", "warning"],
+             "--log-level", "warning", "--otlp-endpoint", otlp_collector.endpoint],
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
