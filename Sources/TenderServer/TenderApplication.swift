@@ -54,12 +54,15 @@ public struct TenderApplication: Sendable {
   ///   - gracefulShutdownSignals: signals that start a drain (SIGTERM, SIGINT for `tender`; none in tests).
   ///   - onListening: called once with the bound gRPC address (useful with port 0).
   ///   - onBridgeListening: called once with the bound port of the HTTP bridge.
+  ///   - withoutInterceptors: serve with no interceptor at all — no auth, limits, logs, metrics
+  ///     or traces. Only for measuring what the chain costs (`tender dev`'s hidden flag).
   ///   - tracer: receives the RPC and database spans. By default: exported over OTLP/gRPC when
   ///     `otlpEndpoint` is configured, a no-op otherwise.
   public static func build(
     configuration: ServerConfiguration,
     logger: Logger,
     tracer: (any Tracer)? = nil,
+    withoutInterceptors: Bool = false,
     gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint],
     onListening: @escaping @Sendable (_ host: String, _ port: Int) -> Void = { _, _ in },
     onBridgeListening: @escaping @Sendable (_ port: Int) -> Void = { _ in }
@@ -139,7 +142,7 @@ public struct TenderApplication: Sendable {
     let server = GRPCServer(
       transport: try makeTransport(configuration, connections: connections),
       services: services,
-      interceptorPipeline: interceptors
+      interceptorPipeline: withoutInterceptors ? [] : interceptors
     )
 
     let migrator = configuration.migrateOnStart ? Migrator(client: postgres, logger: logger) : nil

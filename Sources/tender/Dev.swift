@@ -30,6 +30,12 @@ struct Dev: AsyncParsableCommand {
   @Option(name: .customLong("otlp-endpoint"), help: "OTLP/gRPC collector for traces, e.g. http://localhost:4317 (a local Jaeger or OpenTelemetry Collector).")
   var otlpEndpoint: String?
 
+  @Option(name: .customLong("rate-limit"), help: "Per-client token bucket, e.g. 50/s,burst=100 (the serve default).")
+  var rateLimit: String?
+
+  @Flag(name: .customLong("without-interceptors"), help: .hidden)
+  var withoutInterceptors = false
+
   @Flag(help: "Remove the dev database when stopping.")
   var ephemeral = false
 
@@ -59,6 +65,7 @@ struct Dev: AsyncParsableCommand {
     ]
     flags[.drainDelay] = "0s"
     flags[.otlpEndpoint] = self.otlpEndpoint
+    flags[.rateLimit] = self.rateLimit
     let configuration: ServerConfiguration
     do {
       configuration = try ServerConfiguration.resolve(flags: flags, environment: [:])
@@ -71,9 +78,13 @@ struct Dev: AsyncParsableCommand {
     let caPath = tls.caCertificate.path
     // Instructions are printed once both listeners are up.
     let ports = DevPorts()
+    if self.withoutInterceptors {
+      logger.warning("serving without interceptors: no authentication, rate limits, logs, metrics or traces (measurement only)")
+    }
     let application = try TenderApplication.build(
       configuration: configuration,
       logger: logger,
+      withoutInterceptors: self.withoutInterceptors,
       onListening: { host, port in
         if let httpPort = ports.grpcListening(port) {
           Self.printInstructions(host: host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL, redisURL: redis.url, credentials: credentials)
