@@ -56,6 +56,7 @@ measure() { # label, url, expected grpc-status, extra headers...
   trailers=$(nghttp -v -d "$work/empty.bin" "${grpc_headers[@]}" "$@" "$url" 2>&1 | grep -ai 'grpc-status' || true)
   echo "$trailers" | grep -q "grpc-status: $expected" || { echo "bench: $label did not end with grpc-status $expected: $trailers" >&2; exit 1; }
   echo "== $label (verified grpc-status $expected)"
+  rm -f "$work/requests.tsv"
   h2load -c "$connections" -m "$streams" -t "$threads" -D "$duration" --warm-up-time "$warmup" \
     --log-file="$work/requests.tsv" -d "$work/empty.bin" "${grpc_headers[@]}" "$@" "$url" | grep -E '^(finished in|requests:|status codes:)'
   python3 - "$work/requests.tsv" <<'PY'

@@ -4,6 +4,8 @@ import GRPCProtobuf
 public import Logging
 import ServiceContextModule
 import TenderAPI
+import Dispatch
+import Synchronization
 public import TenderCore
 
 /// Takes tokens from the shared buckets and turns "over the limit" into RESOURCE_EXHAUSTED with
@@ -21,6 +23,9 @@ public struct RateLimitGate: Sendable {
   private let logger: Logger
   private let rejections: [String: Counter]
   private let errors: Counter
+  /// At most one "limiter unavailable" warning every 10 s, so an outage does not turn every RPC
+  /// into a log line (the counter has every one).
+  private let warnings = WarningThrottle(interval: 10_000_000_000)
 
   public static let buckets = ["client", "issue_token_client", "issue_token_peer"]
 
@@ -36,6 +41,11 @@ public struct RateLimitGate: Sendable {
     self.errors = Counter(label: "tender_rate_limiter_errors_total", dimensions: [], factory: metrics)
   }
 
+  private func warnSometimes(_ message: Logger.Message, bucket: String, error: any Error) {
+    guard self.warnings.shouldWarn() else { return }
+    self.logger.warning(message, metadata: ["bucket": "\(bucket)", "error": "\(error)", "see": "tender_rate_limiter_errors_total"])
+  }
+
   /// Returns when the call may proceed; throws the status to answer otherwise.
   public func admit(bucket: String, key: String, policy: RateLimitPolicy) async throws {
     let decision: RateLimitDecision
@@ -45,10 +55,10 @@ public struct RateLimitGate: Sendable {
       self.errors.increment()
       switch self.failureMode {
       case .open:
-        self.logger.warning("rate limiter unavailable; allowing the call", metadata: ["bucket": "\(bucket)", "error": "\(error)"])
+        self.warnSometimes("rate limiter unavailable; allowing calls", bucket: bucket, error: error)
         return
       case .closed:
-        self.logger.warning("rate limiter unavailable; refusing the call", metadata: ["bucket": "\(bucket)", "error": "\(error)"])
+        self.warnSometimes("rate limiter unavailable; refusing calls", bucket: bucket, error: error)
         throw APIError.status(.unavailable, reason: "RATE_LIMITER_UNAVAILABLE", message: "rate limits cannot be checked right now; retry")
       }
     }
@@ -103,5 +113,23 @@ public struct RateLimitInterceptor: ServerInterceptor {
       return String(peer[..<colon])
     }
     return peer
+  }
+}
+
+/// Lets one caller through per interval.
+final class WarningThrottle: Sendable {
+  private let interval: UInt64
+  /// Uptime in nanoseconds of the last warning; 0 before the first.
+  private let last = Atomic<UInt64>(0)
+
+  init(interval: UInt64) {
+    self.interval = interval
+  }
+
+  func shouldWarn() -> Bool {
+    let now = DispatchTime.now().uptimeNanoseconds
+    let last = self.last.load(ordering: .relaxed)
+    guard last == 0 || now &- last >= self.interval else { return false }
+    return self.last.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
   }
 }
