@@ -1,5 +1,6 @@
 public import Foundation
 import JWTKit
+import Synchronization
 public import Logging
 public import TenderCore
 
@@ -117,6 +118,7 @@ public struct TokenAuthority: Sendable {
   private let cache: (any TokenStandingCache)?
   private let hasher: ClientSecretHasher
   private let logger: Logger
+  private let verified = VerifiedTokenCache(capacity: 10_000, maximumAge: 60)
 
   public init(settings: TokenSettings, keys: KeyRing, store: any AuthStore, cache: (any TokenStandingCache)?, hasher: ClientSecretHasher, logger: Logger) {
     self.settings = settings
@@ -162,6 +164,21 @@ public struct TokenAuthority: Sendable {
 
   /// Checks the token's form, algorithm, key, signature and claims (not its revocation).
   public func verify(_ token: String) async throws(AuthFailure) -> VerifiedToken {
+    let now = Date().timeIntervalSince1970
+    // A token already verified here skips the signature and the claims, not the checks that
+    // change with time: its expiry and whether its key may still verify (a removed key's tokens
+    // are refused at once). Its standing (revocation, client status) is checked by the caller.
+    if let cached = self.verified.lookup(token, now: now) {
+      guard Double(cached.claims.expires) > now - KeyRing.seconds(self.settings.leeway) else { throw .expired }
+      if await self.keys.canVerify(keyID: cached.keyID) { return cached.token }
+      throw .unknownKey
+    }
+    let verified = try await self.verifyUncached(token)
+    self.verified.store(token, verified, now: now)
+    return verified.token
+  }
+
+  private func verifyUncached(_ token: String) async throws(AuthFailure) -> VerifiedTokenCache.Entry {
     let parts = token.split(separator: ".", omittingEmptySubsequences: false)
     guard parts.count == 3, token.utf8.count <= 8192,
       let headerData = Self.base64URLDecode(parts[0]),
@@ -198,7 +215,7 @@ public struct TokenAuthority: Sendable {
     guard Double(claims.expires) > now - leeway else { throw .expired }
     guard Double(claims.notBefore) <= now + leeway, Double(claims.issuedAt) <= now + leeway else { throw .notYetValid }
     guard claims.subject == claims.clientID, !claims.merchantID.isEmpty, !claims.tokenID.isEmpty else { throw .malformedToken }
-    return VerifiedToken(
+    let verified = VerifiedToken(
       caller: Caller(
         merchantID: claims.merchantID,
         clientID: claims.clientID,
@@ -211,6 +228,7 @@ public struct TokenAuthority: Sendable {
       notBeforeTime: Date(timeIntervalSince1970: TimeInterval(claims.notBefore)),
       expireTime: Date(timeIntervalSince1970: TimeInterval(claims.expires))
     )
+    return VerifiedTokenCache.Entry(token: verified, claims: claims, keyID: kid)
   }
 
   /// `verify`, then the token's standing: not revoked, client still active. Standing comes from
@@ -277,5 +295,52 @@ public struct TokenAuthority: Sendable {
     var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
     while base64.count % 4 != 0 { base64 += "=" }
     return Data(base64Encoded: base64)
+  }
+}
+
+/// Tokens whose signature and claims were verified by this process, so a client's next calls
+/// with the same token skip the Ed25519 verification and JSON decoding. Bounded in size and age;
+/// nothing here is needed for correctness (a miss verifies again).
+final class VerifiedTokenCache: Sendable {
+  struct Entry: Sendable {
+    let token: VerifiedToken
+    let claims: AccessTokenClaims
+    let keyID: String
+  }
+
+  private struct Stored: Sendable {
+    let entry: Entry
+    let until: TimeInterval
+  }
+
+  private let capacity: Int
+  private let maximumAge: TimeInterval
+  private let entries = Mutex<[String: Stored]>([:])
+
+  init(capacity: Int, maximumAge: TimeInterval) {
+    self.capacity = capacity
+    self.maximumAge = maximumAge
+  }
+
+  func lookup(_ token: String, now: TimeInterval) -> Entry? {
+    self.entries.withLock { entries in
+      guard let stored = entries[token] else { return nil }
+      guard stored.until > now else {
+        entries[token] = nil
+        return nil
+      }
+      return stored.entry
+    }
+  }
+
+  func store(_ token: String, _ entry: Entry, now: TimeInterval) {
+    let until = min(Double(entry.claims.expires), now + self.maximumAge)
+    self.entries.withLock { entries in
+      if entries.count >= self.capacity {
+        entries = entries.filter { $0.value.until > now }
+        if entries.count >= self.capacity { entries.removeAll(keepingCapacity: true) }
+      }
+      entries[token] = Stored(entry: entry, until: until)
+    }
   }
 }

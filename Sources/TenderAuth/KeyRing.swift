@@ -147,6 +147,13 @@ public actor KeyRing {
     return loaded.verifier
   }
 
+  /// Whether `keyID` may still verify tokens (for tokens whose signature was checked earlier).
+  func canVerify(keyID: String) async -> Bool {
+    try? await self.refreshIfStale()
+    guard let loaded = self.keys[keyID] else { return false }
+    return self.isUsable(loaded.record, at: Date())
+  }
+
   /// The public keys that can still verify a token, as a JWK Set document.
   public func jwks() async throws -> [[String: String]] {
     try await self.refreshIfStale()

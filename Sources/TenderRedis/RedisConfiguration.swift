@@ -43,7 +43,7 @@ public struct RedisConfiguration: Sendable {
     public let description: String
   }
 
-  /// Parses `redis://[:password@]host[:port][/database]`.
+  /// Parses `redis://[:password@]host[:port][/database][?connect_timeout=500ms&command_timeout=250ms&pool_size=4]`.
   public init(url: String) throws {
     guard let components = URLComponents(string: url), components.scheme == "redis" else {
       throw Invalid(description: "must be a redis:// URL")
@@ -64,5 +64,37 @@ public struct RedisConfiguration: Sendable {
       database = number
     }
     self.init(host: host, port: port, password: components.password.map(Secret.init), database: database)
+    for item in components.queryItems ?? [] {
+      let value = item.value ?? ""
+      switch item.name {
+      case "connect_timeout":
+        self.connectTimeout = try Self.milliseconds(value, name: item.name)
+      case "command_timeout":
+        self.commandTimeout = try Self.milliseconds(value, name: item.name)
+      case "pool_size":
+        guard let size = Int(value), (1...256).contains(size) else {
+          throw Invalid(description: "pool_size must be a whole number from 1 to 256")
+        }
+        self.poolSize = size
+      default:
+        throw Invalid(description: "unknown parameter '\(item.name)' (connect_timeout, command_timeout, pool_size)")
+      }
+    }
+  }
+
+  /// `250ms` or `2s`, from 1 ms to 60 s.
+  private static func milliseconds(_ text: String, name: String) throws -> Duration {
+    let number: Int64?
+    if text.hasSuffix("ms") {
+      number = Int64(text.dropLast(2))
+    } else if text.hasSuffix("s") {
+      number = Int64(text.dropLast()).map { $0 * 1000 }
+    } else {
+      number = nil
+    }
+    guard let number, (1...60_000).contains(number) else {
+      throw Invalid(description: "\(name) must be a duration from 1ms to 60s, such as 250ms or 2s")
+    }
+    return .milliseconds(number)
   }
 }

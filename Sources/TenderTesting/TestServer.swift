@@ -73,7 +73,8 @@ public struct TestServer: Sendable {
       .tlsKey: certificates.serverKeyPath,
       .databaseURL: databaseURL,
       .migrate: "true",
-      .redisURL: try TestRedis.sharedServer().url,
+      // Generous timeouts: a test run loads both cores, which production Redis never sees.
+      .redisURL: try TestRedis.sharedServer().url + "?command_timeout=2s&connect_timeout=2s",
       // Test servers share one Redis; each keeps its own buckets.
       .redisKeyPrefix: "tender-test-\(UUID().uuidString.prefix(8)):",
       .keyEncryptionKey: TestServer.keyEncryptionKey,

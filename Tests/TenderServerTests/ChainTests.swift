@@ -153,7 +153,7 @@ struct ChainTests {
   func redisDownFailsOpen() async throws {
     let redis = try TestRedis.privateServer()
     defer { redis.destroy() }
-    try await TestServer.with(configure: { flags, _ in flags[.redisURL] = redis.url }) { server in
+    try await TestServer.with(configure: { flags, _ in flags[.redisURL] = redis.url + "?command_timeout=2s&connect_timeout=2s" }) { server in
       let token = try await server.token(scopes: ["payments:read"])
       try await server.withClient { grpc in
         #expect(await AuthTests.getPayment(grpc, token: token)?.code == .unimplemented)
@@ -175,7 +175,7 @@ struct ChainTests {
     let redis = try TestRedis.privateServer()
     defer { redis.destroy() }
     try await TestServer.with(configure: { flags, _ in
-      flags[.redisURL] = redis.url
+      flags[.redisURL] = redis.url + "?command_timeout=2s&connect_timeout=2s"
       flags[.rateLimitOnRedisFailure] = "closed"
     }) { server in
       let token = try await server.token(scopes: ["payments:read"])
