@@ -230,6 +230,11 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .testTarget(
+      name: "TenderCoreTests",
+      dependencies: ["TenderCore"],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
       name: "TenderRPCTests",
       dependencies: [
         "TenderRPC",
