@@ -257,6 +257,7 @@ let package = Package(
       name: "TenderPostgresTests",
       dependencies: [
         "TenderPostgres",
+        "TenderCore",
         "TenderTesting",
         .product(name: "PostgresNIO", package: "postgres-nio"),
         .product(name: "Logging", package: "swift-log"),

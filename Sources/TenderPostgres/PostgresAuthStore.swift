@@ -17,19 +17,8 @@ public struct PostgresAuthStore: AuthStore {
     self.tracer = tracer
   }
 
-  /// Runs `body` inside a database span (OpenTelemetry database conventions).
   private func traced<T>(_ operation: String, _ body: () async throws -> T) async throws -> T {
-    let span = self.tracer.startSpan(operation, context: ServiceContext.current ?? .topLevel, ofKind: .client)
-    span.attributes["db.system"] = "postgresql"
-    span.attributes["db.operation.name"] = operation
-    defer { span.end() }
-    do {
-      return try await body()
-    } catch {
-      span.recordError(error)
-      span.setStatus(SpanStatus(code: .error))
-      throw error
-    }
+    try await TenderPostgres.traced(self.tracer, operation, body)
   }
 
   public func ensureMerchant(id: String, displayName: String) async throws {

@@ -1,0 +1,146 @@
+public import Foundation
+
+/// A payment as Tender stores and returns it.
+public struct PaymentRecord: Sendable, Hashable {
+  public let id: PaymentID
+  public let merchantID: MerchantID
+  public var ledger: PaymentLedger
+  /// The provider's token for the payment method (e.g. `pm_…`); never card data.
+  public let paymentMethod: String
+  public let customerReference: String
+  public let description: String
+  public let metadata: [String: String]
+  public var providerPaymentID: String?
+  public let createTime: Date
+  public var updateTime: Date
+
+  public init(
+    id: PaymentID,
+    merchantID: MerchantID,
+    ledger: PaymentLedger,
+    paymentMethod: String,
+    customerReference: String,
+    description: String,
+    metadata: [String: String],
+    providerPaymentID: String?,
+    createTime: Date,
+    updateTime: Date
+  ) {
+    self.id = id
+    self.merchantID = merchantID
+    self.ledger = ledger
+    self.paymentMethod = paymentMethod
+    self.customerReference = customerReference
+    self.description = description
+    self.metadata = metadata
+    self.providerPaymentID = providerPaymentID
+    self.createTime = createTime
+    self.updateTime = updateTime
+  }
+}
+
+/// What happened to a payment (or one of its refunds), in the merchant's event sequence.
+public enum PaymentEventType: String, Sendable, Hashable, CaseIterable {
+  case paymentCreated = "payment_created"
+  case paymentRequiresCapture = "payment_requires_capture"
+  case paymentSucceeded = "payment_succeeded"
+  case paymentFailed = "payment_failed"
+  case paymentCanceled = "payment_canceled"
+  case refundCreated = "refund_created"
+  case refundSucceeded = "refund_succeeded"
+  case refundFailed = "refund_failed"
+
+  /// The event recorded when a payment enters `status`.
+  public static func entering(_ status: PaymentStatus) -> PaymentEventType {
+    switch status {
+    case .processing: return .paymentCreated
+    case .requiresCapture: return .paymentRequiresCapture
+    case .succeeded: return .paymentSucceeded
+    case .failed: return .paymentFailed
+    case .canceled: return .paymentCanceled
+    }
+  }
+}
+
+public struct PaymentEvent: Sendable, Hashable {
+  /// Position in the merchant's sequence: gap-free, strictly increasing, visible in order.
+  public let sequence: Int64
+  public let merchantID: MerchantID
+  public let paymentID: PaymentID
+  public let refundID: RefundID?
+  public let type: PaymentEventType
+  public let fromStatus: PaymentStatus?
+  public let toStatus: PaymentStatus?
+  public let amountMinorUnits: Int64?
+  public let createTime: Date
+
+  public init(sequence: Int64, merchantID: MerchantID, paymentID: PaymentID, refundID: RefundID?, type: PaymentEventType, fromStatus: PaymentStatus?, toStatus: PaymentStatus?, amountMinorUnits: Int64?, createTime: Date) {
+    self.sequence = sequence
+    self.merchantID = merchantID
+    self.paymentID = paymentID
+    self.refundID = refundID
+    self.type = type
+    self.fromStatus = fromStatus
+    self.toStatus = toStatus
+    self.amountMinorUnits = amountMinorUnits
+    self.createTime = createTime
+  }
+}
+
+/// Which payments a list returns, newest first.
+public struct PaymentFilter: Sendable, Hashable {
+  public var status: PaymentStatus?
+  public var customerReference: String?
+  /// Created at or after / strictly before.
+  public var createdFrom: Date?
+  public var createdBefore: Date?
+
+  public init(status: PaymentStatus? = nil, customerReference: String? = nil, createdFrom: Date? = nil, createdBefore: Date? = nil) {
+    self.status = status
+    self.customerReference = customerReference
+    self.createdFrom = createdFrom
+    self.createdBefore = createdBefore
+  }
+}
+
+/// Where the next page starts: just after this (create time, id) in newest-first order.
+public struct PageCursor: Sendable, Hashable {
+  /// Microseconds since 1970, PostgreSQL's own precision, so the position is exact.
+  public let createTimeMicroseconds: Int64
+  public let id: String
+
+  public init(createTimeMicroseconds: Int64, id: String) {
+    self.createTimeMicroseconds = createTimeMicroseconds
+    self.id = id
+  }
+}
+
+public struct Page<Item: Sendable>: Sendable {
+  public let items: [Item]
+  /// Nil on the last page.
+  public let next: PageCursor?
+
+  public init(items: [Item], next: PageCursor?) {
+    self.items = items
+    self.next = next
+  }
+}
+
+/// Durable payments. Every read and write is scoped to one merchant: another merchant's id is
+/// simply not found.
+public protocol PaymentStore: Sendable {
+  /// Inserts a new payment and its `payment_created` event in one transaction.
+  func insert(_ payment: PaymentRecord) async throws -> PaymentEvent
+  func payment(_ id: PaymentID, merchant: MerchantID) async throws -> PaymentRecord?
+  /// Locks the payment, lets `change` apply domain rules to it, stores the result and the event
+  /// of any status change, in one transaction. Nil when there is no such payment; the domain's
+  /// refusal is rethrown with nothing written.
+  func update(
+    _ id: PaymentID,
+    merchant: MerchantID,
+    _ change: @Sendable (inout PaymentRecord) throws -> Void
+  ) async throws -> (PaymentRecord, PaymentEvent?)?
+  func list(merchant: MerchantID, filter: PaymentFilter, pageSize: Int, after: PageCursor?) async throws -> Page<PaymentRecord>
+  /// The merchant's events after `sequence`, oldest first, at most `limit`.
+  func events(merchant: MerchantID, after sequence: Int64, limit: Int) async throws -> [PaymentEvent]
+}

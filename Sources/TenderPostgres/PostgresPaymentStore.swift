@@ -1,0 +1,267 @@
+import Foundation
+public import Logging
+public import PostgresNIO
+public import TenderCore
+public import Tracing
+
+/// `PaymentStore` on PostgreSQL. Every statement names the merchant; constraints in the schema
+/// back the domain's rules (see migration 3).
+public struct PostgresPaymentStore: PaymentStore {
+  private let client: PostgresClient
+  private let logger: Logger
+  private let tracer: any Tracer
+
+  public init(client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer()) {
+    self.client = client
+    self.logger = logger
+    self.tracer = tracer
+  }
+
+  static let columns = """
+    payment_id, merchant_id, status, capture_method, currency, amount_minor, capturable_minor, captured_minor,
+    refunded_minor, failure_reason, payment_method, customer_reference, description, metadata::text AS metadata,
+    provider_payment_id, create_time, update_time, (extract(epoch FROM create_time) * 1000000)::bigint AS create_micros
+    """
+
+  public func insert(_ payment: PaymentRecord) async throws -> PaymentEvent {
+    let logger = self.logger
+    return try await traced(self.tracer, "payments.insert") {
+      try await unwrappingTransactionError {
+        try await self.client.withTransaction(logger: logger) { connection in
+          let ledger = payment.ledger
+          try await connection.query(
+            """
+            INSERT INTO payments (payment_id, merchant_id, status, capture_method, currency, amount_minor, capturable_minor,
+              captured_minor, refunded_minor, failure_reason, payment_method, customer_reference, description, metadata,
+              provider_payment_id, create_time, update_time)
+            VALUES (\(payment.id.rawValue), \(payment.merchantID.rawValue), \(ledger.status.rawValue), \(ledger.captureMethod.rawValue),
+              \(ledger.amount.currency.code), \(ledger.amount.minorUnits), \(ledger.capturableMinorUnits), \(ledger.capturedMinorUnits),
+              \(ledger.refundedMinorUnits), \(ledger.failureReason?.rawValue), \(payment.paymentMethod), \(payment.customerReference),
+              \(payment.description), \(try Self.json(payment.metadata))::jsonb, \(payment.providerPaymentID), \(payment.createTime), \(payment.updateTime))
+            """,
+            logger: logger
+          )
+          return try await Self.appendEvent(
+            connection, logger: logger, merchant: payment.merchantID, payment: payment.id, refund: nil,
+            type: .paymentCreated, from: nil, to: ledger.status, amount: ledger.amount.minorUnits
+          )
+        }
+      }
+    }
+  }
+
+  public func payment(_ id: PaymentID, merchant: MerchantID) async throws -> PaymentRecord? {
+    try await traced(self.tracer, "payments.get") {
+      let rows = try await self.client.query(
+        PostgresQuery(unsafeSQL: "SELECT \(Self.columns) FROM payments WHERE payment_id = $1 AND merchant_id = $2", binds: Self.binds(id.rawValue, merchant.rawValue)),
+        logger: self.logger
+      )
+      for try await row in rows { return try Self.decode(row).0 }
+      return nil
+    }
+  }
+
+  public func update(
+    _ id: PaymentID,
+    merchant: MerchantID,
+    _ change: @Sendable (inout PaymentRecord) throws -> Void
+  ) async throws -> (PaymentRecord, PaymentEvent?)? {
+    let logger = self.logger
+    return try await traced(self.tracer, "payments.update") {
+      try await unwrappingTransactionError {
+        try await self.client.withTransaction(logger: logger) { connection -> (PaymentRecord, PaymentEvent?)? in
+          let rows = try await connection.query(
+            PostgresQuery(
+              unsafeSQL: "SELECT \(Self.columns) FROM payments WHERE payment_id = $1 AND merchant_id = $2 FOR UPDATE",
+              binds: Self.binds(id.rawValue, merchant.rawValue)
+            ),
+            logger: logger
+          )
+          var current: PaymentRecord?
+          for try await row in rows { current = try Self.decode(row).0 }
+          guard var record = current else { return nil }
+          let before = record.ledger.status
+          try change(&record)
+          let ledger = record.ledger
+          try await connection.query(
+            """
+            UPDATE payments SET status = \(ledger.status.rawValue), capturable_minor = \(ledger.capturableMinorUnits),
+              captured_minor = \(ledger.capturedMinorUnits), refunded_minor = \(ledger.refundedMinorUnits),
+              failure_reason = \(ledger.failureReason?.rawValue), provider_payment_id = \(record.providerPaymentID), update_time = now()
+            WHERE payment_id = \(id.rawValue) AND merchant_id = \(merchant.rawValue)
+            """,
+            logger: logger
+          )
+          guard ledger.status != before else { return (record, nil) }
+          let amount: Int64? = ledger.status == .succeeded ? ledger.capturedMinorUnits : nil
+          let event = try await Self.appendEvent(
+            connection, logger: logger, merchant: merchant, payment: id, refund: nil,
+            type: .entering(ledger.status), from: before, to: ledger.status, amount: amount
+          )
+          return (record, event)
+        }
+      }
+    }
+  }
+
+  public func list(merchant: MerchantID, filter: PaymentFilter, pageSize: Int, after: PageCursor?) async throws -> Page<PaymentRecord> {
+    precondition((1...1000).contains(pageSize), "page size out of range")
+    return try await traced(self.tracer, "payments.list") {
+      var binds = PostgresBindings()
+      binds.append(merchant.rawValue)
+      var sql = "SELECT \(Self.columns) FROM payments WHERE merchant_id = $1"
+      if let status = filter.status {
+        binds.append(status.rawValue)
+        sql += " AND status = $\(binds.count)"
+      }
+      if let reference = filter.customerReference {
+        binds.append(reference)
+        sql += " AND customer_reference = $\(binds.count) AND customer_reference <> ''"
+      }
+      if let from = filter.createdFrom {
+        binds.append(from)
+        sql += " AND create_time >= $\(binds.count)"
+      }
+      if let before = filter.createdBefore {
+        binds.append(before)
+        sql += " AND create_time < $\(binds.count)"
+      }
+      if let after {
+        // Keyset: strictly after the cursor in (create_time DESC, payment_id DESC) order, at the
+        // microsecond precision PostgreSQL stores.
+        binds.append(after.createTimeMicroseconds)
+        let micros = binds.count
+        binds.append(after.id)
+        sql += " AND (create_time, payment_id) < (timestamptz 'epoch' + $\(micros) * interval '1 microsecond', $\(binds.count))"
+      }
+      binds.append(pageSize + 1)
+      sql += " ORDER BY create_time DESC, payment_id DESC LIMIT $\(binds.count)"
+      var records: [(PaymentRecord, Int64)] = []
+      for try await row in try await self.client.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: self.logger) {
+        records.append(try Self.decode(row))
+      }
+      let hasMore = records.count > pageSize
+      let items = Array(records.prefix(pageSize))
+      let next = hasMore ? items.last.map { PageCursor(createTimeMicroseconds: $0.1, id: $0.0.id.rawValue) } : nil
+      return Page(items: items.map(\.0), next: next)
+    }
+  }
+
+  public func events(merchant: MerchantID, after sequence: Int64, limit: Int) async throws -> [PaymentEvent] {
+    try await traced(self.tracer, "payments.events") {
+      let rows = try await self.client.query(
+        """
+        SELECT seq, merchant_id, payment_id, refund_id, type, from_status, to_status, amount_minor, create_time
+        FROM payment_events WHERE merchant_id = \(merchant.rawValue) AND seq > \(sequence) ORDER BY seq LIMIT \(limit)
+        """,
+        logger: self.logger
+      )
+      var events: [PaymentEvent] = []
+      for try await (seq, merchantID, paymentID, refundID, type, from, to, amount, created) in rows.decode(
+        (Int64, String, String, String?, String, String?, String?, Int64?, Date).self
+      ) {
+        guard let type = PaymentEventType(rawValue: type) else { throw StoredDataError(what: "event type \(type)") }
+        events.append(
+          PaymentEvent(
+            sequence: seq,
+            merchantID: MerchantID(unchecked: merchantID),
+            paymentID: PaymentID(unchecked: paymentID),
+            refundID: refundID.map(RefundID.init(unchecked:)),
+            type: type,
+            fromStatus: from.flatMap(PaymentStatus.init(rawValue:)),
+            toStatus: to.flatMap(PaymentStatus.init(rawValue:)),
+            amountMinorUnits: amount,
+            createTime: created
+          )
+        )
+      }
+      return events
+    }
+  }
+
+  /// Takes the merchant's next event number (locking its counter until commit) and records the
+  /// event.
+  static func appendEvent(
+    _ connection: PostgresConnection,
+    logger: Logger,
+    merchant: MerchantID,
+    payment: PaymentID,
+    refund: RefundID?,
+    type: PaymentEventType,
+    from: PaymentStatus?,
+    to: PaymentStatus?,
+    amount: Int64?
+  ) async throws -> PaymentEvent {
+    let rows = try await connection.query(
+      """
+      WITH next AS (
+        INSERT INTO merchant_event_counters (merchant_id, last_seq) VALUES (\(merchant.rawValue), 1)
+        ON CONFLICT (merchant_id) DO UPDATE SET last_seq = merchant_event_counters.last_seq + 1
+        RETURNING last_seq
+      )
+      INSERT INTO payment_events (merchant_id, seq, payment_id, refund_id, type, from_status, to_status, amount_minor)
+      SELECT \(merchant.rawValue), next.last_seq, \(payment.rawValue), \(refund?.rawValue), \(type.rawValue), \(from?.rawValue), \(to?.rawValue), \(amount)
+      FROM next
+      RETURNING seq, create_time
+      """,
+      logger: logger
+    )
+    for try await (seq, created) in rows.decode((Int64, Date).self) {
+      return PaymentEvent(sequence: seq, merchantID: merchant, paymentID: payment, refundID: refund, type: type, fromStatus: from, toStatus: to, amountMinorUnits: amount, createTime: created)
+    }
+    throw StoredDataError(what: "no event sequence returned")
+  }
+
+  static func binds(_ values: String...) -> PostgresBindings {
+    var binds = PostgresBindings()
+    for value in values { binds.append(value) }
+    return binds
+  }
+
+  static func json(_ metadata: [String: String]) throws -> String {
+    String(decoding: try JSONSerialization.data(withJSONObject: metadata, options: [.sortedKeys]), as: UTF8.self)
+  }
+
+  static func decode(_ row: PostgresRow) throws -> (PaymentRecord, Int64) {
+    let r = row.makeRandomAccess()
+    let statusText = try r["status"].decode(String.self)
+    let currencyCode = try r["currency"].decode(String.self)
+    guard let status = PaymentStatus(rawValue: statusText),
+      let method = CaptureMethod(rawValue: try r["capture_method"].decode(String.self)),
+      let currency = Currency(code: currencyCode)
+    else { throw StoredDataError(what: "payment status, capture method or currency") }
+    let failure = try r["failure_reason"].decode(String?.self).flatMap(FailureReason.init(rawValue:))
+    guard
+      let ledger = PaymentLedger(
+        status: status,
+        amount: Money(minorUnits: try r["amount_minor"].decode(Int64.self), currency: currency),
+        captureMethod: method,
+        capturableMinorUnits: try r["capturable_minor"].decode(Int64.self),
+        capturedMinorUnits: try r["captured_minor"].decode(Int64.self),
+        refundedMinorUnits: try r["refunded_minor"].decode(Int64.self),
+        failureReason: failure
+      )
+    else { throw StoredDataError(what: "payment amounts") }
+    let metadataText = try r["metadata"].decode(String.self)
+    let metadata = (try? JSONSerialization.jsonObject(with: Data(metadataText.utf8))) as? [String: String] ?? [:]
+    let record = PaymentRecord(
+      id: PaymentID(unchecked: try r["payment_id"].decode(String.self)),
+      merchantID: MerchantID(unchecked: try r["merchant_id"].decode(String.self)),
+      ledger: ledger,
+      paymentMethod: try r["payment_method"].decode(String.self),
+      customerReference: try r["customer_reference"].decode(String.self),
+      description: try r["description"].decode(String.self),
+      metadata: metadata,
+      providerPaymentID: try r["provider_payment_id"].decode(String?.self),
+      createTime: try r["create_time"].decode(Date.self),
+      updateTime: try r["update_time"].decode(Date.self)
+    )
+    return (record, try r["create_micros"].decode(Int64.self))
+  }
+}
+
+/// A stored row Tender cannot read back: a schema or data problem, never the caller's fault.
+public struct StoredDataError: Error, CustomStringConvertible {
+  public let what: String
+  public var description: String { "unreadable stored data: \(self.what)" }
+}
