@@ -1,0 +1,226 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// Request handling of the simulator: authentication, idempotency, then the operation.
+struct SimulatedAPI: Sendable {
+  enum Operation: Sendable {
+    case createIntent
+    case capture(String)
+    case cancel(String)
+    case retrieve(String)
+    case createRefund
+  }
+
+  let state: SimulatorState
+  let apiKey: String
+  let slowDelay: Duration
+  static let idempotencyKeyField = HTTPField.Name("Idempotency-Key")!
+  static let replayedField = HTTPField.Name("Idempotent-Replayed")!
+
+  func handle(_ request: Request, path: String, operation: Operation) async throws -> Response {
+    let method = request.method.rawValue
+    let key = request.headers[Self.idempotencyKeyField]
+    guard request.headers[.authorization] == "Bearer \(self.apiKey)" else {
+      await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: key, status: 401, outcome: "unauthorized"))
+      return Self.response(Self.error(401, type: "invalid_request_error", code: "api_key_invalid", message: "Invalid API Key provided"))
+    }
+    let body = try await request.body.collect(upTo: 1 << 20)
+    let form = Self.parseForm(String(buffer: body))
+    guard let key, case .retrieve = operation else {
+      if let key {
+        let fingerprint = method + " " + path + "?" + form.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "&")
+        switch await self.state.claim(key: key, fingerprint: fingerprint) {
+        case .replay(let stored):
+          await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: key, status: stored.status, outcome: "replayed"))
+          return Self.response(stored, replayed: true)
+        case .mismatch:
+          await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: key, status: 400, outcome: "idempotency_mismatch"))
+          return Self.response(Self.error(400, type: "idempotency_error", code: "idempotency_key_reused", message: "Keys for idempotent requests can only be used with the same parameters they were first used with."))
+        case .inUse:
+          await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: key, status: 409, outcome: "idempotency_in_use"))
+          return Self.response(Self.error(409, type: "idempotency_error", code: "idempotency_key_in_use", message: "There is currently another in-progress request using this Idempotent Key."))
+        case .proceed:
+          let (response, outcome) = await self.perform(operation, form: form, key: key)
+          await self.state.finish(key: key, fingerprint: fingerprint, response: response)
+          await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: key, status: response.status, outcome: outcome))
+          return Self.response(response)
+        }
+      }
+      let (response, outcome) = await self.perform(operation, form: form, key: nil)
+      await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: nil, status: response.status, outcome: outcome))
+      return Self.response(response)
+    }
+    // Reads ignore idempotency keys.
+    let (response, outcome) = await self.perform(operation, form: form, key: key)
+    await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: key, status: response.status, outcome: outcome))
+    return Self.response(response)
+  }
+
+  private func perform(_ operation: Operation, form: [String: String], key: String?) async -> (SimulatorResponse, String) {
+    switch operation {
+    case .createIntent: return await self.createIntent(form, key: key)
+    case .capture(let id): return await self.capture(id, form)
+    case .cancel(let id): return await self.cancel(id)
+    case .retrieve(let id):
+      guard let intent = await self.state.intent(id) else { return (Self.missing("payment_intent", id), "missing") }
+      return (Self.ok(Self.json(intent)), "retrieved")
+    case .createRefund: return await self.createRefund(form)
+    }
+  }
+
+  private func createIntent(_ form: [String: String], key: String?) async -> (SimulatorResponse, String) {
+    guard let amountText = form["amount"], let amount = Int64(amountText), amount > 0 else {
+      return (Self.invalid("amount", "Invalid positive integer"), "invalid")
+    }
+    guard let currency = form["currency"], currency.count == 3, currency == currency.lowercased() else {
+      return (Self.invalid("currency", "Invalid currency"), "invalid")
+    }
+    guard let paymentMethod = form["payment_method"], !paymentMethod.isEmpty else {
+      return (Self.invalid("payment_method", "Missing required param: payment_method."), "invalid")
+    }
+    let captureMethod = form["capture_method"] ?? "automatic"
+    guard ["automatic", "manual"].contains(captureMethod) else { return (Self.invalid("capture_method", "Invalid capture_method"), "invalid") }
+    guard form["confirm"] == "true" else { return (Self.invalid("confirm", "Tender's simulator only confirms at creation"), "invalid") }
+    var metadata: [String: String] = [:]
+    for (name, value) in form where name.hasPrefix("metadata[") && name.hasSuffix("]") {
+      metadata[String(name.dropFirst(9).dropLast())] = value
+    }
+
+    switch paymentMethod {
+    case "pm_card_flaky":
+      if let key, await self.state.firstFlakyAttempt(key: key) {
+        return (Self.error(500, type: "api_error", code: "internal_error", message: "An unexpected error occurred."), "server_error")
+      }
+    case "pm_card_slow":
+      try? await Task.sleep(for: self.slowDelay)
+    default:
+      break
+    }
+
+    var intent = SimulatorState.Intent(
+      id: await self.state.nextID("pi"), amount: amount, currency: currency, captureMethod: captureMethod,
+      paymentMethod: paymentMethod, metadata: metadata, status: "requires_payment_method",
+      amountCapturable: 0, amountReceived: 0, lastError: nil
+    )
+    let declines = [
+      "pm_card_chargeDeclined": "generic_decline",
+      "pm_card_chargeDeclinedInsufficientFunds": "insufficient_funds",
+      "pm_card_chargeDeclinedExpiredCard": "expired_card",
+    ]
+    if let decline = declines[paymentMethod] {
+      let code = decline == "expired_card" ? "expired_card" : "card_declined"
+      intent.lastError = ["type": "card_error", "code": code, "decline_code": decline, "message": "Your card was declined."]
+      await self.state.store(intent)
+      var error: [String: Any] = intent.lastError ?? [:]
+      error["payment_intent"] = Self.json(intent)
+      return (SimulatorResponse(status: 402, body: Self.encode(["error": error])), "declined")
+    }
+    if paymentMethod == "pm_card_async" {
+      intent.status = "processing"
+    } else if captureMethod == "manual" {
+      intent.status = "requires_capture"
+      intent.amountCapturable = amount
+    } else {
+      intent.status = "succeeded"
+      intent.amountReceived = amount
+    }
+    await self.state.store(intent)
+    return (Self.ok(Self.json(intent)), "created")
+  }
+
+  private func capture(_ id: String, _ form: [String: String]) async -> (SimulatorResponse, String) {
+    guard let intent = await self.state.intent(id) else { return (Self.missing("payment_intent", id), "missing") }
+    guard intent.status == "requires_capture" else {
+      return (Self.error(400, type: "invalid_request_error", code: "payment_intent_unexpected_state", message: "This PaymentIntent could not be captured because it has a status of \(intent.status)."), "refused")
+    }
+    let amount = form["amount_to_capture"].flatMap { Int64($0) } ?? intent.amountCapturable
+    guard amount > 0, amount <= intent.amountCapturable else { return (Self.invalid("amount_to_capture", "amount_to_capture is greater than the capturable amount"), "invalid") }
+    let updated = await self.state.update(id) {
+      $0.status = "succeeded"
+      $0.amountReceived = amount
+      $0.amountCapturable = 0
+    }
+    return (Self.ok(Self.json(updated!)), "captured")
+  }
+
+  private func cancel(_ id: String) async -> (SimulatorResponse, String) {
+    guard let intent = await self.state.intent(id) else { return (Self.missing("payment_intent", id), "missing") }
+    guard ["requires_capture", "requires_payment_method", "processing"].contains(intent.status) else {
+      return (Self.error(400, type: "invalid_request_error", code: "payment_intent_unexpected_state", message: "You cannot cancel this PaymentIntent because it has a status of \(intent.status)."), "refused")
+    }
+    let updated = await self.state.update(id) {
+      $0.status = "canceled"
+      $0.amountCapturable = 0
+    }
+    return (Self.ok(Self.json(updated!)), "canceled")
+  }
+
+  private func createRefund(_ form: [String: String]) async -> (SimulatorResponse, String) {
+    guard let id = form["payment_intent"], let intent = await self.state.intent(id) else {
+      return (Self.missing("payment_intent", form["payment_intent"] ?? ""), "missing")
+    }
+    guard intent.status == "succeeded" else {
+      return (Self.error(400, type: "invalid_request_error", code: "charge_not_refundable", message: "This PaymentIntent has no captured charge to refund."), "refused")
+    }
+    let remaining = intent.amountReceived - (await self.state.refunded(id))
+    let amount = form["amount"].flatMap { Int64($0) } ?? remaining
+    guard amount > 0, amount <= remaining else {
+      return (Self.error(400, type: "invalid_request_error", code: "amount_too_large", message: "Refund amount is greater than the unrefunded amount."), "refused")
+    }
+    let refund = SimulatorState.Refund(id: await self.state.nextID("re"), paymentIntent: id, amount: amount, status: "succeeded")
+    await self.state.store(refund)
+    return (Self.ok(["id": refund.id, "object": "refund", "amount": amount, "currency": intent.currency, "payment_intent": id, "status": refund.status]), "refunded")
+  }
+
+  // MARK: Encoding
+
+  static func json(_ intent: SimulatorState.Intent) -> [String: Any] {
+    [
+      "id": intent.id, "object": "payment_intent", "amount": intent.amount, "currency": intent.currency,
+      "status": intent.status, "capture_method": intent.captureMethod, "amount_capturable": intent.amountCapturable,
+      "amount_received": intent.amountReceived, "payment_method": intent.paymentMethod, "metadata": intent.metadata,
+      "last_payment_error": intent.lastError.map { $0 as [String: Any] } ?? NSNull(),
+    ]
+  }
+
+  static func encode(_ object: [String: Any]) -> Data {
+    (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+  }
+
+  static func ok(_ object: [String: Any]) -> SimulatorResponse {
+    SimulatorResponse(status: 200, body: self.encode(object))
+  }
+
+  static func error(_ status: Int, type: String, code: String, message: String, param: String? = nil) -> SimulatorResponse {
+    var error: [String: Any] = ["type": type, "code": code, "message": message]
+    if let param { error["param"] = param }
+    return SimulatorResponse(status: status, body: self.encode(["error": error]))
+  }
+
+  static func invalid(_ param: String, _ message: String) -> SimulatorResponse {
+    self.error(400, type: "invalid_request_error", code: "parameter_invalid", message: message, param: param)
+  }
+
+  static func missing(_ kind: String, _ id: String) -> SimulatorResponse {
+    self.error(404, type: "invalid_request_error", code: "resource_missing", message: "No such \(kind): '\(id)'")
+  }
+
+  static func response(_ stored: SimulatorResponse, replayed: Bool = false) -> Response {
+    var headers: HTTPFields = [.contentType: "application/json"]
+    if replayed { headers[Self.replayedField] = "true" }
+    return Response(status: .init(code: stored.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: stored.body)))
+  }
+
+  /// `application/x-www-form-urlencoded`, as Stripe's API takes it.
+  static func parseForm(_ text: String) -> [String: String] {
+    var form: [String: String] = [:]
+    for pair in text.split(separator: "&") {
+      let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+      let name = String(parts[0]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(parts[0])
+      let value = parts.count > 1 ? (String(parts[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "") : ""
+      form[name] = value
+    }
+    return form
+  }
+}
