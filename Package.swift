@@ -306,6 +306,7 @@ let package = Package(
       dependencies: [
         "TenderPostgres",
         "TenderCore",
+        .product(name: "Crypto", package: "swift-crypto"),
         "TenderTesting",
         .product(name: "PostgresNIO", package: "postgres-nio"),
         .product(name: "Logging", package: "swift-log"),

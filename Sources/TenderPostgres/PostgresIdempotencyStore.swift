@@ -1,0 +1,169 @@
+import Foundation
+public import Logging
+public import PostgresNIO
+public import TenderCore
+public import Tracing
+
+/// `IdempotencyStore` on PostgreSQL (the `idempotency_keys` table of migration 3).
+public struct PostgresIdempotencyStore: IdempotencyStore {
+  private let client: PostgresClient
+  private let logger: Logger
+  private let tracer: any Tracer
+
+  public init(client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer()) {
+    self.client = client
+    self.logger = logger
+    self.tracer = tracer
+  }
+
+  static func milliseconds(_ duration: Duration) -> Int64 {
+    duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+  }
+
+  public func claim(_ request: IdempotencyRequest, lockFor: Duration) async throws -> IdempotencyClaim {
+    let logger = self.logger
+    let lock = Self.milliseconds(lockFor)
+    return try await traced(self.tracer, "idempotency.claim") {
+      try await unwrappingTransactionError {
+        try await self.client.withTransaction(logger: logger) { connection -> IdempotencyClaim in
+          // Of concurrent inserts of one key, one commits; the others wait for it here, then
+          // insert nothing and read what it wrote.
+          let inserted = try await connection.query(
+            """
+            INSERT INTO idempotency_keys (merchant_id, idempotency_key, method, request_fingerprint, recovery_point, locked_until)
+            VALUES (\(request.merchant.rawValue), \(request.key), \(request.method), \(ByteBuffer(bytes: request.fingerprint)), 'started',
+                    now() + \(lock) * interval '1 millisecond')
+            ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
+            RETURNING locked_until, create_time
+            """,
+            logger: logger
+          )
+          for try await (lockedUntil, created) in inserted.decode((Date, Date).self) {
+            return .started(
+              IdempotencyRecord(request: request, recoveryPoint: .started, paymentID: nil, refundID: nil, lockedUntil: lockedUntil, createTime: created)
+            )
+          }
+          let rows = try await connection.query(
+            """
+            SELECT method, request_fingerprint, recovery_point, locked_until, locked_until > now() AS locked, payment_id, refund_id,
+                   response_code, response_message, response_details, create_time
+            FROM idempotency_keys WHERE merchant_id = \(request.merchant.rawValue) AND idempotency_key = \(request.key)
+            FOR UPDATE
+            """,
+            logger: logger
+          )
+          for try await row in rows {
+            let r = row.makeRandomAccess()
+            let method = try r["method"].decode(String.self)
+            let fingerprint = Array(buffer: try r["request_fingerprint"].decode(ByteBuffer.self))
+            guard method == request.method, fingerprint == request.fingerprint else { return .reused }
+            guard let point = RecoveryPoint(rawValue: try r["recovery_point"].decode(String.self)) else {
+              throw StoredDataError(what: "recovery point")
+            }
+            if point == .finished {
+              return .replay(
+                StoredResponse(
+                  code: try r["response_code"].decode(Int.self),
+                  message: try r["response_message"].decode(ByteBuffer?.self).map { Array(buffer: $0) } ?? [],
+                  details: try r["response_details"].decode(ByteBuffer?.self).map { Array(buffer: $0) } ?? []
+                )
+              )
+            }
+            if try r["locked"].decode(Bool?.self) == true { return .inUse }
+            // The lock expired: whoever held it crashed or gave up. Take it over.
+            let relocked = try await connection.query(
+              """
+              UPDATE idempotency_keys SET locked_until = now() + \(lock) * interval '1 millisecond', update_time = now()
+              WHERE merchant_id = \(request.merchant.rawValue) AND idempotency_key = \(request.key)
+              RETURNING locked_until
+              """,
+              logger: logger
+            )
+            var lockedUntil: Date?
+            for try await until in relocked.decode(Date.self) { lockedUntil = until }
+            return .resumed(
+              IdempotencyRecord(
+                request: request,
+                recoveryPoint: point,
+                paymentID: try r["payment_id"].decode(String?.self).map(PaymentID.init(unchecked:)),
+                refundID: try r["refund_id"].decode(String?.self).map(RefundID.init(unchecked:)),
+                lockedUntil: lockedUntil,
+                createTime: try r["create_time"].decode(Date.self)
+              )
+            )
+          }
+          throw StoredDataError(what: "idempotency record vanished during claim")
+        }
+      }
+    }
+  }
+
+  public func finish(merchant: MerchantID, key: String, response: StoredResponse) async throws {
+    try await traced(self.tracer, "idempotency.finish") {
+      try await self.client.query(
+        """
+        UPDATE idempotency_keys SET recovery_point = 'finished', locked_until = NULL, response_code = \(response.code),
+          response_message = \(ByteBuffer(bytes: response.message)), response_details = \(ByteBuffer(bytes: response.details)), update_time = now()
+        WHERE merchant_id = \(merchant.rawValue) AND idempotency_key = \(key) AND recovery_point <> 'finished'
+        """,
+        logger: self.logger
+      )
+    }
+  }
+
+  public func abandon(merchant: MerchantID, key: String) async throws {
+    try await traced(self.tracer, "idempotency.abandon") {
+      try await self.client.query(
+        "DELETE FROM idempotency_keys WHERE merchant_id = \(merchant.rawValue) AND idempotency_key = \(key) AND recovery_point = 'started'",
+        logger: self.logger
+      )
+    }
+  }
+
+  public func stale(limit: Int) async throws -> [IdempotencyRecord] {
+    try await traced(self.tracer, "idempotency.stale") {
+      let rows = try await self.client.query(
+        """
+        SELECT merchant_id, idempotency_key, method, request_fingerprint, recovery_point, locked_until, payment_id, refund_id, create_time
+        FROM idempotency_keys WHERE recovery_point <> 'finished' AND (locked_until IS NULL OR locked_until <= now())
+        ORDER BY locked_until NULLS FIRST LIMIT \(limit)
+        """,
+        logger: self.logger
+      )
+      var records: [IdempotencyRecord] = []
+      for try await (merchant, key, method, fingerprint, point, lockedUntil, payment, refund, created) in rows.decode(
+        (String, String, String, ByteBuffer, String, Date?, String?, String?, Date).self
+      ) {
+        guard let point = RecoveryPoint(rawValue: point) else { throw StoredDataError(what: "recovery point") }
+        records.append(
+          IdempotencyRecord(
+            request: IdempotencyRequest(merchant: MerchantID(unchecked: merchant), key: key, method: method, fingerprint: Array(buffer: fingerprint)),
+            recoveryPoint: point,
+            paymentID: payment.map(PaymentID.init(unchecked:)),
+            refundID: refund.map(RefundID.init(unchecked:)),
+            lockedUntil: lockedUntil,
+            createTime: created
+          )
+        )
+      }
+      return records
+    }
+  }
+
+  public func reap(olderThan age: Duration) async throws -> Int {
+    let milliseconds = max(Self.milliseconds(age), 24 * 3600 * 1000)
+    return try await traced(self.tracer, "idempotency.reap") {
+      let rows = try await self.client.query(
+        """
+        DELETE FROM idempotency_keys
+        WHERE recovery_point = 'finished' AND create_time < now() - \(milliseconds) * interval '1 millisecond'
+        RETURNING idempotency_key
+        """,
+        logger: self.logger
+      )
+      var count = 0
+      for try await _ in rows.decode(String.self) { count += 1 }
+      return count
+    }
+  }
+}

@@ -1,0 +1,129 @@
+import Crypto
+import Foundation
+import Logging
+import PostgresNIO
+import TenderCore
+import TenderPostgres
+import TenderTesting
+import Testing
+
+@Suite("Idempotency records against a real PostgreSQL")
+struct IdempotencyStoreTests {
+  let logger = Logger(label: "tender.test.idempotency")
+  static let create = "tender.payments.v1.PaymentService/CreatePayment"
+
+  func withStore(_ body: (PostgresIdempotencyStore, PostgresClient) async throws -> Void) async throws {
+    let url = try TestPostgres.makeDatabase()
+    try await withPostgresClient(url) { client in
+      try await Migrator(client: client, logger: self.logger).migrate()
+      for merchant in ["mer_a", "mer_b"] {
+        try await client.query("INSERT INTO merchants (merchant_id, display_name) VALUES (\(merchant), \(merchant))")
+      }
+      try await body(PostgresIdempotencyStore(client: client, logger: self.logger), client)
+    }
+  }
+
+  static func request(_ merchant: String = "mer_a", key: String = "order-42", method: String = create, body: String = "amount=100") -> IdempotencyRequest {
+    var hash = SHA256()
+    hash.update(data: Array(method.utf8) + [0] + Array(body.utf8))
+    return IdempotencyRequest(merchant: MerchantID(merchant)!, key: key, method: method, fingerprint: Array(hash.finalize()))
+  }
+
+  static func kind(_ claim: IdempotencyClaim) -> String {
+    switch claim {
+    case .started: return "started"
+    case .resumed: return "resumed"
+    case .replay: return "replay"
+    case .reused: return "reused"
+    case .inUse: return "inUse"
+    }
+  }
+
+  @Test("Fifty concurrent claims of one key: exactly one starts, the others find it in use")
+  func stampede() async throws {
+    try await self.withStore { store, client in
+      let kinds = try await withThrowingTaskGroup(of: String.self) { group in
+        for _ in 0..<50 {
+          group.addTask { Self.kind(try await store.claim(Self.request(), lockFor: .seconds(30))) }
+        }
+        return try await group.reduce(into: [String]()) { $0.append($1) }
+      }
+      #expect(kinds.filter { $0 == "started" }.count == 1)
+      #expect(kinds.filter { $0 == "inUse" }.count == 49)
+      let rows = try await client.query("SELECT count(*) FROM idempotency_keys").decode(Int.self).reduce(0, +)
+      #expect(rows == 1)
+    }
+  }
+
+  @Test("After completion the stored response is replayed byte for byte; another request under the key is refused; merchants are separate")
+  func replayAndReuse() async throws {
+    try await self.withStore { store, client in
+      guard case .started = try await store.claim(Self.request(), lockFor: .seconds(30)) else {
+        Issue.record("first claim did not start")
+        return
+      }
+      let response = StoredResponse(code: 9, message: Array("card declined".utf8), details: [0x08, 0x09, 0x12, 0x00, 0xFF])
+      try await store.finish(merchant: MerchantID("mer_a")!, key: "order-42", response: response)
+      #expect(try await store.claim(Self.request(), lockFor: .seconds(30)) == .replay(response))
+      #expect(try await store.claim(Self.request(body: "amount=101"), lockFor: .seconds(30)) == .reused)
+      #expect(try await store.claim(Self.request(method: "tender.refunds.v1.RefundService/CreateRefund"), lockFor: .seconds(30)) == .reused)
+      #expect(Self.kind(try await store.claim(Self.request("mer_b"), lockFor: .seconds(30))) == "started")
+      // Refusals changed nothing.
+      let stored = try await client.query("SELECT count(*) FROM idempotency_keys WHERE merchant_id = 'mer_a'").decode(Int.self).reduce(0, +)
+      #expect(stored == 1)
+      #expect(try await store.claim(Self.request(), lockFor: .seconds(30)) == .replay(response))
+    }
+  }
+
+  @Test("A stale lock is taken over and work resumes from its recovery point; a fresh lock is refused")
+  func staleLockTakeover() async throws {
+    try await self.withStore { store, _ in
+      guard case .started = try await store.claim(Self.request(), lockFor: .milliseconds(300)) else {
+        Issue.record("first claim did not start")
+        return
+      }
+      #expect(try await store.claim(Self.request(), lockFor: .seconds(30)) == .inUse)
+      #expect(try await store.stale(limit: 10).isEmpty)
+      try await Task.sleep(for: .milliseconds(500))
+      let stale = try await store.stale(limit: 10)
+      #expect(stale.map(\.request.key) == ["order-42"])
+      guard case .resumed(let record) = try await store.claim(Self.request(), lockFor: .seconds(30)) else {
+        Issue.record("the stale lock was not taken over")
+        return
+      }
+      #expect(record.recoveryPoint == .started)
+      // The new owner's lock is fresh again.
+      #expect(try await store.claim(Self.request(), lockFor: .seconds(30)) == .inUse)
+      #expect(try await store.stale(limit: 10).isEmpty)
+    }
+  }
+
+  @Test("An abandoned record frees the key; finished records are reaped after 24 hours, not before")
+  func abandonAndReap() async throws {
+    try await self.withStore { store, client in
+      _ = try await store.claim(Self.request(key: "k1"), lockFor: .seconds(30))
+      try await store.abandon(merchant: MerchantID("mer_a")!, key: "k1")
+      #expect(Self.kind(try await store.claim(Self.request(key: "k1"), lockFor: .seconds(30))) == "started")
+
+      for key in ["old", "young"] {
+        _ = try await store.claim(Self.request(key: key), lockFor: .seconds(30))
+        try await store.finish(merchant: MerchantID("mer_a")!, key: key, response: StoredResponse(code: 0, message: [1], details: []))
+      }
+      try await client.query("UPDATE idempotency_keys SET create_time = now() - interval '25 hours' WHERE idempotency_key = 'old'")
+      // Asking for less than a day still keeps a day.
+      #expect(try await store.reap(olderThan: .seconds(60)) == 1)
+      let keys = try await client.query("SELECT idempotency_key FROM idempotency_keys ORDER BY idempotency_key").decode(String.self).reduce(into: [String]()) { $0.append($1) }
+      #expect(keys == ["k1", "young"])
+    }
+  }
+
+  @Test("Keys are 1–255 printable ASCII characters")
+  func keyValidation() {
+    #expect(IdempotencyRequest.isValidKey("order-42"))
+    #expect(IdempotencyRequest.isValidKey(String(repeating: "k", count: 255)))
+    #expect(!IdempotencyRequest.isValidKey(""))
+    #expect(!IdempotencyRequest.isValidKey(String(repeating: "k", count: 256)))
+    #expect(!IdempotencyRequest.isValidKey("tab\there"))
+    #expect(!IdempotencyRequest.isValidKey("naïve"))
+  }
+}
