@@ -77,14 +77,15 @@ struct IdempotencyStoreTests {
 
   @Test("A stale lock is taken over and work resumes from its recovery point; a fresh lock is refused")
   func staleLockTakeover() async throws {
-    try await self.withStore { store, _ in
-      guard case .started = try await store.claim(Self.request(), lockFor: .milliseconds(300)) else {
+    try await self.withStore { store, client in
+      guard case .started = try await store.claim(Self.request(), lockFor: .seconds(30)) else {
         Issue.record("first claim did not start")
         return
       }
       #expect(try await store.claim(Self.request(), lockFor: .seconds(30)) == .inUse)
       #expect(try await store.stale(limit: 10).isEmpty)
-      try await Task.sleep(for: .milliseconds(500))
+      // The owner crashed: its lock runs out (moved into the past rather than waited for).
+      try await client.query("UPDATE idempotency_keys SET locked_until = now() - interval '1 second'")
       let stale = try await store.stale(limit: 10)
       #expect(stale.map(\.request.key) == ["order-42"])
       guard case .resumed(let record) = try await store.claim(Self.request(), lockFor: .seconds(30)) else {
