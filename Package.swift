@@ -110,6 +110,7 @@ let package = Package(
         "TenderCore",
         "TenderAPI",
         "TenderAuth",
+        .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Tracing", package: "swift-distributed-tracing"),
         .product(name: "Instrumentation", package: "swift-distributed-tracing"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -175,6 +176,7 @@ let package = Package(
         "TenderCore",
         "TenderAuth",
         "TenderRedis",
+        "TenderProviders",
         .product(name: "OTel", package: "swift-otel"),
         .product(name: "Tracing", package: "swift-distributed-tracing"),
         "TenderAPI",
@@ -203,6 +205,7 @@ let package = Package(
       name: "tender",
       dependencies: [
         "TenderServer",
+        "TenderProviderSim",
         "TenderAPI",
         "TenderAuth",
         "TenderCore",
@@ -219,6 +222,7 @@ let package = Package(
       name: "TenderTesting",
       dependencies: [
         "TenderServer",
+        "TenderProviderSim",
         "TenderAuth",
         "TenderCore",
         .product(name: "Tracing", package: "swift-distributed-tracing"),
@@ -240,6 +244,7 @@ let package = Package(
       name: "TenderServerTests",
       dependencies: [
         "TenderServer",
+        "TenderProviderSim",
         "TenderTesting",
         "TenderAPI",
         "TenderRPC",

@@ -5,7 +5,7 @@
 #   2. Health/Check through the chain (tracing, metrics, logging; auth and limits pass public RPCs)
 #   3. PaymentService/GetPayment with a bearer token through the whole chain: JWT verification,
 #      the token's standing (Redis), the per-client bucket (Redis), then the handler, which answers
-#      UNIMPLEMENTED at once (the cheapest authenticated RPC there is).
+#      INVALID_ARGUMENT for the empty request at once (the cheapest authenticated call there is).
 #   CONNECTIONS (16) STREAMS (32) DURATION (10 s) WARMUP (2 s) THREADS (1)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,7 +34,8 @@ with grpc.secure_channel(f"localhost:{port}", credentials) as channel:
         client_id=client["clientID"], client_secret=client["clientSecret"], scopes=["payments:read"])).access_token)
 PY
 )
-# 12 = UNIMPLEMENTED: the call passed authentication, the scope check and the rate limit.
+# 3 = INVALID_ARGUMENT (no payment_id): the call passed authentication, the scope check and the
+# rate limit, and the handler refused the empty request without touching the database.
 bench_measure "PaymentService/GetPayment with a bearer token, full chain" \
-  "https://127.0.0.1:$bench_port/tender.payments.v1.PaymentService/GetPayment" 12 -H "authorization: Bearer $token"
+  "https://127.0.0.1:$bench_port/tender.payments.v1.PaymentService/GetPayment" 3 -H "authorization: Bearer $token"
 bench_stop

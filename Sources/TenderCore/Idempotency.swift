@@ -97,6 +97,9 @@ public protocol IdempotencyStore: Sendable {
   /// Deletes a record on which nothing happened yet (recovery point `started`), so that the same
   /// key can be used again (e.g. the provider was unreachable and nothing was written).
   func abandon(merchant: MerchantID, key: String) async throws
+  /// Deletes an unfinished record whatever its recovery point, freeing the key: for operations
+  /// that ended in a state a retry should not inherit (the provider was unreachable).
+  func release(merchant: MerchantID, key: String) async throws
   /// Unfinished records whose lock has expired, oldest first: work for the completer.
   func stale(limit: Int) async throws -> [IdempotencyRecord]
   /// Deletes finished records older than `age` (they are kept at least 24 hours); returns how many.

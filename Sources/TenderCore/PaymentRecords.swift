@@ -126,21 +126,55 @@ public struct Page<Item: Sendable>: Sendable {
   }
 }
 
+/// Moves a keyed operation's idempotency record forward in the same transaction as the payment
+/// write it describes, so the record never claims more (or less) than the database holds.
+public struct IdempotencyStep: Sendable {
+  public let merchant: MerchantID
+  public let key: String
+  public let point: RecoveryPoint
+  /// For `.finished`: the response to store, made from the payment as written.
+  public let response: (@Sendable (PaymentRecord) throws -> StoredResponse)?
+
+  public init(merchant: MerchantID, key: String, point: RecoveryPoint, response: (@Sendable (PaymentRecord) throws -> StoredResponse)? = nil) {
+    precondition((point == .finished) == (response != nil), "a finished step stores a response, others do not")
+    self.merchant = merchant
+    self.key = key
+    self.point = point
+    self.response = response
+  }
+}
+
 /// Durable payments. Every read and write is scoped to one merchant: another merchant's id is
 /// simply not found.
 public protocol PaymentStore: Sendable {
-  /// Inserts a new payment and its `payment_created` event in one transaction.
-  func insert(_ payment: PaymentRecord) async throws -> PaymentEvent
+  /// Inserts a new payment and its `payment_created` event in one transaction, moving `step`'s
+  /// idempotency record along in the same transaction.
+  func insert(_ payment: PaymentRecord, step: IdempotencyStep?) async throws -> PaymentEvent
   func payment(_ id: PaymentID, merchant: MerchantID) async throws -> PaymentRecord?
-  /// Locks the payment, lets `change` apply domain rules to it, stores the result and the event
-  /// of any status change, in one transaction. Nil when there is no such payment; the domain's
-  /// refusal is rethrown with nothing written.
+  /// Locks the payment, lets `change` apply domain rules to it, stores the result, the event of
+  /// any status change and `step`, in one transaction. Nil when there is no such payment; the
+  /// domain's refusal is rethrown with nothing written.
   func update(
     _ id: PaymentID,
     merchant: MerchantID,
+    step: IdempotencyStep?,
     _ change: @Sendable (inout PaymentRecord) throws -> Void
   ) async throws -> (PaymentRecord, PaymentEvent?)?
   func list(merchant: MerchantID, filter: PaymentFilter, pageSize: Int, after: PageCursor?) async throws -> Page<PaymentRecord>
   /// The merchant's events after `sequence`, oldest first, at most `limit`.
   func events(merchant: MerchantID, after sequence: Int64, limit: Int) async throws -> [PaymentEvent]
+}
+
+extension PaymentStore {
+  public func insert(_ payment: PaymentRecord) async throws -> PaymentEvent {
+    try await self.insert(payment, step: nil)
+  }
+
+  public func update(
+    _ id: PaymentID,
+    merchant: MerchantID,
+    _ change: @Sendable (inout PaymentRecord) throws -> Void
+  ) async throws -> (PaymentRecord, PaymentEvent?)? {
+    try await self.update(id, merchant: merchant, step: nil, change)
+  }
 }

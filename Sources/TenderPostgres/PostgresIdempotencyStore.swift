@@ -120,6 +120,15 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
     }
   }
 
+  public func release(merchant: MerchantID, key: String) async throws {
+    try await traced(self.tracer, "idempotency.release") {
+      try await self.client.query(
+        "DELETE FROM idempotency_keys WHERE merchant_id = \(merchant.rawValue) AND idempotency_key = \(key) AND recovery_point <> 'finished'",
+        logger: self.logger
+      )
+    }
+  }
+
   public func stale(limit: Int) async throws -> [IdempotencyRecord] {
     try await traced(self.tracer, "idempotency.stale") {
       let rows = try await self.client.query(

@@ -23,7 +23,7 @@ public struct PostgresPaymentStore: PaymentStore {
     provider_payment_id, create_time, update_time, (extract(epoch FROM create_time) * 1000000)::bigint AS create_micros
     """
 
-  public func insert(_ payment: PaymentRecord) async throws -> PaymentEvent {
+  public func insert(_ payment: PaymentRecord, step: IdempotencyStep?) async throws -> PaymentEvent {
     let logger = self.logger
     return try await traced(self.tracer, "payments.insert") {
       try await unwrappingTransactionError {
@@ -41,10 +41,12 @@ public struct PostgresPaymentStore: PaymentStore {
             """,
             logger: logger
           )
-          return try await Self.appendEvent(
+          let event = try await Self.appendEvent(
             connection, logger: logger, merchant: payment.merchantID, payment: payment.id, refund: nil,
             type: .paymentCreated, from: nil, to: ledger.status, amount: ledger.amount.minorUnits
           )
+          if let step { try await Self.apply(step, payment: payment, connection, logger: logger) }
+          return event
         }
       }
     }
@@ -64,6 +66,7 @@ public struct PostgresPaymentStore: PaymentStore {
   public func update(
     _ id: PaymentID,
     merchant: MerchantID,
+    step: IdempotencyStep?,
     _ change: @Sendable (inout PaymentRecord) throws -> Void
   ) async throws -> (PaymentRecord, PaymentEvent?)? {
     let logger = self.logger
@@ -83,21 +86,27 @@ public struct PostgresPaymentStore: PaymentStore {
           let before = record.ledger.status
           try change(&record)
           let ledger = record.ledger
-          try await connection.query(
+          let updated = try await connection.query(
             """
             UPDATE payments SET status = \(ledger.status.rawValue), capturable_minor = \(ledger.capturableMinorUnits),
               captured_minor = \(ledger.capturedMinorUnits), refunded_minor = \(ledger.refundedMinorUnits),
               failure_reason = \(ledger.failureReason?.rawValue), provider_payment_id = \(record.providerPaymentID), update_time = now()
             WHERE payment_id = \(id.rawValue) AND merchant_id = \(merchant.rawValue)
+            RETURNING update_time
             """,
             logger: logger
           )
-          guard ledger.status != before else { return (record, nil) }
-          let amount: Int64? = ledger.status == .succeeded ? ledger.capturedMinorUnits : nil
-          let event = try await Self.appendEvent(
-            connection, logger: logger, merchant: merchant, payment: id, refund: nil,
-            type: .entering(ledger.status), from: before, to: ledger.status, amount: amount
-          )
+          // The record as stored, at the database's precision.
+          for try await time in updated.decode(Date.self) { record.updateTime = time }
+          var event: PaymentEvent?
+          if ledger.status != before {
+            let amount: Int64? = ledger.status == .succeeded ? ledger.capturedMinorUnits : nil
+            event = try await Self.appendEvent(
+              connection, logger: logger, merchant: merchant, payment: id, refund: nil,
+              type: .entering(ledger.status), from: before, to: ledger.status, amount: amount
+            )
+          }
+          if let step { try await Self.apply(step, payment: record, connection, logger: logger) }
           return (record, event)
         }
       }
@@ -210,6 +219,30 @@ public struct PostgresPaymentStore: PaymentStore {
       return PaymentEvent(sequence: seq, merchantID: merchant, paymentID: payment, refundID: refund, type: type, fromStatus: from, toStatus: to, amountMinorUnits: amount, createTime: created)
     }
     throw StoredDataError(what: "no event sequence returned")
+  }
+
+  /// Moves the idempotency record to `step.point` (storing the response when finished).
+  static func apply(_ step: IdempotencyStep, payment: PaymentRecord, _ connection: PostgresConnection, logger: Logger) async throws {
+    if let makeResponse = step.response {
+      let response = try makeResponse(payment)
+      try await connection.query(
+        """
+        UPDATE idempotency_keys SET recovery_point = 'finished', locked_until = NULL, payment_id = \(payment.id.rawValue),
+          response_code = \(response.code), response_message = \(ByteBuffer(bytes: response.message)),
+          response_details = \(ByteBuffer(bytes: response.details)), update_time = now()
+        WHERE merchant_id = \(step.merchant.rawValue) AND idempotency_key = \(step.key)
+        """,
+        logger: logger
+      )
+    } else {
+      try await connection.query(
+        """
+        UPDATE idempotency_keys SET recovery_point = \(step.point.rawValue), payment_id = \(payment.id.rawValue), update_time = now()
+        WHERE merchant_id = \(step.merchant.rawValue) AND idempotency_key = \(step.key)
+        """,
+        logger: logger
+      )
+    }
   }
 
   static func binds(_ values: String...) -> PostgresBindings {

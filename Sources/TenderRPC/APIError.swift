@@ -1,5 +1,6 @@
 public import GRPCCore
 public import GRPCProtobuf
+public import TenderCore
 
 /// Errors as Tender's clients receive them: a status code, a message safe to show, and
 /// `google.rpc.ErrorInfo` with a stable reason (plus `BadRequest` naming the field for invalid
@@ -25,5 +26,22 @@ public enum APIError {
       metadata: ["field": field],
       details: [.badRequest(violations: [.init(field: field, description: message)])]
     )
+  }
+
+  /// A domain refusal as callers receive it.
+  public static func domain(_ error: DomainError) -> GoogleRPCStatus {
+    let code: RPCError.Code
+    switch error.kind {
+    case .invalidArgument: code = .invalidArgument
+    case .failedPrecondition, .declined: code = .failedPrecondition
+    case .notFound: code = .notFound
+    case .aborted: code = .aborted
+    }
+    guard let field = error.field else { return self.status(code, reason: error.reason, message: error.message) }
+    var details: [ErrorDetails] = []
+    if code == .invalidArgument {
+      details.append(.badRequest(violations: [.init(field: field, description: error.message)]))
+    }
+    return self.status(code, reason: error.reason, message: error.message, metadata: ["field": field], details: details)
   }
 }

@@ -1,6 +1,7 @@
 import Logging
 import ServiceLifecycle
 import TenderAuth
+import TenderProviders
 
 /// Deletes revocations of tokens that have expired anyway, hourly, so the list stays small.
 struct RevocationJanitor: Service {
@@ -54,5 +55,16 @@ struct SigningKeyLoader: Service {
       }
       delay = min(delay * 2, .seconds(30))
     }
+  }
+}
+
+/// Keeps the provider connector's HTTP client open while the server runs and closes it on
+/// shutdown (after the gRPC server, which stops first, has finished its calls).
+struct ConnectorLifecycle: Service {
+  let connector: StripeConnector
+
+  func run() async throws {
+    try? await gracefulShutdown()
+    try await self.connector.shutdown()
   }
 }

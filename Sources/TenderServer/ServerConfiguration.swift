@@ -67,6 +67,11 @@ public struct ServerConfiguration: Sendable {
   public var issueTokenRateLimit = RateLimitPolicy(capacity: 10, refillPerSecond: 0.5)
   /// What to do when Redis cannot answer a rate-limit check.
   public var rateLimitFailureMode: RateLimitFailureMode = .open
+  /// The payment provider (Stripe's API or the simulator) and its secret key.
+  public var providerURL: String = "https://api.stripe.com"
+  public var providerAPIKey: Secret<String>?
+  /// Deadline of one provider request (retries come on top).
+  public var providerTimeout: Duration = .seconds(10)
   /// OTLP/gRPC collector for traces (e.g. http://otel-collector:4317); nil: tracing is a no-op.
   public var otlpEndpoint: String?
 
@@ -174,6 +179,9 @@ public struct Setting: Sendable, Hashable {
   public static let rateLimit = Setting(flag: "rate-limit", environment: "TENDER_RATE_LIMIT", defaultValue: "50/s,burst=100", help: "token bucket per API client over authenticated RPCs: RATE/s or RATE/m, burst=N")
   public static let issueTokenRateLimit = Setting(flag: "issue-token-rate-limit", environment: "TENDER_ISSUE_TOKEN_RATE_LIMIT", defaultValue: "30/m,burst=10", help: "IssueToken bucket, per client id and per peer address")
   public static let rateLimitOnRedisFailure = Setting(flag: "rate-limit-on-redis-failure", environment: "TENDER_RATE_LIMIT_ON_REDIS_FAILURE", defaultValue: "open", help: "open: allow calls when Redis is unreachable (metric + log); closed: refuse with UNAVAILABLE")
+  public static let providerURL = Setting(flag: "provider-url", environment: "TENDER_PROVIDER_URL", defaultValue: "https://api.stripe.com", help: "base URL of the payment provider's API (Stripe, or tender-provider-sim)")
+  public static let providerAPIKey = Setting(flag: "provider-api-key", environment: "TENDER_PROVIDER_API_KEY", defaultValue: nil, help: "the provider's secret API key; prefer the variable")
+  public static let providerTimeout = Setting(flag: "provider-timeout", environment: "TENDER_PROVIDER_TIMEOUT", defaultValue: "10s", help: "deadline of one provider request; an unanswered one leaves the payment PROCESSING for the completer")
   public static let otlpEndpoint = Setting(flag: "otlp-endpoint", environment: "TENDER_OTLP_ENDPOINT", defaultValue: nil, help: "OTLP/gRPC collector for traces, e.g. http://localhost:4317; unset: no tracing export")
   public static let logLevel = Setting(flag: "log-level", environment: "TENDER_LOG_LEVEL", defaultValue: "info", help: "trace, debug, info, notice, warning, error or critical")
 
@@ -183,7 +191,7 @@ public struct Setting: Sendable, Hashable {
     .maxRequestBytes, .defaultDeadline, .keepaliveTime, .keepaliveTimeout, .minClientPingInterval,
     .maxConnectionIdle, .maxConnectionAge, .maxConnectionAgeGrace, .healthProbeInterval, .drainDelay,
     .migrate, .redisURL, .redisKeyPrefix, .keyEncryptionKey, .tokenIssuer, .tokenAudience, .tokenLifetime, .keyRefreshInterval,
-    .rateLimit, .issueTokenRateLimit, .rateLimitOnRedisFailure, .otlpEndpoint, .logLevel,
+    .rateLimit, .issueTokenRateLimit, .rateLimitOnRedisFailure, .providerURL, .providerAPIKey, .providerTimeout, .otlpEndpoint, .logLevel,
   ]
 }
 
@@ -329,6 +337,16 @@ extension ServerConfiguration {
       throw ConfigurationError(setting: Setting.keyEncryptionKey.label, problem: "\(error)")
     }
     configuration.keyEncryptionKey = keyEncryptionKey
+    let providerURL = try required(.providerURL)
+    guard let url = URL(string: providerURL), let scheme = url.scheme, ["http", "https"].contains(scheme), url.host != nil else {
+      throw ConfigurationError(setting: Setting.providerURL.label, problem: "'\(providerURL)' must be an http:// or https:// URL with a host")
+    }
+    configuration.providerURL = providerURL
+    configuration.providerTimeout = try parseDuration(try required(.providerTimeout), setting: .providerTimeout, allowZero: false)
+    guard let apiKey = value(.providerAPIKey), !apiKey.isEmpty else {
+      throw ConfigurationError(setting: Setting.providerAPIKey.label, problem: "is required")
+    }
+    configuration.providerAPIKey = Secret(apiKey)
     return configuration
   }
 

@@ -15,6 +15,7 @@ import TenderAPI
 public import TenderAuth
 import TenderCore
 import TenderPostgres
+import TenderProviders
 public import TenderRPC
 import TenderRedis
 public import Tracing
@@ -111,11 +112,21 @@ public struct TenderApplication: Sendable {
       )
     }
 
+    guard let providerAPIKey = configuration.providerAPIKey else {
+      throw ConfigurationError(setting: Setting.providerAPIKey.label, problem: "is required")
+    }
+    let provider = StripeConnector(
+      configuration: StripeConfiguration(baseURL: configuration.providerURL, apiKey: providerAPIKey, requestTimeout: configuration.providerTimeout),
+      logger: logger
+    )
+    let paymentStore = PostgresPaymentStore(client: postgres, logger: logger, tracer: tracer)
+    let idempotencyStore = PostgresIdempotencyStore(client: postgres, logger: logger, tracer: tracer)
+
     let services: [any RegistrableRPCService] = [
       HealthService(board: board),
       try ReflectionService(services: serviceNames),
       AuthRPCService(authority: authority, registry: clients, gate: gate, issuePerClient: configuration.issueTokenRateLimit),
-      PendingPaymentService(),
+      PaymentRPCService(payments: paymentStore, idempotency: idempotencyStore, provider: provider, logger: logger),
       PendingRefundService(),
     ]
     // Tender's own unary RPCs do I/O and get the default deadline; health and reflection answer
@@ -195,6 +206,7 @@ public struct TenderApplication: Sendable {
     groupServices += [
       // Background work: finishing is not a reason to stop the server.
       .init(service: RevocationJanitor(store: authStore, logger: logger), successTerminationBehavior: .ignore),
+      .init(service: ConnectorLifecycle(connector: provider), successTerminationBehavior: .ignore),
       .init(service: SigningKeyLoader(keys: keys, logger: logger, startWhen: { for await _ in keysListening {} }), successTerminationBehavior: .ignore),
       .init(service: monitor),
       .init(service: bridge),

@@ -4,6 +4,7 @@ public import GRPCNIOTransportHTTP2
 public import Logging
 import ServiceLifecycle
 import TenderAuth
+public import TenderProviderSim
 import TenderCore
 import TenderRPC
 public import TenderServer
@@ -54,6 +55,8 @@ public struct TestServer: Sendable {
   public let application: TenderApplication
   /// The namespace of this server's Redis keys.
   public let redisKeyPrefix: String
+  /// The provider simulator this server talks to.
+  public let simulator: ProviderSimulator
 
   /// Starts a server, runs `body`, then drains the server and waits for it to stop.
   /// - Parameter configure: adjusts the flags before they are resolved (e.g. to turn on mTLS).
@@ -66,6 +69,20 @@ public struct TestServer: Sendable {
   ) async throws -> Result {
     let certificates = try TestCertificates.make()
     let databaseURL = try TestPostgres.makeDatabase()
+    // A provider simulator of this server's own, so each test sees only its own provider calls.
+    let (simulatorPorts, simulatorPortContinuation) = AsyncStream.makeStream(of: Int.self)
+    let simulator = ProviderSimulator(
+      configuration: .init(apiKey: "sk_test_tender", slowDelay: .seconds(3)),
+      logger: Logger(label: "tender.test.sim"),
+      onListening: { port in
+        simulatorPortContinuation.yield(port)
+        simulatorPortContinuation.finish()
+      }
+    )
+    let simulatorTask = Task { try await simulator.run() }
+    defer { simulatorTask.cancel() }
+    var simulatorPortIterator = simulatorPorts.makeAsyncIterator()
+    guard let simulatorPort = await simulatorPortIterator.next() else { throw TestServerError.didNotListen }
     var flags: [Setting: String] = [
       .grpcAddress: "127.0.0.1:0",
       .httpAddress: "127.0.0.1:0",
@@ -78,6 +95,9 @@ public struct TestServer: Sendable {
       // Test servers share one Redis; each keeps its own buckets.
       .redisKeyPrefix: "tender-test-\(UUID().uuidString.prefix(8)):",
       .keyEncryptionKey: TestServer.keyEncryptionKey,
+      .providerURL: "http://127.0.0.1:\(simulatorPort)",
+      .providerAPIKey: "sk_test_tender",
+      .providerTimeout: "1s",
       .healthProbeInterval: "200ms",
       .logLevel: ProcessInfo.processInfo.environment["TENDER_TEST_LOG_LEVEL"] ?? "warning",
     ]
@@ -126,7 +146,7 @@ public struct TestServer: Sendable {
         try await group.waitForAll()
         throw TestServerError.didNotListen
       }
-      let server = TestServer(host: host, port: port, httpPort: httpPort, certificates: certificates, databaseURL: databaseURL, application: application, redisKeyPrefix: configuration.redisKeyPrefix)
+      let server = TestServer(host: host, port: port, httpPort: httpPort, certificates: certificates, databaseURL: databaseURL, application: application, redisKeyPrefix: configuration.redisKeyPrefix, simulator: simulator)
       if waitUntilServing {
         let deadline = ContinuousClock.now + .seconds(30)
         while application.board.status(of: "") != .serving {

@@ -7,6 +7,7 @@ import TenderAPI
 import TenderAuth
 import TenderCore
 import TenderPostgres
+import TenderProviderSim
 import TenderServer
 import ServiceLifecycle
 
@@ -51,6 +52,22 @@ struct Dev: AsyncParsableCommand {
     let redis = try LocalRedis.start(in: state.appendingPathComponent("redis"), port: try LocalPostgres.freePort())
     defer { redis.destroy() }
     let keyEncryptionKey = try Self.keyEncryptionKey(in: state)
+    // The provider simulator runs in this process; the real Stripe connector talks to it over HTTP.
+    let (simulatorPorts, simulatorPortContinuation) = AsyncStream.makeStream(of: Int.self)
+    var simulatorLogger = Logger(label: "tender-provider-sim")
+    simulatorLogger.logLevel = .warning
+    let simulator = ProviderSimulator(
+      configuration: .init(apiKey: Self.simulatorAPIKey, slowDelay: .seconds(30)),
+      logger: simulatorLogger,
+      onListening: { port in
+        simulatorPortContinuation.yield(port)
+        simulatorPortContinuation.finish()
+      }
+    )
+    let simulatorTask = Task { try await simulator.run() }
+    defer { simulatorTask.cancel() }
+    var simulatorPortIterator = simulatorPorts.makeAsyncIterator()
+    guard let simulatorPort = await simulatorPortIterator.next() else { throw ValidationError("the provider simulator did not start") }
 
     var flags: [Setting: String] = [
       .grpcAddress: self.grpcAddress,
@@ -61,6 +78,8 @@ struct Dev: AsyncParsableCommand {
       .migrate: "true",
       .redisURL: redis.url,
       .keyEncryptionKey: keyEncryptionKey,
+      .providerURL: "http://127.0.0.1:\(simulatorPort)",
+      .providerAPIKey: Self.simulatorAPIKey,
       .logLevel: self.logLevel,
     ]
     flags[.drainDelay] = "0s"
@@ -112,6 +131,8 @@ struct Dev: AsyncParsableCommand {
     }
     return try LocalPostgres.start(in: directory, port: port)
   }
+
+  static let simulatorAPIKey = "sk_test_tender_dev"
 
   /// The dev key-encryption key, made once and kept (mode 0600) in the state folder.
   static func keyEncryptionKey(in state: URL) throws -> String {

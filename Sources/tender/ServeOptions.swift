@@ -61,6 +61,12 @@ struct ServeOptions: ParsableArguments {
   var issueTokenRateLimit: String?
   @Option(name: .customLong("rate-limit-on-redis-failure"), help: "\(Setting.rateLimitOnRedisFailure.help) [$TENDER_RATE_LIMIT_ON_REDIS_FAILURE, default open]")
   var rateLimitOnRedisFailure: String?
+  @Option(name: .customLong("provider-url"), help: "\(Setting.providerURL.help) [$TENDER_PROVIDER_URL, default https://api.stripe.com]")
+  var providerURL: String?
+  @Option(name: .customLong("provider-api-key"), help: "\(Setting.providerAPIKey.help) [$TENDER_PROVIDER_API_KEY]")
+  var providerAPIKey: String?
+  @Option(name: .customLong("provider-timeout"), help: "\(Setting.providerTimeout.help) [$TENDER_PROVIDER_TIMEOUT, default 10s]")
+  var providerTimeout: String?
   @Option(name: .customLong("otlp-endpoint"), help: "\(Setting.otlpEndpoint.help) [$TENDER_OTLP_ENDPOINT]")
   var otlpEndpoint: String?
   @Option(name: .customLong("log-level"), help: "\(Setting.logLevel.help) [$TENDER_LOG_LEVEL, default info]")
@@ -98,6 +104,9 @@ struct ServeOptions: ParsableArguments {
     flags[.rateLimit] = self.rateLimit
     flags[.issueTokenRateLimit] = self.issueTokenRateLimit
     flags[.rateLimitOnRedisFailure] = self.rateLimitOnRedisFailure
+    flags[.providerURL] = self.providerURL
+    flags[.providerAPIKey] = self.providerAPIKey
+    flags[.providerTimeout] = self.providerTimeout
     flags[.otlpEndpoint] = self.otlpEndpoint
     flags[.logLevel] = self.logLevel
     return flags

@@ -67,12 +67,12 @@ struct AuthTests {
 
       try await server.withClient { grpc in
         // The control: the same forge signs a token the server accepts.
-        #expect(await Self.getPayment(grpc, token: valid)?.code == .unimplemented)
+        #expect(await Self.getPayment(grpc, token: valid)?.code == .notFound)
         // So does a token the server issued itself (leeway: small skew is tolerated).
         let issued = try await server.token(scopes: ["payments:read"])
-        #expect(await Self.getPayment(grpc, token: issued)?.code == .unimplemented)
+        #expect(await Self.getPayment(grpc, token: issued)?.code == .notFound)
         let skewed = try forge.sign(header: forge.header(), claims: with(["nbf": now + 10, "iat": now + 10]))
-        #expect(await Self.getPayment(grpc, token: skewed)?.code == .unimplemented)
+        #expect(await Self.getPayment(grpc, token: skewed)?.code == .notFound)
 
         for test in cases {
           let error = await Self.getPayment(grpc, token: test.token)
@@ -107,8 +107,8 @@ struct AuthTests {
       #expect(newKey != oldKey)
 
       try await server.withClient { grpc in
-        #expect(await Self.getPayment(grpc, token: before)?.code == .unimplemented)
-        #expect(await Self.getPayment(grpc, token: after)?.code == .unimplemented)
+        #expect(await Self.getPayment(grpc, token: before)?.code == .notFound)
+        #expect(await Self.getPayment(grpc, token: after)?.code == .notFound)
       }
       #expect(try await Self.jwksKeyIDs(server) == [newKey, oldKey])
 
@@ -117,7 +117,7 @@ struct AuthTests {
         let error = await Self.getPayment(grpc, token: before)
         #expect(error?.code == .unauthenticated)
         #expect(error?.reason == "TOKEN_INVALID")
-        #expect(await Self.getPayment(grpc, token: after)?.code == .unimplemented)
+        #expect(await Self.getPayment(grpc, token: after)?.code == .notFound)
       }
       #expect(try await Self.jwksKeyIDs(server) == [newKey])
       let metrics = server.application.metrics.emitToString()
@@ -240,7 +240,7 @@ struct AuthTests {
         }
         #expect(refused?.code == .permissionDenied)
         #expect(refused?.reason == "NOT_TOKEN_OWNER")
-        #expect(await Self.getPayment(grpc, token: owner)?.code == .unimplemented)
+        #expect(await Self.getPayment(grpc, token: owner)?.code == .notFound)
 
         let revoked = try await auth.revokeToken(.with { $0.token = owner }, metadata: TestServer.bearer(owner))
         #expect(revoked.tokenID.hasPrefix("tok_"))

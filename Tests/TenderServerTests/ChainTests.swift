@@ -109,7 +109,7 @@ struct ChainTests {
           return errors
         }
       }
-      #expect(codes.filter { $0?.code == .unimplemented }.count == 10, "\(codes.map { $0.map { "\($0.code) \($0.message)" } ?? "ok" })")
+      #expect(codes.filter { $0?.code == .notFound }.count == 10, "\(codes.map { $0.map { "\($0.code) \($0.message)" } ?? "ok" })")
       let limited = codes.filter { $0?.code == .resourceExhausted }
       #expect(limited.count == 20)
       for error in limited {
@@ -156,11 +156,11 @@ struct ChainTests {
     try await TestServer.with(configure: { flags, _ in flags[.redisURL] = redis.url + "?command_timeout=2s&connect_timeout=2s" }) { server in
       let token = try await server.token(scopes: ["payments:read"])
       try await server.withClient { grpc in
-        #expect(await AuthTests.getPayment(grpc, token: token)?.code == .unimplemented)
+        #expect(await AuthTests.getPayment(grpc, token: token)?.code == .notFound)
         redis.stop()
         for _ in 0..<3 {
           let start = ContinuousClock.now
-          #expect(await AuthTests.getPayment(grpc, token: token)?.code == .unimplemented)
+          #expect(await AuthTests.getPayment(grpc, token: token)?.code == .notFound)
           #expect(ContinuousClock.now - start < .seconds(10))
         }
       }

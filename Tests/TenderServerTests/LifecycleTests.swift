@@ -17,6 +17,7 @@ struct LifecycleTests {
       "--tls-cert", certificates.serverCertificatePath, "--tls-key", certificates.serverKeyPath,
       "--database-url", try TestPostgres.makeDatabase(), "--migrate",
       "--redis-url", try TestRedis.sharedServer().url, "--key-encryption-key", TestServer.keyEncryptionKey,
+      "--provider-url", "http://127.0.0.1:9", "--provider-api-key", "sk_test_unused",
       "--health-probe-interval", "100ms",
     ])
 

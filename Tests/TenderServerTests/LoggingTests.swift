@@ -28,7 +28,7 @@ struct LoggingTests {
     }
     let lines = store.all.filter { $0.message == "rpc" }
     #expect(lines.count == 4)
-    #expect(lines.map { $0.metadata["rpc.code"] } == ["OK", "NOT_FOUND", "UNAUTHENTICATED", "UNIMPLEMENTED"])
+    #expect(lines.map { $0.metadata["rpc.code"] } == ["OK", "NOT_FOUND", "UNAUTHENTICATED", "NOT_FOUND"])
     #expect(lines.map { $0.metadata["rpc.method"] } == [
       "grpc.health.v1.Health/Check", "grpc.health.v1.Health/Check", "tender.payments.v1.PaymentService/GetPayment",
       "tender.payments.v1.PaymentService/GetPayment",

@@ -1,0 +1,71 @@
+import Crypto
+import Foundation
+public import GRPCCore
+import GRPCProtobuf
+import SwiftProtobuf
+public import TenderCore
+
+/// The wire side of idempotency: the `idempotency-key` metadata, request fingerprints, the keys
+/// sent to the provider, and stored responses turned back into responses.
+public enum IdempotencyKeys {
+  public static let metadataKey = "idempotency-key"
+  public static let replayedKey = "idempotent-replayed"
+
+  /// The caller's key; INVALID_ARGUMENT naming `idempotency-key` when it is missing or unusable.
+  static func key(_ metadata: Metadata) throws -> String {
+    guard let key = metadata[stringValues: Self.metadataKey].first(where: { _ in true }) else {
+      throw APIError.invalidArgument(field: Self.metadataKey, reason: "IDEMPOTENCY_KEY_MISSING", message: "this method needs an idempotency-key metadata entry")
+    }
+    guard IdempotencyRequest.isValidKey(key) else {
+      throw APIError.invalidArgument(field: Self.metadataKey, reason: "IDEMPOTENCY_KEY_INVALID", message: "idempotency-key must be 1 to 255 printable ASCII characters")
+    }
+    return key
+  }
+
+  /// SHA-256 of the method and the request's deterministic serialization.
+  static func fingerprint(method: String, message: some SwiftProtobuf.Message) throws -> [UInt8] {
+    var hash = SHA256()
+    hash.update(data: Array(method.utf8) + [0])
+    hash.update(data: try self.serialize(message))
+    return Array(hash.finalize())
+  }
+
+  static func serialize(_ message: some SwiftProtobuf.Message) throws -> [UInt8] {
+    var options = BinaryEncodingOptions()
+    options.useDeterministicOrdering = true
+    return try message.serializedBytes(options: options)
+  }
+
+  /// The provider's idempotency key: derived from the merchant, the caller's key and the
+  /// operation, so it is the same on every retry and never collides across merchants.
+  public static func providerKey(merchant: MerchantID, key: String, operation: String) -> String {
+    var hash = SHA256()
+    hash.update(data: Array("\(merchant.rawValue)\u{0}\(key)\u{0}\(operation)".utf8))
+    return "tender_" + hash.finalize().map { String(format: "%02x", $0) }.joined()
+  }
+
+  /// An error as it is stored for replay.
+  static func stored(_ status: GoogleRPCStatus) throws -> StoredResponse {
+    StoredResponse(code: Int(status.code.rawValue), message: Array(status.message.utf8), details: try status.serializedBytes())
+  }
+
+  /// The response a stored answer becomes; marked when replayed.
+  static func response<Output: SwiftProtobuf.Message>(_ stored: StoredResponse, replayed: Bool) throws -> ServerResponse<Output> {
+    var metadata: Metadata = [:]
+    if replayed { metadata.addString("true", forKey: Self.replayedKey) }
+    guard stored.code == 0 else {
+      // The stored status bytes go out as they are: every answer to the key is identical.
+      guard let statusCode = Status.Code(rawValue: stored.code), let code = RPCError.Code(statusCode) else { throw StoredResponseError() }
+      metadata.addBinary(stored.details, forKey: "grpc-status-details-bin")
+      throw RPCError(code: code, message: String(decoding: stored.message, as: UTF8.self), metadata: metadata)
+    }
+    return ServerResponse(message: try Output(serializedBytes: stored.message), metadata: metadata)
+  }
+
+  static func replay<Output: SwiftProtobuf.Message>(_ stored: StoredResponse) throws -> ServerResponse<Output> {
+    try self.response(stored, replayed: true)
+  }
+}
+
+/// A stored response Tender cannot send back (an unknown status code).
+struct StoredResponseError: Error {}

@@ -1,0 +1,281 @@
+import Crypto
+import Foundation
+public import GRPCCore
+import GRPCProtobuf
+public import Logging
+import ServiceContextModule
+import SwiftProtobuf
+public import TenderAPI
+public import TenderCore
+
+/// `tender.payments.v1.PaymentService`: CreatePayment (idempotent, exactly-once towards the
+/// provider) and GetPayment; the other RPCs answer UNIMPLEMENTED until they ship.
+public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtocol {
+  private let payments: any PaymentStore
+  private let idempotency: any IdempotencyStore
+  private let provider: any PaymentProvider
+  private let logger: Logger
+  /// How long a request owns its idempotency key before the completer may take over.
+  private let lock: Duration
+
+  public init(payments: any PaymentStore, idempotency: any IdempotencyStore, provider: any PaymentProvider, logger: Logger, lock: Duration = .seconds(30)) {
+    self.payments = payments
+    self.idempotency = idempotency
+    self.provider = provider
+    self.logger = logger
+    self.lock = lock
+  }
+
+  static let createMethod = Tender_Payments_V1_PaymentService.Method.CreatePayment.descriptor.fullyQualifiedMethod
+
+  // MARK: CreatePayment
+
+  public func createPayment(
+    request: ServerRequest<Tender_Payments_V1_CreatePaymentRequest>,
+    context: ServerContext
+  ) async throws -> ServerResponse<Tender_Payments_V1_CreatePaymentResponse> {
+    let caller = try AuthRPCService.caller()
+    let merchant = MerchantID(unchecked: caller.merchantID)
+    let key = try IdempotencyKeys.key(request.metadata)
+    // Everything is validated before the key is recorded: a refused request stores nothing.
+    let draft = try Self.validate(request.message, merchant: merchant)
+    let fingerprint = try IdempotencyKeys.fingerprint(method: Self.createMethod, message: request.message)
+    let keyed = IdempotencyRequest(merchant: merchant, key: key, method: Self.createMethod, fingerprint: fingerprint)
+
+    let payment: PaymentRecord
+    switch try await self.idempotency.claim(keyed, lockFor: self.lock) {
+    case .replay(let stored):
+      return try IdempotencyKeys.replay(stored)
+    case .reused:
+      throw APIError.status(.invalidArgument, reason: "IDEMPOTENCY_KEY_REUSED", message: "this idempotency-key was used for a different request", metadata: ["field": "idempotency-key"])
+    case .inUse:
+      throw APIError.status(.aborted, reason: "IDEMPOTENCY_KEY_IN_USE", message: "a request with this idempotency-key is still in progress; retry later")
+    case .started(let record), .resumed(let record):
+      if let existing = record.paymentID, let stored = try await self.payments.payment(existing, merchant: merchant) {
+        payment = stored
+      } else {
+        payment = draft
+        _ = try await self.payments.insert(payment, step: IdempotencyStep(merchant: merchant, key: key, point: .paymentCreated))
+      }
+    }
+    return try await self.authorize(payment, key: key)
+  }
+
+  /// Calls the provider for `payment` under a key derived from the caller's, applies the outcome
+  /// and stores the response, in one transaction.
+  private func authorize(_ payment: PaymentRecord, key: String) async throws -> ServerResponse<Tender_Payments_V1_CreatePaymentResponse> {
+    let merchant = payment.merchantID
+    let providerKey = IdempotencyKeys.providerKey(merchant: merchant, key: key, operation: "create_payment")
+    let outcome: ProviderPayment
+    do {
+      outcome = try await self.provider.createPayment(
+        ProviderPaymentRequest(amount: payment.ledger.amount, captureMethod: payment.ledger.captureMethod, paymentMethod: payment.paymentMethod, paymentID: payment.id),
+        idempotencyKey: providerKey
+      )
+    } catch .outcomeUnknown(let problem) {
+      // The provider may have acted: keep the payment PROCESSING and the key locked; a retry after
+      // the lock expires, or the completer, asks again with the same provider key.
+      self.logger.warning("provider outcome unknown; payment stays processing", metadata: ["payment_id": "\(payment.id)", "problem": "\(problem)"])
+      return ServerResponse(message: .with { $0.payment = PaymentMessages.payment(payment) })
+    } catch .unreachable(let problem) {
+      // Nothing reached the provider: the payment fails as a provider error and the key is freed,
+      // so the same request can be tried again.
+      self.logger.error("provider unreachable", metadata: ["payment_id": "\(payment.id)", "problem": "\(problem)"])
+      _ = try await self.payments.update(payment.id, merchant: merchant, step: nil) { record in
+        if record.ledger.status == .processing { try record.ledger.providerFailed(.providerError) }
+      }
+      try await self.idempotency.release(merchant: merchant, key: key)
+      throw APIError.status(.unavailable, reason: "PROVIDER_UNAVAILABLE", message: "the payment provider cannot be reached; retry with the same idempotency-key")
+    } catch .rejected(let status, let code, _) {
+      self.logger.error("provider rejected the request", metadata: ["payment_id": "\(payment.id)", "status": "\(status)", "code": "\(code)"])
+      let step = IdempotencyStep(merchant: merchant, key: key, point: .finished) { _ in
+        try IdempotencyKeys.stored(APIError.status(.internalError, reason: "PROVIDER_REJECTED", message: "the payment provider refused the request"))
+      }
+      _ = try await self.payments.update(payment.id, merchant: merchant, step: step) { record in
+        if record.ledger.status == .processing { try record.ledger.providerFailed(.providerError) }
+      }
+      throw APIError.status(.internalError, reason: "PROVIDER_REJECTED", message: "the payment provider refused the request")
+    }
+
+    let step = IdempotencyStep(merchant: merchant, key: key, point: .finished) { record in
+      try Self.storedResponse(for: record)
+    }
+    guard let (final, _) = try await self.payments.update(payment.id, merchant: merchant, step: step, { record in
+      record.providerPaymentID = outcome.providerPaymentID
+      guard record.ledger.status == .processing else { return }
+      switch outcome.status {
+      case .requiresCapture, .succeeded: try record.ledger.providerAuthorized()
+      case .failed(let reason): try record.ledger.providerFailed(reason)
+      case .processing: break
+      case .canceled: try record.ledger.providerFailed(.providerError)
+      }
+    }) else {
+      throw APIError.status(.internalError, reason: "PAYMENT_VANISHED", message: "the payment could not be found after authorization")
+    }
+    // The first answer is made from the stored bytes too, so it equals every replay.
+    let stored = try Self.storedResponse(for: final)
+    return try IdempotencyKeys.response(stored, replayed: false)
+  }
+
+  /// What a finished CreatePayment answers: the payment, or CARD_DECLINED naming it.
+  static func storedResponse(for record: PaymentRecord) throws -> StoredResponse {
+    if record.ledger.status == .failed, let reason = record.ledger.failureReason {
+      return try IdempotencyKeys.stored(
+        APIError.status(
+          .failedPrecondition,
+          reason: reason == .providerError ? "PROVIDER_ERROR" : "CARD_DECLINED",
+          message: "the payment was declined (\(reason.rawValue))",
+          metadata: ["payment_id": record.id.rawValue, "decline_reason": reason.rawValue]
+        )
+      )
+    }
+    let message = Tender_Payments_V1_CreatePaymentResponse.with { $0.payment = PaymentMessages.payment(record) }
+    return StoredResponse(code: 0, message: try IdempotencyKeys.serialize(message), details: [])
+  }
+
+  static func validate(_ message: Tender_Payments_V1_CreatePaymentRequest, merchant: MerchantID) throws -> PaymentRecord {
+    guard message.hasAmount else {
+      throw APIError.invalidArgument(field: "amount", reason: "FIELD_REQUIRED", message: "amount is required")
+    }
+    let amount: Money
+    do {
+      amount = try Money.validated(minorUnits: message.amount.amountMinor, currencyCode: message.amount.currency, field: "amount")
+    } catch {
+      throw APIError.domain(error)
+    }
+    let captureMethod: CaptureMethod
+    switch message.captureMethod {
+    case .automatic: captureMethod = .automatic
+    case .manual: captureMethod = .manual
+    default:
+      throw APIError.invalidArgument(field: "capture_method", reason: "FIELD_REQUIRED", message: "capture_method must be AUTOMATIC or MANUAL")
+    }
+    let token = message.paymentMethodToken
+    guard !token.isEmpty else {
+      throw APIError.invalidArgument(field: "payment_method_token", reason: "FIELD_REQUIRED", message: "payment_method_token is required")
+    }
+    guard token.utf8.count <= 255, token.unicodeScalars.allSatisfy({ $0.isASCII && $0.value > 0x20 && $0.value < 0x7F }) else {
+      throw APIError.invalidArgument(field: "payment_method_token", reason: "FIELD_INVALID", message: "payment_method_token must be a provider token of at most 255 printable characters")
+    }
+    try FreeText.check(token, field: "payment_method_token", limit: 255)
+    try FreeText.check(message.description_p, field: "description", limit: 1000)
+    try FreeText.check(message.customerReference, field: "customer_reference", limit: 255)
+    try FreeText.checkMetadata(message.metadata)
+    let now = Date()
+    return PaymentRecord(
+      id: .random(),
+      merchantID: merchant,
+      ledger: PaymentLedger(amount: amount, captureMethod: captureMethod),
+      paymentMethod: token,
+      customerReference: message.customerReference,
+      description: message.description_p,
+      metadata: message.metadata,
+      providerPaymentID: nil,
+      createTime: now,
+      updateTime: now
+    )
+  }
+
+  // MARK: GetPayment
+
+  public func getPayment(
+    request: ServerRequest<Tender_Payments_V1_GetPaymentRequest>,
+    context: ServerContext
+  ) async throws -> ServerResponse<Tender_Payments_V1_GetPaymentResponse> {
+    let caller = try AuthRPCService.caller()
+    guard let id = PaymentID(request.message.paymentID) else {
+      throw APIError.invalidArgument(field: "payment_id", reason: request.message.paymentID.isEmpty ? "FIELD_REQUIRED" : "FIELD_INVALID", message: "payment_id must be a payment id (pay_…)")
+    }
+    guard let record = try await self.payments.payment(id, merchant: MerchantID(unchecked: caller.merchantID)) else {
+      throw APIError.status(.notFound, reason: "PAYMENT_NOT_FOUND", message: "no payment \(id.rawValue)", metadata: ["field": "payment_id"])
+    }
+    return ServerResponse(message: .with { $0.payment = PaymentMessages.payment(record) })
+  }
+
+  // MARK: Not yet served
+
+  public func capturePayment(request: ServerRequest<Tender_Payments_V1_CapturePaymentRequest>, context: ServerContext) async throws -> ServerResponse<Tender_Payments_V1_CapturePaymentResponse> {
+    throw notYetServed(context)
+  }
+
+  public func cancelPayment(request: ServerRequest<Tender_Payments_V1_CancelPaymentRequest>, context: ServerContext) async throws -> ServerResponse<Tender_Payments_V1_CancelPaymentResponse> {
+    throw notYetServed(context)
+  }
+
+  public func listPayments(request: ServerRequest<Tender_Payments_V1_ListPaymentsRequest>, context: ServerContext) async throws -> ServerResponse<Tender_Payments_V1_ListPaymentsResponse> {
+    throw notYetServed(context)
+  }
+
+  public func watchPayments(request: ServerRequest<Tender_Payments_V1_WatchPaymentsRequest>, context: ServerContext) async throws -> StreamingServerResponse<Tender_Payments_V1_WatchPaymentsResponse> {
+    throw notYetServed(context)
+  }
+}
+
+/// Checks of free text: length, and never anything that looks like a card number.
+enum FreeText {
+  static func check(_ text: String, field: String, limit: Int) throws {
+    guard text.count <= limit else {
+      throw APIError.invalidArgument(field: field, reason: "FIELD_TOO_LONG", message: "\(field) is longer than \(limit) characters")
+    }
+    if CardNumbers.containsCardNumber(text) { throw APIError.domain(.cardDataRejected(field: field)) }
+  }
+
+  static func checkMetadata(_ metadata: [String: String]) throws {
+    guard metadata.count <= 50 else {
+      throw APIError.invalidArgument(field: "metadata", reason: "METADATA_TOO_LARGE", message: "metadata holds at most 50 entries")
+    }
+    for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
+      guard (1...40).contains(key.count) else {
+        throw APIError.invalidArgument(field: "metadata", reason: "METADATA_TOO_LARGE", message: "metadata keys are 1 to 40 characters")
+      }
+      try self.check(key, field: "metadata", limit: 40)
+      try self.check(value, field: "metadata[\(key)]", limit: 500)
+    }
+  }
+}
+
+/// Domain ↔ wire for payments.
+enum PaymentMessages {
+  static func payment(_ record: PaymentRecord) -> Tender_Payments_V1_Payment {
+    var message = Tender_Payments_V1_Payment()
+    message.paymentID = record.id.rawValue
+    message.merchantID = record.merchantID.rawValue
+    message.amount = .with {
+      $0.amountMinor = record.ledger.amount.minorUnits
+      $0.currency = record.ledger.amount.currency.code
+    }
+    message.amountCapturableMinor = record.ledger.capturableMinorUnits
+    message.amountCapturedMinor = record.ledger.capturedMinorUnits
+    message.amountRefundedMinor = record.ledger.refundedMinorUnits
+    switch record.ledger.status {
+    case .processing: message.status = .processing
+    case .requiresCapture: message.status = .requiresCapture
+    case .succeeded: message.status = .succeeded
+    case .failed: message.status = .failed
+    case .canceled: message.status = .canceled
+    }
+    message.captureMethod = record.ledger.captureMethod == .automatic ? .automatic : .manual
+    message.paymentMethodToken = record.paymentMethod
+    message.description_p = record.description
+    message.customerReference = record.customerReference
+    message.metadata = record.metadata
+    if let reason = record.ledger.failureReason {
+      switch reason {
+      case .cardDeclined: message.failureReason = .cardDeclined
+      case .insufficientFunds: message.failureReason = .insufficientFunds
+      case .expiredCard: message.failureReason = .expiredCard
+      case .fraudSuspected: message.failureReason = .fraudSuspected
+      case .providerError: message.failureReason = .providerError
+      case .authorizationExpired: message.failureReason = .authorizationExpired
+      }
+    }
+    message.providerPaymentID = record.providerPaymentID ?? ""
+    message.createTime = Google_Protobuf_Timestamp(date: record.createTime)
+    message.updateTime = Google_Protobuf_Timestamp(date: record.updateTime)
+    return message
+  }
+}
+
+private func notYetServed(_ context: ServerContext) -> RPCError {
+  RPCError(code: .unimplemented, message: "\(context.descriptor.fullyQualifiedMethod) is not served by this version of Tender")
+}

@@ -1,0 +1,263 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import GRPCProtobuf
+import Logging
+import PostgresNIO
+import SwiftProtobuf
+import TenderAPI
+import TenderProviderSim
+import TenderServer
+import TenderTesting
+import Testing
+
+@Suite("Payments over gRPC: idempotency and exactly-once")
+struct PaymentsTests {
+  typealias Payments = Tender_Payments_V1_PaymentService.Client<HTTP2ClientTransport.Posix>
+
+  static func request(_ amount: Int64 = 1000, method: String = "pm_card_visa", capture: Tender_Payments_V1_CaptureMethod = .manual) -> Tender_Payments_V1_CreatePaymentRequest {
+    .with {
+      $0.amount = .with { money in
+        money.amountMinor = amount
+        money.currency = "EUR"
+      }
+      $0.paymentMethodToken = method
+      $0.captureMethod = capture
+      $0.customerReference = "cus_42"
+      $0.metadata = ["order": "42", "channel": "web"]
+    }
+  }
+
+  static func metadata(_ token: String, key: String?) -> Metadata {
+    var metadata = TestServer.bearer(token)
+    if let key { metadata.addString(key, forKey: "idempotency-key") }
+    return metadata
+  }
+
+  /// The outcome of one CreatePayment: the response (with whether it was replayed) or the error.
+  enum Outcome {
+    case payment(Tender_Payments_V1_Payment, replayed: Bool)
+    case failure(RPCError)
+
+    var payment: Tender_Payments_V1_Payment? {
+      if case .payment(let payment, _) = self { return payment }
+      return nil
+    }
+
+    var error: RPCError? {
+      if case .failure(let error) = self { return error }
+      return nil
+    }
+  }
+
+  static func create(_ payments: Payments, _ request: Tender_Payments_V1_CreatePaymentRequest, metadata: Metadata) async -> Outcome {
+    do {
+      return try await payments.createPayment(request, metadata: metadata) { response in
+        let replayed = response.metadata[stringValues: "idempotent-replayed"].contains("true")
+        return .payment(try response.message.payment, replayed: replayed)
+      }
+    } catch let error as RPCError {
+      return .failure(error)
+    } catch {
+      return .failure(RPCError(code: .unknown, message: "\(error)"))
+    }
+  }
+
+  static func count(_ server: TestServer, _ table: String) async throws -> Int {
+    try await withPostgresClient(server.databaseURL) { client in
+      try await client.query(PostgresQuery(unsafeSQL: "SELECT count(*)::bigint FROM \(table)")).decode(Int.self).reduce(0, +)
+    }
+  }
+
+  @Test("CreatePayment authorizes through the provider; GetPayment reads it back; another merchant cannot see it")
+  func createAndGet() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: ["payments:write", "payments:read"])
+      let other = try await server.token(scopes: ["payments:read"], merchantID: "mer_other")
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        let outcome = await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "order-1"))
+        let payment = try #require(outcome.payment, "\(String(describing: outcome.error))")
+        #expect(payment.status == .requiresCapture)
+        #expect(payment.amountCapturableMinor == 1000)
+        #expect(payment.providerPaymentID.hasPrefix("pi_"))
+        #expect(payment.merchantID == TestServer.merchantID)
+        #expect(payment.metadata == ["order": "42", "channel": "web"])
+
+        let read = try await payments.getPayment(.with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(token))
+        #expect(read.payment == payment)
+        let hidden = await #expect(throws: RPCError.self) {
+          try await payments.getPayment(.with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(other))
+        }
+        #expect(hidden?.code == .notFound)
+        #expect(hidden?.reason == "PAYMENT_NOT_FOUND")
+      }
+    }
+  }
+
+  @Test("Fifty concurrent CreatePayment with one key: one payment row, one provider charge, everyone else replayed or told it is in use")
+  func sameKeyStampede() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: ["payments:write"])
+      let outcomes = try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        return await withTaskGroup(of: Outcome.self) { group in
+          for _ in 0..<50 {
+            group.addTask { await Self.create(payments, Self.request(capture: .automatic), metadata: Self.metadata(token, key: "stampede")) }
+          }
+          var all: [Outcome] = []
+          for await outcome in group { all.append(outcome) }
+          return all
+        }
+      }
+      let succeeded = outcomes.compactMap(\.payment)
+      #expect(Set(succeeded.map(\.paymentID)).count == 1)
+      #expect(succeeded.filter { $0.status == .succeeded }.count == succeeded.count)
+      for error in outcomes.compactMap(\.error) {
+        #expect(error.code == .aborted && error.reason == "IDEMPOTENCY_KEY_IN_USE", "\(error)")
+      }
+      #expect(try await Self.count(server, "payments") == 1)
+      let charges = await server.simulator.requests().filter { $0.path == "/v1/payment_intents" && $0.outcome == "created" }
+      #expect(charges.count == 1)
+    }
+  }
+
+  @Test("Replays return the first answer — a stored decline too — marked as replayed; a reused key with another request is refused; merchants have their own keys")
+  func replayReuseAndMerchants() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: ["payments:write"])
+      let other = try await server.token(scopes: ["payments:write"], merchantID: "mer_other")
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        let first = await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "k1"))
+        let again = await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "k1"))
+        guard case .payment(let original, replayed: false) = first, case .payment(let replayed, replayed: true) = again else {
+          Issue.record("expected a first answer and a replay: \(first) / \(again)")
+          return
+        }
+        var options = BinaryEncodingOptions()
+        options.useDeterministicOrdering = true
+        #expect(try original.serializedBytes(options: options) as [UInt8] == replayed.serializedBytes(options: options))
+
+        let reused = await Self.create(payments, Self.request(2000), metadata: Self.metadata(token, key: "k1"))
+        #expect(reused.error?.code == .invalidArgument)
+        #expect(reused.error?.reason == "IDEMPOTENCY_KEY_REUSED")
+
+        let declined = await Self.create(payments, Self.request(method: "pm_card_chargeDeclinedInsufficientFunds"), metadata: Self.metadata(token, key: "k2"))
+        let declinedAgain = await Self.create(payments, Self.request(method: "pm_card_chargeDeclinedInsufficientFunds"), metadata: Self.metadata(token, key: "k2"))
+        let firstError = try #require(declined.error)
+        let secondError = try #require(declinedAgain.error)
+        #expect(firstError.code == .failedPrecondition && firstError.reason == "CARD_DECLINED")
+        #expect(secondError.code == firstError.code && secondError.message == firstError.message)
+        #expect(secondError.metadata[binaryValues: "grpc-status-details-bin"].first(where: { _ in true }) == firstError.metadata[binaryValues: "grpc-status-details-bin"].first(where: { _ in true }))
+        #expect(secondError.metadata[stringValues: "idempotent-replayed"].contains("true"))
+        let info = try firstError.unpackGoogleRPCStatus()?.details.compactMap(\.errorInfo).first
+        #expect(info?.metadata["decline_reason"] == "insufficient_funds")
+
+        // The same key at another merchant is a different request.
+        let elsewhere = await Self.create(payments, Self.request(), metadata: Self.metadata(other, key: "k1"))
+        #expect(elsewhere.payment?.paymentID != original.paymentID)
+        #expect(elsewhere.payment?.merchantID == "mer_other")
+      }
+      #expect(try await Self.count(server, "payments") == 3)
+      let charges = await server.simulator.requests().filter { $0.path == "/v1/payment_intents" && ($0.outcome == "created" || $0.outcome == "declined") }
+      #expect(charges.count == 3)
+    }
+  }
+
+  enum BadInput: String, CaseIterable, Sendable {
+    case zeroAmount, negativeAmount, tooLarge, unknownCurrency, noAmount, unspecifiedCapture, noPaymentMethod
+    case panAsPaymentMethod, panInMetadata, panInDescription, oversizedMetadata
+
+    func apply(_ r: inout Tender_Payments_V1_CreatePaymentRequest) {
+      switch self {
+      case .zeroAmount: r.amount.amountMinor = 0
+      case .negativeAmount: r.amount.amountMinor = -5
+      case .tooLarge: r.amount.amountMinor = 1_000_000_000_001
+      case .unknownCurrency: r.amount.currency = "XXY"
+      case .noAmount: r.clearAmount()
+      case .unspecifiedCapture: r.captureMethod = .unspecified
+      case .noPaymentMethod: r.paymentMethodToken = ""
+      case .panAsPaymentMethod: r.paymentMethodToken = "4242424242424242"
+      case .panInMetadata: r.metadata["note"] = "card 4242 4242 4242 4242"
+      case .panInDescription: r.description_p = "paid with 5555555555554444"
+      case .oversizedMetadata: for i in 0..<51 { r.metadata["k\(i)"] = "v" }
+      }
+    }
+
+    var expected: (reason: String, field: String) {
+      switch self {
+      case .zeroAmount, .negativeAmount, .tooLarge: return ("AMOUNT_INVALID", "amount.amount_minor")
+      case .unknownCurrency: return ("CURRENCY_UNSUPPORTED", "amount.currency")
+      case .noAmount: return ("FIELD_REQUIRED", "amount")
+      case .unspecifiedCapture: return ("FIELD_REQUIRED", "capture_method")
+      case .noPaymentMethod: return ("FIELD_REQUIRED", "payment_method_token")
+      case .panAsPaymentMethod: return ("CARD_DATA_REJECTED", "payment_method_token")
+      case .panInMetadata: return ("CARD_DATA_REJECTED", "metadata[note]")
+      case .panInDescription: return ("CARD_DATA_REJECTED", "description")
+      case .oversizedMetadata: return ("METADATA_TOO_LARGE", "metadata")
+      }
+    }
+  }
+
+  @Test("Bad input gets the reason and field, and writes nothing", arguments: BadInput.allCases)
+  func badInput(_ input: BadInput) async throws {
+    let (name, (reason, field)) = (input.rawValue, input.expected)
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: ["payments:write"])
+      var request = Self.request()
+      input.apply(&request)
+      let outcome = try await server.withClient { grpc in
+        await Self.create(Payments(wrapping: grpc), request, metadata: Self.metadata(token, key: "bad-\(name)"))
+      }
+      let error = try #require(outcome.error, "\(name) was accepted")
+      #expect(error.code == .invalidArgument, "\(name)")
+      let status = try error.unpackGoogleRPCStatus()
+      #expect(status?.details.compactMap(\.errorInfo).first?.reason == reason, "\(name)")
+      #expect(status?.details.compactMap(\.errorInfo).first?.metadata["field"] == field, "\(name)")
+      #expect(!error.message.contains("4242"), "\(name)")
+      #expect(try await Self.count(server, "payments") == 0)
+      #expect(try await Self.count(server, "idempotency_keys") == 0)
+      #expect(await server.simulator.requests().isEmpty)
+    }
+  }
+
+  @Test("A missing or unusable idempotency-key is refused before anything happens")
+  func idempotencyKeyRequired() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: ["payments:write"])
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        let missing = await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: nil))
+        #expect(missing.error?.code == .invalidArgument && missing.error?.reason == "IDEMPOTENCY_KEY_MISSING")
+        let tooLong = await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: String(repeating: "k", count: 256)))
+        #expect(tooLong.error?.reason == "IDEMPOTENCY_KEY_INVALID")
+      }
+      #expect(try await Self.count(server, "payments") == 0)
+    }
+  }
+
+  @Test("Provider faults: a timeout leaves the payment PROCESSING; an unreachable provider answers UNAVAILABLE and frees the key")
+  func providerFaults() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: ["payments:write"])
+      try await server.withClient { grpc in
+        let slow = await Self.create(Payments(wrapping: grpc), Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
+        #expect(slow.payment?.status == .processing, "\(String(describing: slow.error))")
+      }
+      let unfinished = try await withPostgresClient(server.databaseURL) { client in
+        try await client.query("SELECT recovery_point FROM idempotency_keys WHERE idempotency_key = 'slow'").decode(String.self).reduce(into: [String]()) { $0.append($1) }
+      }
+      #expect(unfinished == ["payment_created"])
+    }
+    try await TestServer.with(configure: { flags, _ in flags[.providerURL] = "http://127.0.0.1:9" }) { server in
+      let token = try await server.token(scopes: ["payments:write"])
+      try await server.withClient { grpc in
+        let down = await Self.create(Payments(wrapping: grpc), Self.request(), metadata: Self.metadata(token, key: "down"))
+        #expect(down.error?.code == .unavailable)
+        #expect(down.error?.reason == "PROVIDER_UNAVAILABLE")
+      }
+      #expect(try await Self.count(server, "idempotency_keys") == 0)
+    }
+  }
+}
