@@ -63,7 +63,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
 
   /// Calls the provider for `payment` under a key derived from the caller's, applies the outcome
   /// and stores the response, in one transaction.
-  private func authorize(_ payment: PaymentRecord, key: String) async throws -> ServerResponse<Tender_Payments_V1_CreatePaymentResponse> {
+  func authorize(_ payment: PaymentRecord, key: String) async throws -> ServerResponse<Tender_Payments_V1_CreatePaymentResponse> {
     let merchant = payment.merchantID
     let providerKey = IdempotencyKeys.providerKey(merchant: merchant, key: key, operation: "create_payment")
     let outcome: ProviderPayment
@@ -208,6 +208,35 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
 
   public func watchPayments(request: ServerRequest<Tender_Payments_V1_WatchPaymentsRequest>, context: ServerContext) async throws -> StreamingServerResponse<Tender_Payments_V1_WatchPaymentsResponse> {
     throw notYetServed(context)
+  }
+}
+
+extension PaymentRPCService {
+  /// Finishes keyed CreatePayment operations left in the middle (a crash, a provider timeout)
+  /// once their lock has expired: the provider is asked again under the same derived key (so it
+  /// answers, never charges twice), the outcome is applied and the answer stored. Records that
+  /// never got past `started` wrote nothing and are released.
+  /// Returns how many records it resolved.
+  public func completeStale(limit: Int = 50) async throws -> Int {
+    var resolved = 0
+    for record in try await self.idempotency.stale(limit: limit) where record.request.method == Self.createMethod {
+      // Claiming takes the lock over; if another replica got there first, it is in use.
+      guard case .resumed(let claimed) = try await self.idempotency.claim(record.request, lockFor: self.lock) else { continue }
+      let merchant = claimed.request.merchant
+      guard let paymentID = claimed.paymentID, let payment = try await self.payments.payment(paymentID, merchant: merchant) else {
+        try await self.idempotency.release(merchant: merchant, key: claimed.request.key)
+        resolved += 1
+        continue
+      }
+      do {
+        _ = try await self.authorize(payment, key: claimed.request.key)
+      } catch {
+        // Declines and provider refusals are stored answers: the operation is finished.
+      }
+      resolved += 1
+      self.logger.notice("completed an interrupted payment", metadata: ["payment_id": "\(payment.id)"])
+    }
+    return resolved
   }
 }
 

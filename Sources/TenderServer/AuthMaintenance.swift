@@ -2,6 +2,7 @@ import Logging
 import ServiceLifecycle
 import TenderAuth
 import TenderProviders
+import TenderRPC
 
 /// Deletes revocations of tokens that have expired anyway, hourly, so the list stays small.
 struct RevocationJanitor: Service {
@@ -66,5 +67,29 @@ struct ConnectorLifecycle: Service {
   func run() async throws {
     try? await gracefulShutdown()
     try await self.connector.shutdown()
+  }
+}
+
+/// Runs the payment completer every `interval`: interrupted CreatePayment operations whose lock
+/// expired are finished exactly once (see `PaymentRPCService.completeStale`).
+struct PaymentCompleter: Service {
+  let payments: PaymentRPCService
+  let interval: Duration
+  let logger: Logger
+
+  func run() async throws {
+    while !Task.isShuttingDownGracefully {
+      do {
+        try await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
+      } catch {
+        return
+      }
+      do {
+        _ = try await cancelWhenGracefulShutdown { try await self.payments.completeStale() }
+      } catch {
+        if Task.isShuttingDownGracefully { return }
+        self.logger.warning("payment completer failed a round", metadata: ["error": "\(String(reflecting: error))"])
+      }
+    }
   }
 }

@@ -72,6 +72,10 @@ public struct ServerConfiguration: Sendable {
   public var providerAPIKey: Secret<String>?
   /// Deadline of one provider request (retries come on top).
   public var providerTimeout: Duration = .seconds(10)
+  /// How long a keyed request owns its idempotency key; after that the completer may take over.
+  public var idempotencyLock: Duration = .seconds(30)
+  /// How often the completer looks for interrupted operations.
+  public var completerInterval: Duration = .seconds(5)
   /// OTLP/gRPC collector for traces (e.g. http://otel-collector:4317); nil: tracing is a no-op.
   public var otlpEndpoint: String?
 

@@ -122,11 +122,15 @@ public struct TenderApplication: Sendable {
     let paymentStore = PostgresPaymentStore(client: postgres, logger: logger, tracer: tracer)
     let idempotencyStore = PostgresIdempotencyStore(client: postgres, logger: logger, tracer: tracer)
 
+    let paymentService = PaymentRPCService(
+      payments: paymentStore, idempotency: idempotencyStore, provider: provider, logger: logger, lock: configuration.idempotencyLock
+    )
+
     let services: [any RegistrableRPCService] = [
       HealthService(board: board),
       try ReflectionService(services: serviceNames),
       AuthRPCService(authority: authority, registry: clients, gate: gate, issuePerClient: configuration.issueTokenRateLimit),
-      PaymentRPCService(payments: paymentStore, idempotency: idempotencyStore, provider: provider, logger: logger),
+      paymentService,
       PendingRefundService(),
     ]
     // Tender's own unary RPCs do I/O and get the default deadline; health and reflection answer
@@ -207,6 +211,7 @@ public struct TenderApplication: Sendable {
       // Background work: finishing is not a reason to stop the server.
       .init(service: RevocationJanitor(store: authStore, logger: logger), successTerminationBehavior: .ignore),
       .init(service: ConnectorLifecycle(connector: provider), successTerminationBehavior: .ignore),
+      .init(service: PaymentCompleter(payments: paymentService, interval: configuration.completerInterval, logger: logger), successTerminationBehavior: .ignore),
       .init(service: SigningKeyLoader(keys: keys, logger: logger, startWhen: { for await _ in keysListening {} }), successTerminationBehavior: .ignore),
       .init(service: monitor),
       .init(service: bridge),

@@ -65,6 +65,7 @@ public struct TestServer: Sendable {
     waitUntilServing: Bool = true,
     logger: Logger? = nil,
     tracer: any Tracer = NoOpTracer(),
+    tune: (inout ServerConfiguration) -> Void = { _ in },
     _ body: (TestServer) async throws -> Result
   ) async throws -> Result {
     let certificates = try TestCertificates.make()
@@ -102,7 +103,11 @@ public struct TestServer: Sendable {
       .logLevel: ProcessInfo.processInfo.environment["TENDER_TEST_LOG_LEVEL"] ?? "warning",
     ]
     configure(&flags, certificates)
-    let configuration = try ServerConfiguration.resolve(flags: flags, environment: [:])
+    var configuration = try ServerConfiguration.resolve(flags: flags, environment: [:])
+    // Interrupted payments are taken over after 2 s (30 s in production) and looked for often.
+    configuration.idempotencyLock = .seconds(2)
+    configuration.completerInterval = .milliseconds(200)
+    tune(&configuration)
     let logger = logger ?? {
       var logger = Logger(label: "tender.test")
       logger.logLevel = configuration.logLevel

@@ -239,7 +239,8 @@ struct PaymentsTests {
 
   @Test("Provider faults: a timeout leaves the payment PROCESSING; an unreachable provider answers UNAVAILABLE and frees the key")
   func providerFaults() async throws {
-    try await TestServer.with { server in
+    // A long lock keeps the completer away while the unfinished record is inspected.
+    try await TestServer.with(tune: { $0.idempotencyLock = .seconds(60) }) { server in
       let token = try await server.token(scopes: ["payments:write"])
       try await server.withClient { grpc in
         let slow = await Self.create(Payments(wrapping: grpc), Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
@@ -258,6 +259,42 @@ struct PaymentsTests {
         #expect(down.error?.reason == "PROVIDER_UNAVAILABLE")
       }
       #expect(try await Self.count(server, "idempotency_keys") == 0)
+    }
+  }
+
+  @Test("An operation interrupted at the provider is finished by the completer exactly once; retries then replay the final answer")
+  func completerFinishesInterruptedPayments() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: ["payments:write", "payments:read"])
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        // The simulator answers pm_card_slow after 3 s; Tender gives up after 1 s per attempt.
+        let first = await Self.create(payments, Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
+        let pending = try #require(first.payment, "\(String(describing: first.error))")
+        #expect(pending.status == .processing)
+
+        var status = pending.status
+        let deadline = ContinuousClock.now + .seconds(20)
+        while status == .processing && ContinuousClock.now < deadline {
+          try await Task.sleep(for: .milliseconds(200))
+          status = try await payments.getPayment(.with { $0.paymentID = pending.paymentID }, metadata: TestServer.bearer(token)).payment.status
+        }
+        #expect(status == .requiresCapture)
+
+        let retry = await Self.create(payments, Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
+        guard case .payment(let final, replayed: true) = retry else {
+          Issue.record("the retry was not a replay: \(retry)")
+          return
+        }
+        #expect(final.paymentID == pending.paymentID && final.status == .requiresCapture)
+      }
+      #expect(try await Self.count(server, "payments") == 1)
+      let charges = await server.simulator.requests().filter { $0.path == "/v1/payment_intents" && $0.outcome == "created" }
+      #expect(charges.count == 1)
+      let events = try await withPostgresClient(server.databaseURL) { client in
+        try await client.query("SELECT type FROM payment_events ORDER BY seq").decode(String.self).reduce(into: [String]()) { $0.append($1) }
+      }
+      #expect(events == ["payment_created", "payment_requires_capture"])
     }
   }
 }
