@@ -5,6 +5,7 @@ import GRPCProtobuf
 public import Logging
 import ServiceContextModule
 import SwiftProtobuf
+import Synchronization
 public import TenderAPI
 public import TenderCore
 
@@ -97,8 +98,13 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
       throw APIError.status(.internalError, reason: "PROVIDER_REJECTED", message: "the payment provider refused the request")
     }
 
+    // The answer is serialized once, inside the transaction that stores it, and sent as stored:
+    // serializing again could order map entries differently.
+    let written = Mutex<StoredResponse?>(nil)
     let step = IdempotencyStep(merchant: merchant, key: key, point: .finished) { record in
-      try Self.storedResponse(for: record)
+      let response = try Self.storedResponse(for: record)
+      written.withLock { $0 = response }
+      return response
     }
     guard let (final, _) = try await self.payments.update(payment.id, merchant: merchant, step: step, { record in
       record.providerPaymentID = outcome.providerPaymentID
@@ -113,7 +119,9 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
       throw APIError.status(.internalError, reason: "PAYMENT_VANISHED", message: "the payment could not be found after authorization")
     }
     // The first answer is made from the stored bytes too, so it equals every replay.
-    let stored = try Self.storedResponse(for: final)
+    guard let stored = written.withLock({ $0 }) else {
+      throw APIError.status(.internalError, reason: "RESPONSE_NOT_STORED", message: "the payment's answer was not stored")
+    }
     return try IdempotencyKeys.response(stored, replayed: false)
   }
 

@@ -27,7 +27,9 @@ public struct ReadinessMonitor: Service {
     self.probes = probes
     self.board = board
     self.interval = interval
-    self.timeout = timeout ?? min(interval, .seconds(2))
+    // Not tied to the interval: a busy database answering in 300 ms is slow, not down, and a
+    // short probe interval must not make readiness flap.
+    self.timeout = timeout ?? .seconds(2)
     self.logger = logger
   }
 
