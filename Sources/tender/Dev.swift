@@ -164,6 +164,11 @@ struct Dev: AsyncParsableCommand {
         grpcurl -cacert \(caPath) -H "authorization: Bearer $TOKEN" -d "{\\"token\\":\\"$TOKEN\\"}" \\
           \(target) tender.auth.v1.AuthService/IntrospectToken
 
+      Create a payment (the provider simulator answers; pm_card_chargeDeclined declines):
+        grpcurl -cacert \(caPath) -H "authorization: Bearer $TOKEN" -H "idempotency-key: order-1" \\
+          -d '{"amount":{"amount_minor":1250,"currency":"EUR"},"payment_method_token":"pm_card_visa","capture_method":"CAPTURE_METHOD_MANUAL"}' \\
+          \(target) tender.payments.v1.PaymentService/CreatePayment
+
       Or from Python (pip install -r clients/python/requirements.txt; run from clients/python):
         import grpc
         from tender_client._generated.tender.auth.v1 import auth_service_pb2 as auth, auth_service_pb2_grpc as auth_grpc

@@ -62,6 +62,9 @@ struct ConfigurationTests {
       Case(name: "unknown Redis failure policy", arguments: tls + ["--database-url", database, "--rate-limit-on-redis-failure", "maybe"], environment: [:], setting: "TENDER_RATE_LIMIT_ON_REDIS_FAILURE (--rate-limit-on-redis-failure)", problem: "must be open or closed"),
       Case(name: "token lifetime under a minute", arguments: tls + ["--database-url", database, "--token-lifetime", "10s"], environment: [:], setting: "TENDER_TOKEN_LIFETIME (--token-lifetime)", problem: "from 1m to 24h"),
       Case(name: "OTLP endpoint without a scheme", arguments: tls + ["--database-url", database, "--otlp-endpoint", "localhost:4317"], environment: [:], setting: "TENDER_OTLP_ENDPOINT (--otlp-endpoint)", problem: "must be an http:// or https:// URL"),
+      Case(name: "no provider API key", arguments: tls + ["--database-url", database, "--redis-url", redis, "--key-encryption-key", kek], environment: [:], setting: "TENDER_PROVIDER_API_KEY (--provider-api-key)", problem: "is required"),
+      Case(name: "provider URL without a scheme", arguments: tls + ["--database-url", database, "--redis-url", redis, "--key-encryption-key", kek, "--provider-url", "api.stripe.com"], environment: [:], setting: "TENDER_PROVIDER_URL (--provider-url)", problem: "must be an http:// or https:// URL"),
+      Case(name: "provider timeout without a unit", arguments: tls + ["--database-url", database, "--redis-url", redis, "--key-encryption-key", kek, "--provider-timeout", "10"], environment: [:], setting: "TENDER_PROVIDER_TIMEOUT (--provider-timeout)", problem: "duration"),
       Case(name: "unknown log level", arguments: tls + ["--database-url", database], environment: ["TENDER_LOG_LEVEL": "loud"], setting: "TENDER_LOG_LEVEL (--log-level)", problem: "must be one of"),
     ]
   }

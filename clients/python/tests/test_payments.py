@@ -1,0 +1,65 @@
+"""CreatePayment and GetPayment through the generated Python stubs, against tender dev's provider simulator."""
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from tender_client._generated.tender.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+from tender_client._generated.tender.payments.v1 import payment_service_pb2 as payments, payment_service_pb2_grpc
+from tender_client._generated.tender.type.v1 import money_pb2
+
+
+def _token(channel, server):
+    return auth_service_pb2_grpc.AuthServiceStub(channel).IssueToken(auth_service_pb2.IssueTokenRequest(
+        client_id=server["client_id"], client_secret=server["client_secret"],
+        scopes=["payments:write", "payments:read"]), timeout=10).access_token
+
+
+def _request(method="pm_card_visa"):
+    return payments.CreatePaymentRequest(
+        amount=money_pb2.Money(amount_minor=1250, currency="EUR"),
+        payment_method_token=method,
+        capture_method=payments.CAPTURE_METHOD_MANUAL,
+        metadata={"order": "py-1"})
+
+
+def _reason(error):
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            for detail in status_pb2.Status.FromString(value).details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return info.reason
+    return None
+
+
+def test_create_get_and_replay(tender_server):
+    credentials = grpc.ssl_channel_credentials(root_certificates=tender_server["ca"].read_bytes())
+    with grpc.secure_channel(tender_server["target"], credentials) as channel:
+        token = _token(channel, tender_server)
+        stub = payment_service_pb2_grpc.PaymentServiceStub(channel)
+        metadata = [("authorization", "Bearer " + token), ("idempotency-key", "py-order-1")]
+        created, call = stub.CreatePayment.with_call(_request(), metadata=metadata, timeout=10)
+        assert created.payment.status == payments.PAYMENT_STATUS_REQUIRES_CAPTURE
+        assert created.payment.amount_capturable_minor == 1250
+        replayed, replay_call = stub.CreatePayment.with_call(_request(), metadata=metadata, timeout=10)
+        assert replayed.payment.payment_id == created.payment.payment_id
+        assert ("idempotent-replayed", "true") in replay_call.initial_metadata()
+        read = stub.GetPayment(payments.GetPaymentRequest(payment_id=created.payment.payment_id),
+                               metadata=[("authorization", "Bearer " + token)], timeout=10)
+        assert read.payment == created.payment
+
+
+def test_decline_and_missing_key(tender_server):
+    credentials = grpc.ssl_channel_credentials(root_certificates=tender_server["ca"].read_bytes())
+    with grpc.secure_channel(tender_server["target"], credentials) as channel:
+        token = _token(channel, tender_server)
+        stub = payment_service_pb2_grpc.PaymentServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as declined:
+            stub.CreatePayment(_request("pm_card_chargeDeclined"),
+                               metadata=[("authorization", "Bearer " + token), ("idempotency-key", "py-decline")], timeout=10)
+        assert declined.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert _reason(declined.value) == "CARD_DECLINED"
+        with pytest.raises(grpc.RpcError) as missing:
+            stub.CreatePayment(_request(), metadata=[("authorization", "Bearer " + token)], timeout=10)
+        assert missing.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert _reason(missing.value) == "IDEMPOTENCY_KEY_MISSING"
