@@ -202,12 +202,144 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
 
   // MARK: Not yet served
 
-  public func capturePayment(request: ServerRequest<Tender_Payments_V1_CapturePaymentRequest>, context: ServerContext) async throws -> ServerResponse<Tender_Payments_V1_CapturePaymentResponse> {
-    throw notYetServed(context)
+  public func capturePayment(
+    request: ServerRequest<Tender_Payments_V1_CapturePaymentRequest>,
+    context: ServerContext
+  ) async throws -> ServerResponse<Tender_Payments_V1_CapturePaymentResponse> {
+    guard request.message.amountMinor >= 0 else {
+      throw APIError.invalidArgument(field: "amount_minor", reason: "AMOUNT_INVALID", message: "amount_minor must be zero (everything authorized) or positive")
+    }
+    let amount = request.message.amountMinor == 0 ? nil : request.message.amountMinor
+    return try await self.changePayment(
+      request: request,
+      paymentID: request.message.paymentID,
+      method: Tender_Payments_V1_PaymentService.Method.CapturePayment.descriptor.fullyQualifiedMethod,
+      operation: "capture_payment",
+      check: { ledger in _ = try ledger.capture(amount) },
+      callProvider: { payment, providerKey async throws(ProviderError) -> ProviderPayment in
+        guard let providerID = payment.providerPaymentID else {
+          throw ProviderError.rejected(status: 0, code: "no_provider_payment", message: "the payment has no provider id")
+        }
+        return try await self.provider.capturePayment(
+          providerPaymentID: providerID, amountMinorUnits: amount ?? payment.ledger.capturableMinorUnits, idempotencyKey: providerKey
+        )
+      },
+      apply: { ledger, outcome in
+        guard case .succeeded(let captured) = outcome.status else {
+          throw DomainError(.failedPrecondition, reason: "PROVIDER_REFUSED_CAPTURE", message: "the provider did not capture the payment")
+        }
+        _ = try ledger.capture(captured)
+      },
+      respond: { record in Tender_Payments_V1_CapturePaymentResponse.with { $0.payment = PaymentMessages.payment(record) } }
+    )
   }
 
-  public func cancelPayment(request: ServerRequest<Tender_Payments_V1_CancelPaymentRequest>, context: ServerContext) async throws -> ServerResponse<Tender_Payments_V1_CancelPaymentResponse> {
-    throw notYetServed(context)
+  public func cancelPayment(
+    request: ServerRequest<Tender_Payments_V1_CancelPaymentRequest>,
+    context: ServerContext
+  ) async throws -> ServerResponse<Tender_Payments_V1_CancelPaymentResponse> {
+    try FreeText.check(request.message.reason, field: "reason", limit: 500)
+    return try await self.changePayment(
+      request: request,
+      paymentID: request.message.paymentID,
+      method: Tender_Payments_V1_PaymentService.Method.CancelPayment.descriptor.fullyQualifiedMethod,
+      operation: "cancel_payment",
+      check: { ledger in try ledger.cancel() },
+      callProvider: { payment, providerKey async throws(ProviderError) -> ProviderPayment in
+        guard let providerID = payment.providerPaymentID else {
+          throw ProviderError.rejected(status: 0, code: "no_provider_payment", message: "the payment has no provider id")
+        }
+        return try await self.provider.cancelPayment(providerPaymentID: providerID, idempotencyKey: providerKey)
+      },
+      apply: { ledger, outcome in
+        guard case .canceled = outcome.status else {
+          throw DomainError(.failedPrecondition, reason: "PROVIDER_REFUSED_CANCEL", message: "the provider did not cancel the payment")
+        }
+        try ledger.cancel()
+      },
+      respond: { record in Tender_Payments_V1_CancelPaymentResponse.with { $0.payment = PaymentMessages.payment(record) } }
+    )
+  }
+
+  /// A keyed change of an existing payment through the provider (capture, cancel): claim the key,
+  /// check the domain rules, ask the provider under a derived key, apply its answer and store the
+  /// response in one transaction. Domain refusals are stored answers too; an unreachable provider
+  /// frees the key.
+  private func changePayment<Input: SwiftProtobuf.Message, Output: SwiftProtobuf.Message>(
+    request: ServerRequest<Input>,
+    paymentID: String,
+    method: String,
+    operation: String,
+    check: @Sendable (inout PaymentLedger) throws -> Void,
+    callProvider: (PaymentRecord, String) async throws(ProviderError) -> ProviderPayment,
+    apply: @escaping @Sendable (inout PaymentLedger, ProviderPayment) throws -> Void,
+    respond: @escaping @Sendable (PaymentRecord) -> Output
+  ) async throws -> ServerResponse<Output> {
+    let caller = try AuthRPCService.caller()
+    let merchant = MerchantID(unchecked: caller.merchantID)
+    let key = try IdempotencyKeys.key(request.metadata)
+    guard let id = PaymentID(paymentID) else {
+      throw APIError.invalidArgument(field: "payment_id", reason: paymentID.isEmpty ? "FIELD_REQUIRED" : "FIELD_INVALID", message: "payment_id must be a payment id (pay_…)")
+    }
+    let keyed = IdempotencyRequest(merchant: merchant, key: key, method: method, fingerprint: try IdempotencyKeys.fingerprint(method: method, message: request.message))
+    switch try await self.idempotency.claim(keyed, lockFor: self.lock) {
+    case .replay(let stored): return try IdempotencyKeys.replay(stored)
+    case .reused:
+      throw APIError.status(.invalidArgument, reason: "IDEMPOTENCY_KEY_REUSED", message: "this idempotency-key was used for a different request", metadata: ["field": "idempotency-key"])
+    case .inUse:
+      throw APIError.status(.aborted, reason: "IDEMPOTENCY_KEY_IN_USE", message: "a request with this idempotency-key is still in progress; retry later")
+    case .started, .resumed:
+      break
+    }
+    guard let payment = try await self.payments.payment(id, merchant: merchant) else {
+      // Nothing happened: the key is freed rather than bound to a payment that does not exist.
+      try await self.idempotency.release(merchant: merchant, key: key)
+      throw APIError.status(.notFound, reason: "PAYMENT_NOT_FOUND", message: "no payment \(id.rawValue)", metadata: ["field": "payment_id"])
+    }
+    var preview = payment.ledger
+    do {
+      try check(&preview)
+    } catch let error as DomainError {
+      let stored = try IdempotencyKeys.stored(APIError.domain(error))
+      try await self.idempotency.finish(merchant: merchant, key: key, response: stored)
+      return try IdempotencyKeys.response(stored, replayed: false)
+    }
+
+    let outcome: ProviderPayment
+    do {
+      outcome = try await callProvider(payment, IdempotencyKeys.providerKey(merchant: merchant, key: key, operation: operation))
+    } catch .unreachable {
+      try await self.idempotency.release(merchant: merchant, key: key)
+      throw APIError.status(.unavailable, reason: "PROVIDER_UNAVAILABLE", message: "the payment provider cannot be reached; retry with the same idempotency-key")
+    } catch .outcomeUnknown {
+      // The lock expires and a retry with the same key asks the provider again (same derived key).
+      throw APIError.status(.unavailable, reason: "PROVIDER_OUTCOME_UNKNOWN", message: "the payment provider did not answer in time; retry with the same idempotency-key")
+    } catch .rejected(_, let code, _) {
+      let stored = try IdempotencyKeys.stored(APIError.status(.failedPrecondition, reason: "PROVIDER_REFUSED", message: "the payment provider refused (\(code))"))
+      try await self.idempotency.finish(merchant: merchant, key: key, response: stored)
+      return try IdempotencyKeys.response(stored, replayed: false)
+    }
+
+    let written = Mutex<StoredResponse?>(nil)
+    let step = IdempotencyStep(merchant: merchant, key: key, point: .finished) { record in
+      let response = StoredResponse(code: 0, message: try IdempotencyKeys.serialize(respond(record)), details: [])
+      written.withLock { $0 = response }
+      return response
+    }
+    do {
+      _ = try await self.payments.update(id, merchant: merchant, step: step) { record in
+        try apply(&record.ledger, outcome)
+      }
+    } catch let error as DomainError {
+      // Another request changed the payment first (e.g. capture racing cancel).
+      let stored = try IdempotencyKeys.stored(APIError.domain(error))
+      try await self.idempotency.finish(merchant: merchant, key: key, response: stored)
+      return try IdempotencyKeys.response(stored, replayed: false)
+    }
+    guard let stored = written.withLock({ $0 }) else {
+      throw APIError.status(.internalError, reason: "RESPONSE_NOT_STORED", message: "the answer was not stored")
+    }
+    return try IdempotencyKeys.response(stored, replayed: false)
   }
 
   public func listPayments(request: ServerRequest<Tender_Payments_V1_ListPaymentsRequest>, context: ServerContext) async throws -> ServerResponse<Tender_Payments_V1_ListPaymentsResponse> {

@@ -297,4 +297,89 @@ struct PaymentsTests {
       #expect(events == ["payment_created", "payment_requires_capture"])
     }
   }
+
+  static func capture(_ payments: Payments, _ id: String, amount: Int64 = 0, metadata: Metadata) async -> Result<Tender_Payments_V1_Payment, RPCError> {
+    do {
+      return .success(try await payments.capturePayment(.with { $0.paymentID = id; $0.amountMinor = amount }, metadata: metadata).payment)
+    } catch let error as RPCError {
+      return .failure(error)
+    } catch {
+      return .failure(RPCError(code: .unknown, message: "\(error)"))
+    }
+  }
+
+  static func cancel(_ payments: Payments, _ id: String, metadata: Metadata) async -> Result<Tender_Payments_V1_Payment, RPCError> {
+    do {
+      return .success(try await payments.cancelPayment(.with { $0.paymentID = id }, metadata: metadata).payment)
+    } catch let error as RPCError {
+      return .failure(error)
+    } catch {
+      return .failure(RPCError(code: .unknown, message: "\(error)"))
+    }
+  }
+
+  @Test("Capture takes part of an authorization and releases the rest; cancel releases it all; the rules' refusals are stored answers")
+  func captureAndCancel() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: ["payments:write", "payments:read"])
+      let other = try await server.token(scopes: ["payments:write"], merchantID: "mer_other")
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        let first = try #require(await Self.create(payments, Self.request(1000), metadata: Self.metadata(token, key: "a")).payment)
+
+        let tooMuch = await Self.capture(payments, first.paymentID, amount: 1001, metadata: Self.metadata(token, key: "c0"))
+        guard case .failure(let exceeded) = tooMuch else { Issue.record("capture above the authorization succeeded"); return }
+        #expect(exceeded.code == .invalidArgument && exceeded.reason == "CAPTURE_EXCEEDS_AUTHORIZED")
+
+        let captured = try await Self.capture(payments, first.paymentID, amount: 600, metadata: Self.metadata(token, key: "c1")).get()
+        #expect(captured.status == .succeeded && captured.amountCapturedMinor == 600 && captured.amountCapturableMinor == 0)
+        let replay = try await Self.capture(payments, first.paymentID, amount: 600, metadata: Self.metadata(token, key: "c1")).get()
+        #expect(replay == captured)
+        guard case .failure(let again) = await Self.capture(payments, first.paymentID, metadata: Self.metadata(token, key: "c2")) else {
+          Issue.record("a second capture succeeded")
+          return
+        }
+        #expect(again.code == .failedPrecondition && again.reason == "PAYMENT_NOT_CAPTURABLE")
+
+        let second = try #require(await Self.create(payments, Self.request(500), metadata: Self.metadata(token, key: "b")).payment)
+        guard case .failure(let foreign) = await Self.cancel(payments, second.paymentID, metadata: Self.metadata(other, key: "x")) else {
+          Issue.record("another merchant canceled the payment")
+          return
+        }
+        #expect(foreign.code == .notFound)
+        let canceled = try await Self.cancel(payments, second.paymentID, metadata: Self.metadata(token, key: "x")).get()
+        #expect(canceled.status == .canceled && canceled.amountCapturableMinor == 0)
+        guard case .failure(let late) = await Self.capture(payments, second.paymentID, metadata: Self.metadata(token, key: "c3")) else {
+          Issue.record("a canceled payment was captured")
+          return
+        }
+        #expect(late.reason == "PAYMENT_NOT_CAPTURABLE")
+      }
+      let providerCalls = await server.simulator.requests().map(\.outcome)
+      #expect(providerCalls.filter { $0 == "captured" }.count == 1)
+      #expect(providerCalls.filter { $0 == "canceled" }.count == 1)
+    }
+  }
+
+  @Test("Capture racing cancel on one payment: exactly one wins, at Tender and at the provider")
+  func captureRacingCancelOverRPC() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: ["payments:write", "payments:read"])
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        for round in 0..<8 {
+          let payment = try #require(await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "p\(round)")).payment)
+          async let capture = Self.capture(payments, payment.paymentID, metadata: Self.metadata(token, key: "cap\(round)"))
+          async let cancel = Self.cancel(payments, payment.paymentID, metadata: Self.metadata(token, key: "can\(round)"))
+          let outcomes = await [capture, cancel]
+          let winners = outcomes.filter { if case .success = $0 { return true } else { return false } }
+          #expect(winners.count == 1, "round \(round): \(outcomes)")
+          let final = try await payments.getPayment(.with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(token)).payment
+          #expect(final.status == .succeeded || final.status == .canceled)
+        }
+      }
+      let outcomes = await server.simulator.requests().map(\.outcome)
+      #expect(outcomes.filter { $0 == "captured" || $0 == "canceled" }.count == 8)
+    }
+  }
 }
