@@ -29,6 +29,12 @@ public struct KeyEncryptionKey: Sendable {
     Secret(SymmetricKey(size: .bits256).withUnsafeBytes { Data($0) }.base64EncodedString())
   }
 
+  /// A key for another purpose (e.g. signing page tokens), derived with HKDF so it reveals
+  /// nothing of this one.
+  public func derivedKey(purpose: String) -> SymmetricKey {
+    HKDF<SHA256>.deriveKey(inputKeyMaterial: self.key, info: Array("tender \(purpose)".utf8), outputByteCount: 32)
+  }
+
   func seal(_ privateKey: [UInt8], keyID: String) throws -> [UInt8] {
     let box = try AES.GCM.seal(privateKey, using: self.key, authenticating: Array(keyID.utf8))
     guard let combined = box.combined else { throw KeyRingError.sealFailed }

@@ -89,14 +89,15 @@ public struct PaymentEvent: Sendable, Hashable {
 
 /// Which payments a list returns, newest first.
 public struct PaymentFilter: Sendable, Hashable {
-  public var status: PaymentStatus?
+  /// Any of these statuses; empty means all.
+  public var statuses: [PaymentStatus]
   public var customerReference: String?
   /// Created at or after / strictly before.
   public var createdFrom: Date?
   public var createdBefore: Date?
 
-  public init(status: PaymentStatus? = nil, customerReference: String? = nil, createdFrom: Date? = nil, createdBefore: Date? = nil) {
-    self.status = status
+  public init(statuses: [PaymentStatus] = [], customerReference: String? = nil, createdFrom: Date? = nil, createdBefore: Date? = nil) {
+    self.statuses = statuses
     self.customerReference = customerReference
     self.createdFrom = createdFrom
     self.createdBefore = createdBefore

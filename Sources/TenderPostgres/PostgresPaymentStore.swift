@@ -119,9 +119,9 @@ public struct PostgresPaymentStore: PaymentStore {
       var binds = PostgresBindings()
       binds.append(merchant.rawValue)
       var sql = "SELECT \(Self.columns) FROM payments WHERE merchant_id = $1"
-      if let status = filter.status {
-        binds.append(status.rawValue)
-        sql += " AND status = $\(binds.count)"
+      if !filter.statuses.isEmpty {
+        binds.append(filter.statuses.map(\.rawValue))
+        sql += " AND status = ANY($\(binds.count)::text[])"
       }
       if let reference = filter.customerReference {
         binds.append(reference)

@@ -16,13 +16,22 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
   private let idempotency: any IdempotencyStore
   private let provider: any PaymentProvider
   private let logger: Logger
+  private let pageTokens: PageTokens
   /// How long a request owns its idempotency key before the completer may take over.
   private let lock: Duration
 
-  public init(payments: any PaymentStore, idempotency: any IdempotencyStore, provider: any PaymentProvider, logger: Logger, lock: Duration = .seconds(30)) {
+  public init(
+    payments: any PaymentStore,
+    idempotency: any IdempotencyStore,
+    provider: any PaymentProvider,
+    pageTokens: PageTokens,
+    logger: Logger,
+    lock: Duration = .seconds(30)
+  ) {
     self.payments = payments
     self.idempotency = idempotency
     self.provider = provider
+    self.pageTokens = pageTokens
     self.logger = logger
     self.lock = lock
   }
@@ -342,8 +351,58 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     return try IdempotencyKeys.response(stored, replayed: false)
   }
 
-  public func listPayments(request: ServerRequest<Tender_Payments_V1_ListPaymentsRequest>, context: ServerContext) async throws -> ServerResponse<Tender_Payments_V1_ListPaymentsResponse> {
-    throw notYetServed(context)
+  public func listPayments(
+    request: ServerRequest<Tender_Payments_V1_ListPaymentsRequest>,
+    context: ServerContext
+  ) async throws -> ServerResponse<Tender_Payments_V1_ListPaymentsResponse> {
+    let caller = try AuthRPCService.caller()
+    let merchant = MerchantID(unchecked: caller.merchantID)
+    let message = request.message
+    guard (0...100).contains(message.pageSize) else {
+      throw APIError.invalidArgument(field: "page_size", reason: "FIELD_INVALID", message: "page_size must be from 1 to 100 (0 means 20)")
+    }
+    var statuses: [PaymentStatus] = []
+    for (index, status) in message.statuses.enumerated() {
+      switch status {
+      case .processing: statuses.append(.processing)
+      case .requiresCapture: statuses.append(.requiresCapture)
+      case .succeeded: statuses.append(.succeeded)
+      case .failed: statuses.append(.failed)
+      case .canceled: statuses.append(.canceled)
+      default:
+        throw APIError.invalidArgument(field: "statuses[\(index)]", reason: "FIELD_INVALID", message: "statuses[\(index)] must be a payment status")
+      }
+    }
+    try FreeText.check(message.customerReference, field: "customer_reference", limit: 255)
+    let start = message.hasCreateTimeStart ? message.createTimeStart.date : nil
+    let end = message.hasCreateTimeEnd ? message.createTimeEnd.date : nil
+    if let start, let end, start >= end {
+      throw APIError.invalidArgument(field: "create_time_end", reason: "FIELD_INVALID", message: "create_time_end must be after create_time_start")
+    }
+    // The filter is part of the token: a token cannot be used with another filter.
+    var filterOnly = message
+    filterOnly.pageSize = 0
+    filterOnly.pageToken = ""
+    let filterHash = try IdempotencyKeys.fingerprint(method: "list_payments", message: filterOnly)
+    var cursor: PageCursor?
+    if !message.pageToken.isEmpty {
+      guard let opened = self.pageTokens.open(message.pageToken, merchant: merchant, filter: filterHash) else {
+        throw APIError.invalidArgument(field: "page_token", reason: "PAGE_TOKEN_INVALID", message: "page_token is not a token of this list")
+      }
+      cursor = opened
+    }
+    let page = try await self.payments.list(
+      merchant: merchant,
+      filter: PaymentFilter(statuses: statuses, customerReference: message.customerReference.isEmpty ? nil : message.customerReference, createdFrom: start, createdBefore: end),
+      pageSize: message.pageSize == 0 ? 20 : Int(message.pageSize),
+      after: cursor
+    )
+    return ServerResponse(
+      message: .with {
+        $0.payments = page.items.map(PaymentMessages.payment)
+        $0.nextPageToken = page.next.map { self.pageTokens.seal($0, merchant: merchant, filter: filterHash) } ?? ""
+      }
+    )
   }
 
   public func watchPayments(request: ServerRequest<Tender_Payments_V1_WatchPaymentsRequest>, context: ServerContext) async throws -> StreamingServerResponse<Tender_Payments_V1_WatchPaymentsResponse> {

@@ -123,7 +123,12 @@ public struct TenderApplication: Sendable {
     let idempotencyStore = PostgresIdempotencyStore(client: postgres, logger: logger, tracer: tracer)
 
     let paymentService = PaymentRPCService(
-      payments: paymentStore, idempotency: idempotencyStore, provider: provider, logger: logger, lock: configuration.idempotencyLock
+      payments: paymentStore,
+      idempotency: idempotencyStore,
+      provider: provider,
+      pageTokens: PageTokens(key: try KeyEncryptionKey(base64: keyEncryptionKey).derivedKey(purpose: "page tokens")),
+      logger: logger,
+      lock: configuration.idempotencyLock
     )
 
     let services: [any RegistrableRPCService] = [

@@ -169,7 +169,7 @@ struct PaymentStoreTests {
       _ = try await store.insert(Self.newPayment("mer_a", customer: "cus_1", at: early))
       _ = try await store.insert(Self.newPayment("mer_a", customer: "cus_2", at: early.addingTimeInterval(10)))
       _ = try await self.authorized(store, "mer_a")
-      let processing = try await store.list(merchant: merchant, filter: PaymentFilter(status: .processing), pageSize: 10, after: nil)
+      let processing = try await store.list(merchant: merchant, filter: PaymentFilter(statuses: [.processing]), pageSize: 10, after: nil)
       #expect(processing.items.count == 2)
       let byCustomer = try await store.list(merchant: merchant, filter: PaymentFilter(customerReference: "cus_2"), pageSize: 10, after: nil)
       #expect(byCustomer.items.map(\.customerReference) == ["cus_2"])

@@ -382,4 +382,59 @@ struct PaymentsTests {
       #expect(outcomes.filter { $0 == "captured" || $0 == "canceled" }.count == 8)
     }
   }
+
+  @Test("ListPayments pages through a merchant's payments newest first, exactly once each; page tokens cannot be forged or moved")
+  func listing() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: ["payments:write", "payments:read"])
+      let other = try await server.token(scopes: ["payments:read"], merchantID: "mer_other")
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        var created: [String] = []
+        for index in 0..<25 {
+          let method = index % 5 == 0 ? "pm_card_chargeDeclined" : "pm_card_visa"
+          if let payment = await Self.create(payments, Self.request(method: method), metadata: Self.metadata(token, key: "l\(index)")).payment {
+            created.append(payment.paymentID)
+          }
+        }
+        #expect(created.count == 20)
+        var seen: [String] = []
+        var pageToken = ""
+        var firstToken = ""
+        repeat {
+          let page = try await payments.listPayments(.with { $0.pageSize = 10; $0.pageToken = pageToken }, metadata: TestServer.bearer(token))
+          seen += page.payments.map(\.paymentID)
+          pageToken = page.nextPageToken
+          if firstToken.isEmpty { firstToken = pageToken }
+        } while !pageToken.isEmpty
+        #expect(seen.count == 25)
+        #expect(Set(seen).count == 25)
+        #expect(Set(created).isSubset(of: Set(seen)))
+
+        let failed = try await payments.listPayments(.with { $0.statuses = [.failed] }, metadata: TestServer.bearer(token))
+        #expect(failed.payments.count == 5 && failed.payments.allSatisfy { $0.status == .failed })
+
+        func refusal(_ request: Tender_Payments_V1_ListPaymentsRequest, _ token: String) async -> (String?, String?) {
+          do {
+            _ = try await payments.listPayments(request, metadata: TestServer.bearer(token))
+            return (nil, nil)
+          } catch let error as RPCError {
+            let info = try? error.unpackGoogleRPCStatus()?.details.compactMap(\.errorInfo).first
+            return (info?.reason, info?.metadata["field"])
+          } catch {
+            return ("\(error)", nil)
+          }
+        }
+        var forged = Array(firstToken)
+        forged[3] = forged[3] == "A" ? "B" : "A"
+        #expect(await refusal(.with { $0.pageToken = String(forged) }, token) == ("PAGE_TOKEN_INVALID", "page_token"))
+        #expect(await refusal(.with { $0.pageToken = firstToken; $0.statuses = [.failed] }, token) == ("PAGE_TOKEN_INVALID", "page_token"))
+        #expect(await refusal(.with { $0.pageToken = firstToken }, other) == ("PAGE_TOKEN_INVALID", "page_token"))
+        #expect(await refusal(.with { $0.pageSize = 101 }, token) == ("FIELD_INVALID", "page_size"))
+        #expect(await refusal(.with { $0.statuses = [.unspecified] }, token) == ("FIELD_INVALID", "statuses[0]"))
+        let foreign = try await payments.listPayments(.init(), metadata: TestServer.bearer(other))
+        #expect(foreign.payments.isEmpty)
+      }
+    }
+  }
 }

@@ -16,7 +16,9 @@ struct ServingTests {
       try await server.withClient { client in
         let payments = Tender_Payments_V1_PaymentService.Client(wrapping: client)
         let error = await #expect(throws: RPCError.self) {
-          try await payments.listPayments(.with { $0.pageSize = 10 }, metadata: TestServer.bearer(token))
+          try await payments.watchPayments(.init(), metadata: TestServer.bearer(token)) { response in
+            for try await _ in response.messages {}
+          }
         }
         #expect(error?.code == .unimplemented)
         // The server is still healthy afterwards.

@@ -1,0 +1,47 @@
+public import Crypto
+import Foundation
+import TenderCore
+
+/// Opaque page tokens: the cursor, the merchant and the list's filter, signed with HMAC-SHA256.
+/// A token cannot be forged or edited, nor replayed by another merchant or with another filter.
+public struct PageTokens: Sendable {
+  private let key: SymmetricKey
+
+  public init(key: SymmetricKey) {
+    self.key = key
+  }
+
+  func seal(_ cursor: PageCursor, merchant: MerchantID, filter: [UInt8]) -> String {
+    let payload = Array("v1|\(merchant.rawValue)|\(Self.hex(filter))|\(cursor.createTimeMicroseconds)|\(cursor.id)".utf8)
+    let mac = HMAC<SHA256>.authenticationCode(for: payload, using: self.key)
+    return Self.base64URL(payload) + "." + Self.base64URL(Array(mac))
+  }
+
+  /// The cursor of a token this server issued for `merchant` and `filter`; nil for anything else.
+  func open(_ token: String, merchant: MerchantID, filter: [UInt8]) -> PageCursor? {
+    let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+    guard token.utf8.count <= 1024, parts.count == 2,
+      let payload = Self.unbase64URL(parts[0]), let mac = Self.unbase64URL(parts[1]),
+      HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: payload, using: self.key)
+    else { return nil }
+    let fields = String(decoding: payload, as: UTF8.self).split(separator: "|", omittingEmptySubsequences: false)
+    guard fields.count == 5, fields[0] == "v1", fields[1] == merchant.rawValue, fields[2] == Self.hex(filter),
+      let micros = Int64(fields[3])
+    else { return nil }
+    return PageCursor(createTimeMicroseconds: micros, id: String(fields[4]))
+  }
+
+  static func hex(_ bytes: [UInt8]) -> String {
+    bytes.map { String(format: "%02x", $0) }.joined()
+  }
+
+  static func base64URL(_ bytes: [UInt8]) -> String {
+    Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+  }
+
+  static func unbase64URL(_ text: Substring) -> [UInt8]? {
+    var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+    while base64.count % 4 != 0 { base64 += "=" }
+    return Data(base64Encoded: base64).map { Array($0) }
+  }
+}
