@@ -2,6 +2,7 @@ import Crypto
 import CryptoExtras
 import Foundation
 public import NIOPosix
+import Synchronization
 public import TenderCore
 
 /// A client secret's stored form: scrypt with its parameters and salt, in the PHC string format
@@ -80,6 +81,7 @@ public struct ClientSecretHasher: Sendable {
 
   public let parameters: Parameters
   private let threadPool: NIOThreadPool
+  private let counter = DerivationCounter()
   /// A hash of no real secret with the current parameters, compared against when the client does
   /// not exist, so an unknown client costs the same time as a wrong secret.
   private let decoy: SecretHash
@@ -97,6 +99,10 @@ public struct ClientSecretHasher: Sendable {
       hash: Array(repeating: 0, count: 32)
     )
   }
+
+  /// How many scrypt derivations this hasher has run: the work an attempt costs, whatever its
+  /// outcome (an unknown client costs one, like a wrong secret).
+  public var derivations: Int { self.counter.value }
 
   /// A new random secret: `tsk_` and 43 base64url characters (256 bits).
   public static func generateSecret() -> Secret<String> {
@@ -133,7 +139,8 @@ public struct ClientSecretHasher: Sendable {
   }
 
   private func derive(_ secret: Secret<String>, salt: [UInt8], logRounds: Int, blockSize: Int, parallelism: Int, length: Int = 32) async throws -> [UInt8] {
-    try await self.threadPool.runIfActive {
+    self.counter.increment()
+    return try await self.threadPool.runIfActive {
       let key = try KDF.Scrypt.deriveKey(
         from: Array(secret.value.utf8),
         salt: salt,
@@ -144,5 +151,15 @@ public struct ClientSecretHasher: Sendable {
       )
       return key.withUnsafeBytes { Array($0) }
     }
+  }
+}
+
+final class DerivationCounter: Sendable {
+  private let count = Atomic<Int>(0)
+
+  var value: Int { self.count.load(ordering: .relaxed) }
+
+  func increment() {
+    self.count.add(1, ordering: .relaxed)
   }
 }

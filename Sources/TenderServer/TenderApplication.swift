@@ -40,6 +40,8 @@ public struct TenderApplication: Sendable {
   public let clients: ClientRegistry
   /// The durable auth state (clients, keys, revocations).
   public let authStore: any AuthStore
+  /// Hashes and checks client secrets.
+  public let secretHasher: ClientSecretHasher
 
   /// Fully qualified names of the services registered on the gRPC server.
   public static let serviceNames: [String] = [
@@ -238,7 +240,8 @@ public struct TenderApplication: Sendable {
       metrics: metrics,
       authority: authority,
       clients: clients,
-      authStore: authStore
+      authStore: authStore,
+      secretHasher: hasher
     )
   }
 
