@@ -110,6 +110,7 @@ let package = Package(
         "TenderCore",
         "TenderAPI",
         "TenderAuth",
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Tracing", package: "swift-distributed-tracing"),
         .product(name: "Instrumentation", package: "swift-distributed-tracing"),

@@ -164,6 +164,8 @@ public protocol PaymentStore: Sendable {
   func list(merchant: MerchantID, filter: PaymentFilter, pageSize: Int, after: PageCursor?) async throws -> Page<PaymentRecord>
   /// The merchant's events after `sequence`, oldest first, at most `limit`.
   func events(merchant: MerchantID, after sequence: Int64, limit: Int) async throws -> [PaymentEvent]
+  /// The sequence number of the merchant's latest event (0 before the first).
+  func latestSequence(merchant: MerchantID) async throws -> Int64
 }
 
 extension PaymentStore {

@@ -188,6 +188,14 @@ public struct PostgresPaymentStore: PaymentStore {
     }
   }
 
+  public func latestSequence(merchant: MerchantID) async throws -> Int64 {
+    try await traced(self.tracer, "payments.latest_sequence") {
+      let rows = try await self.client.query("SELECT last_seq FROM merchant_event_counters WHERE merchant_id = \(merchant.rawValue)", logger: self.logger)
+      for try await seq in rows.decode(Int64.self) { return seq }
+      return 0
+    }
+  }
+
   /// Takes the merchant's next event number (locking its counter until commit) and records the
   /// event.
   static func appendEvent(

@@ -44,4 +44,23 @@ public struct PageTokens: Sendable {
     while base64.count % 4 != 0 { base64 += "=" }
     return Data(base64Encoded: base64).map { Array($0) }
   }
+
+  /// A watch cursor: the position after an event in the merchant's sequence, signed like page
+  /// tokens so it cannot be edited or used by another merchant.
+  func sealCursor(sequence: Int64, merchant: MerchantID) -> String {
+    let payload = Array("w1|\(merchant.rawValue)|\(sequence)".utf8)
+    let mac = HMAC<SHA256>.authenticationCode(for: payload, using: self.key)
+    return Self.base64URL(payload) + "." + Self.base64URL(Array(mac))
+  }
+
+  func openCursor(_ cursor: String, merchant: MerchantID) -> Int64? {
+    let parts = cursor.split(separator: ".", omittingEmptySubsequences: false)
+    guard cursor.utf8.count <= 512, parts.count == 2,
+      let payload = Self.unbase64URL(parts[0]), let mac = Self.unbase64URL(parts[1]),
+      HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: payload, using: self.key)
+    else { return nil }
+    let fields = String(decoding: payload, as: UTF8.self).split(separator: "|", omittingEmptySubsequences: false)
+    guard fields.count == 3, fields[0] == "w1", fields[1] == merchant.rawValue, let sequence = Int64(fields[2]), sequence >= 0 else { return nil }
+    return sequence
+  }
 }

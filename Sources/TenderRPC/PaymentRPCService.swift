@@ -4,6 +4,7 @@ public import GRPCCore
 import GRPCProtobuf
 public import Logging
 import ServiceContextModule
+import ServiceLifecycle
 import SwiftProtobuf
 import Synchronization
 public import TenderAPI
@@ -19,6 +20,8 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
   private let pageTokens: PageTokens
   /// How long a request owns its idempotency key before the completer may take over.
   private let lock: Duration
+  /// How often WatchPayments looks for new events.
+  private let watchInterval: Duration
 
   public init(
     payments: any PaymentStore,
@@ -26,8 +29,10 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     provider: any PaymentProvider,
     pageTokens: PageTokens,
     logger: Logger,
-    lock: Duration = .seconds(30)
+    lock: Duration = .seconds(30),
+    watchInterval: Duration = .milliseconds(250)
   ) {
+    self.watchInterval = watchInterval
     self.payments = payments
     self.idempotency = idempotency
     self.provider = provider
@@ -405,8 +410,50 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     )
   }
 
-  public func watchPayments(request: ServerRequest<Tender_Payments_V1_WatchPaymentsRequest>, context: ServerContext) async throws -> StreamingServerResponse<Tender_Payments_V1_WatchPaymentsResponse> {
-    throw notYetServed(context)
+  public func watchPayments(
+    request: ServerRequest<Tender_Payments_V1_WatchPaymentsRequest>,
+    context: ServerContext
+  ) async throws -> StreamingServerResponse<Tender_Payments_V1_WatchPaymentsResponse> {
+    let caller = try AuthRPCService.caller()
+    let merchant = MerchantID(unchecked: caller.merchantID)
+    let start: Int64
+    if request.message.cursor.isEmpty {
+      start = try await self.payments.latestSequence(merchant: merchant)
+    } else {
+      guard let sequence = self.pageTokens.openCursor(request.message.cursor, merchant: merchant) else {
+        throw APIError.invalidArgument(field: "cursor", reason: "CURSOR_INVALID", message: "cursor is not a cursor of this merchant's events")
+      }
+      start = sequence
+    }
+    let payments = self.payments
+    let tokens = self.pageTokens
+    let interval = self.watchInterval
+    return StreamingServerResponse { writer in
+      var after = start
+      // A merchant's events become visible in sequence order (see the event counter), so reading
+      // "after N" never skips one; the stream ends cleanly when the server drains.
+      while !Task.isCancelled && !Task.isShuttingDownGracefully {
+        let events = try await payments.events(merchant: merchant, after: after, limit: 100)
+        for event in events {
+          let payment = try await payments.payment(event.paymentID, merchant: merchant)
+          try await writer.write(
+            .with {
+              $0.cursor = tokens.sealCursor(sequence: event.sequence, merchant: merchant)
+              $0.eventType = PaymentMessages.eventType(event.type)
+              $0.paymentID = event.paymentID.rawValue
+              $0.refundID = event.refundID?.rawValue ?? ""
+              if let payment { $0.payment = PaymentMessages.payment(payment) }
+              $0.eventTime = Google_Protobuf_Timestamp(date: event.createTime)
+            }
+          )
+          after = event.sequence
+        }
+        if events.count < 100 {
+          try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+        }
+      }
+      return [:]
+    }
   }
 }
 
@@ -464,6 +511,19 @@ enum FreeText {
 
 /// Domain ↔ wire for payments.
 enum PaymentMessages {
+  static func eventType(_ type: PaymentEventType) -> Tender_Payments_V1_PaymentEventType {
+    switch type {
+    case .paymentCreated: return .paymentCreated
+    case .paymentRequiresCapture: return .paymentRequiresCapture
+    case .paymentSucceeded: return .paymentSucceeded
+    case .paymentFailed: return .paymentFailed
+    case .paymentCanceled: return .paymentCanceled
+    case .refundCreated: return .refundCreated
+    case .refundSucceeded: return .refundSucceeded
+    case .refundFailed: return .refundFailed
+    }
+  }
+
   static func payment(_ record: PaymentRecord) -> Tender_Payments_V1_Payment {
     var message = Tender_Payments_V1_Payment()
     message.paymentID = record.id.rawValue

@@ -42,8 +42,9 @@ struct DefaultDeadlineInterceptorTests {
       }
     }
     #expect(error?.code == .deadlineExceeded)
-    // The slow handler was cancelled rather than awaited.
-    #expect(ContinuousClock.now - started < .seconds(10))
+    // The slow handler (30 s) was cancelled rather than awaited. The bound is loose: other suites
+    // start throwaway databases on the same two cores and can stall the run for seconds.
+    #expect(ContinuousClock.now - started < .seconds(25))
   }
 
   @Test("A handler within the deadline answers normally")

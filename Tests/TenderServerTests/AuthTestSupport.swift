@@ -90,6 +90,9 @@ struct AnyMethodCaller {
   func call(_ policy: MethodPolicyName, metadata: Metadata) async -> (code: RPCError.Code?, reason: String?) {
     let descriptor = MethodDescriptor(fullyQualifiedService: policy.service, method: policy.method)
     let request = ClientRequest(message: Google_Protobuf_Empty(), metadata: metadata)
+    // A watch with nothing to say never ends on its own: bound every call.
+    var options = CallOptions.defaults
+    options.timeout = .seconds(3)
     do {
       switch policy.kind {
       case .serverStreaming:
@@ -98,7 +101,7 @@ struct AnyMethodCaller {
           descriptor: descriptor,
           serializer: ProtobufSerializer<Google_Protobuf_Empty>(),
           deserializer: ProtobufDeserializer<Google_Protobuf_Empty>(),
-          options: .defaults
+          options: options
         ) { response in
           for try await _ in response.messages { break }
         }
@@ -108,7 +111,7 @@ struct AnyMethodCaller {
           descriptor: descriptor,
           serializer: ProtobufSerializer<Google_Protobuf_Empty>(),
           deserializer: ProtobufDeserializer<Google_Protobuf_Empty>(),
-          options: .defaults
+          options: options
         ) { response in
           _ = try response.message
         }

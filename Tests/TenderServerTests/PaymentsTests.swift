@@ -437,4 +437,57 @@ struct PaymentsTests {
       }
     }
   }
+
+  @Test("WatchPayments streams the merchant's own events in order and resumes from a cursor without gaps")
+  func watching() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: ["payments:write", "payments:read"])
+      let other = try await server.token(scopes: ["payments:write", "payments:read"], merchantID: "mer_other")
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        _ = await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "before"))
+        let (events, continuation) = AsyncStream.makeStream(of: Tender_Payments_V1_WatchPaymentsResponse.self)
+        let watcher = Task {
+          try await payments.watchPayments(.init(), metadata: TestServer.bearer(token)) { response in
+            for try await message in response.messages { continuation.yield(message) }
+          }
+        }
+        // Give the watch time to start from "now", then make events for both merchants.
+        try await Task.sleep(for: .milliseconds(500))
+        let first = try #require(await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "w1")).payment)
+        _ = await Self.create(payments, Self.request(), metadata: Self.metadata(other, key: "w1"))
+        let declined = await Self.create(payments, Self.request(method: "pm_card_chargeDeclined"), metadata: Self.metadata(token, key: "w2"))
+        #expect(declined.error?.reason == "CARD_DECLINED")
+
+        var received: [Tender_Payments_V1_WatchPaymentsResponse] = []
+        for await event in events {
+          received.append(event)
+          if received.count == 4 { break }
+        }
+        watcher.cancel()
+        #expect(received.map(\.eventType) == [.paymentCreated, .paymentRequiresCapture, .paymentCreated, .paymentFailed])
+        #expect(received[0].paymentID == first.paymentID && received[1].paymentID == first.paymentID)
+        #expect(received.allSatisfy { $0.payment.merchantID == TestServer.merchantID })
+
+        // Reconnect after the second event: the third and fourth come next, nothing is skipped.
+        let resumed = try await payments.watchPayments(.with { $0.cursor = received[1].cursor }, metadata: TestServer.bearer(token)) { response in
+          var again: [Tender_Payments_V1_WatchPaymentsResponse] = []
+          for try await message in response.messages {
+            again.append(message)
+            if again.count == 2 { break }
+          }
+          return again
+        }
+        #expect(resumed.map(\.paymentID) == [received[2].paymentID, received[3].paymentID])
+        #expect(resumed.map(\.eventType) == [.paymentCreated, .paymentFailed])
+
+        let foreign = await #expect(throws: RPCError.self) {
+          try await payments.watchPayments(.with { $0.cursor = received[1].cursor }, metadata: TestServer.bearer(other)) { response in
+            for try await _ in response.messages {}
+          }
+        }
+        #expect(foreign?.reason == "CURSOR_INVALID")
+      }
+    }
+  }
 }

@@ -12,13 +12,11 @@ struct ServingTests {
   @Test("An RPC that is not built yet answers UNIMPLEMENTED, not UNKNOWN and not a crash")
   func unimplementedRPC() async throws {
     try await TestServer.with { server in
-      let token = try await server.token(scopes: ["payments:read"])
+      let token = try await server.token(scopes: ["refunds:read"])
       try await server.withClient { client in
-        let payments = Tender_Payments_V1_PaymentService.Client(wrapping: client)
+        let refunds = Tender_Refunds_V1_RefundService.Client(wrapping: client)
         let error = await #expect(throws: RPCError.self) {
-          try await payments.watchPayments(.init(), metadata: TestServer.bearer(token)) { response in
-            for try await _ in response.messages {}
-          }
+          try await refunds.getRefund(.with { $0.refundID = "re_123" }, metadata: TestServer.bearer(token))
         }
         #expect(error?.code == .unimplemented)
         // The server is still healthy afterwards.
