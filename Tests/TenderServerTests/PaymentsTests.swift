@@ -4,6 +4,7 @@ import GRPCNIOTransportHTTP2
 import GRPCProtobuf
 import Logging
 import PostgresNIO
+import ServiceLifecycle
 import SwiftProtobuf
 import TenderAPI
 import TenderProviderSim
@@ -487,6 +488,26 @@ struct PaymentsTests {
           }
         }
         #expect(foreign?.reason == "CURSOR_INVALID")
+      }
+    }
+  }
+
+  @Test("A WatchPayments stream ends cleanly when the server drains")
+  func watchEndsOnDrain() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: ["payments:read"])
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        let watcher = Task {
+          try await payments.watchPayments(.init(), metadata: TestServer.bearer(token)) { response in
+            for try await _ in response.messages {}
+          }
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let started = ContinuousClock.now
+        await server.application.serviceGroup.triggerGracefulShutdown()
+        try await watcher.value
+        #expect(ContinuousClock.now - started < .seconds(10))
       }
     }
   }
