@@ -181,7 +181,7 @@ public struct TokenAuthority: Sendable {
   private func verifyUncached(_ token: String) async throws(AuthFailure) -> VerifiedTokenCache.Entry {
     let parts = token.split(separator: ".", omittingEmptySubsequences: false)
     guard parts.count == 3, token.utf8.count <= 8192,
-      let headerData = Self.base64URLDecode(parts[0]),
+      let headerData = Base64URL.decode(parts[0]).map({ Data($0) }),
       let header = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any]
     else { throw .malformedToken }
     // The allow-list comes first: `none`, HS256 (HMAC keyed with a public key) and every other
@@ -289,12 +289,6 @@ public struct TokenAuthority: Sendable {
     let record = try await self.store.setStatus(clientID: clientID, status: status)
     try? await self.cache?.forgetClient(clientID)
     return record
-  }
-
-  static func base64URLDecode(_ text: Substring) -> Data? {
-    var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-    while base64.count % 4 != 0 { base64 += "=" }
-    return Data(base64Encoded: base64)
   }
 }
 

@@ -107,10 +107,7 @@ public struct ClientSecretHasher: Sendable {
   /// A new random secret: `tsk_` and 43 base64url characters (256 bits).
   public static func generateSecret() -> Secret<String> {
     let key = SymmetricKey(size: .bits256)
-    let text = key.withUnsafeBytes { Data($0) }.base64EncodedString()
-      .replacingOccurrences(of: "+", with: "-")
-      .replacingOccurrences(of: "/", with: "_")
-      .replacingOccurrences(of: "=", with: "")
+    let text = key.withUnsafeBytes { Base64URL.encode($0) }
     return Secret("tsk_" + text)
   }
 

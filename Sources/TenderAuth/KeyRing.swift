@@ -171,7 +171,7 @@ public actor KeyRing {
         [
           "kty": "OKP",
           "crv": "Ed25519",
-          "x": Self.base64URL(loaded.record.publicKey),
+          "x": Base64URL.encode(loaded.record.publicKey),
           "kid": loaded.record.keyID,
           "alg": Self.algorithm,
           "use": "sig",
@@ -256,12 +256,5 @@ public actor KeyRing {
 
   static func seconds(_ duration: Duration) -> TimeInterval {
     Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-  }
-
-  static func base64URL(_ bytes: [UInt8]) -> String {
-    Data(bytes).base64EncodedString()
-      .replacingOccurrences(of: "+", with: "-")
-      .replacingOccurrences(of: "/", with: "_")
-      .replacingOccurrences(of: "=", with: "")
   }
 }

@@ -11,6 +11,21 @@ public enum IdempotencyKeys {
   public static let metadataKey = "idempotency-key"
   public static let replayedKey = "idempotent-replayed"
 
+  /// The key was used for a different request.
+  static var reused: GoogleRPCStatus {
+    APIError.status(.invalidArgument, reason: "IDEMPOTENCY_KEY_REUSED", message: "this idempotency-key was used for a different request", metadata: ["field": Self.metadataKey])
+  }
+
+  /// The first request with the key is still running.
+  static var inUse: GoogleRPCStatus {
+    APIError.status(.aborted, reason: "IDEMPOTENCY_KEY_IN_USE", message: "a request with this idempotency-key is still in progress; retry later")
+  }
+
+  /// Nothing reached the provider and the key was freed.
+  static var providerUnavailable: GoogleRPCStatus {
+    APIError.status(.unavailable, reason: "PROVIDER_UNAVAILABLE", message: "the payment provider cannot be reached; retry with the same idempotency-key")
+  }
+
   /// The caller's key; INVALID_ARGUMENT naming `idempotency-key` when it is missing or unusable.
   static func key(_ metadata: Metadata) throws -> String {
     guard let key = metadata[stringValues: Self.metadataKey].first(where: { _ in true }) else {

@@ -14,14 +14,14 @@ public struct PageTokens: Sendable {
   func seal(_ cursor: PageCursor, merchant: MerchantID, filter: [UInt8]) -> String {
     let payload = Array("v1|\(merchant.rawValue)|\(Self.hex(filter))|\(cursor.createTimeMicroseconds)|\(cursor.id)".utf8)
     let mac = HMAC<SHA256>.authenticationCode(for: payload, using: self.key)
-    return Self.base64URL(payload) + "." + Self.base64URL(Array(mac))
+    return Base64URL.encode(payload) + "." + Base64URL.encode(Array(mac))
   }
 
   /// The cursor of a token this server issued for `merchant` and `filter`; nil for anything else.
   func open(_ token: String, merchant: MerchantID, filter: [UInt8]) -> PageCursor? {
     let parts = token.split(separator: ".", omittingEmptySubsequences: false)
     guard token.utf8.count <= 1024, parts.count == 2,
-      let payload = Self.unbase64URL(parts[0]), let mac = Self.unbase64URL(parts[1]),
+      let payload = Base64URL.decode(parts[0]), let mac = Base64URL.decode(parts[1]),
       HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: payload, using: self.key)
     else { return nil }
     let fields = String(decoding: payload, as: UTF8.self).split(separator: "|", omittingEmptySubsequences: false)
@@ -35,28 +35,18 @@ public struct PageTokens: Sendable {
     bytes.map { String(format: "%02x", $0) }.joined()
   }
 
-  static func base64URL(_ bytes: [UInt8]) -> String {
-    Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
-  }
-
-  static func unbase64URL(_ text: Substring) -> [UInt8]? {
-    var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-    while base64.count % 4 != 0 { base64 += "=" }
-    return Data(base64Encoded: base64).map { Array($0) }
-  }
-
   /// A watch cursor: the position after an event in the merchant's sequence, signed like page
   /// tokens so it cannot be edited or used by another merchant.
   func sealCursor(sequence: Int64, merchant: MerchantID) -> String {
     let payload = Array("w1|\(merchant.rawValue)|\(sequence)".utf8)
     let mac = HMAC<SHA256>.authenticationCode(for: payload, using: self.key)
-    return Self.base64URL(payload) + "." + Self.base64URL(Array(mac))
+    return Base64URL.encode(payload) + "." + Base64URL.encode(Array(mac))
   }
 
   func openCursor(_ cursor: String, merchant: MerchantID) -> Int64? {
     let parts = cursor.split(separator: ".", omittingEmptySubsequences: false)
     guard cursor.utf8.count <= 512, parts.count == 2,
-      let payload = Self.unbase64URL(parts[0]), let mac = Self.unbase64URL(parts[1]),
+      let payload = Base64URL.decode(parts[0]), let mac = Base64URL.decode(parts[1]),
       HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: payload, using: self.key)
     else { return nil }
     let fields = String(decoding: payload, as: UTF8.self).split(separator: "|", omittingEmptySubsequences: false)

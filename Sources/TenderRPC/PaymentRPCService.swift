@@ -62,9 +62,9 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     case .replay(let stored):
       return try IdempotencyKeys.replay(stored)
     case .reused:
-      throw APIError.status(.invalidArgument, reason: "IDEMPOTENCY_KEY_REUSED", message: "this idempotency-key was used for a different request", metadata: ["field": "idempotency-key"])
+      throw IdempotencyKeys.reused
     case .inUse:
-      throw APIError.status(.aborted, reason: "IDEMPOTENCY_KEY_IN_USE", message: "a request with this idempotency-key is still in progress; retry later")
+      throw IdempotencyKeys.inUse
     case .started(let record), .resumed(let record):
       if let existing = record.paymentID, let stored = try await self.payments.payment(existing, merchant: merchant) {
         payment = stored
@@ -100,7 +100,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
         if record.ledger.status == .processing { try record.ledger.providerFailed(.providerError) }
       }
       try await self.idempotency.release(merchant: merchant, key: key)
-      throw APIError.status(.unavailable, reason: "PROVIDER_UNAVAILABLE", message: "the payment provider cannot be reached; retry with the same idempotency-key")
+      throw IdempotencyKeys.providerUnavailable
     } catch .rejected(let status, let code, _) {
       self.logger.error("provider rejected the request", metadata: ["payment_id": "\(payment.id)", "status": "\(status)", "code": "\(code)"])
       let step = IdempotencyStep(merchant: merchant, key: key, point: .finished) { _ in
@@ -298,10 +298,8 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     let keyed = IdempotencyRequest(merchant: merchant, key: key, method: method, fingerprint: try IdempotencyKeys.fingerprint(method: method, message: request.message))
     switch try await self.idempotency.claim(keyed, lockFor: self.lock) {
     case .replay(let stored): return try IdempotencyKeys.replay(stored)
-    case .reused:
-      throw APIError.status(.invalidArgument, reason: "IDEMPOTENCY_KEY_REUSED", message: "this idempotency-key was used for a different request", metadata: ["field": "idempotency-key"])
-    case .inUse:
-      throw APIError.status(.aborted, reason: "IDEMPOTENCY_KEY_IN_USE", message: "a request with this idempotency-key is still in progress; retry later")
+    case .reused: throw IdempotencyKeys.reused
+    case .inUse: throw IdempotencyKeys.inUse
     case .started, .resumed:
       break
     }
@@ -324,7 +322,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
       outcome = try await callProvider(payment, IdempotencyKeys.providerKey(merchant: merchant, key: key, operation: operation))
     } catch .unreachable {
       try await self.idempotency.release(merchant: merchant, key: key)
-      throw APIError.status(.unavailable, reason: "PROVIDER_UNAVAILABLE", message: "the payment provider cannot be reached; retry with the same idempotency-key")
+      throw IdempotencyKeys.providerUnavailable
     } catch .outcomeUnknown {
       // The lock expires and a retry with the same key asks the provider again (same derived key).
       throw APIError.status(.unavailable, reason: "PROVIDER_OUTCOME_UNKNOWN", message: "the payment provider did not answer in time; retry with the same idempotency-key")

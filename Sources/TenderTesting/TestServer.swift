@@ -71,19 +71,11 @@ public struct TestServer: Sendable {
     let certificates = try TestCertificates.make()
     let databaseURL = try TestPostgres.makeDatabase()
     // A provider simulator of this server's own, so each test sees only its own provider calls.
-    let (simulatorPorts, simulatorPortContinuation) = AsyncStream.makeStream(of: Int.self)
-    let simulator = ProviderSimulator(
+    let (simulator, simulatorPort, simulatorTask) = try await ProviderSimulator.startInBackground(
       configuration: .init(apiKey: "sk_test_tender", slowDelay: .seconds(3)),
-      logger: Logger(label: "tender.test.sim"),
-      onListening: { port in
-        simulatorPortContinuation.yield(port)
-        simulatorPortContinuation.finish()
-      }
+      logger: Logger(label: "tender.test.sim")
     )
-    let simulatorTask = Task { try await simulator.run() }
     defer { simulatorTask.cancel() }
-    var simulatorPortIterator = simulatorPorts.makeAsyncIterator()
-    guard let simulatorPort = await simulatorPortIterator.next() else { throw TestServerError.didNotListen }
     var flags: [Setting: String] = [
       .grpcAddress: "127.0.0.1:0",
       .httpAddress: "127.0.0.1:0",

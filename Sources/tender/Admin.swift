@@ -274,14 +274,14 @@ struct Key: AsyncParsableCommand {
     func run() async throws {
       let logger = makeLogger(level: .warning)
       let keyID = self.keyID
-      let keys = try await withAuthStore(self.database.configuration(), logger: logger) { store in
-        try await store.signingKeys()
+      // One connection pool for the check and the removal.
+      let state = try await withAuthStore(self.database.configuration(), logger: logger) { store -> SigningKeyRecord.State? in
+        guard let key = try await store.signingKeys().first(where: { $0.keyID == keyID }) else { return nil }
+        if key.state == .retired { _ = try await store.removeKey(id: keyID) }
+        return key.state
       }
-      guard let key = keys.first(where: { $0.keyID == keyID }) else { throw ValidationError("no signing key \(keyID)") }
-      guard key.state == .retired else { throw ValidationError("\(keyID) is the active key: rotate first, then remove it") }
-      _ = try await withAuthStore(self.database.configuration(), logger: logger) { store in
-        try await store.removeKey(id: keyID)
-      }
+      guard let state else { throw ValidationError("no signing key \(keyID)") }
+      guard state == .retired else { throw ValidationError("\(keyID) is the active key: rotate first, then remove it") }
       printNow("removed key: \(keyID)")
     }
   }

@@ -53,21 +53,13 @@ struct Dev: AsyncParsableCommand {
     defer { redis.destroy() }
     let keyEncryptionKey = try Self.keyEncryptionKey(in: state)
     // The provider simulator runs in this process; the real Stripe connector talks to it over HTTP.
-    let (simulatorPorts, simulatorPortContinuation) = AsyncStream.makeStream(of: Int.self)
     var simulatorLogger = Logger(label: "tender-provider-sim")
     simulatorLogger.logLevel = .warning
-    let simulator = ProviderSimulator(
+    let (_, simulatorPort, simulatorTask) = try await ProviderSimulator.startInBackground(
       configuration: .init(apiKey: Self.simulatorAPIKey, slowDelay: .seconds(30)),
-      logger: simulatorLogger,
-      onListening: { port in
-        simulatorPortContinuation.yield(port)
-        simulatorPortContinuation.finish()
-      }
+      logger: simulatorLogger
     )
-    let simulatorTask = Task { try await simulator.run() }
     defer { simulatorTask.cancel() }
-    var simulatorPortIterator = simulatorPorts.makeAsyncIterator()
-    guard let simulatorPort = await simulatorPortIterator.next() else { throw ValidationError("the provider simulator did not start") }
 
     var flags: [Setting: String] = [
       .grpcAddress: self.grpcAddress,

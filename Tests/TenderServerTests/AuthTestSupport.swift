@@ -60,25 +60,18 @@ struct TokenForge {
   func sign(header: [String: Any], claims: [String: Any]) throws -> String {
     let input = try Self.encode(header) + "." + Self.encode(claims)
     let signature = try self.key.signature(for: Array(input.utf8))
-    return input + "." + Self.base64URL(Array(signature))
+    return input + "." + Base64URL.encode(Array(signature))
   }
 
   /// A JWT "signed" with HMAC-SHA256 keyed by the public key: the classic algorithm confusion.
   func hmacWithPublicKey(claims: [String: Any]) throws -> String {
     let input = try Self.encode(self.header(alg: "HS256")) + "." + Self.encode(claims)
     let mac = HMAC<SHA256>.authenticationCode(for: Array(input.utf8), using: SymmetricKey(data: self.key.publicKey.rawRepresentation))
-    return input + "." + Self.base64URL(Array(mac))
+    return input + "." + Base64URL.encode(Array(mac))
   }
 
   static func encode(_ object: [String: Any]) throws -> String {
-    self.base64URL(Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])))
-  }
-
-  static func base64URL(_ bytes: [UInt8]) -> String {
-    Data(bytes).base64EncodedString()
-      .replacingOccurrences(of: "+", with: "-")
-      .replacingOccurrences(of: "/", with: "_")
-      .replacingOccurrences(of: "=", with: "")
+    Base64URL.encode(Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])))
   }
 }
 

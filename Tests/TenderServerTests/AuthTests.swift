@@ -126,7 +126,7 @@ struct AuthTests {
   }
 
   static func keyID(of token: String) throws -> String {
-    let header = try #require(TokenAuthority.base64URLDecode(token.split(separator: ".")[0]))
+    let header = Data(try #require(Base64URL.decode(token.split(separator: ".")[0])))
     let object = try #require(try JSONSerialization.jsonObject(with: header) as? [String: Any])
     return try #require(object["kid"] as? String)
   }
