@@ -72,7 +72,8 @@ public struct TestServer: Sendable {
     let databaseURL = try TestPostgres.makeDatabase()
     // A provider simulator of this server's own, so each test sees only its own provider calls.
     let (simulator, simulatorPort, simulatorTask) = try await ProviderSimulator.startInBackground(
-      configuration: .init(apiKey: "sk_test_tender", slowDelay: .seconds(3)),
+      // pm_card_slow answers well after the connector has given up (3 attempts of 1 s), even on a loaded machine.
+      configuration: .init(apiKey: "sk_test_tender", slowDelay: .seconds(8)),
       logger: Logger(label: "tender.test.sim")
     )
     defer { simulatorTask.cancel() }

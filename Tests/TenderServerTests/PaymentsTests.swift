@@ -269,7 +269,7 @@ struct PaymentsTests {
       let token = try await server.token(scopes: ["payments:write", "payments:read"])
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)
-        // The simulator answers pm_card_slow after 3 s; Tender gives up after 1 s per attempt.
+        // The simulator answers pm_card_slow after 8 s; Tender gives up after 1 s per attempt.
         let first = await Self.create(payments, Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
         let pending = try #require(first.payment, "\(String(describing: first.error))")
         #expect(pending.status == .processing)
