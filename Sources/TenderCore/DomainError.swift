@@ -62,3 +62,9 @@ extension DomainError {
     DomainError(.failedPrecondition, reason: "PAYMENT_NOT_REFUNDABLE", message: "only captured money can be refunded; the payment is \(status.name)")
   }
 }
+
+extension DomainError {
+  public static func refundAlreadyFinal(_ status: RefundStatus) -> DomainError {
+    DomainError(.failedPrecondition, reason: "REFUND_ALREADY_FINAL", message: "the refund is already \(status.rawValue)")
+  }
+}

@@ -100,8 +100,16 @@ public protocol IdempotencyStore: Sendable {
   /// Deletes an unfinished record whatever its recovery point, freeing the key: for operations
   /// that ended in a state a retry should not inherit (the provider was unreachable).
   func release(merchant: MerchantID, key: String) async throws
-  /// Unfinished records whose lock has expired, oldest first: work for the completer.
-  func stale(limit: Int) async throws -> [IdempotencyRecord]
+  /// Unfinished records (of these methods, when given) whose lock has expired, oldest first: work
+  /// for the completer.
+  func stale(methods: [String]?, limit: Int) async throws -> [IdempotencyRecord]
   /// Deletes finished records older than `age` (they are kept at least 24 hours); returns how many.
   func reap(olderThan age: Duration) async throws -> Int
+}
+
+extension IdempotencyStore {
+  /// Unfinished records of any method whose lock has expired, oldest first.
+  public func stale(limit: Int) async throws -> [IdempotencyRecord] {
+    try await self.stale(methods: nil, limit: limit)
+  }
 }

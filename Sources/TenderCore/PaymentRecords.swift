@@ -129,14 +129,14 @@ public struct Page<Item: Sendable>: Sendable {
 
 /// Moves a keyed operation's idempotency record forward in the same transaction as the payment
 /// write it describes, so the record never claims more (or less) than the database holds.
-public struct IdempotencyStep: Sendable {
+public struct IdempotencyStep<Record: Sendable>: Sendable {
   public let merchant: MerchantID
   public let key: String
   public let point: RecoveryPoint
-  /// For `.finished`: the response to store, made from the payment as written.
-  public let response: (@Sendable (PaymentRecord) throws -> StoredResponse)?
+  /// For `.finished`: the response to store, made from the record (payment or refund) as written.
+  public let response: (@Sendable (Record) throws -> StoredResponse)?
 
-  public init(merchant: MerchantID, key: String, point: RecoveryPoint, response: (@Sendable (PaymentRecord) throws -> StoredResponse)? = nil) {
+  public init(merchant: MerchantID, key: String, point: RecoveryPoint, response: (@Sendable (Record) throws -> StoredResponse)? = nil) {
     precondition((point == .finished) == (response != nil), "a finished step stores a response, others do not")
     self.merchant = merchant
     self.key = key
@@ -150,7 +150,7 @@ public struct IdempotencyStep: Sendable {
 public protocol PaymentStore: Sendable {
   /// Inserts a new payment and its `payment_created` event in one transaction, moving `step`'s
   /// idempotency record along in the same transaction.
-  func insert(_ payment: PaymentRecord, step: IdempotencyStep?) async throws -> PaymentEvent
+  func insert(_ payment: PaymentRecord, step: IdempotencyStep<PaymentRecord>?) async throws -> PaymentEvent
   func payment(_ id: PaymentID, merchant: MerchantID) async throws -> PaymentRecord?
   /// Locks the payment, lets `change` apply domain rules to it, stores the result, the event of
   /// any status change and `step`, in one transaction. Nil when there is no such payment; the
@@ -158,7 +158,7 @@ public protocol PaymentStore: Sendable {
   func update(
     _ id: PaymentID,
     merchant: MerchantID,
-    step: IdempotencyStep?,
+    step: IdempotencyStep<PaymentRecord>?,
     _ change: @Sendable (inout PaymentRecord) throws -> Void
   ) async throws -> (PaymentRecord, PaymentEvent?)?
   func list(merchant: MerchantID, filter: PaymentFilter, pageSize: Int, after: PageCursor?) async throws -> Page<PaymentRecord>

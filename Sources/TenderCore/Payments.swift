@@ -183,7 +183,7 @@ public struct PaymentLedger: Sendable, Hashable {
       throw DomainError(
         .failedPrecondition,
         reason: "REFUND_EXCEEDS_CAPTURED",
-        field: "amount.amount_minor",
+        field: "amount_minor",
         message: "only \(self.refundableMinorUnits) minor units of this payment can still be refunded"
       )
     }

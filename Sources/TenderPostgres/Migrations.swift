@@ -225,5 +225,17 @@ public enum Migrations {
         "CREATE INDEX provider_requests_by_payment ON provider_requests (payment_id, request_id)",
       ]
     ),
+    Migration(
+      version: 4,
+      name: "refund_listing",
+      statements: [
+        // A refund's reason is optional (REFUND_REASON_UNSPECIFIED means none given).
+        "ALTER TABLE refunds ALTER COLUMN reason DROP NOT NULL",
+        // A merchant's refunds of one payment, newest first, as one index range scan.
+        "DROP INDEX refunds_by_payment",
+        "CREATE INDEX refunds_page_by_payment ON refunds (merchant_id, payment_id, create_time DESC, refund_id DESC)",
+        "CREATE INDEX provider_requests_by_refund ON provider_requests (refund_id, request_id) WHERE refund_id IS NOT NULL",
+      ]
+    ),
   ]
 }

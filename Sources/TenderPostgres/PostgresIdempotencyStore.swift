@@ -129,12 +129,13 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
     }
   }
 
-  public func stale(limit: Int) async throws -> [IdempotencyRecord] {
+  public func stale(methods: [String]?, limit: Int) async throws -> [IdempotencyRecord] {
     try await traced(self.tracer, "idempotency.stale") {
       let rows = try await self.client.query(
         """
         SELECT merchant_id, idempotency_key, method, request_fingerprint, recovery_point, locked_until, payment_id, refund_id, create_time
         FROM idempotency_keys WHERE recovery_point <> 'finished' AND (locked_until IS NULL OR locked_until <= now())
+          AND (\(methods == nil) OR method = ANY(\(methods ?? [])::text[]))
         ORDER BY locked_until NULLS FIRST LIMIT \(limit)
         """,
         logger: self.logger

@@ -23,7 +23,7 @@ public struct PostgresPaymentStore: PaymentStore {
     provider_payment_id, create_time, update_time, (extract(epoch FROM create_time) * 1000000)::bigint AS create_micros
     """
 
-  public func insert(_ payment: PaymentRecord, step: IdempotencyStep?) async throws -> PaymentEvent {
+  public func insert(_ payment: PaymentRecord, step: IdempotencyStep<PaymentRecord>?) async throws -> PaymentEvent {
     let logger = self.logger
     return try await traced(self.tracer, "payments.insert") {
       try await unwrappingTransactionError {
@@ -66,7 +66,7 @@ public struct PostgresPaymentStore: PaymentStore {
   public func update(
     _ id: PaymentID,
     merchant: MerchantID,
-    step: IdempotencyStep?,
+    step: IdempotencyStep<PaymentRecord>?,
     _ change: @Sendable (inout PaymentRecord) throws -> Void
   ) async throws -> (PaymentRecord, PaymentEvent?)? {
     let logger = self.logger
@@ -230,7 +230,7 @@ public struct PostgresPaymentStore: PaymentStore {
   }
 
   /// Moves the idempotency record to `step.point` (storing the response when finished).
-  static func apply(_ step: IdempotencyStep, payment: PaymentRecord, _ connection: PostgresConnection, logger: Logger) async throws {
+  static func apply(_ step: IdempotencyStep<PaymentRecord>, payment: PaymentRecord, _ connection: PostgresConnection, logger: Logger) async throws {
     if let makeResponse = step.response {
       let response = try makeResponse(payment)
       try await connection.query(

@@ -14,6 +14,8 @@ public import ServiceLifecycle
 /// - `pm_card_async`: `processing` (settles later)
 /// - `pm_card_slow`: answers after `slowDelay` (timeouts)
 /// - `pm_card_flaky`: the first attempt of each idempotency key gets a 500, retries succeed
+/// - `pm_card_refundFail`: authorized like `pm_card_visa`; its refunds fail (`expired_or_canceled_card`)
+/// - `pm_card_refundSlow`: authorized like `pm_card_visa`; its refunds answer after `slowDelay`
 ///
 /// `GET /_sim/requests` lists every request received, so tests can count provider calls.
 public struct ProviderSimulator: Service {

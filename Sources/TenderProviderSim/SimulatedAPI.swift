@@ -168,9 +168,13 @@ struct SimulatedAPI: Sendable {
     guard amount > 0, amount <= remaining else {
       return (Self.error(400, type: "invalid_request_error", code: "amount_too_large", message: "Refund amount is greater than the unrefunded amount."), "refused")
     }
-    let refund = SimulatorState.Refund(id: await self.state.nextID("re"), paymentIntent: id, amount: amount, status: "succeeded")
+    if intent.paymentMethod == "pm_card_refundSlow" { try? await Task.sleep(for: self.slowDelay) }
+    let fails = intent.paymentMethod == "pm_card_refundFail"
+    let refund = SimulatorState.Refund(id: await self.state.nextID("re"), paymentIntent: id, amount: amount, status: fails ? "failed" : "succeeded")
     await self.state.store(refund)
-    return (Self.ok(["id": refund.id, "object": "refund", "amount": amount, "currency": intent.currency, "payment_intent": id, "status": refund.status]), "refunded")
+    var body: [String: Any] = ["id": refund.id, "object": "refund", "amount": amount, "currency": intent.currency, "payment_intent": id, "status": refund.status]
+    if fails { body["failure_reason"] = "expired_or_canceled_card" }
+    return (Self.ok(body), fails ? "refund_failed" : "refunded")
   }
 
   // MARK: Encoding

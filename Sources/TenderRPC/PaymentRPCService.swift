@@ -10,8 +10,8 @@ import Synchronization
 public import TenderAPI
 public import TenderCore
 
-/// `tender.payments.v1.PaymentService`: CreatePayment (idempotent, exactly-once towards the
-/// provider) and GetPayment; the other RPCs answer UNIMPLEMENTED until they ship.
+/// `tender.payments.v1.PaymentService`: CreatePayment, CapturePayment and CancelPayment (keyed,
+/// exactly-once towards the provider), GetPayment, ListPayments and WatchPayments.
 public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtocol {
   private let payments: any PaymentStore
   private let idempotency: any IdempotencyStore
@@ -103,7 +103,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
       throw IdempotencyKeys.providerUnavailable
     } catch .rejected(let status, let code, _) {
       self.logger.error("provider rejected the request", metadata: ["payment_id": "\(payment.id)", "status": "\(status)", "code": "\(code)"])
-      let step = IdempotencyStep(merchant: merchant, key: key, point: .finished) { _ in
+      let step = IdempotencyStep<PaymentRecord>(merchant: merchant, key: key, point: .finished) { _ in
         try IdempotencyKeys.stored(APIError.status(.internalError, reason: "PROVIDER_REJECTED", message: "the payment provider refused the request"))
       }
       _ = try await self.payments.update(payment.id, merchant: merchant, step: step) { record in
@@ -115,7 +115,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     // The answer is serialized once, inside the transaction that stores it, and sent as stored:
     // serializing again could order map entries differently.
     let written = Mutex<StoredResponse?>(nil)
-    let step = IdempotencyStep(merchant: merchant, key: key, point: .finished) { record in
+    let step = IdempotencyStep<PaymentRecord>(merchant: merchant, key: key, point: .finished) { record in
       let response = try Self.storedResponse(for: record)
       written.withLock { $0 = response }
       return response
@@ -214,7 +214,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     return ServerResponse(message: .with { $0.payment = PaymentMessages.payment(record) })
   }
 
-  // MARK: Not yet served
+  // MARK: CapturePayment, CancelPayment
 
   public func capturePayment(
     request: ServerRequest<Tender_Payments_V1_CapturePaymentRequest>,
@@ -333,7 +333,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     }
 
     let written = Mutex<StoredResponse?>(nil)
-    let step = IdempotencyStep(merchant: merchant, key: key, point: .finished) { record in
+    let step = IdempotencyStep<PaymentRecord>(merchant: merchant, key: key, point: .finished) { record in
       let response = StoredResponse(code: 0, message: try IdempotencyKeys.serialize(respond(record)), details: [])
       written.withLock { $0 = response }
       return response
@@ -463,7 +463,7 @@ extension PaymentRPCService {
   /// Returns how many records it resolved.
   public func completeStale(limit: Int = 50) async throws -> Int {
     var resolved = 0
-    for record in try await self.idempotency.stale(limit: limit) where record.request.method == Self.createMethod {
+    for record in try await self.idempotency.stale(methods: [Self.createMethod], limit: limit) {
       // Claiming takes the lock over; if another replica got there first, it is in use.
       guard case .resumed(let claimed) = try await self.idempotency.claim(record.request, lockFor: self.lock) else { continue }
       let merchant = claimed.request.merchant
@@ -560,8 +560,4 @@ enum PaymentMessages {
     message.updateTime = Google_Protobuf_Timestamp(date: record.updateTime)
     return message
   }
-}
-
-private func notYetServed(_ context: ServerContext) -> RPCError {
-  RPCError(code: .unimplemented, message: "\(context.descriptor.fullyQualifiedMethod) is not served by this version of Tender")
 }

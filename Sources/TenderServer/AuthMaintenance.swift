@@ -70,10 +70,12 @@ struct ConnectorLifecycle: Service {
   }
 }
 
-/// Runs the payment completer every `interval`: interrupted CreatePayment operations whose lock
-/// expired are finished exactly once (see `PaymentRPCService.completeStale`).
+/// Runs the completer every `interval`: interrupted CreatePayment and CreateRefund operations
+/// whose lock expired are finished exactly once (see `PaymentRPCService.completeStale` and
+/// `RefundRPCService.completeStale`).
 struct PaymentCompleter: Service {
   let payments: PaymentRPCService
+  let refunds: RefundRPCService
   let interval: Duration
   let logger: Logger
 
@@ -85,7 +87,10 @@ struct PaymentCompleter: Service {
         return
       }
       do {
-        _ = try await cancelWhenGracefulShutdown { try await self.payments.completeStale() }
+        _ = try await cancelWhenGracefulShutdown {
+          try await self.payments.completeStale()
+          try await self.refunds.completeStale()
+        }
       } catch {
         if Task.isShuttingDownGracefully { return }
         self.logger.warning("payment completer failed a round", metadata: ["error": "\(String(reflecting: error))"])

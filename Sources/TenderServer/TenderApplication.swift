@@ -124,11 +124,21 @@ public struct TenderApplication: Sendable {
     let paymentStore = PostgresPaymentStore(client: postgres, logger: logger, tracer: tracer)
     let idempotencyStore = PostgresIdempotencyStore(client: postgres, logger: logger, tracer: tracer)
 
+    let pageTokens = PageTokens(key: try KeyEncryptionKey(base64: keyEncryptionKey).derivedKey(purpose: "page tokens"))
     let paymentService = PaymentRPCService(
       payments: paymentStore,
       idempotency: idempotencyStore,
       provider: provider,
-      pageTokens: PageTokens(key: try KeyEncryptionKey(base64: keyEncryptionKey).derivedKey(purpose: "page tokens")),
+      pageTokens: pageTokens,
+      logger: logger,
+      lock: configuration.idempotencyLock
+    )
+    let refundService = RefundRPCService(
+      refunds: PostgresRefundStore(client: postgres, logger: logger, tracer: tracer),
+      payments: paymentStore,
+      idempotency: idempotencyStore,
+      provider: provider,
+      pageTokens: pageTokens,
       logger: logger,
       lock: configuration.idempotencyLock
     )
@@ -138,7 +148,7 @@ public struct TenderApplication: Sendable {
       try ReflectionService(services: serviceNames),
       AuthRPCService(authority: authority, registry: clients, gate: gate, issuePerClient: configuration.issueTokenRateLimit),
       paymentService,
-      PendingRefundService(),
+      refundService,
     ]
     // Tender's own unary RPCs do I/O and get the default deadline; health and reflection answer
     // from memory and stay as cheap as possible for balancers probing them.
@@ -218,7 +228,7 @@ public struct TenderApplication: Sendable {
       // Background work: finishing is not a reason to stop the server.
       .init(service: RevocationJanitor(store: authStore, logger: logger), successTerminationBehavior: .ignore),
       .init(service: ConnectorLifecycle(connector: provider), successTerminationBehavior: .ignore),
-      .init(service: PaymentCompleter(payments: paymentService, interval: configuration.completerInterval, logger: logger), successTerminationBehavior: .ignore),
+      .init(service: PaymentCompleter(payments: paymentService, refunds: refundService, interval: configuration.completerInterval, logger: logger), successTerminationBehavior: .ignore),
       .init(service: SigningKeyLoader(keys: keys, logger: logger, startWhen: { for await _ in keysListening {} }), successTerminationBehavior: .ignore),
       .init(service: monitor),
       .init(service: bridge),

@@ -1,6 +1,7 @@
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import GRPCProtobuf
 import SwiftProtobuf
 import TenderAPI
 import TenderServer
@@ -9,14 +10,19 @@ import Testing
 
 @Suite("RPC behaviour")
 struct ServingTests {
-  @Test("An RPC that is not built yet answers UNIMPLEMENTED, not UNKNOWN and not a crash")
-  func unimplementedRPC() async throws {
+  @Test("A method the server does not have answers UNIMPLEMENTED, not UNKNOWN and not a crash")
+  func unknownMethod() async throws {
     try await TestServer.with { server in
       let token = try await server.token(scopes: ["refunds:read"])
       try await server.withClient { client in
-        let refunds = Tender_Refunds_V1_RefundService.Client(wrapping: client)
         let error = await #expect(throws: RPCError.self) {
-          try await refunds.getRefund(.with { $0.refundID = "re_123" }, metadata: TestServer.bearer(token))
+          try await client.unary(
+            request: ClientRequest(message: Google_Protobuf_Empty(), metadata: TestServer.bearer(token)),
+            descriptor: MethodDescriptor(fullyQualifiedService: "tender.refunds.v1.RefundService", method: "DeleteRefund"),
+            serializer: ProtobufSerializer<Google_Protobuf_Empty>(),
+            deserializer: ProtobufDeserializer<Google_Protobuf_Empty>(),
+            options: .defaults
+          ) { response in _ = try response.message }
         }
         #expect(error?.code == .unimplemented)
         // The server is still healthy afterwards.

@@ -1,0 +1,376 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import GRPCProtobuf
+import PostgresNIO
+import SwiftProtobuf
+import TenderAPI
+import TenderProviderSim
+import TenderServer
+import TenderTesting
+import Testing
+
+@Suite("Refunds over gRPC: never above the captured money, exactly once at the provider")
+struct RefundsTests {
+  typealias Payments = Tender_Payments_V1_PaymentService.Client<HTTP2ClientTransport.Posix>
+  typealias Refunds = Tender_Refunds_V1_RefundService.Client<HTTP2ClientTransport.Posix>
+  static let scopes = ["payments:write", "payments:read", "refunds:write", "refunds:read"]
+
+  /// A captured payment of `amount` (automatic capture).
+  static func captured(_ payments: Payments, _ amount: Int64, token: String, key: String, method: String = "pm_card_visa") async throws -> Tender_Payments_V1_Payment {
+    let outcome = await PaymentsTests.create(payments, PaymentsTests.request(amount, method: method, capture: .automatic), metadata: PaymentsTests.metadata(token, key: key))
+    let payment = try #require(outcome.payment, "\(String(describing: outcome.error))")
+    #expect(payment.status == .succeeded)
+    return payment
+  }
+
+  enum Outcome {
+    case refund(Tender_Refunds_V1_Refund, replayed: Bool, bytes: [UInt8])
+    case failure(RPCError)
+
+    var refund: Tender_Refunds_V1_Refund? {
+      if case .refund(let refund, _, _) = self { return refund }
+      return nil
+    }
+
+    var error: RPCError? {
+      if case .failure(let error) = self { return error }
+      return nil
+    }
+
+    var field: String? {
+      try? self.error?.unpackGoogleRPCStatus()?.details.compactMap(\.errorInfo).first?.metadata["field"]
+    }
+  }
+
+  static func refund(
+    _ refunds: Refunds,
+    _ paymentID: String,
+    _ amount: Int64,
+    token: String,
+    key: String?,
+    edit: (inout Tender_Refunds_V1_CreateRefundRequest) -> Void = { _ in }
+  ) async -> Outcome {
+    var request = Tender_Refunds_V1_CreateRefundRequest.with {
+      $0.paymentID = paymentID
+      $0.amountMinor = amount
+    }
+    edit(&request)
+    do {
+      return try await refunds.createRefund(request, metadata: PaymentsTests.metadata(token, key: key)) { response in
+        var options = BinaryEncodingOptions()
+        options.useDeterministicOrdering = true
+        let message = try response.message
+        return .refund(message.refund, replayed: response.metadata[stringValues: "idempotent-replayed"].contains("true"), bytes: try message.serializedBytes(options: options))
+      }
+    } catch let error as RPCError {
+      return .failure(error)
+    } catch {
+      return .failure(RPCError(code: .unknown, message: "\(error)"))
+    }
+  }
+
+  static func rows<Row: Sendable>(_ server: TestServer, _ sql: String, as: Row.Type) async throws -> [Row] where Row: PostgresDecodable {
+    try await withPostgresClient(server.databaseURL) { client in
+      try await client.query(PostgresQuery(unsafeSQL: sql)).decode(Row.self).reduce(into: [Row]()) { $0.append($1) }
+    }
+  }
+
+  @Test("A refund returns captured money through the provider; replays are identical; the rest can be refunded; never more")
+  func lifecycle() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: Self.scopes)
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        let refunds = Refunds(wrapping: grpc)
+        let payment = try await Self.captured(payments, 1000, token: token, key: "pay")
+
+        let first = await Self.refund(refunds, payment.paymentID, 300, token: token, key: "r1") {
+          $0.reason = .requestedByCustomer
+          $0.metadata = ["ticket": "T-7"]
+        }
+        guard case .refund(let refund, replayed: false, let bytes) = first else {
+          Issue.record("expected a first answer: \(first)")
+          return
+        }
+        #expect(refund.status == .succeeded)
+        #expect(refund.refundID.hasPrefix("re_") && refund.providerRefundID.hasPrefix("re_sim"))
+        #expect(refund.amount.amountMinor == 300 && refund.amount.currency == "EUR")
+        #expect(refund.reason == .requestedByCustomer && refund.metadata == ["ticket": "T-7"])
+        #expect(refund.paymentID == payment.paymentID && refund.merchantID == payment.merchantID)
+
+        let again = await Self.refund(refunds, payment.paymentID, 300, token: token, key: "r1") {
+          $0.reason = .requestedByCustomer
+          $0.metadata = ["ticket": "T-7"]
+        }
+        guard case .refund(_, replayed: true, let replayedBytes) = again else {
+          Issue.record("expected a replay: \(again)")
+          return
+        }
+        #expect(replayedBytes == bytes)
+        let reused = await Self.refund(refunds, payment.paymentID, 301, token: token, key: "r1")
+        #expect(reused.error?.code == .invalidArgument && reused.error?.reason == "IDEMPOTENCY_KEY_REUSED")
+
+        let read = try await refunds.getRefund(.with { $0.refundID = refund.refundID }, metadata: TestServer.bearer(token)).refund
+        #expect(read == refund)
+        var afterFirst = try await payments.getPayment(.with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(token)).payment
+        #expect(afterFirst.amountRefundedMinor == 300 && afterFirst.status == .succeeded)
+
+        // Zero means everything still refundable.
+        let rest = await Self.refund(refunds, payment.paymentID, 0, token: token, key: "r2")
+        #expect(rest.refund?.amount.amountMinor == 700 && rest.refund?.status == .succeeded, "\(rest)")
+        #expect(rest.refund?.reason == .unspecified)
+        afterFirst = try await payments.getPayment(.with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(token)).payment
+        #expect(afterFirst.amountRefundedMinor == 1000)
+
+        let beyond = await Self.refund(refunds, payment.paymentID, 1, token: token, key: "r3")
+        #expect(beyond.error?.code == .failedPrecondition && beyond.error?.reason == "REFUND_EXCEEDS_CAPTURED" && beyond.field == "amount_minor", "\(beyond)")
+        // A refusal that depends on the payment's state is the key's answer from now on.
+        let beyondAgain = await Self.refund(refunds, payment.paymentID, 1, token: token, key: "r3")
+        #expect(beyondAgain.error?.reason == "REFUND_EXCEEDS_CAPTURED")
+        #expect(beyondAgain.error?.metadata[stringValues: "idempotent-replayed"].contains("true") == true)
+
+        let held = try #require(await PaymentsTests.create(payments, PaymentsTests.request(500), metadata: PaymentsTests.metadata(token, key: "held")).payment)
+        let uncaptured = await Self.refund(refunds, held.paymentID, 100, token: token, key: "r4")
+        #expect(uncaptured.error?.code == .failedPrecondition && uncaptured.error?.reason == "PAYMENT_NOT_REFUNDABLE", "\(uncaptured)")
+        let missing = await Self.refund(refunds, "pay_doesnotexist", 100, token: token, key: "r5")
+        #expect(missing.error?.code == .notFound && missing.error?.reason == "PAYMENT_NOT_FOUND" && missing.field == "payment_id")
+      }
+      let events = try await Self.rows(server, "SELECT type FROM payment_events WHERE refund_id IS NOT NULL ORDER BY seq", as: String.self)
+      #expect(events == ["refund_created", "refund_succeeded", "refund_created", "refund_succeeded"])
+      let sent = await server.simulator.requests().filter { $0.path == "/v1/refunds" }
+      #expect(sent.map(\.outcome) == ["refunded", "refunded"])
+      // The unknown payment's key was freed; the state refusals were stored.
+      #expect(try await Self.rows(server, "SELECT idempotency_key FROM idempotency_keys WHERE method LIKE '%CreateRefund' ORDER BY 1", as: String.self) == ["r1", "r2", "r3", "r4"])
+    }
+  }
+
+  @Test("Double-refund race: two concurrent 60s on a captured 100 → one succeeds; then many random refunds never exceed the capture")
+  func doubleRefundRace() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: Self.scopes)
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        let refunds = Refunds(wrapping: grpc)
+        for round in 0..<3 {
+          let payment = try await Self.captured(payments, 100, token: token, key: "race\(round)")
+          async let a = Self.refund(refunds, payment.paymentID, 60, token: token, key: "a\(round)")
+          async let b = Self.refund(refunds, payment.paymentID, 60, token: token, key: "b\(round)")
+          let outcomes = await [a, b]
+          #expect(outcomes.compactMap(\.refund).filter { $0.status == .succeeded }.count == 1, "round \(round): \(outcomes)")
+          #expect(outcomes.compactMap(\.error).map { $0.reason } == ["REFUND_EXCEEDS_CAPTURED"], "round \(round)")
+        }
+
+        let payment = try await Self.captured(payments, 1000, token: token, key: "many")
+        let outcomes = await withTaskGroup(of: Outcome.self) { group in
+          for index in 0..<60 {
+            group.addTask { await Self.refund(refunds, payment.paymentID, Int64.random(in: 1...60), token: token, key: "m\(index)") }
+          }
+          return await group.reduce(into: [Outcome]()) { $0.append($1) }
+        }
+        let granted = outcomes.compactMap(\.refund)
+        for error in outcomes.compactMap(\.error) {
+          #expect(error.reason == "REFUND_EXCEEDS_CAPTURED", "\(error)")
+        }
+        #expect(granted.allSatisfy { $0.status == .succeeded })
+        #expect(granted.reduce(0) { $0 + $1.amount.amountMinor } <= 1000)
+        let final = try await payments.getPayment(.with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(token)).payment
+        #expect(final.amountRefundedMinor == granted.reduce(0) { $0 + $1.amount.amountMinor })
+      }
+      // In SQL: for every payment, live refunds add up to refunded_minor, which never exceeds the capture.
+      let broken = try await Self.rows(
+        server,
+        """
+        SELECT count(*)::bigint FROM payments p
+        WHERE p.refunded_minor > p.captured_minor
+           OR p.refunded_minor <> (SELECT coalesce(sum(r.amount_minor), 0) FROM refunds r WHERE r.payment_id = p.payment_id AND r.status <> 'failed')
+        """,
+        as: Int64.self
+      )
+      #expect(broken == [0])
+      let tenderRefunds = try await Self.rows(server, "SELECT count(*)::bigint FROM refunds WHERE status = 'succeeded'", as: Int64.self)
+      let providerRefunds = await server.simulator.requests().filter { $0.path == "/v1/refunds" && $0.outcome == "refunded" }.count
+      #expect(tenderRefunds == [Int64(providerRefunds)])
+    }
+  }
+
+  @Test("A refund the provider fails is FAILED and its amount refundable again; the provider unreachable → UNAVAILABLE, key freed")
+  func providerFailures() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: Self.scopes)
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        let refunds = Refunds(wrapping: grpc)
+        let payment = try await Self.captured(payments, 800, token: token, key: "pay", method: "pm_card_refundFail")
+        let failed = await Self.refund(refunds, payment.paymentID, 800, token: token, key: "f1")
+        let refund = try #require(failed.refund, "\(failed)")
+        #expect(refund.status == .failed)
+        #expect(refund.failureMessage == "expired_or_canceled_card")
+        let after = try await payments.getPayment(.with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(token)).payment
+        #expect(after.amountRefundedMinor == 0)
+        // The whole amount can be asked for again (the provider fails it again).
+        #expect(await Self.refund(refunds, payment.paymentID, 800, token: token, key: "f2").refund?.status == .failed)
+      }
+      let events = try await Self.rows(server, "SELECT type FROM payment_events WHERE refund_id IS NOT NULL ORDER BY seq", as: String.self)
+      #expect(events == ["refund_created", "refund_failed", "refund_created", "refund_failed"])
+    }
+
+    // The provider goes away after the payment was captured.
+    let unreachable = try await TestServer.with(configure: { flags, _ in flags[.providerURL] = "http://127.0.0.1:9" }) { server in
+      let token = try await server.token(scopes: Self.scopes)
+      try await withPostgresClient(server.databaseURL) { client in
+        try await client.query("INSERT INTO payments (payment_id, merchant_id, status, capture_method, currency, amount_minor, captured_minor, payment_method, provider_payment_id) VALUES ('pay_seeded', \(TestServer.merchantID), 'succeeded', 'automatic', 'EUR', 500, 500, 'pm_card_visa', 'pi_seeded')")
+      }
+      let outcome = try await server.withClient { grpc in
+        await Self.refund(Refunds(wrapping: grpc), "pay_seeded", 200, token: token, key: "down")
+      }
+      #expect(try await Self.rows(server, "SELECT count(*)::bigint FROM idempotency_keys", as: Int64.self) == [0])
+      #expect(try await Self.rows(server, "SELECT status FROM refunds", as: String.self) == ["failed"])
+      #expect(try await Self.rows(server, "SELECT refunded_minor FROM payments", as: Int64.self) == [0])
+      return outcome
+    }
+    #expect(unreachable.error?.code == .unavailable && unreachable.error?.reason == "PROVIDER_UNAVAILABLE", "\(unreachable)")
+  }
+
+  @Test("A refund interrupted at the provider stays PENDING, then the completer finishes it exactly once")
+  func completerFinishesInterruptedRefunds() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: Self.scopes)
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        let refunds = Refunds(wrapping: grpc)
+        let payment = try await Self.captured(payments, 900, token: token, key: "pay", method: "pm_card_refundSlow")
+        // The simulator answers this refund after 8 s; Tender gives up after 1 s per attempt.
+        let first = await Self.refund(refunds, payment.paymentID, 400, token: token, key: "slow")
+        let pending = try #require(first.refund, "\(first)")
+        #expect(pending.status == .pending)
+        // Pending money is reserved: only 500 is left meanwhile.
+        let tooMuch = await Self.refund(refunds, payment.paymentID, 501, token: token, key: "more")
+        #expect(tooMuch.error?.reason == "REFUND_EXCEEDS_CAPTURED")
+
+        var status = pending.status
+        let deadline = ContinuousClock.now + .seconds(25)
+        while status == .pending && ContinuousClock.now < deadline {
+          try await Task.sleep(for: .milliseconds(200))
+          status = try await refunds.getRefund(.with { $0.refundID = pending.refundID }, metadata: TestServer.bearer(token)).refund.status
+        }
+        #expect(status == .succeeded)
+        let retry = await Self.refund(refunds, payment.paymentID, 400, token: token, key: "slow")
+        guard case .refund(let final, replayed: true, _) = retry else {
+          Issue.record("the retry was not a replay: \(retry)")
+          return
+        }
+        #expect(final.refundID == pending.refundID && final.status == .succeeded)
+      }
+      let refunded = await server.simulator.requests().filter { $0.path == "/v1/refunds" && $0.outcome == "refunded" }
+      #expect(refunded.count == 1)
+      #expect(try await Self.rows(server, "SELECT count(*)::bigint FROM refunds", as: Int64.self) == [1])
+    }
+  }
+
+  enum BadInput: String, CaseIterable, Sendable {
+    case noPayment, notAPaymentID, negativeAmount, tooLarge, unknownReason, panInMetadata, oversizedMetadata
+
+    func apply(_ r: inout Tender_Refunds_V1_CreateRefundRequest) {
+      switch self {
+      case .noPayment: r.paymentID = ""
+      case .notAPaymentID: r.paymentID = "re_123"
+      case .negativeAmount: r.amountMinor = -1
+      case .tooLarge: r.amountMinor = 1_000_000_000_001
+      case .unknownReason: r.reason = .UNRECOGNIZED(99)
+      case .panInMetadata: r.metadata["note"] = "4000-0566-5566-5556"
+      case .oversizedMetadata: for i in 0..<51 { r.metadata["k\(i)"] = "v" }
+      }
+    }
+
+    var expected: (reason: String, field: String) {
+      switch self {
+      case .noPayment: return ("FIELD_REQUIRED", "payment_id")
+      case .notAPaymentID: return ("FIELD_INVALID", "payment_id")
+      case .negativeAmount, .tooLarge: return ("AMOUNT_INVALID", "amount_minor")
+      case .unknownReason: return ("FIELD_INVALID", "reason")
+      case .panInMetadata: return ("CARD_DATA_REJECTED", "metadata[note]")
+      case .oversizedMetadata: return ("METADATA_TOO_LARGE", "metadata")
+      }
+    }
+  }
+
+  @Test("Bad refund input gets the reason and field, and writes nothing")
+  func badInput() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: Self.scopes)
+      try await server.withClient { grpc in
+        let payment = try await Self.captured(Payments(wrapping: grpc), 1000, token: token, key: "pay")
+        let refunds = Refunds(wrapping: grpc)
+        for input in BadInput.allCases {
+          let outcome = await Self.refund(refunds, payment.paymentID, 100, token: token, key: "bad-\(input.rawValue)") { input.apply(&$0) }
+          #expect(outcome.error?.code == .invalidArgument, "\(input)")
+          #expect(outcome.error?.reason == input.expected.reason, "\(input)")
+          #expect(outcome.field == input.expected.field, "\(input)")
+          #expect(outcome.error?.message.contains("5556") == false, "\(input)")
+        }
+        let keyless = await Self.refund(refunds, payment.paymentID, 100, token: token, key: nil)
+        #expect(keyless.error?.reason == "IDEMPOTENCY_KEY_MISSING")
+      }
+      #expect(try await Self.rows(server, "SELECT count(*)::bigint FROM refunds", as: Int64.self) == [0])
+      #expect(try await Self.rows(server, "SELECT count(*)::bigint FROM idempotency_keys WHERE method LIKE '%CreateRefund'", as: Int64.self) == [0])
+      #expect(try await Self.rows(server, "SELECT refunded_minor FROM payments", as: Int64.self) == [0])
+      #expect(await server.simulator.requests().filter { $0.path == "/v1/refunds" }.isEmpty)
+    }
+  }
+
+  @Test("ListRefunds pages newest first, exactly once each, of the merchant or of one payment; tokens cannot be forged or moved")
+  func listing() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: Self.scopes)
+      let other = try await server.token(scopes: Self.scopes, merchantID: "mer_other")
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        let refunds = Refunds(wrapping: grpc)
+        let a = try await Self.captured(payments, 5000, token: token, key: "a")
+        let b = try await Self.captured(payments, 5000, token: token, key: "b")
+        var created: [String] = []
+        for index in 0..<12 {
+          let outcome = await Self.refund(refunds, index % 3 == 0 ? b.paymentID : a.paymentID, 10, token: token, key: "l\(index)")
+          created.append(try #require(outcome.refund, "\(outcome)").refundID)
+        }
+        func all(_ paymentID: String, as token: String) async throws -> [Tender_Refunds_V1_Refund] {
+          var seen: [Tender_Refunds_V1_Refund] = []
+          var pageToken = ""
+          repeat {
+            let page = try await refunds.listRefunds(.with { $0.paymentID = paymentID; $0.pageSize = 5; $0.pageToken = pageToken }, metadata: TestServer.bearer(token))
+            #expect(page.refunds.count <= 5)
+            seen += page.refunds
+            pageToken = page.nextPageToken
+          } while !pageToken.isEmpty
+          return seen
+        }
+        let everything = try await all("", as: token)
+        #expect(everything.map(\.refundID) == created.reversed())
+        let ofB = try await all(b.paymentID, as: token)
+        #expect(ofB.map(\.refundID) == created.enumerated().filter { $0.offset % 3 == 0 }.map(\.element).reversed())
+        #expect(try await all("", as: other).isEmpty)
+
+        func refusal(_ request: Tender_Refunds_V1_ListRefundsRequest, _ token: String) async -> (RPCError.Code?, String?) {
+          do {
+            _ = try await refunds.listRefunds(request, metadata: TestServer.bearer(token))
+            return (nil, nil)
+          } catch let error as RPCError {
+            return (error.code, error.reason)
+          } catch {
+            return (.unknown, "\(error)")
+          }
+        }
+        let firstToken = try await refunds.listRefunds(.with { $0.pageSize = 5 }, metadata: TestServer.bearer(token)).nextPageToken
+        var forged = Array(firstToken)
+        forged[5] = forged[5] == "A" ? "B" : "A"
+        #expect(await refusal(.with { $0.pageToken = String(forged) }, token) == (.invalidArgument, "PAGE_TOKEN_INVALID"))
+        #expect(await refusal(.with { $0.pageToken = firstToken; $0.paymentID = a.paymentID }, token) == (.invalidArgument, "PAGE_TOKEN_INVALID"))
+        #expect(await refusal(.with { $0.pageToken = firstToken }, other) == (.invalidArgument, "PAGE_TOKEN_INVALID"))
+        #expect(await refusal(.with { $0.paymentID = a.paymentID }, other) == (.notFound, "PAYMENT_NOT_FOUND"))
+        #expect(await refusal(.with { $0.pageSize = -1 }, token) == (.invalidArgument, "FIELD_INVALID"))
+        #expect(await refusal(.with { $0.paymentID = "pay_" }, token) == (.invalidArgument, "FIELD_INVALID"))
+      }
+    }
+  }
+}
