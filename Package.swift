@@ -14,6 +14,7 @@ let package = Package(
   products: [
     .executable(name: "tender", targets: ["tender"]),
     .executable(name: "tender-provider-sim", targets: ["tender-provider-sim"]),
+    .executable(name: "tender-load", targets: ["tender-load"]),
   ],
   dependencies: [
     .package(url: "https://github.com/grpc/grpc-swift-2.git", exact: "2.4.3"),
@@ -39,6 +40,8 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-distributed-tracing.git", exact: "1.7.3"),
     // OTLP over gRPC only: Tender already carries grpc-swift; the HTTP exporter would add a client stack.
     .package(url: "https://github.com/swift-otel/swift-otel.git", exact: "1.6.0", traits: ["OTLPGRPC"]),
+    // Latency percentiles of the load driver.
+    .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", exact: "0.2.0"),
   ],
   targets: [
     // Generated from proto/ by codegen/generate.sh; never edited by hand.
@@ -144,6 +147,20 @@ let package = Package(
         .product(name: "HTTPTypes", package: "swift-http-types"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    // Load driver: the generated client against a running Tender, latencies in an HdrHistogram.
+    .executableTarget(
+      name: "tender-load",
+      dependencies: [
+        "TenderAPI",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "Histogram", package: "hdrhistogram-swift"),
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       swiftSettings: swiftSettings
     ),

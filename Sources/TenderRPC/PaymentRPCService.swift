@@ -66,11 +66,13 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     case .inUse:
       throw IdempotencyKeys.inUse
     case .started(let record), .resumed(let record):
+      CrashPoints.reach("create_payment.claimed")
       if let existing = record.paymentID, let stored = try await self.payments.payment(existing, merchant: merchant) {
         payment = stored
       } else {
         payment = draft
         _ = try await self.payments.insert(payment, step: IdempotencyStep(merchant: merchant, key: key, point: .paymentCreated))
+        CrashPoints.reach("create_payment.payment_created")
       }
     }
     return try await self.authorize(payment, key: key)
@@ -111,6 +113,8 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
       }
       throw APIError.status(.internalError, reason: "PROVIDER_REJECTED", message: "the payment provider refused the request")
     }
+
+    CrashPoints.reach("create_payment.provider_answered")
 
     // The answer is serialized once, inside the transaction that stores it, and sent as stored:
     // serializing again could order map entries differently.

@@ -75,6 +75,7 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
         throw APIError.status(.notFound, reason: "PAYMENT_NOT_FOUND", message: "no payment \(draft.paymentID.rawValue)", metadata: ["field": "payment_id"])
       }
       refund = created
+      CrashPoints.reach("create_refund.refund_created")
     } catch let error as DomainError {
       // The payment's state refuses the refund (not captured, nothing left): a stored answer.
       let stored = try IdempotencyKeys.stored(APIError.domain(error))
@@ -98,6 +99,7 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
           amountMinorUnits: refund.amount.minorUnits,
           idempotencyKey: IdempotencyKeys.providerKey(merchant: merchant, key: key, operation: Self.providerOperation)
         )
+        CrashPoints.reach("create_refund.provider_answered")
         switch answer.status {
         case .succeeded: outcome = .succeeded(providerRefundID: answer.providerRefundID)
         case .pending: outcome = .pending(providerRefundID: answer.providerRefundID)

@@ -185,6 +185,8 @@ public struct Setting: Sendable, Hashable {
   public static let rateLimitOnRedisFailure = Setting(flag: "rate-limit-on-redis-failure", environment: "TENDER_RATE_LIMIT_ON_REDIS_FAILURE", defaultValue: "open", help: "open: allow calls when Redis is unreachable (metric + log); closed: refuse with UNAVAILABLE")
   public static let providerURL = Setting(flag: "provider-url", environment: "TENDER_PROVIDER_URL", defaultValue: "https://api.stripe.com", help: "base URL of the payment provider's API (Stripe, or tender-provider-sim)")
   public static let providerAPIKey = Setting(flag: "provider-api-key", environment: "TENDER_PROVIDER_API_KEY", defaultValue: nil, help: "the provider's secret API key; prefer the variable")
+  public static let idempotencyLock = Setting(flag: "idempotency-lock", environment: "TENDER_IDEMPOTENCY_LOCK", defaultValue: "30s", help: "how long a keyed request owns its idempotency key; after that a retry or the completer takes over")
+  public static let completerInterval = Setting(flag: "completer-interval", environment: "TENDER_COMPLETER_INTERVAL", defaultValue: "5s", help: "how often the completer looks for interrupted payments and refunds")
   public static let providerTimeout = Setting(flag: "provider-timeout", environment: "TENDER_PROVIDER_TIMEOUT", defaultValue: "10s", help: "deadline of one provider request; an unanswered one leaves the payment PROCESSING for the completer")
   public static let otlpEndpoint = Setting(flag: "otlp-endpoint", environment: "TENDER_OTLP_ENDPOINT", defaultValue: nil, help: "OTLP/gRPC collector for traces, e.g. http://localhost:4317; unset: no tracing export")
   public static let logLevel = Setting(flag: "log-level", environment: "TENDER_LOG_LEVEL", defaultValue: "info", help: "trace, debug, info, notice, warning, error or critical")
@@ -195,7 +197,7 @@ public struct Setting: Sendable, Hashable {
     .maxRequestBytes, .defaultDeadline, .keepaliveTime, .keepaliveTimeout, .minClientPingInterval,
     .maxConnectionIdle, .maxConnectionAge, .maxConnectionAgeGrace, .healthProbeInterval, .drainDelay,
     .migrate, .redisURL, .redisKeyPrefix, .keyEncryptionKey, .tokenIssuer, .tokenAudience, .tokenLifetime, .keyRefreshInterval,
-    .rateLimit, .issueTokenRateLimit, .rateLimitOnRedisFailure, .providerURL, .providerAPIKey, .providerTimeout, .otlpEndpoint, .logLevel,
+    .rateLimit, .issueTokenRateLimit, .rateLimitOnRedisFailure, .providerURL, .providerAPIKey, .providerTimeout, .idempotencyLock, .completerInterval, .otlpEndpoint, .logLevel,
   ]
 }
 
@@ -347,6 +349,13 @@ extension ServerConfiguration {
     }
     configuration.providerURL = providerURL
     configuration.providerTimeout = try parseDuration(try required(.providerTimeout), setting: .providerTimeout, allowZero: false)
+    configuration.idempotencyLock = try parseDuration(try required(.idempotencyLock), setting: .idempotencyLock, allowZero: false)
+    guard configuration.idempotencyLock > configuration.providerTimeout else {
+      // A lock shorter than one provider request would let the completer take over a request
+      // that is still waiting for its answer.
+      throw ConfigurationError(setting: Setting.idempotencyLock.label, problem: "must be longer than the provider timeout")
+    }
+    configuration.completerInterval = try parseDuration(try required(.completerInterval), setting: .completerInterval, allowZero: false)
     guard let apiKey = value(.providerAPIKey), !apiKey.isEmpty else {
       throw ConfigurationError(setting: Setting.providerAPIKey.label, problem: "is required")
     }

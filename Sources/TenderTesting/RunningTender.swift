@@ -13,12 +13,14 @@ public final class RunningTender: @unchecked Sendable {
   public private(set) var port: Int = 0
 
   /// Starts `tender` with `arguments` and waits up to `timeout` for its "gRPC listening" line.
-  public init(_ arguments: [String], timeout: Duration = .seconds(60)) async throws {
+  /// `environment` is added to the test process's own.
+  public init(_ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(60)) async throws {
     self.logFile = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("tender-\(UUID().uuidString).log")
     FileManager.default.createFile(atPath: self.logFile.path, contents: nil)
     self.process = Process()
     self.process.executableURL = URL(fileURLWithPath: TenderExecutable.path)
     self.process.arguments = arguments
+    self.process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
     self.process.standardError = try FileHandle(forWritingTo: self.logFile)
     self.process.standardOutput = FileHandle.nullDevice
     self.process.standardInput = FileHandle.nullDevice

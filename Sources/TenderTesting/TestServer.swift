@@ -92,14 +92,14 @@ public struct TestServer: Sendable {
       .providerURL: "http://127.0.0.1:\(simulatorPort)",
       .providerAPIKey: "sk_test_tender",
       .providerTimeout: "1s",
+      // Interrupted operations are taken over after 2 s (30 s in production) and looked for often.
+      .idempotencyLock: "2s",
+      .completerInterval: "200ms",
       .healthProbeInterval: "200ms",
       .logLevel: ProcessInfo.processInfo.environment["TENDER_TEST_LOG_LEVEL"] ?? "warning",
     ]
     configure(&flags, certificates)
     var configuration = try ServerConfiguration.resolve(flags: flags, environment: [:])
-    // Interrupted payments are taken over after 2 s (30 s in production) and looked for often.
-    configuration.idempotencyLock = .seconds(2)
-    configuration.completerInterval = .milliseconds(200)
     tune(&configuration)
     let logger = logger ?? {
       var logger = Logger(label: "tender.test")

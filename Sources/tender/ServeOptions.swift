@@ -67,6 +67,10 @@ struct ServeOptions: ParsableArguments {
   var providerAPIKey: String?
   @Option(name: .customLong("provider-timeout"), help: "\(Setting.providerTimeout.help) [$TENDER_PROVIDER_TIMEOUT, default 10s]")
   var providerTimeout: String?
+  @Option(name: .customLong("idempotency-lock"), help: "\(Setting.idempotencyLock.help) [$TENDER_IDEMPOTENCY_LOCK, default 30s]")
+  var idempotencyLock: String?
+  @Option(name: .customLong("completer-interval"), help: "\(Setting.completerInterval.help) [$TENDER_COMPLETER_INTERVAL, default 5s]")
+  var completerInterval: String?
   @Option(name: .customLong("otlp-endpoint"), help: "\(Setting.otlpEndpoint.help) [$TENDER_OTLP_ENDPOINT]")
   var otlpEndpoint: String?
   @Option(name: .customLong("log-level"), help: "\(Setting.logLevel.help) [$TENDER_LOG_LEVEL, default info]")
@@ -107,6 +111,8 @@ struct ServeOptions: ParsableArguments {
     flags[.providerURL] = self.providerURL
     flags[.providerAPIKey] = self.providerAPIKey
     flags[.providerTimeout] = self.providerTimeout
+    flags[.idempotencyLock] = self.idempotencyLock
+    flags[.completerInterval] = self.completerInterval
     flags[.otlpEndpoint] = self.otlpEndpoint
     flags[.logLevel] = self.logLevel
     return flags

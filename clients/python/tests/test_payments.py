@@ -1,10 +1,11 @@
-"""CreatePayment and GetPayment through the generated Python stubs, against tender dev's provider simulator."""
+"""Payments and refunds through the generated Python stubs, against tender dev's provider simulator."""
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from tender_client._generated.tender.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from tender_client._generated.tender.payments.v1 import payment_service_pb2 as payments, payment_service_pb2_grpc
+from tender_client._generated.tender.refunds.v1 import refund_service_pb2 as refunds, refund_service_pb2_grpc
 from tender_client._generated.tender.type.v1 import money_pb2
 
 
@@ -63,3 +64,33 @@ def test_decline_and_missing_key(tender_server):
             stub.CreatePayment(_request(), metadata=[("authorization", "Bearer " + token)], timeout=10)
         assert missing.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert _reason(missing.value) == "IDEMPOTENCY_KEY_MISSING"
+
+
+def test_capture_then_refund(tender_server):
+    credentials = grpc.ssl_channel_credentials(root_certificates=tender_server["ca"].read_bytes())
+    with grpc.secure_channel(tender_server["target"], credentials) as channel:
+        token = auth_service_pb2_grpc.AuthServiceStub(channel).IssueToken(auth_service_pb2.IssueTokenRequest(
+            client_id=tender_server["client_id"], client_secret=tender_server["client_secret"],
+            scopes=["payments:write", "refunds:write", "refunds:read"]), timeout=10).access_token
+        bearer = ("authorization", "Bearer " + token)
+        stub = payment_service_pb2_grpc.PaymentServiceStub(channel)
+        created = stub.CreatePayment(_request(), metadata=[bearer, ("idempotency-key", "py-refund-pay")], timeout=10).payment
+        captured = stub.CapturePayment(payments.CapturePaymentRequest(payment_id=created.payment_id, amount_minor=1000),
+                                       metadata=[bearer, ("idempotency-key", "py-refund-capture")], timeout=10).payment
+        assert captured.status == payments.PAYMENT_STATUS_SUCCEEDED
+        assert captured.amount_captured_minor == 1000
+
+        refund_stub = refund_service_pb2_grpc.RefundServiceStub(channel)
+        refund = refund_stub.CreateRefund(
+            refunds.CreateRefundRequest(payment_id=created.payment_id, amount_minor=250,
+                                        reason=refunds.REFUND_REASON_REQUESTED_BY_CUSTOMER),
+            metadata=[bearer, ("idempotency-key", "py-refund-1")], timeout=10).refund
+        assert refund.status == refunds.REFUND_STATUS_SUCCEEDED
+        assert refund.amount.amount_minor == 250 and refund.amount.currency == "EUR"
+        listed = refund_stub.ListRefunds(refunds.ListRefundsRequest(payment_id=created.payment_id), metadata=[bearer], timeout=10)
+        assert [r.refund_id for r in listed.refunds] == [refund.refund_id]
+        with pytest.raises(grpc.RpcError) as beyond:
+            refund_stub.CreateRefund(refunds.CreateRefundRequest(payment_id=created.payment_id, amount_minor=751),
+                                     metadata=[bearer, ("idempotency-key", "py-refund-2")], timeout=10)
+        assert beyond.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert _reason(beyond.value) == "REFUND_EXCEEDS_CAPTURED"

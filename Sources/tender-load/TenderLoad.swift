@@ -1,0 +1,224 @@
+import ArgumentParser
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import GRPCProtobuf
+import Histogram
+import SwiftProtobuf
+import TenderAPI
+
+/// Drives a running Tender with the generated Swift client: for each RPC asked for, `concurrency`
+/// callers send back-to-back requests for `duration` seconds (after a warm-up whose results are
+/// dropped) and the driver prints requests per second, latency percentiles from an HdrHistogram
+/// and errors by status code.
+@main
+struct TenderLoad: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "tender-load",
+    abstract: "Load driver for Tender's payment RPCs (CreatePayment with unique keys, GetPayment, ListPayments)."
+  )
+
+  enum RPC: String, ExpressibleByArgument, CaseIterable {
+    case create, get, list
+  }
+
+  @Option(help: "Tender's gRPC address, host:port.")
+  var address = "127.0.0.1:8443"
+
+  @Option(help: "PEM file of the CA that issued Tender's certificate.")
+  var ca: String
+
+  @Option(help: "JSON file with clientID and clientSecret (tender dev writes one: .tender/dev/dev-client.json).")
+  var credentials: String
+
+  @Option(parsing: .upToNextOption, help: "RPCs to measure, one after the other.")
+  var rpcs: [RPC] = RPC.allCases
+
+  @Option(help: "Concurrent callers.")
+  var concurrency = 64
+
+  @Option(help: "HTTP/2 connections the callers share.")
+  var connections = 4
+
+  @Option(help: "Seconds measured per RPC.")
+  var duration = 30
+
+  @Option(help: "Seconds of warm-up per RPC, not measured.")
+  var warmup = 3
+
+  @Option(help: "Payment method token for CreatePayment (a simulator test method in dev).")
+  var paymentMethod = "pm_card_visa"
+
+  mutating func run() async throws {
+    guard self.concurrency > 0, self.connections > 0, self.duration > 0, self.warmup >= 0 else {
+      throw ValidationError("concurrency, connections and duration must be positive")
+    }
+    let parts = self.address.split(separator: ":")
+    guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--address must be host:port") }
+    let host = String(parts[0])
+    let caPEM = try String(contentsOfFile: self.ca, encoding: .utf8)
+    let credentials = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: self.credentials))) as? [String: Any]
+    guard let clientID = credentials?["clientID"] as? String, let clientSecret = credentials?["clientSecret"] as? String else {
+      throw ValidationError("\(self.credentials) has no clientID and clientSecret")
+    }
+
+    let clients = try (0..<self.connections).map { _ in
+      GRPCClient(
+        transport: try HTTP2ClientTransport.Posix(
+          target: host.first?.isNumber == true ? .ipv4(address: host, port: port) : .dns(host: host, port: port),
+          transportSecurity: .tls { $0.trustRoots = .certificates([.bytes(Array(caPEM.utf8), format: .pem)]) },
+          config: .defaults
+        )
+      )
+    }
+    let settings = self
+    try await withThrowingDiscardingTaskGroup { group in
+      for client in clients { group.addTask { try await client.runConnections() } }
+      defer { clients.forEach { $0.beginGracefulShutdown() } }
+
+      let token = try await Tender_Auth_V1_AuthService.Client(wrapping: clients[0]).issueToken(
+        .with {
+          $0.clientID = clientID
+          $0.clientSecret = clientSecret
+          $0.scopes = ["payments:read", "payments:write"]
+        }
+      ).accessToken
+      var auth = Metadata()
+      auth.addString("Bearer \(token)", forKey: "authorization")
+      let driver = Driver(clients: clients.map { Tender_Payments_V1_PaymentService.Client(wrapping: $0) }, auth: auth, settings: settings)
+
+      print("tender-load: \(settings.concurrency) callers over \(settings.connections) connections to \(settings.address), \(settings.duration) s per RPC after \(settings.warmup) s warm-up")
+      var paymentIDs: [String] = []
+      for rpc in settings.rpcs {
+        if rpc != .create && paymentIDs.isEmpty {
+          // Reads need payments to read.
+          paymentIDs = try await driver.seed(count: 1000)
+        }
+        let ids = paymentIDs
+        _ = try await driver.run(rpc, seconds: settings.warmup, paymentIDs: ids)
+        let result = try await driver.run(rpc, seconds: settings.duration, paymentIDs: ids)
+        print(result.report(rpc: rpc))
+        if rpc == .create { paymentIDs = Array(result.created.prefix(10_000)) }
+      }
+    }
+  }
+}
+
+/// One measured phase: latencies in microseconds, errors by status code.
+struct PhaseResult: Sendable {
+  var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+  var errors: [String: Int] = [:]
+  var created: [String] = []
+  var elapsed: Duration = .zero
+
+  mutating func merge(_ other: PhaseResult) {
+    self.histogram.add(other.histogram)
+    self.errors.merge(other.errors, uniquingKeysWith: +)
+    self.created += other.created
+  }
+
+  func report(rpc: TenderLoad.RPC) -> String {
+    let seconds = Double(self.elapsed.components.seconds) + Double(self.elapsed.components.attoseconds) / 1e18
+    let total = Int(self.histogram.totalCount) + self.errors.values.reduce(0, +)
+    func ms(_ percentile: Double) -> String { String(format: "%.2f", Double(self.histogram.valueAtPercentile(percentile)) / 1000) }
+    let name = ["create": "CreatePayment", "get": "GetPayment", "list": "ListPayments"][rpc.rawValue] ?? rpc.rawValue
+    let errorText = self.errors.isEmpty ? "0" : self.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+    return """
+      == \(name): \(total) requests in \(String(format: "%.2f", seconds)) s = \(String(format: "%.2f", Double(total) / seconds)) req/s (\(String(format: "%.2f", Double(self.histogram.totalCount) / seconds)) OK/s)
+         latency ms: p50 \(ms(50)) / p90 \(ms(90)) / p99 \(ms(99)) / p99.9 \(ms(99.9)) / max \(String(format: "%.2f", Double(self.histogram.max) / 1000)); errors: \(errorText)
+      """
+  }
+}
+
+struct Driver: Sendable {
+  let clients: [Tender_Payments_V1_PaymentService.Client<HTTP2ClientTransport.Posix>]
+  let auth: Metadata
+  let concurrency: Int
+  let paymentMethod: String
+  let run = UUID().uuidString.prefix(8)
+
+  init(clients: [Tender_Payments_V1_PaymentService.Client<HTTP2ClientTransport.Posix>], auth: Metadata, settings: TenderLoad) {
+    self.clients = clients
+    self.auth = auth
+    self.concurrency = settings.concurrency
+    self.paymentMethod = settings.paymentMethod
+  }
+
+  func createRequest() -> Tender_Payments_V1_CreatePaymentRequest {
+    .with {
+      $0.amount = .with {
+        $0.amountMinor = Int64.random(in: 100...100_000)
+        $0.currency = "EUR"
+      }
+      $0.captureMethod = .automatic
+      $0.paymentMethodToken = self.paymentMethod
+      $0.customerReference = "load-\(Int.random(in: 0..<1000))"
+    }
+  }
+
+  func keyed(_ key: String) -> Metadata {
+    var metadata = self.auth
+    metadata.addString(key, forKey: "idempotency-key")
+    return metadata
+  }
+
+  /// Creates `count` payments (with the configured concurrency) for the read phases.
+  func seed(count: Int) async throws -> [String] {
+    try await withThrowingTaskGroup(of: [String].self) { group in
+      for worker in 0..<self.concurrency {
+        group.addTask {
+          var ids: [String] = []
+          var index = worker
+          while index < count {
+            let client = self.clients[worker % self.clients.count]
+            ids.append(try await client.createPayment(self.createRequest(), metadata: self.keyed("seed-\(self.run)-\(index)")).payment.paymentID)
+            index += self.concurrency
+          }
+          return ids
+        }
+      }
+      return try await group.reduce(into: []) { $0 += $1 }
+    }
+  }
+
+  func run(_ rpc: TenderLoad.RPC, seconds: Int, paymentIDs: [String]) async throws -> PhaseResult {
+    let clock = ContinuousClock()
+    let start = clock.now
+    let end = start + .seconds(seconds)
+    var total = try await withThrowingTaskGroup(of: PhaseResult.self) { group in
+      for worker in 0..<self.concurrency {
+        group.addTask {
+          let client = self.clients[worker % self.clients.count]
+          var result = PhaseResult()
+          var sequence = 0
+          while clock.now < end {
+            sequence += 1
+            let began = clock.now
+            do {
+              switch rpc {
+              case .create:
+                let key = "load-\(self.run)-\(worker)-\(sequence)-\(began.hashValue)"
+                let payment = try await client.createPayment(self.createRequest(), metadata: self.keyed(key)).payment
+                if result.created.count < 200 { result.created.append(payment.paymentID) }
+              case .get:
+                _ = try await client.getPayment(.with { $0.paymentID = paymentIDs.randomElement() ?? "" }, metadata: self.auth)
+              case .list:
+                _ = try await client.listPayments(.with { $0.pageSize = 20 }, metadata: self.auth)
+              }
+              let elapsed = began.duration(to: clock.now)
+              _ = result.histogram.record(UInt64(max(1, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)))
+            } catch let error as RPCError {
+              result.errors["\(error.code)", default: 0] += 1
+            } catch {
+              result.errors["\(type(of: error))", default: 0] += 1
+            }
+          }
+          return result
+        }
+      }
+      return try await group.reduce(into: PhaseResult()) { $0.merge($1) }
+    }
+    total.elapsed = start.duration(to: clock.now)
+    return total
+  }
+}

@@ -1,0 +1,257 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import GRPCProtobuf
+import Logging
+import PostgresNIO
+import SwiftProtobuf
+import TenderAPI
+import TenderProviderSim
+import TenderServer
+import TenderTesting
+import Testing
+
+/// `tender serve` processes killed with SIGKILL in the middle of a payment or a refund, then
+/// started again: a retry with the same key or the completer must finish the operation exactly
+/// once, and the provider must have seen exactly one charge or refund.
+@Suite("Crashes between the phases of a payment or a refund")
+struct CrashTests {
+  enum Crash: String, CaseIterable, Sendable {
+    /// The key is claimed; nothing else written.
+    case paymentClaimed = "create_payment.claimed"
+    /// The PROCESSING payment row exists; the provider was not called.
+    case paymentCreated = "create_payment.payment_created"
+    /// The provider charged; Tender had not recorded it.
+    case paymentAnswered = "create_payment.provider_answered"
+    /// The process is killed from outside while the provider is still working on the charge.
+    case paymentKilledMidCall = "killed during the provider call"
+    /// The PENDING refund row exists and its amount is reserved; the provider was not called.
+    case refundCreated = "create_refund.refund_created"
+    /// The provider refunded; Tender had not recorded it.
+    case refundAnswered = "create_refund.provider_answered"
+
+    var isRefund: Bool { self == .refundCreated || self == .refundAnswered }
+  }
+
+  /// One database, Redis and provider simulator that outlive the `tender` processes.
+  struct World {
+    let certificates: TestCertificates
+    let database: String
+    let simulator: ProviderSimulator
+    let simulatorPort: Int
+    let clientID: String
+    let clientSecret: String
+
+    func start(crashAt: String?, providerTimeout: String = "1s") async throws -> RunningTender {
+      try await RunningTender(
+        [
+          "serve", "--grpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0",
+          "--tls-cert", self.certificates.serverCertificatePath, "--tls-key", self.certificates.serverKeyPath,
+          "--database-url", self.database, "--redis-url", try TestRedis.sharedServer().url,
+          "--redis-key-prefix", "crash-\(UUID().uuidString.prefix(8)):",
+          "--key-encryption-key", TestServer.keyEncryptionKey,
+          "--provider-url", "http://127.0.0.1:\(self.simulatorPort)", "--provider-api-key", "sk_test_tender",
+          "--provider-timeout", providerTimeout, "--idempotency-lock", "3s", "--completer-interval", "200ms",
+          "--rate-limit", "1000/s,burst=1000",
+        ],
+        environment: crashAt.map { ["TENDER_CRASH_AT": $0] } ?? [:]
+      )
+    }
+
+    func withClient<Result: Sendable>(_ tender: RunningTender, _ body: (GRPCClient<HTTP2ClientTransport.Posix>, String) async throws -> Result) async throws -> Result {
+      var config = HTTP2ClientTransport.Posix.Config.defaults
+      config.backoff.initial = .milliseconds(50)
+      config.backoff.max = .milliseconds(200)
+      let transport = try HTTP2ClientTransport.Posix(
+        target: .ipv4(address: "127.0.0.1", port: tender.port),
+        transportSecurity: .tls { $0.trustRoots = .certificates([.bytes(Array(self.certificates.authority.certificatePEM.utf8), format: .pem)]) },
+        config: config
+      )
+      return try await withGRPCClient(transport: transport) { client in
+        let token = try await Tender_Auth_V1_AuthService.Client(wrapping: client).issueToken(
+          .with {
+            $0.clientID = self.clientID
+            $0.clientSecret = self.clientSecret
+          }
+        ).accessToken
+        return try await body(client, token)
+      }
+    }
+  }
+
+  static func withWorld<Result: Sendable>(slowDelay: Duration = .seconds(8), _ body: (World) async throws -> Result) async throws -> Result {
+    let certificates = try TestCertificates.make()
+    defer { try? FileManager.default.removeItem(at: certificates.directory) }
+    let database = try TestPostgres.makeDatabase()
+    var logger = Logger(label: "tender.test.sim")
+    logger.logLevel = .critical
+    let (simulator, port, task) = try await ProviderSimulator.startInBackground(
+      configuration: .init(slowDelay: slowDelay),
+      logger: logger
+    )
+    defer { task.cancel() }
+    let migrate = try await TenderExecutable.run(["migrate", "--database-url", database])
+    #expect(migrate.status == 0, "\(migrate.standardError)")
+    let merchant = try await TenderExecutable.run(["merchant", "create", "--database-url", database, "--id", TestServer.merchantID, "--name", "Crash test"])
+    #expect(merchant.status == 0, "\(merchant.standardError)")
+    let client = try await TenderExecutable.run([
+      "client", "create", "--database-url", database, "--merchant", TestServer.merchantID,
+      "--scopes", "payments:write,payments:read,refunds:write,refunds:read",
+    ])
+    func field(_ name: String) -> String {
+      client.standardOutput.split(separator: "\n").first { $0.hasPrefix(name + ":") }
+        .map { String($0.dropFirst(name.count + 1)).trimmingCharacters(in: .whitespaces) } ?? ""
+    }
+    let world = World(
+      certificates: certificates, database: database, simulator: simulator, simulatorPort: port,
+      clientID: field("client_id"), clientSecret: field("client_secret")
+    )
+    #expect(!world.clientID.isEmpty && !world.clientSecret.isEmpty, "\(client.standardError)")
+    return try await body(world)
+  }
+
+  static func keyed(_ token: String, _ key: String) -> Metadata {
+    var metadata = TestServer.bearer(token)
+    metadata.addString(key, forKey: "idempotency-key")
+    return metadata
+  }
+
+  static func payment(_ method: String = "pm_card_visa") -> Tender_Payments_V1_CreatePaymentRequest {
+    .with {
+      $0.amount = .with {
+        $0.amountMinor = 4200
+        $0.currency = "EUR"
+      }
+      $0.paymentMethodToken = method
+      $0.captureMethod = .automatic
+    }
+  }
+
+  /// Sends `call` until it is no longer refused as in use (the dead process's lock, until it
+  /// expires or the completer takes it over); returns its final answer.
+  static func untilFinished<Output: Sendable>(_ call: () async throws -> Output) async throws -> Output {
+    let deadline = ContinuousClock.now + .seconds(30)
+    while true {
+      do {
+        return try await call()
+      } catch let error as RPCError where error.code == .aborted && error.reason == "IDEMPOTENCY_KEY_IN_USE" && ContinuousClock.now < deadline {
+        try await Task.sleep(for: .milliseconds(250))
+      }
+    }
+  }
+
+  static func rows<Row: PostgresDecodable & Sendable>(_ database: String, _ sql: String, as: Row.Type) async throws -> [Row] {
+    try await withPostgresClient(database) { client in
+      try await client.query(PostgresQuery(unsafeSQL: sql)).decode(Row.self).reduce(into: [Row]()) { $0.append($1) }
+    }
+  }
+
+  @Test("SIGKILL between phases, restart: the retry or the completer finishes exactly once; the provider saw one charge or refund", arguments: Crash.allCases)
+  func crashAndRecover(_ crash: Crash) async throws {
+    try await Self.withWorld(slowDelay: crash == .paymentKilledMidCall ? .seconds(3) : .seconds(8)) { world in
+      var paymentID = ""
+      if crash.isRefund {
+        // A captured payment first, from a process that will not crash on the way.
+        let healthy = try await world.start(crashAt: nil)
+        paymentID = try await world.withClient(healthy) { client, token in
+          try await Tender_Payments_V1_PaymentService.Client(wrapping: client).createPayment(Self.payment(), metadata: Self.keyed(token, "pay")).payment.paymentID
+        }
+        healthy.send(SIGTERM)
+        _ = try await healthy.waitForExit(timeout: .seconds(20))
+      }
+
+      // The first process dies in the middle of the operation.
+      let doomed = try await world.start(crashAt: crash == .paymentKilledMidCall ? nil : crash.rawValue, providerTimeout: crash == .paymentKilledMidCall ? "2s" : "1s")
+      let firstAnswer: RPCError? = try await world.withClient(doomed) { client, token in
+        do {
+          if crash.isRefund {
+            _ = try await Tender_Refunds_V1_RefundService.Client(wrapping: client).createRefund(
+              .with {
+                $0.paymentID = paymentID
+                $0.amountMinor = 1500
+              },
+              metadata: Self.keyed(token, "op")
+            )
+          } else {
+            let request = Self.payment(crash == .paymentKilledMidCall ? "pm_card_slow" : "pm_card_visa")
+            async let call = Tender_Payments_V1_PaymentService.Client(wrapping: client).createPayment(request, metadata: Self.keyed(token, "op"))
+            if crash == .paymentKilledMidCall {
+              // Once the payment row exists the charge is on its way; the simulator holds it for 3 s.
+              // Kill the server while the provider is still working on it.
+              while try await Self.rows(world.database, "SELECT count(*)::bigint FROM payments", as: Int64.self) == [0] {
+                try await Task.sleep(for: .milliseconds(20))
+              }
+              try await Task.sleep(for: .milliseconds(500))
+              doomed.send(SIGKILL)
+            }
+            _ = try await call
+          }
+          return nil
+        } catch let error as RPCError {
+          return error
+        }
+      }
+      let status = try await doomed.waitForExit(timeout: .seconds(10))
+      #expect(status == SIGKILL, "the first process was meant to die: \(doomed.log)")
+      #expect(firstAnswer?.code == .unavailable || firstAnswer?.code == .unknown, "\(String(describing: firstAnswer))")
+
+      // What the dead process left behind.
+      let left = try await Self.rows(world.database, "SELECT recovery_point FROM idempotency_keys WHERE idempotency_key = 'op'", as: String.self)
+      let expectedPoint: [Crash: String] = [
+        .paymentClaimed: "started", .paymentCreated: "payment_created", .paymentAnswered: "payment_created",
+        .paymentKilledMidCall: "payment_created", .refundCreated: "refund_created", .refundAnswered: "refund_created",
+      ]
+      #expect(left == [expectedPoint[crash]!])
+
+      // A new process; the caller retries with the same key until the dead one's lock is gone.
+      let restarted = try await world.start(crashAt: nil)
+      try await world.withClient(restarted) { client, token in
+        if crash.isRefund {
+          let refunds = Tender_Refunds_V1_RefundService.Client(wrapping: client)
+          let refund = try await Self.untilFinished {
+            try await refunds.createRefund(
+              .with {
+                $0.paymentID = paymentID
+                $0.amountMinor = 1500
+              },
+              metadata: Self.keyed(token, "op")
+            ).refund
+          }
+          #expect(refund.status == .succeeded && refund.amount.amountMinor == 1500)
+          let payment = try await Tender_Payments_V1_PaymentService.Client(wrapping: client).getPayment(.with { $0.paymentID = paymentID }, metadata: TestServer.bearer(token)).payment
+          #expect(payment.amountRefundedMinor == 1500)
+        } else {
+          let payments = Tender_Payments_V1_PaymentService.Client(wrapping: client)
+          let request = Self.payment(crash == .paymentKilledMidCall ? "pm_card_slow" : "pm_card_visa")
+          var payment = try await Self.untilFinished { try await payments.createPayment(request, metadata: Self.keyed(token, "op")).payment }
+          // A provider still busy with the first attempt makes the answer PROCESSING; ask again.
+          let deadline = ContinuousClock.now + .seconds(30)
+          while payment.status == .processing && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(250))
+            payment = try await Self.untilFinished { try await payments.createPayment(request, metadata: Self.keyed(token, "op")).payment }
+          }
+          #expect(payment.status == .succeeded && payment.amountCapturedMinor == 4200)
+          // Asked once more: the stored answer, not a new payment.
+          let again = try await payments.createPayment(request, metadata: Self.keyed(token, "op")).payment
+          #expect(again.paymentID == payment.paymentID)
+        }
+      }
+      restarted.send(SIGTERM)
+      _ = try await restarted.waitForExit(timeout: .seconds(20))
+
+      let requests = await world.simulator.requests()
+      if crash.isRefund {
+        #expect(requests.filter { $0.path == "/v1/refunds" && $0.outcome == "refunded" }.count == 1)
+        #expect(try await Self.rows(world.database, "SELECT status FROM refunds", as: String.self) == ["succeeded"])
+        let events = try await Self.rows(world.database, "SELECT type FROM payment_events WHERE refund_id IS NOT NULL ORDER BY seq", as: String.self)
+        #expect(events == ["refund_created", "refund_succeeded"])
+      } else {
+        #expect(requests.filter { $0.path == "/v1/payment_intents" && $0.outcome == "created" }.count == 1)
+        #expect(try await Self.rows(world.database, "SELECT status FROM payments", as: String.self) == ["succeeded"])
+        let events = try await Self.rows(world.database, "SELECT type FROM payment_events ORDER BY seq", as: String.self)
+        #expect(events == ["payment_created", "payment_succeeded"])
+      }
+      #expect(try await Self.rows(world.database, "SELECT recovery_point FROM idempotency_keys WHERE idempotency_key = 'op'", as: String.self) == ["finished"])
+    }
+  }
+}
