@@ -24,10 +24,7 @@ public struct ClientRegistry: Sendable {
 
   /// Creates a client of `merchantID` with `scopes`; returns it with its secret.
   public func create(merchantID: String, scopes: [String], displayName: String) async throws -> (ClientRecord, Secret<String>) {
-    guard Self.isMerchantID(merchantID) else { throw ClientRequestError.invalidMerchantID }
-    guard !scopes.isEmpty else { throw ClientRequestError.noScopes }
-    if let invalid = scopes.first(where: { !Scopes.isValid($0) }) { throw ClientRequestError.invalidScope(invalid) }
-    guard displayName.count <= 200 else { throw ClientRequestError.displayNameTooLong }
+    try Self.validate(merchantID: merchantID, scopes: scopes, displayName: displayName)
     let secret = ClientSecretHasher.generateSecret()
     let hash = try await self.hasher.hash(secret)
     let record = ClientRecord(
@@ -52,6 +49,14 @@ public struct ClientRegistry: Sendable {
     let record = try await self.store.replaceSecret(clientID: clientID, secretHash: hash.encoded)
     try? await self.cache?.forgetClient(clientID)
     return (record, secret)
+  }
+
+  /// Checks a new client's fields without touching storage.
+  public static func validate(merchantID: String, scopes: [String], displayName: String) throws(ClientRequestError) {
+    guard Self.isMerchantID(merchantID) else { throw .invalidMerchantID }
+    guard !scopes.isEmpty else { throw .noScopes }
+    if let invalid = scopes.first(where: { !Scopes.isValid($0) }) { throw .invalidScope(invalid) }
+    guard displayName.count <= 200 else { throw .displayNameTooLong }
   }
 
   public static func isMerchantID(_ id: String) -> Bool {

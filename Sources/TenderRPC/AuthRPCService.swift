@@ -1,3 +1,4 @@
+public import Crypto
 import Foundation
 public import GRPCCore
 import GRPCProtobuf
@@ -9,20 +10,58 @@ public import TenderCore
 
 /// `tender.auth.v1.AuthService`: client credentials for access tokens, revocation,
 /// introspection, and client administration.
-public struct AuthRPCService: Tender_Auth_V1_AuthService.SimpleServiceProtocol {
+public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
   private let authority: TokenAuthority
   private let registry: ClientRegistry
   private let gate: RateLimitGate?
   private let issuePerClient: RateLimitPolicy
+  private let idempotency: any IdempotencyStore
+  private let sealer: ResponseSealer
+  private let lock: Duration
 
-  public init(authority: TokenAuthority, registry: ClientRegistry, gate: RateLimitGate?, issuePerClient: RateLimitPolicy) {
+  /// `responseKey` seals stored answers that carry a client secret (CreateClient,
+  /// RotateClientSecret), so a replay can return the same secret without the database ever
+  /// holding it in the clear.
+  public init(
+    authority: TokenAuthority,
+    registry: ClientRegistry,
+    gate: RateLimitGate?,
+    issuePerClient: RateLimitPolicy,
+    idempotency: any IdempotencyStore,
+    responseKey: SymmetricKey,
+    lock: Duration = .seconds(30)
+  ) {
     self.authority = authority
     self.registry = registry
     self.gate = gate
     self.issuePerClient = issuePerClient
+    self.idempotency = idempotency
+    self.sealer = ResponseSealer(key: responseKey)
+    self.lock = lock
   }
 
-  public func issueToken(request: Tender_Auth_V1_IssueTokenRequest, context: ServerContext) async throws -> Tender_Auth_V1_IssueTokenResponse {
+  public func issueToken(
+    request: ServerRequest<Tender_Auth_V1_IssueTokenRequest>,
+    context: ServerContext
+  ) async throws -> ServerResponse<Tender_Auth_V1_IssueTokenResponse> {
+    ServerResponse(message: try await self.issueToken(request.message))
+  }
+
+  public func revokeToken(
+    request: ServerRequest<Tender_Auth_V1_RevokeTokenRequest>,
+    context: ServerContext
+  ) async throws -> ServerResponse<Tender_Auth_V1_RevokeTokenResponse> {
+    ServerResponse(message: try await self.revokeToken(request.message))
+  }
+
+  public func introspectToken(
+    request: ServerRequest<Tender_Auth_V1_IntrospectTokenRequest>,
+    context: ServerContext
+  ) async throws -> ServerResponse<Tender_Auth_V1_IntrospectTokenResponse> {
+    ServerResponse(message: try await self.introspectToken(request.message))
+  }
+
+  func issueToken(_ request: Tender_Auth_V1_IssueTokenRequest) async throws -> Tender_Auth_V1_IssueTokenResponse {
     guard !request.clientID.isEmpty else {
       throw APIError.invalidArgument(field: "client_id", reason: "FIELD_REQUIRED", message: "client_id is required")
     }
@@ -56,7 +95,7 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.SimpleServiceProtocol {
     return response
   }
 
-  public func revokeToken(request: Tender_Auth_V1_RevokeTokenRequest, context: ServerContext) async throws -> Tender_Auth_V1_RevokeTokenResponse {
+  func revokeToken(_ request: Tender_Auth_V1_RevokeTokenRequest) async throws -> Tender_Auth_V1_RevokeTokenResponse {
     let caller = try Self.caller()
     let target = try await self.verifiedArgument(request.token)
     // A client revokes its own tokens; an administrator any token.
@@ -69,7 +108,7 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.SimpleServiceProtocol {
     return response
   }
 
-  public func introspectToken(request: Tender_Auth_V1_IntrospectTokenRequest, context: ServerContext) async throws -> Tender_Auth_V1_IntrospectTokenResponse {
+  func introspectToken(_ request: Tender_Auth_V1_IntrospectTokenRequest) async throws -> Tender_Auth_V1_IntrospectTokenResponse {
     let caller = try Self.caller()
     guard !request.token.isEmpty else {
       throw APIError.invalidArgument(field: "token", reason: "FIELD_REQUIRED", message: "token is required")
@@ -96,44 +135,107 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.SimpleServiceProtocol {
     return response
   }
 
-  public func createClient(request: Tender_Auth_V1_CreateClientRequest, context: ServerContext) async throws -> Tender_Auth_V1_CreateClientResponse {
-    _ = try Self.caller()
-    let created: (ClientRecord, Secret<String>)
+  // MARK: Client administration (keyed: the policy table requires an idempotency-key)
+
+  static let createClientMethod = Tender_Auth_V1_AuthService.Method.CreateClient.descriptor.fullyQualifiedMethod
+  static let rotateSecretMethod = Tender_Auth_V1_AuthService.Method.RotateClientSecret.descriptor.fullyQualifiedMethod
+
+  public func createClient(
+    request: ServerRequest<Tender_Auth_V1_CreateClientRequest>,
+    context: ServerContext
+  ) async throws -> ServerResponse<Tender_Auth_V1_CreateClientResponse> {
+    let caller = try Self.caller()
+    let message = request.message
     do {
-      created = try await self.registry.create(merchantID: request.merchantID, scopes: request.scopes, displayName: request.displayName)
-    } catch ClientRequestError.invalidMerchantID {
-      throw APIError.invalidArgument(field: "merchant_id", reason: request.merchantID.isEmpty ? "FIELD_REQUIRED" : "FIELD_INVALID", message: "merchant_id must be mer_ followed by 1 to 64 letters or digits")
-    } catch ClientRequestError.noScopes {
-      throw APIError.invalidArgument(field: "scopes", reason: "FIELD_REQUIRED", message: "at least one scope is required")
-    } catch ClientRequestError.invalidScope {
-      let index = request.scopes.firstIndex(where: { !Scopes.isValid($0) }) ?? 0
-      throw APIError.invalidArgument(field: "scopes[\(index)]", reason: "FIELD_INVALID", message: "scopes[\(index)] is not a scope name")
-    } catch ClientRequestError.displayNameTooLong {
-      throw APIError.invalidArgument(field: "display_name", reason: "FIELD_INVALID", message: "display_name is longer than 200 characters")
-    } catch AuthStoreError.unknownMerchant {
-      throw APIError.status(.failedPrecondition, reason: "MERCHANT_NOT_FOUND", message: "no active merchant \(request.merchantID)", metadata: ["field": "merchant_id"])
+      try ClientRegistry.validate(merchantID: message.merchantID, scopes: message.scopes, displayName: message.displayName)
+    } catch {
+      throw Self.invalid(error, message)
     }
-    var response = Tender_Auth_V1_CreateClientResponse()
-    response.client = Self.message(created.0)
-    response.clientSecret = created.1.value
-    return response
+    return try await self.keyed(method: Self.createClientMethod, request: request, merchant: MerchantID(unchecked: caller.merchantID)) {
+      let created: (ClientRecord, Secret<String>)
+      do {
+        created = try await self.registry.create(merchantID: message.merchantID, scopes: message.scopes, displayName: message.displayName)
+      } catch let error as ClientRequestError {
+        throw Self.invalid(error, message)
+      } catch AuthStoreError.unknownMerchant {
+        throw APIError.status(.failedPrecondition, reason: "MERCHANT_NOT_FOUND", message: "no active merchant \(message.merchantID)", metadata: ["field": "merchant_id"])
+      }
+      var response = Tender_Auth_V1_CreateClientResponse()
+      response.client = Self.message(created.0)
+      response.clientSecret = created.1.value
+      return response
+    }
   }
 
-  public func rotateClientSecret(request: Tender_Auth_V1_RotateClientSecretRequest, context: ServerContext) async throws -> Tender_Auth_V1_RotateClientSecretResponse {
-    _ = try Self.caller()
-    guard !request.clientID.isEmpty else {
+  static func invalid(_ error: ClientRequestError, _ request: Tender_Auth_V1_CreateClientRequest) -> GoogleRPCStatus {
+    switch error {
+    case .invalidMerchantID:
+      return APIError.invalidArgument(field: "merchant_id", reason: request.merchantID.isEmpty ? "FIELD_REQUIRED" : "FIELD_INVALID", message: "merchant_id must be mer_ followed by 1 to 64 letters or digits")
+    case .noScopes:
+      return APIError.invalidArgument(field: "scopes", reason: "FIELD_REQUIRED", message: "at least one scope is required")
+    case .invalidScope:
+      let index = request.scopes.firstIndex(where: { !Scopes.isValid($0) }) ?? 0
+      return APIError.invalidArgument(field: "scopes[\(index)]", reason: "FIELD_INVALID", message: "scopes[\(index)] is not a scope name")
+    case .displayNameTooLong:
+      return APIError.invalidArgument(field: "display_name", reason: "FIELD_INVALID", message: "display_name is longer than 200 characters")
+    }
+  }
+
+  public func rotateClientSecret(
+    request: ServerRequest<Tender_Auth_V1_RotateClientSecretRequest>,
+    context: ServerContext
+  ) async throws -> ServerResponse<Tender_Auth_V1_RotateClientSecretResponse> {
+    let caller = try Self.caller()
+    let clientID = request.message.clientID
+    guard !clientID.isEmpty else {
       throw APIError.invalidArgument(field: "client_id", reason: "FIELD_REQUIRED", message: "client_id is required")
     }
-    let rotated: (ClientRecord, Secret<String>)
-    do {
-      rotated = try await self.registry.rotateSecret(clientID: request.clientID)
-    } catch AuthStoreError.unknownClient {
-      throw APIError.status(.notFound, reason: "CLIENT_NOT_FOUND", message: "no client \(request.clientID)", metadata: ["field": "client_id"])
+    guard ClientID(clientID) != nil else {
+      throw APIError.invalidArgument(field: "client_id", reason: "FIELD_INVALID", message: "client_id must be a client id (cli_…)")
     }
-    var response = Tender_Auth_V1_RotateClientSecretResponse()
-    response.client = Self.message(rotated.0)
-    response.clientSecret = rotated.1.value
-    return response
+    return try await self.keyed(method: Self.rotateSecretMethod, request: request, merchant: MerchantID(unchecked: caller.merchantID)) {
+      let rotated: (ClientRecord, Secret<String>)
+      do {
+        rotated = try await self.registry.rotateSecret(clientID: clientID)
+      } catch AuthStoreError.unknownClient {
+        throw APIError.status(.notFound, reason: "CLIENT_NOT_FOUND", message: "no client \(clientID)", metadata: ["field": "client_id"])
+      }
+      var response = Tender_Auth_V1_RotateClientSecretResponse()
+      response.client = Self.message(rotated.0)
+      response.clientSecret = rotated.1.value
+      return response
+    }
+  }
+
+  /// A keyed operation without a provider call: claim the caller's key, run `operation` once,
+  /// store its answer (a refusal too; a success sealed, since it holds a secret) and answer from
+  /// what was stored. A retry replays the answer with the same secret; an unexpected failure frees
+  /// the key.
+  private func keyed<Input: SwiftProtobuf.Message, Output: SwiftProtobuf.Message>(
+    method: String,
+    request: ServerRequest<Input>,
+    merchant: MerchantID,
+    _ operation: () async throws -> Output
+  ) async throws -> ServerResponse<Output> {
+    let key = try IdempotencyKeys.key(request.metadata)
+    let keyed = IdempotencyRequest(merchant: merchant, key: key, method: method, fingerprint: try IdempotencyKeys.fingerprint(method: method, message: request.message))
+    switch try await self.idempotency.claim(keyed, lockFor: self.lock) {
+    case .replay(let stored): return try IdempotencyKeys.replay(try self.sealer.open(stored, merchant: merchant, key: key))
+    case .reused: throw IdempotencyKeys.reused
+    case .inUse: throw IdempotencyKeys.inUse
+    case .started, .resumed: break
+    }
+    let answer: StoredResponse
+    do {
+      answer = StoredResponse(code: 0, message: try IdempotencyKeys.serialize(try await operation()), details: [])
+    } catch let refusal as GoogleRPCStatus {
+      answer = try IdempotencyKeys.stored(refusal)
+    } catch {
+      try? await self.idempotency.release(merchant: merchant, key: key)
+      throw error
+    }
+    try await self.idempotency.finish(merchant: merchant, key: key, response: try self.sealer.seal(answer, merchant: merchant, key: key))
+    return try IdempotencyKeys.response(answer, replayed: false)
   }
 
   /// The token in a request field, verified (signature, key, claims; not its standing).

@@ -146,7 +146,15 @@ public struct TenderApplication: Sendable {
     let services: [any RegistrableRPCService] = [
       HealthService(board: board),
       try ReflectionService(services: serviceNames),
-      AuthRPCService(authority: authority, registry: clients, gate: gate, issuePerClient: configuration.issueTokenRateLimit),
+      AuthRPCService(
+        authority: authority,
+        registry: clients,
+        gate: gate,
+        issuePerClient: configuration.issueTokenRateLimit,
+        idempotency: idempotencyStore,
+        responseKey: try KeyEncryptionKey(base64: keyEncryptionKey).derivedKey(purpose: "idempotent responses"),
+        lock: configuration.idempotencyLock
+      ),
       paymentService,
       refundService,
     ]

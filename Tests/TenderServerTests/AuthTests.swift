@@ -276,26 +276,33 @@ struct AuthTests {
       let admin = try await server.token(scopes: ["admin"])
       try await server.withClient { grpc in
         let auth = Tender_Auth_V1_AuthService.Client(wrapping: grpc)
+        func keyed(_ key: String) -> Metadata {
+          var metadata = TestServer.bearer(admin)
+          metadata.addString(key, forKey: "idempotency-key")
+          return metadata
+        }
         let badScope = await #expect(throws: RPCError.self) {
-          try await auth.createClient(.with { $0.merchantID = TestServer.merchantID; $0.scopes = ["payments:read", "Bad Scope"] }, metadata: TestServer.bearer(admin))
+          try await auth.createClient(.with { $0.merchantID = TestServer.merchantID; $0.scopes = ["payments:read", "Bad Scope"] }, metadata: keyed("bad"))
         }
         #expect(badScope?.code == .invalidArgument)
         #expect(try badScope?.unpackGoogleRPCStatus()?.details.compactMap(\.errorInfo).first?.metadata["field"] == "scopes[1]")
         let noMerchant = await #expect(throws: RPCError.self) {
-          try await auth.createClient(.with { $0.merchantID = "mer_nosuchmerchant"; $0.scopes = ["payments:read"] }, metadata: TestServer.bearer(admin))
+          try await auth.createClient(.with { $0.merchantID = "mer_nosuchmerchant"; $0.scopes = ["payments:read"] }, metadata: keyed("nomerchant"))
         }
         #expect(noMerchant?.code == .failedPrecondition)
         #expect(noMerchant?.reason == "MERCHANT_NOT_FOUND")
 
-        let created = try await auth.createClient(
-          .with { $0.merchantID = TestServer.merchantID; $0.scopes = ["payments:read"]; $0.displayName = "checkout" },
-          metadata: TestServer.bearer(admin)
-        )
+        let request = Tender_Auth_V1_CreateClientRequest.with { $0.merchantID = TestServer.merchantID; $0.scopes = ["payments:read"]; $0.displayName = "checkout" }
+        let created = try await auth.createClient(request, metadata: keyed("create"))
         #expect(created.client.status == .active)
         #expect(created.clientSecret.hasPrefix("tsk_"))
         _ = try await auth.issueToken(.with { $0.clientID = created.client.clientID; $0.clientSecret = created.clientSecret })
 
-        let rotated = try await auth.rotateClientSecret(.with { $0.clientID = created.client.clientID }, metadata: TestServer.bearer(admin))
+        // A retry gets the same client and the same secret, from a sealed stored answer.
+        let replayed = try await auth.createClient(request, metadata: keyed("create"))
+        #expect(replayed == created)
+
+        let rotated = try await auth.rotateClientSecret(.with { $0.clientID = created.client.clientID }, metadata: keyed("rotate"))
         #expect(rotated.client.hasRotateTime)
         let old = await #expect(throws: RPCError.self) {
           try await auth.issueToken(.with { $0.clientID = created.client.clientID; $0.clientSecret = created.clientSecret })
@@ -308,6 +315,56 @@ struct AuthTests {
         }
         #expect(notGranted?.code == .permissionDenied)
         #expect(notGranted?.reason == "SCOPE_NOT_GRANTED")
+      }
+    }
+  }
+
+  @Test("Keyed client administration: no key is refused; a secret is stored only sealed; a reused key or a missing client are answers of their own")
+  func keyedClientAdministration() async throws {
+    try await TestServer.with { server in
+      let admin = try await server.token(scopes: ["admin"])
+      try await server.withClient { grpc in
+        let auth = Tender_Auth_V1_AuthService.Client(wrapping: grpc)
+        func keyed(_ key: String) -> Metadata {
+          var metadata = TestServer.bearer(admin)
+          metadata.addString(key, forKey: "idempotency-key")
+          return metadata
+        }
+        let request = Tender_Auth_V1_CreateClientRequest.with { $0.merchantID = TestServer.merchantID; $0.scopes = ["refunds:read"] }
+        let keyless = await #expect(throws: RPCError.self) {
+          try await auth.createClient(request, metadata: TestServer.bearer(admin))
+        }
+        #expect(keyless?.code == .invalidArgument && keyless?.reason == "IDEMPOTENCY_KEY_MISSING")
+
+        let created = try await auth.createClient(request, metadata: keyed("c1"))
+        let reused = await #expect(throws: RPCError.self) {
+          try await auth.createClient(.with { $0.merchantID = TestServer.merchantID; $0.scopes = ["refunds:write"] }, metadata: keyed("c1"))
+        }
+        #expect(reused?.reason == "IDEMPOTENCY_KEY_REUSED")
+        let rotated = try await auth.rotateClientSecret(.with { $0.clientID = created.client.clientID }, metadata: keyed("r1"))
+        let rotatedAgain = try await auth.rotateClientSecret(.with { $0.clientID = created.client.clientID }, metadata: keyed("r1"))
+        #expect(rotatedAgain.clientSecret == rotated.clientSecret)
+        // The replayed secret is the one in force: one rotation happened, not two.
+        _ = try await auth.issueToken(.with { $0.clientID = created.client.clientID; $0.clientSecret = rotated.clientSecret })
+
+        let missing = await #expect(throws: RPCError.self) {
+          try await auth.rotateClientSecret(.with { $0.clientID = "cli_nosuchclient" }, metadata: keyed("r2"))
+        }
+        #expect(missing?.code == .notFound && missing?.reason == "CLIENT_NOT_FOUND")
+        let invalid = await #expect(throws: RPCError.self) {
+          try await auth.rotateClientSecret(.with { $0.clientID = "nope" }, metadata: keyed("r3"))
+        }
+        #expect(invalid?.code == .invalidArgument && invalid?.reason == "FIELD_INVALID")
+
+        // Neither secret is anywhere in the idempotency records: only sealed bytes.
+        let stored = try await withPostgresClient(server.databaseURL) { client in
+          try await client.query("SELECT idempotency_key, response_message FROM idempotency_keys ORDER BY idempotency_key").decode((String, ByteBuffer).self)
+            .reduce(into: [String: [UInt8]]()) { $0[$1.0] = Array(buffer: $1.1) }
+        }
+        #expect(Set(stored.keys) == ["c1", "r1", "r2"])
+        for bytes in stored.values {
+          #expect(!String(decoding: bytes, as: UTF8.self).contains("tsk_"))
+        }
       }
     }
   }
