@@ -39,7 +39,7 @@ public struct PaymentRecord: Sendable, Hashable {
   }
 }
 
-/// What happened to a payment (or one of its refunds), in the merchant's event sequence.
+/// What happened to a payment (or one of its refunds), in the merchant's event feed.
 public enum PaymentEventType: String, Sendable, Hashable, CaseIterable {
   case paymentCreated = "payment_created"
   case paymentRequiresCapture = "payment_requires_capture"
@@ -62,9 +62,32 @@ public enum PaymentEventType: String, Sendable, Hashable, CaseIterable {
   }
 }
 
+/// Where an event sits in the feed: its writing transaction, then its id. Readers see events only
+/// once every older transaction has finished, so positions become visible in order and a reader
+/// resuming after a position misses nothing.
+public struct EventPosition: Sendable, Hashable, Comparable, CustomStringConvertible {
+  /// The writing transaction's 64-bit id.
+  public let transaction: Int64
+  public let id: Int64
+
+  public init(transaction: Int64, id: Int64) {
+    self.transaction = transaction
+    self.id = id
+  }
+
+  /// Before every event.
+  public static let start = EventPosition(transaction: 0, id: 0)
+
+  public static func < (lhs: EventPosition, rhs: EventPosition) -> Bool {
+    (lhs.transaction, lhs.id) < (rhs.transaction, rhs.id)
+  }
+
+  public var description: String { "\(self.transaction).\(self.id)" }
+}
+
 public struct PaymentEvent: Sendable, Hashable {
-  /// Position in the merchant's sequence: gap-free, strictly increasing, visible in order.
-  public let sequence: Int64
+  /// Position in the feed: strictly increasing in the order readers see events.
+  public let position: EventPosition
   public let merchantID: MerchantID
   public let paymentID: PaymentID
   public let refundID: RefundID?
@@ -74,8 +97,8 @@ public struct PaymentEvent: Sendable, Hashable {
   public let amountMinorUnits: Int64?
   public let createTime: Date
 
-  public init(sequence: Int64, merchantID: MerchantID, paymentID: PaymentID, refundID: RefundID?, type: PaymentEventType, fromStatus: PaymentStatus?, toStatus: PaymentStatus?, amountMinorUnits: Int64?, createTime: Date) {
-    self.sequence = sequence
+  public init(position: EventPosition, merchantID: MerchantID, paymentID: PaymentID, refundID: RefundID?, type: PaymentEventType, fromStatus: PaymentStatus?, toStatus: PaymentStatus?, amountMinorUnits: Int64?, createTime: Date) {
+    self.position = position
     self.merchantID = merchantID
     self.paymentID = paymentID
     self.refundID = refundID
@@ -162,10 +185,12 @@ public protocol PaymentStore: Sendable {
     _ change: @Sendable (inout PaymentRecord) throws -> Void
   ) async throws -> (PaymentRecord, PaymentEvent?)?
   func list(merchant: MerchantID, filter: PaymentFilter, pageSize: Int, after: PageCursor?) async throws -> Page<PaymentRecord>
-  /// The merchant's events after `sequence`, oldest first, at most `limit`.
-  func events(merchant: MerchantID, after sequence: Int64, limit: Int) async throws -> [PaymentEvent]
-  /// The sequence number of the merchant's latest event (0 before the first).
-  func latestSequence(merchant: MerchantID) async throws -> Int64
+  /// The merchant's events after `position` that are safe to read (every older transaction has
+  /// finished), in position order, at most `limit`.
+  func events(merchant: MerchantID, after position: EventPosition, limit: Int) async throws -> [PaymentEvent]
+  /// A position before every event still to come ("now"): reading after it yields what is written
+  /// from now on (and possibly a few events committed just before).
+  func currentPosition() async throws -> EventPosition
 }
 
 extension PaymentStore {

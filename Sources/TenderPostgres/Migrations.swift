@@ -150,7 +150,7 @@ public enum Migrations {
         "CREATE INDEX refunds_by_payment ON refunds (payment_id, create_time DESC, refund_id DESC)",
         // Events get a gap-free sequence per merchant: taking the next number locks the merchant's
         // counter row until commit, so a merchant's events become visible in sequence order and a
-        // watcher resuming after sequence N misses nothing.
+        // watcher resuming after sequence N misses nothing. (Replaced by the feed of migration 5.)
         """
         CREATE TABLE merchant_event_counters (
           merchant_id  text PRIMARY KEY REFERENCES merchants (merchant_id),
@@ -235,6 +235,23 @@ public enum Migrations {
         "DROP INDEX refunds_by_payment",
         "CREATE INDEX refunds_page_by_payment ON refunds (merchant_id, payment_id, create_time DESC, refund_id DESC)",
         "CREATE INDEX provider_requests_by_refund ON provider_requests (refund_id, request_id) WHERE refund_id IS NOT NULL",
+      ]
+    ),
+    Migration(
+      version: 5,
+      name: "event_feed",
+      statements: [
+        // Events are ordered by (writing transaction, event id) instead of a per-merchant counter
+        // whose row lock serialized every write of a merchant until commit. A reader takes only
+        // events of transactions older than its snapshot's xmin — all finished — so nothing can
+        // later appear before what it has already read: resuming after a position misses nothing.
+        "ALTER TABLE payment_events ADD COLUMN event_id bigint GENERATED ALWAYS AS IDENTITY",
+        "ALTER TABLE payment_events ADD COLUMN tx xid8 NOT NULL DEFAULT pg_current_xact_id()",
+        "ALTER TABLE payment_events DROP CONSTRAINT payment_events_pkey",
+        "ALTER TABLE payment_events ADD PRIMARY KEY (event_id)",
+        "ALTER TABLE payment_events DROP COLUMN seq",
+        "CREATE INDEX payment_events_feed ON payment_events (merchant_id, tx, event_id)",
+        "DROP TABLE merchant_event_counters",
       ]
     ),
   ]

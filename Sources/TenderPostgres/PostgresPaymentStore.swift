@@ -156,23 +156,28 @@ public struct PostgresPaymentStore: PaymentStore {
     }
   }
 
-  public func events(merchant: MerchantID, after sequence: Int64, limit: Int) async throws -> [PaymentEvent] {
+  public func events(merchant: MerchantID, after position: EventPosition, limit: Int) async throws -> [PaymentEvent] {
     try await traced(self.tracer, "payments.events") {
+      // Only transactions older than this statement's snapshot xmin: all of them have finished,
+      // so no event can appear later at a position before the ones returned.
       let rows = try await self.client.query(
         """
-        SELECT seq, merchant_id, payment_id, refund_id, type, from_status, to_status, amount_minor, create_time
-        FROM payment_events WHERE merchant_id = \(merchant.rawValue) AND seq > \(sequence) ORDER BY seq LIMIT \(limit)
+        SELECT tx::text::bigint, event_id, merchant_id, payment_id, refund_id, type, from_status, to_status, amount_minor, create_time
+        FROM payment_events
+        WHERE merchant_id = \(merchant.rawValue) AND (tx, event_id) > (\(String(position.transaction))::xid8, \(position.id))
+          AND tx < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY tx, event_id LIMIT \(limit)
         """,
         logger: self.logger
       )
       var events: [PaymentEvent] = []
-      for try await (seq, merchantID, paymentID, refundID, type, from, to, amount, created) in rows.decode(
-        (Int64, String, String, String?, String, String?, String?, Int64?, Date).self
+      for try await (tx, id, merchantID, paymentID, refundID, type, from, to, amount, created) in rows.decode(
+        (Int64, Int64, String, String, String?, String, String?, String?, Int64?, Date).self
       ) {
         guard let type = PaymentEventType(rawValue: type) else { throw StoredDataError(what: "event type \(type)") }
         events.append(
           PaymentEvent(
-            sequence: seq,
+            position: EventPosition(transaction: tx, id: id),
             merchantID: MerchantID(unchecked: merchantID),
             paymentID: PaymentID(unchecked: paymentID),
             refundID: refundID.map(RefundID.init(unchecked:)),
@@ -188,16 +193,16 @@ public struct PostgresPaymentStore: PaymentStore {
     }
   }
 
-  public func latestSequence(merchant: MerchantID) async throws -> Int64 {
-    try await traced(self.tracer, "payments.latest_sequence") {
-      let rows = try await self.client.query("SELECT last_seq FROM merchant_event_counters WHERE merchant_id = \(merchant.rawValue)", logger: self.logger)
-      for try await seq in rows.decode(Int64.self) { return seq }
-      return 0
+  public func currentPosition() async throws -> EventPosition {
+    try await traced(self.tracer, "payments.current_position") {
+      // Transactions from xmin on are running or yet to start: their events come after this.
+      let rows = try await self.client.query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint - 1", logger: self.logger)
+      for try await transaction in rows.decode(Int64.self) { return EventPosition(transaction: transaction, id: Int64.max) }
+      throw StoredDataError(what: "no snapshot")
     }
   }
 
-  /// Takes the merchant's next event number (locking its counter until commit) and records the
-  /// event.
+  /// Records an event in the writing transaction; its position is that transaction and a new id.
   static func appendEvent(
     _ connection: PostgresConnection,
     logger: Logger,
@@ -211,22 +216,19 @@ public struct PostgresPaymentStore: PaymentStore {
   ) async throws -> PaymentEvent {
     let rows = try await connection.query(
       """
-      WITH next AS (
-        INSERT INTO merchant_event_counters (merchant_id, last_seq) VALUES (\(merchant.rawValue), 1)
-        ON CONFLICT (merchant_id) DO UPDATE SET last_seq = merchant_event_counters.last_seq + 1
-        RETURNING last_seq
-      )
-      INSERT INTO payment_events (merchant_id, seq, payment_id, refund_id, type, from_status, to_status, amount_minor)
-      SELECT \(merchant.rawValue), next.last_seq, \(payment.rawValue), \(refund?.rawValue), \(type.rawValue), \(from?.rawValue), \(to?.rawValue), \(amount)
-      FROM next
-      RETURNING seq, create_time
+      INSERT INTO payment_events (merchant_id, payment_id, refund_id, type, from_status, to_status, amount_minor)
+      VALUES (\(merchant.rawValue), \(payment.rawValue), \(refund?.rawValue), \(type.rawValue), \(from?.rawValue), \(to?.rawValue), \(amount))
+      RETURNING tx::text::bigint, event_id, create_time
       """,
       logger: logger
     )
-    for try await (seq, created) in rows.decode((Int64, Date).self) {
-      return PaymentEvent(sequence: seq, merchantID: merchant, paymentID: payment, refundID: refund, type: type, fromStatus: from, toStatus: to, amountMinorUnits: amount, createTime: created)
+    for try await (tx, id, created) in rows.decode((Int64, Int64, Date).self) {
+      return PaymentEvent(
+        position: EventPosition(transaction: tx, id: id), merchantID: merchant, paymentID: payment, refundID: refund,
+        type: type, fromStatus: from, toStatus: to, amountMinorUnits: amount, createTime: created
+      )
     }
-    throw StoredDataError(what: "no event sequence returned")
+    throw StoredDataError(what: "no event position returned")
   }
 
   /// Moves the idempotency record to `step.point` (storing the response when finished).

@@ -35,22 +35,24 @@ public struct PageTokens: Sendable {
     bytes.map { String(format: "%02x", $0) }.joined()
   }
 
-  /// A watch cursor: the position after an event in the merchant's sequence, signed like page
-  /// tokens so it cannot be edited or used by another merchant.
-  func sealCursor(sequence: Int64, merchant: MerchantID) -> String {
-    let payload = Array("w1|\(merchant.rawValue)|\(sequence)".utf8)
+  /// A watch cursor: the position of the last event seen, signed like page tokens so it cannot be
+  /// edited or used by another merchant.
+  func sealCursor(_ position: EventPosition, merchant: MerchantID) -> String {
+    let payload = Array("w2|\(merchant.rawValue)|\(position.transaction)|\(position.id)".utf8)
     let mac = HMAC<SHA256>.authenticationCode(for: payload, using: self.key)
     return Base64URL.encode(payload) + "." + Base64URL.encode(Array(mac))
   }
 
-  func openCursor(_ cursor: String, merchant: MerchantID) -> Int64? {
+  func openCursor(_ cursor: String, merchant: MerchantID) -> EventPosition? {
     let parts = cursor.split(separator: ".", omittingEmptySubsequences: false)
     guard cursor.utf8.count <= 512, parts.count == 2,
       let payload = Base64URL.decode(parts[0]), let mac = Base64URL.decode(parts[1]),
       HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: payload, using: self.key)
     else { return nil }
     let fields = String(decoding: payload, as: UTF8.self).split(separator: "|", omittingEmptySubsequences: false)
-    guard fields.count == 3, fields[0] == "w1", fields[1] == merchant.rawValue, let sequence = Int64(fields[2]), sequence >= 0 else { return nil }
-    return sequence
+    guard fields.count == 4, fields[0] == "w2", fields[1] == merchant.rawValue,
+      let transaction = Int64(fields[2]), let id = Int64(fields[3]), transaction >= 0, id >= 0
+    else { return nil }
+    return EventPosition(transaction: transaction, id: id)
   }
 }

@@ -418,29 +418,29 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
   ) async throws -> StreamingServerResponse<Tender_Payments_V1_WatchPaymentsResponse> {
     let caller = try AuthRPCService.caller()
     let merchant = MerchantID(unchecked: caller.merchantID)
-    let start: Int64
+    let start: EventPosition
     if request.message.cursor.isEmpty {
-      start = try await self.payments.latestSequence(merchant: merchant)
+      start = try await self.payments.currentPosition()
     } else {
-      guard let sequence = self.pageTokens.openCursor(request.message.cursor, merchant: merchant) else {
+      guard let position = self.pageTokens.openCursor(request.message.cursor, merchant: merchant) else {
         throw APIError.invalidArgument(field: "cursor", reason: "CURSOR_INVALID", message: "cursor is not a cursor of this merchant's events")
       }
-      start = sequence
+      start = position
     }
     let payments = self.payments
     let tokens = self.pageTokens
     let interval = self.watchInterval
     return StreamingServerResponse { writer in
       var after = start
-      // A merchant's events become visible in sequence order (see the event counter), so reading
-      // "after N" never skips one; the stream ends cleanly when the server drains.
+      // Events become readable in position order (see PaymentStore.events), so reading after the
+      // last position sent never skips one; the stream ends cleanly when the server drains.
       while !Task.isCancelled && !Task.isShuttingDownGracefully {
         let events = try await payments.events(merchant: merchant, after: after, limit: 100)
         for event in events {
           let payment = try await payments.payment(event.paymentID, merchant: merchant)
           try await writer.write(
             .with {
-              $0.cursor = tokens.sealCursor(sequence: event.sequence, merchant: merchant)
+              $0.cursor = tokens.sealCursor(event.position, merchant: merchant)
               $0.eventType = PaymentMessages.eventType(event.type)
               $0.paymentID = event.paymentID.rawValue
               $0.refundID = event.refundID?.rawValue ?? ""
@@ -448,7 +448,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
               $0.eventTime = Google_Protobuf_Timestamp(date: event.createTime)
             }
           )
-          after = event.sequence
+          after = event.position
         }
         if events.count < 100 {
           try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }

@@ -92,13 +92,13 @@ struct PaymentSchemaTests {
     try await self.withSchema { client in
       try await client.query(
         """
-        INSERT INTO payment_events (merchant_id, seq, payment_id, type, to_status, amount_minor)
-        VALUES ('mer_a', 1, 'pay_1', 'payment_created', 'processing', 100)
+        INSERT INTO payment_events (merchant_id, payment_id, type, to_status, amount_minor)
+        VALUES ('mer_a', 'pay_1', 'payment_created', 'processing', 100)
         """
       )
       #expect(await Self.sqlState(client, "UPDATE payment_events SET amount_minor = 5") == "23001")
       #expect(await Self.sqlState(client, "DELETE FROM payment_events") == "23001")
-      #expect(await Self.sqlState(client, "INSERT INTO payment_events (merchant_id, seq, payment_id, type) VALUES ('mer_a', 1, 'pay_1', 'payment_succeeded')") == "23505")
+      #expect(await Self.sqlState(client, "INSERT INTO payment_events (event_id, merchant_id, payment_id, type) VALUES (1, 'mer_a', 'pay_1', 'payment_succeeded')") == "428C9")
     }
   }
 }

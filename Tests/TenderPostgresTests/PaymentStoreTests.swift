@@ -37,6 +37,19 @@ struct PaymentStoreTests {
     )
   }
 
+  /// Waits until every transaction up to `position`'s has finished, so the feed shows it: other
+  /// databases' transactions on the same server (parallel tests) hold the feed back for a moment.
+  static func settle(_ store: PostgresPaymentStore, past position: PaymentEvent) async throws {
+    try await self.settle(store, past: position.position)
+  }
+
+  static func settle(_ store: PostgresPaymentStore, past position: EventPosition) async throws {
+    let deadline = ContinuousClock.now + .seconds(30)
+    while try await store.currentPosition().transaction < position.transaction, ContinuousClock.now < deadline {
+      try await Task.sleep(for: .milliseconds(10))
+    }
+  }
+
   /// A payment authorized for capture (manual) or captured (automatic).
   func authorized(_ store: PostgresPaymentStore, _ merchant: String, amount: Int64 = 100, method: CaptureMethod = .manual) async throws -> PaymentRecord {
     let payment = Self.newPayment(merchant, amount: amount, method: method)
@@ -53,7 +66,7 @@ struct PaymentStoreTests {
     try await self.withStore { store, _ in
       let payment = Self.newPayment("mer_a", customer: "cus_1")
       let event = try await store.insert(payment)
-      #expect(event.sequence == 1 && event.type == .paymentCreated && event.toStatus == .processing)
+      #expect(event.position > .start && event.type == .paymentCreated && event.toStatus == .processing)
       let read = try #require(try await store.payment(payment.id, merchant: payment.merchantID))
       #expect(read.id == payment.id && read.ledger == payment.ledger && read.metadata == ["order": "42"] && read.customerReference == "cus_1")
       #expect(abs(read.createTime.timeIntervalSince(payment.createTime)) < 0.001)
@@ -68,18 +81,19 @@ struct PaymentStoreTests {
   func refusedChange() async throws {
     try await self.withStore { store, _ in
       let payment = Self.newPayment("mer_a")
-      _ = try await store.insert(payment)
+      let created = try await store.insert(payment)
       await #expect(throws: DomainError.self) {
         _ = try await store.update(payment.id, merchant: payment.merchantID) { record in try record.ledger.capture(10) }
       }
       #expect(try await store.payment(payment.id, merchant: payment.merchantID)?.ledger.status == .processing)
-      #expect(try await store.events(merchant: payment.merchantID, after: 0, limit: 10).count == 1)
+      try await Self.settle(store, past: created)
+      #expect(try await store.events(merchant: payment.merchantID, after: .start, limit: 10).count == 1)
     }
   }
 
   @Test("Capture racing cancel: exactly one wins, and the event log shows only legal transitions")
   func captureRacingCancel() async throws {
-    try await self.withStore { store, _ in
+    try await self.withStore { store, client in
       for _ in 0..<10 {
         let payment = try await self.authorized(store, "mer_a")
         async let capture: Bool = (try? await store.update(payment.id, merchant: payment.merchantID) { try $0.ledger.capture(nil) }) != nil
@@ -89,7 +103,10 @@ struct PaymentStoreTests {
         let final = try #require(try await store.payment(payment.id, merchant: payment.merchantID))
         #expect(final.ledger.status == (outcomes[0] ? .succeeded : .canceled))
       }
-      let events = try await store.events(merchant: MerchantID("mer_a")!, after: 0, limit: 1000)
+      // Every write above had a transaction id below this one's.
+      let now = try await client.query("SELECT pg_current_xact_id()::text::bigint").decode(Int64.self).reduce(0) { max($0, $1) }
+      try await Self.settle(store, past: EventPosition(transaction: now, id: 0))
+      let events = try await store.events(merchant: MerchantID("mer_a")!, after: .start, limit: 1000)
       // Created, authorized, then captured or canceled: three per payment.
       #expect(events.count == 30)
       for event in events where event.type != .paymentCreated {
@@ -178,22 +195,71 @@ struct PaymentStoreTests {
     }
   }
 
-  @Test("Each merchant's events are numbered without gaps, in commit order, even under concurrency")
-  func eventSequence() async throws {
+  @Test("A reader following the feed during 40 concurrent writes for two merchants sees each of its merchant's events once, in order")
+  func eventFeedUnderConcurrency() async throws {
     try await self.withStore { store, _ in
+      let merchant = MerchantID("mer_a")!
+      let start = try await store.currentPosition()
+      async let followed: [PaymentEvent] = {
+        var seen: [PaymentEvent] = []
+        var after = start
+        let deadline = ContinuousClock.now + .seconds(30)
+        while seen.count < 20 && ContinuousClock.now < deadline {
+          let batch = try await store.events(merchant: merchant, after: after, limit: 7)
+          seen += batch
+          after = batch.last?.position ?? after
+          if batch.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
+        }
+        return seen
+      }()
       try await withThrowingTaskGroup(of: Void.self) { group in
         for index in 0..<40 {
           group.addTask { _ = try await store.insert(Self.newPayment(index % 2 == 0 ? "mer_a" : "mer_b")) }
         }
         try await group.waitForAll()
       }
-      for merchant in ["mer_a", "mer_b"] {
-        let events = try await store.events(merchant: MerchantID(merchant)!, after: 0, limit: 100)
-        #expect(events.map(\.sequence) == Array(1...20))
-        #expect(events.allSatisfy { $0.merchantID.rawValue == merchant })
-        let resumed = try await store.events(merchant: MerchantID(merchant)!, after: 15, limit: 100)
-        #expect(resumed.map(\.sequence) == Array(16...20))
+      let seen = try await followed
+      #expect(seen.count == 20)
+      #expect(Set(seen.map(\.paymentID)).count == 20)
+      #expect(zip(seen, seen.dropFirst()).allSatisfy { $0.position < $1.position })
+      #expect(seen.allSatisfy { $0.merchantID == merchant })
+      // Read again from scratch, and resumed after the 15th: the same events, the same order.
+      #expect(try await store.events(merchant: merchant, after: start, limit: 100) == seen)
+      #expect(try await store.events(merchant: merchant, after: seen[14].position, limit: 100) == Array(seen[15...]))
+    }
+  }
+
+  @Test("An event of a transaction still open holds back later events until it commits, so a reader never skips it")
+  func openTransactionHoldsTheFeed() async throws {
+    try await self.withStore { store, client in
+      let merchant = MerchantID("mer_a")!
+      let start = try await store.currentPosition()
+      let (opened, openedSignal) = AsyncStream.makeStream(of: Void.self)
+      let (release, releaseSignal) = AsyncStream.makeStream(of: Void.self)
+      let early = Self.newPayment("mer_a")
+      // A writer that takes its transaction id first and commits last.
+      let slowWriter = Task {
+        try await client.withTransaction(logger: self.logger) { connection in
+          try await connection.query(
+            "INSERT INTO payments (payment_id, merchant_id, status, capture_method, currency, amount_minor, payment_method) VALUES (\(early.id.rawValue), 'mer_a', 'processing', 'manual', 'EUR', 100, 'pm_card_visa')",
+            logger: self.logger
+          )
+          try await connection.query(
+            "INSERT INTO payment_events (merchant_id, payment_id, type, to_status, amount_minor) VALUES ('mer_a', \(early.id.rawValue), 'payment_created', 'processing', 100)",
+            logger: self.logger
+          )
+          openedSignal.yield()
+          for await _ in release { break }
+        }
       }
+      for await _ in opened { break }
+      // A later writer commits first.
+      let late = try await store.insert(Self.newPayment("mer_a"))
+      #expect(try await store.events(merchant: merchant, after: start, limit: 10).isEmpty)
+      releaseSignal.yield()
+      try await slowWriter.value
+      let events = try await store.events(merchant: merchant, after: start, limit: 10)
+      #expect(events.map(\.paymentID) == [early.id, late.paymentID])
     }
   }
 }

@@ -243,12 +243,12 @@ struct CrashTests {
       if crash.isRefund {
         #expect(requests.filter { $0.path == "/v1/refunds" && $0.outcome == "refunded" }.count == 1)
         #expect(try await Self.rows(world.database, "SELECT status FROM refunds", as: String.self) == ["succeeded"])
-        let events = try await Self.rows(world.database, "SELECT type FROM payment_events WHERE refund_id IS NOT NULL ORDER BY seq", as: String.self)
+        let events = try await Self.rows(world.database, "SELECT type FROM payment_events WHERE refund_id IS NOT NULL ORDER BY event_id", as: String.self)
         #expect(events == ["refund_created", "refund_succeeded"])
       } else {
         #expect(requests.filter { $0.path == "/v1/payment_intents" && $0.outcome == "created" }.count == 1)
         #expect(try await Self.rows(world.database, "SELECT status FROM payments", as: String.self) == ["succeeded"])
-        let events = try await Self.rows(world.database, "SELECT type FROM payment_events ORDER BY seq", as: String.self)
+        let events = try await Self.rows(world.database, "SELECT type FROM payment_events ORDER BY event_id", as: String.self)
         #expect(events == ["payment_created", "payment_succeeded"])
       }
       #expect(try await Self.rows(world.database, "SELECT recovery_point FROM idempotency_keys WHERE idempotency_key = 'op'", as: String.self) == ["finished"])

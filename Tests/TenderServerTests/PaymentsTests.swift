@@ -293,7 +293,7 @@ struct PaymentsTests {
       let charges = await server.simulator.requests().filter { $0.path == "/v1/payment_intents" && $0.outcome == "created" }
       #expect(charges.count == 1)
       let events = try await withPostgresClient(server.databaseURL) { client in
-        try await client.query("SELECT type FROM payment_events ORDER BY seq").decode(String.self).reduce(into: [String]()) { $0.append($1) }
+        try await client.query("SELECT type FROM payment_events ORDER BY event_id").decode(String.self).reduce(into: [String]()) { $0.append($1) }
       }
       #expect(events == ["payment_created", "payment_requires_capture"])
     }

@@ -136,7 +136,7 @@ struct RefundsTests {
         let missing = await Self.refund(refunds, "pay_doesnotexist", 100, token: token, key: "r5")
         #expect(missing.error?.code == .notFound && missing.error?.reason == "PAYMENT_NOT_FOUND" && missing.field == "payment_id")
       }
-      let events = try await Self.rows(server, "SELECT type FROM payment_events WHERE refund_id IS NOT NULL ORDER BY seq", as: String.self)
+      let events = try await Self.rows(server, "SELECT type FROM payment_events WHERE refund_id IS NOT NULL ORDER BY event_id", as: String.self)
       #expect(events == ["refund_created", "refund_succeeded", "refund_created", "refund_succeeded"])
       let sent = await server.simulator.requests().filter { $0.path == "/v1/refunds" }
       #expect(sent.map(\.outcome) == ["refunded", "refunded"])
@@ -211,7 +211,7 @@ struct RefundsTests {
         // The whole amount can be asked for again (the provider fails it again).
         #expect(await Self.refund(refunds, payment.paymentID, 800, token: token, key: "f2").refund?.status == .failed)
       }
-      let events = try await Self.rows(server, "SELECT type FROM payment_events WHERE refund_id IS NOT NULL ORDER BY seq", as: String.self)
+      let events = try await Self.rows(server, "SELECT type FROM payment_events WHERE refund_id IS NOT NULL ORDER BY event_id", as: String.self)
       #expect(events == ["refund_created", "refund_failed", "refund_created", "refund_failed"])
     }
 
