@@ -206,3 +206,35 @@ extension PaymentStore {
     try await self.update(id, merchant: merchant, step: nil, change)
   }
 }
+
+/// Timestamps at the precision Tender stores them: whole microseconds since 2000-01-01, turned
+/// into a `Date` exactly as the database driver does, so a record built in memory equals the
+/// record read back.
+public enum StoredTime {
+  static let epoch = Date(timeIntervalSince1970: 946_684_800)
+
+  public static func now() -> Date { self.date(microseconds: self.microseconds(Date())) }
+
+  /// Microseconds since 2000-01-01 (nearest: a `Date` near today resolves about 0.1 µs).
+  public static func microseconds(_ date: Date) -> Int64 {
+    Int64((date.timeIntervalSince(self.epoch) * 1_000_000).rounded())
+  }
+
+  public static func date(microseconds: Int64) -> Date {
+    Date(timeInterval: Double(microseconds) / 1_000_000, since: self.epoch)
+  }
+}
+
+/// The fast path of a new keyed CreatePayment: two statements, each its own transaction, where
+/// the general path takes a claim, an insert and a locked update.
+public protocol KeyedPaymentCreation: Sendable {
+  /// Claims `request`'s key at recovery point `payment_created` and inserts `payment` (processing)
+  /// and its event, in one statement. Nil, with nothing written, when the key already exists: the
+  /// caller claims it the general way.
+  func insertClaiming(_ payment: PaymentRecord, request: IdempotencyRequest, lockFor: Duration) async throws -> PaymentEvent?
+  /// Writes `payment` (the provider's outcome applied, `updateTime` from `StoredTime`), its
+  /// status event when the status changed, and `response` as the key's finished answer, in one
+  /// statement — only if the stored payment is still processing. False, with nothing written,
+  /// when it is not (a retry or the completer finished it first).
+  func finishProcessing(_ payment: PaymentRecord, key: String, response: StoredResponse) async throws -> Bool
+}

@@ -6,7 +6,7 @@ public import Tracing
 
 /// `PaymentStore` on PostgreSQL. Every statement names the merchant; constraints in the schema
 /// back the domain's rules (see migration 3).
-public struct PostgresPaymentStore: PaymentStore {
+public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
   private let client: PostgresClient
   private let logger: Logger
   private let tracer: any Tracer
@@ -49,6 +49,88 @@ public struct PostgresPaymentStore: PaymentStore {
           return event
         }
       }
+    }
+  }
+
+  static let storedTime = "timestamptz '2000-01-01 00:00:00+00' + interval '1 microsecond' *"
+
+  public func insertClaiming(_ payment: PaymentRecord, request: IdempotencyRequest, lockFor: Duration) async throws -> PaymentEvent? {
+    precondition(payment.merchantID == request.merchant && payment.ledger.status == .processing, "a new payment of the key's merchant")
+    let ledger = payment.ledger
+    let lock = PostgresIdempotencyStore.milliseconds(lockFor)
+    let created = StoredTime.microseconds(payment.createTime)
+    return try await traced(self.tracer, "payments.insert_claiming") {
+      // The key row names the payment inserted by the same statement; the foreign key is checked
+      // at the end of the statement, when both exist.
+      let rows = try await self.client.query(
+        """
+        WITH claimed AS (
+          INSERT INTO idempotency_keys (merchant_id, idempotency_key, method, request_fingerprint, recovery_point, locked_until, payment_id)
+          VALUES (\(request.merchant.rawValue), \(request.key), \(request.method), \(ByteBuffer(bytes: request.fingerprint)), 'payment_created',
+                  now() + \(lock) * interval '1 millisecond', \(payment.id.rawValue))
+          ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
+          RETURNING merchant_id
+        ), inserted AS (
+          INSERT INTO payments (payment_id, merchant_id, status, capture_method, currency, amount_minor, payment_method,
+            customer_reference, description, metadata, create_time, update_time)
+          SELECT \(payment.id.rawValue), merchant_id, 'processing', \(ledger.captureMethod.rawValue), \(ledger.amount.currency.code),
+            \(ledger.amount.minorUnits), \(payment.paymentMethod), \(payment.customerReference), \(payment.description),
+            \(try Self.json(payment.metadata))::jsonb, \(unescaped: Self.storedTime) \(created), \(unescaped: Self.storedTime) \(created)
+          FROM claimed
+          RETURNING payment_id, merchant_id
+        )
+        INSERT INTO payment_events (merchant_id, payment_id, type, to_status, amount_minor)
+        SELECT merchant_id, payment_id, 'payment_created', 'processing', \(ledger.amount.minorUnits) FROM inserted
+        RETURNING tx::text::bigint, event_id, create_time
+        """,
+        logger: self.logger
+      )
+      for try await (tx, id, time) in rows.decode((Int64, Int64, Date).self) {
+        return PaymentEvent(
+          position: EventPosition(transaction: tx, id: id), merchantID: payment.merchantID, paymentID: payment.id, refundID: nil,
+          type: .paymentCreated, fromStatus: nil, toStatus: .processing, amountMinorUnits: ledger.amount.minorUnits, createTime: time
+        )
+      }
+      return nil
+    }
+  }
+
+  public func finishProcessing(_ payment: PaymentRecord, key: String, response: StoredResponse) async throws -> Bool {
+    let ledger = payment.ledger
+    let changed = ledger.status != .processing
+    let amount: Int64? = ledger.status == .succeeded ? ledger.capturedMinorUnits : nil
+    let updated = StoredTime.microseconds(payment.updateTime)
+    return try await traced(self.tracer, "payments.finish_processing") {
+      let rows = try await self.client.query(
+        """
+        WITH updated AS (
+          UPDATE payments SET status = \(ledger.status.rawValue), capturable_minor = \(ledger.capturableMinorUnits),
+            captured_minor = \(ledger.capturedMinorUnits), refunded_minor = \(ledger.refundedMinorUnits),
+            failure_reason = \(ledger.failureReason?.rawValue), provider_payment_id = \(payment.providerPaymentID),
+            update_time = \(unescaped: Self.storedTime) \(updated)
+          WHERE payment_id = \(payment.id.rawValue) AND merchant_id = \(payment.merchantID.rawValue) AND status = 'processing'
+          RETURNING payment_id, merchant_id
+        ), event AS (
+          INSERT INTO payment_events (merchant_id, payment_id, type, from_status, to_status, amount_minor)
+          SELECT merchant_id, payment_id, \(PaymentEventType.entering(ledger.status).rawValue), 'processing', \(ledger.status.rawValue), \(amount)
+          FROM updated WHERE \(changed)
+          RETURNING event_id
+        ), finished AS (
+          UPDATE idempotency_keys SET recovery_point = 'finished', locked_until = NULL, payment_id = \(payment.id.rawValue),
+            response_code = \(response.code), response_message = \(ByteBuffer(bytes: response.message)),
+            response_details = \(ByteBuffer(bytes: response.details)), update_time = now()
+          WHERE merchant_id = \(payment.merchantID.rawValue) AND idempotency_key = \(key) AND EXISTS (SELECT 1 FROM updated)
+          RETURNING 1
+        )
+        -- A payment written without its key finished would be a half-write: divide by zero to
+        -- abort the whole statement instead.
+        SELECT (SELECT count(*) FROM updated)::bigint
+          / (CASE WHEN (SELECT count(*) FROM updated) = (SELECT count(*) FROM finished) THEN 1 ELSE 0 END)
+        """,
+        logger: self.logger
+      )
+      for try await count in rows.decode(Int64.self) { return count == 1 }
+      return false
     }
   }
 

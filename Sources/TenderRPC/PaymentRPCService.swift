@@ -14,6 +14,8 @@ public import TenderCore
 /// exactly-once towards the provider), GetPayment, ListPayments and WatchPayments.
 public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtocol {
   private let payments: any PaymentStore
+  /// The store's two-statement path for new keyed payments, when it has one.
+  private let creation: (any KeyedPaymentCreation)?
   private let idempotency: any IdempotencyStore
   private let provider: any PaymentProvider
   private let logger: Logger
@@ -34,6 +36,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
   ) {
     self.watchInterval = watchInterval
     self.payments = payments
+    self.creation = payments as? any KeyedPaymentCreation
     self.idempotency = idempotency
     self.provider = provider
     self.pageTokens = pageTokens
@@ -57,6 +60,11 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     let fingerprint = try IdempotencyKeys.fingerprint(method: Self.createMethod, message: request.message)
     let keyed = IdempotencyRequest(merchant: merchant, key: key, method: Self.createMethod, fingerprint: fingerprint)
 
+    // A new key: claimed together with the payment in one statement.
+    if let creation = self.creation, try await creation.insertClaiming(draft, request: keyed, lockFor: self.lock) != nil {
+      CrashPoints.reach("create_payment.payment_created")
+      return try await self.authorize(draft, key: key)
+    }
     let payment: PaymentRecord
     switch try await self.idempotency.claim(keyed, lockFor: self.lock) {
     case .replay(let stored):
@@ -116,6 +124,18 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
 
     CrashPoints.reach("create_payment.provider_answered")
 
+    if let creation = self.creation, payment.ledger.status == .processing {
+      // One statement, as long as the payment is still processing (nobody else finished it).
+      var final = payment
+      final.providerPaymentID = outcome.providerPaymentID
+      try Self.apply(outcome, to: &final)
+      final.updateTime = StoredTime.now()
+      let response = try Self.storedResponse(for: final)
+      if try await creation.finishProcessing(final, key: key, response: response) {
+        return try IdempotencyKeys.response(response, replayed: false)
+      }
+    }
+
     // The answer is serialized once, inside the transaction that stores it, and sent as stored:
     // serializing again could order map entries differently.
     let written = Mutex<StoredResponse?>(nil)
@@ -126,13 +146,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     }
     guard let (final, _) = try await self.payments.update(payment.id, merchant: merchant, step: step, { record in
       record.providerPaymentID = outcome.providerPaymentID
-      guard record.ledger.status == .processing else { return }
-      switch outcome.status {
-      case .requiresCapture, .succeeded: try record.ledger.providerAuthorized()
-      case .failed(let reason): try record.ledger.providerFailed(reason)
-      case .processing: break
-      case .canceled: try record.ledger.providerFailed(.providerError)
-      }
+      try Self.apply(outcome, to: &record)
     }) else {
       throw APIError.status(.internalError, reason: "PAYMENT_VANISHED", message: "the payment could not be found after authorization")
     }
@@ -141,6 +155,17 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
       throw APIError.status(.internalError, reason: "RESPONSE_NOT_STORED", message: "the payment's answer was not stored")
     }
     return try IdempotencyKeys.response(stored, replayed: false)
+  }
+
+  /// The provider's answer to a new payment, applied to it while it is still processing.
+  static func apply(_ outcome: ProviderPayment, to record: inout PaymentRecord) throws {
+    guard record.ledger.status == .processing else { return }
+    switch outcome.status {
+    case .requiresCapture, .succeeded: try record.ledger.providerAuthorized()
+    case .failed(let reason): try record.ledger.providerFailed(reason)
+    case .processing: break
+    case .canceled: try record.ledger.providerFailed(.providerError)
+    }
   }
 
   /// What a finished CreatePayment answers: the payment, or CARD_DECLINED naming it.
@@ -187,7 +212,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     try FreeText.check(message.description_p, field: "description", limit: 1000)
     try FreeText.check(message.customerReference, field: "customer_reference", limit: 255)
     try FreeText.checkMetadata(message.metadata)
-    let now = Date()
+    let now = StoredTime.now()
     return PaymentRecord(
       id: .random(),
       merchantID: merchant,

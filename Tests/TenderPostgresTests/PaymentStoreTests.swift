@@ -258,6 +258,7 @@ struct PaymentStoreTests {
       #expect(try await store.events(merchant: merchant, after: start, limit: 10).isEmpty)
       releaseSignal.yield()
       try await slowWriter.value
+      try await Self.settle(store, past: late)
       let events = try await store.events(merchant: merchant, after: start, limit: 10)
       #expect(events.map(\.paymentID) == [early.id, late.paymentID])
     }

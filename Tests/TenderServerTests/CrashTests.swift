@@ -17,9 +17,8 @@ import Testing
 @Suite("Crashes between the phases of a payment or a refund")
 struct CrashTests {
   enum Crash: String, CaseIterable, Sendable {
-    /// The key is claimed; nothing else written.
-    case paymentClaimed = "create_payment.claimed"
-    /// The PROCESSING payment row exists; the provider was not called.
+    /// The key is claimed and the PROCESSING payment row exists (one statement); the provider was
+    /// not called.
     case paymentCreated = "create_payment.payment_created"
     /// The provider charged; Tender had not recorded it.
     case paymentAnswered = "create_payment.provider_answered"
@@ -198,7 +197,7 @@ struct CrashTests {
       // What the dead process left behind.
       let left = try await Self.rows(world.database, "SELECT recovery_point FROM idempotency_keys WHERE idempotency_key = 'op'", as: String.self)
       let expectedPoint: [Crash: String] = [
-        .paymentClaimed: "started", .paymentCreated: "payment_created", .paymentAnswered: "payment_created",
+        .paymentCreated: "payment_created", .paymentAnswered: "payment_created",
         .paymentKilledMidCall: "payment_created", .refundCreated: "refund_created", .refundAnswered: "refund_created",
       ]
       #expect(left == [expectedPoint[crash]!])
