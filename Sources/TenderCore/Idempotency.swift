@@ -113,3 +113,26 @@ extension IdempotencyStore {
     try await self.stale(methods: nil, limit: limit)
   }
 }
+
+extension IdempotencyStore {
+  /// The completer's round for one method: takes over each unfinished record of `method` whose
+  /// lock expired (a record another replica takes first is skipped) and hands it to `resume`,
+  /// which finishes the operation or returns false when there is nothing to resume — the record
+  /// is then released. Returns how many records were resolved.
+  public func takeOverStale(
+    method: String,
+    limit: Int,
+    lockFor: Duration,
+    _ resume: (IdempotencyRecord) async throws -> Bool
+  ) async throws -> Int {
+    var resolved = 0
+    for record in try await self.stale(methods: [method], limit: limit) {
+      guard case .resumed(let claimed) = try await self.claim(record.request, lockFor: lockFor) else { continue }
+      if try await !resume(claimed) {
+        try await self.release(merchant: claimed.request.merchant, key: claimed.request.key)
+      }
+      resolved += 1
+    }
+    return resolved
+  }
+}

@@ -144,10 +144,10 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
       written.withLock { $0 = response }
       return response
     }
-    guard let (final, _) = try await self.payments.update(payment.id, merchant: merchant, step: step, { record in
+    guard try await self.payments.update(payment.id, merchant: merchant, step: step, { record in
       record.providerPaymentID = outcome.providerPaymentID
       try Self.apply(outcome, to: &record)
-    }) else {
+    }) != nil else {
       throw APIError.status(.internalError, reason: "PAYMENT_VANISHED", message: "the payment could not be found after authorization")
     }
     // The first answer is made from the stored bytes too, so it equals every replay.
@@ -491,25 +491,15 @@ extension PaymentRPCService {
   /// never got past `started` wrote nothing and are released.
   /// Returns how many records it resolved.
   public func completeStale(limit: Int = 50) async throws -> Int {
-    var resolved = 0
-    for record in try await self.idempotency.stale(methods: [Self.createMethod], limit: limit) {
-      // Claiming takes the lock over; if another replica got there first, it is in use.
-      guard case .resumed(let claimed) = try await self.idempotency.claim(record.request, lockFor: self.lock) else { continue }
-      let merchant = claimed.request.merchant
-      guard let paymentID = claimed.paymentID, let payment = try await self.payments.payment(paymentID, merchant: merchant) else {
-        try await self.idempotency.release(merchant: merchant, key: claimed.request.key)
-        resolved += 1
-        continue
+    try await self.idempotency.takeOverStale(method: Self.createMethod, limit: limit, lockFor: self.lock) { claimed in
+      guard let paymentID = claimed.paymentID, let payment = try await self.payments.payment(paymentID, merchant: claimed.request.merchant) else {
+        return false
       }
-      do {
-        _ = try await self.authorize(payment, key: claimed.request.key)
-      } catch {
-        // Declines and provider refusals are stored answers: the operation is finished.
-      }
-      resolved += 1
+      // Declines and provider refusals end as stored answers: the operation is finished either way.
+      _ = try? await self.authorize(payment, key: claimed.request.key)
       self.logger.notice("completed an interrupted payment", metadata: ["payment_id": "\(payment.id)"])
+      return true
     }
-    return resolved
   }
 }
 

@@ -231,24 +231,15 @@ extension RefundRPCService {
   /// second refund) and settled; records that never created a refund are released. Returns how
   /// many records it resolved.
   public func completeStale(limit: Int = 50) async throws -> Int {
-    var resolved = 0
-    for record in try await self.idempotency.stale(methods: [Self.createMethod], limit: limit) {
-      guard case .resumed(let claimed) = try await self.idempotency.claim(record.request, lockFor: self.lock) else { continue }
-      let merchant = claimed.request.merchant
-      guard let refundID = claimed.refundID, let refund = try await self.refunds.refund(refundID, merchant: merchant) else {
-        try await self.idempotency.release(merchant: merchant, key: claimed.request.key)
-        resolved += 1
-        continue
+    try await self.idempotency.takeOverStale(method: Self.createMethod, limit: limit, lockFor: self.lock) { claimed in
+      guard let refundID = claimed.refundID, let refund = try await self.refunds.refund(refundID, merchant: claimed.request.merchant) else {
+        return false
       }
-      do {
-        _ = try await self.send(refund, key: claimed.request.key)
-      } catch {
-        // An unreachable provider failed the refund and freed the key: resolved as well.
-      }
-      resolved += 1
+      // An unreachable provider fails the refund and frees the key: resolved as well.
+      _ = try? await self.send(refund, key: claimed.request.key)
       self.logger.notice("completed an interrupted refund", metadata: ["refund_id": "\(refund.id)"])
+      return true
     }
-    return resolved
   }
 }
 

@@ -276,11 +276,7 @@ struct AuthTests {
       let admin = try await server.token(scopes: ["admin"])
       try await server.withClient { grpc in
         let auth = Tender_Auth_V1_AuthService.Client(wrapping: grpc)
-        func keyed(_ key: String) -> Metadata {
-          var metadata = TestServer.bearer(admin)
-          metadata.addString(key, forKey: "idempotency-key")
-          return metadata
-        }
+        func keyed(_ key: String) -> Metadata { PaymentsTests.metadata(admin, key: key) }
         let badScope = await #expect(throws: RPCError.self) {
           try await auth.createClient(.with { $0.merchantID = TestServer.merchantID; $0.scopes = ["payments:read", "Bad Scope"] }, metadata: keyed("bad"))
         }
@@ -325,11 +321,7 @@ struct AuthTests {
       let admin = try await server.token(scopes: ["admin"])
       try await server.withClient { grpc in
         let auth = Tender_Auth_V1_AuthService.Client(wrapping: grpc)
-        func keyed(_ key: String) -> Metadata {
-          var metadata = TestServer.bearer(admin)
-          metadata.addString(key, forKey: "idempotency-key")
-          return metadata
-        }
+        func keyed(_ key: String) -> Metadata { PaymentsTests.metadata(admin, key: key) }
         let request = Tender_Auth_V1_CreateClientRequest.with { $0.merchantID = TestServer.merchantID; $0.scopes = ["refunds:read"] }
         let keyless = await #expect(throws: RPCError.self) {
           try await auth.createClient(request, metadata: TestServer.bearer(admin))
