@@ -188,8 +188,54 @@ struct SimulatedAPI: Sendable {
     ]
   }
 
+  /// JSON with sorted keys, for the few value types the simulator answers with (strings,
+  /// integers, booleans, null, nested objects). Written by hand: it runs on every request.
   static func encode(_ object: [String: Any]) -> Data {
-    (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+    var out: [UInt8] = []
+    out.reserveCapacity(512)
+    Self.write(object, into: &out)
+    return Data(out)
+  }
+
+  private static func write(_ value: Any, into out: inout [UInt8]) {
+    switch value {
+    case let text as String:
+      Self.write(string: text, into: &out)
+    case let number as Int64:
+      out += Array(String(number).utf8)
+    case let number as Int:
+      out += Array(String(number).utf8)
+    case let flag as Bool:
+      out += Array((flag ? "true" : "false").utf8)
+    case let object as [String: Any]:
+      // [String: String] values match here too.
+      out.append(UInt8(ascii: "{"))
+      for (index, key) in object.keys.sorted().enumerated() {
+        if index > 0 { out.append(UInt8(ascii: ",")) }
+        Self.write(string: key, into: &out)
+        out.append(UInt8(ascii: ":"))
+        Self.write(object[key]!, into: &out)
+      }
+      out.append(UInt8(ascii: "}"))
+    default:
+      out += Array("null".utf8)
+    }
+  }
+
+  private static func write(string: String, into out: inout [UInt8]) {
+    let hex = Array("0123456789abcdef".utf8)
+    out.append(UInt8(ascii: "\""))
+    for byte in string.utf8 {
+      switch byte {
+      case UInt8(ascii: "\""), UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), byte]
+      case 0x0A: out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+      case 0x0D: out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+      case 0x09: out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+      case 0..<0x20: out += Array("\\u00".utf8) + [hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]]
+      default: out.append(byte)
+      }
+    }
+    out.append(UInt8(ascii: "\""))
   }
 
   static func ok(_ object: [String: Any]) -> SimulatorResponse {
@@ -219,12 +265,39 @@ struct SimulatedAPI: Sendable {
   /// `application/x-www-form-urlencoded`, as Stripe's API takes it.
   static func parseForm(_ text: String) -> [String: String] {
     var form: [String: String] = [:]
-    for pair in text.split(separator: "&") {
-      let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-      let name = String(parts[0]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(parts[0])
-      let value = parts.count > 1 ? (String(parts[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? "") : ""
-      form[name] = value
+    for pair in text.utf8.split(separator: UInt8(ascii: "&")) {
+      let parts = pair.split(separator: UInt8(ascii: "="), maxSplits: 1, omittingEmptySubsequences: false)
+      form[Self.formDecode(parts[0])] = parts.count > 1 ? Self.formDecode(parts[1]) : ""
     }
     return form
+  }
+
+  /// `+` is a space, `%XX` a byte; the bytes are UTF-8.
+  static func formDecode(_ encoded: Substring.UTF8View.SubSequence) -> String {
+    func nibble(_ byte: UInt8) -> UInt8? {
+      switch byte {
+      case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+      case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+      case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+      default: return nil
+      }
+    }
+    let input = Array(encoded)
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(input.count)
+    var index = 0
+    while index < input.count {
+      let byte = input[index]
+      if byte == UInt8(ascii: "+") {
+        bytes.append(UInt8(ascii: " "))
+      } else if byte == UInt8(ascii: "%"), index + 2 < input.count, let high = nibble(input[index + 1]), let low = nibble(input[index + 2]) {
+        bytes.append(high << 4 | low)
+        index += 2
+      } else {
+        bytes.append(byte)
+      }
+      index += 1
+    }
+    return String(decoding: bytes, as: UTF8.self)
   }
 }

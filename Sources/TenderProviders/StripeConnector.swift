@@ -186,10 +186,22 @@ public final class StripeConnector: PaymentProvider {
     return .rejected(status: status, code: (error["code"] as? String) ?? "unknown", message: (error["message"] as? String) ?? "HTTP \(status)")
   }
 
+  /// Percent-encodes everything but RFC 3986's unreserved ASCII characters, byte by byte of the
+  /// UTF-8 form (on every provider call, so kept cheap).
   static func formEncode(_ text: String) -> String {
-    var allowed = CharacterSet.alphanumerics
-    allowed.insert(charactersIn: "-._~")
-    return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+    let hex = Array("0123456789ABCDEF".utf8)
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(text.utf8.count)
+    for byte in text.utf8 {
+      switch byte {
+      case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+        UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+        bytes.append(byte)
+      default:
+        bytes += [UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]]
+      }
+    }
+    return String(decoding: bytes, as: UTF8.self)
   }
 
   static func pathComponent(_ text: String) -> String {
