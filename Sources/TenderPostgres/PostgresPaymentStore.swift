@@ -52,95 +52,155 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     }
   }
 
-  static let storedTime = "timestamptz '2000-01-01 00:00:00+00' + interval '1 microsecond' *"
+  // The hot path's statements are named prepared statements: parsed and planned once per
+  // connection, not on every call. Every parameter carries a cast, so its type never depends on
+  // inference.
+
+  struct InsertClaiming: PostgresPreparedStatement {
+    static let sql = """
+      WITH claimed AS (
+        INSERT INTO idempotency_keys (merchant_id, idempotency_key, method, request_fingerprint, recovery_point, locked_until, payment_id)
+        VALUES ($1::text, $2::text, $3::text, $4::bytea, 'payment_created', now() + $5::bigint * interval '1 millisecond', $6::text)
+        ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
+        RETURNING merchant_id
+      ), inserted AS (
+        INSERT INTO payments (payment_id, merchant_id, status, capture_method, currency, amount_minor, payment_method,
+          customer_reference, description, metadata, create_time, update_time)
+        SELECT $6::text, merchant_id, 'processing', $7::text, $8::text, $9::bigint, $10::text, $11::text, $12::text, $13::text::jsonb,
+          timestamptz '2000-01-01 00:00:00+00' + interval '1 microsecond' * $14::bigint,
+          timestamptz '2000-01-01 00:00:00+00' + interval '1 microsecond' * $14::bigint
+        FROM claimed
+        RETURNING payment_id, merchant_id
+      )
+      INSERT INTO payment_events (merchant_id, payment_id, type, to_status, amount_minor)
+      SELECT merchant_id, payment_id, 'payment_created', 'processing', $9::bigint FROM inserted
+      RETURNING tx::text::bigint, event_id, create_time
+      """
+    typealias Row = (Int64, Int64, Date)
+
+    let payment: PaymentRecord
+    let request: IdempotencyRequest
+    let lockMilliseconds: Int64
+
+    func makeBindings() throws -> PostgresBindings {
+      let ledger = self.payment.ledger
+      var binds = PostgresBindings()
+      binds.append(self.request.merchant.rawValue)
+      binds.append(self.request.key)
+      binds.append(self.request.method)
+      binds.append(ByteBuffer(bytes: self.request.fingerprint))
+      binds.append(self.lockMilliseconds)
+      binds.append(self.payment.id.rawValue)
+      binds.append(ledger.captureMethod.rawValue)
+      binds.append(ledger.amount.currency.code)
+      binds.append(ledger.amount.minorUnits)
+      binds.append(self.payment.paymentMethod)
+      binds.append(self.payment.customerReference)
+      binds.append(self.payment.description)
+      binds.append(try PostgresPaymentStore.json(self.payment.metadata))
+      binds.append(StoredTime.microseconds(self.payment.createTime))
+      return binds
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+  }
 
   public func insertClaiming(_ payment: PaymentRecord, request: IdempotencyRequest, lockFor: Duration) async throws -> PaymentEvent? {
     precondition(payment.merchantID == request.merchant && payment.ledger.status == .processing, "a new payment of the key's merchant")
-    let ledger = payment.ledger
-    let lock = PostgresIdempotencyStore.milliseconds(lockFor)
-    let created = StoredTime.microseconds(payment.createTime)
+    let statement = InsertClaiming(payment: payment, request: request, lockMilliseconds: PostgresIdempotencyStore.milliseconds(lockFor))
     return try await traced(self.tracer, "payments.insert_claiming") {
       // The key row names the payment inserted by the same statement; the foreign key is checked
-      // at the end of the statement, when both exist.
-      let rows = try await self.client.query(
-        """
-        WITH claimed AS (
-          INSERT INTO idempotency_keys (merchant_id, idempotency_key, method, request_fingerprint, recovery_point, locked_until, payment_id)
-          VALUES (\(request.merchant.rawValue), \(request.key), \(request.method), \(ByteBuffer(bytes: request.fingerprint)), 'payment_created',
-                  now() + \(lock) * interval '1 millisecond', \(payment.id.rawValue))
-          ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
-          RETURNING merchant_id
-        ), inserted AS (
-          INSERT INTO payments (payment_id, merchant_id, status, capture_method, currency, amount_minor, payment_method,
-            customer_reference, description, metadata, create_time, update_time)
-          SELECT \(payment.id.rawValue), merchant_id, 'processing', \(ledger.captureMethod.rawValue), \(ledger.amount.currency.code),
-            \(ledger.amount.minorUnits), \(payment.paymentMethod), \(payment.customerReference), \(payment.description),
-            \(try Self.json(payment.metadata))::jsonb, \(unescaped: Self.storedTime) \(created), \(unescaped: Self.storedTime) \(created)
-          FROM claimed
-          RETURNING payment_id, merchant_id
-        )
-        INSERT INTO payment_events (merchant_id, payment_id, type, to_status, amount_minor)
-        SELECT merchant_id, payment_id, 'payment_created', 'processing', \(ledger.amount.minorUnits) FROM inserted
-        RETURNING tx::text::bigint, event_id, create_time
-        """,
-        logger: self.logger
-      )
-      for try await (tx, id, time) in rows.decode((Int64, Int64, Date).self) {
+      // at the end of the statement, when both exist. A key that exists already inserts nothing.
+      for try await (tx, id, time) in try await self.client.execute(statement, logger: self.logger) {
         return PaymentEvent(
           position: EventPosition(transaction: tx, id: id), merchantID: payment.merchantID, paymentID: payment.id, refundID: nil,
-          type: .paymentCreated, fromStatus: nil, toStatus: .processing, amountMinorUnits: ledger.amount.minorUnits, createTime: time
+          type: .paymentCreated, fromStatus: nil, toStatus: .processing, amountMinorUnits: payment.ledger.amount.minorUnits, createTime: time
         )
       }
       return nil
     }
   }
 
-  public func finishProcessing(_ payment: PaymentRecord, key: String, response: StoredResponse) async throws -> Bool {
-    let ledger = payment.ledger
-    let changed = ledger.status != .processing
-    let amount: Int64? = ledger.status == .succeeded ? ledger.capturedMinorUnits : nil
-    let updated = StoredTime.microseconds(payment.updateTime)
-    return try await traced(self.tracer, "payments.finish_processing") {
-      let rows = try await self.client.query(
-        """
-        WITH updated AS (
-          UPDATE payments SET status = \(ledger.status.rawValue), capturable_minor = \(ledger.capturableMinorUnits),
-            captured_minor = \(ledger.capturedMinorUnits), refunded_minor = \(ledger.refundedMinorUnits),
-            failure_reason = \(ledger.failureReason?.rawValue), provider_payment_id = \(payment.providerPaymentID),
-            update_time = \(unescaped: Self.storedTime) \(updated)
-          WHERE payment_id = \(payment.id.rawValue) AND merchant_id = \(payment.merchantID.rawValue) AND status = 'processing'
-          RETURNING payment_id, merchant_id
-        ), event AS (
-          INSERT INTO payment_events (merchant_id, payment_id, type, from_status, to_status, amount_minor)
-          SELECT merchant_id, payment_id, \(PaymentEventType.entering(ledger.status).rawValue), 'processing', \(ledger.status.rawValue), \(amount)
-          FROM updated WHERE \(changed)
-          RETURNING event_id
-        ), finished AS (
-          UPDATE idempotency_keys SET recovery_point = 'finished', locked_until = NULL, payment_id = \(payment.id.rawValue),
-            response_code = \(response.code), response_message = \(ByteBuffer(bytes: response.message)),
-            response_details = \(ByteBuffer(bytes: response.details)), update_time = now()
-          WHERE merchant_id = \(payment.merchantID.rawValue) AND idempotency_key = \(key) AND EXISTS (SELECT 1 FROM updated)
-          RETURNING 1
-        )
-        -- A payment written without its key finished would be a half-write: divide by zero to
-        -- abort the whole statement instead.
-        SELECT (SELECT count(*) FROM updated)::bigint
-          / (CASE WHEN (SELECT count(*) FROM updated) = (SELECT count(*) FROM finished) THEN 1 ELSE 0 END)
-        """,
-        logger: self.logger
+  struct FinishProcessing: PostgresPreparedStatement {
+    static let sql = """
+      WITH updated AS (
+        UPDATE payments SET status = $1::text, capturable_minor = $2::bigint, captured_minor = $3::bigint, refunded_minor = $4::bigint,
+          failure_reason = $5::text, provider_payment_id = $6::text,
+          update_time = timestamptz '2000-01-01 00:00:00+00' + interval '1 microsecond' * $7::bigint
+        WHERE payment_id = $8::text AND merchant_id = $9::text AND status = 'processing'
+        RETURNING payment_id, merchant_id
+      ), event AS (
+        INSERT INTO payment_events (merchant_id, payment_id, type, from_status, to_status, amount_minor)
+        SELECT merchant_id, payment_id, $10::text, 'processing', $1::text, $11::bigint FROM updated WHERE $12::boolean
+        RETURNING event_id
+      ), finished AS (
+        UPDATE idempotency_keys SET recovery_point = 'finished', locked_until = NULL, payment_id = $8::text,
+          response_code = $14::integer, response_message = $15::bytea, response_details = $16::bytea, update_time = now()
+        WHERE merchant_id = $9::text AND idempotency_key = $13::text AND EXISTS (SELECT 1 FROM updated)
+        RETURNING 1
       )
-      for try await count in rows.decode(Int64.self) { return count == 1 }
+      -- A payment written without its key finished would be a half-write: divide by zero to
+      -- abort the whole statement instead.
+      SELECT (SELECT count(*) FROM updated)::bigint
+        / (CASE WHEN (SELECT count(*) FROM updated) = (SELECT count(*) FROM finished) THEN 1 ELSE 0 END)
+      """
+    typealias Row = Int64
+
+    let payment: PaymentRecord
+    let key: String
+    let response: StoredResponse
+
+    func makeBindings() throws -> PostgresBindings {
+      let ledger = self.payment.ledger
+      var binds = PostgresBindings()
+      binds.append(ledger.status.rawValue)
+      binds.append(ledger.capturableMinorUnits)
+      binds.append(ledger.capturedMinorUnits)
+      binds.append(ledger.refundedMinorUnits)
+      binds.append(ledger.failureReason?.rawValue)
+      binds.append(self.payment.providerPaymentID)
+      binds.append(StoredTime.microseconds(self.payment.updateTime))
+      binds.append(self.payment.id.rawValue)
+      binds.append(self.payment.merchantID.rawValue)
+      binds.append(PaymentEventType.entering(ledger.status).rawValue)
+      binds.append(ledger.status == .succeeded ? ledger.capturedMinorUnits : nil)
+      binds.append(ledger.status != .processing)
+      binds.append(self.key)
+      binds.append(Int32(self.response.code))
+      binds.append(ByteBuffer(bytes: self.response.message))
+      binds.append(ByteBuffer(bytes: self.response.details))
+      return binds
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Int64.self) }
+  }
+
+  public func finishProcessing(_ payment: PaymentRecord, key: String, response: StoredResponse) async throws -> Bool {
+    try await traced(self.tracer, "payments.finish_processing") {
+      for try await count in try await self.client.execute(FinishProcessing(payment: payment, key: key, response: response), logger: self.logger) {
+        return count == 1
+      }
       return false
     }
   }
 
+  struct PaymentByID: PostgresPreparedStatement {
+    static let sql = "SELECT \(PostgresPaymentStore.columns) FROM payments WHERE payment_id = $1::text AND merchant_id = $2::text"
+    typealias Row = PaymentRecord
+
+    let id: PaymentID
+    let merchant: MerchantID
+
+    func makeBindings() throws -> PostgresBindings {
+      PostgresPaymentStore.binds(self.id.rawValue, self.merchant.rawValue)
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try PostgresPaymentStore.decode(row).0 }
+  }
+
   public func payment(_ id: PaymentID, merchant: MerchantID) async throws -> PaymentRecord? {
     try await traced(self.tracer, "payments.get") {
-      let rows = try await self.client.query(
-        PostgresQuery(unsafeSQL: "SELECT \(Self.columns) FROM payments WHERE payment_id = $1 AND merchant_id = $2", binds: Self.binds(id.rawValue, merchant.rawValue)),
-        logger: self.logger
-      )
-      for try await row in rows { return try Self.decode(row).0 }
+      for try await record in try await self.client.execute(PaymentByID(id: id, merchant: merchant), logger: self.logger) { return record }
       return nil
     }
   }
