@@ -163,17 +163,27 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
   public func reap(olderThan age: Duration) async throws -> Int {
     let milliseconds = max(Self.milliseconds(age), 24 * 3600 * 1000)
     return try await traced(self.tracer, "idempotency.reap") {
-      let rows = try await self.client.query(
-        """
-        DELETE FROM idempotency_keys
-        WHERE recovery_point = 'finished' AND create_time < now() - \(milliseconds) * interval '1 millisecond'
-        RETURNING idempotency_key
-        """,
-        logger: self.logger
-      )
-      var count = 0
-      for try await _ in rows.decode(String.self) { count += 1 }
-      return count
+      // In batches along the age index, so one round never holds many row locks or a long
+      // transaction (which would also hold back the event feed).
+      let batch = 5_000
+      var total = 0
+      while true {
+        let rows = try await self.client.query(
+          """
+          DELETE FROM idempotency_keys WHERE (merchant_id, idempotency_key) IN (
+            SELECT merchant_id, idempotency_key FROM idempotency_keys
+            WHERE recovery_point = 'finished' AND create_time < now() - \(milliseconds) * interval '1 millisecond'
+            ORDER BY create_time LIMIT \(batch)
+          )
+          RETURNING idempotency_key
+          """,
+          logger: self.logger
+        )
+        var count = 0
+        for try await _ in rows.decode(String.self) { count += 1 }
+        total += count
+        if count < batch { return total }
+      }
     }
   }
 }

@@ -1,6 +1,7 @@
 import Logging
 import ServiceLifecycle
 import TenderAuth
+import TenderCore
 import TenderProviders
 import TenderRPC
 
@@ -22,6 +23,31 @@ struct RevocationJanitor: Service {
         if purged > 0 { self.logger.info("purged expired revocations", metadata: ["count": "\(purged)"]) }
       } catch {
         self.logger.warning("could not purge expired revocations", metadata: ["error": "\(String(reflecting: error))"])
+      }
+    }
+  }
+}
+
+/// Deletes finished idempotency records once they are a day old (replays are promised for at
+/// least 24 hours), every `interval`.
+struct IdempotencyReaper: Service {
+  let store: any IdempotencyStore
+  let interval: Duration
+  let logger: Logger
+
+  func run() async throws {
+    while !Task.isShuttingDownGracefully {
+      do {
+        try await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
+      } catch {
+        return
+      }
+      do {
+        let reaped = try await cancelWhenGracefulShutdown { try await self.store.reap(olderThan: .seconds(24 * 3600)) }
+        if reaped > 0 { self.logger.info("reaped finished idempotency records", metadata: ["count": "\(reaped)"]) }
+      } catch {
+        if Task.isShuttingDownGracefully { return }
+        self.logger.warning("could not reap idempotency records", metadata: ["error": "\(String(reflecting: error))"])
       }
     }
   }

@@ -76,6 +76,8 @@ public struct ServerConfiguration: Sendable {
   public var idempotencyLock: Duration = .seconds(30)
   /// How often the completer looks for interrupted operations.
   public var completerInterval: Duration = .seconds(5)
+  /// How often finished idempotency records older than a day are deleted.
+  public var reaperInterval: Duration = .seconds(3600)
   /// OTLP/gRPC collector for traces (e.g. http://otel-collector:4317); nil: tracing is a no-op.
   public var otlpEndpoint: String?
 

@@ -235,6 +235,7 @@ public struct TenderApplication: Sendable {
     groupServices += [
       // Background work: finishing is not a reason to stop the server.
       .init(service: RevocationJanitor(store: authStore, logger: logger), successTerminationBehavior: .ignore),
+      .init(service: IdempotencyReaper(store: idempotencyStore, interval: configuration.reaperInterval, logger: logger), successTerminationBehavior: .ignore),
       .init(service: ConnectorLifecycle(connector: provider), successTerminationBehavior: .ignore),
       .init(service: PaymentCompleter(payments: paymentService, refunds: refundService, interval: configuration.completerInterval, logger: logger), successTerminationBehavior: .ignore),
       .init(service: SigningKeyLoader(keys: keys, logger: logger, startWhen: { for await _ in keysListening {} }), successTerminationBehavior: .ignore),

@@ -511,4 +511,38 @@ struct PaymentsTests {
       }
     }
   }
+
+  @Test("Finished idempotency records are reaped once a day old; younger and unfinished ones stay")
+  func reaping() async throws {
+    try await TestServer.with(tune: { $0.reaperInterval = .milliseconds(200) }) { server in
+      let token = try await server.token(scopes: ["payments:write"])
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        for key in ["old", "young"] {
+          _ = try #require(await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: key)).payment)
+        }
+      }
+      func keys() async throws -> [String] {
+        try await withPostgresClient(server.databaseURL) { client in
+          try await client.query("SELECT idempotency_key FROM idempotency_keys ORDER BY 1").decode(String.self).reduce(into: [String]()) { $0.append($1) }
+        }
+      }
+      try await withPostgresClient(server.databaseURL) { client in
+        try await client.query("UPDATE idempotency_keys SET create_time = now() - interval '25 hours' WHERE idempotency_key = 'old'")
+        // Unfinished, a day old, still locked: the reaper leaves it alone.
+        try await client.query(
+          """
+          INSERT INTO idempotency_keys (merchant_id, idempotency_key, method, request_fingerprint, recovery_point, locked_until, create_time)
+          VALUES (\(TestServer.merchantID), 'unfinished', 'tender.refunds.v1.RefundService/CreateRefund', decode(repeat('00', 32), 'hex'), 'started',
+                  now() + interval '1 hour', now() - interval '25 hours')
+          """
+        )
+      }
+      let deadline = ContinuousClock.now + .seconds(15)
+      while try await keys().contains("old"), ContinuousClock.now < deadline {
+        try await Task.sleep(for: .milliseconds(100))
+      }
+      #expect(try await keys() == ["unfinished", "young"])
+    }
+  }
 }
