@@ -113,10 +113,10 @@ struct PaymentCompleter: Service {
         return
       }
       do {
-        _ = try await cancelWhenGracefulShutdown {
-          try await self.payments.completeStale()
-          try await self.refunds.completeStale()
+        let resolved = try await cancelWhenGracefulShutdown {
+          try await self.payments.completeStale() + self.refunds.completeStale()
         }
+        if resolved > 0 { self.logger.info("completer finished interrupted operations", metadata: ["count": "\(resolved)"]) }
       } catch {
         if Task.isShuttingDownGracefully { return }
         self.logger.warning("payment completer failed a round", metadata: ["error": "\(String(reflecting: error))"])

@@ -160,6 +160,11 @@ struct Dev: AsyncParsableCommand {
         grpcurl -cacert \(caPath) -H "authorization: Bearer $TOKEN" -H "idempotency-key: order-1" \\
           -d '{"amount":{"amount_minor":1250,"currency":"EUR"},"payment_method_token":"pm_card_visa","capture_method":"CAPTURE_METHOD_MANUAL"}' \\
           \(target) tender.payments.v1.PaymentService/CreatePayment
+      Capture it, then refund part (use the payment_id it printed):
+        grpcurl -cacert \(caPath) -H "authorization: Bearer $TOKEN" -H "idempotency-key: capture-1" \\
+          -d '{"payment_id":"PAYMENT_ID"}' \(target) tender.payments.v1.PaymentService/CapturePayment
+        grpcurl -cacert \(caPath) -H "authorization: Bearer $TOKEN" -H "idempotency-key: refund-1" \\
+          -d '{"payment_id":"PAYMENT_ID","amount_minor":250}' \(target) tender.refunds.v1.RefundService/CreateRefund
 
       Or from Python (pip install -r clients/python/requirements.txt; run from clients/python):
         import grpc
