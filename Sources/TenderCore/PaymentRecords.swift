@@ -158,14 +158,68 @@ public struct IdempotencyStep<Record: Sendable>: Sendable {
   public let point: RecoveryPoint
   /// For `.finished`: the response to store, made from the record (payment or refund) as written.
   public let response: (@Sendable (Record) throws -> StoredResponse)?
+  /// The provider call whose answer this step applies, recorded in the same transaction.
+  public let providerCall: ProviderCall?
 
-  public init(merchant: MerchantID, key: String, point: RecoveryPoint, response: (@Sendable (Record) throws -> StoredResponse)? = nil) {
+  public init(
+    merchant: MerchantID,
+    key: String,
+    point: RecoveryPoint,
+    providerCall: ProviderCall? = nil,
+    response: (@Sendable (Record) throws -> StoredResponse)? = nil
+  ) {
     precondition((point == .finished) == (response != nil), "a finished step stores a response, others do not")
     self.merchant = merchant
     self.key = key
     self.point = point
+    self.providerCall = providerCall
     self.response = response
   }
+}
+
+/// One call to the payment provider and how it ended, kept for audit and reconciliation: with the
+/// provider's idempotency key, every call can be matched with the provider's own records.
+public struct ProviderCall: Sendable, Hashable {
+  public enum Operation: String, Sendable, Hashable {
+    case createPayment = "create_payment"
+    case capturePayment = "capture_payment"
+    case cancelPayment = "cancel_payment"
+    case createRefund = "create_refund"
+  }
+
+  public enum Outcome: String, Sendable, Hashable {
+    /// Accepted, not final yet (asynchronous settlement, a pending refund).
+    case sent
+    case succeeded
+    /// The provider said no (a decline, a failed refund).
+    case declined
+    /// The request failed (unreachable, refused as invalid).
+    case failed
+    /// No answer in time: the provider may or may not have acted.
+    case unknown
+  }
+
+  public let merchant: MerchantID
+  public let payment: PaymentID
+  public let refund: RefundID?
+  public let operation: Operation
+  /// The idempotency key the provider received.
+  public let providerKey: String
+  public let outcome: Outcome
+
+  public init(merchant: MerchantID, payment: PaymentID, refund: RefundID? = nil, operation: Operation, providerKey: String, outcome: Outcome) {
+    self.merchant = merchant
+    self.payment = payment
+    self.refund = refund
+    self.operation = operation
+    self.providerKey = providerKey
+    self.outcome = outcome
+  }
+}
+
+/// Where provider calls that change nothing else (timeouts, unreachable provider) are recorded.
+public protocol ProviderCallLog: Sendable {
+  func record(_ call: ProviderCall) async throws
 }
 
 /// Durable payments. Every read and write is scoped to one merchant: another merchant's id is
@@ -233,8 +287,8 @@ public protocol KeyedPaymentCreation: Sendable {
   /// caller claims it the general way.
   func insertClaiming(_ payment: PaymentRecord, request: IdempotencyRequest, lockFor: Duration) async throws -> PaymentEvent?
   /// Writes `payment` (the provider's outcome applied, `updateTime` from `StoredTime`), its
-  /// status event when the status changed, and `response` as the key's finished answer, in one
+  /// status event when the status changed, `call`, and `response` as the key's finished answer, in one
   /// statement — only if the stored payment is still processing. False, with nothing written,
   /// when it is not (a retry or the completer finished it first).
-  func finishProcessing(_ payment: PaymentRecord, key: String, response: StoredResponse) async throws -> Bool
+  func finishProcessing(_ payment: PaymentRecord, key: String, response: StoredResponse, call: ProviderCall) async throws -> Bool
 }

@@ -6,7 +6,7 @@ public import Tracing
 
 /// `PaymentStore` on PostgreSQL. Every statement names the merchant; constraints in the schema
 /// back the domain's rules (see migration 3).
-public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
+public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, ProviderCallLog {
   private let client: PostgresClient
   private let logger: Logger
   private let tracer: any Tracer
@@ -133,6 +133,10 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
         INSERT INTO payment_events (merchant_id, payment_id, type, from_status, to_status, amount_minor)
         SELECT merchant_id, payment_id, $10::text, 'processing', $1::text, $11::bigint FROM updated WHERE $12::boolean
         RETURNING event_id
+      ), call AS (
+        INSERT INTO provider_requests (merchant_id, payment_id, operation, provider_idempotency_key, outcome, finish_time)
+        SELECT merchant_id, payment_id, 'create_payment', $17::text, $18::text, now() FROM updated
+        RETURNING 1
       ), finished AS (
         UPDATE idempotency_keys SET recovery_point = 'finished', locked_until = NULL, payment_id = $8::text,
           response_code = $14::integer, response_message = $15::bytea, response_details = $16::bytea, update_time = now()
@@ -149,6 +153,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     let payment: PaymentRecord
     let key: String
     let response: StoredResponse
+    let call: ProviderCall
 
     func makeBindings() throws -> PostgresBindings {
       let ledger = self.payment.ledger
@@ -169,15 +174,18 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
       binds.append(Int32(self.response.code))
       binds.append(ByteBuffer(bytes: self.response.message))
       binds.append(ByteBuffer(bytes: self.response.details))
+      binds.append(self.call.providerKey)
+      binds.append(self.call.outcome.rawValue)
       return binds
     }
 
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Int64.self) }
   }
 
-  public func finishProcessing(_ payment: PaymentRecord, key: String, response: StoredResponse) async throws -> Bool {
-    try await traced(self.tracer, "payments.finish_processing") {
-      for try await count in try await self.client.execute(FinishProcessing(payment: payment, key: key, response: response), logger: self.logger) {
+  public func finishProcessing(_ payment: PaymentRecord, key: String, response: StoredResponse, call: ProviderCall) async throws -> Bool {
+    precondition(call.operation == .createPayment && call.payment == payment.id, "the call that created this payment")
+    return try await traced(self.tracer, "payments.finish_processing") {
+      for try await count in try await self.client.execute(FinishProcessing(payment: payment, key: key, response: response, call: call), logger: self.logger) {
         return count == 1
       }
       return false
@@ -373,8 +381,26 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     throw StoredDataError(what: "no event position returned")
   }
 
+  public func record(_ call: ProviderCall) async throws {
+    try await traced(self.tracer, "payments.record_provider_call") {
+      try await self.client.withConnection { connection in try await Self.insert(call, connection, logger: self.logger) }
+    }
+  }
+
+  static func insert(_ call: ProviderCall, _ connection: PostgresConnection, logger: Logger) async throws {
+    try await connection.query(
+      """
+      INSERT INTO provider_requests (merchant_id, payment_id, refund_id, operation, provider_idempotency_key, outcome, finish_time)
+      VALUES (\(call.merchant.rawValue), \(call.payment.rawValue), \(call.refund?.rawValue), \(call.operation.rawValue), \(call.providerKey),
+        \(call.outcome.rawValue), now())
+      """,
+      logger: logger
+    )
+  }
+
   /// Moves the idempotency record to `step.point` (storing the response when finished).
   static func apply(_ step: IdempotencyStep<PaymentRecord>, payment: PaymentRecord, _ connection: PostgresConnection, logger: Logger) async throws {
+    if let call = step.providerCall { try await Self.insert(call, connection, logger: logger) }
     if let makeResponse = step.response {
       let response = try makeResponse(payment)
       try await connection.query(

@@ -199,6 +199,7 @@ public struct PostgresRefundStore: RefundStore {
   /// Moves the idempotency record to `step.point`, naming the refund (and storing the response
   /// when finished).
   static func apply(_ step: IdempotencyStep<RefundRecord>, refund: RefundRecord, _ connection: PostgresConnection, logger: Logger) async throws {
+    if let call = step.providerCall { try await PostgresPaymentStore.insert(call, connection, logger: logger) }
     if let makeResponse = step.response {
       let response = try makeResponse(refund)
       try await connection.query(

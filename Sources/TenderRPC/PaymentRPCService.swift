@@ -16,6 +16,8 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
   private let payments: any PaymentStore
   /// The store's two-statement path for new keyed payments, when it has one.
   private let creation: (any KeyedPaymentCreation)?
+  /// Where provider calls that write nothing else are recorded, when the store keeps them.
+  private let calls: (any ProviderCallLog)?
   private let idempotency: any IdempotencyStore
   private let provider: any PaymentProvider
   private let logger: Logger
@@ -37,6 +39,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     self.watchInterval = watchInterval
     self.payments = payments
     self.creation = payments as? any KeyedPaymentCreation
+    self.calls = payments as? any ProviderCallLog
     self.idempotency = idempotency
     self.provider = provider
     self.pageTokens = pageTokens
@@ -90,7 +93,10 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
   /// and stores the response, in one transaction.
   func authorize(_ payment: PaymentRecord, key: String) async throws -> ServerResponse<Tender_Payments_V1_CreatePaymentResponse> {
     let merchant = payment.merchantID
-    let providerKey = IdempotencyKeys.providerKey(merchant: merchant, key: key, operation: "create_payment")
+    let providerKey = IdempotencyKeys.providerKey(merchant: merchant, key: key, operation: ProviderCall.Operation.createPayment.rawValue)
+    let call = { (outcome: ProviderCall.Outcome) in
+      ProviderCall(merchant: merchant, payment: payment.id, operation: .createPayment, providerKey: providerKey, outcome: outcome)
+    }
     let outcome: ProviderPayment
     do {
       outcome = try await self.provider.createPayment(
@@ -101,6 +107,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
       // The provider may have acted: keep the payment PROCESSING and the key locked; a retry after
       // the lock expires, or the completer, asks again with the same provider key.
       self.logger.warning("provider outcome unknown; payment stays processing", metadata: ["payment_id": "\(payment.id)", "problem": "\(problem)"])
+      try await self.calls?.record(call(.unknown))
       return ServerResponse(message: .with { $0.payment = PaymentMessages.payment(payment) })
     } catch .unreachable(let problem) {
       // Nothing reached the provider: the payment fails as a provider error and the key is freed,
@@ -109,11 +116,12 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
       _ = try await self.payments.update(payment.id, merchant: merchant, step: nil) { record in
         if record.ledger.status == .processing { try record.ledger.providerFailed(.providerError) }
       }
+      try await self.calls?.record(call(.failed))
       try await self.idempotency.release(merchant: merchant, key: key)
       throw IdempotencyKeys.providerUnavailable
     } catch .rejected(let status, let code, _) {
       self.logger.error("provider rejected the request", metadata: ["payment_id": "\(payment.id)", "status": "\(status)", "code": "\(code)"])
-      let step = IdempotencyStep<PaymentRecord>(merchant: merchant, key: key, point: .finished) { _ in
+      let step = IdempotencyStep<PaymentRecord>(merchant: merchant, key: key, point: .finished, providerCall: call(.failed)) { _ in
         try IdempotencyKeys.stored(APIError.status(.internalError, reason: "PROVIDER_REJECTED", message: "the payment provider refused the request"))
       }
       _ = try await self.payments.update(payment.id, merchant: merchant, step: step) { record in
@@ -131,7 +139,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
       try Self.apply(outcome, to: &final)
       final.updateTime = StoredTime.now()
       let response = try Self.storedResponse(for: final)
-      if try await creation.finishProcessing(final, key: key, response: response) {
+      if try await creation.finishProcessing(final, key: key, response: response, call: call(Self.callOutcome(outcome))) {
         return try IdempotencyKeys.response(response, replayed: false)
       }
     }
@@ -139,7 +147,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     // The answer is serialized once, inside the transaction that stores it, and sent as stored:
     // serializing again could order map entries differently.
     let written = Mutex<StoredResponse?>(nil)
-    let step = IdempotencyStep<PaymentRecord>(merchant: merchant, key: key, point: .finished) { record in
+    let step = IdempotencyStep<PaymentRecord>(merchant: merchant, key: key, point: .finished, providerCall: call(Self.callOutcome(outcome))) { record in
       let response = try Self.storedResponse(for: record)
       written.withLock { $0 = response }
       return response
@@ -155,6 +163,16 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
       throw APIError.status(.internalError, reason: "RESPONSE_NOT_STORED", message: "the payment's answer was not stored")
     }
     return try IdempotencyKeys.response(stored, replayed: false)
+  }
+
+  /// How the provider's answer to a new payment is recorded.
+  static func callOutcome(_ outcome: ProviderPayment) -> ProviderCall.Outcome {
+    switch outcome.status {
+    case .requiresCapture, .succeeded: return .succeeded
+    case .processing: return .sent
+    case .failed(let reason): return reason == .providerError ? .failed : .declined
+    case .canceled: return .failed
+    }
   }
 
   /// The provider's answer to a new payment, applied to it while it is still processing.
@@ -257,7 +275,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
       request: request,
       paymentID: request.message.paymentID,
       method: Tender_Payments_V1_PaymentService.Method.CapturePayment.descriptor.fullyQualifiedMethod,
-      operation: "capture_payment",
+      operation: .capturePayment,
       check: { ledger in _ = try ledger.capture(amount) },
       callProvider: { payment, providerKey async throws(ProviderError) -> ProviderPayment in
         guard let providerID = payment.providerPaymentID else {
@@ -286,7 +304,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
       request: request,
       paymentID: request.message.paymentID,
       method: Tender_Payments_V1_PaymentService.Method.CancelPayment.descriptor.fullyQualifiedMethod,
-      operation: "cancel_payment",
+      operation: .cancelPayment,
       check: { ledger in try ledger.cancel() },
       callProvider: { payment, providerKey async throws(ProviderError) -> ProviderPayment in
         guard let providerID = payment.providerPaymentID else {
@@ -312,7 +330,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     request: ServerRequest<Input>,
     paymentID: String,
     method: String,
-    operation: String,
+    operation: ProviderCall.Operation,
     check: @Sendable (inout PaymentLedger) throws -> Void,
     callProvider: (PaymentRecord, String) async throws(ProviderError) -> ProviderPayment,
     apply: @escaping @Sendable (inout PaymentLedger, ProviderPayment) throws -> Void,
@@ -346,23 +364,30 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
       return try IdempotencyKeys.response(stored, replayed: false)
     }
 
+    let providerKey = IdempotencyKeys.providerKey(merchant: merchant, key: key, operation: operation.rawValue)
+    let call = { (outcome: ProviderCall.Outcome) in
+      ProviderCall(merchant: merchant, payment: id, operation: operation, providerKey: providerKey, outcome: outcome)
+    }
     let outcome: ProviderPayment
     do {
-      outcome = try await callProvider(payment, IdempotencyKeys.providerKey(merchant: merchant, key: key, operation: operation))
+      outcome = try await callProvider(payment, providerKey)
     } catch .unreachable {
+      try await self.calls?.record(call(.failed))
       try await self.idempotency.release(merchant: merchant, key: key)
       throw IdempotencyKeys.providerUnavailable
     } catch .outcomeUnknown {
       // The lock expires and a retry with the same key asks the provider again (same derived key).
+      try await self.calls?.record(call(.unknown))
       throw APIError.status(.unavailable, reason: "PROVIDER_OUTCOME_UNKNOWN", message: "the payment provider did not answer in time; retry with the same idempotency-key")
     } catch .rejected(_, let code, _) {
+      try await self.calls?.record(call(.failed))
       let stored = try IdempotencyKeys.stored(APIError.status(.failedPrecondition, reason: "PROVIDER_REFUSED", message: "the payment provider refused (\(code))"))
       try await self.idempotency.finish(merchant: merchant, key: key, response: stored)
       return try IdempotencyKeys.response(stored, replayed: false)
     }
 
     let written = Mutex<StoredResponse?>(nil)
-    let step = IdempotencyStep<PaymentRecord>(merchant: merchant, key: key, point: .finished) { record in
+    let step = IdempotencyStep<PaymentRecord>(merchant: merchant, key: key, point: .finished, providerCall: call(.succeeded)) { record in
       let response = StoredResponse(code: 0, message: try IdempotencyKeys.serialize(respond(record)), details: [])
       written.withLock { $0 = response }
       return response
@@ -373,6 +398,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
       }
     } catch let error as DomainError {
       // Another request changed the payment first (e.g. capture racing cancel).
+      try await self.calls?.record(call(.succeeded))
       let stored = try IdempotencyKeys.stored(APIError.domain(error))
       try await self.idempotency.finish(merchant: merchant, key: key, response: stored)
       return try IdempotencyKeys.response(stored, replayed: false)

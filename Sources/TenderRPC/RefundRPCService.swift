@@ -20,6 +20,7 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
   private let pageTokens: PageTokens
   private let logger: Logger
   private let lock: Duration
+  private let calls: (any ProviderCallLog)?
 
   public init(
     refunds: any RefundStore,
@@ -32,6 +33,7 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
   ) {
     self.refunds = refunds
     self.payments = payments
+    self.calls = payments as? any ProviderCallLog
     self.idempotency = idempotency
     self.provider = provider
     self.pageTokens = pageTokens
@@ -40,7 +42,6 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
   }
 
   static let createMethod = Tender_Refunds_V1_RefundService.Method.CreateRefund.descriptor.fullyQualifiedMethod
-  static let providerOperation = "create_refund"
 
   // MARK: CreateRefund
 
@@ -89,6 +90,11 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
   /// never a second refund), settles it and stores the answer in one transaction.
   func send(_ refund: RefundRecord, key: String) async throws -> ServerResponse<Tender_Refunds_V1_CreateRefundResponse> {
     let merchant = refund.merchantID
+    let providerKey = IdempotencyKeys.providerKey(merchant: merchant, key: key, operation: ProviderCall.Operation.createRefund.rawValue)
+    let call = { (outcome: ProviderCall.Outcome) in
+      ProviderCall(merchant: merchant, payment: refund.paymentID, refund: refund.id, operation: .createRefund, providerKey: providerKey, outcome: outcome)
+    }
+    var called: ProviderCall?
     let outcome: RefundOutcome
     if refund.status != .pending {
       outcome = .pending(providerRefundID: refund.providerRefundID ?? "")
@@ -97,29 +103,38 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
         let answer = try await self.provider.createRefund(
           providerPaymentID: providerPaymentID,
           amountMinorUnits: refund.amount.minorUnits,
-          idempotencyKey: IdempotencyKeys.providerKey(merchant: merchant, key: key, operation: Self.providerOperation)
+          idempotencyKey: providerKey
         )
         CrashPoints.reach("create_refund.provider_answered")
         switch answer.status {
-        case .succeeded: outcome = .succeeded(providerRefundID: answer.providerRefundID)
-        case .pending: outcome = .pending(providerRefundID: answer.providerRefundID)
-        case .failed(let message): outcome = .failed(providerRefundID: answer.providerRefundID, message: message)
+        case .succeeded:
+          outcome = .succeeded(providerRefundID: answer.providerRefundID)
+          called = call(.succeeded)
+        case .pending:
+          outcome = .pending(providerRefundID: answer.providerRefundID)
+          called = call(.sent)
+        case .failed(let message):
+          outcome = .failed(providerRefundID: answer.providerRefundID, message: message)
+          called = call(.declined)
         }
       } catch .outcomeUnknown(let problem) {
         // The provider may have refunded: the refund stays pending and the key locked; a retry
         // after the lock expires, or the completer, asks again under the same provider key.
         self.logger.warning("provider outcome unknown; refund stays pending", metadata: ["refund_id": "\(refund.id)", "problem": "\(problem)"])
+        try await self.calls?.record(call(.unknown))
         return ServerResponse(message: .with { $0.refund = RefundMessages.refund(refund) })
       } catch .unreachable(let problem) {
         // Nothing reached the provider: the refund fails, its amount is refundable again, and the
         // key is freed so the same request can be tried again.
         self.logger.error("provider unreachable", metadata: ["refund_id": "\(refund.id)", "problem": "\(problem)"])
-        _ = try await self.refunds.settle(refund.id, merchant: merchant, outcome: .failed(providerRefundID: nil, message: "the payment provider could not be reached"), step: nil)
+        let failed = IdempotencyStep<RefundRecord>(merchant: merchant, key: key, point: .refundCreated, providerCall: call(.failed))
+        _ = try await self.refunds.settle(refund.id, merchant: merchant, outcome: .failed(providerRefundID: nil, message: "the payment provider could not be reached"), step: failed)
         try await self.idempotency.release(merchant: merchant, key: key)
         throw IdempotencyKeys.providerUnavailable
       } catch .rejected(let status, let code, _) {
         self.logger.error("provider rejected the refund", metadata: ["refund_id": "\(refund.id)", "status": "\(status)", "code": "\(code)"])
         outcome = .failed(providerRefundID: nil, message: "the payment provider refused the refund (\(code))")
+        called = call(.failed)
       }
     } else {
       outcome = .failed(providerRefundID: nil, message: "the payment has no provider payment to refund")
@@ -127,7 +142,7 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
 
     // Serialized once, inside the transaction that stores it, and sent as stored.
     let written = Mutex<StoredResponse?>(nil)
-    let step = IdempotencyStep<RefundRecord>(merchant: merchant, key: key, point: .finished) { record in
+    let step = IdempotencyStep<RefundRecord>(merchant: merchant, key: key, point: .finished, providerCall: called) { record in
       let response = StoredResponse(code: 0, message: try IdempotencyKeys.serialize(Tender_Refunds_V1_CreateRefundResponse.with { $0.refund = RefundMessages.refund(record) }), details: [])
       written.withLock { $0 = response }
       return response

@@ -264,6 +264,9 @@ struct RefundsTests {
       }
       let refunded = await server.simulator.requests().filter { $0.path == "/v1/refunds" && $0.outcome == "refunded" }
       #expect(refunded.count == 1)
+      // Each ask is recorded: unanswered ones as unknown, then the one answer.
+      let calls = try await Self.rows(server, "SELECT outcome FROM provider_requests WHERE operation = 'create_refund' ORDER BY request_id", as: String.self)
+      #expect(calls.last == "succeeded" && calls.dropLast().allSatisfy { $0 == "unknown" } && !calls.dropLast().isEmpty, "\(calls)")
       #expect(try await Self.rows(server, "SELECT count(*)::bigint FROM refunds", as: Int64.self) == [1])
     }
   }
@@ -371,6 +374,31 @@ struct RefundsTests {
         #expect(await refusal(.with { $0.pageSize = -1 }, token) == (.invalidArgument, "FIELD_INVALID"))
         #expect(await refusal(.with { $0.paymentID = "pay_" }, token) == (.invalidArgument, "FIELD_INVALID"))
       }
+    }
+  }
+
+  @Test("Every provider call is recorded with its outcome and the idempotency key the provider received")
+  func providerCallsRecorded() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: Self.scopes)
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        let held = try #require(await PaymentsTests.create(payments, PaymentsTests.request(1000), metadata: PaymentsTests.metadata(token, key: "p1")).payment)
+        _ = try await payments.capturePayment(.with { $0.paymentID = held.paymentID }, metadata: PaymentsTests.metadata(token, key: "c1"))
+        #expect(await Self.refund(Refunds(wrapping: grpc), held.paymentID, 100, token: token, key: "r1").refund?.status == .succeeded)
+        let declined = await PaymentsTests.create(payments, PaymentsTests.request(method: "pm_card_chargeDeclined"), metadata: PaymentsTests.metadata(token, key: "p2"))
+        #expect(declined.error?.reason == "CARD_DECLINED")
+        // A replay calls nobody.
+        _ = await PaymentsTests.create(payments, PaymentsTests.request(1000), metadata: PaymentsTests.metadata(token, key: "p1"))
+      }
+      let calls = try await withPostgresClient(server.databaseURL) { client in
+        try await client.query("SELECT operation, outcome, provider_idempotency_key FROM provider_requests ORDER BY request_id")
+          .decode((String, String, String).self).reduce(into: [(String, String, String)]()) { $0.append($1) }
+      }
+      #expect(calls.map { "\($0.0) \($0.1)" } == ["create_payment succeeded", "capture_payment succeeded", "create_refund succeeded", "create_payment declined"])
+      let keysSeen = await server.simulator.requests().compactMap(\.idempotencyKey)
+      #expect(calls.map(\.2) == keysSeen)
+      #expect(Set(keysSeen).count == 4)
     }
   }
 }
