@@ -15,3 +15,18 @@ public enum Base64URL {
     return Data(base64Encoded: base64).map { Array($0) }
   }
 }
+
+/// Lower-case hexadecimal, as in digests shown and compared as text.
+public enum Hex {
+  private static let digits = Array("0123456789abcdef".utf8)
+
+  public static func encode(_ bytes: some Sequence<UInt8>) -> String {
+    var out: [UInt8] = []
+    out.reserveCapacity(bytes.underestimatedCount * 2)
+    for byte in bytes {
+      out.append(self.digits[Int(byte >> 4)])
+      out.append(self.digits[Int(byte & 0x0F)])
+    }
+    return String(decoding: out, as: UTF8.self)
+  }
+}

@@ -45,7 +45,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
             connection, logger: logger, merchant: payment.merchantID, payment: payment.id, refund: nil,
             type: .paymentCreated, from: nil, to: ledger.status, amount: ledger.amount.minorUnits
           )
-          if let step { try await Self.apply(step, payment: payment, connection, logger: logger) }
+          if let step { try await Self.apply(step, record: payment, payment: payment.id, refund: nil, connection, logger: logger) }
           return event
         }
       }
@@ -223,16 +223,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
     return try await traced(self.tracer, "payments.update") {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> (PaymentRecord, PaymentEvent?)? in
-          let rows = try await connection.query(
-            PostgresQuery(
-              unsafeSQL: "SELECT \(Self.columns) FROM payments WHERE payment_id = $1 AND merchant_id = $2 FOR UPDATE",
-              binds: Self.binds(id.rawValue, merchant.rawValue)
-            ),
-            logger: logger
-          )
-          var current: PaymentRecord?
-          for try await row in rows { current = try Self.decode(row).0 }
-          guard var record = current else { return nil }
+          guard var record = try await Self.lock(id, merchant: merchant, connection, logger: logger) else { return nil }
           let before = record.ledger.status
           try change(&record)
           let ledger = record.ledger
@@ -256,7 +247,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
               type: .entering(ledger.status), from: before, to: ledger.status, amount: amount
             )
           }
-          if let step { try await Self.apply(step, payment: record, connection, logger: logger) }
+          if let step { try await Self.apply(step, record: record, payment: record.id, refund: nil, connection, logger: logger) }
           return (record, event)
         }
       }
@@ -285,24 +276,10 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
         binds.append(before)
         sql += " AND create_time < $\(binds.count)"
       }
-      if let after {
-        // Keyset: strictly after the cursor in (create_time DESC, payment_id DESC) order, at the
-        // microsecond precision PostgreSQL stores.
-        binds.append(after.createTimeMicroseconds)
-        let micros = binds.count
-        binds.append(after.id)
-        sql += " AND (create_time, payment_id) < (timestamptz 'epoch' + $\(micros) * interval '1 microsecond', $\(binds.count))"
-      }
-      binds.append(pageSize + 1)
-      sql += " ORDER BY create_time DESC, payment_id DESC LIMIT $\(binds.count)"
-      var records: [(PaymentRecord, Int64)] = []
-      for try await row in try await self.client.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: self.logger) {
-        records.append(try Self.decode(row))
-      }
-      let hasMore = records.count > pageSize
-      let items = Array(records.prefix(pageSize))
-      let next = hasMore ? items.last.map { PageCursor(createTimeMicroseconds: $0.1, id: $0.0.id.rawValue) } : nil
-      return Page(items: items.map(\.0), next: next)
+      return try await Self.keysetPage(
+        self.client, logger: self.logger, sql: sql, binds: binds, idColumn: "payment_id", pageSize: pageSize, after: after,
+        decode: Self.decode, id: \.id.rawValue
+      )
     }
   }
 
@@ -398,16 +375,71 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
     )
   }
 
-  /// Moves the idempotency record to `step.point` (storing the response when finished).
-  static func apply(_ step: IdempotencyStep<PaymentRecord>, payment: PaymentRecord, _ connection: PostgresConnection, logger: Logger) async throws {
+  /// A newest-first keyset page: `sql` (a SELECT with its WHERE clause, selecting `create_micros`)
+  /// continues strictly after the cursor in (create_time DESC, id DESC) order, at the microsecond
+  /// precision PostgreSQL stores, one row more than the page to know whether another follows.
+  static func keysetPage<Item: Sendable>(
+    _ client: PostgresClient,
+    logger: Logger,
+    sql: String,
+    binds: PostgresBindings,
+    idColumn: String,
+    pageSize: Int,
+    after: PageCursor?,
+    decode: (PostgresRow) throws -> (Item, Int64),
+    id: (Item) -> String
+  ) async throws -> Page<Item> {
+    var sql = sql
+    var binds = binds
+    if let after {
+      binds.append(after.createTimeMicroseconds)
+      let micros = binds.count
+      binds.append(after.id)
+      sql += " AND (create_time, \(idColumn)) < (timestamptz 'epoch' + $\(micros) * interval '1 microsecond', $\(binds.count))"
+    }
+    binds.append(pageSize + 1)
+    sql += " ORDER BY create_time DESC, \(idColumn) DESC LIMIT $\(binds.count)"
+    var rows: [(Item, Int64)] = []
+    for try await row in try await client.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger) {
+      rows.append(try decode(row))
+    }
+    let items = Array(rows.prefix(pageSize))
+    let next = rows.count > pageSize ? items.last.map { PageCursor(createTimeMicroseconds: $0.1, id: id($0.0)) } : nil
+    return Page(items: items.map(\.0), next: next)
+  }
+
+  /// The merchant's payment, locked until the transaction ends.
+  static func lock(_ id: PaymentID, merchant: MerchantID, _ connection: PostgresConnection, logger: Logger) async throws -> PaymentRecord? {
+    let rows = try await connection.query(
+      PostgresQuery(
+        unsafeSQL: "SELECT \(Self.columns) FROM payments WHERE payment_id = $1 AND merchant_id = $2 FOR UPDATE",
+        binds: Self.binds(id.rawValue, merchant.rawValue)
+      ),
+      logger: logger
+    )
+    for try await row in rows { return try Self.decode(row).0 }
+    return nil
+  }
+
+  /// Moves the idempotency record to `step.point` in the writer's transaction, naming the payment
+  /// (and refund) it concerns, storing the response made from `record` when finished and the
+  /// provider call the step applies.
+  static func apply<Record>(
+    _ step: IdempotencyStep<Record>,
+    record: Record,
+    payment: PaymentID,
+    refund: RefundID?,
+    _ connection: PostgresConnection,
+    logger: Logger
+  ) async throws {
     if let call = step.providerCall { try await Self.insert(call, connection, logger: logger) }
     if let makeResponse = step.response {
-      let response = try makeResponse(payment)
+      let response = try makeResponse(record)
       try await connection.query(
         """
-        UPDATE idempotency_keys SET recovery_point = 'finished', locked_until = NULL, payment_id = \(payment.id.rawValue),
-          response_code = \(response.code), response_message = \(ByteBuffer(bytes: response.message)),
-          response_details = \(ByteBuffer(bytes: response.details)), update_time = now()
+        UPDATE idempotency_keys SET recovery_point = 'finished', locked_until = NULL, payment_id = \(payment.rawValue),
+          refund_id = coalesce(\(refund?.rawValue), refund_id), response_code = \(response.code),
+          response_message = \(ByteBuffer(bytes: response.message)), response_details = \(ByteBuffer(bytes: response.details)), update_time = now()
         WHERE merchant_id = \(step.merchant.rawValue) AND idempotency_key = \(step.key)
         """,
         logger: logger
@@ -415,7 +447,8 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
     } else {
       try await connection.query(
         """
-        UPDATE idempotency_keys SET recovery_point = \(step.point.rawValue), payment_id = \(payment.id.rawValue), update_time = now()
+        UPDATE idempotency_keys SET recovery_point = \(step.point.rawValue), payment_id = \(payment.rawValue),
+          refund_id = coalesce(\(refund?.rawValue), refund_id), update_time = now()
         WHERE merchant_id = \(step.merchant.rawValue) AND idempotency_key = \(step.key)
         """,
         logger: logger

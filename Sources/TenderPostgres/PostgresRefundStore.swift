@@ -28,7 +28,7 @@ public struct PostgresRefundStore: RefundStore {
     return try await traced(self.tracer, "refunds.create") {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> (RefundRecord, PaymentRecord)? in
-          guard var payment = try await Self.lockPayment(draft.paymentID, merchant: draft.merchantID, connection, logger: logger) else { return nil }
+          guard var payment = try await PostgresPaymentStore.lock(draft.paymentID, merchant: draft.merchantID, connection, logger: logger) else { return nil }
           let minorUnits = draft.amountMinorUnits ?? payment.ledger.refundableMinorUnits
           guard minorUnits > 0 else {
             throw DomainError(
@@ -59,7 +59,7 @@ public struct PostgresRefundStore: RefundStore {
             connection, logger: logger, merchant: draft.merchantID, payment: draft.paymentID, refund: draft.id,
             type: .refundCreated, from: nil, to: nil, amount: amount.minorUnits
           )
-          if let step { try await Self.apply(step, refund: refund, connection, logger: logger) }
+          if let step { try await PostgresPaymentStore.apply(step, record: refund, payment: refund.paymentID, refund: refund.id, connection, logger: logger) }
           return (refund, payment)
         }
       }
@@ -73,7 +73,7 @@ public struct PostgresRefundStore: RefundStore {
         try await self.client.withTransaction(logger: logger) { connection -> RefundRecord? in
           guard let current = try await Self.fetch(id, merchant: merchant, connection, logger: logger) else { return nil }
           // Payment first, then refund: the order every writer of both takes, so none deadlock.
-          guard var payment = try await Self.lockPayment(current.paymentID, merchant: merchant, connection, logger: logger),
+          guard var payment = try await PostgresPaymentStore.lock(current.paymentID, merchant: merchant, connection, logger: logger),
             var refund = try await Self.fetch(id, merchant: merchant, connection, lock: true, logger: logger)
           else { return nil }
           if refund.status == .pending {
@@ -110,7 +110,7 @@ public struct PostgresRefundStore: RefundStore {
               )
             }
           }
-          if let step { try await Self.apply(step, refund: refund, connection, logger: logger) }
+          if let step { try await PostgresPaymentStore.apply(step, record: refund, payment: refund.paymentID, refund: refund.id, connection, logger: logger) }
           return refund
         }
       }
@@ -138,37 +138,14 @@ public struct PostgresRefundStore: RefundStore {
         binds.append(payment.rawValue)
         sql += " AND payment_id = $\(binds.count)"
       }
-      if let after {
-        binds.append(after.createTimeMicroseconds)
-        let micros = binds.count
-        binds.append(after.id)
-        sql += " AND (create_time, refund_id) < (timestamptz 'epoch' + $\(micros) * interval '1 microsecond', $\(binds.count))"
-      }
-      binds.append(pageSize + 1)
-      sql += " ORDER BY create_time DESC, refund_id DESC LIMIT $\(binds.count)"
-      var records: [(RefundRecord, Int64)] = []
-      for try await row in try await self.client.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: self.logger) {
-        records.append(try Self.decode(row))
-      }
-      let items = Array(records.prefix(pageSize))
-      let next = records.count > pageSize ? items.last.map { PageCursor(createTimeMicroseconds: $0.1, id: $0.0.id.rawValue) } : nil
-      return Page(items: items.map(\.0), next: next)
+      return try await PostgresPaymentStore.keysetPage(
+        self.client, logger: self.logger, sql: sql, binds: binds, idColumn: "refund_id", pageSize: pageSize, after: after,
+        decode: Self.decode, id: \.id.rawValue
+      )
     }
   }
 
   // MARK: Helpers
-
-  static func lockPayment(_ id: PaymentID, merchant: MerchantID, _ connection: PostgresConnection, logger: Logger) async throws -> PaymentRecord? {
-    let rows = try await connection.query(
-      PostgresQuery(
-        unsafeSQL: "SELECT \(PostgresPaymentStore.columns) FROM payments WHERE payment_id = $1 AND merchant_id = $2 FOR UPDATE",
-        binds: PostgresPaymentStore.binds(id.rawValue, merchant.rawValue)
-      ),
-      logger: logger
-    )
-    for try await row in rows { return try PostgresPaymentStore.decode(row).0 }
-    return nil
-  }
 
   /// Writes the payment's refunded amount; returns its new update time.
   static func storeRefunded(_ payment: PaymentRecord, _ connection: PostgresConnection, logger: Logger) async throws -> Date {
@@ -194,33 +171,6 @@ public struct PostgresRefundStore: RefundStore {
     )
     for try await row in rows { return try Self.decode(row).0 }
     return nil
-  }
-
-  /// Moves the idempotency record to `step.point`, naming the refund (and storing the response
-  /// when finished).
-  static func apply(_ step: IdempotencyStep<RefundRecord>, refund: RefundRecord, _ connection: PostgresConnection, logger: Logger) async throws {
-    if let call = step.providerCall { try await PostgresPaymentStore.insert(call, connection, logger: logger) }
-    if let makeResponse = step.response {
-      let response = try makeResponse(refund)
-      try await connection.query(
-        """
-        UPDATE idempotency_keys SET recovery_point = 'finished', locked_until = NULL, payment_id = \(refund.paymentID.rawValue),
-          refund_id = \(refund.id.rawValue), response_code = \(response.code), response_message = \(ByteBuffer(bytes: response.message)),
-          response_details = \(ByteBuffer(bytes: response.details)), update_time = now()
-        WHERE merchant_id = \(step.merchant.rawValue) AND idempotency_key = \(step.key)
-        """,
-        logger: logger
-      )
-    } else {
-      try await connection.query(
-        """
-        UPDATE idempotency_keys SET recovery_point = \(step.point.rawValue), payment_id = \(refund.paymentID.rawValue),
-          refund_id = \(refund.id.rawValue), update_time = now()
-        WHERE merchant_id = \(step.merchant.rawValue) AND idempotency_key = \(step.key)
-        """,
-        logger: logger
-      )
-    }
   }
 
   static func decode(_ row: PostgresRow) throws -> (RefundRecord, Int64) {

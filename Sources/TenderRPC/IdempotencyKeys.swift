@@ -56,7 +56,7 @@ public enum IdempotencyKeys {
   public static func providerKey(merchant: MerchantID, key: String, operation: String) -> String {
     var hash = SHA256()
     hash.update(data: Array("\(merchant.rawValue)\u{0}\(key)\u{0}\(operation)".utf8))
-    return "tender_" + hash.finalize().map { String(format: "%02x", $0) }.joined()
+    return "tender_" + Hex.encode(hash.finalize())
   }
 
   /// An error as it is stored for replay.

@@ -12,7 +12,7 @@ public struct PageTokens: Sendable {
   }
 
   func seal(_ cursor: PageCursor, merchant: MerchantID, filter: [UInt8]) -> String {
-    let payload = Array("v1|\(merchant.rawValue)|\(Self.hex(filter))|\(cursor.createTimeMicroseconds)|\(cursor.id)".utf8)
+    let payload = Array("v1|\(merchant.rawValue)|\(Hex.encode(filter))|\(cursor.createTimeMicroseconds)|\(cursor.id)".utf8)
     let mac = HMAC<SHA256>.authenticationCode(for: payload, using: self.key)
     return Base64URL.encode(payload) + "." + Base64URL.encode(Array(mac))
   }
@@ -25,14 +25,10 @@ public struct PageTokens: Sendable {
       HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: payload, using: self.key)
     else { return nil }
     let fields = String(decoding: payload, as: UTF8.self).split(separator: "|", omittingEmptySubsequences: false)
-    guard fields.count == 5, fields[0] == "v1", fields[1] == merchant.rawValue, fields[2] == Self.hex(filter),
+    guard fields.count == 5, fields[0] == "v1", fields[1] == merchant.rawValue, fields[2] == Hex.encode(filter),
       let micros = Int64(fields[3])
     else { return nil }
     return PageCursor(createTimeMicroseconds: micros, id: String(fields[4]))
-  }
-
-  static func hex(_ bytes: [UInt8]) -> String {
-    bytes.map { String(format: "%02x", $0) }.joined()
   }
 
   /// A watch cursor: the position of the last event seen, signed like page tokens so it cannot be

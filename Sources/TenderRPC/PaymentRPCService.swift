@@ -252,9 +252,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     context: ServerContext
   ) async throws -> ServerResponse<Tender_Payments_V1_GetPaymentResponse> {
     let caller = try AuthRPCService.caller()
-    guard let id = PaymentID(request.message.paymentID) else {
-      throw APIError.invalidArgument(field: "payment_id", reason: request.message.paymentID.isEmpty ? "FIELD_REQUIRED" : "FIELD_INVALID", message: "payment_id must be a payment id (pay_…)")
-    }
+    let id = try PaymentMessages.paymentID(request.message.paymentID)
     guard let record = try await self.payments.payment(id, merchant: MerchantID(unchecked: caller.merchantID)) else {
       throw APIError.status(.notFound, reason: "PAYMENT_NOT_FOUND", message: "no payment \(id.rawValue)", metadata: ["field": "payment_id"])
     }
@@ -339,9 +337,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     let caller = try AuthRPCService.caller()
     let merchant = MerchantID(unchecked: caller.merchantID)
     let key = try IdempotencyKeys.key(request.metadata)
-    guard let id = PaymentID(paymentID) else {
-      throw APIError.invalidArgument(field: "payment_id", reason: paymentID.isEmpty ? "FIELD_REQUIRED" : "FIELD_INVALID", message: "payment_id must be a payment id (pay_…)")
-    }
+    let id = try PaymentMessages.paymentID(paymentID)
     let keyed = IdempotencyRequest(merchant: merchant, key: key, method: method, fingerprint: try IdempotencyKeys.fingerprint(method: method, message: request.message))
     switch try await self.idempotency.claim(keyed, lockFor: self.lock) {
     case .replay(let stored): return try IdempotencyKeys.replay(stored)
@@ -554,6 +550,13 @@ enum FreeText {
 
 /// Domain ↔ wire for payments.
 enum PaymentMessages {
+  static func paymentID(_ text: String) throws -> PaymentID {
+    guard let id = PaymentID(text) else {
+      throw APIError.invalidArgument(field: "payment_id", reason: text.isEmpty ? "FIELD_REQUIRED" : "FIELD_INVALID", message: "payment_id must be a payment id (pay_…)")
+    }
+    return id
+  }
+
   static func eventType(_ type: PaymentEventType) -> Tender_Payments_V1_PaymentEventType {
     switch type {
     case .paymentCreated: return .paymentCreated

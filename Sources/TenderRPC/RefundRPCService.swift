@@ -156,7 +156,7 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
   }
 
   static func validate(_ message: Tender_Refunds_V1_CreateRefundRequest, merchant: MerchantID) throws -> RefundDraft {
-    let paymentID = try RefundMessages.paymentID(message.paymentID)
+    let paymentID = try PaymentMessages.paymentID(message.paymentID)
     guard message.amountMinor >= 0 else {
       throw APIError.invalidArgument(field: "amount_minor", reason: "AMOUNT_INVALID", message: "amount_minor must be zero (everything refundable) or positive")
     }
@@ -212,7 +212,7 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
     }
     var payment: PaymentID?
     if !message.paymentID.isEmpty {
-      let id = try RefundMessages.paymentID(message.paymentID)
+      let id = try PaymentMessages.paymentID(message.paymentID)
       // Another merchant's payment is not found, not an empty list.
       guard try await self.payments.payment(id, merchant: merchant) != nil else {
         throw APIError.status(.notFound, reason: "PAYMENT_NOT_FOUND", message: "no payment \(id.rawValue)", metadata: ["field": "payment_id"])
@@ -260,13 +260,6 @@ extension RefundRPCService {
 
 /// Domain ↔ wire for refunds.
 enum RefundMessages {
-  static func paymentID(_ text: String) throws -> PaymentID {
-    guard let id = PaymentID(text) else {
-      throw APIError.invalidArgument(field: "payment_id", reason: text.isEmpty ? "FIELD_REQUIRED" : "FIELD_INVALID", message: "payment_id must be a payment id (pay_…)")
-    }
-    return id
-  }
-
   static func refund(_ record: RefundRecord) -> Tender_Refunds_V1_Refund {
     var message = Tender_Refunds_V1_Refund()
     message.refundID = record.id.rawValue

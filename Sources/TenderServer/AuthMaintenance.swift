@@ -5,11 +5,13 @@ import TenderCore
 import TenderProviders
 import TenderRPC
 
-/// Deletes revocations of tokens that have expired anyway, hourly, so the list stays small.
-struct RevocationJanitor: Service {
-  let store: any AuthStore
+/// Background upkeep that runs every `interval` until the server drains: a failed round is
+/// logged and the next one tries again.
+struct PeriodicTask: Service {
+  let name: String
+  let interval: Duration
   let logger: Logger
-  var interval: Duration = .seconds(3600)
+  let work: @Sendable () async throws -> Void
 
   func run() async throws {
     while !Task.isShuttingDownGracefully {
@@ -19,36 +21,39 @@ struct RevocationJanitor: Service {
         return
       }
       do {
-        let purged = try await self.store.purgeExpiredRevocations()
-        if purged > 0 { self.logger.info("purged expired revocations", metadata: ["count": "\(purged)"]) }
+        try await cancelWhenGracefulShutdown { try await self.work() }
       } catch {
-        self.logger.warning("could not purge expired revocations", metadata: ["error": "\(String(reflecting: error))"])
+        if Task.isShuttingDownGracefully { return }
+        self.logger.warning("\(self.name) failed a round", metadata: ["error": "\(String(reflecting: error))"])
       }
     }
   }
 }
 
-/// Deletes finished idempotency records once they are a day old (replays are promised for at
-/// least 24 hours), every `interval`.
-struct IdempotencyReaper: Service {
-  let store: any IdempotencyStore
-  let interval: Duration
-  let logger: Logger
+extension PeriodicTask {
+  /// Deletes revocations of tokens that have expired anyway, so the list stays small.
+  static func revocationJanitor(store: any AuthStore, interval: Duration = .seconds(3600), logger: Logger) -> PeriodicTask {
+    PeriodicTask(name: "revocation janitor", interval: interval, logger: logger) {
+      let purged = try await store.purgeExpiredRevocations()
+      if purged > 0 { logger.info("purged expired revocations", metadata: ["count": "\(purged)"]) }
+    }
+  }
 
-  func run() async throws {
-    while !Task.isShuttingDownGracefully {
-      do {
-        try await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
-      } catch {
-        return
-      }
-      do {
-        let reaped = try await cancelWhenGracefulShutdown { try await self.store.reap(olderThan: .seconds(24 * 3600)) }
-        if reaped > 0 { self.logger.info("reaped finished idempotency records", metadata: ["count": "\(reaped)"]) }
-      } catch {
-        if Task.isShuttingDownGracefully { return }
-        self.logger.warning("could not reap idempotency records", metadata: ["error": "\(String(reflecting: error))"])
-      }
+  /// Deletes finished idempotency records once they are a day old (replays are promised for at
+  /// least 24 hours).
+  static func idempotencyReaper(store: any IdempotencyStore, interval: Duration, logger: Logger) -> PeriodicTask {
+    PeriodicTask(name: "idempotency reaper", interval: interval, logger: logger) {
+      let reaped = try await store.reap(olderThan: .seconds(24 * 3600))
+      if reaped > 0 { logger.info("reaped finished idempotency records", metadata: ["count": "\(reaped)"]) }
+    }
+  }
+
+  /// Finishes interrupted CreatePayment and CreateRefund operations whose lock expired, exactly
+  /// once (see `PaymentRPCService.completeStale` and `RefundRPCService.completeStale`).
+  static func completer(payments: PaymentRPCService, refunds: RefundRPCService, interval: Duration, logger: Logger) -> PeriodicTask {
+    PeriodicTask(name: "completer", interval: interval, logger: logger) {
+      let resolved = try await payments.completeStale() + refunds.completeStale()
+      if resolved > 0 { logger.info("completer finished interrupted operations", metadata: ["count": "\(resolved)"]) }
     }
   }
 }
@@ -93,34 +98,5 @@ struct ConnectorLifecycle: Service {
   func run() async throws {
     try? await gracefulShutdown()
     try await self.connector.shutdown()
-  }
-}
-
-/// Runs the completer every `interval`: interrupted CreatePayment and CreateRefund operations
-/// whose lock expired are finished exactly once (see `PaymentRPCService.completeStale` and
-/// `RefundRPCService.completeStale`).
-struct PaymentCompleter: Service {
-  let payments: PaymentRPCService
-  let refunds: RefundRPCService
-  let interval: Duration
-  let logger: Logger
-
-  func run() async throws {
-    while !Task.isShuttingDownGracefully {
-      do {
-        try await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
-      } catch {
-        return
-      }
-      do {
-        let resolved = try await cancelWhenGracefulShutdown {
-          try await self.payments.completeStale() + self.refunds.completeStale()
-        }
-        if resolved > 0 { self.logger.info("completer finished interrupted operations", metadata: ["count": "\(resolved)"]) }
-      } catch {
-        if Task.isShuttingDownGracefully { return }
-        self.logger.warning("payment completer failed a round", metadata: ["error": "\(String(reflecting: error))"])
-      }
-    }
   }
 }

@@ -234,10 +234,10 @@ public struct TenderApplication: Sendable {
     if let redis { groupServices.append(.init(service: redis)) }
     groupServices += [
       // Background work: finishing is not a reason to stop the server.
-      .init(service: RevocationJanitor(store: authStore, logger: logger), successTerminationBehavior: .ignore),
-      .init(service: IdempotencyReaper(store: idempotencyStore, interval: configuration.reaperInterval, logger: logger), successTerminationBehavior: .ignore),
+      .init(service: PeriodicTask.revocationJanitor(store: authStore, logger: logger), successTerminationBehavior: .ignore),
+      .init(service: PeriodicTask.idempotencyReaper(store: idempotencyStore, interval: configuration.reaperInterval, logger: logger), successTerminationBehavior: .ignore),
       .init(service: ConnectorLifecycle(connector: provider), successTerminationBehavior: .ignore),
-      .init(service: PaymentCompleter(payments: paymentService, refunds: refundService, interval: configuration.completerInterval, logger: logger), successTerminationBehavior: .ignore),
+      .init(service: PeriodicTask.completer(payments: paymentService, refunds: refundService, interval: configuration.completerInterval, logger: logger), successTerminationBehavior: .ignore),
       .init(service: SigningKeyLoader(keys: keys, logger: logger, startWhen: { for await _ in keysListening {} }), successTerminationBehavior: .ignore),
       .init(service: monitor),
       .init(service: bridge),
