@@ -60,6 +60,17 @@ let package = Package(
       dependencies: [],
       swiftSettings: swiftSettings
     ),
+    // Use cases over the ports: the keyed-operation runner and the payment, refund and client
+    // operations it drives (for the RPCs and the completer alike); no I/O of its own.
+    .target(
+      name: "TenderOperations",
+      dependencies: [
+        "TenderCore",
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: swiftSettings
+    ),
     // Client secrets, access tokens (JWT), signing keys and their rotation; storage behind protocols.
     .target(
       name: "TenderAuth",
@@ -111,6 +122,7 @@ let package = Package(
       name: "TenderRPC",
       dependencies: [
         "TenderCore",
+        "TenderOperations",
         "TenderAPI",
         "TenderAuth",
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -192,6 +204,7 @@ let package = Package(
       name: "TenderServer",
       dependencies: [
         "TenderCore",
+        "TenderOperations",
         "TenderAuth",
         "TenderRedis",
         "TenderProviders",
@@ -305,6 +318,7 @@ let package = Package(
       dependencies: ["TenderCore"],
       swiftSettings: swiftSettings
     ),
+
     .testTarget(
       name: "TenderRPCTests",
       dependencies: [

@@ -61,23 +61,59 @@ public struct IdempotencyRecord: Sendable, Hashable {
   public let refundID: RefundID?
   public let lockedUntil: Date?
   public let createTime: Date
+  /// The owner's fencing token: a new one on every claim and takeover.
+  public let ownerToken: Int64
+  /// Whether any owner ever started a provider call for this operation.
+  public let providerAttempted: Bool
 
-  public init(request: IdempotencyRequest, recoveryPoint: RecoveryPoint, paymentID: PaymentID?, refundID: RefundID?, lockedUntil: Date?, createTime: Date) {
+  public init(
+    request: IdempotencyRequest, recoveryPoint: RecoveryPoint, paymentID: PaymentID?, refundID: RefundID?, lockedUntil: Date?, createTime: Date,
+    ownerToken: Int64 = 1, providerAttempted: Bool = false
+  ) {
     self.request = request
     self.recoveryPoint = recoveryPoint
     self.paymentID = paymentID
     self.refundID = refundID
     self.lockedUntil = lockedUntil
     self.createTime = createTime
+    self.ownerToken = ownerToken
+    self.providerAttempted = providerAttempted
   }
+
+  /// Who may write this operation's steps: the key and the current owner's token.
+  public var owner: KeyOwner { KeyOwner(merchant: self.request.merchant, key: self.request.key, token: self.ownerToken) }
+
+  /// What the record says may already have happened at the provider.
+  public var history: ProviderHistory { self.providerAttempted ? .maybeSent : .nothingSent }
+}
+
+/// The owner of a claimed key. Every write of the operation names it and does nothing once
+/// another owner has taken the key over (the token no longer matches).
+public struct KeyOwner: Sendable, Hashable {
+  public let merchant: MerchantID
+  public let key: String
+  public let token: Int64
+
+  public init(merchant: MerchantID, key: String, token: Int64) {
+    self.merchant = merchant
+    self.key = key
+    self.token = token
+  }
+}
+
+/// A write of a keyed operation refused because its owner lost the key to another owner (its
+/// lock expired and a retry or the completer took over). Nothing was written.
+public struct FencedOut: Error, Sendable, Hashable {
+  public let owner: KeyOwner
+  public init(_ owner: KeyOwner) { self.owner = owner }
 }
 
 /// What claiming a key found.
 public enum IdempotencyClaim: Sendable, Hashable {
   /// A new record: the caller owns it (locked) and does the work.
   case started(IdempotencyRecord)
-  /// An unfinished record whose lock had expired: the caller took it over and resumes from its
-  /// recovery point.
+  /// An unfinished record whose lock had expired: the caller took it over (with a new owner
+  /// token) and resumes from its recovery point.
   case resumed(IdempotencyRecord)
   /// The request already finished: answer this, marked as replayed.
   case replay(StoredResponse)
@@ -87,19 +123,21 @@ public enum IdempotencyClaim: Sendable, Hashable {
   case inUse
 }
 
-/// Durable idempotency records with recovery points and expiring locks.
+/// Durable idempotency records with recovery points, expiring locks and fencing tokens.
 public protocol IdempotencyStore: Sendable {
   /// Records `request` under its key, or reports what an earlier request with that key left.
-  /// Atomic: of any number of concurrent claims of one key, exactly one starts.
+  /// Atomic: of any number of concurrent claims of one key, exactly one starts (or takes over).
   func claim(_ request: IdempotencyRequest, lockFor: Duration) async throws -> IdempotencyClaim
-  /// Stores the response and drops the lock; retries replay it from now on.
-  func finish(merchant: MerchantID, key: String, response: StoredResponse) async throws
-  /// Deletes a record on which nothing happened yet (recovery point `started`), so that the same
-  /// key can be used again (e.g. the provider was unreachable and nothing was written).
-  func abandon(merchant: MerchantID, key: String) async throws
-  /// Deletes an unfinished record whatever its recovery point, freeing the key: for operations
-  /// that ended in a state a retry should not inherit (the provider was unreachable).
-  func release(merchant: MerchantID, key: String) async throws
+  /// Stores the response and drops the lock; retries replay it from now on. Throws `FencedOut`
+  /// (writing nothing) when `owner` no longer owns the key.
+  func finish(_ owner: KeyOwner, response: StoredResponse) async throws
+  /// Deletes the unfinished record, freeing the key, for operations that ended in a state a
+  /// retry should not inherit (nothing reached the provider). Throws `FencedOut` as `finish`.
+  func release(_ owner: KeyOwner) async throws
+  /// Extends the owner's lock while it waits on the provider; false when it no longer owns the key.
+  func extend(_ owner: KeyOwner, lockFor: Duration) async throws -> Bool
+  /// The stored answer of a finished key (nil while unfinished or when there is no such key).
+  func answer(merchant: MerchantID, key: String) async throws -> StoredResponse?
   /// Unfinished records (of these methods, when given) whose lock has expired, oldest first: work
   /// for the completer.
   func stale(methods: [String]?, limit: Int) async throws -> [IdempotencyRecord]
@@ -111,28 +149,5 @@ extension IdempotencyStore {
   /// Unfinished records of any method whose lock has expired, oldest first.
   public func stale(limit: Int) async throws -> [IdempotencyRecord] {
     try await self.stale(methods: nil, limit: limit)
-  }
-}
-
-extension IdempotencyStore {
-  /// The completer's round for one method: takes over each unfinished record of `method` whose
-  /// lock expired (a record another replica takes first is skipped) and hands it to `resume`,
-  /// which finishes the operation or returns false when there is nothing to resume — the record
-  /// is then released. Returns how many records were resolved.
-  public func takeOverStale(
-    method: String,
-    limit: Int,
-    lockFor: Duration,
-    _ resume: (IdempotencyRecord) async throws -> Bool
-  ) async throws -> Int {
-    var resolved = 0
-    for record in try await self.stale(methods: [method], limit: limit) {
-      guard case .resumed(let claimed) = try await self.claim(record.request, lockFor: lockFor) else { continue }
-      if try await !resume(claimed) {
-        try await self.release(merchant: claimed.request.merchant, key: claimed.request.key)
-      }
-      resolved += 1
-    }
-    return resolved
   }
 }

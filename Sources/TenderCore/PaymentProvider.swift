@@ -6,6 +6,10 @@ public protocol PaymentProvider: Sendable {
   func capturePayment(providerPaymentID: String, amountMinorUnits: Int64, idempotencyKey: String) async throws(ProviderError) -> ProviderPayment
   func cancelPayment(providerPaymentID: String, idempotencyKey: String) async throws(ProviderError) -> ProviderPayment
   func createRefund(providerPaymentID: String, amountMinorUnits: Int64, idempotencyKey: String) async throws(ProviderError) -> ProviderRefund
+  /// The provider's current view of a payment, for settling what is still open.
+  func retrievePayment(providerPaymentID: String) async throws(ProviderError) -> ProviderPayment
+  /// The provider's current view of a refund.
+  func retrieveRefund(providerRefundID: String) async throws(ProviderError) -> ProviderRefund
 }
 
 public struct ProviderPaymentRequest: Sendable, Hashable {
@@ -64,7 +68,8 @@ public struct ProviderRefund: Sendable, Hashable {
 
 /// Why a provider call did not produce an answer Tender can act on.
 public enum ProviderError: Error, Sendable, Hashable {
-  /// The provider could not be reached; the request was not delivered.
+  /// No attempt of this call can have been acted on (no connection could be made, or the
+  /// provider rate-limited every attempt). Says nothing about earlier calls.
   case unreachable(String)
   /// The outcome is unknown (timeout, connection lost after sending, repeated 5xx): the operation
   /// must be resolved later with the same idempotency key.

@@ -150,35 +150,53 @@ public struct Page<Item: Sendable>: Sendable {
   }
 }
 
-/// Moves a keyed operation's idempotency record forward in the same transaction as the payment
-/// write it describes, so the record never claims more (or less) than the database holds.
+/// Moves a keyed operation's idempotency record in the same transaction as the payment or refund
+/// write it describes, so the record never claims more (or less) than the database holds. Every
+/// step is fenced: it writes nothing, and the whole transaction rolls back with `FencedOut`, once
+/// its owner has lost the key.
 public struct IdempotencyStep<Record: Sendable>: Sendable {
-  public let merchant: MerchantID
-  public let key: String
-  public let point: RecoveryPoint
-  /// For `.finished`: the response to store, made from the record (payment or refund) as written.
-  public let response: (@Sendable (Record) throws -> StoredResponse)?
-  /// The provider call whose answer this step applies, recorded in the same transaction.
-  public let providerCall: ProviderCall?
+  public enum Action: Sendable {
+    /// The operation reached this recovery point.
+    case advance(RecoveryPoint)
+    /// Done: the response to store, made from the record (payment or refund) as written.
+    case finish(@Sendable (Record) throws -> StoredResponse)
+    /// The operation ended without an answer to keep (nothing reached the provider): the key is
+    /// freed for a new attempt.
+    case release
+  }
 
-  public init(
-    merchant: MerchantID,
-    key: String,
-    point: RecoveryPoint,
-    providerCall: ProviderCall? = nil,
-    response: (@Sendable (Record) throws -> StoredResponse)? = nil
-  ) {
-    precondition((point == .finished) == (response != nil), "a finished step stores a response, others do not")
-    self.merchant = merchant
-    self.key = key
-    self.point = point
+  public let owner: KeyOwner
+  public let action: Action
+  /// The provider call whose ending this step records, in the same transaction.
+  public let providerCall: ProviderCallEnd?
+
+  public init(owner: KeyOwner, action: Action, providerCall: ProviderCallEnd? = nil) {
+    self.owner = owner
+    self.action = action
     self.providerCall = providerCall
-    self.response = response
+  }
+
+  public init(owner: KeyOwner, point: RecoveryPoint) {
+    precondition(point != .finished, "a finished step stores a response")
+    self.init(owner: owner, action: .advance(point))
   }
 }
 
-/// One call to the payment provider and how it ended, kept for audit and reconciliation: with the
-/// provider's idempotency key, every call can be matched with the provider's own records.
+/// How a recorded provider call ended (its row was written before the call was made).
+public struct ProviderCallEnd: Sendable, Hashable {
+  public let requestID: Int64
+  public let outcome: ProviderCall.Outcome
+  /// The provider's id of the object, when its answer named one.
+  public init(requestID: Int64, outcome: ProviderCall.Outcome) {
+    self.requestID = requestID
+    self.outcome = outcome
+  }
+}
+
+/// One call to the payment provider, kept for audit and reconciliation: with the provider's
+/// idempotency key, every call can be matched with the provider's own records. A call is recorded
+/// before it is made (outcome `unknown`), so a crash in the middle leaves a trace, and its
+/// ending is written with the change it causes.
 public struct ProviderCall: Sendable, Hashable {
   public enum Operation: String, Sendable, Hashable {
     case createPayment = "create_payment"
@@ -193,10 +211,12 @@ public struct ProviderCall: Sendable, Hashable {
     case succeeded
     /// The provider said no (a decline, a failed refund).
     case declined
-    /// The request failed (unreachable, refused as invalid).
+    /// The provider refused the request itself.
     case failed
-    /// No answer in time: the provider may or may not have acted.
+    /// No answer (yet): the provider may or may not have acted.
     case unknown
+    /// Nothing reached the provider.
+    case unreachable
   }
 
   public let merchant: MerchantID
@@ -206,20 +226,33 @@ public struct ProviderCall: Sendable, Hashable {
   /// The idempotency key the provider received.
   public let providerKey: String
   public let outcome: Outcome
+  /// The amount asked for (capture, refund, payment), so an interrupted call can be repeated.
+  public let amountMinorUnits: Int64?
 
-  public init(merchant: MerchantID, payment: PaymentID, refund: RefundID? = nil, operation: Operation, providerKey: String, outcome: Outcome) {
+  public init(
+    merchant: MerchantID, payment: PaymentID, refund: RefundID? = nil, operation: Operation, providerKey: String, outcome: Outcome = .unknown,
+    amountMinorUnits: Int64? = nil
+  ) {
     self.merchant = merchant
     self.payment = payment
     self.refund = refund
     self.operation = operation
     self.providerKey = providerKey
     self.outcome = outcome
+    self.amountMinorUnits = amountMinorUnits
   }
 }
 
-/// Where provider calls that change nothing else (timeouts, unreachable provider) are recorded.
+/// The audit log of provider calls.
 public protocol ProviderCallLog: Sendable {
-  func record(_ call: ProviderCall) async throws
+  /// Records `call` as started (outcome `unknown`) before it is made, marks the operation's
+  /// record as having reached out to the provider and extends its lock, in one statement;
+  /// returns the row's id. Throws `FencedOut` (writing nothing) when `owner` lost the key.
+  func begin(_ call: ProviderCall, owner: KeyOwner, lockFor: Duration) async throws -> Int64
+  /// Records how a call ended when nothing else changes with it (the answer did not come).
+  func end(_ call: ProviderCallEnd, owner: KeyOwner) async throws
+  /// The latest call made under `providerKey`.
+  func latest(merchant: MerchantID, providerKey: String) async throws -> ProviderCall?
 }
 
 /// Durable payments. Every read and write is scoped to one merchant: another merchant's id is
@@ -280,15 +313,16 @@ public enum StoredTime {
 }
 
 /// The fast path of a new keyed CreatePayment: two statements, each its own transaction, where
-/// the general path takes a claim, an insert and a locked update.
+/// the general path takes a claim, an insert, the provider call's record and a locked update.
 public protocol KeyedPaymentCreation: Sendable {
-  /// Claims `request`'s key at recovery point `payment_created` and inserts `payment` (processing)
-  /// and its event, in one statement. Nil, with nothing written, when the key already exists: the
-  /// caller claims it the general way.
-  func insertClaiming(_ payment: PaymentRecord, request: IdempotencyRequest, lockFor: Duration) async throws -> PaymentEvent?
+  /// Claims `request`'s key at recovery point `payment_created` (owner token 1), inserts
+  /// `payment` (processing) and its event, and records `call` as started, in one statement.
+  /// Nil, with nothing written, when the key already exists: the caller claims it the general
+  /// way. Returns the event and the provider call's row id.
+  func insertClaiming(_ payment: PaymentRecord, request: IdempotencyRequest, lockFor: Duration, call: ProviderCall) async throws -> (PaymentEvent, Int64)?
   /// Writes `payment` (the provider's outcome applied, `updateTime` from `StoredTime`), its
-  /// status event when the status changed, `call`, and `response` as the key's finished answer, in one
-  /// statement — only if the stored payment is still processing. False, with nothing written,
-  /// when it is not (a retry or the completer finished it first).
-  func finishProcessing(_ payment: PaymentRecord, key: String, response: StoredResponse, call: ProviderCall) async throws -> Bool
+  /// status event when the status changed, the call's ending, and `response` as the key's
+  /// finished answer, in one statement — only if the stored payment is still processing and
+  /// `owner` still owns the key. False, with nothing written, otherwise.
+  func finishProcessing(_ payment: PaymentRecord, owner: KeyOwner, response: StoredResponse, call: ProviderCallEnd) async throws -> Bool
 }

@@ -108,8 +108,8 @@ public protocol RefundStore: Sendable {
   func create(_ draft: RefundDraft, step: IdempotencyStep<RefundRecord>?) async throws -> (RefundRecord, PaymentRecord)?
   /// Applies the provider's answer to a pending refund: on failure the reservation is released on
   /// the payment; the event of the change and `step` are written in the same transaction. A
-  /// refund that is already final is returned as it is.
-  func settle(_ id: RefundID, merchant: MerchantID, outcome: RefundOutcome, step: IdempotencyStep<RefundRecord>?) async throws -> RefundRecord?
+  /// refund that is already final (or `outcome` nil) is left as it is; `step` is applied anyway.
+  func settle(_ id: RefundID, merchant: MerchantID, outcome: RefundOutcome?, step: IdempotencyStep<RefundRecord>?) async throws -> RefundRecord?
   func refund(_ id: RefundID, merchant: MerchantID) async throws -> RefundRecord?
   /// The merchant's refunds (of one payment when given), newest first.
   func list(merchant: MerchantID, payment: PaymentID?, pageSize: Int, after: PageCursor?) async throws -> Page<RefundRecord>

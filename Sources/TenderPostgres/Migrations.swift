@@ -254,5 +254,24 @@ public enum Migrations {
         "DROP TABLE merchant_event_counters",
       ]
     ),
+    Migration(
+      version: 6,
+      name: "fenced_operations",
+      statements: [
+        // Every claim and takeover of a key gets a new owner token; every later write of the
+        // operation is conditional on it, so an owner whose lock expired changes nothing.
+        "ALTER TABLE idempotency_keys ADD COLUMN owner_token bigint NOT NULL DEFAULT 1 CHECK (owner_token > 0)",
+        // Set (before the call) once any owner asked the provider: from then on only a definitive
+        // provider answer ends the operation.
+        "ALTER TABLE idempotency_keys ADD COLUMN provider_attempted boolean NOT NULL DEFAULT false",
+        // Operations interrupted before this column existed may have reached the provider.
+        "UPDATE idempotency_keys SET provider_attempted = true WHERE recovery_point <> 'finished'",
+        "ALTER TABLE provider_requests DROP CONSTRAINT provider_requests_outcome_check",
+        "ALTER TABLE provider_requests ADD CONSTRAINT provider_requests_outcome_check CHECK (outcome IN ('sent', 'succeeded', 'declined', 'failed', 'unknown', 'unreachable'))",
+        // What was asked for, so an interrupted call can be made again exactly as before.
+        "ALTER TABLE provider_requests ADD COLUMN amount_minor bigint CHECK (amount_minor > 0)",
+        "CREATE INDEX provider_requests_by_key ON provider_requests (merchant_id, provider_idempotency_key, request_id)",
+      ]
+    ),
   ]
 }

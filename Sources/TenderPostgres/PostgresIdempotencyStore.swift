@@ -34,19 +34,21 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
             VALUES (\(request.merchant.rawValue), \(request.key), \(request.method), \(ByteBuffer(bytes: request.fingerprint)), 'started',
                     now() + \(lock) * interval '1 millisecond')
             ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
-            RETURNING locked_until, create_time
+            RETURNING locked_until, create_time, owner_token
             """,
             logger: logger
           )
-          for try await (lockedUntil, created) in inserted.decode((Date, Date).self) {
+          for try await (lockedUntil, created, token) in inserted.decode((Date, Date, Int64).self) {
             return .started(
-              IdempotencyRecord(request: request, recoveryPoint: .started, paymentID: nil, refundID: nil, lockedUntil: lockedUntil, createTime: created)
+              IdempotencyRecord(
+                request: request, recoveryPoint: .started, paymentID: nil, refundID: nil, lockedUntil: lockedUntil, createTime: created, ownerToken: token
+              )
             )
           }
           let rows = try await connection.query(
             """
             SELECT method, request_fingerprint, recovery_point, locked_until, locked_until > now() AS locked, payment_id, refund_id,
-                   response_code, response_message, response_details, create_time
+                   response_code, response_message, response_details, create_time, provider_attempted
             FROM idempotency_keys WHERE merchant_id = \(request.merchant.rawValue) AND idempotency_key = \(request.key)
             FOR UPDATE
             """,
@@ -70,17 +72,22 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
               )
             }
             if try r["locked"].decode(Bool?.self) == true { return .inUse }
-            // The lock expired: whoever held it crashed or gave up. Take it over.
+            // The lock expired: whoever held it crashed or gave up. Take it over under a new owner
+            // token, so the previous owner's later writes change nothing.
             let relocked = try await connection.query(
               """
-              UPDATE idempotency_keys SET locked_until = now() + \(lock) * interval '1 millisecond', update_time = now()
+              UPDATE idempotency_keys SET locked_until = now() + \(lock) * interval '1 millisecond', owner_token = owner_token + 1, update_time = now()
               WHERE merchant_id = \(request.merchant.rawValue) AND idempotency_key = \(request.key)
-              RETURNING locked_until
+              RETURNING locked_until, owner_token
               """,
               logger: logger
             )
             var lockedUntil: Date?
-            for try await until in relocked.decode(Date.self) { lockedUntil = until }
+            var token: Int64 = 0
+            for try await (until, newToken) in relocked.decode((Date, Int64).self) {
+              lockedUntil = until
+              token = newToken
+            }
             return .resumed(
               IdempotencyRecord(
                 request: request,
@@ -88,7 +95,9 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
                 paymentID: try r["payment_id"].decode(String?.self).map(PaymentID.init(unchecked:)),
                 refundID: try r["refund_id"].decode(String?.self).map(RefundID.init(unchecked:)),
                 lockedUntil: lockedUntil,
-                createTime: try r["create_time"].decode(Date.self)
+                createTime: try r["create_time"].decode(Date.self),
+                ownerToken: token,
+                providerAttempted: try r["provider_attempted"].decode(Bool.self)
               )
             )
           }
@@ -98,34 +107,64 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
     }
   }
 
-  public func finish(merchant: MerchantID, key: String, response: StoredResponse) async throws {
+  public func finish(_ owner: KeyOwner, response: StoredResponse) async throws {
     try await traced(self.tracer, "idempotency.finish") {
-      try await self.client.query(
+      let rows = try await self.client.query(
         """
         UPDATE idempotency_keys SET recovery_point = 'finished', locked_until = NULL, response_code = \(response.code),
           response_message = \(ByteBuffer(bytes: response.message)), response_details = \(ByteBuffer(bytes: response.details)), update_time = now()
-        WHERE merchant_id = \(merchant.rawValue) AND idempotency_key = \(key) AND recovery_point <> 'finished'
+        WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key) AND owner_token = \(owner.token)
+          AND recovery_point <> 'finished'
+        RETURNING 1
         """,
         logger: self.logger
       )
+      guard try await rows.decode(Int.self).reduce(0, +) == 1 else { throw FencedOut(owner) }
     }
   }
 
-  public func abandon(merchant: MerchantID, key: String) async throws {
-    try await traced(self.tracer, "idempotency.abandon") {
-      try await self.client.query(
-        "DELETE FROM idempotency_keys WHERE merchant_id = \(merchant.rawValue) AND idempotency_key = \(key) AND recovery_point = 'started'",
-        logger: self.logger
-      )
-    }
-  }
-
-  public func release(merchant: MerchantID, key: String) async throws {
+  public func release(_ owner: KeyOwner) async throws {
     try await traced(self.tracer, "idempotency.release") {
-      try await self.client.query(
-        "DELETE FROM idempotency_keys WHERE merchant_id = \(merchant.rawValue) AND idempotency_key = \(key) AND recovery_point <> 'finished'",
+      let rows = try await self.client.query(
+        """
+        DELETE FROM idempotency_keys WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key)
+          AND owner_token = \(owner.token) AND recovery_point <> 'finished'
+        RETURNING 1
+        """,
         logger: self.logger
       )
+      guard try await rows.decode(Int.self).reduce(0, +) == 1 else { throw FencedOut(owner) }
+    }
+  }
+
+  public func extend(_ owner: KeyOwner, lockFor: Duration) async throws -> Bool {
+    try await traced(self.tracer, "idempotency.extend") {
+      let rows = try await self.client.query(
+        """
+        UPDATE idempotency_keys SET locked_until = now() + \(Self.milliseconds(lockFor)) * interval '1 millisecond'
+        WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key) AND owner_token = \(owner.token)
+          AND recovery_point <> 'finished'
+        RETURNING 1
+        """,
+        logger: self.logger
+      )
+      return try await rows.decode(Int.self).reduce(0, +) == 1
+    }
+  }
+
+  public func answer(merchant: MerchantID, key: String) async throws -> StoredResponse? {
+    try await traced(self.tracer, "idempotency.answer") {
+      let rows = try await self.client.query(
+        """
+        SELECT response_code, response_message, response_details FROM idempotency_keys
+        WHERE merchant_id = \(merchant.rawValue) AND idempotency_key = \(key) AND recovery_point = 'finished'
+        """,
+        logger: self.logger
+      )
+      for try await (code, message, details) in rows.decode((Int, ByteBuffer?, ByteBuffer?).self) {
+        return StoredResponse(code: code, message: message.map { Array(buffer: $0) } ?? [], details: details.map { Array(buffer: $0) } ?? [])
+      }
+      return nil
     }
   }
 
@@ -133,7 +172,8 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
     try await traced(self.tracer, "idempotency.stale") {
       let rows = try await self.client.query(
         """
-        SELECT merchant_id, idempotency_key, method, request_fingerprint, recovery_point, locked_until, payment_id, refund_id, create_time
+        SELECT merchant_id, idempotency_key, method, request_fingerprint, recovery_point, locked_until, payment_id, refund_id, create_time,
+          owner_token, provider_attempted
         FROM idempotency_keys WHERE recovery_point <> 'finished' AND (locked_until IS NULL OR locked_until <= now())
           AND (\(methods == nil) OR method = ANY(\(methods ?? [])::text[]))
         ORDER BY locked_until NULLS FIRST LIMIT \(limit)
@@ -141,8 +181,8 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
         logger: self.logger
       )
       var records: [IdempotencyRecord] = []
-      for try await (merchant, key, method, fingerprint, point, lockedUntil, payment, refund, created) in rows.decode(
-        (String, String, String, ByteBuffer, String, Date?, String?, String?, Date).self
+      for try await (merchant, key, method, fingerprint, point, lockedUntil, payment, refund, created, token, attempted) in rows.decode(
+        (String, String, String, ByteBuffer, String, Date?, String?, String?, Date, Int64, Bool).self
       ) {
         guard let point = RecoveryPoint(rawValue: point) else { throw StoredDataError(what: "recovery point") }
         records.append(
@@ -152,7 +192,9 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
             paymentID: payment.map(PaymentID.init(unchecked:)),
             refundID: refund.map(RefundID.init(unchecked:)),
             lockedUntil: lockedUntil,
-            createTime: created
+            createTime: created,
+            ownerToken: token,
+            providerAttempted: attempted
           )
         )
       }

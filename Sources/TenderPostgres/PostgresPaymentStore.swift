@@ -28,6 +28,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
     return try await traced(self.tracer, "payments.insert") {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection in
+          if let step { try await Self.fence(step.owner, connection, logger: logger) }
           let ledger = payment.ledger
           try await connection.query(
             """
@@ -59,8 +60,9 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
   struct InsertClaiming: PostgresPreparedStatement {
     static let sql = """
       WITH claimed AS (
-        INSERT INTO idempotency_keys (merchant_id, idempotency_key, method, request_fingerprint, recovery_point, locked_until, payment_id)
-        VALUES ($1::text, $2::text, $3::text, $4::bytea, 'payment_created', now() + $5::bigint * interval '1 millisecond', $6::text)
+        INSERT INTO idempotency_keys (merchant_id, idempotency_key, method, request_fingerprint, recovery_point, locked_until, payment_id,
+          provider_attempted)
+        VALUES ($1::text, $2::text, $3::text, $4::bytea, 'payment_created', now() + $5::bigint * interval '1 millisecond', $6::text, true)
         ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
         RETURNING merchant_id
       ), inserted AS (
@@ -71,16 +73,23 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
           timestamptz '2000-01-01 00:00:00+00' + interval '1 microsecond' * $14::bigint
         FROM claimed
         RETURNING payment_id, merchant_id
+      ), call AS (
+        INSERT INTO provider_requests (merchant_id, payment_id, operation, provider_idempotency_key, outcome, amount_minor)
+        SELECT merchant_id, payment_id, 'create_payment', $15::text, 'unknown', $9::bigint FROM inserted
+        RETURNING request_id
+      ), event AS (
+        INSERT INTO payment_events (merchant_id, payment_id, type, to_status, amount_minor)
+        SELECT merchant_id, payment_id, 'payment_created', 'processing', $9::bigint FROM inserted
+        RETURNING tx::text::bigint AS tx, event_id, create_time
       )
-      INSERT INTO payment_events (merchant_id, payment_id, type, to_status, amount_minor)
-      SELECT merchant_id, payment_id, 'payment_created', 'processing', $9::bigint FROM inserted
-      RETURNING tx::text::bigint, event_id, create_time
+      SELECT event.tx, event.event_id, event.create_time, call.request_id FROM event, call
       """
-    typealias Row = (Int64, Int64, Date)
+    typealias Row = (Int64, Int64, Date, Int64)
 
     let payment: PaymentRecord
     let request: IdempotencyRequest
     let lockMilliseconds: Int64
+    let providerKey: String
 
     func makeBindings() throws -> PostgresBindings {
       let ledger = self.payment.ledger
@@ -99,23 +108,26 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
       binds.append(self.payment.description)
       binds.append(try PostgresPaymentStore.json(self.payment.metadata))
       binds.append(StoredTime.microseconds(self.payment.createTime))
+      binds.append(self.providerKey)
       return binds
     }
 
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
   }
 
-  public func insertClaiming(_ payment: PaymentRecord, request: IdempotencyRequest, lockFor: Duration) async throws -> PaymentEvent? {
+  public func insertClaiming(_ payment: PaymentRecord, request: IdempotencyRequest, lockFor: Duration, call: ProviderCall) async throws -> (PaymentEvent, Int64)? {
     precondition(payment.merchantID == request.merchant && payment.ledger.status == .processing, "a new payment of the key's merchant")
-    let statement = InsertClaiming(payment: payment, request: request, lockMilliseconds: PostgresIdempotencyStore.milliseconds(lockFor))
+    precondition(call.operation == .createPayment && call.payment == payment.id, "the call that creates this payment")
+    let statement = InsertClaiming(payment: payment, request: request, lockMilliseconds: PostgresIdempotencyStore.milliseconds(lockFor), providerKey: call.providerKey)
     return try await traced(self.tracer, "payments.insert_claiming") {
       // The key row names the payment inserted by the same statement; the foreign key is checked
       // at the end of the statement, when both exist. A key that exists already inserts nothing.
-      for try await (tx, id, time) in try await self.client.execute(statement, logger: self.logger) {
-        return PaymentEvent(
+      for try await (tx, id, time, requestID) in try await self.client.execute(statement, logger: self.logger) {
+        let event = PaymentEvent(
           position: EventPosition(transaction: tx, id: id), merchantID: payment.merchantID, paymentID: payment.id, refundID: nil,
           type: .paymentCreated, fromStatus: nil, toStatus: .processing, amountMinorUnits: payment.ledger.amount.minorUnits, createTime: time
         )
+        return (event, requestID)
       }
       return nil
     }
@@ -128,19 +140,23 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
           failure_reason = $5::text, provider_payment_id = $6::text,
           update_time = timestamptz '2000-01-01 00:00:00+00' + interval '1 microsecond' * $7::bigint
         WHERE payment_id = $8::text AND merchant_id = $9::text AND status = 'processing'
+          AND EXISTS (
+            SELECT 1 FROM idempotency_keys
+            WHERE merchant_id = $9::text AND idempotency_key = $13::text AND owner_token = $19::bigint AND recovery_point <> 'finished'
+          )
         RETURNING payment_id, merchant_id
       ), event AS (
         INSERT INTO payment_events (merchant_id, payment_id, type, from_status, to_status, amount_minor)
         SELECT merchant_id, payment_id, $10::text, 'processing', $1::text, $11::bigint FROM updated WHERE $12::boolean
         RETURNING event_id
       ), call AS (
-        INSERT INTO provider_requests (merchant_id, payment_id, operation, provider_idempotency_key, outcome, finish_time)
-        SELECT merchant_id, payment_id, 'create_payment', $17::text, $18::text, now() FROM updated
+        UPDATE provider_requests SET outcome = $18::text, finish_time = now()
+        WHERE request_id = $17::bigint AND EXISTS (SELECT 1 FROM updated)
         RETURNING 1
       ), finished AS (
         UPDATE idempotency_keys SET recovery_point = 'finished', locked_until = NULL, payment_id = $8::text,
           response_code = $14::integer, response_message = $15::bytea, response_details = $16::bytea, update_time = now()
-        WHERE merchant_id = $9::text AND idempotency_key = $13::text AND EXISTS (SELECT 1 FROM updated)
+        WHERE merchant_id = $9::text AND idempotency_key = $13::text AND owner_token = $19::bigint AND EXISTS (SELECT 1 FROM updated)
         RETURNING 1
       )
       -- A payment written without its key finished would be a half-write: divide by zero to
@@ -151,9 +167,9 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
     typealias Row = Int64
 
     let payment: PaymentRecord
-    let key: String
+    let owner: KeyOwner
     let response: StoredResponse
-    let call: ProviderCall
+    let call: ProviderCallEnd
 
     func makeBindings() throws -> PostgresBindings {
       let ledger = self.payment.ledger
@@ -170,23 +186,30 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
       binds.append(PaymentEventType.entering(ledger.status).rawValue)
       binds.append(ledger.status == .succeeded ? ledger.capturedMinorUnits : nil)
       binds.append(ledger.status != .processing)
-      binds.append(self.key)
+      binds.append(self.owner.key)
       binds.append(Int32(self.response.code))
       binds.append(ByteBuffer(bytes: self.response.message))
       binds.append(ByteBuffer(bytes: self.response.details))
-      binds.append(self.call.providerKey)
+      binds.append(self.call.requestID)
       binds.append(self.call.outcome.rawValue)
+      binds.append(self.owner.token)
       return binds
     }
 
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Int64.self) }
   }
 
-  public func finishProcessing(_ payment: PaymentRecord, key: String, response: StoredResponse, call: ProviderCall) async throws -> Bool {
-    precondition(call.operation == .createPayment && call.payment == payment.id, "the call that created this payment")
+  public func finishProcessing(_ payment: PaymentRecord, owner: KeyOwner, response: StoredResponse, call: ProviderCallEnd) async throws -> Bool {
+    precondition(owner.merchant == payment.merchantID, "the key of this payment's merchant")
     return try await traced(self.tracer, "payments.finish_processing") {
-      for try await count in try await self.client.execute(FinishProcessing(payment: payment, key: key, response: response, call: call), logger: self.logger) {
-        return count == 1
+      do {
+        for try await count in try await self.client.execute(FinishProcessing(payment: payment, owner: owner, response: response, call: call), logger: self.logger) {
+          return count == 1
+        }
+      } catch let error as PSQLError where error.serverInfo?[.sqlState] == "22012" {
+        // A concurrent takeover changed the key between the statement's checks: nothing was
+        // written; the general path finds out what happened.
+        return false
       }
       return false
     }
@@ -223,10 +246,17 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
     return try await traced(self.tracer, "payments.update") {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> (PaymentRecord, PaymentEvent?)? in
+          if let step { try await Self.fence(step.owner, connection, logger: logger) }
           guard var record = try await Self.lock(id, merchant: merchant, connection, logger: logger) else { return nil }
+          let original = record
           let before = record.ledger.status
           try change(&record)
           let ledger = record.ledger
+          // A step that changes nothing of the payment (an answer stored for it) leaves its row alone.
+          if record == original {
+            if let step { try await Self.apply(step, record: record, payment: record.id, refund: nil, connection, logger: logger) }
+            return (record, nil)
+          }
           let updated = try await connection.query(
             """
             UPDATE payments SET status = \(ledger.status.rawValue), capturable_minor = \(ledger.capturableMinorUnits),
@@ -358,21 +388,67 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
     throw StoredDataError(what: "no event position returned")
   }
 
-  public func record(_ call: ProviderCall) async throws {
-    try await traced(self.tracer, "payments.record_provider_call") {
-      try await self.client.withConnection { connection in try await Self.insert(call, connection, logger: self.logger) }
+  public func begin(_ call: ProviderCall, owner: KeyOwner, lockFor: Duration) async throws -> Int64 {
+    precondition(owner.merchant == call.merchant, "the key of the call's merchant")
+    return try await traced(self.tracer, "payments.begin_provider_call") {
+      let rows = try await self.client.query(
+        """
+        WITH owner AS (
+          UPDATE idempotency_keys SET provider_attempted = true,
+            locked_until = now() + \(PostgresIdempotencyStore.milliseconds(lockFor)) * interval '1 millisecond', update_time = now()
+          WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key) AND owner_token = \(owner.token)
+            AND recovery_point <> 'finished'
+          RETURNING merchant_id
+        )
+        INSERT INTO provider_requests (merchant_id, payment_id, refund_id, operation, provider_idempotency_key, outcome, amount_minor)
+        SELECT merchant_id, \(call.payment.rawValue), \(call.refund?.rawValue), \(call.operation.rawValue), \(call.providerKey), 'unknown',
+          \(call.amountMinorUnits)
+        FROM owner
+        RETURNING request_id
+        """,
+        logger: self.logger
+      )
+      for try await id in rows.decode(Int64.self) { return id }
+      throw FencedOut(owner)
     }
   }
 
-  static func insert(_ call: ProviderCall, _ connection: PostgresConnection, logger: Logger) async throws {
-    try await connection.query(
-      """
-      INSERT INTO provider_requests (merchant_id, payment_id, refund_id, operation, provider_idempotency_key, outcome, finish_time)
-      VALUES (\(call.merchant.rawValue), \(call.payment.rawValue), \(call.refund?.rawValue), \(call.operation.rawValue), \(call.providerKey),
-        \(call.outcome.rawValue), now())
-      """,
-      logger: logger
-    )
+  public func end(_ call: ProviderCallEnd, owner: KeyOwner) async throws {
+    try await traced(self.tracer, "payments.end_provider_call") {
+      try await self.client.query(
+        """
+        UPDATE provider_requests SET outcome = \(call.outcome.rawValue), finish_time = now()
+        WHERE request_id = \(call.requestID) AND finish_time IS NULL AND EXISTS (
+          SELECT 1 FROM idempotency_keys WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key)
+            AND owner_token = \(owner.token) AND recovery_point <> 'finished'
+        )
+        """,
+        logger: self.logger
+      )
+    }
+  }
+
+  public func latest(merchant: MerchantID, providerKey: String) async throws -> ProviderCall? {
+    try await traced(self.tracer, "payments.latest_provider_call") {
+      let rows = try await self.client.query(
+        """
+        SELECT payment_id, refund_id, operation, outcome, amount_minor FROM provider_requests
+        WHERE merchant_id = \(merchant.rawValue) AND provider_idempotency_key = \(providerKey)
+        ORDER BY request_id DESC LIMIT 1
+        """,
+        logger: self.logger
+      )
+      for try await (payment, refund, operation, outcome, amount) in rows.decode((String?, String?, String, String, Int64?).self) {
+        guard let payment, let operation = ProviderCall.Operation(rawValue: operation), let outcome = ProviderCall.Outcome(rawValue: outcome) else {
+          throw StoredDataError(what: "provider request")
+        }
+        return ProviderCall(
+          merchant: merchant, payment: PaymentID(unchecked: payment), refund: refund.map(RefundID.init(unchecked:)), operation: operation,
+          providerKey: providerKey, outcome: outcome, amountMinorUnits: amount
+        )
+      }
+      return nil
+    }
   }
 
   /// A newest-first keyset page: `sql` (a SELECT with its WHERE clause, selecting `create_micros`)
@@ -421,9 +497,25 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
     return nil
   }
 
-  /// Moves the idempotency record to `step.point` in the writer's transaction, naming the payment
-  /// (and refund) it concerns, storing the response made from `record` when finished and the
-  /// provider call the step applies.
+  /// Locks the key's record for the rest of the transaction, first of all the transaction's
+  /// locks (so writers of one operation never deadlock), if `owner` still owns it; otherwise the
+  /// transaction rolls back with `FencedOut`.
+  static func fence(_ owner: KeyOwner, _ connection: PostgresConnection, logger: Logger) async throws {
+    let rows = try await connection.query(
+      """
+      SELECT 1 FROM idempotency_keys
+      WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key) AND owner_token = \(owner.token)
+        AND recovery_point <> 'finished'
+      FOR UPDATE
+      """,
+      logger: logger
+    )
+    guard try await rows.decode(Int.self).reduce(0, +) == 1 else { throw FencedOut(owner) }
+  }
+
+  /// Moves the idempotency record (locked by `fence` earlier in the transaction) as `step` says,
+  /// naming the payment (and refund) it concerns, storing the response made from `record` when
+  /// finished, and records how the provider call the step applies ended.
   static func apply<Record>(
     _ step: IdempotencyStep<Record>,
     record: Record,
@@ -432,25 +524,37 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
     _ connection: PostgresConnection,
     logger: Logger
   ) async throws {
-    if let call = step.providerCall { try await Self.insert(call, connection, logger: logger) }
-    if let makeResponse = step.response {
+    if let call = step.providerCall {
+      try await connection.query(
+        "UPDATE provider_requests SET outcome = \(call.outcome.rawValue), finish_time = now() WHERE request_id = \(call.requestID)",
+        logger: logger
+      )
+    }
+    let owner = step.owner
+    switch step.action {
+    case .finish(let makeResponse):
       let response = try makeResponse(record)
       try await connection.query(
         """
         UPDATE idempotency_keys SET recovery_point = 'finished', locked_until = NULL, payment_id = \(payment.rawValue),
           refund_id = coalesce(\(refund?.rawValue), refund_id), response_code = \(response.code),
           response_message = \(ByteBuffer(bytes: response.message)), response_details = \(ByteBuffer(bytes: response.details)), update_time = now()
-        WHERE merchant_id = \(step.merchant.rawValue) AND idempotency_key = \(step.key)
+        WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key) AND owner_token = \(owner.token)
         """,
         logger: logger
       )
-    } else {
+    case .advance(let point):
       try await connection.query(
         """
-        UPDATE idempotency_keys SET recovery_point = \(step.point.rawValue), payment_id = \(payment.rawValue),
+        UPDATE idempotency_keys SET recovery_point = \(point.rawValue), payment_id = \(payment.rawValue),
           refund_id = coalesce(\(refund?.rawValue), refund_id), update_time = now()
-        WHERE merchant_id = \(step.merchant.rawValue) AND idempotency_key = \(step.key)
+        WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key) AND owner_token = \(owner.token)
         """,
+        logger: logger
+      )
+    case .release:
+      try await connection.query(
+        "DELETE FROM idempotency_keys WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key) AND owner_token = \(owner.token)",
         logger: logger
       )
     }

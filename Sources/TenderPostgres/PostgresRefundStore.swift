@@ -28,6 +28,7 @@ public struct PostgresRefundStore: RefundStore {
     return try await traced(self.tracer, "refunds.create") {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> (RefundRecord, PaymentRecord)? in
+          if let step { try await PostgresPaymentStore.fence(step.owner, connection, logger: logger) }
           guard var payment = try await PostgresPaymentStore.lock(draft.paymentID, merchant: draft.merchantID, connection, logger: logger) else { return nil }
           let minorUnits = draft.amountMinorUnits ?? payment.ledger.refundableMinorUnits
           guard minorUnits > 0 else {
@@ -66,17 +67,18 @@ public struct PostgresRefundStore: RefundStore {
     }
   }
 
-  public func settle(_ id: RefundID, merchant: MerchantID, outcome: RefundOutcome, step: IdempotencyStep<RefundRecord>?) async throws -> RefundRecord? {
+  public func settle(_ id: RefundID, merchant: MerchantID, outcome: RefundOutcome?, step: IdempotencyStep<RefundRecord>?) async throws -> RefundRecord? {
     let logger = self.logger
     return try await traced(self.tracer, "refunds.settle") {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> RefundRecord? in
+          if let step { try await PostgresPaymentStore.fence(step.owner, connection, logger: logger) }
           guard let current = try await Self.fetch(id, merchant: merchant, connection, logger: logger) else { return nil }
           // Payment first, then refund: the order every writer of both takes, so none deadlock.
           guard var payment = try await PostgresPaymentStore.lock(current.paymentID, merchant: merchant, connection, logger: logger),
             var refund = try await Self.fetch(id, merchant: merchant, connection, lock: true, logger: logger)
           else { return nil }
-          if refund.status == .pending {
+          if refund.status == .pending, let outcome {
             let type: PaymentEventType?
             switch outcome {
             case .succeeded(let providerID):

@@ -3,6 +3,7 @@ import Foundation
 public import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 public import TenderCore
 
 /// Settings of the Stripe connector.
@@ -12,16 +13,30 @@ public struct StripeConfiguration: Sendable {
   public var apiKey: Secret<String>
   /// Deadline of one HTTP attempt.
   public var requestTimeout: Duration
-  /// Attempts per call: network errors, 409 (key in use) and 5xx are retried with the same key.
+  /// Attempts per call: connection failures, 409 (key in use), 429 and 5xx are retried with the same key.
   public var maximumAttempts: Int
+  /// Exponential backoff with full jitter between attempts: a random wait up to
+  /// `initialBackoff × 2^(n−1)`, never more than `maximumBackoff`; a 429's Retry-After is
+  /// honoured up to `maximumBackoff` too.
   public var initialBackoff: Duration
+  public var maximumBackoff: Duration
 
-  public init(baseURL: String, apiKey: Secret<String>, requestTimeout: Duration = .seconds(10), maximumAttempts: Int = 3, initialBackoff: Duration = .milliseconds(200)) {
+  public init(
+    baseURL: String, apiKey: Secret<String>, requestTimeout: Duration = .seconds(10), maximumAttempts: Int = 3,
+    initialBackoff: Duration = .milliseconds(200), maximumBackoff: Duration = .seconds(2)
+  ) {
     self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
     self.apiKey = apiKey
     self.requestTimeout = requestTimeout
-    self.maximumAttempts = maximumAttempts
+    self.maximumAttempts = max(1, maximumAttempts)
     self.initialBackoff = initialBackoff
+    self.maximumBackoff = max(initialBackoff, maximumBackoff)
+  }
+
+  /// The longest one call can take, every attempt and wait included: an owner's lock on its
+  /// idempotency key must outlast it.
+  public var budget: Duration {
+    self.requestTimeout * self.maximumAttempts + self.maximumBackoff * (self.maximumAttempts - 1)
   }
 }
 
@@ -38,6 +53,9 @@ public final class StripeConnector: PaymentProvider {
     self.logger = logger
     var http = HTTPClient.Configuration()
     http.timeout = .init(connect: .seconds(2))
+    // A connection that cannot be made fails the attempt at once, with the connect error, so the
+    // connector knows for certain that this attempt never left (and retries it itself).
+    http.connectionPool.retryConnectionEstablishment = false
     self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
   }
 
@@ -82,6 +100,20 @@ public final class StripeConnector: PaymentProvider {
       form: [("payment_intent", providerPaymentID), ("amount", String(amountMinorUnits))],
       idempotencyKey: idempotencyKey
     )
+    return try Self.refund(status: status, body: body)
+  }
+
+  public func retrievePayment(providerPaymentID: String) async throws(ProviderError) -> ProviderPayment {
+    let (status, body) = try await self.send(.GET, "/v1/payment_intents/\(Self.pathComponent(providerPaymentID))", form: [], idempotencyKey: nil)
+    return try Self.payment(status: status, body: body)
+  }
+
+  public func retrieveRefund(providerRefundID: String) async throws(ProviderError) -> ProviderRefund {
+    let (status, body) = try await self.send(.GET, "/v1/refunds/\(Self.pathComponent(providerRefundID))", form: [], idempotencyKey: nil)
+    return try Self.refund(status: status, body: body)
+  }
+
+  static func refund(status: Int, body: [String: Any]) throws(ProviderError) -> ProviderRefund {
     guard status == 200 else { throw Self.rejection(status: status, body: body) }
     guard let id = body["id"] as? String, let state = body["status"] as? String else {
       throw .outcomeUnknown("unreadable refund response")
@@ -96,34 +128,55 @@ public final class StripeConnector: PaymentProvider {
   // MARK: HTTP
 
   private func post(_ path: String, form: [(String, String)], idempotencyKey: String) async throws(ProviderError) -> (Int, [String: Any]) {
-    var request = HTTPClientRequest(url: self.configuration.baseURL + path)
-    request.method = .POST
-    request.headers.add(name: "Authorization", value: "Bearer \(self.configuration.apiKey.value)")
-    request.headers.add(name: "Idempotency-Key", value: idempotencyKey)
-    request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
-    let body = form.map { "\(Self.formEncode($0.0))=\(Self.formEncode($0.1))" }.joined(separator: "&")
-    request.body = .bytes(ByteBuffer(string: body))
+    try await self.send(.POST, path, form: form, idempotencyKey: idempotencyKey)
+  }
 
-    var backoff = self.configuration.initialBackoff
+  /// One call: up to `maximumAttempts` attempts within the budget, the same idempotency key on
+  /// each. The call fails `unreachable` only when no attempt can have been acted on (no
+  /// connection, or 429 each time); once any attempt may have been, `outcomeUnknown`.
+  private func send(_ method: HTTPMethod, _ path: String, form: [(String, String)], idempotencyKey: String?) async throws(ProviderError) -> (Int, [String: Any]) {
+    var request = HTTPClientRequest(url: self.configuration.baseURL + path)
+    request.method = method
+    request.headers.add(name: "Authorization", value: "Bearer \(self.configuration.apiKey.value)")
+    if let idempotencyKey { request.headers.add(name: "Idempotency-Key", value: idempotencyKey) }
+    if method == .POST {
+      request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+      let body = form.map { "\(Self.formEncode($0.0))=\(Self.formEncode($0.1))" }.joined(separator: "&")
+      request.body = .bytes(ByteBuffer(string: body))
+    }
+
     var lastProblem = ""
     var delivered = false
-    for attempt in 1...max(1, self.configuration.maximumAttempts) {
+    var retryAfter: Duration?
+    let timeout = TimeAmount.nanoseconds(
+      self.configuration.requestTimeout.components.seconds * 1_000_000_000 + self.configuration.requestTimeout.components.attoseconds / 1_000_000_000
+    )
+    for attempt in 1...self.configuration.maximumAttempts {
       if attempt > 1 {
-        try? await Task.sleep(for: backoff)
-        backoff *= 2
+        guard let wait = Self.backoff(attempt: attempt - 1, retryAfter: retryAfter, configuration: self.configuration) else {
+          // The provider asked for a longer pause than the budget allows.
+          break
+        }
+        try? await Task.sleep(for: wait)
       }
+      retryAfter = nil
       do {
-        let response = try await self.client.execute(request, timeout: .nanoseconds(Int64(self.configuration.requestTimeout.components.seconds) * 1_000_000_000 + self.configuration.requestTimeout.components.attoseconds / 1_000_000_000), logger: self.logger)
+        let response = try await self.client.execute(request, timeout: timeout, logger: self.logger)
         let bytes = try await response.body.collect(upTo: 1 << 20)
         let status = Int(response.status.code)
         let json = (try? JSONSerialization.jsonObject(with: Data(bytes.readableBytesView))) as? [String: Any] ?? [:]
-        delivered = true
-        if status >= 500 || status == 409 {
+        switch Self.classify(status: status) {
+        case .answer:
+          return (status, json)
+        case .notProcessed:
+          // Rate limited: the provider did nothing with this attempt.
           lastProblem = "HTTP \(status)"
-          self.logger.warning("provider answered \(status); retrying with the same idempotency key", metadata: ["path": "\(path)", "attempt": "\(attempt)"])
-          continue
+          retryAfter = response.headers.first(name: "Retry-After").flatMap(Self.retryAfter)
+        case .unknown:
+          delivered = true
+          lastProblem = "HTTP \(status)"
         }
-        return (status, json)
+        self.logger.warning("provider answered \(status); retrying with the same idempotency key", metadata: ["path": "\(path)", "attempt": "\(attempt)"])
       } catch {
         if Self.isConnectFailure(error) {
           lastProblem = "cannot connect"
@@ -137,11 +190,46 @@ public final class StripeConnector: PaymentProvider {
     throw delivered ? .outcomeUnknown(lastProblem) : .unreachable(lastProblem)
   }
 
-  /// Failures that happen before a request can have left: the server could not be connected to.
+  enum StatusClass: Equatable {
+    /// An answer to act on (2xx, a decline, a refusal of the request).
+    case answer
+    /// Rate limited (429): not processed; retried after Retry-After.
+    case notProcessed
+    /// 5xx, or 409 (the key is in use by an earlier attempt): may have been processed; retried.
+    case unknown
+  }
+
+  static func classify(status: Int) -> StatusClass {
+    if status == 429 { return .notProcessed }
+    if status >= 500 || status == 409 { return .unknown }
+    return .answer
+  }
+
+  /// The wait before retry `retry` (1 for the first): the provider's Retry-After when it gave one
+  /// (nil when that is longer than the maximum backoff: the call gives up), else a full-jitter
+  /// exponential backoff.
+  static func backoff(attempt retry: Int, retryAfter: Duration?, configuration: StripeConfiguration, random: Double = Double.random(in: 0...1)) -> Duration? {
+    if let retryAfter {
+      return retryAfter <= configuration.maximumBackoff ? retryAfter : nil
+    }
+    let ceiling = min(configuration.maximumBackoff, configuration.initialBackoff * (1 << min(retry - 1, 20)))
+    return ceiling * random
+  }
+
+  /// Retry-After as Stripe and most providers send it: whole seconds.
+  static func retryAfter(_ text: String) -> Duration? {
+    guard let seconds = Double(text.trimmingCharacters(in: .whitespaces)), seconds >= 0, seconds.isFinite else { return nil }
+    return .milliseconds(Int64(seconds * 1000))
+  }
+
+  /// Failures that happen before a request can have left: no connection could be made. Only
+  /// connect errors qualify; anything after the connection was made may have been received.
   static func isConnectFailure(_ error: any Error) -> Bool {
+    if error is NIOConnectionError { return true }
     if let error = error as? HTTPClientError, error == .connectTimeout { return true }
-    let text = String(describing: error)
-    return text.contains("connectTimeout") || text.contains("Connection refused") || text.contains("NIOConnectionError") || text.contains("connectionRefused")
+    if let error = error as? ChannelError, case .connectTimeout = error { return true }
+    if let error = error as? IOError, [ECONNREFUSED, ENETUNREACH, EHOSTUNREACH, EADDRNOTAVAIL].contains(error.errnoCode) { return true }
+    return false
   }
 
   // MARK: Decoding
@@ -164,6 +252,10 @@ public final class StripeConnector: PaymentProvider {
     case "succeeded": return ProviderPayment(providerPaymentID: id, status: .succeeded(capturedMinorUnits: received))
     case "processing": return ProviderPayment(providerPaymentID: id, status: .processing)
     case "canceled": return ProviderPayment(providerPaymentID: id, status: .canceled)
+    case "requires_action", "requires_confirmation":
+      // Tender confirms server-side with a saved payment method and has no way to bring the
+      // customer in (3-D Secure): the payment cannot complete and nothing is taken.
+      return ProviderPayment(providerPaymentID: id, status: .failed(.cardDeclined))
     case "requires_payment_method":
       let error = body["last_payment_error"] as? [String: Any] ?? [:]
       return ProviderPayment(providerPaymentID: id, status: .failed(Self.failureReason(error)))

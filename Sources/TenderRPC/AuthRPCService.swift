@@ -7,6 +7,7 @@ import SwiftProtobuf
 public import TenderAPI
 public import TenderAuth
 public import TenderCore
+public import TenderOperations
 
 /// `tender.auth.v1.AuthService`: client credentials for access tokens, revocation,
 /// introspection, and client administration.
@@ -15,9 +16,8 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
   private let registry: ClientRegistry
   private let gate: RateLimitGate?
   private let issuePerClient: RateLimitPolicy
-  private let idempotency: any IdempotencyStore
+  private let runner: KeyedOperationRunner
   private let sealer: ResponseSealer
-  private let lock: Duration
 
   /// `responseKey` seals stored answers that carry a client secret (CreateClient,
   /// RotateClientSecret), so a replay can return the same secret without the database ever
@@ -27,17 +27,15 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
     registry: ClientRegistry,
     gate: RateLimitGate?,
     issuePerClient: RateLimitPolicy,
-    idempotency: any IdempotencyStore,
-    responseKey: SymmetricKey,
-    lock: Duration = .seconds(30)
+    runner: KeyedOperationRunner,
+    responseKey: SymmetricKey
   ) {
     self.authority = authority
     self.registry = registry
     self.gate = gate
     self.issuePerClient = issuePerClient
-    self.idempotency = idempotency
+    self.runner = runner
     self.sealer = ResponseSealer(key: responseKey)
-    self.lock = lock
   }
 
   public func issueToken(
@@ -215,27 +213,31 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
     method: String,
     request: ServerRequest<Input>,
     merchant: MerchantID,
-    _ operation: () async throws -> Output
+    _ operation: @escaping () async throws -> Output
   ) async throws -> ServerResponse<Output> {
     let key = try IdempotencyKeys.key(request.metadata)
     let keyed = IdempotencyRequest(merchant: merchant, key: key, method: method, fingerprint: try IdempotencyKeys.fingerprint(method: method, message: request.message))
-    switch try await self.idempotency.claim(keyed, lockFor: self.lock) {
-    case .replay(let stored): return try IdempotencyKeys.replay(try self.sealer.open(stored, merchant: merchant, key: key))
-    case .reused: throw IdempotencyKeys.reused
-    case .inUse: throw IdempotencyKeys.inUse
-    case .started, .resumed: break
-    }
-    let answer: StoredResponse
+    let sealer = self.sealer
+    let outcome: KeyedOutcome<Never>
     do {
-      answer = StoredResponse(code: 0, message: try IdempotencyKeys.serialize(try await operation()), details: [])
-    } catch let refusal as GoogleRPCStatus {
-      answer = try IdempotencyKeys.stored(refusal)
-    } catch {
-      try? await self.idempotency.release(merchant: merchant, key: key)
-      throw error
+      outcome = try await self.runner.run(keyed, open: { try sealer.open($0, merchant: merchant, key: key) }) { record in
+        let answer: StoredResponse
+        do {
+          answer = StoredResponse(code: 0, message: try IdempotencyKeys.serialize(try await operation()), details: [])
+        } catch let refusal as GoogleRPCStatus {
+          answer = try IdempotencyKeys.stored(refusal)
+        } catch {
+          try? await self.runner.idempotency.release(record.owner)
+          throw error
+        }
+        try await self.runner.idempotency.finish(record.owner, response: try sealer.seal(answer, merchant: merchant, key: key))
+        return .answered(answer, replayed: false)
+      }
+    } catch let refusal as KeyedRefusal {
+      throw IdempotencyKeys.status(refusal)
     }
-    try await self.idempotency.finish(merchant: merchant, key: key, response: try self.sealer.seal(answer, merchant: merchant, key: key))
-    return try IdempotencyKeys.response(answer, replayed: false)
+    guard case .answered(let stored, let replayed) = outcome else { throw StoredResponseError() }
+    return try IdempotencyKeys.response(stored, replayed: replayed)
   }
 
   /// The token in a request field, verified (signature, key, claims; not its standing).

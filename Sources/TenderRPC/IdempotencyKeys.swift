@@ -4,6 +4,7 @@ public import GRPCCore
 import GRPCProtobuf
 import SwiftProtobuf
 public import TenderCore
+public import TenderOperations
 
 /// The wire side of idempotency: the `idempotency-key` metadata, request fingerprints, the keys
 /// sent to the provider, and stored responses turned back into responses.
@@ -51,14 +52,6 @@ public enum IdempotencyKeys {
     return try message.serializedBytes(options: options)
   }
 
-  /// The provider's idempotency key: derived from the merchant, the caller's key and the
-  /// operation, so it is the same on every retry and never collides across merchants.
-  public static func providerKey(merchant: MerchantID, key: String, operation: String) -> String {
-    var hash = SHA256()
-    hash.update(data: Array("\(merchant.rawValue)\u{0}\(key)\u{0}\(operation)".utf8))
-    return "tender_" + Hex.encode(hash.finalize())
-  }
-
   /// An error as it is stored for replay.
   static func stored(_ status: GoogleRPCStatus) throws -> StoredResponse {
     StoredResponse(code: Int(status.code.rawValue), message: Array(status.message.utf8), details: try status.serializedBytes())
@@ -79,6 +72,34 @@ public enum IdempotencyKeys {
 
   static func replay<Output: SwiftProtobuf.Message>(_ stored: StoredResponse) throws -> ServerResponse<Output> {
     try self.response(stored, replayed: true)
+  }
+
+  /// The response of a keyed operation run by the runner: its stored answer, or `open`'s
+  /// answer while the provider's outcome is not known; refusals as their statuses.
+  static func respond<Output: SwiftProtobuf.Message, Open: Sendable>(
+    _ run: () async throws -> KeyedOutcome<Open>,
+    open: (Open) throws -> Output
+  ) async throws -> ServerResponse<Output> {
+    do {
+      switch try await run() {
+      case .answered(let stored, let replayed): return try self.response(stored, replayed: replayed)
+      case .open(let value): return ServerResponse(message: try open(value))
+      }
+    } catch let refusal as KeyedRefusal {
+      throw self.status(refusal)
+    } catch let error as DomainError {
+      throw APIError.domain(error)
+    }
+  }
+
+  static func status(_ refusal: KeyedRefusal) -> GoogleRPCStatus {
+    switch refusal {
+    case .reused: return self.reused
+    case .inUse: return self.inUse
+    case .providerUnavailable: return self.providerUnavailable
+    case .outcomeUnknown:
+      return APIError.status(.unavailable, reason: "PROVIDER_OUTCOME_UNKNOWN", message: "the payment provider did not answer in time; retry with the same idempotency-key")
+    }
   }
 }
 

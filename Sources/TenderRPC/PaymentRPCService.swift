@@ -9,45 +9,67 @@ import SwiftProtobuf
 import Synchronization
 public import TenderAPI
 public import TenderCore
+public import TenderOperations
 
 /// `tender.payments.v1.PaymentService`: CreatePayment, CapturePayment and CancelPayment (keyed,
 /// exactly-once towards the provider), GetPayment, ListPayments and WatchPayments.
 public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtocol {
   private let payments: any PaymentStore
-  /// The store's two-statement path for new keyed payments, when it has one.
-  private let creation: (any KeyedPaymentCreation)?
-  /// Where provider calls that write nothing else are recorded, when the store keeps them.
-  private let calls: (any ProviderCallLog)?
-  private let idempotency: any IdempotencyStore
-  private let provider: any PaymentProvider
+  private let operations: PaymentOperations
+  private let runner: KeyedOperationRunner
   private let logger: Logger
   private let pageTokens: PageTokens
-  /// How long a request owns its idempotency key before the completer may take over.
-  private let lock: Duration
   /// How often WatchPayments looks for new events.
   private let watchInterval: Duration
 
   public init(
     payments: any PaymentStore,
-    idempotency: any IdempotencyStore,
+    runner: KeyedOperationRunner,
     provider: any PaymentProvider,
     pageTokens: PageTokens,
     logger: Logger,
-    lock: Duration = .seconds(30),
     watchInterval: Duration = .milliseconds(250)
   ) {
     self.watchInterval = watchInterval
     self.payments = payments
-    self.creation = payments as? any KeyedPaymentCreation
-    self.calls = payments as? any ProviderCallLog
-    self.idempotency = idempotency
-    self.provider = provider
+    self.runner = runner
+    self.operations = PaymentOperations(runner: runner, payments: payments, provider: provider, answers: Self.answers, logger: logger)
     self.pageTokens = pageTokens
     self.logger = logger
-    self.lock = lock
   }
 
   static let createMethod = Tender_Payments_V1_PaymentService.Method.CreatePayment.descriptor.fullyQualifiedMethod
+  static let captureMethod = Tender_Payments_V1_PaymentService.Method.CapturePayment.descriptor.fullyQualifiedMethod
+  static let cancelMethod = Tender_Payments_V1_PaymentService.Method.CancelPayment.descriptor.fullyQualifiedMethod
+
+  /// The payment operations' answers, as callers receive them.
+  static let answers = PaymentAnswers(
+    created: { try Self.storedResponse(for: $0) },
+    changed: { operation, record in
+      let payment = PaymentMessages.payment(record)
+      if operation == .capturePayment {
+        return StoredResponse(code: 0, message: try IdempotencyKeys.serialize(Tender_Payments_V1_CapturePaymentResponse.with { $0.payment = payment }), details: [])
+      }
+      return StoredResponse(code: 0, message: try IdempotencyKeys.serialize(Tender_Payments_V1_CancelPaymentResponse.with { $0.payment = payment }), details: [])
+    },
+    refusal: { try IdempotencyKeys.stored(APIError.domain($0)) },
+    providerRefused: { operation, code in
+      if operation == .createPayment {
+        return try IdempotencyKeys.stored(APIError.status(.internalError, reason: "PROVIDER_REJECTED", message: "the payment provider refused the request"))
+      }
+      return try IdempotencyKeys.stored(APIError.status(.failedPrecondition, reason: "PROVIDER_REFUSED", message: "the payment provider refused (\(code.prefix(100)))"))
+    }
+  )
+
+  /// The caller's keyed request: its merchant, key and fingerprint.
+  static func keyed(_ request: ServerRequest<some SwiftProtobuf.Message>, method: String) throws -> IdempotencyRequest {
+    let caller = try AuthRPCService.caller()
+    let key = try IdempotencyKeys.key(request.metadata)
+    return IdempotencyRequest(
+      merchant: MerchantID(unchecked: caller.merchantID), key: key, method: method,
+      fingerprint: try IdempotencyKeys.fingerprint(method: method, message: request.message)
+    )
+  }
 
   // MARK: CreatePayment
 
@@ -55,134 +77,11 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     request: ServerRequest<Tender_Payments_V1_CreatePaymentRequest>,
     context: ServerContext
   ) async throws -> ServerResponse<Tender_Payments_V1_CreatePaymentResponse> {
-    let caller = try AuthRPCService.caller()
-    let merchant = MerchantID(unchecked: caller.merchantID)
-    let key = try IdempotencyKeys.key(request.metadata)
+    let keyed = try Self.keyed(request, method: Self.createMethod)
     // Everything is validated before the key is recorded: a refused request stores nothing.
-    let draft = try Self.validate(request.message, merchant: merchant)
-    let fingerprint = try IdempotencyKeys.fingerprint(method: Self.createMethod, message: request.message)
-    let keyed = IdempotencyRequest(merchant: merchant, key: key, method: Self.createMethod, fingerprint: fingerprint)
-
-    // A new key: claimed together with the payment in one statement.
-    if let creation = self.creation, try await creation.insertClaiming(draft, request: keyed, lockFor: self.lock) != nil {
-      CrashPoints.reach("create_payment.payment_created")
-      return try await self.authorize(draft, key: key)
-    }
-    let payment: PaymentRecord
-    switch try await self.idempotency.claim(keyed, lockFor: self.lock) {
-    case .replay(let stored):
-      return try IdempotencyKeys.replay(stored)
-    case .reused:
-      throw IdempotencyKeys.reused
-    case .inUse:
-      throw IdempotencyKeys.inUse
-    case .started(let record), .resumed(let record):
-      CrashPoints.reach("create_payment.claimed")
-      if let existing = record.paymentID, let stored = try await self.payments.payment(existing, merchant: merchant) {
-        payment = stored
-      } else {
-        payment = draft
-        _ = try await self.payments.insert(payment, step: IdempotencyStep(merchant: merchant, key: key, point: .paymentCreated))
-        CrashPoints.reach("create_payment.payment_created")
-      }
-    }
-    return try await self.authorize(payment, key: key)
-  }
-
-  /// Calls the provider for `payment` under a key derived from the caller's, applies the outcome
-  /// and stores the response, in one transaction.
-  func authorize(_ payment: PaymentRecord, key: String) async throws -> ServerResponse<Tender_Payments_V1_CreatePaymentResponse> {
-    let merchant = payment.merchantID
-    let providerKey = IdempotencyKeys.providerKey(merchant: merchant, key: key, operation: ProviderCall.Operation.createPayment.rawValue)
-    let call = { (outcome: ProviderCall.Outcome) in
-      ProviderCall(merchant: merchant, payment: payment.id, operation: .createPayment, providerKey: providerKey, outcome: outcome)
-    }
-    let outcome: ProviderPayment
-    do {
-      outcome = try await self.provider.createPayment(
-        ProviderPaymentRequest(amount: payment.ledger.amount, captureMethod: payment.ledger.captureMethod, paymentMethod: payment.paymentMethod, paymentID: payment.id),
-        idempotencyKey: providerKey
-      )
-    } catch .outcomeUnknown(let problem) {
-      // The provider may have acted: keep the payment PROCESSING and the key locked; a retry after
-      // the lock expires, or the completer, asks again with the same provider key.
-      self.logger.warning("provider outcome unknown; payment stays processing", metadata: ["payment_id": "\(payment.id)", "problem": "\(problem)"])
-      try await self.calls?.record(call(.unknown))
-      return ServerResponse(message: .with { $0.payment = PaymentMessages.payment(payment) })
-    } catch .unreachable(let problem) {
-      // Nothing reached the provider: the payment fails as a provider error and the key is freed,
-      // so the same request can be tried again.
-      self.logger.error("provider unreachable", metadata: ["payment_id": "\(payment.id)", "problem": "\(problem)"])
-      _ = try await self.payments.update(payment.id, merchant: merchant, step: nil) { record in
-        if record.ledger.status == .processing { try record.ledger.providerFailed(.providerError) }
-      }
-      try await self.calls?.record(call(.failed))
-      try await self.idempotency.release(merchant: merchant, key: key)
-      throw IdempotencyKeys.providerUnavailable
-    } catch .rejected(let status, let code, _) {
-      self.logger.error("provider rejected the request", metadata: ["payment_id": "\(payment.id)", "status": "\(status)", "code": "\(code)"])
-      let step = IdempotencyStep<PaymentRecord>(merchant: merchant, key: key, point: .finished, providerCall: call(.failed)) { _ in
-        try IdempotencyKeys.stored(APIError.status(.internalError, reason: "PROVIDER_REJECTED", message: "the payment provider refused the request"))
-      }
-      _ = try await self.payments.update(payment.id, merchant: merchant, step: step) { record in
-        if record.ledger.status == .processing { try record.ledger.providerFailed(.providerError) }
-      }
-      throw APIError.status(.internalError, reason: "PROVIDER_REJECTED", message: "the payment provider refused the request")
-    }
-
-    CrashPoints.reach("create_payment.provider_answered")
-
-    if let creation = self.creation, payment.ledger.status == .processing {
-      // One statement, as long as the payment is still processing (nobody else finished it).
-      var final = payment
-      final.providerPaymentID = outcome.providerPaymentID
-      try Self.apply(outcome, to: &final)
-      final.updateTime = StoredTime.now()
-      let response = try Self.storedResponse(for: final)
-      if try await creation.finishProcessing(final, key: key, response: response, call: call(Self.callOutcome(outcome))) {
-        return try IdempotencyKeys.response(response, replayed: false)
-      }
-    }
-
-    // The answer is serialized once, inside the transaction that stores it, and sent as stored:
-    // serializing again could order map entries differently.
-    let written = Mutex<StoredResponse?>(nil)
-    let step = IdempotencyStep<PaymentRecord>(merchant: merchant, key: key, point: .finished, providerCall: call(Self.callOutcome(outcome))) { record in
-      let response = try Self.storedResponse(for: record)
-      written.withLock { $0 = response }
-      return response
-    }
-    guard try await self.payments.update(payment.id, merchant: merchant, step: step, { record in
-      record.providerPaymentID = outcome.providerPaymentID
-      try Self.apply(outcome, to: &record)
-    }) != nil else {
-      throw APIError.status(.internalError, reason: "PAYMENT_VANISHED", message: "the payment could not be found after authorization")
-    }
-    // The first answer is made from the stored bytes too, so it equals every replay.
-    guard let stored = written.withLock({ $0 }) else {
-      throw APIError.status(.internalError, reason: "RESPONSE_NOT_STORED", message: "the payment's answer was not stored")
-    }
-    return try IdempotencyKeys.response(stored, replayed: false)
-  }
-
-  /// How the provider's answer to a new payment is recorded.
-  static func callOutcome(_ outcome: ProviderPayment) -> ProviderCall.Outcome {
-    switch outcome.status {
-    case .requiresCapture, .succeeded: return .succeeded
-    case .processing: return .sent
-    case .failed(let reason): return reason == .providerError ? .failed : .declined
-    case .canceled: return .failed
-    }
-  }
-
-  /// The provider's answer to a new payment, applied to it while it is still processing.
-  static func apply(_ outcome: ProviderPayment, to record: inout PaymentRecord) throws {
-    guard record.ledger.status == .processing else { return }
-    switch outcome.status {
-    case .requiresCapture, .succeeded: try record.ledger.providerAuthorized()
-    case .failed(let reason): try record.ledger.providerFailed(reason)
-    case .processing: break
-    case .canceled: try record.ledger.providerFailed(.providerError)
+    let draft = try Self.validate(request.message, merchant: keyed.merchant)
+    return try await IdempotencyKeys.respond({ try await self.operations.create(draft, request: keyed) }) { payment in
+      .with { $0.payment = PaymentMessages.payment(payment) }
     }
   }
 
@@ -268,141 +167,23 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     guard request.message.amountMinor >= 0 else {
       throw APIError.invalidArgument(field: "amount_minor", reason: "AMOUNT_INVALID", message: "amount_minor must be zero (everything authorized) or positive")
     }
+    let keyed = try Self.keyed(request, method: Self.captureMethod)
+    let id = try PaymentMessages.paymentID(request.message.paymentID)
     let amount = request.message.amountMinor == 0 ? nil : request.message.amountMinor
-    return try await self.changePayment(
-      request: request,
-      paymentID: request.message.paymentID,
-      method: Tender_Payments_V1_PaymentService.Method.CapturePayment.descriptor.fullyQualifiedMethod,
-      operation: .capturePayment,
-      check: { ledger in _ = try ledger.capture(amount) },
-      callProvider: { payment, providerKey async throws(ProviderError) -> ProviderPayment in
-        guard let providerID = payment.providerPaymentID else {
-          throw ProviderError.rejected(status: 0, code: "no_provider_payment", message: "the payment has no provider id")
-        }
-        return try await self.provider.capturePayment(
-          providerPaymentID: providerID, amountMinorUnits: amount ?? payment.ledger.capturableMinorUnits, idempotencyKey: providerKey
-        )
-      },
-      apply: { ledger, outcome in
-        guard case .succeeded(let captured) = outcome.status else {
-          throw DomainError(.failedPrecondition, reason: "PROVIDER_REFUSED_CAPTURE", message: "the provider did not capture the payment")
-        }
-        _ = try ledger.capture(captured)
-      },
-      respond: { record in Tender_Payments_V1_CapturePaymentResponse.with { $0.payment = PaymentMessages.payment(record) } }
-    )
+    return try await IdempotencyKeys.respond({ try await self.operations.change(id, .capture(amount), request: keyed) }) { payment in
+      .with { $0.payment = PaymentMessages.payment(payment) }
+    }
   }
 
   public func cancelPayment(
     request: ServerRequest<Tender_Payments_V1_CancelPaymentRequest>,
     context: ServerContext
   ) async throws -> ServerResponse<Tender_Payments_V1_CancelPaymentResponse> {
-    try FreeText.check(request.message.reason, field: "reason", limit: 500)
-    return try await self.changePayment(
-      request: request,
-      paymentID: request.message.paymentID,
-      method: Tender_Payments_V1_PaymentService.Method.CancelPayment.descriptor.fullyQualifiedMethod,
-      operation: .cancelPayment,
-      check: { ledger in try ledger.cancel() },
-      callProvider: { payment, providerKey async throws(ProviderError) -> ProviderPayment in
-        guard let providerID = payment.providerPaymentID else {
-          throw ProviderError.rejected(status: 0, code: "no_provider_payment", message: "the payment has no provider id")
-        }
-        return try await self.provider.cancelPayment(providerPaymentID: providerID, idempotencyKey: providerKey)
-      },
-      apply: { ledger, outcome in
-        guard case .canceled = outcome.status else {
-          throw DomainError(.failedPrecondition, reason: "PROVIDER_REFUSED_CANCEL", message: "the provider did not cancel the payment")
-        }
-        try ledger.cancel()
-      },
-      respond: { record in Tender_Payments_V1_CancelPaymentResponse.with { $0.payment = PaymentMessages.payment(record) } }
-    )
-  }
-
-  /// A keyed change of an existing payment through the provider (capture, cancel): claim the key,
-  /// check the domain rules, ask the provider under a derived key, apply its answer and store the
-  /// response in one transaction. Domain refusals are stored answers too; an unreachable provider
-  /// frees the key.
-  private func changePayment<Input: SwiftProtobuf.Message, Output: SwiftProtobuf.Message>(
-    request: ServerRequest<Input>,
-    paymentID: String,
-    method: String,
-    operation: ProviderCall.Operation,
-    check: @Sendable (inout PaymentLedger) throws -> Void,
-    callProvider: (PaymentRecord, String) async throws(ProviderError) -> ProviderPayment,
-    apply: @escaping @Sendable (inout PaymentLedger, ProviderPayment) throws -> Void,
-    respond: @escaping @Sendable (PaymentRecord) -> Output
-  ) async throws -> ServerResponse<Output> {
-    let caller = try AuthRPCService.caller()
-    let merchant = MerchantID(unchecked: caller.merchantID)
-    let key = try IdempotencyKeys.key(request.metadata)
-    let id = try PaymentMessages.paymentID(paymentID)
-    let keyed = IdempotencyRequest(merchant: merchant, key: key, method: method, fingerprint: try IdempotencyKeys.fingerprint(method: method, message: request.message))
-    switch try await self.idempotency.claim(keyed, lockFor: self.lock) {
-    case .replay(let stored): return try IdempotencyKeys.replay(stored)
-    case .reused: throw IdempotencyKeys.reused
-    case .inUse: throw IdempotencyKeys.inUse
-    case .started, .resumed:
-      break
+    let keyed = try Self.keyed(request, method: Self.cancelMethod)
+    let id = try PaymentMessages.paymentID(request.message.paymentID)
+    return try await IdempotencyKeys.respond({ try await self.operations.change(id, .cancel, request: keyed) }) { payment in
+      .with { $0.payment = PaymentMessages.payment(payment) }
     }
-    guard let payment = try await self.payments.payment(id, merchant: merchant) else {
-      // Nothing happened: the key is freed rather than bound to a payment that does not exist.
-      try await self.idempotency.release(merchant: merchant, key: key)
-      throw APIError.status(.notFound, reason: "PAYMENT_NOT_FOUND", message: "no payment \(id.rawValue)", metadata: ["field": "payment_id"])
-    }
-    var preview = payment.ledger
-    do {
-      try check(&preview)
-    } catch let error as DomainError {
-      let stored = try IdempotencyKeys.stored(APIError.domain(error))
-      try await self.idempotency.finish(merchant: merchant, key: key, response: stored)
-      return try IdempotencyKeys.response(stored, replayed: false)
-    }
-
-    let providerKey = IdempotencyKeys.providerKey(merchant: merchant, key: key, operation: operation.rawValue)
-    let call = { (outcome: ProviderCall.Outcome) in
-      ProviderCall(merchant: merchant, payment: id, operation: operation, providerKey: providerKey, outcome: outcome)
-    }
-    let outcome: ProviderPayment
-    do {
-      outcome = try await callProvider(payment, providerKey)
-    } catch .unreachable {
-      try await self.calls?.record(call(.failed))
-      try await self.idempotency.release(merchant: merchant, key: key)
-      throw IdempotencyKeys.providerUnavailable
-    } catch .outcomeUnknown {
-      // The lock expires and a retry with the same key asks the provider again (same derived key).
-      try await self.calls?.record(call(.unknown))
-      throw APIError.status(.unavailable, reason: "PROVIDER_OUTCOME_UNKNOWN", message: "the payment provider did not answer in time; retry with the same idempotency-key")
-    } catch .rejected(_, let code, _) {
-      try await self.calls?.record(call(.failed))
-      let stored = try IdempotencyKeys.stored(APIError.status(.failedPrecondition, reason: "PROVIDER_REFUSED", message: "the payment provider refused (\(code))"))
-      try await self.idempotency.finish(merchant: merchant, key: key, response: stored)
-      return try IdempotencyKeys.response(stored, replayed: false)
-    }
-
-    let written = Mutex<StoredResponse?>(nil)
-    let step = IdempotencyStep<PaymentRecord>(merchant: merchant, key: key, point: .finished, providerCall: call(.succeeded)) { record in
-      let response = StoredResponse(code: 0, message: try IdempotencyKeys.serialize(respond(record)), details: [])
-      written.withLock { $0 = response }
-      return response
-    }
-    do {
-      _ = try await self.payments.update(id, merchant: merchant, step: step) { record in
-        try apply(&record.ledger, outcome)
-      }
-    } catch let error as DomainError {
-      // Another request changed the payment first (e.g. capture racing cancel).
-      try await self.calls?.record(call(.succeeded))
-      let stored = try IdempotencyKeys.stored(APIError.domain(error))
-      try await self.idempotency.finish(merchant: merchant, key: key, response: stored)
-      return try IdempotencyKeys.response(stored, replayed: false)
-    }
-    guard let stored = written.withLock({ $0 }) else {
-      throw APIError.status(.internalError, reason: "RESPONSE_NOT_STORED", message: "the answer was not stored")
-    }
-    return try IdempotencyKeys.response(stored, replayed: false)
   }
 
   public func listPayments(
@@ -507,21 +288,22 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
 }
 
 extension PaymentRPCService {
-  /// Finishes keyed CreatePayment operations left in the middle (a crash, a provider timeout)
-  /// once their lock has expired: the provider is asked again under the same derived key (so it
-  /// answers, never charges twice), the outcome is applied and the answer stored. Records that
-  /// never got past `started` wrote nothing and are released.
-  /// Returns how many records it resolved.
+  /// Finishes keyed CreatePayment, CapturePayment and CancelPayment operations left in the middle
+  /// (a crash, a provider timeout) once their lock has expired, through the same steps as the
+  /// RPCs: the provider is asked again under the same derived key (an answer, never a second
+  /// charge). Records that cannot have reached the provider are released. Returns how many
+  /// records it took over.
   public func completeStale(limit: Int = 50) async throws -> Int {
-    try await self.idempotency.takeOverStale(method: Self.createMethod, limit: limit, lockFor: self.lock) { claimed in
-      guard let paymentID = claimed.paymentID, let payment = try await self.payments.payment(paymentID, merchant: claimed.request.merchant) else {
-        return false
-      }
-      // Declines and provider refusals end as stored answers: the operation is finished either way.
-      _ = try? await self.authorize(payment, key: claimed.request.key)
-      self.logger.notice("completed an interrupted payment", metadata: ["payment_id": "\(payment.id)"])
-      return true
+    let created = try await self.runner.takeOverStale(method: Self.createMethod, limit: limit) { claimed in
+      try await self.operations.resumeCreate(claimed)
     }
+    let captured = try await self.runner.takeOverStale(method: Self.captureMethod, limit: limit) { claimed in
+      try await self.operations.resumeChange(claimed, operation: .capturePayment)
+    }
+    let canceled = try await self.runner.takeOverStale(method: Self.cancelMethod, limit: limit) { claimed in
+      try await self.operations.resumeChange(claimed, operation: .cancelPayment)
+    }
+    return created + captured + canceled
   }
 }
 

@@ -72,8 +72,12 @@ public struct ServerConfiguration: Sendable {
   public var providerAPIKey: Secret<String>?
   /// Deadline of one provider request (retries come on top).
   public var providerTimeout: Duration = .seconds(10)
+  /// Attempts per provider call (same idempotency key each time).
+  public var providerAttempts: Int = 3
+  /// The longest wait between two attempts (full-jitter backoff; a 429's Retry-After up to this).
+  public var providerMaxBackoff: Duration = .seconds(2)
   /// How long a keyed request owns its idempotency key; after that the completer may take over.
-  public var idempotencyLock: Duration = .seconds(30)
+  public var idempotencyLock: Duration = .seconds(60)
   /// How often the completer looks for interrupted operations.
   public var completerInterval: Duration = .seconds(5)
   /// How often finished idempotency records older than a day are deleted.
@@ -187,9 +191,11 @@ public struct Setting: Sendable, Hashable {
   public static let rateLimitOnRedisFailure = Setting(flag: "rate-limit-on-redis-failure", environment: "TENDER_RATE_LIMIT_ON_REDIS_FAILURE", defaultValue: "open", help: "open: allow calls when Redis is unreachable (metric + log); closed: refuse with UNAVAILABLE")
   public static let providerURL = Setting(flag: "provider-url", environment: "TENDER_PROVIDER_URL", defaultValue: "https://api.stripe.com", help: "base URL of the payment provider's API (Stripe, or tender-provider-sim)")
   public static let providerAPIKey = Setting(flag: "provider-api-key", environment: "TENDER_PROVIDER_API_KEY", defaultValue: nil, help: "the provider's secret API key; prefer the variable")
-  public static let idempotencyLock = Setting(flag: "idempotency-lock", environment: "TENDER_IDEMPOTENCY_LOCK", defaultValue: "30s", help: "how long a keyed request owns its idempotency key; after that a retry or the completer takes over")
+  public static let idempotencyLock = Setting(flag: "idempotency-lock", environment: "TENDER_IDEMPOTENCY_LOCK", defaultValue: "60s", help: "how long a keyed request owns its idempotency key; after that a retry or the completer takes over")
   public static let completerInterval = Setting(flag: "completer-interval", environment: "TENDER_COMPLETER_INTERVAL", defaultValue: "5s", help: "how often the completer looks for interrupted payments and refunds")
   public static let providerTimeout = Setting(flag: "provider-timeout", environment: "TENDER_PROVIDER_TIMEOUT", defaultValue: "10s", help: "deadline of one provider request; an unanswered one leaves the payment PROCESSING for the completer")
+  public static let providerAttempts = Setting(flag: "provider-attempts", environment: "TENDER_PROVIDER_ATTEMPTS", defaultValue: "3", help: "attempts per provider call, under the same idempotency key (connection failures, 409, 429 and 5xx are retried)")
+  public static let providerMaxBackoff = Setting(flag: "provider-max-backoff", environment: "TENDER_PROVIDER_MAX_BACKOFF", defaultValue: "2s", help: "longest wait between provider attempts (full-jitter exponential backoff; Retry-After honoured up to this)")
   public static let otlpEndpoint = Setting(flag: "otlp-endpoint", environment: "TENDER_OTLP_ENDPOINT", defaultValue: nil, help: "OTLP/gRPC collector for traces, e.g. http://localhost:4317; unset: no tracing export")
   public static let logLevel = Setting(flag: "log-level", environment: "TENDER_LOG_LEVEL", defaultValue: "info", help: "trace, debug, info, notice, warning, error or critical")
 
@@ -199,7 +205,7 @@ public struct Setting: Sendable, Hashable {
     .maxRequestBytes, .defaultDeadline, .keepaliveTime, .keepaliveTimeout, .minClientPingInterval,
     .maxConnectionIdle, .maxConnectionAge, .maxConnectionAgeGrace, .healthProbeInterval, .drainDelay,
     .migrate, .redisURL, .redisKeyPrefix, .keyEncryptionKey, .tokenIssuer, .tokenAudience, .tokenLifetime, .keyRefreshInterval,
-    .rateLimit, .issueTokenRateLimit, .rateLimitOnRedisFailure, .providerURL, .providerAPIKey, .providerTimeout, .idempotencyLock, .completerInterval, .otlpEndpoint, .logLevel,
+    .rateLimit, .issueTokenRateLimit, .rateLimitOnRedisFailure, .providerURL, .providerAPIKey, .providerTimeout, .providerAttempts, .providerMaxBackoff, .idempotencyLock, .completerInterval, .otlpEndpoint, .logLevel,
   ]
 }
 
@@ -351,11 +357,18 @@ extension ServerConfiguration {
     }
     configuration.providerURL = providerURL
     configuration.providerTimeout = try parseDuration(try required(.providerTimeout), setting: .providerTimeout, allowZero: false)
+    configuration.providerAttempts = try parseInt(try required(.providerAttempts), setting: .providerAttempts, range: 1...10)
+    configuration.providerMaxBackoff = try parseDuration(try required(.providerMaxBackoff), setting: .providerMaxBackoff, allowZero: false)
     configuration.idempotencyLock = try parseDuration(try required(.idempotencyLock), setting: .idempotencyLock, allowZero: false)
-    guard configuration.idempotencyLock > configuration.providerTimeout else {
-      // A lock shorter than one provider request would let the completer take over a request
-      // that is still waiting for its answer.
-      throw ConfigurationError(setting: Setting.idempotencyLock.label, problem: "must be longer than the provider timeout")
+    let budget = configuration.providerBudget
+    guard configuration.idempotencyLock > budget else {
+      // A lock that can run out while its owner still waits for the provider would let a retry
+      // or the completer take over a call that is still on its way (the heartbeat renews the
+      // lock, but must not be what correctness rests on).
+      throw ConfigurationError(
+        setting: Setting.idempotencyLock.label,
+        problem: "must be longer than a whole provider call: \(Self.format(budget)) (provider attempts × provider timeout + (attempts − 1) × provider max backoff)"
+      )
     }
     configuration.completerInterval = try parseDuration(try required(.completerInterval), setting: .completerInterval, allowZero: false)
     guard let apiKey = value(.providerAPIKey), !apiKey.isEmpty else {
@@ -363,6 +376,17 @@ extension ServerConfiguration {
     }
     configuration.providerAPIKey = Secret(apiKey)
     return configuration
+  }
+
+  /// Every attempt of one provider call and every wait between them.
+  public var providerBudget: Duration {
+    self.providerTimeout * self.providerAttempts + self.providerMaxBackoff * (self.providerAttempts - 1)
+  }
+
+  /// A duration as the settings write it (`7.5s`).
+  static func format(_ duration: Duration) -> String {
+    let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+    return milliseconds % 1000 == 0 ? "\(milliseconds / 1000)s" : "\(milliseconds)ms"
   }
 
   /// Issuer and audience: 1–200 printable characters.

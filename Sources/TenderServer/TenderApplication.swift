@@ -14,6 +14,7 @@ public import ServiceLifecycle
 import TenderAPI
 public import TenderAuth
 import TenderCore
+import TenderOperations
 import TenderPostgres
 import TenderProviders
 public import TenderRPC
@@ -118,29 +119,32 @@ public struct TenderApplication: Sendable {
       throw ConfigurationError(setting: Setting.providerAPIKey.label, problem: "is required")
     }
     let provider = StripeConnector(
-      configuration: StripeConfiguration(baseURL: configuration.providerURL, apiKey: providerAPIKey, requestTimeout: configuration.providerTimeout),
+      configuration: StripeConfiguration(
+        baseURL: configuration.providerURL, apiKey: providerAPIKey, requestTimeout: configuration.providerTimeout,
+        maximumAttempts: configuration.providerAttempts, maximumBackoff: configuration.providerMaxBackoff
+      ),
       logger: logger
     )
     let paymentStore = PostgresPaymentStore(client: postgres, logger: logger, tracer: tracer)
     let idempotencyStore = PostgresIdempotencyStore(client: postgres, logger: logger, tracer: tracer)
 
     let pageTokens = PageTokens(key: try KeyEncryptionKey(base64: keyEncryptionKey).derivedKey(purpose: "page tokens"))
+    // One runner for every keyed operation, the completer's included.
+    let runner = KeyedOperationRunner(idempotency: idempotencyStore, calls: paymentStore, lock: configuration.idempotencyLock, logger: logger)
     let paymentService = PaymentRPCService(
       payments: paymentStore,
-      idempotency: idempotencyStore,
+      runner: runner,
       provider: provider,
       pageTokens: pageTokens,
-      logger: logger,
-      lock: configuration.idempotencyLock
+      logger: logger
     )
     let refundService = RefundRPCService(
       refunds: PostgresRefundStore(client: postgres, logger: logger, tracer: tracer),
       payments: paymentStore,
-      idempotency: idempotencyStore,
+      runner: runner,
       provider: provider,
       pageTokens: pageTokens,
-      logger: logger,
-      lock: configuration.idempotencyLock
+      logger: logger
     )
 
     let services: [any RegistrableRPCService] = [
@@ -151,9 +155,8 @@ public struct TenderApplication: Sendable {
         registry: clients,
         gate: gate,
         issuePerClient: configuration.issueTokenRateLimit,
-        idempotency: idempotencyStore,
-        responseKey: try KeyEncryptionKey(base64: keyEncryptionKey).derivedKey(purpose: "idempotent responses"),
-        lock: configuration.idempotencyLock
+        runner: runner,
+        responseKey: try KeyEncryptionKey(base64: keyEncryptionKey).derivedKey(purpose: "idempotent responses")
       ),
       paymentService,
       refundService,

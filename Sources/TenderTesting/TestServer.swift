@@ -92,8 +92,11 @@ public struct TestServer: Sendable {
       .providerURL: "http://127.0.0.1:\(simulatorPort)",
       .providerAPIKey: "sk_test_tender",
       .providerTimeout: "1s",
-      // Interrupted operations are taken over after 2 s (30 s in production) and looked for often.
-      .idempotencyLock: "2s",
+      // A whole provider call takes at most 2 × 1 s + 200 ms here, so interrupted operations can
+      // be taken over after 3 s (60 s in production); they are looked for often.
+      .providerAttempts: "2",
+      .providerMaxBackoff: "200ms",
+      .idempotencyLock: "3s",
       .completerInterval: "200ms",
       .healthProbeInterval: "200ms",
       .logLevel: ProcessInfo.processInfo.environment["TENDER_TEST_LOG_LEVEL"] ?? "warning",

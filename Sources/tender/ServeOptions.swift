@@ -67,7 +67,11 @@ struct ServeOptions: ParsableArguments {
   var providerAPIKey: String?
   @Option(name: .customLong("provider-timeout"), help: "\(Setting.providerTimeout.help) [$TENDER_PROVIDER_TIMEOUT, default 10s]")
   var providerTimeout: String?
-  @Option(name: .customLong("idempotency-lock"), help: "\(Setting.idempotencyLock.help) [$TENDER_IDEMPOTENCY_LOCK, default 30s]")
+  @Option(name: .customLong("provider-attempts"), help: "\(Setting.providerAttempts.help) [$TENDER_PROVIDER_ATTEMPTS, default 3]")
+  var providerAttempts: String?
+  @Option(name: .customLong("provider-max-backoff"), help: "\(Setting.providerMaxBackoff.help) [$TENDER_PROVIDER_MAX_BACKOFF, default 2s]")
+  var providerMaxBackoff: String?
+  @Option(name: .customLong("idempotency-lock"), help: "\(Setting.idempotencyLock.help) [$TENDER_IDEMPOTENCY_LOCK, default 60s]")
   var idempotencyLock: String?
   @Option(name: .customLong("completer-interval"), help: "\(Setting.completerInterval.help) [$TENDER_COMPLETER_INTERVAL, default 5s]")
   var completerInterval: String?
@@ -111,6 +115,8 @@ struct ServeOptions: ParsableArguments {
     flags[.providerURL] = self.providerURL
     flags[.providerAPIKey] = self.providerAPIKey
     flags[.providerTimeout] = self.providerTimeout
+    flags[.providerAttempts] = self.providerAttempts
+    flags[.providerMaxBackoff] = self.providerMaxBackoff
     flags[.idempotencyLock] = self.idempotencyLock
     flags[.completerInterval] = self.completerInterval
     flags[.otlpEndpoint] = self.otlpEndpoint

@@ -58,12 +58,12 @@ struct IdempotencyStoreTests {
   @Test("After completion the stored response is replayed byte for byte; another request under the key is refused; merchants are separate")
   func replayAndReuse() async throws {
     try await self.withStore { store, client in
-      guard case .started = try await store.claim(Self.request(), lockFor: .seconds(30)) else {
+      guard case .started(let record) = try await store.claim(Self.request(), lockFor: .seconds(30)) else {
         Issue.record("first claim did not start")
         return
       }
       let response = StoredResponse(code: 9, message: Array("card declined".utf8), details: [0x08, 0x09, 0x12, 0x00, 0xFF])
-      try await store.finish(merchant: MerchantID("mer_a")!, key: "order-42", response: response)
+      try await store.finish(record.owner, response: response)
       #expect(try await store.claim(Self.request(), lockFor: .seconds(30)) == .replay(response))
       #expect(try await store.claim(Self.request(body: "amount=101"), lockFor: .seconds(30)) == .reused)
       #expect(try await store.claim(Self.request(method: "tender.refunds.v1.RefundService/CreateRefund"), lockFor: .seconds(30)) == .reused)
@@ -99,22 +99,61 @@ struct IdempotencyStoreTests {
     }
   }
 
-  @Test("An abandoned record frees the key; finished records are reaped after 24 hours, not before")
-  func abandonAndReap() async throws {
+  @Test("A released record frees the key; finished records are reaped after 24 hours, not before")
+  func releaseAndReap() async throws {
     try await self.withStore { store, client in
-      _ = try await store.claim(Self.request(key: "k1"), lockFor: .seconds(30))
-      try await store.abandon(merchant: MerchantID("mer_a")!, key: "k1")
+      guard case .started(let first) = try await store.claim(Self.request(key: "k1"), lockFor: .seconds(30)) else {
+        Issue.record("first claim did not start")
+        return
+      }
+      try await store.release(first.owner)
       #expect(Self.kind(try await store.claim(Self.request(key: "k1"), lockFor: .seconds(30))) == "started")
 
       for key in ["old", "young"] {
-        _ = try await store.claim(Self.request(key: key), lockFor: .seconds(30))
-        try await store.finish(merchant: MerchantID("mer_a")!, key: key, response: StoredResponse(code: 0, message: [1], details: []))
+        guard case .started(let record) = try await store.claim(Self.request(key: key), lockFor: .seconds(30)) else {
+          Issue.record("claim of \(key) did not start")
+          return
+        }
+        try await store.finish(record.owner, response: StoredResponse(code: 0, message: [1], details: []))
       }
       try await client.query("UPDATE idempotency_keys SET create_time = now() - interval '25 hours' WHERE idempotency_key = 'old'")
       // Asking for less than a day still keeps a day.
       #expect(try await store.reap(olderThan: .seconds(60)) == 1)
       let keys = try await client.query("SELECT idempotency_key FROM idempotency_keys ORDER BY idempotency_key").decode(String.self).reduce(into: [String]()) { $0.append($1) }
       #expect(keys == ["k1", "young"])
+    }
+  }
+
+  @Test("A takeover fences the previous owner: its finish, release and lock renewal change nothing; the new owner's answer is what everyone gets")
+  func fencing() async throws {
+    try await self.withStore { store, client in
+      guard case .started(let first) = try await store.claim(Self.request(), lockFor: .seconds(30)) else {
+        Issue.record("first claim did not start")
+        return
+      }
+      #expect(first.ownerToken == 1 && first.history == .nothingSent)
+      #expect(try await store.extend(first.owner, lockFor: .seconds(30)))
+      try await client.query("UPDATE idempotency_keys SET locked_until = now() - interval '1 second', provider_attempted = true")
+      guard case .resumed(let second) = try await store.claim(Self.request(), lockFor: .seconds(30)) else {
+        Issue.record("the stale lock was not taken over")
+        return
+      }
+      #expect(second.ownerToken == 2 && second.history == .maybeSent)
+
+      // The first owner lost the key: each of its writes is refused and changes nothing.
+      let late = StoredResponse(code: 0, message: Array("late".utf8), details: [])
+      await #expect(throws: FencedOut(first.owner)) { try await store.finish(first.owner, response: late) }
+      await #expect(throws: FencedOut(first.owner)) { try await store.release(first.owner) }
+      #expect(try await store.extend(first.owner, lockFor: .seconds(30)) == false)
+      #expect(try await store.answer(merchant: MerchantID("mer_a")!, key: "order-42") == nil)
+
+      let winner = StoredResponse(code: 0, message: Array("winner".utf8), details: [])
+      try await store.finish(second.owner, response: winner)
+      #expect(try await store.answer(merchant: MerchantID("mer_a")!, key: "order-42") == winner)
+      #expect(try await store.claim(Self.request(), lockFor: .seconds(30)) == .replay(winner))
+      // Finished: nobody writes again, the winner included.
+      await #expect(throws: FencedOut(second.owner)) { try await store.finish(second.owner, response: late) }
+      #expect(try await store.claim(Self.request(), lockFor: .seconds(30)) == .replay(winner))
     }
   }
 

@@ -50,7 +50,8 @@ struct CrashTests {
           "--redis-key-prefix", "crash-\(UUID().uuidString.prefix(8)):",
           "--key-encryption-key", TestServer.keyEncryptionKey,
           "--provider-url", "http://127.0.0.1:\(self.simulatorPort)", "--provider-api-key", "sk_test_tender",
-          "--provider-timeout", providerTimeout, "--idempotency-lock", "3s", "--completer-interval", "200ms",
+          "--provider-timeout", providerTimeout, "--provider-attempts", "2", "--provider-max-backoff", "200ms",
+          "--idempotency-lock", "5s", "--completer-interval", "200ms",
           "--rate-limit", "1000/s,burst=1000",
         ],
         environment: crashAt.map { ["TENDER_CRASH_AT": $0] } ?? [:]
