@@ -1,7 +1,9 @@
 public import Foundation
 import Hummingbird
 public import Logging
+import NIOCore
 public import ServiceLifecycle
+import Synchronization
 
 /// An HTTP server speaking the subset of Stripe's API that Tender's connector uses — create,
 /// capture, cancel and read PaymentIntents, create refunds; form-encoded bodies; bearer API key;
@@ -18,6 +20,13 @@ public import ServiceLifecycle
 /// - `pm_card_refundSlow`: authorized like `pm_card_visa`; its refunds answer after `slowDelay`
 ///
 /// `GET /_sim/requests` lists every request received, so tests can count provider calls.
+///
+/// Faults, switched per request kind and payment method (`POST /_sim/faults` with a
+/// `SimulatedFault` as JSON, `DELETE /_sim/faults` to clear them, or `inject(_:)` in process):
+/// accept-then-drop (the work is done and kept under the idempotency key, the connection dies
+/// before the answer), an answer such as 429 with Retry-After or 5xx (N times, nothing done), a
+/// stall before the work; and `POST /_sim/refuse?seconds=N` (or `refuseConnections(for:)`):
+/// connections are refused for N seconds, then accepted again on the same port.
 public struct ProviderSimulator: Service {
   public struct Configuration: Sendable {
     public var host: String
@@ -37,6 +46,7 @@ public struct ProviderSimulator: Service {
   private let logger: Logger
   private let onListening: @Sendable (Int) async -> Void
   let state = SimulatorState()
+  private let gate = GateBox()
 
   public init(configuration: Configuration, logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in }) {
     self.configuration = configuration
@@ -74,6 +84,27 @@ public struct ProviderSimulator: Service {
     await self.state.log
   }
 
+  /// Arms `fault` for the next matching requests.
+  public func inject(_ fault: SimulatedFault) async {
+    await self.state.inject(fault)
+  }
+
+  public func clearFaults() async {
+    await self.state.clearFaults()
+  }
+
+  /// Refuses connections for `duration` (open ones are cut), then accepts them again.
+  public func refuseConnections(for duration: Duration) async {
+    await self.gate.withLock { $0 }?.refuse(for: duration)
+  }
+
+  /// Where the provider's payment intent (by Tender's payment id in its metadata) stands, for tests
+  /// comparing Tender's state with the provider's.
+  public func intent(tenderPaymentID: String) async -> (id: String, status: String, amountReceived: Int64, refunded: Int64)? {
+    guard let intent = await self.state.intent(metadata: "tender_payment_id", value: tenderPaymentID) else { return nil }
+    return (intent.id, intent.status, intent.amountReceived, await self.state.refunded(intent.id))
+  }
+
   public func run() async throws {
     let router = Router()
     let api = SimulatedAPI(state: self.state, apiKey: self.configuration.apiKey, slowDelay: self.configuration.slowDelay)
@@ -91,18 +122,73 @@ public struct ProviderSimulator: Service {
       return try await api.handle(request, path: "/v1/payment_intents/\(id)", operation: .retrieve(id))
     }
     router.post("/v1/refunds") { request, _ in try await api.handle(request, path: "/v1/refunds", operation: .createRefund) }
+    router.get("/v1/refunds/:id") { request, context in
+      let id = try context.parameters.require("id")
+      return try await api.handle(request, path: "/v1/refunds/\(id)", operation: .retrieveRefund(id))
+    }
     let state = self.state
     router.get("/_sim/requests") { _, _ -> Response in
       let data = try JSONEncoder().encode(await state.log)
       return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
+    router.post("/_sim/faults") { request, _ -> Response in
+      let body = try await request.body.collect(upTo: 1 << 16)
+      guard let fault = try? JSONDecoder().decode(SimulatedFault.self, from: Data(body.readableBytesView)), fault.times > 0 else {
+        return Response(status: .badRequest)
+      }
+      await state.inject(fault)
+      return Response(status: .noContent)
+    }
+    router.delete("/_sim/faults") { _, _ -> Response in
+      await state.clearFaults()
+      return Response(status: .noContent)
+    }
+    let gateBox = self.gate
+    router.post("/_sim/refuse") { request, _ -> Response in
+      guard let seconds = request.uri.queryParameters["seconds"].flatMap({ Double(String($0)) }), seconds > 0, seconds <= 3600 else {
+        return Response(status: .badRequest)
+      }
+      let gate = gateBox.withLock { $0 }
+      // Answered first; the gate closes a moment later.
+      Task {
+        try? await Task.sleep(for: .milliseconds(100))
+        await gate?.refuse(for: .milliseconds(Int64(seconds * 1000)))
+      }
+      return Response(status: .accepted)
+    }
     let onListening = self.onListening
+    let host = self.configuration.host
+    let publicPort = self.configuration.port
+    let logger = self.logger
+    // The HTTP server listens on a private loopback port; callers reach it through the gate.
     let app = Application(
       router: router,
-      configuration: .init(address: .hostname(self.configuration.host, port: self.configuration.port), serverName: "tender-provider-sim"),
-      onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) },
+      configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: "tender-provider-sim"),
+      onServerRunning: { channel in
+        let gate = ConnectionGate(host: host, backendPort: channel.localAddress?.port ?? 0)
+        do {
+          let port = try await gate.open(port: publicPort)
+          gateBox.withLock { $0 = gate }
+          await onListening(port)
+        } catch {
+          logger.error("the simulator could not listen", metadata: ["port": "\(publicPort)", "problem": "\(error)"])
+          await onListening(0)
+        }
+      },
       logger: self.logger
     )
+    defer {
+      if let gate = gateBox.withLock({ $0 }) { Task { await gate.close() } }
+    }
     try await app.runService()
+  }
+}
+
+/// Where the running simulator's gate is kept (set once it listens).
+final class GateBox: Sendable {
+  private let gate = Mutex<ConnectionGate?>(nil)
+
+  func withLock<T>(_ body: (inout ConnectionGate?) -> T) -> T {
+    self.gate.withLock { body(&$0) }
   }
 }

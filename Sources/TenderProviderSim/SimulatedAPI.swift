@@ -10,6 +10,24 @@ struct SimulatedAPI: Sendable {
     case cancel(String)
     case retrieve(String)
     case createRefund
+    case retrieveRefund(String)
+
+    var faultOperation: SimulatedFault.Operation {
+      switch self {
+      case .createIntent: return .createPayment
+      case .capture: return .capture
+      case .cancel: return .cancel
+      case .retrieve, .retrieveRefund: return .retrieve
+      case .createRefund: return .refund
+      }
+    }
+
+    var isWrite: Bool {
+      switch self {
+      case .retrieve, .retrieveRefund: return false
+      default: return true
+      }
+    }
   }
 
   let state: SimulatorState
@@ -17,6 +35,7 @@ struct SimulatedAPI: Sendable {
   let slowDelay: Duration
   static let idempotencyKeyField = HTTPField.Name("Idempotency-Key")!
   static let replayedField = HTTPField.Name("Idempotent-Replayed")!
+  static let retryAfterField = HTTPField.Name("Retry-After")!
 
   func handle(_ request: Request, path: String, operation: Operation) async throws -> Response {
     let method = request.method.rawValue
@@ -27,34 +46,79 @@ struct SimulatedAPI: Sendable {
     }
     let body = try await request.body.collect(upTo: 1 << 20)
     let form = Self.parseForm(String(buffer: body))
-    guard let key, case .retrieve = operation else {
-      if let key {
-        let fingerprint = method + " " + path + "?" + form.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "&")
-        switch await self.state.claim(key: key, fingerprint: fingerprint) {
-        case .replay(let stored):
-          await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: key, status: stored.status, outcome: "replayed"))
-          return Self.response(stored, replayed: true)
-        case .mismatch:
-          await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: key, status: 400, outcome: "idempotency_mismatch"))
-          return Self.response(Self.error(400, type: "idempotency_error", code: "idempotency_key_reused", message: "Keys for idempotent requests can only be used with the same parameters they were first used with."))
-        case .inUse:
-          await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: key, status: 409, outcome: "idempotency_in_use"))
-          return Self.response(Self.error(409, type: "idempotency_error", code: "idempotency_key_in_use", message: "There is currently another in-progress request using this Idempotent Key."))
-        case .proceed:
-          let (response, outcome) = await self.perform(operation, form: form, key: key)
-          await self.state.finish(key: key, fingerprint: fingerprint, response: response)
-          await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: key, status: response.status, outcome: outcome))
-          return Self.response(response)
-        }
+
+    // An armed fault for this kind of request and payment method.
+    let fault = await self.state.takeFault(operation: operation.faultOperation, paymentMethod: await self.paymentMethod(of: operation, form: form))
+    if let fault {
+      switch fault.kind {
+      case .answer:
+        let status = fault.status ?? 500
+        await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: key, status: status, outcome: "fault", fault: fault.label))
+        var response = Self.response(
+          Self.error(status, type: status == 429 ? "rate_limit_error" : "api_error", code: status == 429 ? "rate_limit" : "internal_error", message: "Simulated fault.")
+        )
+        if let seconds = fault.retryAfterSeconds { response.headers[Self.retryAfterField] = String(seconds) }
+        return response
+      case .stall:
+        try? await Task.sleep(for: .milliseconds(Int64((fault.stallSeconds ?? 1) * 1000)))
+      case .acceptThenDrop:
+        break
       }
-      let (response, outcome) = await self.perform(operation, form: form, key: nil)
-      await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: nil, status: response.status, outcome: outcome))
-      return Self.response(response)
     }
+
+    let (answer, outcome, replayed) = await self.answer(operation, method: method, path: path, key: key, form: form)
+    await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: key, status: answer.status, outcome: outcome, fault: fault?.label))
+    if fault?.kind == .acceptThenDrop {
+      // The work is done and kept under the key; the caller never hears of it.
+      return Response(
+        status: .init(code: answer.status), headers: [.contentType: "application/json"],
+        body: ResponseBody(contentLength: answer.body.count) { _ in throw ConnectionDropped() }
+      )
+    }
+    return Self.response(answer, replayed: replayed)
+  }
+
+  struct ConnectionDropped: Error {}
+
+  /// The payment method a request concerns, for matching faults.
+  private func paymentMethod(of operation: Operation, form: [String: String]) async -> String? {
+    switch operation {
+    case .createIntent: return form["payment_method"]
+    case .capture(let id), .cancel(let id), .retrieve(let id): return await self.state.intent(id)?.paymentMethod
+    case .createRefund: return await form["payment_intent"].asyncFlatMap { await self.state.intent($0)?.paymentMethod }
+    case .retrieveRefund(let id):
+      guard let refund = await self.state.refund(id) else { return nil }
+      return await self.state.intent(refund.paymentIntent)?.paymentMethod
+    }
+  }
+
+  /// Idempotency as Stripe does it, then the operation: the answer, the log's outcome, and
+  /// whether it was replayed.
+  private func answer(_ operation: Operation, method: String, path: String, key: String?, form: [String: String]) async -> (SimulatorResponse, String, Bool) {
     // Reads ignore idempotency keys.
-    let (response, outcome) = await self.perform(operation, form: form, key: key)
-    await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: key, status: response.status, outcome: outcome))
-    return Self.response(response)
+    guard let key, operation.isWrite else {
+      let (response, outcome) = await self.perform(operation, form: form, key: key)
+      return (response, outcome, false)
+    }
+    let fingerprint = method + " " + path + "?" + form.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "&")
+    switch await self.state.claim(key: key, fingerprint: fingerprint) {
+    case .replay(let stored):
+      return (stored, "replayed", true)
+    case .mismatch:
+      return (
+        Self.error(400, type: "idempotency_error", code: "idempotency_key_reused", message: "Keys for idempotent requests can only be used with the same parameters they were first used with."),
+        "idempotency_mismatch", false
+      )
+    case .inUse:
+      return (
+        Self.error(409, type: "idempotency_error", code: "idempotency_key_in_use", message: "There is currently another in-progress request using this Idempotent Key."),
+        "idempotency_in_use", false
+      )
+    case .proceed:
+      let (response, outcome) = await self.perform(operation, form: form, key: key)
+      await self.state.finish(key: key, fingerprint: fingerprint, response: response)
+      return (response, outcome, false)
+    }
   }
 
   private func perform(_ operation: Operation, form: [String: String], key: String?) async -> (SimulatorResponse, String) {
@@ -66,6 +130,9 @@ struct SimulatedAPI: Sendable {
       guard let intent = await self.state.intent(id) else { return (Self.missing("payment_intent", id), "missing") }
       return (Self.ok(Self.json(intent)), "retrieved")
     case .createRefund: return await self.createRefund(form)
+    case .retrieveRefund(let id):
+      guard let refund = await self.state.refund(id), let intent = await self.state.intent(refund.paymentIntent) else { return (Self.missing("refund", id), "missing") }
+      return (Self.ok(Self.json(refund, currency: intent.currency)), "retrieved")
     }
   }
 
@@ -172,12 +239,18 @@ struct SimulatedAPI: Sendable {
     let fails = intent.paymentMethod == "pm_card_refundFail"
     let refund = SimulatorState.Refund(id: await self.state.nextID("re"), paymentIntent: id, amount: amount, status: fails ? "failed" : "succeeded")
     await self.state.store(refund)
-    var body: [String: Any] = ["id": refund.id, "object": "refund", "amount": amount, "currency": intent.currency, "payment_intent": id, "status": refund.status]
-    if fails { body["failure_reason"] = "expired_or_canceled_card" }
-    return (Self.ok(body), fails ? "refund_failed" : "refunded")
+    return (Self.ok(Self.json(refund, currency: intent.currency)), fails ? "refund_failed" : "refunded")
   }
 
   // MARK: Encoding
+
+  static func json(_ refund: SimulatorState.Refund, currency: String) -> [String: Any] {
+    var body: [String: Any] = [
+      "id": refund.id, "object": "refund", "amount": refund.amount, "currency": currency, "payment_intent": refund.paymentIntent, "status": refund.status,
+    ]
+    if refund.status == "failed" { body["failure_reason"] = "expired_or_canceled_card" }
+    return body
+  }
 
   static func json(_ intent: SimulatorState.Intent) -> [String: Any] {
     [
@@ -299,5 +372,12 @@ struct SimulatedAPI: Sendable {
       index += 1
     }
     return String(decoding: bytes, as: UTF8.self)
+  }
+}
+
+extension Optional {
+  fileprivate func asyncFlatMap<Result>(_ transform: (Wrapped) async -> Result?) async -> Result? {
+    guard let self else { return nil }
+    return await transform(self)
   }
 }

@@ -33,6 +33,7 @@ actor SimulatorState {
   private var idempotency: [String: Stored] = [:]
   private var inFlight: Set<String> = []
   private var flakyKeysSeen: Set<String> = []
+  private var faults: [SimulatedFault] = []
   private(set) var log: [LoggedRequest] = []
   private var counter = 0
 
@@ -77,6 +78,25 @@ actor SimulatorState {
     self.flakyKeysSeen.insert(key).inserted
   }
 
+  // MARK: Faults
+
+  func inject(_ fault: SimulatedFault) {
+    self.faults.append(fault)
+  }
+
+  func clearFaults() {
+    self.faults = []
+  }
+
+  /// The first armed fault matching a request, used up by one.
+  func takeFault(operation: SimulatedFault.Operation, paymentMethod: String?) -> SimulatedFault? {
+    guard let index = self.faults.firstIndex(where: { $0.matches(operation: operation, paymentMethod: paymentMethod) }) else { return nil }
+    let fault = self.faults[index]
+    self.faults[index].times -= 1
+    if self.faults[index].times <= 0 { self.faults.remove(at: index) }
+    return fault
+  }
+
   // MARK: Intents and refunds
 
   func store(_ intent: Intent) {
@@ -85,6 +105,10 @@ actor SimulatorState {
 
   func intent(_ id: String) -> Intent? {
     self.intents[id]
+  }
+
+  func intent(metadata key: String, value: String) -> Intent? {
+    self.intents.values.first { $0.metadata[key] == value }
   }
 
   func update(_ id: String, _ change: (inout Intent) -> Void) -> Intent? {
@@ -102,6 +126,10 @@ actor SimulatorState {
     self.refunds[refund.id] = refund
   }
 
+  func refund(_ id: String) -> Refund? {
+    self.refunds[id]
+  }
+
   var createdIntents: Int { self.intents.count }
 }
 
@@ -113,6 +141,85 @@ public struct LoggedRequest: Sendable, Codable, Hashable {
   public let status: Int
   /// `created`, `replayed`, `declined`, `refused`, …
   public let outcome: String
+  /// The fault injected into this request, if any (`accept_then_drop`, `answer_429`, `stall`).
+  public var fault: String?
+
+  public init(method: String, path: String, idempotencyKey: String?, status: Int, outcome: String, fault: String? = nil) {
+    self.method = method
+    self.path = path
+    self.idempotencyKey = idempotencyKey
+    self.status = status
+    self.outcome = outcome
+    self.fault = fault
+  }
+}
+
+/// A misbehaviour of the provider, armed for the next `times` matching requests.
+public struct SimulatedFault: Codable, Sendable, Hashable {
+  public enum Kind: String, Codable, Sendable {
+    /// The provider does the work (and keeps it under the idempotency key) but the connection
+    /// dies before the answer is sent.
+    case acceptThenDrop = "accept_then_drop"
+    /// The provider answers `status` without doing anything (429 with Retry-After, 5xx).
+    case answer
+    /// The provider waits `stallSeconds`, then does the work and answers.
+    case stall
+  }
+
+  public enum Operation: String, Codable, Sendable {
+    case createPayment = "create_payment"
+    case capture
+    case cancel
+    case refund
+    case retrieve
+  }
+
+  public var kind: Kind
+  /// Matches any operation when nil.
+  public var operation: Operation?
+  /// Matches any payment method when nil (for captures, cancels and refunds: the intent's).
+  public var paymentMethod: String?
+  public var times: Int
+  public var status: Int?
+  public var retryAfterSeconds: Int?
+  public var stallSeconds: Double?
+
+  public init(
+    kind: Kind, operation: Operation? = nil, paymentMethod: String? = nil, times: Int = 1, status: Int? = nil, retryAfterSeconds: Int? = nil,
+    stallSeconds: Double? = nil
+  ) {
+    self.kind = kind
+    self.operation = operation
+    self.paymentMethod = paymentMethod
+    self.times = times
+    self.status = status
+    self.retryAfterSeconds = retryAfterSeconds
+    self.stallSeconds = stallSeconds
+  }
+
+  public static func acceptThenDrop(_ operation: Operation? = nil, paymentMethod: String? = nil, times: Int = 1) -> SimulatedFault {
+    SimulatedFault(kind: .acceptThenDrop, operation: operation, paymentMethod: paymentMethod, times: times)
+  }
+
+  public static func answer(_ status: Int, retryAfterSeconds: Int? = nil, _ operation: Operation? = nil, paymentMethod: String? = nil, times: Int = 1) -> SimulatedFault {
+    SimulatedFault(kind: .answer, operation: operation, paymentMethod: paymentMethod, times: times, status: status, retryAfterSeconds: retryAfterSeconds)
+  }
+
+  public static func stall(seconds: Double, _ operation: Operation? = nil, paymentMethod: String? = nil, times: Int = 1) -> SimulatedFault {
+    SimulatedFault(kind: .stall, operation: operation, paymentMethod: paymentMethod, times: times, stallSeconds: seconds)
+  }
+
+  func matches(operation: Operation, paymentMethod: String?) -> Bool {
+    (self.operation == nil || self.operation == operation) && (self.paymentMethod == nil || self.paymentMethod == paymentMethod) && self.times > 0
+  }
+
+  var label: String {
+    switch self.kind {
+    case .acceptThenDrop: return "accept_then_drop"
+    case .answer: return "answer_\(self.status ?? 500)"
+    case .stall: return "stall"
+    }
+  }
 }
 
 struct SimulatorResponse: Sendable {

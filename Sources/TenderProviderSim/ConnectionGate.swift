@@ -1,0 +1,154 @@
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// The simulator's public port: a TCP relay in front of its HTTP server that can stop accepting
+/// connections for a while (the listener is closed, so callers get "connection refused", as from
+/// a provider that is down) and then come back on the same port.
+final class ConnectionGate: Sendable {
+  private struct State {
+    var listener: (any Channel)?
+    var relays: [ObjectIdentifier: any Channel] = [:]
+    var reopenAt: ContinuousClock.Instant?
+  }
+
+  private let group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+  private let host: String
+  private let backendPort: Int
+  private let state = Mutex(State())
+  private let boundPort = Atomic<Int>(0)
+
+  init(host: String, backendPort: Int) {
+    self.host = host
+    self.backendPort = backendPort
+  }
+
+  /// The port the gate listens on (fixed once first bound).
+  var port: Int { self.boundPort.load(ordering: .relaxed) }
+
+  /// Starts listening on `port` (0: any free port); returns the port.
+  func open(port: Int) async throws -> Int {
+    let backendPort = self.backendPort
+    let host = self.host
+    let group = self.group
+    let channel = try await ServerBootstrap(group: group)
+      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .childChannelOption(.autoRead, value: false)
+      .childChannelInitializer { inbound in
+        let gate = self
+        return ClientBootstrap(group: inbound.eventLoop)
+          .connect(host: "127.0.0.1", port: backendPort)
+          .flatMap { outbound in
+            let (left, right) = GlueHandler.pair()
+            gate.track(inbound)
+            inbound.closeFuture.whenComplete { _ in
+              gate.untrack(inbound)
+              outbound.close(promise: nil)
+            }
+            outbound.closeFuture.whenComplete { _ in inbound.close(promise: nil) }
+            // Reading starts once both ends are glued, so no byte arrives before there is
+            // somewhere to send it.
+            return inbound.pipeline.addHandler(left).flatMap { outbound.pipeline.addHandler(right) }.flatMap {
+              inbound.setOption(ChannelOptions.autoRead, value: true)
+            }
+          }
+      }
+      .bind(host: host, port: port)
+      .get()
+    let bound = channel.localAddress?.port ?? port
+    self.boundPort.store(bound, ordering: .relaxed)
+    self.state.withLock { $0.listener = channel }
+    return bound
+  }
+
+  /// Refuses connections for `duration`: the listener closes and every open connection is cut;
+  /// then the gate listens again on the same port.
+  func refuse(for duration: Duration) async {
+    let (listener, relays) = self.state.withLock { state -> ((any Channel)?, [any Channel]) in
+      let listener = state.listener
+      state.listener = nil
+      state.reopenAt = .now + duration
+      let relays = Array(state.relays.values)
+      state.relays = [:]
+      return (listener, relays)
+    }
+    try? await listener?.close()
+    for relay in relays { try? await relay.close() }
+    let port = self.port
+    Task {
+      try? await Task.sleep(for: duration)
+      let due = self.state.withLock { state in
+        guard state.listener == nil, let at = state.reopenAt, at <= .now else { return false }
+        state.reopenAt = nil
+        return true
+      }
+      // Another refusal may have moved the reopening later; that one reopens.
+      if due { _ = try? await self.open(port: port) }
+    }
+  }
+
+  func close() async {
+    let (listener, relays) = self.state.withLock { state -> ((any Channel)?, [any Channel]) in
+      defer {
+        state.listener = nil
+        state.relays = [:]
+        state.reopenAt = nil
+      }
+      return (state.listener, Array(state.relays.values))
+    }
+    try? await listener?.close()
+    for relay in relays { try? await relay.close() }
+  }
+
+  private func track(_ channel: any Channel) {
+    self.state.withLock { $0.relays[ObjectIdentifier(channel)] = channel }
+  }
+
+  private func untrack(_ channel: any Channel) {
+    _ = self.state.withLock { $0.relays.removeValue(forKey: ObjectIdentifier(channel)) }
+  }
+}
+
+/// Copies bytes between two channels (both on one event loop) and closes each when the other closes.
+private final class GlueHandler: ChannelInboundHandler, @unchecked Sendable {
+  typealias InboundIn = NIOAny
+
+  private var partner: GlueHandler?
+  private var context: ChannelHandlerContext?
+
+  static func pair() -> (GlueHandler, GlueHandler) {
+    let first = GlueHandler()
+    let second = GlueHandler()
+    first.partner = second
+    second.partner = first
+    return (first, second)
+  }
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    self.context = nil
+    self.partner = nil
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    guard let other = self.partner?.context else { return }
+    other.eventLoop.execute { other.write(data, promise: nil) }
+  }
+
+  func channelReadComplete(context: ChannelHandlerContext) {
+    guard let other = self.partner?.context else { return }
+    other.eventLoop.execute { other.flush() }
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    guard let other = self.partner?.context else { return }
+    other.eventLoop.execute { other.close(promise: nil) }
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    context.close(promise: nil)
+  }
+}
