@@ -107,7 +107,11 @@ public struct ProviderSimulator: Service {
 
   public func run() async throws {
     let router = Router()
-    let api = SimulatedAPI(state: self.state, apiKey: self.configuration.apiKey, slowDelay: self.configuration.slowDelay)
+    let gateBox = self.gate
+    let api = SimulatedAPI(
+      state: self.state, apiKey: self.configuration.apiKey, slowDelay: self.configuration.slowDelay,
+      refuse: { duration in await gateBox.withLock { $0 }?.refuse(for: duration) }
+    )
     router.post("/v1/payment_intents") { request, _ in try await api.handle(request, path: "/v1/payment_intents", operation: .createIntent) }
     router.post("/v1/payment_intents/:id/capture") { request, context in
       let id = try context.parameters.require("id")
@@ -143,7 +147,6 @@ public struct ProviderSimulator: Service {
       await state.clearFaults()
       return Response(status: .noContent)
     }
-    let gateBox = self.gate
     router.post("/_sim/refuse") { request, _ -> Response in
       guard let seconds = request.uri.queryParameters["seconds"].flatMap({ Double(String($0)) }), seconds > 0, seconds <= 3600 else {
         return Response(status: .badRequest)

@@ -33,6 +33,8 @@ struct SimulatedAPI: Sendable {
   let state: SimulatorState
   let apiKey: String
   let slowDelay: Duration
+  /// Refuses connections for a while (the simulator's gate).
+  let refuse: @Sendable (Duration) async -> Void
   static let idempotencyKeyField = HTTPField.Name("Idempotency-Key")!
   static let replayedField = HTTPField.Name("Idempotent-Replayed")!
   static let retryAfterField = HTTPField.Name("Retry-After")!
@@ -59,15 +61,17 @@ struct SimulatedAPI: Sendable {
         )
         if let seconds = fault.retryAfterSeconds { response.headers[Self.retryAfterField] = String(seconds) }
         return response
-      case .stall:
-        try? await Task.sleep(for: .milliseconds(Int64((fault.stallSeconds ?? 1) * 1000)))
-      case .acceptThenDrop:
+      case .stall, .acceptThenDrop:
         break
       }
     }
 
-    let (answer, outcome, replayed) = await self.answer(operation, method: method, path: path, key: key, form: form)
+    let stall = fault?.kind == .stall ? Duration.milliseconds(Int64((fault?.stallSeconds ?? 1) * 1000)) : nil
+    let (answer, outcome, replayed) = await self.answer(operation, method: method, path: path, key: key, form: form, stall: stall)
     await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: key, status: answer.status, outcome: outcome, fault: fault?.label))
+    if let seconds = fault?.thenRefuseSeconds {
+      await self.refuse(.milliseconds(Int64(seconds * 1000)))
+    }
     if fault?.kind == .acceptThenDrop {
       // The work is done and kept under the key; the caller never hears of it.
       return Response(
@@ -94,9 +98,12 @@ struct SimulatedAPI: Sendable {
 
   /// Idempotency as Stripe does it, then the operation: the answer, the log's outcome, and
   /// whether it was replayed.
-  private func answer(_ operation: Operation, method: String, path: String, key: String?, form: [String: String]) async -> (SimulatorResponse, String, Bool) {
+  /// A stall holds the request after its key is claimed, as a provider busy with it would: a
+  /// concurrent request with the key meanwhile gets 409.
+  private func answer(_ operation: Operation, method: String, path: String, key: String?, form: [String: String], stall: Duration?) async -> (SimulatorResponse, String, Bool) {
     // Reads ignore idempotency keys.
     guard let key, operation.isWrite else {
+      if let stall { try? await Task.sleep(for: stall) }
       let (response, outcome) = await self.perform(operation, form: form, key: key)
       return (response, outcome, false)
     }
@@ -115,6 +122,7 @@ struct SimulatedAPI: Sendable {
         "idempotency_in_use", false
       )
     case .proceed:
+      if let stall { try? await Task.sleep(for: stall) }
       let (response, outcome) = await self.perform(operation, form: form, key: key)
       await self.state.finish(key: key, fingerprint: fingerprint, response: response)
       return (response, outcome, false)

@@ -183,10 +183,13 @@ public struct SimulatedFault: Codable, Sendable, Hashable {
   public var status: Int?
   public var retryAfterSeconds: Int?
   public var stallSeconds: Double?
+  /// After the fault, the provider refuses connections for this many seconds (an outage that
+  /// begins just as it accepted the work).
+  public var thenRefuseSeconds: Double?
 
   public init(
     kind: Kind, operation: Operation? = nil, paymentMethod: String? = nil, times: Int = 1, status: Int? = nil, retryAfterSeconds: Int? = nil,
-    stallSeconds: Double? = nil
+    stallSeconds: Double? = nil, thenRefuseSeconds: Double? = nil
   ) {
     self.kind = kind
     self.operation = operation
@@ -195,10 +198,11 @@ public struct SimulatedFault: Codable, Sendable, Hashable {
     self.status = status
     self.retryAfterSeconds = retryAfterSeconds
     self.stallSeconds = stallSeconds
+    self.thenRefuseSeconds = thenRefuseSeconds
   }
 
-  public static func acceptThenDrop(_ operation: Operation? = nil, paymentMethod: String? = nil, times: Int = 1) -> SimulatedFault {
-    SimulatedFault(kind: .acceptThenDrop, operation: operation, paymentMethod: paymentMethod, times: times)
+  public static func acceptThenDrop(_ operation: Operation? = nil, paymentMethod: String? = nil, times: Int = 1, thenRefuseSeconds: Double? = nil) -> SimulatedFault {
+    SimulatedFault(kind: .acceptThenDrop, operation: operation, paymentMethod: paymentMethod, times: times, thenRefuseSeconds: thenRefuseSeconds)
   }
 
   public static func answer(_ status: Int, retryAfterSeconds: Int? = nil, _ operation: Operation? = nil, paymentMethod: String? = nil, times: Int = 1) -> SimulatedFault {
