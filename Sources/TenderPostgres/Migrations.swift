@@ -273,5 +273,26 @@ public enum Migrations {
         "CREATE INDEX provider_requests_by_key ON provider_requests (merchant_id, provider_idempotency_key, request_id)",
       ]
     ),
+    Migration(
+      version: 7,
+      name: "settlement_checks",
+      statements: [
+        // The reconciler's checks of payments and refunds the provider has not finished: how
+        // many, when the next is due, and when it gave up on the object.
+        """
+        CREATE TABLE settlement_checks (
+          object_id          text PRIMARY KEY,
+          checks             integer NOT NULL CHECK (checks > 0),
+          next_check_time    timestamptz NOT NULL,
+          abandon_time       timestamptz,
+          update_time        timestamptz NOT NULL DEFAULT now()
+        )
+        """,
+        "CREATE INDEX payments_open ON payments (update_time) WHERE status = 'processing'",
+        "CREATE INDEX refunds_open ON refunds (update_time) WHERE status = 'pending'",
+        "CREATE INDEX idempotency_keys_open_refunds ON idempotency_keys (refund_id) WHERE recovery_point <> 'finished' AND refund_id IS NOT NULL",
+        "CREATE INDEX idempotency_keys_open_payments ON idempotency_keys (payment_id) WHERE recovery_point <> 'finished' AND payment_id IS NOT NULL",
+      ]
+    ),
   ]
 }

@@ -33,6 +33,8 @@ struct SimulatedAPI: Sendable {
   let state: SimulatorState
   let apiKey: String
   let slowDelay: Duration
+  /// How long asynchronous payment methods take to finish.
+  let asyncDelay: Duration
   /// Refuses connections for a while (the simulator's gate).
   let refuse: @Sendable (Duration) async -> Void
   static let idempotencyKeyField = HTTPField.Name("Idempotency-Key")!
@@ -130,6 +132,7 @@ struct SimulatedAPI: Sendable {
   }
 
   private func perform(_ operation: Operation, form: [String: String], key: String?) async -> (SimulatorResponse, String) {
+    await self.state.settleAsynchronous(after: self.asyncDelay)
     switch operation {
     case .createIntent: return await self.createIntent(form, key: key)
     case .capture(let id): return await self.capture(id, form)
@@ -191,7 +194,7 @@ struct SimulatedAPI: Sendable {
       error["payment_intent"] = Self.json(intent)
       return (SimulatorResponse(status: 402, body: Self.encode(["error": error])), "declined")
     }
-    if paymentMethod == "pm_card_async" {
+    if paymentMethod == "pm_card_async" || paymentMethod == "pm_card_asyncStuck" {
       intent.status = "processing"
     } else if captureMethod == "manual" {
       intent.status = "requires_capture"
@@ -245,9 +248,10 @@ struct SimulatedAPI: Sendable {
     }
     if intent.paymentMethod == "pm_card_refundSlow" { try? await Task.sleep(for: self.slowDelay) }
     let fails = intent.paymentMethod == "pm_card_refundFail"
-    let refund = SimulatorState.Refund(id: await self.state.nextID("re"), paymentIntent: id, amount: amount, status: fails ? "failed" : "succeeded")
+    let status = fails ? "failed" : intent.paymentMethod == "pm_card_refundPending" ? "pending" : "succeeded"
+    let refund = SimulatorState.Refund(id: await self.state.nextID("re"), paymentIntent: id, amount: amount, status: status)
     await self.state.store(refund)
-    return (Self.ok(Self.json(refund, currency: intent.currency)), fails ? "refund_failed" : "refunded")
+    return (Self.ok(Self.json(refund, currency: intent.currency)), fails ? "refund_failed" : status == "pending" ? "refund_pending" : "refunded")
   }
 
   // MARK: Encoding

@@ -14,6 +14,7 @@ actor SimulatorState {
     var amountCapturable: Int64
     var amountReceived: Int64
     var lastError: [String: String]?
+    var created: ContinuousClock.Instant = .now
   }
 
   struct Refund: Sendable {
@@ -21,6 +22,7 @@ actor SimulatorState {
     let paymentIntent: String
     let amount: Int64
     var status: String
+    var created: ContinuousClock.Instant = .now
   }
 
   struct Stored: Sendable {
@@ -128,6 +130,20 @@ actor SimulatorState {
 
   func refund(_ id: String) -> Refund? {
     self.refunds[id]
+  }
+
+  /// Asynchronous methods finish `after` their creation, as the provider's own processing would:
+  /// a `pm_card_async` payment is then authorized (or captured), a `pm_card_refundPending`
+  /// refund succeeded. `pm_card_asyncStuck` payments never finish.
+  func settleAsynchronous(after delay: Duration) {
+    let now = ContinuousClock.now
+    for (id, intent) in self.intents where intent.status == "processing" && intent.paymentMethod == "pm_card_async" && now - intent.created >= delay {
+      self.intents[id]?.status = intent.captureMethod == "manual" ? "requires_capture" : "succeeded"
+      if intent.captureMethod == "manual" { self.intents[id]?.amountCapturable = intent.amount } else { self.intents[id]?.amountReceived = intent.amount }
+    }
+    for (id, refund) in self.refunds where refund.status == "pending" && now - refund.created >= delay {
+      self.refunds[id]?.status = "succeeded"
+    }
   }
 
   var createdIntents: Int { self.intents.count }

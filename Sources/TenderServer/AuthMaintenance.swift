@@ -2,6 +2,7 @@ import Logging
 import ServiceLifecycle
 import TenderAuth
 import TenderCore
+import TenderOperations
 import TenderProviders
 import TenderRPC
 
@@ -48,12 +49,15 @@ extension PeriodicTask {
     }
   }
 
-  /// Finishes interrupted CreatePayment and CreateRefund operations whose lock expired, exactly
-  /// once (see `PaymentRPCService.completeStale` and `RefundRPCService.completeStale`).
-  static func completer(payments: PaymentRPCService, refunds: RefundRPCService, interval: Duration, logger: Logger) -> PeriodicTask {
+  /// Finishes interrupted keyed operations whose lock expired, exactly once (see
+  /// `PaymentRPCService.completeStale` and `RefundRPCService.completeStale`), then settles what
+  /// the provider had not finished (the reconciler, `Settlement`).
+  static func completer(payments: PaymentRPCService, refunds: RefundRPCService, settlement: Settlement, interval: Duration, logger: Logger) -> PeriodicTask {
     PeriodicTask(name: "completer", interval: interval, logger: logger) {
       let resolved = try await payments.completeStale() + refunds.completeStale()
-      if resolved > 0 { logger.info("completer finished interrupted operations", metadata: ["count": "\(resolved)"]) }
+      if resolved > 0 { logger.info("completer took over interrupted operations", metadata: ["count": "\(resolved)"]) }
+      let settled = try await settlement.round()
+      if settled > 0 { logger.info("reconciler settled open payments and refunds", metadata: ["count": "\(settled)"]) }
     }
   }
 }

@@ -80,6 +80,11 @@ public struct ServerConfiguration: Sendable {
   public var idempotencyLock: Duration = .seconds(60)
   /// How often the completer looks for interrupted operations.
   public var completerInterval: Duration = .seconds(5)
+  /// How long a payment PROCESSING or refund PENDING at the provider waits before the
+  /// reconciler first asks the provider about it (then with backoff, up to an hour apart).
+  public var settlementCheckAfter: Duration = .seconds(60)
+  /// When the reconciler gives up on an object the provider has not finished (metric, log line).
+  public var settlementGiveUpAfter: Duration = .seconds(72 * 3600)
   /// How often finished idempotency records older than a day are deleted.
   public var reaperInterval: Duration = .seconds(3600)
   /// OTLP/gRPC collector for traces (e.g. http://otel-collector:4317); nil: tracing is a no-op.
@@ -196,6 +201,8 @@ public struct Setting: Sendable, Hashable {
   public static let providerTimeout = Setting(flag: "provider-timeout", environment: "TENDER_PROVIDER_TIMEOUT", defaultValue: "10s", help: "deadline of one provider request; an unanswered one leaves the payment PROCESSING for the completer")
   public static let providerAttempts = Setting(flag: "provider-attempts", environment: "TENDER_PROVIDER_ATTEMPTS", defaultValue: "3", help: "attempts per provider call, under the same idempotency key (connection failures, 409, 429 and 5xx are retried)")
   public static let providerMaxBackoff = Setting(flag: "provider-max-backoff", environment: "TENDER_PROVIDER_MAX_BACKOFF", defaultValue: "2s", help: "longest wait between provider attempts (full-jitter exponential backoff; Retry-After honoured up to this)")
+  public static let settlementCheckAfter = Setting(flag: "settlement-check-after", environment: "TENDER_SETTLEMENT_CHECK_AFTER", defaultValue: "60s", help: "how long a payment PROCESSING or refund PENDING at the provider waits before the reconciler asks the provider (then with backoff up to 1h)")
+  public static let settlementGiveUpAfter = Setting(flag: "settlement-give-up-after", environment: "TENDER_SETTLEMENT_GIVE_UP_AFTER", defaultValue: "72h", help: "age at which the reconciler gives up on an object the provider has not finished: counted in tender_settlement_abandoned_total and logged")
   public static let otlpEndpoint = Setting(flag: "otlp-endpoint", environment: "TENDER_OTLP_ENDPOINT", defaultValue: nil, help: "OTLP/gRPC collector for traces, e.g. http://localhost:4317; unset: no tracing export")
   public static let logLevel = Setting(flag: "log-level", environment: "TENDER_LOG_LEVEL", defaultValue: "info", help: "trace, debug, info, notice, warning, error or critical")
 
@@ -205,7 +212,7 @@ public struct Setting: Sendable, Hashable {
     .maxRequestBytes, .defaultDeadline, .keepaliveTime, .keepaliveTimeout, .minClientPingInterval,
     .maxConnectionIdle, .maxConnectionAge, .maxConnectionAgeGrace, .healthProbeInterval, .drainDelay,
     .migrate, .redisURL, .redisKeyPrefix, .keyEncryptionKey, .tokenIssuer, .tokenAudience, .tokenLifetime, .keyRefreshInterval,
-    .rateLimit, .issueTokenRateLimit, .rateLimitOnRedisFailure, .providerURL, .providerAPIKey, .providerTimeout, .providerAttempts, .providerMaxBackoff, .idempotencyLock, .completerInterval, .otlpEndpoint, .logLevel,
+    .rateLimit, .issueTokenRateLimit, .rateLimitOnRedisFailure, .providerURL, .providerAPIKey, .providerTimeout, .providerAttempts, .providerMaxBackoff, .idempotencyLock, .completerInterval, .settlementCheckAfter, .settlementGiveUpAfter, .otlpEndpoint, .logLevel,
   ]
 }
 
@@ -371,6 +378,11 @@ extension ServerConfiguration {
       )
     }
     configuration.completerInterval = try parseDuration(try required(.completerInterval), setting: .completerInterval, allowZero: false)
+    configuration.settlementCheckAfter = try parseDuration(try required(.settlementCheckAfter), setting: .settlementCheckAfter, allowZero: false)
+    configuration.settlementGiveUpAfter = try parseDuration(try required(.settlementGiveUpAfter), setting: .settlementGiveUpAfter, allowZero: false)
+    guard configuration.settlementGiveUpAfter > configuration.settlementCheckAfter else {
+      throw ConfigurationError(setting: Setting.settlementGiveUpAfter.label, problem: "must be longer than the settlement check delay")
+    }
     guard let apiKey = value(.providerAPIKey), !apiKey.isEmpty else {
       throw ConfigurationError(setting: Setting.providerAPIKey.label, problem: "is required")
     }

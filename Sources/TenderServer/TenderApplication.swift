@@ -5,6 +5,7 @@ public import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import CoreMetrics
 import OTel
 import TenderBridge
 import Synchronization
@@ -138,8 +139,21 @@ public struct TenderApplication: Sendable {
       pageTokens: pageTokens,
       logger: logger
     )
+    let refundStore = PostgresRefundStore(client: postgres, logger: logger, tracer: tracer)
+    let abandoned = ["payment", "refund"].reduce(into: [String: CoreMetrics.Counter]()) { counters, kind in
+      counters[kind] = CoreMetrics.Counter(label: "tender_settlement_abandoned_total", dimensions: [("kind", kind)], factory: metricsFactory)
+    }
+    let settlement = Settlement(
+      store: PostgresSettlementStore(client: postgres, logger: logger, tracer: tracer),
+      payments: paymentStore,
+      refunds: refundStore,
+      provider: provider,
+      policy: Settlement.Policy(checkAfter: configuration.settlementCheckAfter, giveUpAfter: configuration.settlementGiveUpAfter),
+      onAbandoned: { kind in abandoned[kind]?.increment() },
+      logger: logger
+    )
     let refundService = RefundRPCService(
-      refunds: PostgresRefundStore(client: postgres, logger: logger, tracer: tracer),
+      refunds: refundStore,
       payments: paymentStore,
       runner: runner,
       provider: provider,
@@ -240,7 +254,7 @@ public struct TenderApplication: Sendable {
       .init(service: PeriodicTask.revocationJanitor(store: authStore, logger: logger), successTerminationBehavior: .ignore),
       .init(service: PeriodicTask.idempotencyReaper(store: idempotencyStore, interval: configuration.reaperInterval, logger: logger), successTerminationBehavior: .ignore),
       .init(service: ConnectorLifecycle(connector: provider), successTerminationBehavior: .ignore),
-      .init(service: PeriodicTask.completer(payments: paymentService, refunds: refundService, interval: configuration.completerInterval, logger: logger), successTerminationBehavior: .ignore),
+      .init(service: PeriodicTask.completer(payments: paymentService, refunds: refundService, settlement: settlement, interval: configuration.completerInterval, logger: logger), successTerminationBehavior: .ignore),
       .init(service: SigningKeyLoader(keys: keys, logger: logger, startWhen: { for await _ in keysListening {} }), successTerminationBehavior: .ignore),
       .init(service: monitor),
       .init(service: bridge),

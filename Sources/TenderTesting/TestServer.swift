@@ -73,7 +73,7 @@ public struct TestServer: Sendable {
     // A provider simulator of this server's own, so each test sees only its own provider calls.
     let (simulator, simulatorPort, simulatorTask) = try await ProviderSimulator.startInBackground(
       // pm_card_slow answers well after the connector has given up (3 attempts of 1 s), even on a loaded machine.
-      configuration: .init(apiKey: "sk_test_tender", slowDelay: .seconds(8)),
+      configuration: .init(apiKey: "sk_test_tender", slowDelay: .seconds(8), asyncDelay: .seconds(1)),
       logger: Logger(label: "tender.test.sim")
     )
     defer { simulatorTask.cancel() }
@@ -98,6 +98,9 @@ public struct TestServer: Sendable {
       .providerMaxBackoff: "200ms",
       .idempotencyLock: "3s",
       .completerInterval: "200ms",
+      // The reconciler asks about open payments and refunds after 300 ms (60 s in production).
+      .settlementCheckAfter: "300ms",
+      .settlementGiveUpAfter: "60s",
       .healthProbeInterval: "200ms",
       .logLevel: ProcessInfo.processInfo.environment["TENDER_TEST_LOG_LEVEL"] ?? "warning",
     ]

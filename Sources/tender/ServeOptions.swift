@@ -71,6 +71,10 @@ struct ServeOptions: ParsableArguments {
   var providerAttempts: String?
   @Option(name: .customLong("provider-max-backoff"), help: "\(Setting.providerMaxBackoff.help) [$TENDER_PROVIDER_MAX_BACKOFF, default 2s]")
   var providerMaxBackoff: String?
+  @Option(name: .customLong("settlement-check-after"), help: "\(Setting.settlementCheckAfter.help) [$TENDER_SETTLEMENT_CHECK_AFTER, default 60s]")
+  var settlementCheckAfter: String?
+  @Option(name: .customLong("settlement-give-up-after"), help: "\(Setting.settlementGiveUpAfter.help) [$TENDER_SETTLEMENT_GIVE_UP_AFTER, default 72h]")
+  var settlementGiveUpAfter: String?
   @Option(name: .customLong("idempotency-lock"), help: "\(Setting.idempotencyLock.help) [$TENDER_IDEMPOTENCY_LOCK, default 60s]")
   var idempotencyLock: String?
   @Option(name: .customLong("completer-interval"), help: "\(Setting.completerInterval.help) [$TENDER_COMPLETER_INTERVAL, default 5s]")
@@ -117,6 +121,8 @@ struct ServeOptions: ParsableArguments {
     flags[.providerTimeout] = self.providerTimeout
     flags[.providerAttempts] = self.providerAttempts
     flags[.providerMaxBackoff] = self.providerMaxBackoff
+    flags[.settlementCheckAfter] = self.settlementCheckAfter
+    flags[.settlementGiveUpAfter] = self.settlementGiveUpAfter
     flags[.idempotencyLock] = self.idempotencyLock
     flags[.completerInterval] = self.completerInterval
     flags[.otlpEndpoint] = self.otlpEndpoint

@@ -1,0 +1,16 @@
+/// Where payments and refunds the provider has not finished wait to be checked: the reconciler
+/// asks the provider about each when it is due, backing off per object, and gives up (visibly)
+/// on one that stays open too long.
+public protocol SettlementStore: Sendable {
+  /// Payments still PROCESSING at the provider (they have a provider id and no keyed operation
+  /// is open on them), unchanged for `quietFor`, whose next check is due; with the number of
+  /// checks each had.
+  func duePayments(quietFor: Duration, limit: Int) async throws -> [(PaymentRecord, checks: Int)]
+  /// Refunds still PENDING at the provider, likewise.
+  func dueRefunds(quietFor: Duration, limit: Int) async throws -> [(RefundRecord, checks: Int)]
+  /// Records a check that found the object still open: checked again after `next`; abandoned
+  /// (never checked again, counted) when `abandon` is set.
+  func postpone(objectID: String, checks: Int, next: Duration, abandon: Bool) async throws
+  /// Forgets the checks of an object that reached its final state.
+  func settled(objectID: String) async throws
+}
