@@ -8,13 +8,15 @@ import Foundation
 public enum CrashPoints {
   public static let armed: String? = ProcessInfo.processInfo.environment["TENDER_CRASH_AT"]
 
-  // The points: create_payment.claimed, create_payment.payment_created,
-  // create_payment.provider_answered, create_payment.failed_for_sure, create_refund.refund_created,
-  // create_refund.provider_answered, change_payment.claimed, change_payment.provider_answered.
+  // The points, between every two steps of the keyed operations: OPERATION.claimed (capture and
+  // cancel), create_payment.payment_created, create_refund.refund_created, OPERATION.call_recorded
+  // (the provider call is recorded, not made yet), OPERATION.provider_answered, and
+  // OPERATION.failed_for_sure (failed and the key freed, the caller not told yet), where
+  // OPERATION is create_payment, capture_payment, cancel_payment or create_refund.
 
   @inline(__always)
-  public static func reach(_ point: StaticString) {
-    guard let armed = self.armed, armed == point.description else { return }
+  public static func reach(_ point: @autoclosure () -> String) {
+    guard let armed = self.armed, armed == point() else { return }
     kill(getpid(), SIGKILL)
   }
 }

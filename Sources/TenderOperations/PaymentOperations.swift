@@ -217,7 +217,7 @@ public struct PaymentOperations: Sendable {
   /// Claims `request`'s key and changes payment `id` as `change` says, exactly once at the provider.
   public func change(_ id: PaymentID, _ change: Change, request: IdempotencyRequest) async throws -> KeyedOutcome<PaymentRecord> {
     try await self.runner.run(request) { record in
-      CrashPoints.reach("change_payment.claimed")
+      CrashPoints.reach("\(change.operation.rawValue).claimed")
       return try await self.change(id, change, owner: record.owner, history: record.history, askedBefore: nil)
     }
   }
@@ -277,7 +277,7 @@ public struct PaymentOperations: Sendable {
         return try await provider.cancelPayment(providerPaymentID: providerPaymentID, idempotencyKey: providerKey)
       }
     }
-    CrashPoints.reach("change_payment.provider_answered")
+    CrashPoints.reach("\(change.operation.rawValue).provider_answered")
 
     switch (exchange.next, exchange.result) {
     case (.wait, _):
@@ -285,6 +285,7 @@ public struct PaymentOperations: Sendable {
       throw KeyedRefusal.outcomeUnknown
     case (.failForSure, _):
       _ = try await self.payments.update(id, merchant: merchant, step: IdempotencyStep(owner: owner, action: .release, providerCall: exchange.ended(.unreachable))) { _ in }
+      CrashPoints.reach("\(change.operation.rawValue).failed_for_sure")
       throw KeyedRefusal.providerUnavailable
     case (.apply, .failure(let error)):
       let code: String

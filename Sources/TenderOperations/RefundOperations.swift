@@ -108,6 +108,7 @@ public struct RefundOperations: Sendable {
       // again and the key is freed, in one transaction.
       let step = IdempotencyStep<RefundRecord>(owner: owner, action: .release, providerCall: exchange.ended(.unreachable))
       _ = try await self.refunds.settle(refund.id, merchant: merchant, outcome: .failed(providerRefundID: nil, message: "the payment provider could not be reached"), step: step)
+      CrashPoints.reach("create_refund.failed_for_sure")
       throw KeyedRefusal.providerUnavailable
     case (.apply, .failure(let error)):
       self.logger.error("provider refused the refund", metadata: ["refund_id": "\(refund.id)", "problem": "\(error)"])

@@ -23,6 +23,9 @@ final class ConnectionGate: Sendable {
     self.backendPort = backendPort
   }
 
+  /// Whether the gate listens now.
+  var isOpen: Bool { self.state.withLock { $0.listener != nil } }
+
   /// The port the gate listens on (fixed once first bound).
   var port: Int { self.boundPort.load(ordering: .relaxed) }
 

@@ -13,11 +13,13 @@ import Synchronization
 /// - `pm_card_chargeDeclined`: declined, `card_declined`
 /// - `pm_card_chargeDeclinedInsufficientFunds`: declined, `insufficient_funds`
 /// - `pm_card_chargeDeclinedExpiredCard`: declined, `expired_card`
-/// - `pm_card_async`: `processing` (settles later)
+/// - `pm_card_async`: `processing`, finished `asyncDelay` later (read it back to see)
+/// - `pm_card_asyncStuck`: `processing` for good
 /// - `pm_card_slow`: answers after `slowDelay` (timeouts)
 /// - `pm_card_flaky`: the first attempt of each idempotency key gets a 500, retries succeed
 /// - `pm_card_refundFail`: authorized like `pm_card_visa`; its refunds fail (`expired_or_canceled_card`)
 /// - `pm_card_refundSlow`: authorized like `pm_card_visa`; its refunds answer after `slowDelay`
+/// - `pm_card_refundPending`: authorized like `pm_card_visa`; its refunds are `pending`, then succeed `asyncDelay` later
 ///
 /// `GET /_sim/requests` lists every request received, so tests can count provider calls.
 ///
@@ -33,12 +35,15 @@ public struct ProviderSimulator: Service {
     public var port: Int
     public var apiKey: String
     public var slowDelay: Duration
+    /// How long `pm_card_async` payments and `pm_card_refundPending` refunds take to finish.
+    public var asyncDelay: Duration
 
-    public init(host: String = "127.0.0.1", port: Int = 0, apiKey: String = "sk_test_tender", slowDelay: Duration = .seconds(30)) {
+    public init(host: String = "127.0.0.1", port: Int = 0, apiKey: String = "sk_test_tender", slowDelay: Duration = .seconds(30), asyncDelay: Duration = .seconds(2)) {
       self.host = host
       self.port = port
       self.apiKey = apiKey
       self.slowDelay = slowDelay
+      self.asyncDelay = asyncDelay
     }
   }
 
@@ -93,6 +98,11 @@ public struct ProviderSimulator: Service {
     await self.state.clearFaults()
   }
 
+  /// Whether the simulator accepts connections (not in a refusal).
+  public var acceptsConnections: Bool {
+    self.gate.withLock { $0 }?.isOpen ?? false
+  }
+
   /// Refuses connections for `duration` (open ones are cut), then accepts them again.
   public func refuseConnections(for duration: Duration) async {
     await self.gate.withLock { $0 }?.refuse(for: duration)
@@ -109,7 +119,7 @@ public struct ProviderSimulator: Service {
     let router = Router()
     let gateBox = self.gate
     let api = SimulatedAPI(
-      state: self.state, apiKey: self.configuration.apiKey, slowDelay: self.configuration.slowDelay,
+      state: self.state, apiKey: self.configuration.apiKey, slowDelay: self.configuration.slowDelay, asyncDelay: self.configuration.asyncDelay,
       refuse: { duration in await gateBox.withLock { $0 }?.refuse(for: duration) }
     )
     router.post("/v1/payment_intents") { request, _ in try await api.handle(request, path: "/v1/payment_intents", operation: .createIntent) }

@@ -17,19 +17,46 @@ import Testing
 @Suite("Crashes between the phases of a payment or a refund")
 struct CrashTests {
   enum Crash: String, CaseIterable, Sendable {
-    /// The key is claimed and the PROCESSING payment row exists (one statement); the provider was
-    /// not called.
+    /// The key is claimed and the PROCESSING payment row exists (one statement, with the provider
+    /// call's record); the provider was not called.
     case paymentCreated = "create_payment.payment_created"
     /// The provider charged; Tender had not recorded it.
     case paymentAnswered = "create_payment.provider_answered"
     /// The process is killed from outside while the provider is still working on the charge.
     case paymentKilledMidCall = "killed during the provider call"
+    /// The provider could not be reached at all: the payment FAILED and the key was freed (one
+    /// transaction); the caller was not told.
+    case paymentFailedForSure = "create_payment.failed_for_sure"
     /// The PENDING refund row exists and its amount is reserved; the provider was not called.
     case refundCreated = "create_refund.refund_created"
+    /// The refund's provider call is recorded, not made yet.
+    case refundCallRecorded = "create_refund.call_recorded"
     /// The provider refunded; Tender had not recorded it.
     case refundAnswered = "create_refund.provider_answered"
+    /// The provider could not be reached: the refund FAILED, its amount released and the key freed.
+    case refundFailedForSure = "create_refund.failed_for_sure"
+    /// A capture's key is claimed; nothing else happened.
+    case captureClaimed = "capture_payment.claimed"
+    /// The capture's provider call is recorded, not made yet.
+    case captureCallRecorded = "capture_payment.call_recorded"
+    /// The provider captured; Tender had not recorded it.
+    case captureAnswered = "capture_payment.provider_answered"
 
-    var isRefund: Bool { self == .refundCreated || self == .refundAnswered }
+    var isRefund: Bool { self.rawValue.hasPrefix("create_refund") }
+    var isCapture: Bool { self.rawValue.hasPrefix("capture_payment") }
+    var isPayment: Bool { !self.isRefund && !self.isCapture }
+    /// The provider refuses connections during the first process's call.
+    var providerDown: Bool { self.rawValue.hasSuffix("failed_for_sure") }
+
+    /// The recovery point the dead process leaves (none: the key was freed).
+    var leftPoint: [String] {
+      switch self {
+      case .paymentCreated, .paymentAnswered, .paymentKilledMidCall: return ["payment_created"]
+      case .refundCreated, .refundCallRecorded, .refundAnswered: return ["refund_created"]
+      case .captureClaimed, .captureCallRecorded, .captureAnswered: return ["started"]
+      case .paymentFailedForSure, .refundFailedForSure: return []
+      }
+    }
   }
 
   /// One database, Redis and provider simulator that outlive the `tender` processes.
@@ -116,14 +143,21 @@ struct CrashTests {
     return metadata
   }
 
-  static func payment(_ method: String = "pm_card_visa") -> Tender_Payments_V1_CreatePaymentRequest {
+  static func payment(_ method: String = "pm_card_visa", capture: Tender_Payments_V1_CaptureMethod = .automatic) -> Tender_Payments_V1_CreatePaymentRequest {
     .with {
       $0.amount = .with {
         $0.amountMinor = 4200
         $0.currency = "EUR"
       }
       $0.paymentMethodToken = method
-      $0.captureMethod = .automatic
+      $0.captureMethod = capture
+    }
+  }
+
+  static func capture(_ paymentID: String) -> Tender_Payments_V1_CapturePaymentRequest {
+    .with {
+      $0.paymentID = paymentID
+      $0.amountMinor = 700
     }
   }
 
@@ -150,21 +184,29 @@ struct CrashTests {
   func crashAndRecover(_ crash: Crash) async throws {
     try await Self.withWorld(slowDelay: crash == .paymentKilledMidCall ? .seconds(3) : .seconds(8)) { world in
       var paymentID = ""
-      if crash.isRefund {
-        // A captured payment first, from a process that will not crash on the way.
+      if !crash.isPayment {
+        // A captured (or, for a capture, authorized) payment first, from a process that will not crash.
         let healthy = try await world.start(crashAt: nil)
         paymentID = try await world.withClient(healthy) { client, token in
-          try await Tender_Payments_V1_PaymentService.Client(wrapping: client).createPayment(Self.payment(), metadata: Self.keyed(token, "pay")).payment.paymentID
+          try await Tender_Payments_V1_PaymentService.Client(wrapping: client).createPayment(
+            Self.payment(capture: crash.isCapture ? .manual : .automatic), metadata: Self.keyed(token, "pay")
+          ).payment.paymentID
         }
         healthy.send(SIGTERM)
         _ = try await healthy.waitForExit(timeout: .seconds(20))
+      }
+      if crash.providerDown {
+        // Down for the first process's whole call, and back before the second process starts.
+        await world.simulator.refuseConnections(for: .seconds(4))
       }
 
       // The first process dies in the middle of the operation.
       let doomed = try await world.start(crashAt: crash == .paymentKilledMidCall ? nil : crash.rawValue, providerTimeout: crash == .paymentKilledMidCall ? "2s" : "1s")
       let firstAnswer: RPCError? = try await world.withClient(doomed) { client, token in
         do {
-          if crash.isRefund {
+          if crash.isCapture {
+            _ = try await Tender_Payments_V1_PaymentService.Client(wrapping: client).capturePayment(Self.capture(paymentID), metadata: Self.keyed(token, "op"))
+          } else if crash.isRefund {
             _ = try await Tender_Refunds_V1_RefundService.Client(wrapping: client).createRefund(
               .with {
                 $0.paymentID = paymentID
@@ -197,16 +239,25 @@ struct CrashTests {
 
       // What the dead process left behind.
       let left = try await Self.rows(world.database, "SELECT recovery_point FROM idempotency_keys WHERE idempotency_key = 'op'", as: String.self)
-      let expectedPoint: [Crash: String] = [
-        .paymentCreated: "payment_created", .paymentAnswered: "payment_created",
-        .paymentKilledMidCall: "payment_created", .refundCreated: "refund_created", .refundAnswered: "refund_created",
-      ]
-      #expect(left == [expectedPoint[crash]!])
+      #expect(left == crash.leftPoint)
+      if crash.providerDown {
+        // The provider is back before the next process starts.
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline, !world.simulator.acceptsConnections {
+          try await Task.sleep(for: .milliseconds(200))
+        }
+      }
 
       // A new process; the caller retries with the same key until the dead one's lock is gone.
       let restarted = try await world.start(crashAt: nil)
       try await world.withClient(restarted) { client, token in
-        if crash.isRefund {
+        if crash.isCapture {
+          let payments = Tender_Payments_V1_PaymentService.Client(wrapping: client)
+          let captured = try await Self.untilFinished { try await payments.capturePayment(Self.capture(paymentID), metadata: Self.keyed(token, "op")).payment }
+          #expect(captured.status == .succeeded && captured.amountCapturedMinor == 700)
+          let again = try await payments.capturePayment(Self.capture(paymentID), metadata: Self.keyed(token, "op")).payment
+          #expect(again == captured)
+        } else if crash.isRefund {
           let refunds = Tender_Refunds_V1_RefundService.Client(wrapping: client)
           let refund = try await Self.untilFinished {
             try await refunds.createRefund(
@@ -240,16 +291,36 @@ struct CrashTests {
       _ = try await restarted.waitForExit(timeout: .seconds(20))
 
       let requests = await world.simulator.requests()
-      if crash.isRefund {
-        #expect(requests.filter { $0.path == "/v1/refunds" && $0.outcome == "refunded" }.count == 1)
-        #expect(try await Self.rows(world.database, "SELECT status FROM refunds", as: String.self) == ["succeeded"])
-        let events = try await Self.rows(world.database, "SELECT type FROM payment_events WHERE refund_id IS NOT NULL ORDER BY event_id", as: String.self)
-        #expect(events == ["refund_created", "refund_succeeded"])
-      } else {
-        #expect(requests.filter { $0.path == "/v1/payment_intents" && $0.outcome == "created" }.count == 1)
+      if crash.isCapture {
+        #expect(requests.filter { $0.outcome == "captured" }.count == 1)
         #expect(try await Self.rows(world.database, "SELECT status FROM payments", as: String.self) == ["succeeded"])
         let events = try await Self.rows(world.database, "SELECT type FROM payment_events ORDER BY event_id", as: String.self)
-        #expect(events == ["payment_created", "payment_succeeded"])
+        #expect(events == ["payment_created", "payment_requires_capture", "payment_succeeded"])
+      } else if crash.isRefund {
+        #expect(requests.filter { $0.path == "/v1/refunds" && $0.outcome == "refunded" }.count == 1)
+        let statuses = try await Self.rows(world.database, "SELECT status FROM refunds ORDER BY status", as: String.self)
+        let events = try await Self.rows(world.database, "SELECT type FROM payment_events WHERE refund_id IS NOT NULL ORDER BY event_id", as: String.self)
+        if crash.providerDown {
+          // The first refund failed for sure (nothing reached the provider) and released its amount.
+          #expect(statuses == ["failed", "succeeded"])
+          #expect(events == ["refund_created", "refund_failed", "refund_created", "refund_succeeded"])
+        } else {
+          #expect(statuses == ["succeeded"])
+          #expect(events == ["refund_created", "refund_succeeded"])
+        }
+        #expect(try await Self.rows(world.database, "SELECT refunded_minor FROM payments", as: Int64.self) == [1500])
+      } else {
+        #expect(requests.filter { $0.path == "/v1/payment_intents" && $0.outcome == "created" }.count == 1)
+        let statuses = try await Self.rows(world.database, "SELECT status FROM payments ORDER BY status", as: String.self)
+        let events = try await Self.rows(world.database, "SELECT type FROM payment_events ORDER BY event_id", as: String.self)
+        if crash.providerDown {
+          // The first payment failed for sure (nothing reached the provider); the retry is a new one.
+          #expect(statuses == ["failed", "succeeded"])
+          #expect(events == ["payment_created", "payment_failed", "payment_created", "payment_succeeded"])
+        } else {
+          #expect(statuses == ["succeeded"])
+          #expect(events == ["payment_created", "payment_succeeded"])
+        }
       }
       #expect(try await Self.rows(world.database, "SELECT recovery_point FROM idempotency_keys WHERE idempotency_key = 'op'", as: String.self) == ["finished"])
     }
