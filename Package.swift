@@ -278,6 +278,8 @@ let package = Package(
       name: "TenderServerTests",
       dependencies: [
         "TenderServer",
+        "TenderOperations",
+        "TenderProviders",
         "TenderProviderSim",
         "TenderTesting",
         "TenderAPI",

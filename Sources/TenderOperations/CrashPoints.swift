@@ -14,9 +14,22 @@ public enum CrashPoints {
   // OPERATION.failed_for_sure (failed and the key freed, the caller not told yet), where
   // OPERATION is create_payment, capture_payment, cancel_payment or create_refund.
 
+  /// A crash point for in-process tests: an operation run with this set stops dead at the point
+  /// (throwing `SimulatedCrash`), writing nothing more — as the process would after SIGKILL,
+  /// since everything an operation needs lives in the database and at the provider.
+  @TaskLocal public static var simulated: String?
+
   @inline(__always)
-  public static func reach(_ point: @autoclosure () -> String) {
-    guard let armed = self.armed, armed == point() else { return }
-    kill(getpid(), SIGKILL)
+  public static func reach(_ point: @autoclosure () -> String) throws {
+    if let armed = self.armed {
+      if armed == point() { kill(getpid(), SIGKILL) }
+    } else if let simulated = self.simulated, simulated == point() {
+      throw SimulatedCrash(point: simulated)
+    }
   }
+}
+
+/// An operation stopped at a crash point by a test.
+public struct SimulatedCrash: Error, Sendable, Hashable {
+  public let point: String
 }

@@ -89,7 +89,7 @@ public struct KeyedOperationRunner: Sendable {
       requestID = begun
     } else {
       requestID = try await self.calls.begin(call, owner: owner, lockFor: self.lock)
-      CrashPoints.reach("\(call.operation.rawValue).call_recorded")
+      try CrashPoints.reach("\(call.operation.rawValue).call_recorded")
     }
     let result = await self.withHeartbeat(owner, perform)
     let next: ProviderOutcomePolicy.Next

@@ -64,21 +64,21 @@ public struct PaymentOperations: Sendable {
     )
     // A new key: claimed together with the payment and the provider call's record in one statement.
     if let creation = self.creation, let (_, requestID) = try await creation.insertClaiming(draft, request: request, lockFor: self.runner.lock, call: call) {
-      CrashPoints.reach("create_payment.payment_created")
+      try CrashPoints.reach("create_payment.payment_created")
       let owner = KeyOwner(merchant: merchant, key: request.key, token: 1)
       return try await self.runner.owning(owner) {
         try await self.authorize(draft, owner: owner, history: .nothingSent, begun: requestID)
       }
     }
     return try await self.runner.run(request) { record in
-      CrashPoints.reach("create_payment.claimed")
+      try CrashPoints.reach("create_payment.claimed")
       let payment: PaymentRecord
       if let existing = record.paymentID, let stored = try await self.payments.payment(existing, merchant: merchant) {
         payment = stored
       } else {
         payment = draft
         _ = try await self.payments.insert(payment, step: IdempotencyStep(owner: record.owner, point: .paymentCreated))
-        CrashPoints.reach("create_payment.payment_created")
+        try CrashPoints.reach("create_payment.payment_created")
       }
       return try await self.authorize(payment, owner: record.owner, history: record.history, begun: nil)
     }
@@ -115,7 +115,7 @@ public struct PaymentOperations: Sendable {
     let exchange = try await self.runner.callProvider(owner: owner, history: history, call: call, begun: begun) {
       await .of { () async throws(ProviderError) in try await provider.createPayment(request, idempotencyKey: call.providerKey) }
     }
-    CrashPoints.reach("create_payment.provider_answered")
+    try CrashPoints.reach("create_payment.provider_answered")
 
     switch (exchange.next, exchange.result) {
     case (.wait, _):
@@ -130,7 +130,7 @@ public struct PaymentOperations: Sendable {
         record in
         if record.ledger.status == .processing { try record.ledger.providerFailed(.providerError) }
       }
-      CrashPoints.reach("create_payment.failed_for_sure")
+      try CrashPoints.reach("create_payment.failed_for_sure")
       throw KeyedRefusal.providerUnavailable
     case (.apply, .failure(let error)):
       // The provider refused the request itself: the payment fails with a provider error.
@@ -217,7 +217,7 @@ public struct PaymentOperations: Sendable {
   /// Claims `request`'s key and changes payment `id` as `change` says, exactly once at the provider.
   public func change(_ id: PaymentID, _ change: Change, request: IdempotencyRequest) async throws -> KeyedOutcome<PaymentRecord> {
     try await self.runner.run(request) { record in
-      CrashPoints.reach("\(change.operation.rawValue).claimed")
+      try CrashPoints.reach("\(change.operation.rawValue).claimed")
       return try await self.change(id, change, owner: record.owner, history: record.history, askedBefore: nil)
     }
   }
@@ -277,7 +277,7 @@ public struct PaymentOperations: Sendable {
         return try await provider.cancelPayment(providerPaymentID: providerPaymentID, idempotencyKey: providerKey)
       }
     }
-    CrashPoints.reach("\(change.operation.rawValue).provider_answered")
+    try CrashPoints.reach("\(change.operation.rawValue).provider_answered")
 
     switch (exchange.next, exchange.result) {
     case (.wait, _):
@@ -285,7 +285,7 @@ public struct PaymentOperations: Sendable {
       throw KeyedRefusal.outcomeUnknown
     case (.failForSure, _):
       _ = try await self.payments.update(id, merchant: merchant, step: IdempotencyStep(owner: owner, action: .release, providerCall: exchange.ended(.unreachable))) { _ in }
-      CrashPoints.reach("\(change.operation.rawValue).failed_for_sure")
+      try CrashPoints.reach("\(change.operation.rawValue).failed_for_sure")
       throw KeyedRefusal.providerUnavailable
     case (.apply, .failure(let error)):
       let code: String

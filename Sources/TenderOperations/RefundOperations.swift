@@ -50,7 +50,7 @@ public struct RefundOperations: Sendable {
           throw PaymentOperations.notFound(draft.paymentID)
         }
         refund = created
-        CrashPoints.reach("create_refund.refund_created")
+        try CrashPoints.reach("create_refund.refund_created")
       } catch let error as DomainError where error.kind != .notFound {
         // The payment's state refuses the refund (not captured, nothing left): a stored answer.
         let stored = try self.refusal(error)
@@ -95,7 +95,7 @@ public struct RefundOperations: Sendable {
         try await provider.createRefund(providerPaymentID: providerPaymentID, amountMinorUnits: amount, idempotencyKey: call.providerKey)
       }
     }
-    CrashPoints.reach("create_refund.provider_answered")
+    try CrashPoints.reach("create_refund.provider_answered")
 
     switch (exchange.next, exchange.result) {
     case (.wait, _):
@@ -108,7 +108,7 @@ public struct RefundOperations: Sendable {
       // again and the key is freed, in one transaction.
       let step = IdempotencyStep<RefundRecord>(owner: owner, action: .release, providerCall: exchange.ended(.unreachable))
       _ = try await self.refunds.settle(refund.id, merchant: merchant, outcome: .failed(providerRefundID: nil, message: "the payment provider could not be reached"), step: step)
-      CrashPoints.reach("create_refund.failed_for_sure")
+      try CrashPoints.reach("create_refund.failed_for_sure")
       throw KeyedRefusal.providerUnavailable
     case (.apply, .failure(let error)):
       self.logger.error("provider refused the refund", metadata: ["refund_id": "\(refund.id)", "problem": "\(error)"])

@@ -90,6 +90,16 @@ final class ConnectionGate: Sendable {
     }
   }
 
+  /// Ends a refusal now: listening again on the same port.
+  func reopen() async {
+    let due = self.state.withLock { state -> Bool in
+      guard state.listener == nil, state.reopenAt != nil else { return false }
+      state.reopenAt = nil
+      return true
+    }
+    if due { _ = try? await self.open(port: self.port) }
+  }
+
   func close() async {
     let (listener, relays) = self.state.withLock { state -> ((any Channel)?, [any Channel]) in
       defer {

@@ -98,6 +98,32 @@ public struct ProviderSimulator: Service {
     await self.state.clearFaults()
   }
 
+  /// A payment intent as the provider has it.
+  public struct IntentView: Sendable, Hashable {
+    public let id: String
+    public let tenderPaymentID: String?
+    public let status: String
+    public let amountCapturable: Int64
+    public let amountReceived: Int64
+  }
+
+  /// A refund as the provider has it.
+  public struct RefundView: Sendable, Hashable {
+    public let id: String
+    public let paymentIntent: String
+    public let amount: Int64
+    public let status: String
+  }
+
+  /// Everything the provider has done: its intents and refunds.
+  public func books() async -> (intents: [IntentView], refunds: [RefundView]) {
+    let (intents, refunds) = await self.state.books()
+    return (
+      intents.map { IntentView(id: $0.id, tenderPaymentID: $0.metadata["tender_payment_id"], status: $0.status, amountCapturable: $0.amountCapturable, amountReceived: $0.amountReceived) },
+      refunds.map { RefundView(id: $0.id, paymentIntent: $0.paymentIntent, amount: $0.amount, status: $0.status) }
+    )
+  }
+
   /// Whether the simulator accepts connections (not in a refusal).
   public var acceptsConnections: Bool {
     self.gate.withLock { $0 }?.isOpen ?? false
@@ -106,6 +132,11 @@ public struct ProviderSimulator: Service {
   /// Refuses connections for `duration` (open ones are cut), then accepts them again.
   public func refuseConnections(for duration: Duration) async {
     await self.gate.withLock { $0 }?.refuse(for: duration)
+  }
+
+  /// Ends a refusal of connections now.
+  public func acceptConnections() async {
+    await self.gate.withLock { $0 }?.reopen()
   }
 
   /// Where the provider's payment intent (by Tender's payment id in its metadata) stands, for tests

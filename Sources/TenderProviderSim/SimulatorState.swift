@@ -147,6 +147,10 @@ actor SimulatorState {
   }
 
   var createdIntents: Int { self.intents.count }
+
+  func books() -> ([Intent], [Refund]) {
+    (Array(self.intents.values), Array(self.refunds.values))
+  }
 }
 
 /// One request the simulator received.
