@@ -4,12 +4,15 @@ public import TenderCore
 public import TenderRPC
 
 /// Probes the server's dependencies on an interval and publishes the result on the health board:
-/// SERVING only while every probe answers within its timeout.
+/// SERVING once every probe answers within its timeout; NOT_SERVING from the start until then,
+/// and after `failureThreshold` failed rounds in a row (one slow answer on a busy machine is not
+/// an outage, as orchestrators' probe thresholds have it).
 public struct ReadinessMonitor: Service {
   private let probes: [any ReadinessProbe]
   private let board: HealthStatusBoard
   private let interval: Duration
   private let timeout: Duration
+  private let failureThreshold: Int
   private let logger: Logger
   private let startWhen: @Sendable () async -> Void
 
@@ -20,6 +23,7 @@ public struct ReadinessMonitor: Service {
     board: HealthStatusBoard,
     interval: Duration,
     timeout: Duration? = nil,
+    failureThreshold: Int = 3,
     logger: Logger,
     startWhen: @escaping @Sendable () async -> Void = {}
   ) {
@@ -30,24 +34,33 @@ public struct ReadinessMonitor: Service {
     // Not tied to the interval: a busy database answering in 300 ms is slow, not down, and a
     // short probe interval must not make readiness flap.
     self.timeout = timeout ?? .seconds(2)
+    self.failureThreshold = max(1, failureThreshold)
     self.logger = logger
   }
 
   public func run() async throws {
     await cancelWhenGracefulShutdown {
       await self.startWhen()
-      var lastFailure: String?? = .none
+      // nil until the first round: the first result is published whatever it is.
+      var serving: Bool?
+      var failures = 0
       while !Task.isCancelled {
-        let failure = await self.firstFailure()
-        if failure != lastFailure {
-          if let failure {
-            self.logger.error("not ready: dependency unreachable", metadata: ["dependency": "\(failure)"])
+        if let failure = await self.firstFailure() {
+          failures += 1
+          if serving != false, serving == nil || failures >= self.failureThreshold {
+            self.logger.error("not ready: dependency unreachable", metadata: ["dependency": "\(failure)", "failed_rounds": "\(failures)"])
             self.board.setAll(.notServing)
-          } else {
+            serving = false
+          } else if serving == true {
+            self.logger.warning("dependency did not answer", metadata: ["dependency": "\(failure)", "failed_rounds": "\(failures)"])
+          }
+        } else {
+          failures = 0
+          if serving != true {
             self.logger.notice("ready: all dependencies answer")
             self.board.setAll(.serving)
+            serving = true
           }
-          lastFailure = .some(failure)
         }
         try? await Task.sleep(for: self.interval)
       }

@@ -446,7 +446,7 @@ struct PaymentsTests {
       let other = try await server.token(scopes: ["payments:write", "payments:read"], merchantID: "mer_other")
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)
-        _ = await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "before"))
+        let before = try #require(await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "before")).payment)
         let (events, continuation) = AsyncStream.makeStream(of: Tender_Payments_V1_WatchPaymentsResponse.self)
         let watcher = Task {
           try await payments.watchPayments(.init(), metadata: TestServer.bearer(token)) { response in
@@ -462,6 +462,10 @@ struct PaymentsTests {
 
         var received: [Tender_Payments_V1_WatchPaymentsResponse] = []
         for await event in events {
+          // "Now" may still take in events committed just before the watch began (the feed's
+          // position trails the oldest running transaction of a busy cluster): those of the
+          // payment made before it are skipped.
+          if event.paymentID == before.paymentID { continue }
           received.append(event)
           if received.count == 4 { break }
         }
