@@ -246,6 +246,43 @@ struct ExactlyOnceTests {
     }
   }
 
+  @Test("The heartbeat keeps a provider call's lock alive past the lock's length: retries meanwhile are told IN_USE, the completer does not take over, one answer is stored")
+  func heartbeatHoldsTheLock() async throws {
+    // A 3 s lock and a provider that takes 5 s (the configuration would refuse this pair; the
+    // heartbeat alone must hold the key).
+    try await TestServer.with(tune: {
+      $0.providerTimeout = .seconds(10)
+      $0.providerAttempts = 1
+      $0.idempotencyLock = .seconds(3)
+    }) { server in
+      let token = try await server.token(scopes: RefundsTests.scopes)
+      await server.simulator.inject(.stall(seconds: 5, .createPayment))
+      try await server.withClient { grpc in
+        async let first = Self.call(.createPayment, grpc, paymentID: "", token: token, key: "beat")
+        // Past the lock's length, while the provider still works on the call.
+        try await Task.sleep(for: .seconds(4))
+        let meanwhile = await Self.call(.createPayment, grpc, paymentID: "", token: token, key: "beat")
+        guard case .failure(let error) = meanwhile, error.reason == "IDEMPOTENCY_KEY_IN_USE" else {
+          Issue.record("a retry during the call got \(meanwhile)")
+          return
+        }
+        #expect(try await RefundsTests.rows(server, "SELECT owner_token FROM idempotency_keys WHERE idempotency_key = 'beat'", as: Int64.self) == [1])
+        guard case .message(let bytes, false, "requiresCapture") = await first else {
+          Issue.record("the first call did not answer the payment")
+          return
+        }
+        let replay = await Self.call(.createPayment, grpc, paymentID: "", token: token, key: "beat")
+        guard case .message(let replayed, true, _) = replay else {
+          Issue.record("expected a replay, got \(replay)")
+          return
+        }
+        #expect(replayed == bytes)
+      }
+      #expect(await server.simulator.requests().map(\.outcome) == ["created"])
+      #expect(try await RefundsTests.rows(server, "SELECT outcome FROM provider_requests", as: String.self) == ["succeeded"])
+    }
+  }
+
   /// Moves the key's lock into the past until `condition` holds of its record (the completer,
   /// every 200 ms, takes over an expired lock; a heartbeat may renew it in between).
   static func expireUntil(_ server: TestServer, _ condition: String) async throws {
