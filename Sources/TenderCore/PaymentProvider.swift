@@ -77,3 +77,11 @@ public enum ProviderError: Error, Sendable, Hashable {
   /// The provider refused the request itself (4xx other than a decline): retrying will not help.
   case rejected(status: Int, code: String, message: String)
 }
+
+extension ProviderError {
+  /// The provider's code for a refusal of the request; "unknown" for failures without one.
+  public var code: String {
+    if case .rejected(_, let code, _) = self { return code }
+    return "unknown"
+  }
+}

@@ -135,8 +135,7 @@ public struct PaymentOperations: Sendable {
     case (.apply, .failure(let error)):
       // The provider refused the request itself: the payment fails with a provider error.
       self.logger.error("provider refused the payment", metadata: ["payment_id": "\(payment.id)", "problem": "\(error)"])
-      let code: String
-      if case .rejected(_, let given, _) = error { code = given } else { code = "unknown" }
+      let code = error.code
       let refused = try self.answers.providerRefused(.createPayment, code)
       return try await self.finish(payment.id, owner: owner, call: exchange.ended(.failed), answer: { _ in refused }) { record in
         if record.ledger.status == .processing { try record.ledger.providerFailed(.providerError) }
@@ -288,8 +287,7 @@ public struct PaymentOperations: Sendable {
       try CrashPoints.reach("\(change.operation.rawValue).failed_for_sure")
       throw KeyedRefusal.providerUnavailable
     case (.apply, .failure(let error)):
-      let code: String
-      if case .rejected(_, let given, _) = error { code = given } else { code = "unknown" }
+      let code = error.code
       let refused = try self.answers.providerRefused(change.operation, code)
       return try await self.finishUnchanged(id, owner: owner, call: exchange.ended(.failed)) { _ in refused }
     case (.apply, .success(let outcome)):

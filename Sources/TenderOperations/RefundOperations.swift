@@ -112,8 +112,7 @@ public struct RefundOperations: Sendable {
       throw KeyedRefusal.providerUnavailable
     case (.apply, .failure(let error)):
       self.logger.error("provider refused the refund", metadata: ["refund_id": "\(refund.id)", "problem": "\(error)"])
-      let code: String
-      if case .rejected(_, let given, _) = error { code = given } else { code = "unknown" }
+      let code = error.code
       return try await self.settle(
         refund, owner: owner, outcome: .failed(providerRefundID: nil, message: "the payment provider refused the refund (\(code))"), call: exchange.ended(.failed)
       )

@@ -17,54 +17,53 @@ public struct PostgresSettlementStore: SettlementStore {
   }
 
   public func duePayments(quietFor: Duration, limit: Int) async throws -> [(PaymentRecord, checks: Int)] {
-    try await traced(self.tracer, "settlement.due_payments") {
-      let rows = try await self.client.query(
-        PostgresQuery(
-          unsafeSQL: """
-            SELECT \(PostgresPaymentStore.columns), checks FROM (
-              SELECT p.*, coalesce(c.checks, 0) AS checks
-              FROM payments p LEFT JOIN settlement_checks c ON c.object_id = p.payment_id
-              WHERE p.status = 'processing' AND p.provider_payment_id IS NOT NULL
-                AND p.update_time < now() - $1 * interval '1 millisecond'
-                AND (c.object_id IS NULL OR (c.abandon_time IS NULL AND c.next_check_time <= now()))
-                AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.payment_id = p.payment_id AND k.recovery_point <> 'finished')
-              ORDER BY p.update_time LIMIT $2
-            ) AS due
-            """,
-          binds: Self.binds(PostgresIdempotencyStore.milliseconds(quietFor), limit)
-        ),
-        logger: self.logger
-      )
-      var due: [(PaymentRecord, checks: Int)] = []
-      for try await row in rows {
-        due.append((try PostgresPaymentStore.decode(row).0, checks: try row.makeRandomAccess()["checks"].decode(Int.self)))
-      }
-      return due
-    }
+    try await self.due(
+      "settlement.due_payments", table: "payments", id: "payment_id", open: "processing", providerID: "provider_payment_id",
+      columns: PostgresPaymentStore.columns, quietFor: quietFor, limit: limit
+    ) { try PostgresPaymentStore.decode($0).0 }
   }
 
   public func dueRefunds(quietFor: Duration, limit: Int) async throws -> [(RefundRecord, checks: Int)] {
-    try await traced(self.tracer, "settlement.due_refunds") {
+    try await self.due(
+      "settlement.due_refunds", table: "refunds", id: "refund_id", open: "pending", providerID: "provider_refund_id",
+      columns: PostgresRefundStore.columns, quietFor: quietFor, limit: limit
+    ) { try PostgresRefundStore.decode($0).0 }
+  }
+
+  /// Rows of `table` still `open` at the provider, quiet for `quietFor`, whose check is due and on
+  /// which no keyed operation is open (those are the completer's), oldest change first.
+  private func due<Record: Sendable>(
+    _ span: String,
+    table: String,
+    id: String,
+    open: String,
+    providerID: String,
+    columns: String,
+    quietFor: Duration,
+    limit: Int,
+    decode: (PostgresRow) throws -> Record
+  ) async throws -> [(Record, checks: Int)] {
+    try await traced(self.tracer, span) {
       let rows = try await self.client.query(
         PostgresQuery(
           unsafeSQL: """
-            SELECT \(PostgresRefundStore.columns), checks FROM (
-              SELECT r.*, coalesce(c.checks, 0) AS checks
-              FROM refunds r LEFT JOIN settlement_checks c ON c.object_id = r.refund_id
-              WHERE r.status = 'pending' AND r.provider_refund_id IS NOT NULL
-                AND r.update_time < now() - $1 * interval '1 millisecond'
+            SELECT \(columns), checks FROM (
+              SELECT o.*, coalesce(c.checks, 0) AS checks
+              FROM \(table) o LEFT JOIN settlement_checks c ON c.object_id = o.\(id)
+              WHERE o.status = '\(open)' AND o.\(providerID) IS NOT NULL
+                AND o.update_time < now() - $1 * interval '1 millisecond'
                 AND (c.object_id IS NULL OR (c.abandon_time IS NULL AND c.next_check_time <= now()))
-                AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.refund_id = r.refund_id AND k.recovery_point <> 'finished')
-              ORDER BY r.update_time LIMIT $2
+                AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.\(id) = o.\(id) AND k.recovery_point <> 'finished')
+              ORDER BY o.update_time LIMIT $2
             ) AS due
             """,
           binds: Self.binds(PostgresIdempotencyStore.milliseconds(quietFor), limit)
         ),
         logger: self.logger
       )
-      var due: [(RefundRecord, checks: Int)] = []
+      var due: [(Record, checks: Int)] = []
       for try await row in rows {
-        due.append((try PostgresRefundStore.decode(row).0, checks: try row.makeRandomAccess()["checks"].decode(Int.self)))
+        due.append((try decode(row), checks: try row.makeRandomAccess()["checks"].decode(Int.self)))
       }
       return due
     }
