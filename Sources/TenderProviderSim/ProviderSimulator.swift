@@ -15,6 +15,7 @@ import Synchronization
 /// - `pm_card_chargeDeclinedExpiredCard`: declined, `expired_card`
 /// - `pm_card_async`: `processing`, finished `asyncDelay` later (read it back to see)
 /// - `pm_card_asyncStuck`: `processing` for good
+/// - `pm_card_authenticationRequired`: `requires_action` (3-D Secure), which Tender cannot complete
 /// - `pm_card_slow`: answers after `slowDelay` (timeouts)
 /// - `pm_card_flaky`: the first attempt of each idempotency key gets a 500, retries succeed
 /// - `pm_card_refundFail`: authorized like `pm_card_visa`; its refunds fail (`expired_or_canceled_card`)

@@ -194,7 +194,10 @@ struct SimulatedAPI: Sendable {
       error["payment_intent"] = Self.json(intent)
       return (SimulatorResponse(status: 402, body: Self.encode(["error": error])), "declined")
     }
-    if paymentMethod == "pm_card_async" || paymentMethod == "pm_card_asyncStuck" {
+    if paymentMethod == "pm_card_authenticationRequired" {
+      // The card needs 3-D Secure, which a server-side confirmation cannot give.
+      intent.status = "requires_action"
+    } else if paymentMethod == "pm_card_async" || paymentMethod == "pm_card_asyncStuck" {
       intent.status = "processing"
     } else if captureMethod == "manual" {
       intent.status = "requires_capture"

@@ -98,12 +98,12 @@ struct Dev: AsyncParsableCommand {
       withoutInterceptors: self.withoutInterceptors,
       onListening: { host, port in
         if let httpPort = ports.grpcListening(port) {
-          Self.printInstructions(host: host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL, redisURL: redis.url, credentials: credentials)
+          Self.printInstructions(host: host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL, redisURL: redis.url, credentials: credentials, simulatorPort: simulatorPort)
         }
       },
       onBridgeListening: { httpPort in
         if let port = ports.bridgeListening(httpPort) {
-          Self.printInstructions(host: configuration.host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL, redisURL: redis.url, credentials: credentials)
+          Self.printInstructions(host: configuration.host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL, redisURL: redis.url, credentials: credentials, simulatorPort: simulatorPort)
         }
       }
     )
@@ -138,7 +138,7 @@ struct Dev: AsyncParsableCommand {
     return key
   }
 
-  static func printInstructions(host: String, port: Int, httpPort: Int, caPath: String, databaseURL: String, redisURL: String, credentials: DevClient) {
+  static func printInstructions(host: String, port: Int, httpPort: Int, caPath: String, databaseURL: String, redisURL: String, credentials: DevClient, simulatorPort: Int) {
     let target = "localhost:\(port)"
     let text = """
 
@@ -179,6 +179,12 @@ struct Dev: AsyncParsableCommand {
         curl --cacert \(caPath) https://localhost:\(httpPort)/readyz
         curl --cacert \(caPath) https://localhost:\(httpPort)/metrics
         curl --cacert \(caPath) https://localhost:\(httpPort)/.well-known/jwks.json
+
+      Make the provider misbehave (the simulator on port \(simulatorPort); GET /_sim/requests lists what it got):
+        curl -X POST http://127.0.0.1:\(simulatorPort)/_sim/faults -d '{"kind":"accept_then_drop","operation":"create_payment","times":1}'
+        curl -X POST http://127.0.0.1:\(simulatorPort)/_sim/faults -d '{"kind":"answer","status":429,"retryAfterSeconds":1,"times":2}'
+        curl -X POST 'http://127.0.0.1:\(simulatorPort)/_sim/refuse?seconds=30'
+        curl -X DELETE http://127.0.0.1:\(simulatorPort)/_sim/faults
 
       Ctrl-C stops the server, the database and Redis.
 

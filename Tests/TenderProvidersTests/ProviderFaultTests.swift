@@ -136,4 +136,12 @@ struct ProviderFaultTests {
     #expect(StripeConnector.retryAfter("2") == .seconds(2))
     #expect(StripeConnector.retryAfter("soon") == nil)
   }
+
+  @Test("A payment that needs the customer (requires_action) is a decline, not a state to retry forever")
+  func requiresActionIsFinal() async throws {
+    try await withSimulator { connector, _, _ in
+      let payment = try await connector.createPayment(Self.request("pm_card_authenticationRequired"), idempotencyKey: "3ds-1")
+      #expect(payment.status == .failed(.cardDeclined))
+    }
+  }
 }
