@@ -175,6 +175,7 @@ public final class StripeConnector: PaymentProvider {
         case .unknown:
           delivered = true
           lastProblem = "HTTP \(status)"
+          retryAfter = response.headers.first(name: "Retry-After").flatMap(Self.retryAfter)
         }
         self.logger.warning("provider answered \(status); retrying with the same idempotency key", metadata: ["path": "\(path)", "attempt": "\(attempt)"])
       } catch {
@@ -195,7 +196,8 @@ public final class StripeConnector: PaymentProvider {
     case answer
     /// Rate limited (429): not processed; retried after Retry-After.
     case notProcessed
-    /// 5xx, or 409 (the key is in use by an earlier attempt): may have been processed; retried.
+    /// 5xx, or 409 (the key is in use by an earlier attempt): may have been processed; retried
+    /// (after Retry-After when the provider sends one).
     case unknown
   }
 

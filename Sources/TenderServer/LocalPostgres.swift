@@ -20,10 +20,12 @@ public struct LocalPostgres: Sendable {
   private var logFile: URL { self.directory.appendingPathComponent("postgres.log") }
 
   /// Creates (if needed) and starts a cluster in `directory` listening on 127.0.0.1:`port`.
-  public static func start(in directory: URL, port: Int, database: String = "tender") throws -> LocalPostgres {
+  /// - Parameter maxConnections: the server's connection limit (a test run's many pools need more
+  ///   than a dev server).
+  public static func start(in directory: URL, port: Int, database: String = "tender", maxConnections: Int = 200) throws -> LocalPostgres {
     let cluster = LocalPostgres(directory: directory.standardizedFileURL, port: port, database: database)
     try cluster.initializeIfNeeded()
-    try cluster.startServer()
+    try cluster.startServer(maxConnections: maxConnections)
     try cluster.createDatabaseIfNeeded()
     return cluster
   }
@@ -81,12 +83,12 @@ public struct LocalPostgres: Sendable {
     )
   }
 
-  private func startServer() throws {
+  private func startServer(maxConnections: Int) throws {
     let options = [
       "-c listen_addresses=127.0.0.1",
       "-p \(self.port)",
       "-k \(self.directory.path)",
-      "-c max_connections=200",
+      "-c max_connections=\(maxConnections)",
       "-c fsync=on",
     ].joined(separator: " ")
     // A server left running from an earlier start of this folder is reused.

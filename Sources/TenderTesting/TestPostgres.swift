@@ -15,7 +15,8 @@ public enum TestPostgres {
       let result = Result {
         let directory = URL(fileURLWithPath: NSTemporaryDirectory())
           .appendingPathComponent("tender-test-pg-\(getpid())", isDirectory: true)
-        return try LocalPostgres.start(in: directory, port: try LocalPostgres.freePort(), database: "tender_test")
+        // Every test server, crash-test process and store test has a pool of its own, all at once.
+        return try LocalPostgres.start(in: directory, port: try LocalPostgres.freePort(), database: "tender_test", maxConnections: 1000)
       }
       cached = result
       if case .success = result {

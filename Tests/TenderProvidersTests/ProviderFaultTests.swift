@@ -64,6 +64,18 @@ struct ProviderFaultTests {
     }
   }
 
+  @Test("A 503 with Retry-After is retried after the wait it asks for")
+  func serviceUnavailableWithRetryAfter() async throws {
+    try await withSimulator { connector, simulator, _ in
+      await simulator.inject(.answer(503, retryAfterSeconds: 1, .createPayment))
+      let started = ContinuousClock.now
+      let payment = try await connector.createPayment(Self.request(), idempotencyKey: "503-ra")
+      #expect(payment.status == .succeeded(capturedMinorUnits: 100))
+      #expect(ContinuousClock.now - started >= .seconds(1))
+      #expect(await simulator.requests().map(\.outcome) == ["fault", "created"])
+    }
+  }
+
   @Test("Accept-then-drop: the provider charged but the answer was lost; the call's outcome is unknown; the same key later gets the charge")
   func acceptThenDrop() async throws {
     try await withSimulator(connector: { $0.maximumAttempts = 1 }) { connector, simulator, _ in
