@@ -142,6 +142,7 @@ let package = Package(
       name: "TenderBridge",
       dependencies: [
         "TenderCore",
+        .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdCore", package: "hummingbird"),
         .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -316,6 +317,11 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "TenderBridgeTests",
+      dependencies: ["TenderBridge"],
       swiftSettings: swiftSettings
     ),
     .testTarget(

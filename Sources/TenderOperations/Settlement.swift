@@ -74,7 +74,7 @@ public struct Settlement: Sendable {
     let answer = await Result.of { () async throws(ProviderError) in try await provider.retrievePayment(providerPaymentID: providerID) }
     if case .success(let current) = answer, current.status != .processing {
       _ = try await self.payments.update(payment.id, merchant: payment.merchantID, step: nil) { record in
-        try PaymentOperations.apply(current, to: &record)
+        _ = ProviderState.apply(current.status, to: &record)
       }
       try await self.store.settled(objectID: payment.id.rawValue)
       self.logger.notice("settled a payment the provider finished", metadata: ["payment_id": "\(payment.id)", "provider_status": "\(current.status)"])

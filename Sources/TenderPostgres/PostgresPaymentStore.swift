@@ -414,7 +414,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
   }
 
   public func end(_ call: ProviderCallEnd, owner: KeyOwner) async throws {
-    try await traced(self.tracer, "payments.end_provider_call") {
+    _ = try await traced(self.tracer, "payments.end_provider_call") {
       try await self.client.query(
         """
         UPDATE provider_requests SET outcome = \(call.outcome.rawValue), finish_time = now()

@@ -71,7 +71,7 @@ public struct PostgresSettlementStore: SettlementStore {
 
   public func postpone(objectID: String, checks: Int, next: Duration, abandon: Bool) async throws {
     try await traced(self.tracer, "settlement.postpone") {
-      try await self.client.query(
+      _ = try await self.client.query(
         """
         INSERT INTO settlement_checks (object_id, checks, next_check_time, abandon_time)
         VALUES (\(objectID), \(checks), now() + \(PostgresIdempotencyStore.milliseconds(next)) * interval '1 millisecond', CASE WHEN \(abandon) THEN now() END)
@@ -85,7 +85,7 @@ public struct PostgresSettlementStore: SettlementStore {
 
   public func settled(objectID: String) async throws {
     try await traced(self.tracer, "settlement.settled") {
-      try await self.client.query("DELETE FROM settlement_checks WHERE object_id = \(objectID)", logger: self.logger)
+      _ = try await self.client.query("DELETE FROM settlement_checks WHERE object_id = \(objectID)", logger: self.logger)
     }
   }
 
