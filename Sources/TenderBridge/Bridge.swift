@@ -5,8 +5,8 @@ public import Logging
 public import NIOSSL
 public import TenderCore
 
-/// The HTTP side of Tender: health for orchestrators, Prometheus metrics, the JWKS, and (later)
-/// provider webhooks. Built here so `tender` and the tests start the very same application.
+/// The HTTP side of Tender: health for orchestrators, Prometheus metrics, the JWKS, and provider
+/// webhooks. Built here so `tender` and the tests start the very same application.
 public enum Bridge {
   /// Where and how the bridge listens.
   public struct Configuration: Sendable {
@@ -27,12 +27,14 @@ public enum Bridge {
   ///   - readiness: answers `/readyz`.
   ///   - metrics: renders `/metrics` in Prometheus text format.
   ///   - jwks: renders `/.well-known/jwks.json`, the public keys that verify access tokens.
+  ///   - webhooks: `POST /webhooks/{provider}`, when providers are configured.
   ///   - onListening: called with the bound port once the listener is up.
   public static func application(
     configuration: Configuration,
     readiness: any ServingState,
     metrics: @escaping @Sendable () -> String,
     jwks: @escaping @Sendable () async throws -> String,
+    webhooks: WebhookEndpoint? = nil,
     logger: Logger,
     onListening: @escaping @Sendable (Int) async -> Void = { _ in }
   ) throws -> some ApplicationProtocol {
@@ -63,6 +65,7 @@ public enum Bridge {
         return Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "signing keys unavailable\n")))
       }
     }
+    webhooks?.register(on: router, logger: logger)
     let server: HTTPServerBuilder
     if var tls = configuration.tls {
       // NIOSSL's own server default still allows TLS 1.0: set the floor explicitly.

@@ -63,8 +63,9 @@ public protocol WebhookInbox: Sendable {
     tenderPaymentID: PaymentID?,
     _ change: @Sendable (inout PaymentRecord) -> WebhookOutcome
   ) async throws -> WebhookOutcome?
-  /// Likewise for a refund, by the provider's refund id, settled with `outcome`.
-  func applyToRefund(_ event: WebhookEvent, providerRefundID: String, outcome: RefundOutcome) async throws -> WebhookOutcome?
+  /// Likewise for refunds, each found by the provider's refund id and settled with its outcome;
+  /// nil when none of them is known.
+  func applyToRefunds(_ event: WebhookEvent, _ refunds: [(providerRefundID: String, outcome: RefundOutcome)]) async throws -> WebhookOutcome?
   /// Marks the event done without a change (an event Tender does not act on).
   func finish(_ event: WebhookEvent, outcome: WebhookOutcome) async throws
   /// Tries the event again after `next`; parks it (no more tries) when `park` is set.

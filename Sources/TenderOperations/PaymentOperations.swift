@@ -200,13 +200,16 @@ public struct PaymentOperations: Sendable {
       }
     }
 
-    /// The provider's answer applied to the payment.
-    func apply(_ outcome: ProviderPayment, to ledger: inout PaymentLedger) throws(DomainError) {
+    /// The provider's answer applied to the payment. The payment may have reached that state
+    /// already (a webhook or the reconciler told Tender first): the change succeeded all the same.
+    func apply(_ outcome: ProviderPayment, to record: inout PaymentRecord) throws(DomainError) {
       switch (self.operation, outcome.status) {
-      case (.capturePayment, .succeeded(let captured)): _ = try ledger.capture(captured)
+      case (.capturePayment, .succeeded), (.cancelPayment, .canceled):
+        guard ProviderState.apply(outcome.status, to: &record) != .stale else {
+          throw DomainError(.failedPrecondition, reason: "PAYMENT_STATE_CONFLICT", message: "the payment is \(record.ledger.status.name) at Tender")
+        }
       case (.capturePayment, _):
         throw DomainError(.failedPrecondition, reason: "PROVIDER_REFUSED_CAPTURE", message: "the provider did not capture the payment")
-      case (_, .canceled): try ledger.cancel()
       default:
         throw DomainError(.failedPrecondition, reason: "PROVIDER_REFUSED_CANCEL", message: "the provider did not cancel the payment")
       }
@@ -293,7 +296,7 @@ public struct PaymentOperations: Sendable {
     case (.apply, .success(let outcome)):
       do {
         return try await self.finish(id, owner: owner, call: exchange.ended(.succeeded), answer: { try self.answers.changed(change.operation, $0) }) { record in
-          try change.apply(outcome, to: &record.ledger)
+          try change.apply(outcome, to: &record)
         }
       } catch let error as DomainError {
         // Another request changed the payment first (e.g. capture racing cancel).

@@ -294,5 +294,34 @@ public enum Migrations {
         "CREATE INDEX idempotency_keys_open_payments ON idempotency_keys (payment_id) WHERE recovery_point <> 'finished' AND payment_id IS NOT NULL",
       ]
     ),
+    Migration(
+      version: 8,
+      name: "webhook_inbox",
+      statements: [
+        // Every verified provider callback, once per provider and event id, with what applying
+        // it did; the raw bytes are kept as they were signed.
+        """
+        CREATE TABLE webhook_inbox (
+          provider           text NOT NULL CHECK (char_length(provider) BETWEEN 1 AND 64),
+          event_id           text NOT NULL CHECK (char_length(event_id) BETWEEN 1 AND 255),
+          event_type         text NOT NULL,
+          body               bytea NOT NULL,
+          signed_time        timestamptz NOT NULL,
+          receive_time       timestamptz NOT NULL DEFAULT now(),
+          state              text NOT NULL DEFAULT 'received' CHECK (state IN ('received', 'done', 'parked')),
+          outcome            text CHECK (outcome IN ('applied', 'already', 'stale', 'ignored')),
+          attempts           integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+          next_attempt_time  timestamptz NOT NULL DEFAULT now(),
+          apply_time         timestamptz,
+          PRIMARY KEY (provider, event_id),
+          CHECK ((state = 'done') = (outcome IS NOT NULL))
+        )
+        """,
+        "CREATE INDEX webhook_inbox_due ON webhook_inbox (next_attempt_time) WHERE state = 'received'",
+        // Events name the provider's objects.
+        "CREATE INDEX payments_by_provider_id ON payments (provider_payment_id) WHERE provider_payment_id IS NOT NULL",
+        "CREATE INDEX refunds_by_provider_id ON refunds (provider_refund_id) WHERE provider_refund_id IS NOT NULL",
+      ]
+    ),
   ]
 }

@@ -247,41 +247,56 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> (PaymentRecord, PaymentEvent?)? in
           if let step { try await Self.fence(step.owner, connection, logger: logger) }
-          guard var record = try await Self.lock(id, merchant: merchant, connection, logger: logger) else { return nil }
-          let original = record
-          let before = record.ledger.status
-          try change(&record)
-          let ledger = record.ledger
-          // A step that changes nothing of the payment (an answer stored for it) leaves its row alone.
-          if record == original {
-            if let step { try await Self.apply(step, record: record, payment: record.id, refund: nil, connection, logger: logger) }
-            return (record, nil)
-          }
-          let updated = try await connection.query(
-            """
-            UPDATE payments SET status = \(ledger.status.rawValue), capturable_minor = \(ledger.capturableMinorUnits),
-              captured_minor = \(ledger.capturedMinorUnits), refunded_minor = \(ledger.refundedMinorUnits),
-              failure_reason = \(ledger.failureReason?.rawValue), provider_payment_id = \(record.providerPaymentID), update_time = now()
-            WHERE payment_id = \(id.rawValue) AND merchant_id = \(merchant.rawValue)
-            RETURNING update_time
-            """,
-            logger: logger
-          )
-          // The record as stored, at the database's precision.
-          for try await time in updated.decode(Date.self) { record.updateTime = time }
-          var event: PaymentEvent?
-          if ledger.status != before {
-            let amount: Int64? = ledger.status == .succeeded ? ledger.capturedMinorUnits : nil
-            event = try await Self.appendEvent(
-              connection, logger: logger, merchant: merchant, payment: id, refund: nil,
-              type: .entering(ledger.status), from: before, to: ledger.status, amount: amount
-            )
-          }
-          if let step { try await Self.apply(step, record: record, payment: record.id, refund: nil, connection, logger: logger) }
-          return (record, event)
+          guard let record = try await Self.lock(id, merchant: merchant, connection, logger: logger) else { return nil }
+          return try await Self.change(record, connection, logger: logger, step: step, change)
         }
       }
     }
+  }
+
+  /// Applies `change` to `record` (locked by the caller's transaction) and stores the result with
+  /// the event of any status change, then `step`; a change that leaves the payment as it was
+  /// writes nothing of it.
+  static func change(
+    _ locked: PaymentRecord,
+    _ connection: PostgresConnection,
+    logger: Logger,
+    step: IdempotencyStep<PaymentRecord>?,
+    _ change: (inout PaymentRecord) throws -> Void
+  ) async throws -> (PaymentRecord, PaymentEvent?) {
+    var record = locked
+    let before = record.ledger.status
+    try change(&record)
+    let ledger = record.ledger
+    // A step that changes nothing of the payment (an answer stored for it) leaves its row alone.
+    if record == locked {
+      if let step { try await Self.apply(step, record: record, payment: record.id, refund: nil, connection, logger: logger) }
+      return (record, nil)
+    }
+    let id = record.id
+    let merchant = record.merchantID
+    let updated = try await connection.query(
+      """
+      UPDATE payments SET status = \(ledger.status.rawValue), capturable_minor = \(ledger.capturableMinorUnits),
+        captured_minor = \(ledger.capturedMinorUnits), refunded_minor = \(ledger.refundedMinorUnits),
+        failure_reason = \(ledger.failureReason?.rawValue), provider_payment_id = \(record.providerPaymentID), update_time = now()
+      WHERE payment_id = \(id.rawValue) AND merchant_id = \(merchant.rawValue)
+      RETURNING update_time
+      """,
+      logger: logger
+    )
+    // The record as stored, at the database's precision.
+    for try await time in updated.decode(Date.self) { record.updateTime = time }
+    var event: PaymentEvent?
+    if ledger.status != before {
+      let amount: Int64? = ledger.status == .succeeded ? ledger.capturedMinorUnits : nil
+      event = try await Self.appendEvent(
+        connection, logger: logger, merchant: merchant, payment: id, refund: nil,
+        type: .entering(ledger.status), from: before, to: ledger.status, amount: amount
+      )
+    }
+    if let step { try await Self.apply(step, record: record, payment: record.id, refund: nil, connection, logger: logger) }
+    return (record, event)
   }
 
   public func list(merchant: MerchantID, filter: PaymentFilter, pageSize: Int, after: PageCursor?) async throws -> Page<PaymentRecord> {

@@ -73,50 +73,57 @@ public struct PostgresRefundStore: RefundStore {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> RefundRecord? in
           if let step { try await PostgresPaymentStore.fence(step.owner, connection, logger: logger) }
-          guard let current = try await Self.fetch(id, merchant: merchant, connection, logger: logger) else { return nil }
-          // Payment first, then refund: the order every writer of both takes, so none deadlock.
-          guard var payment = try await PostgresPaymentStore.lock(current.paymentID, merchant: merchant, connection, logger: logger),
-            var refund = try await Self.fetch(id, merchant: merchant, connection, lock: true, logger: logger)
-          else { return nil }
-          if refund.status == .pending, let outcome {
-            let type: PaymentEventType?
-            switch outcome {
-            case .succeeded(let providerID):
-              refund.providerRefundID = providerID
-              try refund.succeeded()
-              type = .refundSucceeded
-            case .pending(let providerID):
-              refund.providerRefundID = providerID
-              type = nil
-            case .failed(let providerID, let message):
-              refund.providerRefundID = providerID ?? refund.providerRefundID
-              try refund.failed(message)
-              payment.ledger.releaseRefund(refund.amount)
-              _ = try await Self.storeRefunded(payment, connection, logger: logger)
-              type = .refundFailed
-            }
-            let rows = try await connection.query(
-              """
-              UPDATE refunds SET status = \(refund.status.rawValue), failure_reason = \(refund.failureMessage),
-                provider_refund_id = \(refund.providerRefundID), update_time = now()
-              WHERE refund_id = \(id.rawValue) AND merchant_id = \(merchant.rawValue)
-              RETURNING update_time
-              """,
-              logger: logger
-            )
-            for try await time in rows.decode(Date.self) { refund.updateTime = time }
-            if let type {
-              _ = try await PostgresPaymentStore.appendEvent(
-                connection, logger: logger, merchant: merchant, payment: refund.paymentID, refund: id,
-                type: type, from: nil, to: nil, amount: refund.amount.minorUnits
-              )
-            }
-          }
-          if let step { try await PostgresPaymentStore.apply(step, record: refund, payment: refund.paymentID, refund: refund.id, connection, logger: logger) }
-          return refund
+          return try await Self.settle(id, merchant: merchant, outcome: outcome, step: step, connection, logger: logger)
         }
       }
     }
+  }
+
+  /// `settle` inside the caller's transaction.
+  static func settle(
+    _ id: RefundID, merchant: MerchantID, outcome: RefundOutcome?, step: IdempotencyStep<RefundRecord>?, _ connection: PostgresConnection, logger: Logger
+  ) async throws -> RefundRecord? {
+    guard let current = try await Self.fetch(id, merchant: merchant, connection, logger: logger) else { return nil }
+    // Payment first, then refund: the order every writer of both takes, so none deadlock.
+    guard var payment = try await PostgresPaymentStore.lock(current.paymentID, merchant: merchant, connection, logger: logger),
+      var refund = try await Self.fetch(id, merchant: merchant, connection, lock: true, logger: logger)
+    else { return nil }
+    if refund.status == .pending, let outcome {
+      let type: PaymentEventType?
+      switch outcome {
+      case .succeeded(let providerID):
+        refund.providerRefundID = providerID
+        try refund.succeeded()
+        type = .refundSucceeded
+      case .pending(let providerID):
+        refund.providerRefundID = providerID
+        type = nil
+      case .failed(let providerID, let message):
+        refund.providerRefundID = providerID ?? refund.providerRefundID
+        try refund.failed(message)
+        payment.ledger.releaseRefund(refund.amount)
+        _ = try await Self.storeRefunded(payment, connection, logger: logger)
+        type = .refundFailed
+      }
+      let rows = try await connection.query(
+        """
+        UPDATE refunds SET status = \(refund.status.rawValue), failure_reason = \(refund.failureMessage),
+          provider_refund_id = \(refund.providerRefundID), update_time = now()
+        WHERE refund_id = \(id.rawValue) AND merchant_id = \(merchant.rawValue)
+        RETURNING update_time
+        """,
+        logger: logger
+      )
+      for try await time in rows.decode(Date.self) { refund.updateTime = time }
+      if let type {
+        _ = try await PostgresPaymentStore.appendEvent(
+          connection, logger: logger, merchant: merchant, payment: refund.paymentID, refund: id,
+          type: type, from: nil, to: nil, amount: refund.amount.minorUnits
+        )
+      }
+    }
+    if let step { try await PostgresPaymentStore.apply(step, record: refund, payment: refund.paymentID, refund: refund.id, connection, logger: logger) }
+    return refund
   }
 
   public func refund(_ id: RefundID, merchant: MerchantID) async throws -> RefundRecord? {

@@ -38,13 +38,25 @@ public struct ProviderSimulator: Service {
     public var slowDelay: Duration
     /// How long `pm_card_async` payments and `pm_card_refundPending` refunds take to finish.
     public var asyncDelay: Duration
+    /// Where Stripe-signed events go (Tender's `POST /webhooks/stripe`); nil: none are sent.
+    public var webhookURL: String?
+    /// The endpoint's signing secret.
+    public var webhookSecret: String
+    /// PEM certificates to trust for an https webhook URL (a dev CA).
+    public var webhookTrustRoots: [UInt8]?
 
-    public init(host: String = "127.0.0.1", port: Int = 0, apiKey: String = "sk_test_tender", slowDelay: Duration = .seconds(30), asyncDelay: Duration = .seconds(2)) {
+    public init(
+      host: String = "127.0.0.1", port: Int = 0, apiKey: String = "sk_test_tender", slowDelay: Duration = .seconds(30), asyncDelay: Duration = .seconds(2),
+      webhookURL: String? = nil, webhookSecret: String = "whsec_tender_simulator", webhookTrustRoots: [UInt8]? = nil
+    ) {
       self.host = host
       self.port = port
       self.apiKey = apiKey
       self.slowDelay = slowDelay
       self.asyncDelay = asyncDelay
+      self.webhookURL = webhookURL
+      self.webhookSecret = webhookSecret
+      self.webhookTrustRoots = webhookTrustRoots
     }
   }
 
@@ -53,12 +65,32 @@ public struct ProviderSimulator: Service {
   private let onListening: @Sendable (Int) async -> Void
   let state = SimulatorState()
   private let gate = GateBox()
+  private let webhooks: WebhookSender
 
   public init(configuration: Configuration, logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in }) {
     self.configuration = configuration
     self.logger = logger
     self.onListening = onListening
+    self.webhooks = WebhookSender(
+      target: configuration.webhookURL.map {
+        WebhookSender.Target(url: $0, secret: Array(configuration.webhookSecret.utf8), trustRoots: configuration.webhookTrustRoots)
+      },
+      logger: logger
+    )
   }
+
+  /// Sends Stripe-signed events to `url` from now on (e.g. once Tender's bridge listens).
+  public func sendWebhooks(to url: String, secret: String, trustRoots: [UInt8]?) {
+    self.webhooks.point(to: WebhookSender.Target(url: url, secret: Array(secret.utf8), trustRoots: trustRoots))
+  }
+
+  /// How webhooks are sent from now on (duplicates, out of order, delays, forged, or none).
+  public func deliverWebhooks(_ delivery: WebhookDelivery) {
+    self.webhooks.configuration = delivery
+  }
+
+  /// Webhooks accepted for delivery and not yet delivered or given up.
+  public var webhooksPending: Int { self.webhooks.pending }
 
   /// Starts a simulator in a task of its own and returns once it listens: the simulator, its
   /// port and the task (cancel it to stop the simulator).
@@ -152,7 +184,8 @@ public struct ProviderSimulator: Service {
     let gateBox = self.gate
     let api = SimulatedAPI(
       state: self.state, apiKey: self.configuration.apiKey, slowDelay: self.configuration.slowDelay, asyncDelay: self.configuration.asyncDelay,
-      refuse: { duration in await gateBox.withLock { $0 }?.refuse(for: duration) }
+      refuse: { duration in await gateBox.withLock { $0 }?.refuse(for: duration) },
+      webhooks: self.webhooks
     )
     router.post("/v1/payment_intents") { request, _ in try await api.handle(request, path: "/v1/payment_intents", operation: .createIntent) }
     router.post("/v1/payment_intents/:id/capture") { request, context in
@@ -187,6 +220,13 @@ public struct ProviderSimulator: Service {
     }
     router.delete("/_sim/faults") { _, _ -> Response in
       await state.clearFaults()
+      return Response(status: .noContent)
+    }
+    let sender = self.webhooks
+    router.post("/_sim/webhooks") { request, _ -> Response in
+      let body = try await request.body.collect(upTo: 1 << 16)
+      guard let delivery = try? JSONDecoder().decode(WebhookDelivery.self, from: Data(body.readableBytesView)) else { return Response(status: .badRequest) }
+      sender.configuration = delivery
       return Response(status: .noContent)
     }
     router.post("/_sim/refuse") { request, _ -> Response in
@@ -225,7 +265,25 @@ public struct ProviderSimulator: Service {
     defer {
       if let gate = gateBox.withLock({ $0 }) { Task { await gate.close() } }
     }
-    try await app.runService()
+    // Asynchronous payments and refunds finish on their own, and their events go out.
+    do {
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask {
+          while !Task.isCancelled {
+            try await Task.sleep(for: .milliseconds(100))
+            await api.settle()
+          }
+        }
+        group.addTask { try await app.runService() }
+        defer { group.cancelAll() }
+        try await group.next()
+      }
+    } catch {
+      // The webhook client must be shut down however the simulator stops.
+      await self.webhooks.shutdown()
+      throw error
+    }
+    await self.webhooks.shutdown()
   }
 }
 

@@ -37,6 +37,8 @@ struct SimulatedAPI: Sendable {
   let asyncDelay: Duration
   /// Refuses connections for a while (the simulator's gate).
   let refuse: @Sendable (Duration) async -> Void
+  /// Where events go.
+  let webhooks: WebhookSender
   static let idempotencyKeyField = HTTPField.Name("Idempotency-Key")!
   static let replayedField = HTTPField.Name("Idempotent-Replayed")!
   static let retryAfterField = HTTPField.Name("Retry-After")!
@@ -131,8 +133,35 @@ struct SimulatedAPI: Sendable {
     }
   }
 
+  /// Finishes asynchronous payments and refunds that are due, and tells the webhook endpoint.
+  func settle() async {
+    let (intents, refunds) = await self.state.settleAsynchronous(after: self.asyncDelay)
+    for intent in intents {
+      self.webhooks.send(type: intent.status == "succeeded" ? "payment_intent.succeeded" : "payment_intent.amount_capturable_updated", object: Self.json(intent))
+    }
+    for refund in refunds {
+      await self.announce(refund)
+    }
+  }
+
+  /// The events of a refund's state.
+  func announce(_ refund: SimulatorState.Refund) async {
+    guard let intent = await self.state.intent(refund.paymentIntent) else { return }
+    let object = Self.json(refund, currency: intent.currency)
+    switch refund.status {
+    case "succeeded":
+      self.webhooks.send(type: "refund.updated", object: object)
+      self.webhooks.send(
+        type: "charge.refunded",
+        object: ["id": "ch_" + intent.id.dropFirst(3), "object": "charge", "payment_intent": intent.id, "refunds": ["object": "list", "data": [object]]]
+      )
+    case "failed": self.webhooks.send(type: "refund.failed", object: object)
+    default: self.webhooks.send(type: "refund.created", object: object)
+    }
+  }
+
   private func perform(_ operation: Operation, form: [String: String], key: String?) async -> (SimulatorResponse, String) {
-    await self.state.settleAsynchronous(after: self.asyncDelay)
+    await self.settle()
     switch operation {
     case .createIntent: return await self.createIntent(form, key: key)
     case .capture(let id): return await self.capture(id, form)
@@ -190,6 +219,7 @@ struct SimulatedAPI: Sendable {
       let code = decline == "expired_card" ? "expired_card" : "card_declined"
       intent.lastError = ["type": "card_error", "code": code, "decline_code": decline, "message": "Your card was declined."]
       await self.state.store(intent)
+      self.webhooks.send(type: "payment_intent.payment_failed", object: Self.json(intent))
       var error: [String: Any] = intent.lastError ?? [:]
       error["payment_intent"] = Self.json(intent)
       return (SimulatorResponse(status: 402, body: Self.encode(["error": error])), "declined")
@@ -207,6 +237,11 @@ struct SimulatedAPI: Sendable {
       intent.amountReceived = amount
     }
     await self.state.store(intent)
+    let events = [
+      "processing": "payment_intent.processing", "requires_capture": "payment_intent.amount_capturable_updated",
+      "succeeded": "payment_intent.succeeded", "requires_action": "payment_intent.requires_action",
+    ]
+    if let type = events[intent.status] { self.webhooks.send(type: type, object: Self.json(intent)) }
     return (Self.ok(Self.json(intent)), "created")
   }
 
@@ -222,6 +257,7 @@ struct SimulatedAPI: Sendable {
       $0.amountReceived = amount
       $0.amountCapturable = 0
     }
+    self.webhooks.send(type: "payment_intent.succeeded", object: Self.json(updated!))
     return (Self.ok(Self.json(updated!)), "captured")
   }
 
@@ -234,6 +270,7 @@ struct SimulatedAPI: Sendable {
       $0.status = "canceled"
       $0.amountCapturable = 0
     }
+    self.webhooks.send(type: "payment_intent.canceled", object: Self.json(updated!))
     return (Self.ok(Self.json(updated!)), "canceled")
   }
 
@@ -254,6 +291,7 @@ struct SimulatedAPI: Sendable {
     let status = fails ? "failed" : intent.paymentMethod == "pm_card_refundPending" ? "pending" : "succeeded"
     let refund = SimulatorState.Refund(id: await self.state.nextID("re"), paymentIntent: id, amount: amount, status: status)
     await self.state.store(refund)
+    await self.announce(refund)
     return (Self.ok(Self.json(refund, currency: intent.currency)), fails ? "refund_failed" : status == "pending" ? "refund_pending" : "refunded")
   }
 

@@ -135,15 +135,24 @@ actor SimulatorState {
   /// Asynchronous methods finish `after` their creation, as the provider's own processing would:
   /// a `pm_card_async` payment is then authorized (or captured), a `pm_card_refundPending`
   /// refund succeeded. `pm_card_asyncStuck` payments never finish.
-  func settleAsynchronous(after delay: Duration) {
+  func settleAsynchronous(after delay: Duration) -> (intents: [Intent], refunds: [Refund]) {
     let now = ContinuousClock.now
+    var intents: [Intent] = []
+    var refunds: [Refund] = []
     for (id, intent) in self.intents where intent.status == "processing" && intent.paymentMethod == "pm_card_async" && now - intent.created >= delay {
-      self.intents[id]?.status = intent.captureMethod == "manual" ? "requires_capture" : "succeeded"
-      if intent.captureMethod == "manual" { self.intents[id]?.amountCapturable = intent.amount } else { self.intents[id]?.amountReceived = intent.amount }
+      var settled = intent
+      settled.status = intent.captureMethod == "manual" ? "requires_capture" : "succeeded"
+      if intent.captureMethod == "manual" { settled.amountCapturable = intent.amount } else { settled.amountReceived = intent.amount }
+      self.intents[id] = settled
+      intents.append(settled)
     }
     for (id, refund) in self.refunds where refund.status == "pending" && now - refund.created >= delay {
-      self.refunds[id]?.status = "succeeded"
+      var settled = refund
+      settled.status = "succeeded"
+      self.refunds[id] = settled
+      refunds.append(settled)
     }
+    return (intents, refunds)
   }
 
   var createdIntents: Int { self.intents.count }

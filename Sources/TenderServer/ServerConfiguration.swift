@@ -85,6 +85,13 @@ public struct ServerConfiguration: Sendable {
   public var settlementCheckAfter: Duration = .seconds(60)
   /// When the reconciler gives up on an object the provider has not finished (metric, log line).
   public var settlementGiveUpAfter: Duration = .seconds(72 * 3600)
+  /// Webhook signing secrets by provider (`stripe` uses Stripe's scheme, others Standard Webhooks);
+  /// empty: the webhook endpoints answer 404.
+  public var webhookSecrets: [String: [Secret<String>]] = [:]
+  /// How far a webhook's signed timestamp may be from now, either way.
+  public var webhookTolerance: Duration = .seconds(300)
+  /// The largest webhook body; larger ones are refused before any hashing.
+  public var webhookMaxBodyBytes: Int = 1 << 20
   /// How often finished idempotency records older than a day are deleted.
   public var reaperInterval: Duration = .seconds(3600)
   /// OTLP/gRPC collector for traces (e.g. http://otel-collector:4317); nil: tracing is a no-op.
@@ -203,6 +210,9 @@ public struct Setting: Sendable, Hashable {
   public static let providerMaxBackoff = Setting(flag: "provider-max-backoff", environment: "TENDER_PROVIDER_MAX_BACKOFF", defaultValue: "2s", help: "longest wait between provider attempts (full-jitter exponential backoff; Retry-After honoured up to this)")
   public static let settlementCheckAfter = Setting(flag: "settlement-check-after", environment: "TENDER_SETTLEMENT_CHECK_AFTER", defaultValue: "60s", help: "how long a payment PROCESSING or refund PENDING at the provider waits before the reconciler asks the provider (then with backoff up to 1h)")
   public static let settlementGiveUpAfter = Setting(flag: "settlement-give-up-after", environment: "TENDER_SETTLEMENT_GIVE_UP_AFTER", defaultValue: "72h", help: "age at which the reconciler gives up on an object the provider has not finished: counted in tender_settlement_abandoned_total and logged")
+  public static let webhookSecrets = Setting(flag: "webhook-secrets", environment: "TENDER_WEBHOOK_SECRETS", defaultValue: nil, help: "webhook signing secrets: PROVIDER=SECRET[,SECRET…][;PROVIDER=…] (stripe: Stripe's endpoint secret; others: Standard Webhooks whsec_…); several per provider during a rotation")
+  public static let webhookTolerance = Setting(flag: "webhook-tolerance", environment: "TENDER_WEBHOOK_TOLERANCE", defaultValue: "300s", help: "how far a webhook's signed timestamp may be from now, either way")
+  public static let webhookMaxBodyBytes = Setting(flag: "webhook-max-body-bytes", environment: "TENDER_WEBHOOK_MAX_BODY_BYTES", defaultValue: "1048576", help: "largest webhook body; larger ones get 413 before any hashing")
   public static let otlpEndpoint = Setting(flag: "otlp-endpoint", environment: "TENDER_OTLP_ENDPOINT", defaultValue: nil, help: "OTLP/gRPC collector for traces, e.g. http://localhost:4317; unset: no tracing export")
   public static let logLevel = Setting(flag: "log-level", environment: "TENDER_LOG_LEVEL", defaultValue: "info", help: "trace, debug, info, notice, warning, error or critical")
 
@@ -212,7 +222,7 @@ public struct Setting: Sendable, Hashable {
     .maxRequestBytes, .defaultDeadline, .keepaliveTime, .keepaliveTimeout, .minClientPingInterval,
     .maxConnectionIdle, .maxConnectionAge, .maxConnectionAgeGrace, .healthProbeInterval, .drainDelay,
     .migrate, .redisURL, .redisKeyPrefix, .keyEncryptionKey, .tokenIssuer, .tokenAudience, .tokenLifetime, .keyRefreshInterval,
-    .rateLimit, .issueTokenRateLimit, .rateLimitOnRedisFailure, .providerURL, .providerAPIKey, .providerTimeout, .providerAttempts, .providerMaxBackoff, .idempotencyLock, .completerInterval, .settlementCheckAfter, .settlementGiveUpAfter, .otlpEndpoint, .logLevel,
+    .rateLimit, .issueTokenRateLimit, .rateLimitOnRedisFailure, .providerURL, .providerAPIKey, .providerTimeout, .providerAttempts, .providerMaxBackoff, .idempotencyLock, .completerInterval, .settlementCheckAfter, .settlementGiveUpAfter, .webhookSecrets, .webhookTolerance, .webhookMaxBodyBytes, .otlpEndpoint, .logLevel,
   ]
 }
 
@@ -383,11 +393,39 @@ extension ServerConfiguration {
     guard configuration.settlementGiveUpAfter > configuration.settlementCheckAfter else {
       throw ConfigurationError(setting: Setting.settlementGiveUpAfter.label, problem: "must be longer than the settlement check delay")
     }
+    if let secrets = value(.webhookSecrets), !secrets.isEmpty {
+      configuration.webhookSecrets = try parseWebhookSecrets(secrets, setting: .webhookSecrets)
+    }
+    configuration.webhookTolerance = try parseDuration(try required(.webhookTolerance), setting: .webhookTolerance, allowZero: false)
+    configuration.webhookMaxBodyBytes = try parseInt(try required(.webhookMaxBodyBytes), setting: .webhookMaxBodyBytes, range: 1024...(64 << 20))
     guard let apiKey = value(.providerAPIKey), !apiKey.isEmpty else {
       throw ConfigurationError(setting: Setting.providerAPIKey.label, problem: "is required")
     }
     configuration.providerAPIKey = Secret(apiKey)
     return configuration
+  }
+
+  /// `stripe=whsec_a,whsec_b;acme=whsec_c`: provider names of lower-case letters, digits, `-` and
+  /// `_`; Standard Webhooks secrets must be `whsec_` and base64. Secrets never appear in errors.
+  static func parseWebhookSecrets(_ text: String, setting: Setting) throws -> [String: [Secret<String>]] {
+    var providers: [String: [Secret<String>]] = [:]
+    for entry in text.split(separator: ";") {
+      let pair = entry.split(separator: "=", maxSplits: 1)
+      let name = pair.first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? ""
+      guard pair.count == 2, (1...64).contains(name.count), name.allSatisfy({ $0.isLowercase || $0.isNumber || $0 == "-" || $0 == "_" }), name.allSatisfy(\.isASCII) else {
+        throw ConfigurationError(setting: setting.label, problem: "must be PROVIDER=SECRET[,SECRET…] entries separated by ';' (provider names: a-z, 0-9, - and _)")
+      }
+      let secrets = pair[1].split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+      guard !secrets.isEmpty else { throw ConfigurationError(setting: setting.label, problem: "provider \(name) has no secret") }
+      if name != "stripe" {
+        for (index, secret) in secrets.enumerated() where !secret.hasPrefix("whsec_") || Data(base64Encoded: String(secret.dropFirst(6))) == nil {
+          throw ConfigurationError(setting: setting.label, problem: "secret \(index + 1) of \(name) is not a Standard Webhooks secret (whsec_ and base64)")
+        }
+      }
+      guard providers[name] == nil else { throw ConfigurationError(setting: setting.label, problem: "provider \(name) is named twice") }
+      providers[name] = secrets.map { Secret($0) }
+    }
+    return providers
   }
 
   /// Every attempt of one provider call and every wait between them.

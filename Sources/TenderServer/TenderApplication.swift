@@ -220,6 +220,22 @@ public struct TenderApplication: Sendable {
         onListening(host, port)
       }
     )
+    // Webhooks: verified and stored by the bridge, applied by the webhook application.
+    let inbox = PostgresWebhookInbox(client: postgres, logger: logger, tracer: tracer)
+    let (receivedWebhooks, receivedContinuation) = AsyncStream.makeStream(of: WebhookEvent.self, bufferingPolicy: .bufferingNewest(10_000))
+    let applyTimer = CoreMetrics.Timer(label: "tender_webhook_apply_seconds", factory: metricsFactory)
+    let webhookApplier = WebhookApplier(
+      inbox: inbox,
+      read: { event in StripeEvents.read(type: event.type, body: event.body) },
+      onApplied: { waited in applyTimer.recordNanoseconds(waited.components.seconds * 1_000_000_000 + waited.components.attoseconds / 1_000_000_000) },
+      onParked: { provider in CoreMetrics.Counter(label: "tender_webhooks_parked_total", dimensions: [("provider", provider)], factory: metricsFactory).increment() },
+      logger: logger
+    )
+    let webhooks = try Self.webhookEndpoint(configuration, metricsFactory: metricsFactory) { event in
+      let stored = try await inbox.receive(event)
+      if stored { receivedContinuation.yield(event) }
+      return stored
+    }
     let bridge = try Bridge.application(
       configuration: .init(host: configuration.httpHost, port: configuration.httpPort, tls: try bridgeTLS(configuration)),
       readiness: board,
@@ -229,6 +245,7 @@ public struct TenderApplication: Sendable {
         let data = try JSONSerialization.data(withJSONObject: ["keys": keys], options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)
       },
+      webhooks: webhooks,
       logger: logger,
       onListening: { port in
         logger.notice("HTTP bridge listening", metadata: ["address": "\(configuration.httpHost):\(port)"])
@@ -255,6 +272,15 @@ public struct TenderApplication: Sendable {
       .init(service: PeriodicTask.idempotencyReaper(store: idempotencyStore, interval: configuration.reaperInterval, logger: logger), successTerminationBehavior: .ignore),
       .init(service: ConnectorLifecycle(connector: provider), successTerminationBehavior: .ignore),
       .init(service: PeriodicTask.completer(payments: paymentService, refunds: refundService, settlement: settlement, interval: configuration.completerInterval, logger: logger), successTerminationBehavior: .ignore),
+      .init(
+        service: WebhookApplication(
+          applier: webhookApplier, inbox: inbox, received: receivedWebhooks, interval: configuration.completerInterval,
+          waiting: Gauge(label: "tender_webhook_inbox_waiting", factory: metricsFactory),
+          parked: Gauge(label: "tender_webhook_inbox_parked", factory: metricsFactory),
+          logger: logger
+        ),
+        successTerminationBehavior: .ignore
+      ),
       .init(service: SigningKeyLoader(keys: keys, logger: logger, startWhen: { for await _ in keysListening {} }), successTerminationBehavior: .ignore),
       .init(service: monitor),
       .init(service: bridge),
@@ -312,6 +338,34 @@ public struct TenderApplication: Sendable {
 
   private static func makeTracingInterceptor<T: Tracer>(_ tracer: T, traceID: @escaping @Sendable (ServiceContext) -> String?) -> any ServerInterceptor {
     TracingInterceptor(tracer: tracer, traceID: traceID)
+  }
+
+  /// The webhook endpoint of the configured providers; nil when none is configured.
+  static func webhookEndpoint(
+    _ configuration: ServerConfiguration,
+    metricsFactory: any MetricsFactory,
+    receive: @escaping @Sendable (WebhookEvent) async throws -> Bool
+  ) throws -> WebhookEndpoint? {
+    guard !configuration.webhookSecrets.isEmpty else { return nil }
+    var providers: [String: WebhookEndpoint.Provider] = [:]
+    for (name, secrets) in configuration.webhookSecrets {
+      if name == "stripe" {
+        providers[name] = .init(scheme: .stripe, secrets: secrets.map { WebhookSecret.stripe($0.value) })
+      } else {
+        providers[name] = .init(scheme: .standard, secrets: secrets.compactMap { WebhookSecret.standard($0.value) })
+      }
+    }
+    return WebhookEndpoint(
+      providers: providers,
+      tolerance: configuration.webhookTolerance,
+      maxBodyBytes: configuration.webhookMaxBodyBytes,
+      receive: receive,
+      count: { provider, what, reason in
+        var dimensions = [("provider", provider)]
+        if let reason { dimensions.append(("reason", reason)) }
+        CoreMetrics.Counter(label: "tender_webhooks_\(what)_total", dimensions: dimensions, factory: metricsFactory).increment()
+      }
+    )
   }
 
   /// The bridge serves the gRPC listener's certificate; client certificates are not required there

@@ -66,8 +66,11 @@ public final class RunningTender: @unchecked Sendable {
     return self.process.terminationStatus
   }
 
-  private func listeningPort() -> Int? {
-    for line in self.log.split(separator: "\n") where line.contains("\"gRPC listening\"") {
+  /// The port of the HTTP bridge, once it has logged that it listens.
+  public var bridgePort: Int? { self.listeningPort(message: "HTTP bridge listening") }
+
+  private func listeningPort(message: String = "gRPC listening") -> Int? {
+    for line in self.log.split(separator: "\n") where line.contains("\"\(message)\"") {
       guard let data = line.data(using: .utf8),
         let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
         let address = object["address"] as? String,

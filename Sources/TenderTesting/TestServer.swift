@@ -46,6 +46,8 @@ public struct TestCertificates: Sendable {
 public struct TestServer: Sendable {
   /// The key-encryption key of every test server (tests never share their databases).
   public static let keyEncryptionKey = "dGVuZGVyLXRlc3Qta2V5LWVuY3J5cHRpb24ta2V5ISE="
+  /// The Stripe webhook secret of every test server and its simulator.
+  public static let webhookSecret = "whsec_tender_test"
   public let host: String
   public let port: Int
   /// Port of the HTTP bridge (same TLS as gRPC).
@@ -63,6 +65,7 @@ public struct TestServer: Sendable {
   public static func with<Result: Sendable>(
     configure: (inout [Setting: String], TestCertificates) -> Void = { _, _ in },
     waitUntilServing: Bool = true,
+    webhooks: Bool = true,
     logger: Logger? = nil,
     tracer: any Tracer = NoOpTracer(),
     tune: (inout ServerConfiguration) -> Void = { _ in },
@@ -98,6 +101,8 @@ public struct TestServer: Sendable {
       .providerMaxBackoff: "200ms",
       .idempotencyLock: "3s",
       .completerInterval: "200ms",
+      // The simulator sends Stripe-signed webhooks to this server's bridge.
+      .webhookSecrets: "stripe=\(TestServer.webhookSecret)",
       // The reconciler asks about open payments and refunds after 300 ms (60 s in production).
       .settlementCheckAfter: "300ms",
       .settlementGiveUpAfter: "60s",
@@ -149,6 +154,13 @@ public struct TestServer: Sendable {
       guard let httpPort = await bridgeIterator.next() else {
         try await group.waitForAll()
         throw TestServerError.didNotListen
+      }
+      if webhooks {
+        simulator.sendWebhooks(
+          to: "https://127.0.0.1:\(httpPort)/webhooks/stripe", secret: TestServer.webhookSecret, trustRoots: Array(certificates.authority.certificatePEM.utf8)
+        )
+      } else {
+        simulator.deliverWebhooks(WebhookDelivery(enabled: false))
       }
       let server = TestServer(host: host, port: port, httpPort: httpPort, certificates: certificates, databaseURL: databaseURL, application: application, redisKeyPrefix: configuration.redisKeyPrefix, simulator: simulator)
       if waitUntilServing {

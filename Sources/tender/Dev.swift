@@ -55,7 +55,7 @@ struct Dev: AsyncParsableCommand {
     // The provider simulator runs in this process; the real Stripe connector talks to it over HTTP.
     var simulatorLogger = Logger(label: "tender-provider-sim")
     simulatorLogger.logLevel = .warning
-    let (_, simulatorPort, simulatorTask) = try await ProviderSimulator.startInBackground(
+    let (simulator, simulatorPort, simulatorTask) = try await ProviderSimulator.startInBackground(
       configuration: .init(apiKey: Self.simulatorAPIKey, slowDelay: .seconds(30)),
       logger: simulatorLogger
     )
@@ -73,6 +73,9 @@ struct Dev: AsyncParsableCommand {
       .providerURL: "http://127.0.0.1:\(simulatorPort)",
       .providerAPIKey: Self.simulatorAPIKey,
       .logLevel: self.logLevel,
+      // The simulator signs its webhooks with this secret; TENDER_WEBHOOK_SECRETS may add providers.
+      .webhookSecrets: ["stripe=\(Self.simulatorWebhookSecret)", ProcessInfo.processInfo.environment["TENDER_WEBHOOK_SECRETS"] ?? ""]
+        .filter { !$0.isEmpty }.joined(separator: ";"),
     ]
     flags[.drainDelay] = "0s"
     flags[.otlpEndpoint] = self.otlpEndpoint
@@ -102,6 +105,11 @@ struct Dev: AsyncParsableCommand {
         }
       },
       onBridgeListening: { httpPort in
+        // pm_card_async payments and pending refunds settle by webhook, as with Stripe.
+        simulator.sendWebhooks(
+          to: "https://127.0.0.1:\(httpPort)/webhooks/stripe", secret: Self.simulatorWebhookSecret,
+          trustRoots: (try? Data(contentsOf: tls.caCertificate)).map { Array($0) }
+        )
         if let port = ports.bridgeListening(httpPort) {
           Self.printInstructions(host: configuration.host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL, redisURL: redis.url, credentials: credentials, simulatorPort: simulatorPort)
         }
@@ -109,6 +117,9 @@ struct Dev: AsyncParsableCommand {
     )
     try await application.serviceGroup.run()
   }
+
+  /// The Stripe webhook secret shared by `tender dev` and its simulator.
+  static let simulatorWebhookSecret = "whsec_tender_dev"
 
   /// Starts the dev cluster on the port it used before, or a free one the first time.
   static func startPostgres(in directory: URL) throws -> LocalPostgres {

@@ -75,6 +75,12 @@ struct ServeOptions: ParsableArguments {
   var settlementCheckAfter: String?
   @Option(name: .customLong("settlement-give-up-after"), help: "\(Setting.settlementGiveUpAfter.help) [$TENDER_SETTLEMENT_GIVE_UP_AFTER, default 72h]")
   var settlementGiveUpAfter: String?
+  @Option(name: .customLong("webhook-secrets"), help: "\(Setting.webhookSecrets.help) [$TENDER_WEBHOOK_SECRETS; prefer the variable]")
+  var webhookSecrets: String?
+  @Option(name: .customLong("webhook-tolerance"), help: "\(Setting.webhookTolerance.help) [$TENDER_WEBHOOK_TOLERANCE, default 300s]")
+  var webhookTolerance: String?
+  @Option(name: .customLong("webhook-max-body-bytes"), help: "\(Setting.webhookMaxBodyBytes.help) [$TENDER_WEBHOOK_MAX_BODY_BYTES, default 1048576]")
+  var webhookMaxBodyBytes: String?
   @Option(name: .customLong("idempotency-lock"), help: "\(Setting.idempotencyLock.help) [$TENDER_IDEMPOTENCY_LOCK, default 60s]")
   var idempotencyLock: String?
   @Option(name: .customLong("completer-interval"), help: "\(Setting.completerInterval.help) [$TENDER_COMPLETER_INTERVAL, default 5s]")
@@ -123,6 +129,9 @@ struct ServeOptions: ParsableArguments {
     flags[.providerMaxBackoff] = self.providerMaxBackoff
     flags[.settlementCheckAfter] = self.settlementCheckAfter
     flags[.settlementGiveUpAfter] = self.settlementGiveUpAfter
+    flags[.webhookSecrets] = self.webhookSecrets
+    flags[.webhookTolerance] = self.webhookTolerance
+    flags[.webhookMaxBodyBytes] = self.webhookMaxBodyBytes
     flags[.idempotencyLock] = self.idempotencyLock
     flags[.completerInterval] = self.completerInterval
     flags[.otlpEndpoint] = self.otlpEndpoint

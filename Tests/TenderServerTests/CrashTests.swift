@@ -78,7 +78,7 @@ struct CrashTests {
           "--key-encryption-key", TestServer.keyEncryptionKey,
           "--provider-url", "http://127.0.0.1:\(self.simulatorPort)", "--provider-api-key", "sk_test_tender",
           "--provider-timeout", providerTimeout, "--provider-attempts", "2", "--provider-max-backoff", "200ms",
-          "--idempotency-lock", "5s", "--completer-interval", "200ms",
+          "--idempotency-lock", "5s", "--completer-interval", "200ms", "--webhook-secrets", "stripe=\(TestServer.webhookSecret)",
           "--rate-limit", "1000/s,burst=1000",
         ],
         environment: crashAt.map { ["TENDER_CRASH_AT": $0] } ?? [:]
@@ -199,9 +199,17 @@ struct CrashTests {
         // A captured (or, for a capture, authorized) payment first, from a process that will not crash.
         let healthy = try await world.start(crashAt: nil)
         paymentID = try await world.withClient(healthy) { client, token in
-          try await Tender_Payments_V1_PaymentService.Client(wrapping: client).createPayment(
-            Self.payment(capture: crash.isCapture ? .manual : .automatic), metadata: Self.keyed(token, "pay")
-          ).payment.paymentID
+          let payments = Tender_Payments_V1_PaymentService.Client(wrapping: client)
+          let request = Self.payment(capture: crash.isCapture ? .manual : .automatic)
+          // On a loaded machine the provider's answer may miss the 1 s timeout: ask again with the
+          // key until the payment is settled.
+          var payment = try await Self.untilFinished { try await payments.createPayment(request, metadata: Self.keyed(token, "pay")).payment }
+          let deadline = ContinuousClock.now + .seconds(30)
+          while payment.status == .processing, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(250))
+            payment = try await Self.untilFinished { try await payments.createPayment(request, metadata: Self.keyed(token, "pay")).payment }
+          }
+          return payment.paymentID
         }
         healthy.send(SIGTERM)
         _ = try await healthy.waitForExit(timeout: .seconds(20))
@@ -334,6 +342,49 @@ struct CrashTests {
         }
       }
       #expect(try await Self.rows(world.database, "SELECT recovery_point FROM idempotency_keys WHERE idempotency_key = 'op'", as: String.self) == ["finished"])
+    }
+  }
+
+  @Test("SIGKILL after a webhook was stored (and acknowledged) but before it was applied: applied after the restart, once")
+  func webhookStoredNotApplied() async throws {
+    try await Self.withWorld { world in
+      let healthy = try await world.start(crashAt: nil)
+      let payment = try await world.withClient(healthy) { client, token in
+        try await Tender_Payments_V1_PaymentService.Client(wrapping: client).createPayment(Self.payment("pm_card_async"), metadata: Self.keyed(token, "async")).payment
+      }
+      healthy.send(SIGTERM)
+      _ = try await healthy.waitForExit(timeout: .seconds(20))
+      #expect(payment.status == .processing)
+
+      // The provider's event reaches a process that dies as soon as it would apply it.
+      let doomed = try await world.start(crashAt: "webhook.apply")
+      let deadline = ContinuousClock.now + .seconds(20)
+      while doomed.bridgePort == nil, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+      let bridge = try #require(doomed.bridgePort)
+      let body = WebhookTests.event(
+        id: "evt_crash", type: "payment_intent.succeeded",
+        object: WebhookTests.intent(payment.providerPaymentID, status: "succeeded", tenderID: payment.paymentID, amount: 4200, received: 4200)
+      )
+      let first = try? await WebhookTests.post(port: bridge, ca: world.certificates, body: body, headers: WebhookTests.signed(body))
+      _ = try await doomed.waitForExit(timeout: .seconds(10))
+      // Stored: whether or not the 200 left before the process died, the event is in the inbox.
+      #expect(try await Self.rows(world.database, "SELECT state FROM webhook_inbox", as: String.self) == ["received"])
+      #expect(first == nil || first == 200)
+
+      // The provider sends it again (it may not have seen the 200); a new process applies it once.
+      let restarted = try await world.start(crashAt: nil)
+      while restarted.bridgePort == nil, ContinuousClock.now < deadline + .seconds(20) { try await Task.sleep(for: .milliseconds(50)) }
+      let again = try await WebhookTests.post(port: try #require(restarted.bridgePort), ca: world.certificates, body: body, headers: WebhookTests.signed(body))
+      #expect(again == 200)
+      let outcome = try await SettlementTests.eventually("applied") { () -> String? in
+        try await Self.rows(world.database, "SELECT coalesce(outcome, '') FROM webhook_inbox", as: String.self).first.flatMap { $0.isEmpty ? nil : $0 }
+      }
+      #expect(outcome == "applied")
+      restarted.send(SIGTERM)
+      _ = try await restarted.waitForExit(timeout: .seconds(20))
+      #expect(try await Self.rows(world.database, "SELECT status FROM payments", as: String.self) == ["succeeded"])
+      #expect(try await Self.rows(world.database, "SELECT type FROM payment_events ORDER BY event_id", as: String.self) == ["payment_created", "payment_succeeded"])
+      #expect(try await Self.rows(world.database, "SELECT count(*)::bigint FROM webhook_inbox", as: Int64.self) == [1])
     }
   }
 }

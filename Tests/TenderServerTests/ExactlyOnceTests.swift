@@ -201,8 +201,9 @@ struct ExactlyOnceTests {
 
   @Test("A stale owner and the completer racing on one key: the provider answers the first owner after its lock was taken over; one stored answer, one applied outcome, a provider_requests row per provider call")
   func staleOwnerRacesTheCompleter() async throws {
-    // One attempt per call, 6 s each, so the first owner really waits for the stalled answer.
-    try await TestServer.with(tune: {
+    // One attempt per call, 6 s each, so the first owner really waits for the stalled answer; no
+    // webhooks, so only the two owners can settle the payment.
+    try await TestServer.with(webhooks: false, tune: {
       $0.providerTimeout = .seconds(6)
       $0.providerAttempts = 1
       $0.idempotencyLock = .seconds(8)

@@ -499,15 +499,32 @@ struct PaymentsTests {
   @Test("A WatchPayments stream ends cleanly when the server drains")
   func watchEndsOnDrain() async throws {
     try await TestServer.with { server in
-      let token = try await server.token(scopes: ["payments:read"])
+      let token = try await server.token(scopes: ["payments:read", "payments:write"])
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)
+        let (events, continuation) = AsyncStream.makeStream(of: Void.self)
         let watcher = Task {
           try await payments.watchPayments(.init(), metadata: TestServer.bearer(token)) { response in
-            for try await _ in response.messages {}
+            for try await _ in response.messages { continuation.yield() }
           }
         }
-        try await Task.sleep(for: .milliseconds(500))
+        // The stream is open once it delivers an event (no guessing how long it takes to start):
+        // payments are made until one shows up on it.
+        let maker = Task {
+          for attempt in 0..<60 where !Task.isCancelled {
+            _ = await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "drain-\(attempt)"))
+            try? await Task.sleep(for: .milliseconds(300))
+          }
+          continuation.finish()
+        }
+        var delivered = false
+        for await _ in events {
+          delivered = true
+          break
+        }
+        maker.cancel()
+        _ = await maker.value
+        #expect(delivered)
         let started = ContinuousClock.now
         await server.application.serviceGroup.triggerGracefulShutdown()
         try await watcher.value

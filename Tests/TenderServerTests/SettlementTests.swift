@@ -11,7 +11,7 @@ import TenderTesting
 import Testing
 
 /// The reconciler settles what the provider had not finished when it answered.
-@Suite("Settling payments and refunds the provider finishes later")
+@Suite("Settling payments and refunds the provider finishes later, without webhooks")
 struct SettlementTests {
   typealias Payments = Tender_Payments_V1_PaymentService.Client<HTTP2ClientTransport.Posix>
   typealias Refunds = Tender_Refunds_V1_RefundService.Client<HTTP2ClientTransport.Posix>
@@ -32,7 +32,8 @@ struct SettlementTests {
 
   @Test("An asynchronous payment answered PROCESSING is settled by the reconciler: SUCCEEDED, with its event, as at the provider")
   func processingPaymentSettles() async throws {
-    try await TestServer.with { server in
+    // No webhooks: the reconciler alone (the safety net).
+    try await TestServer.with(webhooks: false) { server in
       let token = try await server.token(scopes: RefundsTests.scopes)
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)
@@ -56,7 +57,7 @@ struct SettlementTests {
 
   @Test("A refund the provider answered PENDING keeps its amount reserved until the reconciler sees it succeed")
   func pendingRefundSettles() async throws {
-    try await TestServer.with { server in
+    try await TestServer.with(webhooks: false) { server in
       let token = try await server.token(scopes: RefundsTests.scopes)
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)
@@ -85,7 +86,7 @@ struct SettlementTests {
 
   @Test("A payment the provider never finishes is checked with backoff, then given up after the configured age: counted and recorded, no more checks")
   func stuckPaymentIsAbandonedVisibly() async throws {
-    try await TestServer.with(tune: { $0.settlementGiveUpAfter = .seconds(3) }) { server in
+    try await TestServer.with(webhooks: false, tune: { $0.settlementGiveUpAfter = .seconds(3) }) { server in
       let token = try await server.token(scopes: RefundsTests.scopes)
       try await server.withClient { grpc in
         let created = await PaymentsTests.create(

@@ -1,0 +1,51 @@
+import CoreMetrics
+import Logging
+import ServiceLifecycle
+import TenderCore
+import TenderOperations
+
+/// Applies webhooks: each one the bridge stored is handed over at once (the fast path), and every
+/// `interval` a round takes what is still due — after a restart, or once an object it names has
+/// appeared — and publishes the inbox's backlog.
+struct WebhookApplication: Service {
+  let applier: WebhookApplier
+  let inbox: any WebhookInbox
+  let received: AsyncStream<WebhookEvent>
+  let interval: Duration
+  let waiting: Gauge
+  let parked: Gauge
+  let logger: Logger
+
+  func run() async throws {
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask {
+        await cancelWhenGracefulShutdown {
+          for await event in self.received {
+            do {
+              try await self.applier.apply(event)
+            } catch {
+              // The round below tries it again.
+              self.logger.warning("could not apply a webhook yet", metadata: ["event_id": "\(event.eventID)", "problem": "\(type(of: error))"])
+            }
+          }
+        }
+      }
+      group.addTask {
+        while !Task.isShuttingDownGracefully {
+          do {
+            try await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
+            try await cancelWhenGracefulShutdown {
+              _ = try await self.applier.round()
+              let (waiting, parked) = try await self.inbox.backlog()
+              self.waiting.record(waiting)
+              self.parked.record(parked)
+            }
+          } catch {
+            if Task.isShuttingDownGracefully || Task.isCancelled { return }
+            self.logger.warning("webhook round failed", metadata: ["problem": "\(type(of: error))"])
+          }
+        }
+      }
+    }
+  }
+}
