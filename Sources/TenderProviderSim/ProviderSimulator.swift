@@ -79,6 +79,11 @@ public struct ProviderSimulator: Service {
     )
   }
 
+  /// The `Stripe-Signature` header the simulator sends for `body`.
+  public static func stripeSignature(body: [UInt8], secret: String, timestamp: Int64) -> String {
+    WebhookSender.signature(body: body, secret: Array(secret.utf8), timestamp: timestamp)
+  }
+
   /// Sends Stripe-signed events to `url` from now on (e.g. once Tender's bridge listens).
   public func sendWebhooks(to url: String, secret: String, trustRoots: [UInt8]?) {
     self.webhooks.point(to: WebhookSender.Target(url: url, secret: Array(secret.utf8), trustRoots: trustRoots))

@@ -20,6 +20,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "clients" / "python"))
 
 
+STANDARD_WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+STRIPE_WEBHOOK_SECRET = "whsec_tender_dev"  # tender dev's, shared with its simulator
+
+
 def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -63,14 +67,18 @@ def tender_server(otlp_collector):
     state = pathlib.Path(tempfile.mkdtemp(prefix="tender-pytest-"))
     state.chmod(0o755)
     port = _free_port()
+    http_port = _free_port()
     log = state / "tender-dev.out"
+    # A Standard Webhooks provider beside the simulator's Stripe endpoint.
+    environment = dict(os.environ, TENDER_WEBHOOK_SECRETS=f"acme={STANDARD_WEBHOOK_SECRET}")
     with open(log, "wb") as sink:
         process = subprocess.Popen(
             [binary, "dev", "--state-dir", str(state), "--grpc-address", f"127.0.0.1:{port}",
-             "--http-address", f"127.0.0.1:{_free_port()}", "--ephemeral",
+             "--http-address", f"127.0.0.1:{http_port}", "--ephemeral",
              "--log-level", "warning", "--otlp-endpoint", otlp_collector.endpoint],
             stdout=sink,
             stderr=subprocess.STDOUT,
+            env=environment,
         )
     deadline = time.monotonic() + 120
     while "Tender is serving" not in log.read_text():
@@ -83,6 +91,8 @@ def tender_server(otlp_collector):
     client = json.loads((state / "dev-client.json").read_text())
     yield {
         "target": f"localhost:{port}",
+        "bridge": f"https://localhost:{http_port}",
+        "binary": binary,
         "ca": state / "tls" / "ca.pem",
         "client_id": client["clientID"],
         "client_secret": client["clientSecret"],
