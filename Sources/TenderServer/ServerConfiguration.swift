@@ -6,6 +6,7 @@ public import TenderCore
 import TenderAuth
 import TenderPostgres
 import TenderRedis
+public import TenderOperations
 
 /// Everything `tender serve` needs, validated: a value of this type is always usable.
 public struct ServerConfiguration: Sendable {
@@ -92,6 +93,8 @@ public struct ServerConfiguration: Sendable {
   public var webhookTolerance: Duration = .seconds(300)
   /// The largest webhook body; larger ones are refused before any hashing.
   public var webhookMaxBodyBytes: Int = 1 << 20
+  /// How an event for an object Tender does not know yet is tried again, then parked.
+  public var webhookRetry = WebhookApplier.Policy()
   /// How often finished idempotency records older than a day are deleted.
   public var reaperInterval: Duration = .seconds(3600)
   /// OTLP/gRPC collector for traces (e.g. http://otel-collector:4317); nil: tracing is a no-op.

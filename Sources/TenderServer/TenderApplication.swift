@@ -227,6 +227,7 @@ public struct TenderApplication: Sendable {
     let webhookApplier = WebhookApplier(
       inbox: inbox,
       read: { event in StripeEvents.read(type: event.type, body: event.body) },
+      policy: configuration.webhookRetry,
       onApplied: { waited in applyTimer.recordNanoseconds(waited.components.seconds * 1_000_000_000 + waited.components.attoseconds / 1_000_000_000) },
       onParked: { provider in CoreMetrics.Counter(label: "tender_webhooks_parked_total", dimensions: [("provider", provider)], factory: metricsFactory).increment() },
       logger: logger

@@ -12,6 +12,8 @@ struct WebhookApplication: Service {
   let inbox: any WebhookInbox
   let received: AsyncStream<WebhookEvent>
   let interval: Duration
+  /// Events applied at once.
+  var concurrency = 8
   let waiting: Gauge
   let parked: Gauge
   let logger: Logger
@@ -20,12 +22,24 @@ struct WebhookApplication: Service {
     await withTaskGroup(of: Void.self) { group in
       group.addTask {
         await cancelWhenGracefulShutdown {
-          for await event in self.received {
-            do {
-              try await self.applier.apply(event)
-            } catch {
-              // The round below tries it again.
-              self.logger.warning("could not apply a webhook yet", metadata: ["event_id": "\(event.eventID)", "problem": "\(type(of: error))"])
+          // Up to `concurrency` events are applied at once (each its own transaction; events of
+          // one payment serialize on its row lock, and the state machine never moves it back).
+          await withTaskGroup(of: Void.self) { workers in
+            var running = 0
+            for await event in self.received {
+              if running >= self.concurrency {
+                await workers.next()
+                running -= 1
+              }
+              running += 1
+              workers.addTask {
+                do {
+                  try await self.applier.apply(event)
+                } catch {
+                  // The round below tries it again.
+                  self.logger.warning("could not apply a webhook yet", metadata: ["event_id": "\(event.eventID)", "problem": "\(type(of: error))"])
+                }
+              }
             }
           }
         }
@@ -35,7 +49,8 @@ struct WebhookApplication: Service {
           do {
             try await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
             try await cancelWhenGracefulShutdown {
-              _ = try await self.applier.round()
+              // Until nothing is due (a backlog after a restart drains in one go).
+              while try await self.applier.round(limit: 500) == 500 {}
               let (waiting, parked) = try await self.inbox.backlog()
               self.waiting.record(waiting)
               self.parked.record(parked)

@@ -94,12 +94,13 @@ public struct TestServer: Sendable {
       .keyEncryptionKey: TestServer.keyEncryptionKey,
       .providerURL: "http://127.0.0.1:\(simulatorPort)",
       .providerAPIKey: "sk_test_tender",
-      .providerTimeout: "1s",
-      // A whole provider call takes at most 2 × 1 s + 200 ms here, so interrupted operations can
-      // be taken over after 3 s (60 s in production); they are looked for often.
+      // 2 s per attempt: the whole suite loads both cores, which production never sees.
+      .providerTimeout: "2s",
+      // A whole provider call takes at most 2 × 2 s + 200 ms here, so interrupted operations can
+      // be taken over after 5 s (60 s in production); they are looked for often.
       .providerAttempts: "2",
       .providerMaxBackoff: "200ms",
-      .idempotencyLock: "3s",
+      .idempotencyLock: "5s",
       .completerInterval: "200ms",
       // The simulator sends Stripe-signed webhooks to this server's bridge.
       .webhookSecrets: "stripe=\(TestServer.webhookSecret)",

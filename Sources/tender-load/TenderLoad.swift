@@ -49,6 +49,12 @@ struct TenderLoad: AsyncParsableCommand {
   @Option(help: "Payment method token for CreatePayment (a simulator test method in dev).")
   var paymentMethod = "pm_card_visa"
 
+  @Option(help: "Instead of RPCs: POST Stripe-signed webhooks to this URL (e.g. https://127.0.0.1:8080/webhooks/stripe).")
+  var webhooks: String?
+
+  @Option(name: .customLong("webhook-secret"), help: "The webhook signing secret (tender dev's: whsec_tender_dev).")
+  var webhookSecret = "whsec_tender_dev"
+
   mutating func run() async throws {
     guard self.concurrency > 0, self.connections > 0, self.duration > 0, self.warmup >= 0 else {
       throw ValidationError("concurrency, connections and duration must be positive")
@@ -57,6 +63,13 @@ struct TenderLoad: AsyncParsableCommand {
     guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--address must be host:port") }
     let host = String(parts[0])
     let caPEM = try String(contentsOfFile: self.ca, encoding: .utf8)
+    if let url = self.webhooks {
+      let load = WebhookLoad(url: url, secret: Array(self.webhookSecret.utf8), caPEM: caPEM, concurrency: self.concurrency)
+      print("tender-load: \(self.concurrency) webhook senders to \(url), \(self.duration) s after \(self.warmup) s warm-up")
+      _ = try await load.phase(seconds: self.warmup)
+      print(try await load.phase(seconds: self.duration).report(name: "Webhooks (verified and stored)"))
+      return
+    }
     let credentials = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: self.credentials))) as? [String: Any]
     guard let clientID = credentials?["clientID"] as? String, let clientSecret = credentials?["clientSecret"] as? String else {
       throw ValidationError("\(self.credentials) has no clientID and clientSecret")
@@ -118,10 +131,13 @@ struct PhaseResult: Sendable {
   }
 
   func report(rpc: TenderLoad.RPC) -> String {
+    self.report(name: ["create": "CreatePayment", "get": "GetPayment", "list": "ListPayments"][rpc.rawValue] ?? rpc.rawValue)
+  }
+
+  func report(name: String) -> String {
     let seconds = Double(self.elapsed.components.seconds) + Double(self.elapsed.components.attoseconds) / 1e18
     let total = Int(self.histogram.totalCount) + self.errors.values.reduce(0, +)
     func ms(_ percentile: Double) -> String { String(format: "%.2f", Double(self.histogram.valueAtPercentile(percentile)) / 1000) }
-    let name = ["create": "CreatePayment", "get": "GetPayment", "list": "ListPayments"][rpc.rawValue] ?? rpc.rawValue
     let errorText = self.errors.isEmpty ? "0" : self.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
     return """
       == \(name): \(total) requests in \(String(format: "%.2f", seconds)) s = \(String(format: "%.2f", Double(total) / seconds)) req/s (\(String(format: "%.2f", Double(self.histogram.totalCount) / seconds)) OK/s)

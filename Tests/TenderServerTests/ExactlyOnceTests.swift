@@ -112,8 +112,8 @@ struct ExactlyOnceTests {
           paymentID = try #require(created.payment, "\(String(describing: created.error))").paymentID
         }
 
-        // The provider does the work, the answer is lost, and it is down for 6 s (the lock is 3 s).
-        await server.simulator.inject(.acceptThenDrop(operation.fault, thenRefuseSeconds: 6))
+        // The provider does the work, the answer is lost, and it is down for 8 s (the lock is 5 s).
+        await server.simulator.inject(.acceptThenDrop(operation.fault, thenRefuseSeconds: 8))
         var answers: [Answer] = [await Self.call(operation, grpc, paymentID: paymentID, token: token, key: "op")]
         #expect(answers[0].isOpen, "the first call cannot know the outcome: \(answers[0])")
 

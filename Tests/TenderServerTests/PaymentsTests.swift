@@ -269,7 +269,7 @@ struct PaymentsTests {
       let token = try await server.token(scopes: ["payments:write", "payments:read"])
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)
-        // The simulator answers pm_card_slow after 8 s; Tender gives up after 1 s per attempt.
+        // The simulator answers pm_card_slow after 8 s; Tender gives up after 2 s per attempt (twice).
         let first = await Self.create(payments, Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
         let pending = try #require(first.payment, "\(String(describing: first.error))")
         #expect(pending.status == .processing)
@@ -282,7 +282,14 @@ struct PaymentsTests {
         }
         #expect(status == .requiresCapture)
 
-        let retry = await Self.create(payments, Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
+        // The payment may be settled (by the provider's webhook) a moment before the completer has
+        // stored the key's answer: the key is in use until then.
+        var retry = await Self.create(payments, Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
+        let replayDeadline = ContinuousClock.now + .seconds(20)
+        while retry.error?.reason == "IDEMPOTENCY_KEY_IN_USE", ContinuousClock.now < replayDeadline {
+          try await Task.sleep(for: .milliseconds(200))
+          retry = await Self.create(payments, Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
+        }
         guard case .payment(let final, replayed: true) = retry else {
           Issue.record("the retry was not a replay: \(retry)")
           return

@@ -11,6 +11,7 @@ import SwiftProtobuf
 import TenderAPI
 import TenderBridge
 import TenderCore
+import TenderOperations
 import TenderPostgres
 import TenderProviderSim
 import TenderServer
@@ -195,6 +196,58 @@ struct WebhookTests {
       }
       #expect(status == "succeeded:pi_early")
       #expect(try await RefundsTests.rows(server, "SELECT outcome FROM webhook_inbox", as: String.self) == ["applied"])
+    }
+  }
+
+  @Test("An event for an object that never appears is tried again with backoff, then parked and counted")
+  func parking() async throws {
+    try await TestServer.with(webhooks: false, tune: { $0.webhookRetry = .init(firstRetry: .milliseconds(100), maximumRetry: .milliseconds(200), maximumAttempts: 3) }) { server in
+      let body = Self.event(id: "evt_orphan", type: "payment_intent.succeeded", object: Self.intent("pi_nobody", status: "succeeded", tenderID: PaymentID.random().rawValue))
+      let status = try await Self.post(server, body: body, headers: Self.signed(body))
+      #expect(status == 200)
+      let parked = try await SettlementTests.eventually("parked") { () -> String? in
+        try await RefundsTests.rows(server, "SELECT state || ':' || attempts FROM webhook_inbox WHERE state = 'parked'", as: String.self).first
+      }
+      #expect(parked == "parked:3")
+      let metrics = try await SettlementTests.eventually("counted") { () -> String? in
+        let text = server.application.metrics.emitToString()
+        return text.contains(#"tender_webhooks_parked_total{provider="stripe"} 1"#) ? text : nil
+      }
+      #expect(metrics.contains("tender_webhook_inbox_parked 1"))
+    }
+  }
+
+  @Test("The simulator's own webhooks, sent twice, out of order and (once) forged: the forged one refused, the rest applied once, the payment ends where the provider is")
+  func simulatorDeliveryFaults() async throws {
+    try await TestServer.with(tune: { $0.settlementCheckAfter = .seconds(60) }) { server in
+      let token = try await server.token(scopes: RefundsTests.scopes)
+      await server.simulator.deliverWebhooks(WebhookDelivery(duplicate: true, outOfOrder: true))
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        // Manual capture: authorized (event 1), then captured (event 2) — sent as 2, 1, each twice.
+        let created = try #require(await PaymentsTests.create(payments, PaymentsTests.request(800, method: "pm_card_visa", capture: .manual), metadata: PaymentsTests.metadata(token, key: "p")).payment)
+        let captured = try await payments.capturePayment(.with { $0.paymentID = created.paymentID }, metadata: PaymentsTests.metadata(token, key: "c")).payment
+        #expect(captured.status == .succeeded)
+        let outcomes = try await SettlementTests.eventually("delivered") { () -> [String]? in
+          let rows = try await RefundsTests.rows(server, "SELECT event_type || ':' || coalesce(outcome, '-') FROM webhook_inbox ORDER BY receive_time", as: String.self)
+          return rows.count == 2 && rows.allSatisfy { !$0.hasSuffix(":-") } ? rows : nil
+        }
+        // The capture came first (already applied by the RPC), then the older authorization: stale.
+        #expect(outcomes == ["payment_intent.succeeded:already", "payment_intent.amount_capturable_updated:stale"])
+        await server.simulator.deliverWebhooks(WebhookDelivery(forged: true))
+        let second = try #require(await PaymentsTests.create(payments, PaymentsTests.request(500, method: "pm_card_visa", capture: .manual), metadata: PaymentsTests.metadata(token, key: "p2")).payment)
+        #expect(second.status == .requiresCapture)
+        let refused = try await SettlementTests.eventually("refused") { () -> String? in
+          let text = server.application.metrics.emitToString()
+          return text.contains(#"tender_webhooks_refused_total{provider="stripe",reason="signature_mismatch"}"#) ? text : nil
+        }
+        #expect(!refused.isEmpty)
+        #expect(try await RefundsTests.rows(server, "SELECT count(*)::bigint FROM webhook_inbox", as: Int64.self) == [2])
+        let final = try await payments.getPayment(.with { $0.paymentID = created.paymentID }, metadata: TestServer.bearer(token)).payment
+        #expect(final.status == .succeeded && final.amountCapturedMinor == 800)
+      }
+      let events = try await RefundsTests.rows(server, "SELECT type FROM payment_events ORDER BY event_id", as: String.self)
+      #expect(events == ["payment_created", "payment_requires_capture", "payment_succeeded", "payment_created", "payment_requires_capture"])
     }
   }
 }
