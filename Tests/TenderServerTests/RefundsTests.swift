@@ -240,7 +240,7 @@ struct RefundsTests {
 
   @Test("A refund interrupted at the provider stays PENDING, then the completer finishes it exactly once")
   func completerFinishesInterruptedRefunds() async throws {
-    try await TestServer.with { server in
+    try await TestServer.with(webhooks: false) { server in
       let token = try await server.token(scopes: Self.scopes)
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)
