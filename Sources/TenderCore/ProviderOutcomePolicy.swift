@@ -62,3 +62,11 @@ public enum ProviderOutcomePolicy {
     attempt == .notProcessed ? before : .maybeSent
   }
 }
+
+/// Exponential backoff: `first`, doubling with each attempt, never more than `cap`.
+public enum Backoff {
+  /// The wait after attempt `attempt` (1 for the first).
+  public static func doubling(_ first: Duration, attempt: Int, cap: Duration) -> Duration {
+    min(cap, first * (1 << min(max(attempt - 1, 0), 20)))
+  }
+}

@@ -146,7 +146,7 @@ public struct PaymentOperations: Sendable {
         // One statement, as long as the payment is still processing and the key still ours.
         var final = payment
         final.providerPaymentID = outcome.providerPaymentID
-        try Self.apply(outcome, to: &final)
+        _ = ProviderState.apply(outcome.status, to: &final)
         final.updateTime = StoredTime.now()
         let response = try self.answers.created(final)
         if try await creation.finishProcessing(final, owner: owner, response: response, call: ended) {
@@ -155,7 +155,7 @@ public struct PaymentOperations: Sendable {
       }
       return try await self.finish(payment.id, owner: owner, call: ended, answer: { try self.answers.created($0) }) { record in
         record.providerPaymentID = record.providerPaymentID ?? outcome.providerPaymentID
-        try Self.apply(outcome, to: &record)
+        _ = ProviderState.apply(outcome.status, to: &record)
       }
     }
   }
@@ -167,17 +167,6 @@ public struct PaymentOperations: Sendable {
     case .processing: return .sent
     case .failed(let reason): return reason == .providerError ? .failed : .declined
     case .canceled: return .failed
-    }
-  }
-
-  /// The provider's answer to a new payment, applied to it while it is still processing.
-  static func apply(_ outcome: ProviderPayment, to record: inout PaymentRecord) throws {
-    guard record.ledger.status == .processing else { return }
-    switch outcome.status {
-    case .requiresCapture, .succeeded: try record.ledger.providerAuthorized()
-    case .failed(let reason): try record.ledger.providerFailed(reason)
-    case .processing: break
-    case .canceled: try record.ledger.providerFailed(.providerError)
     }
   }
 

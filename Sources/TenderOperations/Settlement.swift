@@ -26,7 +26,7 @@ public struct Settlement: Sendable {
 
     /// The wait after the `checks`-th check that found the object still open.
     public func interval(afterChecks checks: Int) -> Duration {
-      min(self.maximumInterval, self.checkAfter * (1 << min(max(checks - 1, 0), 20)))
+      Backoff.doubling(self.checkAfter, attempt: checks, cap: self.maximumInterval)
     }
   }
 

@@ -84,7 +84,7 @@ public struct WebhookApplier: Sendable {
       // Nothing to apply it to yet.
       let attempts = event.attempts + 1
       let park = attempts >= self.policy.maximumAttempts
-      let next = min(self.policy.maximumRetry, self.policy.firstRetry * (1 << min(attempts - 1, 20)))
+      let next = Backoff.doubling(self.policy.firstRetry, attempt: attempts, cap: self.policy.maximumRetry)
       try await self.inbox.postpone(event, next: next, park: park)
       if park {
         self.onParked(event.provider)

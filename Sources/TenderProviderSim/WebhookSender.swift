@@ -1,11 +1,11 @@
 import AsyncHTTPClient
-import Crypto
 import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
 import NIOSSL
 import Synchronization
+import TenderBridge
 
 /// How the simulator sends its webhooks, changeable while it runs (`POST /_sim/webhooks`).
 public struct WebhookDelivery: Codable, Sendable, Hashable {
@@ -133,8 +133,7 @@ final class WebhookSender: Sendable {
 
   /// Stripe's scheme: HMAC-SHA256 of `"{t}.{body}"`, hex.
   static func signature(body: [UInt8], secret: [UInt8], timestamp: Int64) -> String {
-    let mac = HMAC<SHA256>.authenticationCode(for: Array("\(timestamp).".utf8) + body, using: SymmetricKey(data: secret))
-    return "t=\(timestamp),v1=" + mac.map { byte in String(format: "%02x", byte) }.joined()
+    WebhookSignatures.stripeHeader(body: body, secret: WebhookSecret(key: secret), timestamp: timestamp)
   }
 
   func shutdown() async {

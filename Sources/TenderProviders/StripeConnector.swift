@@ -214,7 +214,7 @@ public final class StripeConnector: PaymentProvider {
     if let retryAfter {
       return retryAfter <= configuration.maximumBackoff ? retryAfter : nil
     }
-    let ceiling = min(configuration.maximumBackoff, configuration.initialBackoff * (1 << min(retry - 1, 20)))
+    let ceiling = Backoff.doubling(configuration.initialBackoff, attempt: retry, cap: configuration.maximumBackoff)
     return ceiling * random
   }
 

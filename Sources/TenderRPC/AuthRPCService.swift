@@ -218,9 +218,8 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
     let key = try IdempotencyKeys.key(request.metadata)
     let keyed = IdempotencyRequest(merchant: merchant, key: key, method: method, fingerprint: try IdempotencyKeys.fingerprint(method: method, message: request.message))
     let sealer = self.sealer
-    let outcome: KeyedOutcome<Never>
-    do {
-      outcome = try await self.runner.run(keyed, open: { try sealer.open($0, merchant: merchant, key: key) }) { record in
+    return try await IdempotencyKeys.respond({
+      try await self.runner.run(keyed, open: { try sealer.open($0, merchant: merchant, key: key) }) { record -> KeyedOutcome<Never> in
         let answer: StoredResponse
         do {
           answer = StoredResponse(code: 0, message: try IdempotencyKeys.serialize(try await operation()), details: [])
@@ -233,11 +232,9 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
         try await self.runner.idempotency.finish(record.owner, response: try sealer.seal(answer, merchant: merchant, key: key))
         return .answered(answer, replayed: false)
       }
-    } catch let refusal as KeyedRefusal {
-      throw IdempotencyKeys.status(refusal)
+    }) { (never: Never) -> Output in
+      switch never {}
     }
-    guard case .answered(let stored, let replayed) = outcome else { throw StoredResponseError() }
-    return try IdempotencyKeys.response(stored, replayed: replayed)
   }
 
   /// The token in a request field, verified (signature, key, claims; not its standing).

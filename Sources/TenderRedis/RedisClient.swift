@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 public import ServiceLifecycle
 import Synchronization
+import TenderCore
 
 /// A small pool of Redis connections with reconnection and backoff.
 ///
@@ -107,7 +108,7 @@ public final class RedisClient: Service, Sendable {
     let failures = self.state.withLock { state -> Int in
       guard case .connecting(_, let previous) = state.slots[index] else { return 0 }
       let failures = previous + 1
-      let backoff = min(configuration.initialBackoff * (1 << min(failures - 1, 16)), configuration.maximumBackoff)
+      let backoff = Backoff.doubling(configuration.initialBackoff, attempt: failures, cap: configuration.maximumBackoff)
       state.slots[index] = .empty(failures: failures, retryAt: ContinuousClock.now + backoff)
       return failures
     }

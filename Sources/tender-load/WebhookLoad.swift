@@ -1,10 +1,10 @@
 import AsyncHTTPClient
-import Crypto
 import Foundation
 import Histogram
 import NIOCore
 import NIOHTTP1
 import NIOSSL
+import TenderBridge
 
 /// Signed webhooks against Tender's bridge: `concurrency` senders POST unique, Stripe-signed
 /// events back to back, each one verified and stored by Tender before its 200.
@@ -27,7 +27,7 @@ struct WebhookLoad: Sendable {
     // Every phase's events are new ones (a repeated id would be a cheaper duplicate).
     let phase = UUID().uuidString.prefix(8)
     let end = start + .seconds(seconds)
-    let key = SymmetricKey(data: self.secret)
+    let secret = WebhookSecret(key: self.secret)
     do {
       var total = try await withThrowingTaskGroup(of: PhaseResult.self) { group in
         for worker in 0..<self.concurrency {
@@ -38,11 +38,10 @@ struct WebhookLoad: Sendable {
               sequence += 1
               let body = Array(#"{"id":"evt_load_\#(self.run)_\#(phase)_\#(worker)_\#(sequence)","object":"event","type":"customer.created","data":{"object":{"id":"cus_load"}}}"#.utf8)
               let timestamp = Int64(Date().timeIntervalSince1970)
-              let mac = HMAC<SHA256>.authenticationCode(for: Array("\(timestamp).".utf8) + body, using: key)
               var request = HTTPClientRequest(url: self.url)
               request.method = .POST
               request.headers.add(name: "Content-Type", value: "application/json")
-              request.headers.add(name: "Stripe-Signature", value: "t=\(timestamp),v1=" + mac.map { String(format: "%02x", $0) }.joined())
+              request.headers.add(name: "Stripe-Signature", value: WebhookSignatures.stripeHeader(body: body, secret: secret, timestamp: timestamp))
               request.body = .bytes(ByteBuffer(bytes: body))
               let began = clock.now
               do {
