@@ -37,6 +37,9 @@ let package = Package(
     .package(url: "https://github.com/vapor/jwt-kit.git", exact: "5.8.0"),
     .package(url: "https://github.com/swift-server/async-http-client.git", exact: "1.37.0"),
     .package(url: "https://github.com/apple/swift-http-types.git", exact: "1.8.0"),
+    // Settings from flags, the environment and a secrets folder (already in the graph through async-http-client).
+    .package(url: "https://github.com/apple/swift-configuration.git", exact: "1.4.0", traits: []),
+    .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
     .package(url: "https://github.com/apple/swift-distributed-tracing.git", exact: "1.7.3"),
     // OTLP over gRPC only: Tender already carries grpc-swift; the HTTP exporter would add a client stack.
     .package(url: "https://github.com/swift-otel/swift-otel.git", exact: "1.6.0", traits: ["OTLPGRPC"]),
@@ -227,6 +230,8 @@ let package = Package(
         "TenderRPC",
         "TenderPostgres",
         "TenderBridge",
+        .product(name: "Configuration", package: "swift-configuration"),
+        .product(name: "SystemPackage", package: "swift-system"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "NIOCore", package: "swift-nio"),

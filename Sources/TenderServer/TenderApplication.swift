@@ -72,138 +72,46 @@ public struct TenderApplication: Sendable {
     onListening: @escaping @Sendable (_ host: String, _ port: Int) -> Void = { _, _ in },
     onBridgeListening: @escaping @Sendable (_ port: Int) -> Void = { _ in }
   ) throws -> TenderApplication {
-    let postgres = PostgresClient(configuration: configuration.database, backgroundLogger: logger)
-    let servedNames = serviceNames.filter { $0 != Grpc_Health_V1_Health.descriptor.fullyQualifiedService && $0 != Grpc_Reflection_V1_ServerReflection.descriptor.fullyQualifiedService }
-    let board = HealthStatusBoard(services: servedNames)
-
     let tracing = try Self.tracing(configuration, given: tracer, logger: logger)
-    let tracer = tracing.tracer
-    let traceID = tracing.traceID
-
     let metrics = PrometheusCollectorRegistry()
-    let metricsFactory = PrometheusMetricsFactory(registry: metrics)
+    let shared = Shared(
+      configuration: configuration,
+      postgres: PostgresClient(configuration: configuration.database, backgroundLogger: logger),
+      redis: RedisClient(configuration: configuration.redis, logger: logger),
+      metrics: PrometheusMetricsFactory(registry: metrics),
+      tracer: tracing.tracer,
+      logger: logger
+    )
+    let auth = AuthParts(shared)
+    let payments = PaymentParts(shared)
+    let webhooks = try WebhookParts(shared)
 
-    guard let keyEncryptionKey = configuration.keyEncryptionKey else {
-      throw ConfigurationError(setting: Setting.keyEncryptionKey.label, problem: "is required")
-    }
-    let redis = try configuration.redisURL.map { RedisClient(configuration: try RedisConfiguration(url: $0), logger: logger) }
-    let authStore = PostgresAuthStore(client: postgres, logger: logger, tracer: tracer)
-    let standingCache = redis.map { RedisTokenStandingCache(client: $0, prefix: configuration.redisKeyPrefix + "auth:") }
-    let hasher = ClientSecretHasher()
-    let keys = KeyRing(
-      store: authStore,
-      encryptionKey: try KeyEncryptionKey(base64: keyEncryptionKey),
-      tokenLifetime: configuration.tokenLifetime,
-      leeway: .seconds(30),
-      refreshInterval: configuration.keyRefreshInterval,
-      logger: logger
-    )
-    let authority = TokenAuthority(
-      settings: TokenSettings(issuer: configuration.tokenIssuer, audience: configuration.tokenAudience, lifetime: configuration.tokenLifetime),
-      keys: keys,
-      store: authStore,
-      cache: standingCache,
-      hasher: hasher,
-      logger: logger
-    )
-    let clients = ClientRegistry(store: authStore, hasher: hasher, cache: standingCache)
-    let gate = redis.map {
-      RateLimitGate(
-        limiter: TokenBucketLimiter(client: $0, prefix: configuration.redisKeyPrefix + "rl:"),
-        failureMode: configuration.rateLimitFailureMode == .open ? .open : .closed,
-        metrics: metricsFactory,
-        logger: logger
-      )
-    }
-
-    guard let providerAPIKey = configuration.providerAPIKey else {
-      throw ConfigurationError(setting: Setting.providerAPIKey.label, problem: "is required")
-    }
-    let provider = StripeConnector(
-      configuration: StripeConfiguration(
-        baseURL: configuration.providerURL, apiKey: providerAPIKey, requestTimeout: configuration.providerTimeout,
-        maximumAttempts: configuration.providerAttempts, maximumBackoff: configuration.providerMaxBackoff
-      ),
-      logger: logger
-    )
-    let paymentStore = PostgresPaymentStore(client: postgres, logger: logger, tracer: tracer)
-    let idempotencyStore = PostgresIdempotencyStore(client: postgres, logger: logger, tracer: tracer)
-
-    let pageTokens = PageTokens(key: try KeyEncryptionKey(base64: keyEncryptionKey).derivedKey(purpose: "page tokens"))
-    // One runner for every keyed operation, the completer's included.
-    let runner = KeyedOperationRunner(idempotency: idempotencyStore, calls: paymentStore, lock: configuration.idempotencyLock, logger: logger)
-    let paymentService = PaymentRPCService(
-      payments: paymentStore,
-      runner: runner,
-      provider: provider,
-      pageTokens: pageTokens,
-      logger: logger
-    )
-    let refundStore = PostgresRefundStore(client: postgres, logger: logger, tracer: tracer)
-    let abandoned = ["payment", "refund"].reduce(into: [String: CoreMetrics.Counter]()) { counters, kind in
-      counters[kind] = CoreMetrics.Counter(label: "tender_settlement_abandoned_total", dimensions: [("kind", kind)], factory: metricsFactory)
-    }
-    let settlement = Settlement(
-      store: PostgresSettlementStore(client: postgres, logger: logger, tracer: tracer),
-      payments: paymentStore,
-      refunds: refundStore,
-      provider: provider,
-      policy: Settlement.Policy(checkAfter: configuration.settlementCheckAfter, giveUpAfter: configuration.settlementGiveUpAfter),
-      onAbandoned: { kind in abandoned[kind]?.increment() },
-      logger: logger
-    )
-    let refundService = RefundRPCService(
-      refunds: refundStore,
-      payments: paymentStore,
-      runner: runner,
-      provider: provider,
-      pageTokens: pageTokens,
-      logger: logger
-    )
-
+    let servedNames = serviceNames.filter { $0.hasPrefix("tender.") }
+    let board = HealthStatusBoard(services: servedNames)
     let services: [any RegistrableRPCService] = [
       HealthService(board: board),
       try ReflectionService(services: serviceNames),
       AuthRPCService(
-        authority: authority,
-        registry: clients,
-        gate: gate,
+        authority: auth.authority,
+        registry: auth.clients,
+        gate: auth.gate,
         issuePerClient: configuration.issueTokenRateLimit,
-        runner: runner,
-        responseKey: try KeyEncryptionKey(base64: keyEncryptionKey).derivedKey(purpose: "idempotent responses")
+        runner: payments.runner,
+        responseKey: configuration.keyEncryptionKey.derivedKey(purpose: "idempotent responses")
       ),
-      paymentService,
-      refundService,
+      payments.paymentService,
+      payments.refundService,
     ]
-    // Tender's own unary RPCs do I/O and get the default deadline; health and reflection answer
-    // from memory and stay as cheap as possible for balancers probing them.
-    let unary = Set(MethodPolicies.all.filter { $0.kind == .unary && $0.service.hasPrefix("tender.") }.map(\.fullName))
-    // DESIGN §5, outermost first: tracing, metrics, logging, auth, rate limit. A call refused by
-    // auth or the limiter is still traced, counted and logged.
-    var interceptors: [ConditionalInterceptor<any ServerInterceptor>] = [
-      .apply(makeTracingInterceptor(tracer, traceID: traceID), to: .all),
-      .apply(MetricsInterceptor(factory: metricsFactory), to: .all),
-      .apply(RequestLoggingInterceptor(logger: logger), to: .all),
-      .apply(
-        DefaultDeadlineInterceptor(deadline: configuration.defaultDeadline),
-        to: .allMatching { unary.contains($0.fullyQualifiedMethod) }
-      ),
-      .apply(AuthInterceptor(authority: authority, metrics: metricsFactory), to: .all),
-    ]
-    if let gate {
-      interceptors.append(
-        .apply(RateLimitInterceptor(gate: gate, perClient: configuration.clientRateLimit, issueTokenPerPeer: configuration.issueTokenRateLimit), to: .all)
-      )
-    }
     let connections = ConnectionCounter()
     let server = GRPCServer(
       transport: try makeTransport(configuration, connections: connections),
       services: services,
-      interceptorPipeline: withoutInterceptors ? [] : interceptors
+      interceptorPipeline: withoutInterceptors ? [] : Self.interceptors(shared, auth: auth, traceID: tracing.traceID)
     )
 
-    let migrator = configuration.migrateOnStart ? Migrator(client: postgres, logger: logger) : nil
-    // Readiness is probed only once the gRPC server listens (after migrations in dev mode).
+    let migrator = configuration.migrateOnStart ? Migrator(client: shared.postgres, logger: logger) : nil
+    // Readiness is probed, and signing keys loaded, only once the gRPC server listens (after
+    // migrations in dev mode).
     let (listening, listeningContinuation) = AsyncStream.makeStream(of: Void.self)
     let (keysListening, keysListeningContinuation) = AsyncStream.makeStream(of: Void.self)
     let grpc = GRPCServerService(
@@ -220,23 +128,7 @@ public struct TenderApplication: Sendable {
         onListening(host, port)
       }
     )
-    // Webhooks: verified and stored by the bridge, applied by the webhook application.
-    let inbox = PostgresWebhookInbox(client: postgres, logger: logger, tracer: tracer)
-    let (receivedWebhooks, receivedContinuation) = AsyncStream.makeStream(of: WebhookEvent.self, bufferingPolicy: .bufferingNewest(10_000))
-    let applyTimer = CoreMetrics.Timer(label: "tender_webhook_apply_seconds", factory: metricsFactory)
-    let webhookApplier = WebhookApplier(
-      inbox: inbox,
-      read: { event in StripeEvents.read(type: event.type, body: event.body) },
-      policy: configuration.webhookRetry,
-      onApplied: { waited in applyTimer.recordNanoseconds(waited.components.seconds * 1_000_000_000 + waited.components.attoseconds / 1_000_000_000) },
-      onParked: { provider in CoreMetrics.Counter(label: "tender_webhooks_parked_total", dimensions: [("provider", provider)], factory: metricsFactory).increment() },
-      logger: logger
-    )
-    let webhooks = try Self.webhookEndpoint(configuration, metricsFactory: metricsFactory) { event in
-      let stored = try await inbox.receive(event)
-      if stored { receivedContinuation.yield(event) }
-      return stored
-    }
+    let keys = auth.keys
     let bridge = try Bridge.application(
       configuration: .init(host: configuration.httpHost, port: configuration.httpPort, tls: try bridgeTLS(configuration)),
       readiness: board,
@@ -246,7 +138,7 @@ public struct TenderApplication: Sendable {
         let data = try JSONSerialization.data(withJSONObject: ["keys": keys], options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)
       },
-      webhooks: webhooks,
+      webhooks: webhooks.endpoint,
       logger: logger,
       onListening: { port in
         logger.notice("HTTP bridge listening", metadata: ["address": "\(configuration.httpHost):\(port)"])
@@ -254,7 +146,7 @@ public struct TenderApplication: Sendable {
       }
     )
     let monitor = ReadinessMonitor(
-      probes: [PostgresReadinessProbe(client: postgres)],
+      probes: [PostgresReadinessProbe(client: shared.postgres)],
       board: board,
       interval: configuration.healthProbeInterval,
       logger: logger,
@@ -262,50 +154,184 @@ public struct TenderApplication: Sendable {
     )
     // Started together; on shutdown stopped in reverse: the gRPC server drains first (the bridge
     // still answers /readyz with 503 meanwhile), the database pool closes last so in-flight RPCs
-    // can still use it.
-    // The exporter starts first and stops last, so the spans of the final RPCs are still sent.
+    // can still use it. The exporter starts first and stops last, so the spans of the final RPCs
+    // are still sent. Background work finishing is not a reason to stop the server.
     var groupServices: [ServiceGroupConfiguration.ServiceConfiguration] = tracing.exporter.map { [.init(service: $0)] } ?? []
-    groupServices.append(.init(service: postgres))
-    if let redis { groupServices.append(.init(service: redis)) }
+    groupServices += [.init(service: shared.postgres), .init(service: shared.redis)]
+    groupServices += (auth.background + payments.background + [webhooks.application]).map { .init(service: $0, successTerminationBehavior: .ignore) }
     groupServices += [
-      // Background work: finishing is not a reason to stop the server.
-      .init(service: PeriodicTask.revocationJanitor(store: authStore, logger: logger), successTerminationBehavior: .ignore),
-      .init(service: PeriodicTask.idempotencyReaper(store: idempotencyStore, interval: configuration.reaperInterval, logger: logger), successTerminationBehavior: .ignore),
-      .init(service: ConnectorLifecycle(connector: provider), successTerminationBehavior: .ignore),
-      .init(service: PeriodicTask.completer(payments: paymentService, refunds: refundService, settlement: settlement, interval: configuration.completerInterval, logger: logger), successTerminationBehavior: .ignore),
-      .init(
-        service: WebhookApplication(
-          applier: webhookApplier, inbox: inbox, received: receivedWebhooks, interval: configuration.completerInterval,
-          waiting: Gauge(label: "tender_webhook_inbox_waiting", factory: metricsFactory),
-          parked: Gauge(label: "tender_webhook_inbox_parked", factory: metricsFactory),
-          logger: logger
-        ),
-        successTerminationBehavior: .ignore
-      ),
       .init(service: SigningKeyLoader(keys: keys, logger: logger, startWhen: { for await _ in keysListening {} }), successTerminationBehavior: .ignore),
       .init(service: monitor),
       .init(service: bridge),
       .init(service: grpc, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
     ]
     let group = ServiceGroup(
-      configuration: .init(
-        services: groupServices,
-        gracefulShutdownSignals: gracefulShutdownSignals,
-        cancellationSignals: [],
-        logger: logger
-      )
+      configuration: .init(services: groupServices, gracefulShutdownSignals: gracefulShutdownSignals, cancellationSignals: [], logger: logger)
     )
     return TenderApplication(
       serviceGroup: group,
       board: board,
-      postgres: postgres,
+      postgres: shared.postgres,
       connections: connections,
       metrics: metrics,
-      authority: authority,
-      clients: clients,
-      authStore: authStore,
-      secretHasher: hasher
+      authority: auth.authority,
+      clients: auth.clients,
+      authStore: auth.store,
+      secretHasher: auth.hasher
     )
+  }
+
+  /// What every part of the server is built from.
+  struct Shared {
+    let configuration: ServerConfiguration
+    let postgres: PostgresClient
+    let redis: RedisClient
+    let metrics: PrometheusMetricsFactory
+    let tracer: any Tracer
+    let logger: Logger
+  }
+
+  /// Clients, access tokens, signing keys and the rate limiter.
+  struct AuthParts {
+    let store: PostgresAuthStore
+    let hasher = ClientSecretHasher()
+    let keys: KeyRing
+    let authority: TokenAuthority
+    let clients: ClientRegistry
+    let gate: RateLimitGate
+    let background: [any Service]
+
+    init(_ shared: Shared) {
+      let configuration = shared.configuration
+      self.store = PostgresAuthStore(client: shared.postgres, logger: shared.logger, tracer: shared.tracer)
+      let standingCache = RedisTokenStandingCache(client: shared.redis, prefix: configuration.redisKeyPrefix + "auth:")
+      self.keys = KeyRing(
+        store: self.store,
+        encryptionKey: configuration.keyEncryptionKey,
+        tokenLifetime: configuration.tokenLifetime,
+        leeway: .seconds(30),
+        refreshInterval: configuration.keyRefreshInterval,
+        logger: shared.logger
+      )
+      self.authority = TokenAuthority(
+        settings: TokenSettings(issuer: configuration.tokenIssuer, audience: configuration.tokenAudience, lifetime: configuration.tokenLifetime),
+        keys: self.keys,
+        store: self.store,
+        cache: standingCache,
+        hasher: self.hasher,
+        logger: shared.logger
+      )
+      self.clients = ClientRegistry(store: self.store, hasher: self.hasher, cache: standingCache)
+      self.gate = RateLimitGate(
+        limiter: TokenBucketLimiter(client: shared.redis, prefix: configuration.redisKeyPrefix + "rl:"),
+        failureMode: configuration.rateLimitFailureMode == .open ? .open : .closed,
+        metrics: shared.metrics,
+        logger: shared.logger
+      )
+      self.background = [PeriodicTask.revocationJanitor(store: self.store, logger: shared.logger)]
+    }
+  }
+
+  /// The provider connector, the keyed-operation runner, payments, refunds, the completer and
+  /// the reconciler.
+  struct PaymentParts {
+    let runner: KeyedOperationRunner
+    let paymentService: PaymentRPCService
+    let refundService: RefundRPCService
+    let background: [any Service]
+
+    init(_ shared: Shared) {
+      let (configuration, logger) = (shared.configuration, shared.logger)
+      let provider = StripeConnector(
+        configuration: StripeConfiguration(
+          baseURL: configuration.providerURL, apiKey: configuration.providerAPIKey, requestTimeout: configuration.providerTimeout,
+          maximumAttempts: configuration.providerAttempts, maximumBackoff: configuration.providerMaxBackoff
+        ),
+        logger: logger
+      )
+      let paymentStore = PostgresPaymentStore(client: shared.postgres, logger: logger, tracer: shared.tracer)
+      let refundStore = PostgresRefundStore(client: shared.postgres, logger: logger, tracer: shared.tracer)
+      let idempotencyStore = PostgresIdempotencyStore(client: shared.postgres, logger: logger, tracer: shared.tracer)
+      let pageTokens = PageTokens(key: configuration.keyEncryptionKey.derivedKey(purpose: "page tokens"))
+      // One runner for every keyed operation, the completer's included.
+      self.runner = KeyedOperationRunner(idempotency: idempotencyStore, calls: paymentStore, lock: configuration.idempotencyLock, logger: logger)
+      self.paymentService = PaymentRPCService(payments: paymentStore, runner: self.runner, provider: provider, pageTokens: pageTokens, logger: logger)
+      self.refundService = RefundRPCService(
+        refunds: refundStore, payments: paymentStore, runner: self.runner, provider: provider, pageTokens: pageTokens, logger: logger
+      )
+      let abandoned = ["payment", "refund"].reduce(into: [String: CoreMetrics.Counter]()) { counters, kind in
+        counters[kind] = CoreMetrics.Counter(label: "tender_settlement_abandoned_total", dimensions: [("kind", kind)], factory: shared.metrics)
+      }
+      let settlement = Settlement(
+        store: PostgresSettlementStore(client: shared.postgres, logger: logger, tracer: shared.tracer),
+        payments: paymentStore,
+        refunds: refundStore,
+        provider: provider,
+        policy: Settlement.Policy(checkAfter: configuration.settlementCheckAfter, giveUpAfter: configuration.settlementGiveUpAfter),
+        onAbandoned: { kind in abandoned[kind]?.increment() },
+        logger: logger
+      )
+      self.background = [
+        PeriodicTask.idempotencyReaper(store: idempotencyStore, interval: configuration.reaperInterval, logger: logger),
+        ConnectorLifecycle(connector: provider),
+        PeriodicTask.completer(
+          payments: self.paymentService, refunds: self.refundService, settlement: settlement, interval: configuration.completerInterval, logger: logger
+        ),
+      ]
+    }
+  }
+
+  /// Webhooks: verified and stored by the bridge's endpoint, applied by the webhook application.
+  struct WebhookParts {
+    let endpoint: WebhookEndpoint?
+    let application: any Service
+
+    init(_ shared: Shared) throws {
+      let (configuration, logger, metrics) = (shared.configuration, shared.logger, shared.metrics)
+      let inbox = PostgresWebhookInbox(client: shared.postgres, logger: logger, tracer: shared.tracer)
+      let (received, receivedContinuation) = AsyncStream.makeStream(of: WebhookEvent.self, bufferingPolicy: .bufferingNewest(10_000))
+      let applyTimer = CoreMetrics.Timer(label: "tender_webhook_apply_seconds", factory: metrics)
+      let applier = WebhookApplier(
+        inbox: inbox,
+        read: { event in StripeEvents.read(type: event.type, body: event.body) },
+        policy: configuration.webhookRetry,
+        onApplied: { waited in applyTimer.recordNanoseconds(waited.components.seconds * 1_000_000_000 + waited.components.attoseconds / 1_000_000_000) },
+        onParked: { provider in CoreMetrics.Counter(label: "tender_webhooks_parked_total", dimensions: [("provider", provider)], factory: metrics).increment() },
+        logger: logger
+      )
+      self.endpoint = try TenderApplication.webhookEndpoint(configuration, metricsFactory: metrics) { event in
+        let stored = try await inbox.receive(event)
+        if stored { receivedContinuation.yield(event) }
+        return stored
+      }
+      self.application = WebhookApplication(
+        applier: applier, inbox: inbox, received: received, interval: configuration.completerInterval,
+        waiting: Gauge(label: "tender_webhook_inbox_waiting", factory: metrics),
+        parked: Gauge(label: "tender_webhook_inbox_parked", factory: metrics),
+        logger: logger
+      )
+    }
+  }
+
+  /// DESIGN §5, outermost first: tracing, metrics, logging, auth, rate limit. A call refused by
+  /// auth or the limiter is still traced, counted and logged.
+  static func interceptors(
+    _ shared: Shared,
+    auth: AuthParts,
+    traceID: @escaping @Sendable (ServiceContext) -> String?
+  ) -> [ConditionalInterceptor<any ServerInterceptor>] {
+    let configuration = shared.configuration
+    // Tender's own unary RPCs do I/O and get the default deadline; health and reflection answer
+    // from memory and stay as cheap as possible for balancers probing them.
+    let unary = Set(MethodPolicies.all.filter { $0.kind == .unary && $0.service.hasPrefix("tender.") }.map(\.fullName))
+    return [
+      .apply(makeTracingInterceptor(shared.tracer, traceID: traceID), to: .all),
+      .apply(MetricsInterceptor(factory: shared.metrics), to: .all),
+      .apply(RequestLoggingInterceptor(logger: shared.logger), to: .all),
+      .apply(DefaultDeadlineInterceptor(deadline: configuration.defaultDeadline), to: .allMatching { unary.contains($0.fullyQualifiedMethod) }),
+      .apply(AuthInterceptor(authority: auth.authority, metrics: shared.metrics), to: .all),
+      .apply(RateLimitInterceptor(gate: auth.gate, perClient: configuration.clientRateLimit, issueTokenPerPeer: configuration.issueTokenRateLimit), to: .all),
+    ]
   }
 
   /// The tracer to use: the caller's, else OTLP/gRPC export when an endpoint is configured, else

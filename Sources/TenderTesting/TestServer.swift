@@ -111,7 +111,7 @@ public struct TestServer: Sendable {
       .logLevel: ProcessInfo.processInfo.environment["TENDER_TEST_LOG_LEVEL"] ?? "warning",
     ]
     configure(&flags, certificates)
-    var configuration = try ServerConfiguration.resolve(flags: flags, environment: [:])
+    var configuration = try await ServerConfiguration.resolve(flags: flags, environment: [:])
     tune(&configuration)
     let logger = logger ?? {
       var logger = Logger(label: "tender.test")

@@ -12,15 +12,11 @@ struct DatabaseOptions: ParsableArguments {
   @Option(name: .customLong("database-url"), help: "\(Setting.databaseURL.help) [$TENDER_DATABASE_URL]")
   var databaseURL: String?
 
-  func configuration() -> PostgresClient.Configuration {
-    let url = self.databaseURL ?? ProcessInfo.processInfo.environment[Setting.databaseURL.environment]
-    guard let url, !url.isEmpty else {
-      exitWithConfigurationError(ConfigurationError(setting: Setting.databaseURL.label, problem: "is required"))
-    }
+  func configuration() async -> PostgresClient.Configuration {
     do {
-      return try DatabaseURL.configuration(from: url)
-    } catch let error as DatabaseURL.Invalid {
-      exitWithConfigurationError(ConfigurationError(setting: Setting.databaseURL.label, problem: error.description))
+      return try await Setting.databaseURL.resolve(\.database, flag: self.databaseURL)
+    } catch let error as ConfigurationError {
+      exitWithConfigurationError(error)
     } catch {
       exitWithConfigurationError(ConfigurationError(setting: Setting.databaseURL.label, problem: "\(error)"))
     }
@@ -201,26 +197,18 @@ struct Key: AsyncParsableCommand {
     @Option(name: .customLong("key-encryption-key"), help: "\(Setting.keyEncryptionKey.help) [$TENDER_KEY_ENCRYPTION_KEY]")
     var keyEncryptionKey: String?
     @Option(name: .customLong("token-lifetime"), help: "The servers' token lifetime: how long a retired key keeps verifying.")
-    var tokenLifetime: String = Setting.tokenLifetime.defaultValue ?? "15m"
+    var tokenLifetime: String?
 
-    func keyRing(store: any AuthStore, logger: Logger) -> KeyRing {
-      let text = self.keyEncryptionKey ?? ProcessInfo.processInfo.environment[Setting.keyEncryptionKey.environment]
-      guard let text, !text.isEmpty else {
-        exitWithConfigurationError(ConfigurationError(setting: Setting.keyEncryptionKey.label, problem: "is required"))
-      }
+    func keyRing(store: any AuthStore, logger: Logger) async -> KeyRing {
       let key: KeyEncryptionKey
-      do {
-        key = try KeyEncryptionKey(base64: Secret(text))
-      } catch {
-        exitWithConfigurationError(ConfigurationError(setting: Setting.keyEncryptionKey.label, problem: "\(error)"))
-      }
       let lifetime: Duration
       do {
-        lifetime = try ServerConfiguration.parseDuration(self.tokenLifetime, setting: .tokenLifetime, allowZero: false)
+        key = try await Setting.keyEncryptionKey.resolve(\.keyEncryptionKey, flag: self.keyEncryptionKey)
+        lifetime = try await Setting.tokenLifetime.resolve(\.tokenLifetime, flag: self.tokenLifetime)
       } catch let error as ConfigurationError {
         exitWithConfigurationError(error)
       } catch {
-        exitWithConfigurationError(ConfigurationError(setting: Setting.tokenLifetime.label, problem: "\(error)"))
+        exitWithConfigurationError(ConfigurationError(setting: Setting.keyEncryptionKey.label, problem: "\(error)"))
       }
       return KeyRing(store: store, encryptionKey: key, tokenLifetime: lifetime, leeway: .seconds(30), refreshInterval: .seconds(1), logger: logger)
     }
@@ -237,7 +225,7 @@ struct Key: AsyncParsableCommand {
       let logger = makeLogger(level: .warning)
       let options = self.options
       let keyID = try await withAuthStore(options.database.configuration(), logger: logger) { store in
-        let ring = options.keyRing(store: store, logger: logger)
+        let ring = await options.keyRing(store: store, logger: logger)
         try await ring.prepare()
         return try await ring.rotate()
       }

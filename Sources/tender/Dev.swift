@@ -13,26 +13,16 @@ import ServiceLifecycle
 
 struct Dev: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Run Tender locally: throwaway PostgreSQL and Redis, dev TLS certificates, migrations, a dev merchant and client, then serve. Ctrl-C stops it all."
+    abstract: "Run Tender locally: throwaway PostgreSQL and Redis, dev TLS certificates, migrations, a dev merchant and client, then serve. Ctrl-C stops it all.",
+    usage: "tender dev [--state-dir <dir>] [--ephemeral] [--<setting> <value> ...]",
+    discussion: "Any setting of `tender serve` may be given as a flag (see `tender serve --help`) and wins over the dev set-up's: loopback addresses 127.0.0.1:8443 and 127.0.0.1:8080, the local PostgreSQL and Redis, the dev certificates and key-encryption key, and the provider simulator. The environment is not read, except TENDER_WEBHOOK_SECRETS, added to the simulator's."
   )
 
   @Option(help: "Folder for the dev database and certificates.")
   var stateDir: String = ".tender/dev"
 
-  @Option(name: .customLong("grpc-address"), help: "host:port of the gRPC listener (loopback).")
-  var grpcAddress: String = "127.0.0.1:8443"
-
-  @Option(name: .customLong("http-address"), help: "host:port of the HTTP bridge (loopback).")
-  var httpAddress: String = "127.0.0.1:8080"
-
-  @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
-  var logLevel: String = "info"
-
-  @Option(name: .customLong("otlp-endpoint"), help: "OTLP/gRPC collector for traces, e.g. http://localhost:4317 (a local Jaeger or OpenTelemetry Collector).")
-  var otlpEndpoint: String?
-
-  @Option(name: .customLong("rate-limit"), help: "Per-client token bucket, e.g. 50/s,burst=100 (the serve default).")
-  var rateLimit: String?
+  /// Any setting of `tender serve`; given ones win over the dev set-up's.
+  @OptionGroup var settings: ServeOptions
 
   @Flag(name: .customLong("without-interceptors"), help: .hidden)
   var withoutInterceptors = false
@@ -62,8 +52,8 @@ struct Dev: AsyncParsableCommand {
     defer { simulatorTask.cancel() }
 
     var flags: [Setting: String] = [
-      .grpcAddress: self.grpcAddress,
-      .httpAddress: self.httpAddress,
+      .grpcAddress: "127.0.0.1:8443",
+      .httpAddress: "127.0.0.1:8080",
       .tlsCert: tls.serverCertificate.path,
       .tlsKey: tls.serverKey.path,
       .databaseURL: postgres.databaseURL,
@@ -72,17 +62,15 @@ struct Dev: AsyncParsableCommand {
       .keyEncryptionKey: keyEncryptionKey,
       .providerURL: "http://127.0.0.1:\(simulatorPort)",
       .providerAPIKey: Self.simulatorAPIKey,
-      .logLevel: self.logLevel,
       // The simulator signs its webhooks with this secret; TENDER_WEBHOOK_SECRETS may add providers.
       .webhookSecrets: ["stripe=\(Self.simulatorWebhookSecret)", ProcessInfo.processInfo.environment["TENDER_WEBHOOK_SECRETS"] ?? ""]
         .filter { !$0.isEmpty }.joined(separator: ";"),
+      .drainDelay: "0s",
     ]
-    flags[.drainDelay] = "0s"
-    flags[.otlpEndpoint] = self.otlpEndpoint
-    flags[.rateLimit] = self.rateLimit
+    flags.merge(try self.settings.given()) { _, given in given }
     let configuration: ServerConfiguration
     do {
-      configuration = try ServerConfiguration.resolve(flags: flags, environment: [:])
+      configuration = try await ServerConfiguration.resolve(flags: flags, environment: [:])
     } catch let error as ConfigurationError {
       exitWithConfigurationError(error)
     }

@@ -14,15 +14,11 @@ struct Migrate: AsyncParsableCommand {
   var databaseURL: String?
 
   func run() async throws {
-    let url = self.databaseURL ?? ProcessInfo.processInfo.environment[Setting.databaseURL.environment]
-    guard let url, !url.isEmpty else {
-      exitWithConfigurationError(ConfigurationError(setting: Setting.databaseURL.label, problem: "is required"))
-    }
     let database: PostgresClient.Configuration
     do {
-      database = try DatabaseURL.configuration(from: url)
-    } catch let error as DatabaseURL.Invalid {
-      exitWithConfigurationError(ConfigurationError(setting: Setting.databaseURL.label, problem: error.description))
+      database = try await Setting.databaseURL.resolve(\.database, flag: self.databaseURL)
+    } catch let error as ConfigurationError {
+      exitWithConfigurationError(error)
     }
     let logger = makeLogger(level: .info)
     let applied = try await migrate(database, logger: logger)

@@ -23,15 +23,25 @@ func makeLogger(level: Logger.Level) -> Logger {
 
 struct Serve: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Serve gRPC over TLS until SIGTERM or SIGINT, then drain and exit 0."
+    abstract: "Serve gRPC over TLS until SIGTERM or SIGINT, then drain and exit 0.",
+    usage: "tender serve [--<setting> <value> ...]",
+    discussion: Setting.helpText
   )
 
   @OptionGroup var options: ServeOptions
 
+  /// Prints the README's configuration table (the test of the README compares the two).
+  @Flag(name: .customLong("print-settings-table"), help: .hidden)
+  var printSettingsTable = false
+
   func run() async throws {
+    if self.printSettingsTable {
+      print(Setting.markdownTable)
+      return
+    }
     let configuration: ServerConfiguration
     do {
-      configuration = try ServerConfiguration.resolve(flags: self.options.given)
+      configuration = try await ServerConfiguration.resolve(flags: try self.options.given())
     } catch let error as ConfigurationError {
       exitWithConfigurationError(error)
     }
