@@ -40,6 +40,8 @@ let package = Package(
     // Settings from flags, the environment and a secrets folder (already in the graph through async-http-client).
     .package(url: "https://github.com/apple/swift-configuration.git", exact: "1.4.0", traits: []),
     .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
+    // Child processes of tender dev and the tests (PostgreSQL and Redis tools, the tender binary).
+    .package(url: "https://github.com/swiftlang/swift-subprocess.git", exact: "1.0.2"),
     .package(url: "https://github.com/apple/swift-distributed-tracing.git", exact: "1.7.3"),
     // OTLP over gRPC only: Tender already carries grpc-swift; the HTTP exporter would add a client stack.
     .package(url: "https://github.com/swift-otel/swift-otel.git", exact: "1.6.0", traits: ["OTLPGRPC"]),
@@ -243,11 +245,24 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-        .product(name: "X509", package: "swift-certificates"),
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Prometheus", package: "swift-prometheus"),
         .product(name: "CoreMetrics", package: "swift-metrics"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    // Local PostgreSQL, Redis, certificates and simulator for `tender dev` and the tests; never
+    // part of what `tender serve` runs.
+    .target(
+      name: "TenderDevSupport",
+      dependencies: [
+        "TenderProviderSim",
+        .product(name: "Subprocess", package: "swift-subprocess"),
+        .product(name: "SystemPackage", package: "swift-system"),
+        .product(name: "X509", package: "swift-certificates"),
         .product(name: "SwiftASN1", package: "swift-asn1"),
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: swiftSettings
     ),
@@ -255,6 +270,7 @@ let package = Package(
       name: "tender",
       dependencies: [
         "TenderServer",
+        "TenderDevSupport",
         "TenderProviderSim",
         "TenderAPI",
         "TenderAuth",
@@ -272,6 +288,9 @@ let package = Package(
       name: "TenderTesting",
       dependencies: [
         "TenderServer",
+        "TenderDevSupport",
+        .product(name: "Subprocess", package: "swift-subprocess"),
+        .product(name: "SystemPackage", package: "swift-system"),
         "TenderProviderSim",
         "TenderAuth",
         "TenderCore",
@@ -294,6 +313,7 @@ let package = Package(
       name: "TenderServerTests",
       dependencies: [
         "TenderServer",
+        "TenderDevSupport",
         "TenderOperations",
         "TenderProviders",
         "TenderBridge",
@@ -360,6 +380,7 @@ let package = Package(
       name: "TenderRedisTests",
       dependencies: [
         "TenderRedis",
+        "TenderDevSupport",
         "TenderCore",
         "TenderServer",
         "TenderTesting",

@@ -97,30 +97,6 @@ public struct ProviderSimulator: Service {
   /// Webhooks accepted for delivery and not yet delivered or given up.
   public var webhooksPending: Int { self.webhooks.pending }
 
-  /// Starts a simulator in a task of its own and returns once it listens: the simulator, its
-  /// port and the task (cancel it to stop the simulator).
-  public static func startInBackground(
-    configuration: Configuration,
-    logger: Logger
-  ) async throws -> (simulator: ProviderSimulator, port: Int, task: Task<Void, any Error>) {
-    let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-    let simulator = ProviderSimulator(configuration: configuration, logger: logger) { port in
-      continuation.yield(port)
-      continuation.finish()
-    }
-    let task = Task {
-      defer { continuation.finish() }
-      try await simulator.run()
-    }
-    var iterator = ports.makeAsyncIterator()
-    guard let port = await iterator.next() else {
-      task.cancel()
-      throw SimulatorDidNotStart()
-    }
-    return (simulator, port, task)
-  }
-
-  public struct SimulatorDidNotStart: Error {}
 
   /// Every request received so far.
   public func requests() async -> [LoggedRequest] {

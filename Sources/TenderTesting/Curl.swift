@@ -1,4 +1,6 @@
 public import Foundation
+import Subprocess
+import SystemPackage
 
 /// Calls an HTTPS endpoint with curl, a stock client outside this process.
 public enum Curl {
@@ -17,25 +19,23 @@ public enum Curl {
     try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: scratch) }
     let bodyPath = scratch.appendingPathComponent("body").path
-    let metaURL = scratch.appendingPathComponent("meta")
-    FileManager.default.createFile(atPath: metaURL.path, contents: nil)
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-    process.arguments = ["--silent", "--max-time", "10", "--cacert", caPath, "--output", bodyPath,
-                         "--write-out", "%{http_code} %{content_type}"] + extraArguments + [url]
-    let meta = try FileHandle(forWritingTo: metaURL)
-    defer { try? meta.close() }
-    process.standardOutput = meta
-    process.standardError = FileHandle.nullDevice
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    while process.isRunning {
-      try await Task.sleep(for: .milliseconds(10))
+    let result = try await Subprocess.run(
+      .path("/usr/bin/curl"),
+      arguments: Arguments(
+        ["--silent", "--max-time", "10", "--cacert", caPath, "--output", bodyPath, "--write-out", "%{http_code} %{content_type}"]
+          + extraArguments + [url]
+      ),
+      output: .string(limit: 1 << 16)
+    )
+    let written = result.standardOutput ?? ""
+    let exitStatus: Int32
+    switch result.terminationStatus {
+    case .exited(let code): exitStatus = code
+    case .signaled(let signal): exitStatus = 128 + signal
     }
-    let written = (try? String(contentsOf: metaURL, encoding: .utf8)) ?? ""
     let parts = written.split(separator: " ", maxSplits: 1)
     return Reply(
-      exitStatus: process.terminationStatus,
+      exitStatus: exitStatus,
       status: parts.first.flatMap { Int($0) } ?? 0,
       body: (try? String(contentsOfFile: bodyPath, encoding: .utf8)) ?? "",
       contentType: parts.count > 1 ? String(parts[1]) : ""

@@ -1,6 +1,8 @@
 public import Foundation
 public import Logging
 public import PostgresNIO
+import Subprocess
+import SystemPackage
 import TenderPostgres
 
 /// The `tender` executable built beside the test bundle, run as a child process.
@@ -19,40 +21,21 @@ public enum TenderExecutable {
 
   /// Runs `tender` with `arguments` and only `environment` (plus PATH), waiting for it to exit.
   public static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> Outcome {
-    // Output goes to files, not pipes: reading a pipe to its end would block a thread until every
-    // process that inherited it (a database server started meanwhile, say) has exited.
-    let scratch = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("tender-run-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: scratch) }
-    let outputURL = scratch.appendingPathComponent("stdout")
-    let errorURL = scratch.appendingPathComponent("stderr")
-    FileManager.default.createFile(atPath: outputURL.path, contents: nil)
-    FileManager.default.createFile(atPath: errorURL.path, contents: nil)
-
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: self.path)
-    process.arguments = arguments
-    var env = environment
-    env["PATH"] = ProcessInfo.processInfo.environment["PATH"]
-    process.environment = env
-    let output = try FileHandle(forWritingTo: outputURL)
-    let errors = try FileHandle(forWritingTo: errorURL)
-    defer {
-      try? output.close()
-      try? errors.close()
-    }
-    process.standardOutput = output
-    process.standardError = errors
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    while process.isRunning {
-      try await Task.sleep(for: .milliseconds(10))
-    }
-    return Outcome(
-      status: process.terminationStatus,
-      standardOutput: (try? String(contentsOf: outputURL, encoding: .utf8)) ?? "",
-      standardError: (try? String(contentsOf: errorURL, encoding: .utf8)) ?? ""
+    var variables = environment
+    variables["PATH"] = ProcessInfo.processInfo.environment["PATH"]
+    let result = try await Subprocess.run(
+      .path(FilePath(self.path)),
+      arguments: Arguments(arguments),
+      environment: .custom(Dictionary(uniqueKeysWithValues: variables.compactMap { name, value in Environment.Key(rawValue: name).map { ($0, value) } })),
+      output: .string(limit: 4 << 20),
+      error: .string(limit: 4 << 20)
     )
+    let status: Int32
+    switch result.terminationStatus {
+    case .exited(let code): status = code
+    case .signaled(let signal): status = 128 + signal
+    }
+    return Outcome(status: status, standardOutput: result.standardOutput ?? "", standardError: result.standardError ?? "")
   }
 }
 

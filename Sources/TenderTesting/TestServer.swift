@@ -8,6 +8,7 @@ public import TenderProviderSim
 import TenderCore
 import TenderRPC
 public import TenderServer
+public import TenderDevSupport
 public import Tracing
 import Synchronization
 
@@ -72,7 +73,7 @@ public struct TestServer: Sendable {
     _ body: (TestServer) async throws -> Result
   ) async throws -> Result {
     let certificates = try TestCertificates.make()
-    let databaseURL = try TestPostgres.makeDatabase()
+    let databaseURL = try await TestPostgres.makeDatabase()
     // A provider simulator of this server's own, so each test sees only its own provider calls.
     let (simulator, simulatorPort, simulatorTask) = try await ProviderSimulator.startInBackground(
       // pm_card_slow answers well after the connector has given up (3 attempts of 1 s), even on a loaded machine.
@@ -88,7 +89,7 @@ public struct TestServer: Sendable {
       .databaseURL: databaseURL,
       .migrate: "true",
       // Generous timeouts: a test run loads both cores, which production Redis never sees.
-      .redisURL: try TestRedis.sharedServer().url + "?command_timeout=2s&connect_timeout=2s",
+      .redisURL: try await TestRedis.sharedServer().url + "?command_timeout=2s&connect_timeout=2s",
       // Test servers share one Redis; each keeps its own buckets.
       .redisKeyPrefix: "tender-test-\(UUID().uuidString.prefix(8)):",
       .keyEncryptionKey: TestServer.keyEncryptionKey,

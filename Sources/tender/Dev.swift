@@ -9,6 +9,7 @@ import TenderCore
 import TenderPostgres
 import TenderProviderSim
 import TenderServer
+import TenderDevSupport
 import ServiceLifecycle
 
 struct Dev: AsyncParsableCommand {
@@ -34,12 +35,12 @@ struct Dev: AsyncParsableCommand {
     let state = URL(fileURLWithPath: self.stateDir, isDirectory: true).standardizedFileURL
     try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
 
-    let tls = try DevTLSFiles.prepare(in: state.appendingPathComponent("tls"))
-    let postgres = try Self.startPostgres(in: state.appendingPathComponent("postgres"))
+    let tls = try DevCertificateFiles.prepare(in: state.appendingPathComponent("tls"))
+    let postgres = try await Self.startPostgres(in: state.appendingPathComponent("postgres"))
     defer {
       if self.ephemeral { postgres.destroy() } else { postgres.stop() }
     }
-    let redis = try LocalRedis.start(in: state.appendingPathComponent("redis"), port: try LocalPostgres.freePort())
+    let redis = try await LocalRedis.start(in: state.appendingPathComponent("redis"), port: try LocalPostgres.freePort())
     defer { redis.destroy() }
     let keyEncryptionKey = try Self.keyEncryptionKey(in: state)
     // The provider simulator runs in this process; the real Stripe connector talks to it over HTTP.
@@ -110,7 +111,7 @@ struct Dev: AsyncParsableCommand {
   static let simulatorWebhookSecret = "whsec_tender_dev"
 
   /// Starts the dev cluster on the port it used before, or a free one the first time.
-  static func startPostgres(in directory: URL) throws -> LocalPostgres {
+  static func startPostgres(in directory: URL) async throws -> LocalPostgres {
     let portFile = directory.appendingPathComponent("port")
     let port: Int
     if let text = try? String(contentsOf: portFile, encoding: .utf8), let saved = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
@@ -120,7 +121,7 @@ struct Dev: AsyncParsableCommand {
       try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
       try "\(port)\n".write(to: portFile, atomically: true, encoding: .utf8)
     }
-    return try LocalPostgres.start(in: directory, port: port)
+    return try await LocalPostgres.start(in: directory, port: port)
   }
 
   static let simulatorAPIKey = "sk_test_tender_dev"
@@ -243,32 +244,5 @@ final class DevPorts: Sendable {
       ports.http = port
       return ports.grpc
     }
-  }
-}
-
-/// The dev CA and server certificate in `tender dev`'s state folder, made once and reused.
-struct DevTLSFiles {
-  let caCertificate: URL
-  let serverCertificate: URL
-  let serverKey: URL
-
-  static func prepare(in directory: URL) throws -> DevTLSFiles {
-    let files = DevTLSFiles(
-      caCertificate: directory.appendingPathComponent("ca.pem"),
-      serverCertificate: directory.appendingPathComponent("server.pem"),
-      serverKey: directory.appendingPathComponent("server-key.pem")
-    )
-    let fileManager = FileManager.default
-    if [files.caCertificate, files.serverCertificate, files.serverKey].allSatisfy({ fileManager.fileExists(atPath: $0.path) }) {
-      return files
-    }
-    try fileManager.createDirectory(at: directory, withIntermediateDirectories: true)
-    let authority = try DevCertificateAuthority()
-    let server = try authority.issueServerCertificate()
-    try authority.certificatePEM.write(to: files.caCertificate, atomically: true, encoding: .utf8)
-    try server.certificatePEM.write(to: files.serverCertificate, atomically: true, encoding: .utf8)
-    try server.privateKeyPEM.write(to: files.serverKey, atomically: true, encoding: .utf8)
-    try fileManager.setAttributes([.posixPermissions: 0o600], ofItemAtPath: files.serverKey.path)
-    return files
   }
 }

@@ -13,7 +13,7 @@ struct IdempotencyStoreTests {
   static let create = "tender.payments.v1.PaymentService/CreatePayment"
 
   func withStore(_ body: (PostgresIdempotencyStore, PostgresClient) async throws -> Void) async throws {
-    let url = try TestPostgres.makeDatabase()
+    let url = try await TestPostgres.makeDatabase()
     try await withPostgresClient(url) { client in
       try await Migrator(client: client, logger: self.logger).migrate()
       for merchant in ["mer_a", "mer_b"] {

@@ -12,7 +12,7 @@ struct PaymentStoreTests {
   let logger = Logger(label: "tender.test.payments")
 
   func withStore(merchants: [String] = ["mer_a", "mer_b"], _ body: (PostgresPaymentStore, PostgresClient) async throws -> Void) async throws {
-    let url = try TestPostgres.makeDatabase()
+    let url = try await TestPostgres.makeDatabase()
     try await withPostgresClient(url) { client in
       try await Migrator(client: client, logger: self.logger).migrate()
       for merchant in merchants {

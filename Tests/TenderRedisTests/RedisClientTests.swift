@@ -3,6 +3,7 @@ import Logging
 import TenderCore
 import TenderRedis
 import TenderServer
+import TenderDevSupport
 import TenderTesting
 import Testing
 
@@ -23,7 +24,7 @@ func withRedisClient<Result: Sendable>(
 struct RedisClientTests {
   @Test("Replies of every RESP type come back decoded, binary-safe, error replies included")
   func replyTypes() async throws {
-    let redis = try TestRedis.sharedServer()
+    let redis = try await TestRedis.sharedServer()
     try await withRedisClient(port: redis.port) { client in
       let key = "t:\(UUID().uuidString)"
       #expect(try await client.send(["SET", key, "héllo\r\n\u{0}world"]) == .simpleString("OK"))
@@ -43,7 +44,7 @@ struct RedisClientTests {
 
   @Test("Hundreds of concurrent commands over the pool each get their own reply")
   func concurrentCommands() async throws {
-    let redis = try TestRedis.sharedServer()
+    let redis = try await TestRedis.sharedServer()
     try await withRedisClient(port: redis.port) { client in
       let key = "t:\(UUID().uuidString)"
       let replies = try await withThrowingTaskGroup(of: Int64?.self) { group in
@@ -60,7 +61,7 @@ struct RedisClientTests {
 
   @Test("With Redis down, calls fail fast instead of hanging, and recover when it is back")
   func redisDownAndBack() async throws {
-    let redis = try TestRedis.privateServer()
+    let redis = try await TestRedis.privateServer()
     defer { redis.destroy() }
     try await withRedisClient(port: redis.port, configure: {
       $0.poolSize = 2
@@ -77,7 +78,7 @@ struct RedisClientTests {
         // The connect timeout (1 s here) is the longest any call may wait.
         #expect(elapsed < .seconds(3))
       }
-      try redis.start()
+      try await redis.start()
       var answered = false
       for _ in 0..<100 where !answered {
         answered = (try? await client.send(["PING"])) == .simpleString("PONG")
@@ -92,7 +93,7 @@ struct RedisClientTests {
 struct TokenBucketLimiterTests {
   @Test("A burst of 50 concurrent calls over a limit of 10 lets exactly 10 through")
   func burstAllowsExactlyTheLimit() async throws {
-    let redis = try TestRedis.sharedServer()
+    let redis = try await TestRedis.sharedServer()
     try await withRedisClient(port: redis.port) { client in
       let limiter = TokenBucketLimiter(client: client)
       let policy = RateLimitPolicy(capacity: 10, refillPerSecond: 0.01)
@@ -117,7 +118,7 @@ struct TokenBucketLimiterTests {
 
   @Test("Bucket keys carry an expiry, and tokens refill over time")
   func expiryAndRefill() async throws {
-    let redis = try TestRedis.sharedServer()
+    let redis = try await TestRedis.sharedServer()
     try await withRedisClient(port: redis.port) { client in
       let limiter = TokenBucketLimiter(client: client, prefix: "t:rl:")
       // One token a second: taking them always outpaces the refill, however loaded the machine.
@@ -149,7 +150,7 @@ struct TokenBucketLimiterTests {
 
   @Test("The script is loaded again after Redis forgets it")
   func scriptReloaded() async throws {
-    let redis = try TestRedis.sharedServer()
+    let redis = try await TestRedis.sharedServer()
     try await withRedisClient(port: redis.port) { client in
       let limiter = TokenBucketLimiter(client: client)
       // One token per 1,000 s: nothing refills between the two calls however slow the machine.

@@ -3,6 +3,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import TenderAPI
 import TenderServer
+import TenderDevSupport
 import TenderTesting
 import Testing
 

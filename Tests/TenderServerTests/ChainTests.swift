@@ -11,6 +11,7 @@ import TenderAPI
 import TenderCore
 import TenderRedis
 import TenderServer
+import TenderDevSupport
 import TenderTesting
 import Testing
 import Tracing
@@ -121,7 +122,7 @@ struct ChainTests {
       let metrics = server.application.metrics.emitToString()
       #expect(MetricsTests.value(metrics, "tender_rate_limit_rejections_total", ["bucket": "client"]) == 20)
 
-      let redis = try TestRedis.sharedServer()
+      let redis = try await TestRedis.sharedServer()
       let ttl = try await RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: redis.port), logger: Logger(label: "test"))
         .send(["PTTL", "\(server.redisKeyPrefix)rl:client:\(client.clientID)"])
       let milliseconds = try #require(ttl.integer)
@@ -151,7 +152,7 @@ struct ChainTests {
 
   @Test("With Redis stopped, calls complete under the default fail-open policy and the error metric moves")
   func redisDownFailsOpen() async throws {
-    let redis = try TestRedis.privateServer()
+    let redis = try await TestRedis.privateServer()
     defer { redis.destroy() }
     try await TestServer.with(configure: { flags, _ in flags[.redisURL] = redis.url + "?command_timeout=2s&connect_timeout=2s" }) { server in
       let token = try await server.token(scopes: ["payments:read"])
@@ -172,7 +173,7 @@ struct ChainTests {
 
   @Test("With Redis stopped and the closed policy, calls get UNAVAILABLE with a reason")
   func redisDownFailsClosed() async throws {
-    let redis = try TestRedis.privateServer()
+    let redis = try await TestRedis.privateServer()
     defer { redis.destroy() }
     try await TestServer.with(configure: { flags, _ in
       flags[.redisURL] = redis.url + "?command_timeout=2s&connect_timeout=2s"

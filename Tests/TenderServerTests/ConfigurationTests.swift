@@ -1,5 +1,6 @@
 import Foundation
 import TenderServer
+import TenderDevSupport
 import TenderTesting
 import Testing
 

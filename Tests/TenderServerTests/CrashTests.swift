@@ -8,6 +8,7 @@ import SwiftProtobuf
 import TenderAPI
 import TenderProviderSim
 import TenderServer
+import TenderDevSupport
 import TenderTesting
 import Testing
 
@@ -73,7 +74,7 @@ struct CrashTests {
         [
           "serve", "--grpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0",
           "--tls-cert", self.certificates.serverCertificatePath, "--tls-key", self.certificates.serverKeyPath,
-          "--database-url", self.database, "--redis-url", try TestRedis.sharedServer().url,
+          "--database-url", self.database, "--redis-url", try await TestRedis.sharedServer().url,
           "--redis-key-prefix", "crash-\(UUID().uuidString.prefix(8)):",
           "--key-encryption-key", TestServer.keyEncryptionKey,
           "--provider-url", "http://127.0.0.1:\(self.simulatorPort)", "--provider-api-key", "sk_test_tender",
@@ -109,7 +110,7 @@ struct CrashTests {
   static func withWorld<Result: Sendable>(slowDelay: Duration = .seconds(8), _ body: (World) async throws -> Result) async throws -> Result {
     let certificates = try TestCertificates.make()
     defer { try? FileManager.default.removeItem(at: certificates.directory) }
-    let database = try TestPostgres.makeDatabase()
+    let database = try await TestPostgres.makeDatabase()
     var logger = Logger(label: "tender.test.sim")
     logger.logLevel = .critical
     let (simulator, port, task) = try await ProviderSimulator.startInBackground(
@@ -358,9 +359,7 @@ struct CrashTests {
 
       // The provider's event reaches a process that dies as soon as it would apply it.
       let doomed = try await world.start(crashAt: "webhook.apply")
-      let deadline = ContinuousClock.now + .seconds(20)
-      while doomed.bridgePort == nil, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
-      let bridge = try #require(doomed.bridgePort)
+      let bridge = try #require(await doomed.waitForBridge(timeout: .seconds(20)))
       let body = WebhookTests.event(
         id: "evt_crash", type: "payment_intent.succeeded",
         object: WebhookTests.intent(payment.providerPaymentID, status: "succeeded", tenderID: payment.paymentID, amount: 4200, received: 4200)
@@ -373,8 +372,8 @@ struct CrashTests {
 
       // The provider sends it again (it may not have seen the 200); a new process applies it once.
       let restarted = try await world.start(crashAt: nil)
-      while restarted.bridgePort == nil, ContinuousClock.now < deadline + .seconds(20) { try await Task.sleep(for: .milliseconds(50)) }
-      let again = try await WebhookTests.post(port: try #require(restarted.bridgePort), ca: world.certificates, body: body, headers: WebhookTests.signed(body))
+      let restartedBridge = try #require(await restarted.waitForBridge(timeout: .seconds(20)))
+      let again = try await WebhookTests.post(port: restartedBridge, ca: world.certificates, body: body, headers: WebhookTests.signed(body))
       #expect(again == 200)
       let outcome = try await SettlementTests.eventually("applied") { () -> String? in
         try await Self.rows(world.database, "SELECT coalesce(outcome, '') FROM webhook_inbox", as: String.self).first.flatMap { $0.isEmpty ? nil : $0 }

@@ -7,6 +7,7 @@ import TenderOperations
 import TenderPostgres
 import TenderProviderSim
 import TenderProviders
+import TenderDevSupport
 import TenderTesting
 import Testing
 
@@ -150,7 +151,7 @@ struct ExactlyOnceModelTests {
   }
 
   static func withWorld<T: Sendable>(_ body: (World) async throws -> T) async throws -> T {
-    let database = try TestPostgres.makeDatabase()
+    let database = try await TestPostgres.makeDatabase()
     var logger = Logger(label: "tender.test.model")
     logger.logLevel = .critical
     let (simulator, port, task) = try await ProviderSimulator.startInBackground(configuration: .init(slowDelay: .seconds(2)), logger: logger)

@@ -3,6 +3,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import TenderAPI
 import TenderServer
+import TenderDevSupport
 import TenderTesting
 import Testing
 
@@ -15,8 +16,8 @@ struct LifecycleTests {
     let tender = try await RunningTender([
       "serve", "--grpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0",
       "--tls-cert", certificates.serverCertificatePath, "--tls-key", certificates.serverKeyPath,
-      "--database-url", try TestPostgres.makeDatabase(), "--migrate",
-      "--redis-url", try TestRedis.sharedServer().url, "--key-encryption-key", TestServer.keyEncryptionKey,
+      "--database-url", try await TestPostgres.makeDatabase(), "--migrate",
+      "--redis-url", try await TestRedis.sharedServer().url, "--key-encryption-key", TestServer.keyEncryptionKey,
       "--provider-url", "http://127.0.0.1:9", "--provider-api-key", "sk_test_unused",
       "--health-probe-interval", "100ms",
     ])

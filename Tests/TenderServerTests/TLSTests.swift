@@ -9,6 +9,7 @@ import Synchronization
 import TenderAPI
 import SwiftProtobuf
 import TenderServer
+import TenderDevSupport
 import TenderTesting
 import Testing
 

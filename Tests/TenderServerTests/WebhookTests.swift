@@ -15,6 +15,7 @@ import TenderOperations
 import TenderPostgres
 import TenderProviderSim
 import TenderServer
+import TenderDevSupport
 import TenderTesting
 import Testing
 

@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+public import Foundation
 import SwiftASN1
 import X509
 
@@ -113,5 +113,32 @@ public struct DevCertificateAuthority: Sendable {
 
   enum CertificateError: Error {
     case invalidAddress(String)
+  }
+}
+
+/// The dev CA and server certificate in `tender dev`'s state folder, made once and reused.
+public struct DevCertificateFiles: Sendable {
+  public let caCertificate: URL
+  public let serverCertificate: URL
+  public let serverKey: URL
+
+  public static func prepare(in directory: URL) throws -> DevCertificateFiles {
+    let files = DevCertificateFiles(
+      caCertificate: directory.appendingPathComponent("ca.pem"),
+      serverCertificate: directory.appendingPathComponent("server.pem"),
+      serverKey: directory.appendingPathComponent("server-key.pem")
+    )
+    let fileManager = FileManager.default
+    if [files.caCertificate, files.serverCertificate, files.serverKey].allSatisfy({ fileManager.fileExists(atPath: $0.path) }) {
+      return files
+    }
+    try fileManager.createDirectory(at: directory, withIntermediateDirectories: true)
+    let authority = try DevCertificateAuthority()
+    let server = try authority.issueServerCertificate()
+    try authority.certificatePEM.write(to: files.caCertificate, atomically: true, encoding: .utf8)
+    try server.certificatePEM.write(to: files.serverCertificate, atomically: true, encoding: .utf8)
+    try server.privateKeyPEM.write(to: files.serverKey, atomically: true, encoding: .utf8)
+    try fileManager.setAttributes([.posixPermissions: 0o600], ofItemAtPath: files.serverKey.path)
+    return files
   }
 }

@@ -22,21 +22,28 @@ public struct LocalPostgres: Sendable {
   /// Creates (if needed) and starts a cluster in `directory` listening on 127.0.0.1:`port`.
   /// - Parameter maxConnections: the server's connection limit (a test run's many pools need more
   ///   than a dev server).
-  public static func start(in directory: URL, port: Int, database: String = "tender", maxConnections: Int = 200) throws -> LocalPostgres {
+  public static func start(in directory: URL, port: Int, database: String = "tender", maxConnections: Int = 200) async throws -> LocalPostgres {
     let cluster = LocalPostgres(directory: directory.standardizedFileURL, port: port, database: database)
-    try cluster.initializeIfNeeded()
-    try cluster.startServer(maxConnections: maxConnections)
-    try cluster.createDatabaseIfNeeded()
+    try await cluster.initializeIfNeeded()
+    try await cluster.startServer(maxConnections: maxConnections)
+    try await cluster.createDatabaseIfNeeded()
     return cluster
   }
 
-  /// Stops the server (fast shutdown: open sessions are disconnected).
+  /// Stops the server with a fast shutdown (open sessions are disconnected) and waits up to 30 s
+  /// for it to exit. A signal rather than `pg_ctl stop`, so it also works where nothing can be
+  /// awaited (at exit).
   public func stop() {
-    do {
-      try Self.run(Self.tool("pg_ctl"), ["-D", self.dataDirectory.path, "-m", "fast", "-w", "stop"], asPostgres: Self.isRoot)
-    } catch {
-      FileHandle.standardError.write(Data("tender: could not stop PostgreSQL in \(self.directory.path): \(error)\n".utf8))
+    let pidFile = self.dataDirectory.appendingPathComponent("postmaster.pid")
+    guard let text = try? String(contentsOf: pidFile, encoding: .utf8),
+      let line = text.split(separator: "\n").first, let pid = pid_t(line.trimmingCharacters(in: .whitespaces)), pid > 0
+    else { return }
+    guard kill(pid, SIGINT) == 0 else { return }
+    for _ in 0..<1200 {
+      if kill(pid, 0) != 0 { return }
+      usleep(25_000)
     }
+    FileHandle.standardError.write(Data("tender: PostgreSQL in \(self.directory.path) did not stop within 30 s\n".utf8))
   }
 
   /// Removes the cluster's folder, after stopping it.
@@ -64,26 +71,26 @@ public struct LocalPostgres: Sendable {
     return Int(UInt16(bigEndian: address.sin_port))
   }
 
-  private func initializeIfNeeded() throws {
+  private func initializeIfNeeded() async throws {
     let fileManager = FileManager.default
     try fileManager.createDirectory(at: self.directory, withIntermediateDirectories: true)
     if Self.isRoot {
-      try Self.run("/bin/chown", ["postgres:postgres", self.directory.path], asPostgres: false)
+      try await Self.run("/bin/chown", ["postgres:postgres", self.directory.path], asPostgres: false)
       do {
-        try Self.run("/usr/bin/test", ["-w", self.directory.path], asPostgres: true)
+        try await Self.run("/usr/bin/test", ["-w", self.directory.path], asPostgres: true)
       } catch {
         throw Failure(description: "the postgres user cannot reach \(self.directory.path): every folder above it must be searchable (chmod o+x), or choose another folder")
       }
     }
     guard !fileManager.fileExists(atPath: self.dataDirectory.appendingPathComponent("PG_VERSION").path) else { return }
-    try Self.run(
+    try await Self.run(
       Self.tool("initdb"),
       ["-D", self.dataDirectory.path, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-instructions", "--no-sync"],
       asPostgres: Self.isRoot
     )
   }
 
-  private func startServer(maxConnections: Int) throws {
+  private func startServer(maxConnections: Int) async throws {
     let options = [
       "-c listen_addresses=127.0.0.1",
       "-p \(self.port)",
@@ -92,10 +99,10 @@ public struct LocalPostgres: Sendable {
       "-c fsync=on",
     ].joined(separator: " ")
     // A server left running from an earlier start of this folder is reused.
-    if (try? Self.run(Self.tool("pg_ctl"), ["-D", self.dataDirectory.path, "status"], asPostgres: Self.isRoot)) != nil {
+    if (try? await Self.run(Self.tool("pg_ctl"), ["-D", self.dataDirectory.path, "status"], asPostgres: Self.isRoot)) != nil {
       return
     }
-    try Self.run(
+    try await Self.run(
       Self.tool("pg_ctl"),
       ["-D", self.dataDirectory.path, "-l", self.logFile.path, "-w", "-t", "60", "-o", options, "start"],
       asPostgres: Self.isRoot
@@ -108,24 +115,24 @@ public struct LocalPostgres: Sendable {
   }
 
   /// Creates an empty database named `name` (letters, digits and underscores only).
-  public func createDatabase(_ name: String) throws {
+  public func createDatabase(_ name: String) async throws {
     precondition(name.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" }, "database names are plain identifiers")
-    try Self.run(
+    try await Self.run(
       Self.tool("psql"),
       ["-h", "127.0.0.1", "-p", "\(self.port)", "-U", "postgres", "-d", "postgres", "-qc", "CREATE DATABASE \"\(name)\""],
       asPostgres: false
     )
   }
 
-  private func createDatabaseIfNeeded() throws {
-    let exists = try Self.run(
+  private func createDatabaseIfNeeded() async throws {
+    let exists = try await Self.run(
       Self.tool("psql"),
       ["-h", "127.0.0.1", "-p", "\(self.port)", "-U", "postgres", "-d", "postgres", "-tAc",
        "SELECT 1 FROM pg_database WHERE datname = '\(self.database)'"],
       asPostgres: false
     )
     if exists.trimmingCharacters(in: .whitespacesAndNewlines) != "1" {
-      try self.createDatabase(self.database)
+      try await self.createDatabase(self.database)
     }
   }
 
@@ -139,9 +146,9 @@ public struct LocalPostgres: Sendable {
   }
 
   @discardableResult
-  static func run(_ program: String, _ arguments: [String], asPostgres: Bool) throws -> String {
+  static func run(_ program: String, _ arguments: [String], asPostgres: Bool) async throws -> String {
     do {
-      return try ChildProcess.run(program, arguments, asUser: asPostgres ? "postgres" : nil)
+      return try await ChildProcess.run(program, arguments, asUser: asPostgres ? "postgres" : nil)
     } catch let error as ChildProcess.Failure {
       throw Failure(description: error.description)
     }

@@ -14,20 +14,20 @@ public struct LocalRedis: Sendable {
   private var pidFile: URL { self.directory.appendingPathComponent("redis.pid") }
 
   /// Starts a server (no persistence) listening on 127.0.0.1:`port`.
-  public static func start(in directory: URL, port: Int) throws -> LocalRedis {
+  public static func start(in directory: URL, port: Int) async throws -> LocalRedis {
     let redis = LocalRedis(directory: directory.standardizedFileURL, port: port)
-    try redis.start()
+    try await redis.start()
     return redis
   }
 
   /// Starts the server again after `stop()`, on the same port.
-  public func start() throws {
+  public func start() async throws {
     try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
     guard let server = ChildProcess.find("redis-server") else {
       throw Failure(description: "redis-server not found: install Redis (apt-get install redis-server)")
     }
     do {
-      try ChildProcess.run(server, [
+      try await ChildProcess.run(server, [
         "--bind", "127.0.0.1", "--port", "\(self.port)", "--save", "", "--appendonly", "no",
         "--daemonize", "yes", "--pidfile", self.pidFile.path, "--dir", self.directory.path,
         "--logfile", self.directory.appendingPathComponent("redis.log").path,
@@ -38,7 +38,7 @@ public struct LocalRedis: Sendable {
     // Daemonized: wait until it accepts connections.
     for _ in 0..<200 {
       if self.isAccepting() { return }
-      usleep(25_000)
+      try await Task.sleep(for: .milliseconds(25))
     }
     throw Failure(description: "redis-server did not start on port \(self.port)")
   }
