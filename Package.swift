@@ -235,6 +235,7 @@ let package = Package(
         .product(name: "Configuration", package: "swift-configuration"),
         .product(name: "SystemPackage", package: "swift-system"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
@@ -289,6 +290,7 @@ let package = Package(
       dependencies: [
         "TenderServer",
         "TenderDevSupport",
+        .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
         .product(name: "Subprocess", package: "swift-subprocess"),
         .product(name: "SystemPackage", package: "swift-system"),
         "TenderProviderSim",
@@ -314,6 +316,7 @@ let package = Package(
       dependencies: [
         "TenderServer",
         "TenderDevSupport",
+        .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
         "TenderOperations",
         "TenderProviders",
         "TenderBridge",
@@ -351,6 +354,11 @@ let package = Package(
       dependencies: [
         "TenderProviders",
         "TenderProviderSim",
+        "TenderDevSupport",
+        .product(name: "Hummingbird", package: "hummingbird"),
+        .product(name: "HummingbirdTesting", package: "hummingbird"),
+        .product(name: "HTTPTypes", package: "swift-http-types"),
+        .product(name: "NIOCore", package: "swift-nio"),
         "TenderCore",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -359,7 +367,26 @@ let package = Package(
     ),
     .testTarget(
       name: "TenderBridgeTests",
-      dependencies: ["TenderBridge"],
+      dependencies: [
+        "TenderBridge",
+        "TenderCore",
+        .product(name: "Hummingbird", package: "hummingbird"),
+        .product(name: "HummingbirdTesting", package: "hummingbird"),
+        .product(name: "HTTPTypes", package: "swift-http-types"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "TenderAuthTests",
+      dependencies: [
+        "TenderAuth",
+        "TenderCore",
+        "TenderTesting",
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
       swiftSettings: swiftSettings
     ),
     .testTarget(

@@ -1,5 +1,5 @@
 public import Foundation
-import Hummingbird
+public import Hummingbird
 public import Logging
 import NIOCore
 public import ServiceLifecycle
@@ -160,14 +160,11 @@ public struct ProviderSimulator: Service {
     return (intent.id, intent.status, intent.amountReceived, await self.state.refunded(intent.id))
   }
 
-  public func run() async throws {
+  /// The simulator's routes: the Stripe API subset and the `/_sim` controls.
+  public func router() -> Router<BasicRequestContext> {
     let router = Router()
     let gateBox = self.gate
-    let api = SimulatedAPI(
-      state: self.state, apiKey: self.configuration.apiKey, slowDelay: self.configuration.slowDelay, asyncDelay: self.configuration.asyncDelay,
-      refuse: { duration in await gateBox.withLock { $0 }?.refuse(for: duration) },
-      webhooks: self.webhooks
-    )
+    let api = self.api
     router.post("/v1/payment_intents") { request, _ in try await api.handle(request, path: "/v1/payment_intents", operation: .createIntent) }
     router.post("/v1/payment_intents/:id/capture") { request, context in
       let id = try context.parameters.require("id")
@@ -222,6 +219,23 @@ public struct ProviderSimulator: Service {
       }
       return Response(status: .accepted)
     }
+    return router
+  }
+
+  /// Request handling over the simulator's state, gate and webhook sender.
+  private var api: SimulatedAPI {
+    let gateBox = self.gate
+    return SimulatedAPI(
+      state: self.state, apiKey: self.configuration.apiKey, slowDelay: self.configuration.slowDelay, asyncDelay: self.configuration.asyncDelay,
+      refuse: { duration in await gateBox.withLock { $0 }?.refuse(for: duration) },
+      webhooks: self.webhooks
+    )
+  }
+
+  public func run() async throws {
+    let router = self.router()
+    let gateBox = self.gate
+    let api = self.api
     let onListening = self.onListening
     let host = self.configuration.host
     let publicPort = self.configuration.port

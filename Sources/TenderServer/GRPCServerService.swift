@@ -1,5 +1,4 @@
 public import GRPCCore
-public import GRPCNIOTransportHTTP2
 public import Logging
 public import ServiceLifecycle
 public import TenderRPC
@@ -7,22 +6,26 @@ public import TenderRPC
 /// Runs the gRPC server as a lifecycle `Service`. On graceful shutdown it reports NOT_SERVING and
 /// ends health watches at once, waits the drain delay so balancers notice, then stops accepting
 /// RPCs and lets the in-flight ones finish.
-public struct GRPCServerService: Service {
-  private let server: GRPCServer<HTTP2ServerTransport.Posix>
+public struct GRPCServerService<Transport: ServerTransport>: Service {
+  private let server: GRPCServer<Transport>
   private let board: HealthStatusBoard
   private let drainDelay: Duration
   private let logger: Logger
   private let beforeServing: @Sendable () async throws -> Void
   private let onListening: @Sendable (_ host: String, _ port: Int) -> Void
+  private let address: @Sendable () async throws -> (host: String, port: Int, text: String)
 
+  /// - Parameter address: where the server listens, once it does (host, port, as logged).
   public init(
-    server: GRPCServer<HTTP2ServerTransport.Posix>,
+    server: GRPCServer<Transport>,
     board: HealthStatusBoard,
     drainDelay: Duration,
     logger: Logger,
     beforeServing: @escaping @Sendable () async throws -> Void = {},
+    address: @escaping @Sendable () async throws -> (host: String, port: Int, text: String),
     onListening: @escaping @Sendable (_ host: String, _ port: Int) -> Void
   ) {
+    self.address = address
     self.server = server
     self.board = board
     self.drainDelay = drainDelay
@@ -45,14 +48,9 @@ public struct GRPCServerService: Service {
         try await server.serve()
       }
       group.addTask {
-        let address = try await server.transport.listeningAddress
-        if let ipv4 = address.ipv4 {
-          self.logger.notice("gRPC listening", metadata: ["address": "\(ipv4.host):\(ipv4.port)"])
-          self.onListening(ipv4.host, ipv4.port)
-        } else if let ipv6 = address.ipv6 {
-          self.logger.notice("gRPC listening", metadata: ["address": "[\(ipv6.host)]:\(ipv6.port)"])
-          self.onListening(ipv6.host, ipv6.port)
-        }
+        let (host, port, text) = try await self.address()
+        self.logger.notice("gRPC listening", metadata: ["address": "\(text)"])
+        self.onListening(host, port)
       }
       group.addTask {
         try await gracefulShutdown()

@@ -103,6 +103,8 @@ public struct ServerConfiguration: Sendable {
   public var webhookRetry = WebhookApplier.Policy()
   /// How often finished idempotency records older than a day are deleted.
   public var reaperInterval: Duration = .seconds(3600)
+  /// scrypt's cost for new client secrets (stored hashes carry their own).
+  public var secretHashing = ClientSecretHasher.Parameters.standard
 
   /// Every attempt of one provider call and every wait between them.
   public var providerBudget: Duration {

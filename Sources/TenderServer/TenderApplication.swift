@@ -1,6 +1,7 @@
 import Foundation
 import GRPCCore
 public import GRPCNIOTransportHTTP2
+public import GRPCInProcessTransport
 public import Logging
 import NIOCore
 import NIOPosix
@@ -30,8 +31,8 @@ public struct TenderApplication: Sendable {
   public let serviceGroup: ServiceGroup
   /// The health status the server reports.
   public let board: HealthStatusBoard
-  /// The database pool, for callers that need it beside the server (dev seeding, tests).
-  public let postgres: PostgresClient
+  /// The database pool, for callers that need it beside the server (tests); nil on other ports.
+  public let postgres: PostgresClient?
   /// Counts of the listener's connections.
   public let connections: ConnectionCounter
   /// The server's metrics, in Prometheus exposition format via `emitToString()`.
@@ -63,10 +64,16 @@ public struct TenderApplication: Sendable {
   ///     or traces. Only for measuring what the chain costs (`tender dev`'s hidden flag).
   ///   - tracer: receives the RPC and database spans. By default: exported over OTLP/gRPC when
   ///     `otlpEndpoint` is configured, a no-op otherwise.
+  ///   - ports: what the server stores in and talks to; by default PostgreSQL, Redis and the
+  ///     provider's API as configured.
+  ///   - listener: where RPCs arrive: the configured TCP address with its TLS, or an in-process
+  ///     transport (tests of RPC behaviour).
   public static func build(
     configuration: ServerConfiguration,
     logger: Logger,
     tracer: (any Tracer)? = nil,
+    ports: TenderPorts? = nil,
+    listener: Listener = .network,
     withoutInterceptors: Bool = false,
     gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint],
     onListening: @escaping @Sendable (_ host: String, _ port: Int) -> Void = { _, _ in },
@@ -74,10 +81,10 @@ public struct TenderApplication: Sendable {
   ) throws -> TenderApplication {
     let tracing = try Self.tracing(configuration, given: tracer, logger: logger)
     let metrics = PrometheusCollectorRegistry()
+    let ports = ports ?? .production(configuration, tracer: tracing.tracer, logger: logger)
     let shared = Shared(
       configuration: configuration,
-      postgres: PostgresClient(configuration: configuration.database, backgroundLogger: logger),
-      redis: RedisClient(configuration: configuration.redis, logger: logger),
+      ports: ports,
       metrics: PrometheusMetricsFactory(registry: metrics),
       tracer: tracing.tracer,
       logger: logger
@@ -103,31 +110,46 @@ public struct TenderApplication: Sendable {
       payments.refundService,
     ]
     let connections = ConnectionCounter()
-    let server = GRPCServer(
-      transport: try makeTransport(configuration, connections: connections),
-      services: services,
-      interceptorPipeline: withoutInterceptors ? [] : Self.interceptors(shared, auth: auth, traceID: tracing.traceID)
-    )
-
-    let migrator = configuration.migrateOnStart ? Migrator(client: shared.postgres, logger: logger) : nil
+    let interceptors = withoutInterceptors ? [] : Self.interceptors(shared, auth: auth, traceID: tracing.traceID)
+    let migrate = configuration.migrateOnStart ? ports.migrate : nil
     // Readiness is probed, and signing keys loaded, only once the gRPC server listens (after
     // migrations in dev mode).
     let (listening, listeningContinuation) = AsyncStream.makeStream(of: Void.self)
     let (keysListening, keysListeningContinuation) = AsyncStream.makeStream(of: Void.self)
-    let grpc = GRPCServerService(
-      server: server,
-      board: board,
-      drainDelay: configuration.drainDelay,
-      logger: logger,
-      beforeServing: {
-        try await migrator?.migrate()
-      },
-      onListening: { host, port in
-        listeningContinuation.finish()
-        keysListeningContinuation.finish()
-        onListening(host, port)
-      }
-    )
+    let listened: @Sendable (String, Int) -> Void = { host, port in
+      listeningContinuation.finish()
+      keysListeningContinuation.finish()
+      onListening(host, port)
+    }
+    let grpc: any Service
+    switch listener {
+    case .network:
+      let transport = try makeTransport(configuration, connections: connections)
+      grpc = GRPCServerService(
+        server: GRPCServer(transport: transport, services: services, interceptorPipeline: interceptors),
+        board: board,
+        drainDelay: configuration.drainDelay,
+        logger: logger,
+        beforeServing: { try await migrate?() },
+        address: {
+          let address = try await transport.listeningAddress
+          if let ipv6 = address.ipv6 { return (ipv6.host, ipv6.port, "[\(ipv6.host)]:\(ipv6.port)") }
+          let ipv4 = address.ipv4
+          return (ipv4?.host ?? configuration.host, ipv4?.port ?? configuration.port, "\(ipv4?.host ?? configuration.host):\(ipv4?.port ?? configuration.port)")
+        },
+        onListening: listened
+      )
+    case .inProcess(let transport):
+      grpc = GRPCServerService(
+        server: GRPCServer(transport: transport.server, services: services, interceptorPipeline: interceptors),
+        board: board,
+        drainDelay: configuration.drainDelay,
+        logger: logger,
+        beforeServing: { try await migrate?() },
+        address: { ("in-process", 0, "in-process") },
+        onListening: listened
+      )
+    }
     let keys = auth.keys
     let bridge = try Bridge.application(
       configuration: .init(host: configuration.httpHost, port: configuration.httpPort, tls: try bridgeTLS(configuration)),
@@ -146,7 +168,7 @@ public struct TenderApplication: Sendable {
       }
     )
     let monitor = ReadinessMonitor(
-      probes: [PostgresReadinessProbe(client: shared.postgres)],
+      probes: ports.probes,
       board: board,
       interval: configuration.healthProbeInterval,
       logger: logger,
@@ -157,8 +179,8 @@ public struct TenderApplication: Sendable {
     // can still use it. The exporter starts first and stops last, so the spans of the final RPCs
     // are still sent. Background work finishing is not a reason to stop the server.
     var groupServices: [ServiceGroupConfiguration.ServiceConfiguration] = tracing.exporter.map { [.init(service: $0)] } ?? []
-    groupServices += [.init(service: shared.postgres), .init(service: shared.redis)]
-    groupServices += (auth.background + payments.background + [webhooks.application]).map { .init(service: $0, successTerminationBehavior: .ignore) }
+    groupServices += ports.services.map { .init(service: $0, successTerminationBehavior: .ignore) }
+    groupServices += (auth.background + payments.background + webhooks.background).map { .init(service: $0, successTerminationBehavior: .ignore) }
     groupServices += [
       .init(service: SigningKeyLoader(keys: keys, logger: logger, startWhen: { for await _ in keysListening {} }), successTerminationBehavior: .ignore),
       .init(service: monitor),
@@ -171,7 +193,7 @@ public struct TenderApplication: Sendable {
     return TenderApplication(
       serviceGroup: group,
       board: board,
-      postgres: shared.postgres,
+      postgres: ports.postgres,
       connections: connections,
       metrics: metrics,
       authority: auth.authority,
@@ -181,11 +203,18 @@ public struct TenderApplication: Sendable {
     )
   }
 
+  /// Where RPCs arrive.
+  public enum Listener: Sendable {
+    /// The configured address, with the configured TLS.
+    case network
+    /// An in-process transport: no socket, no TLS (tests of RPC behaviour).
+    case inProcess(InProcessTransport)
+  }
+
   /// What every part of the server is built from.
   struct Shared {
     let configuration: ServerConfiguration
-    let postgres: PostgresClient
-    let redis: RedisClient
+    let ports: TenderPorts
     let metrics: PrometheusMetricsFactory
     let tracer: any Tracer
     let logger: Logger
@@ -193,8 +222,8 @@ public struct TenderApplication: Sendable {
 
   /// Clients, access tokens, signing keys and the rate limiter.
   struct AuthParts {
-    let store: PostgresAuthStore
-    let hasher = ClientSecretHasher()
+    let store: any AuthStore
+    let hasher: ClientSecretHasher
     let keys: KeyRing
     let authority: TokenAuthority
     let clients: ClientRegistry
@@ -203,8 +232,9 @@ public struct TenderApplication: Sendable {
 
     init(_ shared: Shared) {
       let configuration = shared.configuration
-      self.store = PostgresAuthStore(client: shared.postgres, logger: shared.logger, tracer: shared.tracer)
-      let standingCache = RedisTokenStandingCache(client: shared.redis, prefix: configuration.redisKeyPrefix + "auth:")
+      self.store = shared.ports.auth
+      self.hasher = ClientSecretHasher(parameters: configuration.secretHashing)
+      let standingCache = shared.ports.standingCache
       self.keys = KeyRing(
         store: self.store,
         encryptionKey: configuration.keyEncryptionKey,
@@ -223,7 +253,7 @@ public struct TenderApplication: Sendable {
       )
       self.clients = ClientRegistry(store: self.store, hasher: self.hasher, cache: standingCache)
       self.gate = RateLimitGate(
-        limiter: TokenBucketLimiter(client: shared.redis, prefix: configuration.redisKeyPrefix + "rl:"),
+        limiter: shared.ports.limiter,
         failureMode: configuration.rateLimitFailureMode == .open ? .open : .closed,
         metrics: shared.metrics,
         logger: shared.logger
@@ -241,17 +271,11 @@ public struct TenderApplication: Sendable {
     let background: [any Service]
 
     init(_ shared: Shared) {
-      let (configuration, logger) = (shared.configuration, shared.logger)
-      let provider = StripeConnector(
-        configuration: StripeConfiguration(
-          baseURL: configuration.providerURL, apiKey: configuration.providerAPIKey, requestTimeout: configuration.providerTimeout,
-          maximumAttempts: configuration.providerAttempts, maximumBackoff: configuration.providerMaxBackoff
-        ),
-        logger: logger
-      )
-      let paymentStore = PostgresPaymentStore(client: shared.postgres, logger: logger, tracer: shared.tracer)
-      let refundStore = PostgresRefundStore(client: shared.postgres, logger: logger, tracer: shared.tracer)
-      let idempotencyStore = PostgresIdempotencyStore(client: shared.postgres, logger: logger, tracer: shared.tracer)
+      let (configuration, logger, ports) = (shared.configuration, shared.logger, shared.ports)
+      let provider = ports.provider
+      let paymentStore = ports.payments
+      let refundStore = ports.refunds
+      let idempotencyStore = ports.idempotency
       let pageTokens = PageTokens(key: configuration.keyEncryptionKey.derivedKey(purpose: "page tokens"))
       // One runner for every keyed operation, the completer's included.
       self.runner = KeyedOperationRunner(idempotency: idempotencyStore, calls: paymentStore, lock: configuration.idempotencyLock, logger: logger)
@@ -263,7 +287,7 @@ public struct TenderApplication: Sendable {
         counters[kind] = CoreMetrics.Counter(label: "tender_settlement_abandoned_total", dimensions: [("kind", kind)], factory: shared.metrics)
       }
       let settlement = Settlement(
-        store: PostgresSettlementStore(client: shared.postgres, logger: logger, tracer: shared.tracer),
+        store: ports.settlement,
         payments: paymentStore,
         refunds: refundStore,
         provider: provider,
@@ -273,7 +297,6 @@ public struct TenderApplication: Sendable {
       )
       self.background = [
         PeriodicTask.idempotencyReaper(store: idempotencyStore, interval: configuration.reaperInterval, logger: logger),
-        ConnectorLifecycle(connector: provider),
         PeriodicTask.completer(
           payments: self.paymentService, refunds: self.refundService, settlement: settlement, interval: configuration.completerInterval, logger: logger
         ),
@@ -284,11 +307,14 @@ public struct TenderApplication: Sendable {
   /// Webhooks: verified and stored by the bridge's endpoint, applied by the webhook application.
   struct WebhookParts {
     let endpoint: WebhookEndpoint?
-    let application: any Service
+    let background: [any Service]
 
     init(_ shared: Shared) throws {
       let (configuration, logger, metrics) = (shared.configuration, shared.logger, shared.metrics)
-      let inbox = PostgresWebhookInbox(client: shared.postgres, logger: logger, tracer: shared.tracer)
+      guard let inbox = shared.ports.webhooks else {
+        (self.endpoint, self.background) = (nil, [])
+        return
+      }
       let (received, receivedContinuation) = AsyncStream.makeStream(of: WebhookEvent.self, bufferingPolicy: .bufferingNewest(10_000))
       let applyTimer = CoreMetrics.Timer(label: "tender_webhook_apply_seconds", factory: metrics)
       let applier = WebhookApplier(
@@ -304,12 +330,14 @@ public struct TenderApplication: Sendable {
         if stored { receivedContinuation.yield(event) }
         return stored
       }
-      self.application = WebhookApplication(
-        applier: applier, inbox: inbox, received: received, interval: configuration.completerInterval,
-        waiting: Gauge(label: "tender_webhook_inbox_waiting", factory: metrics),
-        parked: Gauge(label: "tender_webhook_inbox_parked", factory: metrics),
-        logger: logger
-      )
+      self.background = [
+        WebhookApplication(
+          applier: applier, inbox: inbox, received: received, interval: configuration.completerInterval,
+          waiting: Gauge(label: "tender_webhook_inbox_waiting", factory: metrics),
+          parked: Gauge(label: "tender_webhook_inbox_parked", factory: metrics),
+          logger: logger
+        ),
+      ]
     }
   }
 

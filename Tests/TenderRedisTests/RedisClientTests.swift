@@ -75,8 +75,10 @@ struct RedisClientTests {
         let elapsed = await clock.measure {
           await #expect(throws: RedisError.self) { try await client.send(["PING"]) }
         }
-        // The connect timeout (1 s here) is the longest any call may wait.
-        #expect(elapsed < .seconds(3))
+        // Each call ends in an error instead of waiting for Redis to come back: bounded by the
+        // connect timeout (1 s here). The bound checked is a hang detector, far above it, not a
+        // speed figure: a loaded machine stretches every call.
+        #expect(elapsed < .seconds(15))
       }
       try await redis.start()
       var answered = false

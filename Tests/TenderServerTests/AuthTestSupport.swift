@@ -76,8 +76,8 @@ struct TokenForge {
 }
 
 /// Sends an empty request message (valid for every proto3 request) to any method, by name.
-struct AnyMethodCaller {
-  let client: GRPCClient<HTTP2ClientTransport.Posix>
+struct AnyMethodCaller<Transport: ClientTransport> {
+  let client: GRPCClient<Transport>
 
   /// The status the call ended with (`.ok` when it succeeded), and its ErrorInfo reason.
   func call(_ policy: MethodPolicyName, metadata: Metadata) async -> (code: RPCError.Code?, reason: String?) {

@@ -51,7 +51,9 @@ struct PaymentsTests {
     }
   }
 
-  static func create(_ payments: Payments, _ request: Tender_Payments_V1_CreatePaymentRequest, metadata: Metadata) async -> Outcome {
+  static func create<Transport: ClientTransport>(
+    _ payments: Tender_Payments_V1_PaymentService.Client<Transport>, _ request: Tender_Payments_V1_CreatePaymentRequest, metadata: Metadata
+  ) async -> Outcome {
     do {
       return try await payments.createPayment(request, metadata: metadata) { response in
         let replayed = response.metadata[stringValues: "idempotent-replayed"].contains("true")
@@ -120,121 +122,6 @@ struct PaymentsTests {
       #expect(try await Self.count(server, "payments") == 1)
       let charges = await server.simulator.requests().filter { $0.path == "/v1/payment_intents" && $0.outcome == "created" }
       #expect(charges.count == 1)
-    }
-  }
-
-  @Test("Replays return the first answer — a stored decline too — marked as replayed; a reused key with another request is refused; merchants have their own keys")
-  func replayReuseAndMerchants() async throws {
-    try await TestServer.with { server in
-      let token = try await server.token(scopes: ["payments:write"])
-      let other = try await server.token(scopes: ["payments:write"], merchantID: "mer_other")
-      try await server.withClient { grpc in
-        let payments = Payments(wrapping: grpc)
-        let first = await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "k1"))
-        let again = await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "k1"))
-        guard case .payment(let original, replayed: false) = first, case .payment(let replayed, replayed: true) = again else {
-          Issue.record("expected a first answer and a replay: \(first) / \(again)")
-          return
-        }
-        var options = BinaryEncodingOptions()
-        options.useDeterministicOrdering = true
-        #expect(try original.serializedBytes(options: options) as [UInt8] == replayed.serializedBytes(options: options))
-
-        let reused = await Self.create(payments, Self.request(2000), metadata: Self.metadata(token, key: "k1"))
-        #expect(reused.error?.code == .invalidArgument)
-        #expect(reused.error?.reason == "IDEMPOTENCY_KEY_REUSED")
-
-        let declined = await Self.create(payments, Self.request(method: "pm_card_chargeDeclinedInsufficientFunds"), metadata: Self.metadata(token, key: "k2"))
-        let declinedAgain = await Self.create(payments, Self.request(method: "pm_card_chargeDeclinedInsufficientFunds"), metadata: Self.metadata(token, key: "k2"))
-        let firstError = try #require(declined.error)
-        let secondError = try #require(declinedAgain.error)
-        #expect(firstError.code == .failedPrecondition && firstError.reason == "CARD_DECLINED")
-        #expect(secondError.code == firstError.code && secondError.message == firstError.message)
-        #expect(secondError.metadata[binaryValues: "grpc-status-details-bin"].first(where: { _ in true }) == firstError.metadata[binaryValues: "grpc-status-details-bin"].first(where: { _ in true }))
-        #expect(secondError.metadata[stringValues: "idempotent-replayed"].contains("true"))
-        let info = try firstError.unpackGoogleRPCStatus()?.details.compactMap(\.errorInfo).first
-        #expect(info?.metadata["decline_reason"] == "insufficient_funds")
-
-        // The same key at another merchant is a different request.
-        let elsewhere = await Self.create(payments, Self.request(), metadata: Self.metadata(other, key: "k1"))
-        #expect(elsewhere.payment?.paymentID != original.paymentID)
-        #expect(elsewhere.payment?.merchantID == "mer_other")
-      }
-      #expect(try await Self.count(server, "payments") == 3)
-      let charges = await server.simulator.requests().filter { $0.path == "/v1/payment_intents" && ($0.outcome == "created" || $0.outcome == "declined") }
-      #expect(charges.count == 3)
-    }
-  }
-
-  enum BadInput: String, CaseIterable, Sendable {
-    case zeroAmount, negativeAmount, tooLarge, unknownCurrency, noAmount, unspecifiedCapture, noPaymentMethod
-    case panAsPaymentMethod, panInMetadata, panInDescription, oversizedMetadata
-
-    func apply(_ r: inout Tender_Payments_V1_CreatePaymentRequest) {
-      switch self {
-      case .zeroAmount: r.amount.amountMinor = 0
-      case .negativeAmount: r.amount.amountMinor = -5
-      case .tooLarge: r.amount.amountMinor = 1_000_000_000_001
-      case .unknownCurrency: r.amount.currency = "XXY"
-      case .noAmount: r.clearAmount()
-      case .unspecifiedCapture: r.captureMethod = .unspecified
-      case .noPaymentMethod: r.paymentMethodToken = ""
-      case .panAsPaymentMethod: r.paymentMethodToken = "4242424242424242"
-      case .panInMetadata: r.metadata["note"] = "card 4242 4242 4242 4242"
-      case .panInDescription: r.description_p = "paid with 5555555555554444"
-      case .oversizedMetadata: for i in 0..<51 { r.metadata["k\(i)"] = "v" }
-      }
-    }
-
-    var expected: (reason: String, field: String) {
-      switch self {
-      case .zeroAmount, .negativeAmount, .tooLarge: return ("AMOUNT_INVALID", "amount.amount_minor")
-      case .unknownCurrency: return ("CURRENCY_UNSUPPORTED", "amount.currency")
-      case .noAmount: return ("FIELD_REQUIRED", "amount")
-      case .unspecifiedCapture: return ("FIELD_REQUIRED", "capture_method")
-      case .noPaymentMethod: return ("FIELD_REQUIRED", "payment_method_token")
-      case .panAsPaymentMethod: return ("CARD_DATA_REJECTED", "payment_method_token")
-      case .panInMetadata: return ("CARD_DATA_REJECTED", "metadata[note]")
-      case .panInDescription: return ("CARD_DATA_REJECTED", "description")
-      case .oversizedMetadata: return ("METADATA_TOO_LARGE", "metadata")
-      }
-    }
-  }
-
-  @Test("Bad input gets the reason and field, and writes nothing", arguments: BadInput.allCases)
-  func badInput(_ input: BadInput) async throws {
-    let (name, (reason, field)) = (input.rawValue, input.expected)
-    try await TestServer.with { server in
-      let token = try await server.token(scopes: ["payments:write"])
-      var request = Self.request()
-      input.apply(&request)
-      let outcome = try await server.withClient { grpc in
-        await Self.create(Payments(wrapping: grpc), request, metadata: Self.metadata(token, key: "bad-\(name)"))
-      }
-      let error = try #require(outcome.error, "\(name) was accepted")
-      #expect(error.code == .invalidArgument, "\(name)")
-      let status = try error.unpackGoogleRPCStatus()
-      #expect(status?.details.compactMap(\.errorInfo).first?.reason == reason, "\(name)")
-      #expect(status?.details.compactMap(\.errorInfo).first?.metadata["field"] == field, "\(name)")
-      #expect(!error.message.contains("4242"), "\(name)")
-      #expect(try await Self.count(server, "payments") == 0)
-      #expect(try await Self.count(server, "idempotency_keys") == 0)
-      #expect(await server.simulator.requests().isEmpty)
-    }
-  }
-
-  @Test("A missing or unusable idempotency-key is refused before anything happens")
-  func idempotencyKeyRequired() async throws {
-    try await TestServer.with { server in
-      let token = try await server.token(scopes: ["payments:write"])
-      try await server.withClient { grpc in
-        let payments = Payments(wrapping: grpc)
-        let missing = await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: nil))
-        #expect(missing.error?.code == .invalidArgument && missing.error?.reason == "IDEMPOTENCY_KEY_MISSING")
-        let tooLong = await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: String(repeating: "k", count: 256)))
-        #expect(tooLong.error?.reason == "IDEMPOTENCY_KEY_INVALID")
-      }
-      #expect(try await Self.count(server, "payments") == 0)
     }
   }
 
@@ -309,7 +196,9 @@ struct PaymentsTests {
     }
   }
 
-  static func capture(_ payments: Payments, _ id: String, amount: Int64 = 0, metadata: Metadata) async -> Result<Tender_Payments_V1_Payment, RPCError> {
+  static func capture<Transport: ClientTransport>(
+    _ payments: Tender_Payments_V1_PaymentService.Client<Transport>, _ id: String, amount: Int64 = 0, metadata: Metadata
+  ) async -> Result<Tender_Payments_V1_Payment, RPCError> {
     do {
       return .success(try await payments.capturePayment(.with { $0.paymentID = id; $0.amountMinor = amount }, metadata: metadata).payment)
     } catch let error as RPCError {
@@ -319,56 +208,15 @@ struct PaymentsTests {
     }
   }
 
-  static func cancel(_ payments: Payments, _ id: String, metadata: Metadata) async -> Result<Tender_Payments_V1_Payment, RPCError> {
+  static func cancel<Transport: ClientTransport>(
+    _ payments: Tender_Payments_V1_PaymentService.Client<Transport>, _ id: String, metadata: Metadata
+  ) async -> Result<Tender_Payments_V1_Payment, RPCError> {
     do {
       return .success(try await payments.cancelPayment(.with { $0.paymentID = id }, metadata: metadata).payment)
     } catch let error as RPCError {
       return .failure(error)
     } catch {
       return .failure(RPCError(code: .unknown, message: "\(error)"))
-    }
-  }
-
-  @Test("Capture takes part of an authorization and releases the rest; cancel releases it all; the rules' refusals are stored answers")
-  func captureAndCancel() async throws {
-    try await TestServer.with { server in
-      let token = try await server.token(scopes: ["payments:write", "payments:read"])
-      let other = try await server.token(scopes: ["payments:write"], merchantID: "mer_other")
-      try await server.withClient { grpc in
-        let payments = Payments(wrapping: grpc)
-        let first = try #require(await Self.create(payments, Self.request(1000), metadata: Self.metadata(token, key: "a")).payment)
-
-        let tooMuch = await Self.capture(payments, first.paymentID, amount: 1001, metadata: Self.metadata(token, key: "c0"))
-        guard case .failure(let exceeded) = tooMuch else { Issue.record("capture above the authorization succeeded"); return }
-        #expect(exceeded.code == .invalidArgument && exceeded.reason == "CAPTURE_EXCEEDS_AUTHORIZED")
-
-        let captured = try await Self.capture(payments, first.paymentID, amount: 600, metadata: Self.metadata(token, key: "c1")).get()
-        #expect(captured.status == .succeeded && captured.amountCapturedMinor == 600 && captured.amountCapturableMinor == 0)
-        let replay = try await Self.capture(payments, first.paymentID, amount: 600, metadata: Self.metadata(token, key: "c1")).get()
-        #expect(replay == captured)
-        guard case .failure(let again) = await Self.capture(payments, first.paymentID, metadata: Self.metadata(token, key: "c2")) else {
-          Issue.record("a second capture succeeded")
-          return
-        }
-        #expect(again.code == .failedPrecondition && again.reason == "PAYMENT_NOT_CAPTURABLE")
-
-        let second = try #require(await Self.create(payments, Self.request(500), metadata: Self.metadata(token, key: "b")).payment)
-        guard case .failure(let foreign) = await Self.cancel(payments, second.paymentID, metadata: Self.metadata(other, key: "x")) else {
-          Issue.record("another merchant canceled the payment")
-          return
-        }
-        #expect(foreign.code == .notFound)
-        let canceled = try await Self.cancel(payments, second.paymentID, metadata: Self.metadata(token, key: "x")).get()
-        #expect(canceled.status == .canceled && canceled.amountCapturableMinor == 0)
-        guard case .failure(let late) = await Self.capture(payments, second.paymentID, metadata: Self.metadata(token, key: "c3")) else {
-          Issue.record("a canceled payment was captured")
-          return
-        }
-        #expect(late.reason == "PAYMENT_NOT_CAPTURABLE")
-      }
-      let providerCalls = await server.simulator.requests().map(\.outcome)
-      #expect(providerCalls.filter { $0 == "captured" }.count == 1)
-      #expect(providerCalls.filter { $0 == "canceled" }.count == 1)
     }
   }
 
@@ -394,61 +242,6 @@ struct PaymentsTests {
     }
   }
 
-  @Test("ListPayments pages through a merchant's payments newest first, exactly once each; page tokens cannot be forged or moved")
-  func listing() async throws {
-    try await TestServer.with { server in
-      let token = try await server.token(scopes: ["payments:write", "payments:read"])
-      let other = try await server.token(scopes: ["payments:read"], merchantID: "mer_other")
-      try await server.withClient { grpc in
-        let payments = Payments(wrapping: grpc)
-        var created: [String] = []
-        for index in 0..<25 {
-          let method = index % 5 == 0 ? "pm_card_chargeDeclined" : "pm_card_visa"
-          if let payment = await Self.create(payments, Self.request(method: method), metadata: Self.metadata(token, key: "l\(index)")).payment {
-            created.append(payment.paymentID)
-          }
-        }
-        #expect(created.count == 20)
-        var seen: [String] = []
-        var pageToken = ""
-        var firstToken = ""
-        repeat {
-          let page = try await payments.listPayments(.with { $0.pageSize = 10; $0.pageToken = pageToken }, metadata: TestServer.bearer(token))
-          seen += page.payments.map(\.paymentID)
-          pageToken = page.nextPageToken
-          if firstToken.isEmpty { firstToken = pageToken }
-        } while !pageToken.isEmpty
-        #expect(seen.count == 25)
-        #expect(Set(seen).count == 25)
-        #expect(Set(created).isSubset(of: Set(seen)))
-
-        let failed = try await payments.listPayments(.with { $0.statuses = [.failed] }, metadata: TestServer.bearer(token))
-        #expect(failed.payments.count == 5 && failed.payments.allSatisfy { $0.status == .failed })
-
-        func refusal(_ request: Tender_Payments_V1_ListPaymentsRequest, _ token: String) async -> (String?, String?) {
-          do {
-            _ = try await payments.listPayments(request, metadata: TestServer.bearer(token))
-            return (nil, nil)
-          } catch let error as RPCError {
-            let info = try? error.unpackGoogleRPCStatus()?.details.compactMap(\.errorInfo).first
-            return (info?.reason, info?.metadata["field"])
-          } catch {
-            return ("\(error)", nil)
-          }
-        }
-        var forged = Array(firstToken)
-        forged[3] = forged[3] == "A" ? "B" : "A"
-        #expect(await refusal(.with { $0.pageToken = String(forged) }, token) == ("PAGE_TOKEN_INVALID", "page_token"))
-        #expect(await refusal(.with { $0.pageToken = firstToken; $0.statuses = [.failed] }, token) == ("PAGE_TOKEN_INVALID", "page_token"))
-        #expect(await refusal(.with { $0.pageToken = firstToken }, other) == ("PAGE_TOKEN_INVALID", "page_token"))
-        #expect(await refusal(.with { $0.pageSize = 101 }, token) == ("FIELD_INVALID", "page_size"))
-        #expect(await refusal(.with { $0.statuses = [.unspecified] }, token) == ("FIELD_INVALID", "statuses[0]"))
-        let foreign = try await payments.listPayments(.init(), metadata: TestServer.bearer(other))
-        #expect(foreign.payments.isEmpty)
-      }
-    }
-  }
-
   @Test("WatchPayments streams the merchant's own events in order and resumes from a cursor without gaps")
   func watching() async throws {
     try await TestServer.with { server in
@@ -458,13 +251,17 @@ struct PaymentsTests {
         let payments = Payments(wrapping: grpc)
         let before = try #require(await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "before")).payment)
         let (events, continuation) = AsyncStream.makeStream(of: Tender_Payments_V1_WatchPaymentsResponse.self)
+        let (started, watchStarted) = AsyncStream.makeStream(of: Void.self)
         let watcher = Task {
           try await payments.watchPayments(.init(), metadata: TestServer.bearer(token)) { response in
+            // The response's headers have arrived: the server took its starting position before
+            // sending them, so everything committed from here on is in the stream.
+            watchStarted.finish()
             for try await message in response.messages { continuation.yield(message) }
           }
         }
-        // Give the watch time to start from "now", then make events for both merchants.
-        try await Task.sleep(for: .milliseconds(500))
+        // Once the watch has started from "now", make events for both merchants.
+        for await _ in started {}
         let first = try #require(await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "w1")).payment)
         _ = await Self.create(payments, Self.request(), metadata: Self.metadata(other, key: "w1"))
         let declined = await Self.create(payments, Self.request(method: "pm_card_chargeDeclined"), metadata: Self.metadata(token, key: "w2"))

@@ -17,7 +17,9 @@ struct RefundsTests {
   static let scopes = ["payments:write", "payments:read", "refunds:write", "refunds:read"]
 
   /// A captured payment of `amount` (automatic capture).
-  static func captured(_ payments: Payments, _ amount: Int64, token: String, key: String, method: String = "pm_card_visa") async throws -> Tender_Payments_V1_Payment {
+  static func captured<Transport: ClientTransport>(
+    _ payments: Tender_Payments_V1_PaymentService.Client<Transport>, _ amount: Int64, token: String, key: String, method: String = "pm_card_visa"
+  ) async throws -> Tender_Payments_V1_Payment {
     var outcome = await PaymentsTests.create(payments, PaymentsTests.request(amount, method: method, capture: .automatic), metadata: PaymentsTests.metadata(token, key: key))
     // On a loaded machine the provider's answer may miss the timeout: ask again with the key.
     let deadline = ContinuousClock.now + .seconds(30)
@@ -49,8 +51,8 @@ struct RefundsTests {
     }
   }
 
-  static func refund(
-    _ refunds: Refunds,
+  static func refund<Transport: ClientTransport>(
+    _ refunds: Tender_Refunds_V1_RefundService.Client<Transport>,
     _ paymentID: String,
     _ amount: Int64,
     token: String,
@@ -74,6 +76,21 @@ struct RefundsTests {
     } catch {
       return .failure(RPCError(code: .unknown, message: "\(error)"))
     }
+  }
+
+  /// `refund`, asked again with the same key while the answer is IDEMPOTENCY_KEY_IN_USE, as any
+  /// client would: on a loaded machine a lock can run out before its owner reaches the provider,
+  /// and the completer finishes the refund meanwhile.
+  static func answered<Transport: ClientTransport>(
+    _ refunds: Tender_Refunds_V1_RefundService.Client<Transport>, _ paymentID: String, _ amount: Int64, token: String, key: String
+  ) async -> Outcome {
+    var outcome = await Self.refund(refunds, paymentID, amount, token: token, key: key)
+    let deadline = ContinuousClock.now + .seconds(30)
+    while outcome.error?.reason == "IDEMPOTENCY_KEY_IN_USE", ContinuousClock.now < deadline {
+      try? await Task.sleep(for: .milliseconds(250))
+      outcome = await Self.refund(refunds, paymentID, amount, token: token, key: key)
+    }
+    return outcome
   }
 
   static func rows<Row: Sendable>(_ server: TestServer, _ sql: String, as: Row.Type) async throws -> [Row] where Row: PostgresDecodable {
@@ -160,8 +177,8 @@ struct RefundsTests {
         let refunds = Refunds(wrapping: grpc)
         for round in 0..<3 {
           let payment = try await Self.captured(payments, 100, token: token, key: "race\(round)")
-          async let a = Self.refund(refunds, payment.paymentID, 60, token: token, key: "a\(round)")
-          async let b = Self.refund(refunds, payment.paymentID, 60, token: token, key: "b\(round)")
+          async let a = Self.answered(refunds, payment.paymentID, 60, token: token, key: "a\(round)")
+          async let b = Self.answered(refunds, payment.paymentID, 60, token: token, key: "b\(round)")
           let outcomes = await [a, b]
           #expect(outcomes.compactMap(\.refund).filter { $0.status == .succeeded }.count == 1, "round \(round): \(outcomes)")
           #expect(outcomes.compactMap(\.error).map { $0.reason } == ["REFUND_EXCEEDS_CAPTURED"], "round \(round)")
@@ -170,7 +187,8 @@ struct RefundsTests {
         let payment = try await Self.captured(payments, 1000, token: token, key: "many")
         let outcomes = await withTaskGroup(of: Outcome.self) { group in
           for index in 0..<60 {
-            group.addTask { await Self.refund(refunds, payment.paymentID, Int64.random(in: 1...60), token: token, key: "m\(index)") }
+            let amount = Int64.random(in: 1...60)
+            group.addTask { await Self.answered(refunds, payment.paymentID, amount, token: token, key: "m\(index)") }
           }
           return await group.reduce(into: [Outcome]()) { $0.append($1) }
         }
@@ -274,112 +292,6 @@ struct RefundsTests {
       let calls = try await Self.rows(server, "SELECT outcome FROM provider_requests WHERE operation = 'create_refund' ORDER BY request_id", as: String.self)
       #expect(calls.last == "succeeded" && calls.dropLast().allSatisfy { $0 == "unknown" } && !calls.dropLast().isEmpty, "\(calls)")
       #expect(try await Self.rows(server, "SELECT count(*)::bigint FROM refunds", as: Int64.self) == [1])
-    }
-  }
-
-  enum BadInput: String, CaseIterable, Sendable {
-    case noPayment, notAPaymentID, negativeAmount, tooLarge, unknownReason, panInMetadata, oversizedMetadata
-
-    func apply(_ r: inout Tender_Refunds_V1_CreateRefundRequest) {
-      switch self {
-      case .noPayment: r.paymentID = ""
-      case .notAPaymentID: r.paymentID = "re_123"
-      case .negativeAmount: r.amountMinor = -1
-      case .tooLarge: r.amountMinor = 1_000_000_000_001
-      case .unknownReason: r.reason = .UNRECOGNIZED(99)
-      case .panInMetadata: r.metadata["note"] = "4000-0566-5566-5556"
-      case .oversizedMetadata: for i in 0..<51 { r.metadata["k\(i)"] = "v" }
-      }
-    }
-
-    var expected: (reason: String, field: String) {
-      switch self {
-      case .noPayment: return ("FIELD_REQUIRED", "payment_id")
-      case .notAPaymentID: return ("FIELD_INVALID", "payment_id")
-      case .negativeAmount, .tooLarge: return ("AMOUNT_INVALID", "amount_minor")
-      case .unknownReason: return ("FIELD_INVALID", "reason")
-      case .panInMetadata: return ("CARD_DATA_REJECTED", "metadata[note]")
-      case .oversizedMetadata: return ("METADATA_TOO_LARGE", "metadata")
-      }
-    }
-  }
-
-  @Test("Bad refund input gets the reason and field, and writes nothing")
-  func badInput() async throws {
-    try await TestServer.with { server in
-      let token = try await server.token(scopes: Self.scopes)
-      try await server.withClient { grpc in
-        let payment = try await Self.captured(Payments(wrapping: grpc), 1000, token: token, key: "pay")
-        let refunds = Refunds(wrapping: grpc)
-        for input in BadInput.allCases {
-          let outcome = await Self.refund(refunds, payment.paymentID, 100, token: token, key: "bad-\(input.rawValue)") { input.apply(&$0) }
-          #expect(outcome.error?.code == .invalidArgument, "\(input)")
-          #expect(outcome.error?.reason == input.expected.reason, "\(input)")
-          #expect(outcome.field == input.expected.field, "\(input)")
-          #expect(outcome.error?.message.contains("5556") == false, "\(input)")
-        }
-        let keyless = await Self.refund(refunds, payment.paymentID, 100, token: token, key: nil)
-        #expect(keyless.error?.reason == "IDEMPOTENCY_KEY_MISSING")
-      }
-      #expect(try await Self.rows(server, "SELECT count(*)::bigint FROM refunds", as: Int64.self) == [0])
-      #expect(try await Self.rows(server, "SELECT count(*)::bigint FROM idempotency_keys WHERE method LIKE '%CreateRefund'", as: Int64.self) == [0])
-      #expect(try await Self.rows(server, "SELECT refunded_minor FROM payments", as: Int64.self) == [0])
-      #expect(await server.simulator.requests().filter { $0.path == "/v1/refunds" }.isEmpty)
-    }
-  }
-
-  @Test("ListRefunds pages newest first, exactly once each, of the merchant or of one payment; tokens cannot be forged or moved")
-  func listing() async throws {
-    try await TestServer.with { server in
-      let token = try await server.token(scopes: Self.scopes)
-      let other = try await server.token(scopes: Self.scopes, merchantID: "mer_other")
-      try await server.withClient { grpc in
-        let payments = Payments(wrapping: grpc)
-        let refunds = Refunds(wrapping: grpc)
-        let a = try await Self.captured(payments, 5000, token: token, key: "a")
-        let b = try await Self.captured(payments, 5000, token: token, key: "b")
-        var created: [String] = []
-        for index in 0..<12 {
-          let outcome = await Self.refund(refunds, index % 3 == 0 ? b.paymentID : a.paymentID, 10, token: token, key: "l\(index)")
-          created.append(try #require(outcome.refund, "\(outcome)").refundID)
-        }
-        func all(_ paymentID: String, as token: String) async throws -> [Tender_Refunds_V1_Refund] {
-          var seen: [Tender_Refunds_V1_Refund] = []
-          var pageToken = ""
-          repeat {
-            let page = try await refunds.listRefunds(.with { $0.paymentID = paymentID; $0.pageSize = 5; $0.pageToken = pageToken }, metadata: TestServer.bearer(token))
-            #expect(page.refunds.count <= 5)
-            seen += page.refunds
-            pageToken = page.nextPageToken
-          } while !pageToken.isEmpty
-          return seen
-        }
-        let everything = try await all("", as: token)
-        #expect(everything.map(\.refundID) == created.reversed())
-        let ofB = try await all(b.paymentID, as: token)
-        #expect(ofB.map(\.refundID) == created.enumerated().filter { $0.offset % 3 == 0 }.map(\.element).reversed())
-        #expect(try await all("", as: other).isEmpty)
-
-        func refusal(_ request: Tender_Refunds_V1_ListRefundsRequest, _ token: String) async -> (RPCError.Code?, String?) {
-          do {
-            _ = try await refunds.listRefunds(request, metadata: TestServer.bearer(token))
-            return (nil, nil)
-          } catch let error as RPCError {
-            return (error.code, error.reason)
-          } catch {
-            return (.unknown, "\(error)")
-          }
-        }
-        let firstToken = try await refunds.listRefunds(.with { $0.pageSize = 5 }, metadata: TestServer.bearer(token)).nextPageToken
-        var forged = Array(firstToken)
-        forged[5] = forged[5] == "A" ? "B" : "A"
-        #expect(await refusal(.with { $0.pageToken = String(forged) }, token) == (.invalidArgument, "PAGE_TOKEN_INVALID"))
-        #expect(await refusal(.with { $0.pageToken = firstToken; $0.paymentID = a.paymentID }, token) == (.invalidArgument, "PAGE_TOKEN_INVALID"))
-        #expect(await refusal(.with { $0.pageToken = firstToken }, other) == (.invalidArgument, "PAGE_TOKEN_INVALID"))
-        #expect(await refusal(.with { $0.paymentID = a.paymentID }, other) == (.notFound, "PAYMENT_NOT_FOUND"))
-        #expect(await refusal(.with { $0.pageSize = -1 }, token) == (.invalidArgument, "FIELD_INVALID"))
-        #expect(await refusal(.with { $0.paymentID = "pay_" }, token) == (.invalidArgument, "FIELD_INVALID"))
-      }
     }
   }
 

@@ -57,8 +57,8 @@ struct TenancyTests {
         var options = CallOptions.defaults
         options.timeout = .seconds(5)
         let watchCursor = try await payments.watchPayments(.init(), metadata: TestServer.bearer(owner), options: options) { response in
-          // A new event for the owner while the stream is open gives a cursor.
-          try await Task.sleep(for: .milliseconds(500))
+          // A new event for the owner while the stream is open gives a cursor. The response's
+          // headers have arrived, so the server has taken its starting position already.
           _ = await PaymentsTests.create(payments, PaymentsTests.request(50), metadata: PaymentsTests.metadata(owner, key: "watched"))
           for try await event in response.messages { return event.cursor }
           return ""

@@ -1,0 +1,93 @@
+public import Logging
+public import PostgresNIO
+public import ServiceLifecycle
+public import TenderAuth
+public import TenderCore
+import TenderPostgres
+import TenderProviders
+import TenderRedis
+public import Tracing
+
+/// What a server stores in and talks to. `tender serve` runs on PostgreSQL, Redis and the
+/// provider's HTTP API (`production`); tests of RPC behaviour run the same server on in-memory
+/// ports.
+public struct TenderPorts: Sendable {
+  public var payments: any PaymentStore & ProviderCallLog
+  public var refunds: any RefundStore
+  public var idempotency: any IdempotencyStore
+  public var settlement: any SettlementStore
+  /// Where verified webhooks are kept until applied; nil: no webhook endpoint, no applier.
+  public var webhooks: (any WebhookInbox)?
+  public var auth: any AuthStore
+  public var standingCache: (any TokenStandingCache)?
+  public var limiter: any RateLimiter
+  public var provider: any PaymentProvider
+  /// What readiness depends on.
+  public var probes: [any ReadinessProbe]
+  /// Clients that run with the server (the database pool, Redis, the provider's HTTP client):
+  /// started first, stopped last.
+  public var services: [any Service]
+  /// Applies pending migrations (with `--migrate`).
+  public var migrate: (@Sendable () async throws -> Void)?
+  /// The database pool, when the ports are PostgreSQL's.
+  public var postgres: PostgresClient?
+
+  public init(
+    payments: any PaymentStore & ProviderCallLog,
+    refunds: any RefundStore,
+    idempotency: any IdempotencyStore,
+    settlement: any SettlementStore,
+    webhooks: (any WebhookInbox)?,
+    auth: any AuthStore,
+    standingCache: (any TokenStandingCache)?,
+    limiter: any RateLimiter,
+    provider: any PaymentProvider,
+    probes: [any ReadinessProbe] = [],
+    services: [any Service] = [],
+    migrate: (@Sendable () async throws -> Void)? = nil,
+    postgres: PostgresClient? = nil
+  ) {
+    self.payments = payments
+    self.refunds = refunds
+    self.idempotency = idempotency
+    self.settlement = settlement
+    self.webhooks = webhooks
+    self.auth = auth
+    self.standingCache = standingCache
+    self.limiter = limiter
+    self.provider = provider
+    self.probes = probes
+    self.services = services
+    self.migrate = migrate
+    self.postgres = postgres
+  }
+
+  /// PostgreSQL, Redis and the provider's HTTP API, as configured.
+  public static func production(_ configuration: ServerConfiguration, tracer: any Tracer, logger: Logger) -> TenderPorts {
+    let postgres = PostgresClient(configuration: configuration.database, backgroundLogger: logger)
+    let redis = RedisClient(configuration: configuration.redis, logger: logger)
+    let provider = StripeConnector(
+      configuration: StripeConfiguration(
+        baseURL: configuration.providerURL, apiKey: configuration.providerAPIKey, requestTimeout: configuration.providerTimeout,
+        maximumAttempts: configuration.providerAttempts, maximumBackoff: configuration.providerMaxBackoff
+      ),
+      logger: logger
+    )
+    let migrator = Migrator(client: postgres, logger: logger)
+    return TenderPorts(
+      payments: PostgresPaymentStore(client: postgres, logger: logger, tracer: tracer),
+      refunds: PostgresRefundStore(client: postgres, logger: logger, tracer: tracer),
+      idempotency: PostgresIdempotencyStore(client: postgres, logger: logger, tracer: tracer),
+      settlement: PostgresSettlementStore(client: postgres, logger: logger, tracer: tracer),
+      webhooks: PostgresWebhookInbox(client: postgres, logger: logger, tracer: tracer),
+      auth: PostgresAuthStore(client: postgres, logger: logger, tracer: tracer),
+      standingCache: RedisTokenStandingCache(client: redis, prefix: configuration.redisKeyPrefix + "auth:"),
+      limiter: TokenBucketLimiter(client: redis, prefix: configuration.redisKeyPrefix + "rl:"),
+      provider: provider,
+      probes: [PostgresReadinessProbe(client: postgres)],
+      services: [postgres, redis, ConnectorLifecycle(connector: provider)],
+      migrate: { _ = try await migrator.migrate() },
+      postgres: postgres
+    )
+  }
+}
