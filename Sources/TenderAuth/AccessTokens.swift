@@ -78,7 +78,10 @@ public struct TokenSettings: Sendable {
   /// How long a token's standing (revoked? client disabled?) may be cached.
   public var standingCacheTTL: Duration
 
-  public init(issuer: String, audience: String, lifetime: Duration = .seconds(900), leeway: Duration = .seconds(30), standingCacheTTL: Duration = .seconds(30)) {
+  public init(
+    issuer: String, audience: String, lifetime: Duration = .seconds(900), leeway: Duration = .seconds(30),
+    standingCacheTTL: Duration = .seconds(30)
+  ) {
     self.issuer = issuer
     self.audience = audience
     self.lifetime = lifetime
@@ -120,7 +123,10 @@ public struct TokenAuthority: Sendable {
   private let logger: Logger
   private let verified = VerifiedTokenCache(capacity: 10_000, maximumAge: 60)
 
-  public init(settings: TokenSettings, keys: KeyRing, store: any AuthStore, cache: (any TokenStandingCache)?, hasher: ClientSecretHasher, logger: Logger) {
+  public init(
+    settings: TokenSettings, keys: KeyRing, store: any AuthStore, cache: (any TokenStandingCache)?,
+    hasher: ClientSecretHasher, logger: Logger
+  ) {
     self.settings = settings
     self.keys = keys
     self.store = store
@@ -159,7 +165,8 @@ public struct TokenAuthority: Sendable {
       expires: expires
     )
     let token = try await self.keys.sign(claims)
-    return IssuedToken(token: Secret(token), expireTime: Date(timeIntervalSince1970: TimeInterval(expires)), scopes: scopes)
+    return IssuedToken(
+      token: Secret(token), expireTime: Date(timeIntervalSince1970: TimeInterval(expires)), scopes: scopes)
   }
 
   /// Checks the token's form, algorithm, key, signature and claims (not its revocation).
@@ -187,7 +194,9 @@ public struct TokenAuthority: Sendable {
     // The allow-list comes first: `none`, HS256 (HMAC keyed with a public key) and every other
     // algorithm are refused before any key is looked at.
     guard let alg = header["alg"] as? String, alg == KeyRing.algorithm else { throw .algorithmNotAllowed }
-    guard let typ = header["typ"] as? String, typ.lowercased() == AccessTokenClaims.type || typ.lowercased() == "application/" + AccessTokenClaims.type else {
+    guard let typ = header["typ"] as? String,
+      typ.lowercased() == AccessTokenClaims.type || typ.lowercased() == "application/" + AccessTokenClaims.type
+    else {
       throw .wrongType
     }
     guard header["crit"] == nil else { throw .malformedToken }
@@ -214,10 +223,13 @@ public struct TokenAuthority: Sendable {
     guard claims.audience == self.settings.audience else { throw .wrongAudience }
     guard Double(claims.expires) > now - leeway else { throw .expired }
     guard Double(claims.notBefore) <= now + leeway, Double(claims.issuedAt) <= now + leeway else { throw .notYetValid }
-    guard claims.subject == claims.clientID, !claims.merchantID.isEmpty, !claims.tokenID.isEmpty else { throw .malformedToken }
+    guard claims.subject == claims.clientID, let merchant = MerchantID(claims.merchantID), !claims.tokenID.isEmpty
+    else {
+      throw .malformedToken
+    }
     let verified = VerifiedToken(
       caller: Caller(
-        merchantID: claims.merchantID,
+        merchantID: merchant,
         clientID: claims.clientID,
         scopes: Set(claims.scope.split(separator: " ").map(String.init)),
         tokenID: claims.tokenID
@@ -272,14 +284,17 @@ public struct TokenAuthority: Sendable {
   /// Revokes a verified token: recorded in the store (the source of truth), then marked in the
   /// cache so every replica sees it at once.
   public func revoke(_ token: VerifiedToken, revokedBy: String) async throws {
-    try await self.store.revoke(tokenID: token.caller.tokenID, clientID: token.caller.clientID, expireTime: token.expireTime, revokedBy: revokedBy)
+    try await self.store.revoke(
+      tokenID: token.caller.tokenID, clientID: token.caller.clientID, expireTime: token.expireTime, revokedBy: revokedBy
+    )
     if let cache = self.cache {
       let remaining = max(1, token.expireTime.timeIntervalSinceNow + KeyRing.seconds(self.settings.leeway))
       do {
         try await cache.markRevoked(tokenID: token.caller.tokenID, expiresIn: .seconds(remaining))
       } catch {
         // The cache holds standings for at most standingCacheTTL; after that the store answers.
-        self.logger.warning("could not mark a revocation in the cache", metadata: ["error": "\(String(reflecting: error))"])
+        self.logger.warning(
+          "could not mark a revocation in the cache", metadata: ["error": "\(String(reflecting: error))"])
       }
     }
   }

@@ -16,7 +16,10 @@ public struct ClientRecord: Sendable, Hashable {
   public var createTime: Date
   public var rotateTime: Date?
 
-  public init(clientID: String, merchantID: String, displayName: String, scopes: [String], status: Status, secretHash: String, createTime: Date, rotateTime: Date?) {
+  public init(
+    clientID: String, merchantID: String, displayName: String, scopes: [String], status: Status, secretHash: String,
+    createTime: Date, rotateTime: Date?
+  ) {
     self.clientID = clientID
     self.merchantID = merchantID
     self.displayName = displayName
@@ -45,7 +48,10 @@ public struct SigningKeyRecord: Sendable, Hashable {
   public var createTime: Date
   public var retireTime: Date?
 
-  public init(keyID: String, algorithm: String, publicKey: [UInt8], sealedPrivateKey: [UInt8], state: State, createTime: Date, retireTime: Date?) {
+  public init(
+    keyID: String, algorithm: String, publicKey: [UInt8], sealedPrivateKey: [UInt8], state: State, createTime: Date,
+    retireTime: Date?
+  ) {
     self.keyID = keyID
     self.algorithm = algorithm
     self.publicKey = publicKey

@@ -23,7 +23,9 @@ public struct ClientRegistry: Sendable {
   }
 
   /// Creates a client of `merchantID` with `scopes`; returns it with its secret.
-  public func create(merchantID: String, scopes: [String], displayName: String) async throws -> (ClientRecord, Secret<String>) {
+  public func create(
+    merchantID: String, scopes: [String], displayName: String
+  ) async throws -> (ClientRecord, Secret<String>) {
     try Self.validate(merchantID: merchantID, scopes: scopes, displayName: displayName)
     let secret = ClientSecretHasher.generateSecret()
     let hash = try await self.hasher.hash(secret)
@@ -62,6 +64,7 @@ public struct ClientRegistry: Sendable {
   public static func isMerchantID(_ id: String) -> Bool {
     guard id.hasPrefix("mer_") else { return false }
     let rest = id.utf8.dropFirst(4)
-    return (1...64).contains(rest.count) && rest.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) }
+    return (1...64).contains(rest.count)
+      && rest.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) }
   }
 }

@@ -116,15 +116,21 @@ public struct ClientSecretHasher: Sendable {
     var salt = [UInt8](repeating: 0, count: 16)
     SymmetricKey(size: .bits128).withUnsafeBytes { salt = Array($0) }
     let parameters = self.parameters
-    let derived = try await self.derive(secret, salt: salt, logRounds: parameters.logRounds, blockSize: parameters.blockSize, parallelism: parameters.parallelism)
-    return SecretHash(logRounds: parameters.logRounds, blockSize: parameters.blockSize, parallelism: parameters.parallelism, salt: salt, hash: derived)
+    let derived = try await self.derive(
+      secret, salt: salt, logRounds: parameters.logRounds, blockSize: parameters.blockSize,
+      parallelism: parameters.parallelism)
+    return SecretHash(
+      logRounds: parameters.logRounds, blockSize: parameters.blockSize, parallelism: parameters.parallelism, salt: salt,
+      hash: derived)
   }
 
   /// Whether `secret` matches `stored`; compared in constant time. With `stored` nil (no such
   /// client) the same work is done against a decoy and the answer is false.
   public func verify(_ secret: Secret<String>, against stored: SecretHash?) async throws -> Bool {
     let target = stored ?? self.decoy
-    let derived = try await self.derive(secret, salt: target.salt, logRounds: target.logRounds, blockSize: target.blockSize, parallelism: target.parallelism, length: target.hash.count)
+    let derived = try await self.derive(
+      secret, salt: target.salt, logRounds: target.logRounds, blockSize: target.blockSize,
+      parallelism: target.parallelism, length: target.hash.count)
     return Self.constantTimeEquals(derived, target.hash) && stored != nil
   }
 
@@ -135,7 +141,9 @@ public struct ClientSecretHasher: Sendable {
     return difference == 0
   }
 
-  private func derive(_ secret: Secret<String>, salt: [UInt8], logRounds: Int, blockSize: Int, parallelism: Int, length: Int = 32) async throws -> [UInt8] {
+  private func derive(
+    _ secret: Secret<String>, salt: [UInt8], logRounds: Int, blockSize: Int, parallelism: Int, length: Int = 32
+  ) async throws -> [UInt8] {
     self.counter.increment()
     return try await self.threadPool.runIfActive {
       let key = try KDF.Scrypt.deriveKey(

@@ -14,7 +14,8 @@ public struct KeyEncryptionKey: Sendable {
   }
 
   public init(base64: Secret<String>) throws {
-    guard let data = Data(base64Encoded: base64.value.trimmingCharacters(in: .whitespacesAndNewlines)), data.count == 32 else {
+    guard let data = Data(base64Encoded: base64.value.trimmingCharacters(in: .whitespacesAndNewlines)), data.count == 32
+    else {
       throw Invalid()
     }
     self.key = SymmetricKey(data: data)
@@ -90,7 +91,10 @@ public actor KeyRing {
   private var lastMissRefresh: ContinuousClock.Instant?
   private var refreshing: Task<Void, any Error>?
 
-  public init(store: any AuthStore, encryptionKey: KeyEncryptionKey, tokenLifetime: Duration, leeway: Duration, refreshInterval: Duration, logger: Logger) {
+  public init(
+    store: any AuthStore, encryptionKey: KeyEncryptionKey, tokenLifetime: Duration, leeway: Duration,
+    refreshInterval: Duration, logger: Logger
+  ) {
     self.store = store
     self.encryptionKey = encryptionKey
     self.tokenLifetime = tokenLifetime
@@ -166,7 +170,11 @@ public actor KeyRing {
     let now = Date()
     return self.keys.values
       .filter { self.isUsable($0.record, at: now) }
-      .sorted { ($0.record.state == .active ? 0 : 1, $0.record.createTime) < ($1.record.state == .active ? 0 : 1, $1.record.createTime) }
+      .sorted {
+        ($0.record.state == .active ? 0 : 1, $0.record.createTime) < (
+          $1.record.state == .active ? 0 : 1, $1.record.createTime
+        )
+      }
       .map { loaded in
         [
           "kty": "OKP",

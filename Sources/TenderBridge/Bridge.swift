@@ -62,7 +62,8 @@ public enum Bridge {
         )
       } catch {
         logger.error("could not load signing keys for the JWKS", metadata: ["error": "\(String(reflecting: error))"])
-        return Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "signing keys unavailable\n")))
+        return Response(
+          status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "signing keys unavailable\n")))
       }
     }
     webhooks?.register(on: router, logger: logger)

@@ -86,12 +86,14 @@ public struct WebhookEndpoint: Sendable {
       case .stripe:
         headerID = nil
         verified = WebhookSignatures.verifyStripe(
-          header: request.headers[Self.stripeSignature], body: body, secrets: provider.secrets, tolerance: endpoint.tolerance
+          header: request.headers[Self.stripeSignature], body: body, secrets: provider.secrets,
+          tolerance: endpoint.tolerance
         )
       case .standard:
         headerID = request.headers[Self.webhookID]
         verified = WebhookSignatures.verifyStandard(
-          id: headerID, timestamp: request.headers[Self.webhookTimestamp], signatureHeader: request.headers[Self.webhookSignature],
+          id: headerID, timestamp: request.headers[Self.webhookTimestamp],
+          signatureHeader: request.headers[Self.webhookSignature],
           body: body, secrets: provider.secrets, tolerance: endpoint.tolerance
         )
       }
@@ -108,9 +110,14 @@ public struct WebhookEndpoint: Sendable {
         return refuse(.badRequest, "malformed")
       }
       endpoint.count(name, "verified", nil)
-      let stored = try await endpoint.receive(WebhookEvent(provider: name, eventID: id, type: type, body: body, signedTime: signedTime))
-      logger.info("webhook received", metadata: ["provider": "\(name)", "event_id": "\(id)", "type": "\(type)", "duplicate": "\(!stored)"])
-      return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"received":true}"#)))
+      let stored = try await endpoint.receive(
+        WebhookEvent(provider: name, eventID: id, type: type, body: body, signedTime: signedTime))
+      logger.info(
+        "webhook received",
+        metadata: ["provider": "\(name)", "event_id": "\(id)", "type": "\(type)", "duplicate": "\(!stored)"])
+      return Response(
+        status: .ok, headers: [.contentType: "application/json"],
+        body: .init(byteBuffer: ByteBuffer(string: #"{"received":true}"#)))
     }
   }
 

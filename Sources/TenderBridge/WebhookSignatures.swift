@@ -72,11 +72,14 @@ public enum WebhookSignatures {
     }
     guard let timestamp else { return .failure(.signatureMalformed) }
     guard !signatures.isEmpty else { return .failure(.noSupportedSignature) }
-    guard let signed = Self.within(tolerance, timestamp: timestamp, now: now) else { return .failure(.timestampOutOfTolerance) }
+    guard let signed = Self.within(tolerance, timestamp: timestamp, now: now) else {
+      return .failure(.timestampOutOfTolerance)
+    }
     var content = Array(String(timestamp).utf8)
     content.append(UInt8(ascii: "."))
     content.append(contentsOf: body)
-    return Self.anyMatches(signatures, content: content, secrets: secrets) ? .success(signed) : .failure(.signatureMismatch)
+    return Self.anyMatches(signatures, content: content, secrets: secrets)
+      ? .success(signed) : .failure(.signatureMismatch)
   }
 
   /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,BASE64 …`
@@ -90,7 +93,9 @@ public enum WebhookSignatures {
     tolerance: Duration,
     now: Date = Date()
   ) -> Result<Date, WebhookRefusal> {
-    guard let id, !id.isEmpty, let timestamp, let signatureHeader, !signatureHeader.isEmpty else { return .failure(.signatureMissing) }
+    guard let id, !id.isEmpty, let timestamp, let signatureHeader, !signatureHeader.isEmpty else {
+      return .failure(.signatureMissing)
+    }
     guard let seconds = Int64(timestamp) else { return .failure(.signatureMalformed) }
     var signatures: [[UInt8]] = []
     for entry in signatureHeader.split(separator: " ") {
@@ -101,10 +106,13 @@ public enum WebhookSignatures {
       signatures.append(Array(bytes))
     }
     guard !signatures.isEmpty else { return .failure(.noSupportedSignature) }
-    guard let signed = Self.within(tolerance, timestamp: seconds, now: now) else { return .failure(.timestampOutOfTolerance) }
+    guard let signed = Self.within(tolerance, timestamp: seconds, now: now) else {
+      return .failure(.timestampOutOfTolerance)
+    }
     var content = Array("\(id).\(timestamp).".utf8)
     content.append(contentsOf: body)
-    return Self.anyMatches(signatures, content: content, secrets: secrets) ? .success(signed) : .failure(.signatureMismatch)
+    return Self.anyMatches(signatures, content: content, secrets: secrets)
+      ? .success(signed) : .failure(.signatureMismatch)
   }
 
   /// Stripe's header for `body`, as the provider simulator sends it.
@@ -117,7 +125,9 @@ public enum WebhookSignatures {
   }
 
   /// A Standard Webhooks `webhook-signature` value for `body`.
-  public static func standardSignature(id: String, timestamp: Int64, body: some Collection<UInt8>, secret: WebhookSecret) -> String {
+  public static func standardSignature(
+    id: String, timestamp: Int64, body: some Collection<UInt8>, secret: WebhookSecret
+  ) -> String {
     var content = Array("\(id).\(timestamp).".utf8)
     content.append(contentsOf: body)
     return "v1," + Data(HMAC<SHA256>.authenticationCode(for: content, using: secret.key)).base64EncodedString()
@@ -137,7 +147,8 @@ public enum WebhookSignatures {
   static func anyMatches(_ signatures: [[UInt8]], content: [UInt8], secrets: [WebhookSecret]) -> Bool {
     var matched = false
     for secret in secrets {
-      for signature in signatures where HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: content, using: secret.key) {
+      for signature in signatures
+      where HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: content, using: secret.key) {
         matched = true
       }
     }

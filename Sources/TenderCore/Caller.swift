@@ -1,13 +1,13 @@
 /// Who is calling: established by the auth interceptor from a verified access token and handed to
 /// the services, which scope every read and write to `merchantID`.
 public struct Caller: Sendable, Hashable {
-  public let merchantID: String
+  public let merchantID: MerchantID
   public let clientID: String
   public let scopes: Set<String>
   /// The access token's `jti`.
   public let tokenID: String
 
-  public init(merchantID: String, clientID: String, scopes: Set<String>, tokenID: String) {
+  public init(merchantID: MerchantID, clientID: String, scopes: Set<String>, tokenID: String) {
     self.merchantID = merchantID
     self.clientID = clientID
     self.scopes = scopes
@@ -29,6 +29,8 @@ public enum Scopes {
   /// A scope name: lowercase words separated by `:`, `_` or `.`.
   public static func isValid(_ scope: String) -> Bool {
     guard !scope.isEmpty, scope.utf8.count <= 64 else { return false }
-    return scope.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x3A || $0 == 0x5F || $0 == 0x2E }
+    return scope.utf8.allSatisfy {
+      ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x3A || $0 == 0x5F || $0 == 0x2E
+    }
   }
 }

@@ -39,32 +39,43 @@ extension DomainError {
   }
 
   public static func currencyUnsupported(field: String, _ code: String) -> DomainError {
-    DomainError(.invalidArgument, reason: "CURRENCY_UNSUPPORTED", field: field, message: "'\(code.prefix(8))' is not an ISO 4217 currency code Tender accepts")
+    DomainError(
+      .invalidArgument, reason: "CURRENCY_UNSUPPORTED", field: field,
+      message: "'\(code.prefix(8))' is not an ISO 4217 currency code Tender accepts")
   }
 
   public static func currencyMismatch(field: String, expected: Currency, got: Currency) -> DomainError {
-    DomainError(.invalidArgument, reason: "CURRENCY_MISMATCH", field: field, message: "the payment is in \(expected.code), not \(got.code)")
+    DomainError(
+      .invalidArgument, reason: "CURRENCY_MISMATCH", field: field,
+      message: "the payment is in \(expected.code), not \(got.code)")
   }
 
   public static func cardDataRejected(field: String) -> DomainError {
-    DomainError(.invalidArgument, reason: "CARD_DATA_REJECTED", field: field, message: "\(field) looks like a card number; Tender accepts provider tokens only")
+    DomainError(
+      .invalidArgument, reason: "CARD_DATA_REJECTED", field: field,
+      message: "\(field) looks like a card number; Tender accepts provider tokens only")
   }
 
   public static func paymentNotCapturable(_ status: PaymentStatus) -> DomainError {
-    DomainError(.failedPrecondition, reason: "PAYMENT_NOT_CAPTURABLE", message: "a \(status.name) payment cannot be captured")
+    DomainError(
+      .failedPrecondition, reason: "PAYMENT_NOT_CAPTURABLE", message: "a \(status.name) payment cannot be captured")
   }
 
   public static func paymentNotCancelable(_ status: PaymentStatus) -> DomainError {
-    DomainError(.failedPrecondition, reason: "PAYMENT_NOT_CANCELABLE", message: "a \(status.name) payment cannot be canceled")
+    DomainError(
+      .failedPrecondition, reason: "PAYMENT_NOT_CANCELABLE", message: "a \(status.name) payment cannot be canceled")
   }
 
   public static func paymentNotRefundable(_ status: PaymentStatus) -> DomainError {
-    DomainError(.failedPrecondition, reason: "PAYMENT_NOT_REFUNDABLE", message: "only captured money can be refunded; the payment is \(status.name)")
+    DomainError(
+      .failedPrecondition, reason: "PAYMENT_NOT_REFUNDABLE",
+      message: "only captured money can be refunded; the payment is \(status.name)")
   }
 }
 
 extension DomainError {
   public static func refundAlreadyFinal(_ status: RefundStatus) -> DomainError {
-    DomainError(.failedPrecondition, reason: "REFUND_ALREADY_FINAL", message: "the refund is already \(status.rawValue)")
+    DomainError(
+      .failedPrecondition, reason: "REFUND_ALREADY_FINAL", message: "the refund is already \(status.rawValue)")
   }
 }

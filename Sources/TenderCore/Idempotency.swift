@@ -67,7 +67,8 @@ public struct IdempotencyRecord: Sendable, Hashable {
   public let providerAttempted: Bool
 
   public init(
-    request: IdempotencyRequest, recoveryPoint: RecoveryPoint, paymentID: PaymentID?, refundID: RefundID?, lockedUntil: Date?, createTime: Date,
+    request: IdempotencyRequest, recoveryPoint: RecoveryPoint, paymentID: PaymentID?, refundID: RefundID?,
+    lockedUntil: Date?, createTime: Date,
     ownerToken: Int64 = 1, providerAttempted: Bool = false
   ) {
     self.request = request
@@ -81,7 +82,9 @@ public struct IdempotencyRecord: Sendable, Hashable {
   }
 
   /// Who may write this operation's steps: the key and the current owner's token.
-  public var owner: KeyOwner { KeyOwner(merchant: self.request.merchant, key: self.request.key, token: self.ownerToken) }
+  public var owner: KeyOwner {
+    KeyOwner(merchant: self.request.merchant, key: self.request.key, token: self.ownerToken)
+  }
 
   /// What the record says may already have happened at the provider.
   public var history: ProviderHistory { self.providerAttempted ? .maybeSent : .nothingSent }

@@ -88,6 +88,7 @@ public struct Money: Sendable, Hashable, CustomStringConvertible {
     let sign = self.minorUnits < 0 ? "-" : ""
     let magnitude = self.minorUnits.magnitude
     let fraction = String(magnitude % UInt64(scale))
-    return "\(sign)\(magnitude / UInt64(scale)).\(String(repeating: "0", count: exponent - fraction.count))\(fraction) \(self.currency.code)"
+    return
+      "\(sign)\(magnitude / UInt64(scale)).\(String(repeating: "0", count: exponent - fraction.count))\(fraction) \(self.currency.code)"
   }
 }

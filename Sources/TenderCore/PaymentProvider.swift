@@ -2,10 +2,16 @@
 /// every call carries an idempotency key derived from Tender's own, so a retry after a crash or a
 /// timeout can never charge twice.
 public protocol PaymentProvider: Sendable {
-  func createPayment(_ request: ProviderPaymentRequest, idempotencyKey: String) async throws(ProviderError) -> ProviderPayment
-  func capturePayment(providerPaymentID: String, amountMinorUnits: Int64, idempotencyKey: String) async throws(ProviderError) -> ProviderPayment
+  func createPayment(
+    _ request: ProviderPaymentRequest, idempotencyKey: String
+  ) async throws(ProviderError) -> ProviderPayment
+  func capturePayment(
+    providerPaymentID: String, amountMinorUnits: Int64, idempotencyKey: String
+  ) async throws(ProviderError) -> ProviderPayment
   func cancelPayment(providerPaymentID: String, idempotencyKey: String) async throws(ProviderError) -> ProviderPayment
-  func createRefund(providerPaymentID: String, amountMinorUnits: Int64, idempotencyKey: String) async throws(ProviderError) -> ProviderRefund
+  func createRefund(
+    providerPaymentID: String, amountMinorUnits: Int64, idempotencyKey: String
+  ) async throws(ProviderError) -> ProviderRefund
   /// The provider's current view of a payment, for settling what is still open.
   func retrievePayment(providerPaymentID: String) async throws(ProviderError) -> ProviderPayment
   /// The provider's current view of a refund.

@@ -97,7 +97,10 @@ public struct PaymentEvent: Sendable, Hashable {
   public let amountMinorUnits: Int64?
   public let createTime: Date
 
-  public init(position: EventPosition, merchantID: MerchantID, paymentID: PaymentID, refundID: RefundID?, type: PaymentEventType, fromStatus: PaymentStatus?, toStatus: PaymentStatus?, amountMinorUnits: Int64?, createTime: Date) {
+  public init(
+    position: EventPosition, merchantID: MerchantID, paymentID: PaymentID, refundID: RefundID?, type: PaymentEventType,
+    fromStatus: PaymentStatus?, toStatus: PaymentStatus?, amountMinorUnits: Int64?, createTime: Date
+  ) {
     self.position = position
     self.merchantID = merchantID
     self.paymentID = paymentID
@@ -119,7 +122,10 @@ public struct PaymentFilter: Sendable, Hashable {
   public var createdFrom: Date?
   public var createdBefore: Date?
 
-  public init(statuses: [PaymentStatus] = [], customerReference: String? = nil, createdFrom: Date? = nil, createdBefore: Date? = nil) {
+  public init(
+    statuses: [PaymentStatus] = [], customerReference: String? = nil, createdFrom: Date? = nil,
+    createdBefore: Date? = nil
+  ) {
     self.statuses = statuses
     self.customerReference = customerReference
     self.createdFrom = createdFrom
@@ -230,7 +236,8 @@ public struct ProviderCall: Sendable, Hashable {
   public let amountMinorUnits: Int64?
 
   public init(
-    merchant: MerchantID, payment: PaymentID, refund: RefundID? = nil, operation: Operation, providerKey: String, outcome: Outcome = .unknown,
+    merchant: MerchantID, payment: PaymentID, refund: RefundID? = nil, operation: Operation, providerKey: String,
+    outcome: Outcome = .unknown,
     amountMinorUnits: Int64? = nil
   ) {
     self.merchant = merchant
@@ -271,7 +278,9 @@ public protocol PaymentStore: Sendable {
     step: IdempotencyStep<PaymentRecord>?,
     _ change: @Sendable (inout PaymentRecord) throws -> Void
   ) async throws -> (PaymentRecord, PaymentEvent?)?
-  func list(merchant: MerchantID, filter: PaymentFilter, pageSize: Int, after: PageCursor?) async throws -> Page<PaymentRecord>
+  func list(
+    merchant: MerchantID, filter: PaymentFilter, pageSize: Int, after: PageCursor?
+  ) async throws -> Page<PaymentRecord>
   /// The merchant's events after `position` that are safe to read (every older transaction has
   /// finished), in position order, at most `limit`.
   func events(merchant: MerchantID, after position: EventPosition, limit: Int) async throws -> [PaymentEvent]
@@ -319,10 +328,14 @@ public protocol KeyedPaymentCreation: Sendable {
   /// `payment` (processing) and its event, and records `call` as started, in one statement.
   /// Nil, with nothing written, when the key already exists: the caller claims it the general
   /// way. Returns the event and the provider call's row id.
-  func insertClaiming(_ payment: PaymentRecord, request: IdempotencyRequest, lockFor: Duration, call: ProviderCall) async throws -> (PaymentEvent, Int64)?
+  func insertClaiming(
+    _ payment: PaymentRecord, request: IdempotencyRequest, lockFor: Duration, call: ProviderCall
+  ) async throws -> (PaymentEvent, Int64)?
   /// Writes `payment` (the provider's outcome applied, `updateTime` from `StoredTime`), its
   /// status event when the status changed, the call's ending, and `response` as the key's
   /// finished answer, in one statement — only if the stored payment is still processing and
   /// `owner` still owns the key. False, with nothing written, otherwise.
-  func finishProcessing(_ payment: PaymentRecord, owner: KeyOwner, response: StoredResponse, call: ProviderCallEnd) async throws -> Bool
+  func finishProcessing(
+    _ payment: PaymentRecord, owner: KeyOwner, response: StoredResponse, call: ProviderCallEnd
+  ) async throws -> Bool
 }

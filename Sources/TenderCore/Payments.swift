@@ -135,7 +135,8 @@ public struct PaymentLedger: Sendable, Hashable {
   /// The provider declined or failed the payment; nothing is held or captured.
   public mutating func providerFailed(_ reason: FailureReason) throws(DomainError) {
     guard self.status.canMove(to: .failed) else {
-      throw DomainError(.failedPrecondition, reason: "PAYMENT_ALREADY_FINAL", message: "a \(self.status.name) payment cannot fail")
+      throw DomainError(
+        .failedPrecondition, reason: "PAYMENT_ALREADY_FINAL", message: "a \(self.status.name) payment cannot fail")
     }
     self.move(to: .failed)
     self.capturableMinorUnits = 0
@@ -150,7 +151,9 @@ public struct PaymentLedger: Sendable, Hashable {
   public mutating func capture(_ minorUnits: Int64?) throws(DomainError) -> Int64 {
     guard self.status == .requiresCapture else { throw .paymentNotCapturable(self.status) }
     let amount = minorUnits ?? self.capturableMinorUnits
-    guard amount > 0 else { throw .amountInvalid(field: "amount_to_capture", "amount_to_capture must be greater than zero") }
+    guard amount > 0 else {
+      throw .amountInvalid(field: "amount_to_capture", "amount_to_capture must be greater than zero")
+    }
     guard amount <= self.capturableMinorUnits else {
       throw DomainError(
         .invalidArgument,

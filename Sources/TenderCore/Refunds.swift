@@ -81,7 +81,10 @@ public struct RefundDraft: Sendable, Hashable {
   public let reason: RefundReason?
   public let metadata: [String: String]
 
-  public init(id: RefundID, merchantID: MerchantID, paymentID: PaymentID, amountMinorUnits: Int64?, reason: RefundReason?, metadata: [String: String]) {
+  public init(
+    id: RefundID, merchantID: MerchantID, paymentID: PaymentID, amountMinorUnits: Int64?, reason: RefundReason?,
+    metadata: [String: String]
+  ) {
     precondition(amountMinorUnits.map { $0 > 0 } ?? true, "a refund's amount is positive")
     self.id = id
     self.merchantID = merchantID
@@ -109,8 +112,12 @@ public protocol RefundStore: Sendable {
   /// Applies the provider's answer to a pending refund: on failure the reservation is released on
   /// the payment; the event of the change and `step` are written in the same transaction. A
   /// refund that is already final (or `outcome` nil) is left as it is; `step` is applied anyway.
-  func settle(_ id: RefundID, merchant: MerchantID, outcome: RefundOutcome?, step: IdempotencyStep<RefundRecord>?) async throws -> RefundRecord?
+  func settle(
+    _ id: RefundID, merchant: MerchantID, outcome: RefundOutcome?, step: IdempotencyStep<RefundRecord>?
+  ) async throws -> RefundRecord?
   func refund(_ id: RefundID, merchant: MerchantID) async throws -> RefundRecord?
   /// The merchant's refunds (of one payment when given), newest first.
-  func list(merchant: MerchantID, payment: PaymentID?, pageSize: Int, after: PageCursor?) async throws -> Page<RefundRecord>
+  func list(
+    merchant: MerchantID, payment: PaymentID?, pageSize: Int, after: PageCursor?
+  ) async throws -> Page<RefundRecord>
 }

@@ -65,7 +65,9 @@ public protocol WebhookInbox: Sendable {
   ) async throws -> WebhookOutcome?
   /// Likewise for refunds, each found by the provider's refund id and settled with its outcome;
   /// nil when none of them is known.
-  func applyToRefunds(_ event: WebhookEvent, _ refunds: [(providerRefundID: String, outcome: RefundOutcome)]) async throws -> WebhookOutcome?
+  func applyToRefunds(
+    _ event: WebhookEvent, _ refunds: [(providerRefundID: String, outcome: RefundOutcome)]
+  ) async throws -> WebhookOutcome?
   /// Marks the event done without a change (an event Tender does not act on).
   func finish(_ event: WebhookEvent, outcome: WebhookOutcome) async throws
   /// Tries the event again after `next`; parks it (no more tries) when `park` is set.

@@ -31,16 +31,20 @@ enum ChildProcess {
   /// working folder is private to another user.
   @discardableResult
   static func run(_ program: String, _ arguments: [String], asUser user: String? = nil) async throws -> String {
-    let (executable, argv) = user.map { ("/usr/sbin/runuser", ["-u", $0, "--", program] + arguments) } ?? (program, arguments)
+    let (executable, argv) =
+      user.map { ("/usr/sbin/runuser", ["-u", $0, "--", program] + arguments) } ?? (program, arguments)
     let result = try await Self.collect(executable, argv, program: program)
     guard result.terminationStatus.isSuccess else {
       let message = (result.standardError ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-      throw Failure(description: "\((program as NSString).lastPathComponent) failed (\(result.terminationStatus)): \(message)")
+      throw Failure(
+        description: "\((program as NSString).lastPathComponent) failed (\(result.terminationStatus)): \(message)")
     }
     return result.standardOutput ?? ""
   }
 
-  private static func collect(_ executable: String, _ argv: [String], program: String) async throws -> (terminationStatus: TerminationStatus, standardOutput: String?, standardError: String?) {
+  private static func collect(
+    _ executable: String, _ argv: [String], program: String
+  ) async throws -> (terminationStatus: TerminationStatus, standardOutput: String?, standardError: String?) {
     do {
       let result = try await Subprocess.run(
         .path(FilePath(executable)),

@@ -129,7 +129,9 @@ public struct DevCertificateFiles: Sendable {
       serverKey: directory.appendingPathComponent("server-key.pem")
     )
     let fileManager = FileManager.default
-    if [files.caCertificate, files.serverCertificate, files.serverKey].allSatisfy({ fileManager.fileExists(atPath: $0.path) }) {
+    if [files.caCertificate, files.serverCertificate, files.serverKey].allSatisfy({
+      fileManager.fileExists(atPath: $0.path)
+    }) {
       return files
     }
     try fileManager.createDirectory(at: directory, withIntermediateDirectories: true)

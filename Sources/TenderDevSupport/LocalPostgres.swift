@@ -22,7 +22,9 @@ public struct LocalPostgres: Sendable {
   /// Creates (if needed) and starts a cluster in `directory` listening on 127.0.0.1:`port`.
   /// - Parameter maxConnections: the server's connection limit (a test run's many pools need more
   ///   than a dev server).
-  public static func start(in directory: URL, port: Int, database: String = "tender", maxConnections: Int = 200) async throws -> LocalPostgres {
+  public static func start(
+    in directory: URL, port: Int, database: String = "tender", maxConnections: Int = 200
+  ) async throws -> LocalPostgres {
     let cluster = LocalPostgres(directory: directory.standardizedFileURL, port: port, database: database)
     try await cluster.initializeIfNeeded()
     try await cluster.startServer(maxConnections: maxConnections)
@@ -79,7 +81,10 @@ public struct LocalPostgres: Sendable {
       do {
         try await Self.run("/usr/bin/test", ["-w", self.directory.path], asPostgres: true)
       } catch {
-        throw Failure(description: "the postgres user cannot reach \(self.directory.path): every folder above it must be searchable (chmod o+x), or choose another folder")
+        throw Failure(
+          description:
+            "the postgres user cannot reach \(self.directory.path): every folder above it must be searchable (chmod o+x), or choose another folder"
+        )
       }
     }
     guard !fileManager.fileExists(atPath: self.dataDirectory.appendingPathComponent("PG_VERSION").path) else { return }
@@ -99,7 +104,9 @@ public struct LocalPostgres: Sendable {
       "-c fsync=on",
     ].joined(separator: " ")
     // A server left running from an earlier start of this folder is reused.
-    if (try? await Self.run(Self.tool("pg_ctl"), ["-D", self.dataDirectory.path, "status"], asPostgres: Self.isRoot)) != nil {
+    if (try? await Self.run(Self.tool("pg_ctl"), ["-D", self.dataDirectory.path, "status"], asPostgres: Self.isRoot))
+      != nil
+    {
       return
     }
     try await Self.run(
@@ -119,7 +126,10 @@ public struct LocalPostgres: Sendable {
     precondition(name.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" }, "database names are plain identifiers")
     try await Self.run(
       Self.tool("psql"),
-      ["-h", "127.0.0.1", "-p", "\(self.port)", "-U", "postgres", "-d", "postgres", "-qc", "CREATE DATABASE \"\(name)\""],
+      [
+        "-h", "127.0.0.1", "-p", "\(self.port)", "-U", "postgres", "-d", "postgres", "-qc",
+        "CREATE DATABASE \"\(name)\"",
+      ],
       asPostgres: false
     )
   }
@@ -127,8 +137,10 @@ public struct LocalPostgres: Sendable {
   private func createDatabaseIfNeeded() async throws {
     let exists = try await Self.run(
       Self.tool("psql"),
-      ["-h", "127.0.0.1", "-p", "\(self.port)", "-U", "postgres", "-d", "postgres", "-tAc",
-       "SELECT 1 FROM pg_database WHERE datname = '\(self.database)'"],
+      [
+        "-h", "127.0.0.1", "-p", "\(self.port)", "-U", "postgres", "-d", "postgres", "-tAc",
+        "SELECT 1 FROM pg_database WHERE datname = '\(self.database)'",
+      ],
       asPostgres: false
     )
     if exists.trimmingCharacters(in: .whitespacesAndNewlines) != "1" {

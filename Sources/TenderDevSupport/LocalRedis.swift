@@ -27,11 +27,13 @@ public struct LocalRedis: Sendable {
       throw Failure(description: "redis-server not found: install Redis (apt-get install redis-server)")
     }
     do {
-      try await ChildProcess.run(server, [
-        "--bind", "127.0.0.1", "--port", "\(self.port)", "--save", "", "--appendonly", "no",
-        "--daemonize", "yes", "--pidfile", self.pidFile.path, "--dir", self.directory.path,
-        "--logfile", self.directory.appendingPathComponent("redis.log").path,
-      ])
+      try await ChildProcess.run(
+        server,
+        [
+          "--bind", "127.0.0.1", "--port", "\(self.port)", "--save", "", "--appendonly", "no",
+          "--daemonize", "yes", "--pidfile", self.pidFile.path, "--dir", self.directory.path,
+          "--logfile", self.directory.appendingPathComponent("redis.log").path,
+        ])
     } catch let error as ChildProcess.Failure {
       throw Failure(description: error.description)
     }

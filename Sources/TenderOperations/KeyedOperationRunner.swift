@@ -67,8 +67,12 @@ public struct KeyedOperationRunner: Sendable {
     do {
       return try await steps()
     } catch let fenced as FencedOut where fenced.owner == owner {
-      self.logger.warning("lost the idempotency key to another owner; answering from its result", metadata: ["merchant_id": "\(owner.merchant)"])
-      guard let stored = try await self.idempotency.answer(merchant: owner.merchant, key: owner.key) else { throw KeyedRefusal.inUse }
+      self.logger.warning(
+        "lost the idempotency key to another owner; answering from its result",
+        metadata: ["merchant_id": "\(owner.merchant)"])
+      guard let stored = try await self.idempotency.answer(merchant: owner.merchant, key: owner.key) else {
+        throw KeyedRefusal.inUse
+      }
       return .answered(try open(stored), replayed: true)
     }
   }
@@ -100,7 +104,10 @@ public struct KeyedOperationRunner: Sendable {
     if case .failure(let error) = result {
       self.logger.warning(
         "provider call without an answer",
-        metadata: ["operation": "\(call.operation.rawValue)", "payment_id": "\(call.payment)", "problem": "\(error)", "next": "\(next)"]
+        metadata: [
+          "operation": "\(call.operation.rawValue)", "payment_id": "\(call.payment)", "problem": "\(error)",
+          "next": "\(next)",
+        ]
       )
     }
     return ProviderExchange(requestID: requestID, result: result, next: next)
@@ -144,10 +151,14 @@ public struct KeyedOperationRunner: Sendable {
   /// which drives the operation's steps or returns false when nothing of it can have happened —
   /// the key is then freed. One record's failure does not stop the round. Returns how many
   /// records were taken over.
-  public func takeOverStale(method: String, limit: Int = 50, _ resume: (IdempotencyRecord) async throws -> Bool) async throws -> Int {
+  public func takeOverStale(
+    method: String, limit: Int = 50, _ resume: (IdempotencyRecord) async throws -> Bool
+  ) async throws -> Int {
     var resolved = 0
     for record in try await self.idempotency.stale(methods: [method], limit: limit) {
-      guard case .resumed(let claimed) = try await self.idempotency.claim(record.request, lockFor: self.lock) else { continue }
+      guard case .resumed(let claimed) = try await self.idempotency.claim(record.request, lockFor: self.lock) else {
+        continue
+      }
       resolved += 1
       do {
         if try await !resume(claimed) {
@@ -156,7 +167,9 @@ public struct KeyedOperationRunner: Sendable {
       } catch is FencedOut {
         continue
       } catch {
-        self.logger.warning("could not finish an interrupted operation", metadata: ["method": "\(method)", "problem": "\(type(of: error))"])
+        self.logger.warning(
+          "could not finish an interrupted operation",
+          metadata: ["method": "\(method)", "problem": "\(type(of: error))"])
       }
     }
     return resolved

@@ -38,7 +38,10 @@ public struct PaymentOperations: Sendable {
   let answers: PaymentAnswers
   let logger: Logger
 
-  public init(runner: KeyedOperationRunner, payments: any PaymentStore, provider: any PaymentProvider, answers: PaymentAnswers, logger: Logger) {
+  public init(
+    runner: KeyedOperationRunner, payments: any PaymentStore, provider: any PaymentProvider, answers: PaymentAnswers,
+    logger: Logger
+  ) {
     self.runner = runner
     self.payments = payments
     self.creation = payments as? any KeyedPaymentCreation
@@ -63,7 +66,10 @@ public struct PaymentOperations: Sendable {
       amountMinorUnits: draft.ledger.amount.minorUnits
     )
     // A new key: claimed together with the payment and the provider call's record in one statement.
-    if let creation = self.creation, let (_, requestID) = try await creation.insertClaiming(draft, request: request, lockFor: self.runner.lock, call: call) {
+    if let creation = self.creation,
+      let (_, requestID) = try await creation.insertClaiming(
+        draft, request: request, lockFor: self.runner.lock, call: call)
+    {
       try CrashPoints.reach("create_payment.payment_created")
       let owner = KeyOwner(merchant: merchant, key: request.key, token: 1)
       return try await self.runner.owning(owner) {
@@ -86,7 +92,9 @@ public struct PaymentOperations: Sendable {
 
   /// The completer's steps for an interrupted CreatePayment; false when it never created a payment.
   public func resumeCreate(_ record: IdempotencyRecord) async throws -> Bool {
-    guard let id = record.paymentID, let payment = try await self.payments.payment(id, merchant: record.request.merchant) else { return false }
+    guard let id = record.paymentID,
+      let payment = try await self.payments.payment(id, merchant: record.request.merchant)
+    else { return false }
     do {
       _ = try await self.authorize(payment, owner: record.owner, history: record.history, begun: nil)
     } catch KeyedRefusal.providerUnavailable {
@@ -98,7 +106,9 @@ public struct PaymentOperations: Sendable {
   /// Asks the provider to authorize `payment` (processing) and applies what the outcome policy
   /// decides. A payment that is no longer processing was settled already: its answer is stored
   /// and the provider is not asked again.
-  func authorize(_ payment: PaymentRecord, owner: KeyOwner, history: ProviderHistory, begun: Int64?) async throws -> KeyedOutcome<PaymentRecord> {
+  func authorize(
+    _ payment: PaymentRecord, owner: KeyOwner, history: ProviderHistory, begun: Int64?
+  ) async throws -> KeyedOutcome<PaymentRecord> {
     let merchant = payment.merchantID
     guard payment.ledger.status == .processing else {
       return try await self.finishUnchanged(payment.id, owner: owner, call: nil) { try self.answers.created($0) }
@@ -110,10 +120,13 @@ public struct PaymentOperations: Sendable {
     )
     let provider = self.provider
     let request = ProviderPaymentRequest(
-      amount: payment.ledger.amount, captureMethod: payment.ledger.captureMethod, paymentMethod: payment.paymentMethod, paymentID: payment.id
+      amount: payment.ledger.amount, captureMethod: payment.ledger.captureMethod, paymentMethod: payment.paymentMethod,
+      paymentID: payment.id
     )
     let exchange = try await self.runner.callProvider(owner: owner, history: history, call: call, begun: begun) {
-      await .of { () async throws(ProviderError) in try await provider.createPayment(request, idempotencyKey: call.providerKey) }
+      await .of { () async throws(ProviderError) in
+        try await provider.createPayment(request, idempotencyKey: call.providerKey)
+      }
     }
     try CrashPoints.reach("create_payment.provider_answered")
 
@@ -126,7 +139,10 @@ public struct PaymentOperations: Sendable {
     case (.failForSure, _):
       // Nothing of this operation ever reached the provider: the payment fails and the key is
       // freed in one transaction, so the same request can be sent again.
-      _ = try await self.payments.update(payment.id, merchant: merchant, step: IdempotencyStep(owner: owner, action: .release, providerCall: exchange.ended(.unreachable))) {
+      _ = try await self.payments.update(
+        payment.id, merchant: merchant,
+        step: IdempotencyStep(owner: owner, action: .release, providerCall: exchange.ended(.unreachable))
+      ) {
         record in
         if record.ledger.status == .processing { try record.ledger.providerFailed(.providerError) }
       }
@@ -134,10 +150,12 @@ public struct PaymentOperations: Sendable {
       throw KeyedRefusal.providerUnavailable
     case (.apply, .failure(let error)):
       // The provider refused the request itself: the payment fails with a provider error.
-      self.logger.error("provider refused the payment", metadata: ["payment_id": "\(payment.id)", "problem": "\(error)"])
+      self.logger.error(
+        "provider refused the payment", metadata: ["payment_id": "\(payment.id)", "problem": "\(error)"])
       let code = error.code
       let refused = try self.answers.providerRefused(.createPayment, code)
-      return try await self.finish(payment.id, owner: owner, call: exchange.ended(.failed), answer: { _ in refused }) { record in
+      return try await self.finish(payment.id, owner: owner, call: exchange.ended(.failed), answer: { _ in refused }) {
+        record in
         if record.ledger.status == .processing { try record.ledger.providerFailed(.providerError) }
       }
     case (.apply, .success(let outcome)):
@@ -153,7 +171,8 @@ public struct PaymentOperations: Sendable {
           return .answered(response, replayed: false)
         }
       }
-      return try await self.finish(payment.id, owner: owner, call: ended, answer: { try self.answers.created($0) }) { record in
+      return try await self.finish(payment.id, owner: owner, call: ended, answer: { try self.answers.created($0) }) {
+        record in
         record.providerPaymentID = record.providerPaymentID ?? outcome.providerPaymentID
         _ = ProviderState.apply(outcome.status, to: &record)
       }
@@ -178,7 +197,9 @@ public struct PaymentOperations: Sendable {
     /// Capture: the amount asked for (nil: everything authorized).
     public let amountMinorUnits: Int64?
 
-    public static func capture(_ amountMinorUnits: Int64?) -> Change { Change(operation: .capturePayment, amountMinorUnits: amountMinorUnits) }
+    public static func capture(_ amountMinorUnits: Int64?) -> Change {
+      Change(operation: .capturePayment, amountMinorUnits: amountMinorUnits)
+    }
     public static let cancel = Change(operation: .cancelPayment, amountMinorUnits: nil)
 
     /// Tender's own rules, checked before the provider is asked.
@@ -195,18 +216,24 @@ public struct PaymentOperations: Sendable {
       switch (self.operation, outcome.status) {
       case (.capturePayment, .succeeded), (.cancelPayment, .canceled):
         guard ProviderState.apply(outcome.status, to: &record) != .stale else {
-          throw DomainError(.failedPrecondition, reason: "PAYMENT_STATE_CONFLICT", message: "the payment is \(record.ledger.status.name) at Tender")
+          throw DomainError(
+            .failedPrecondition, reason: "PAYMENT_STATE_CONFLICT",
+            message: "the payment is \(record.ledger.status.name) at Tender")
         }
       case (.capturePayment, _):
-        throw DomainError(.failedPrecondition, reason: "PROVIDER_REFUSED_CAPTURE", message: "the provider did not capture the payment")
+        throw DomainError(
+          .failedPrecondition, reason: "PROVIDER_REFUSED_CAPTURE", message: "the provider did not capture the payment")
       default:
-        throw DomainError(.failedPrecondition, reason: "PROVIDER_REFUSED_CANCEL", message: "the provider did not cancel the payment")
+        throw DomainError(
+          .failedPrecondition, reason: "PROVIDER_REFUSED_CANCEL", message: "the provider did not cancel the payment")
       }
     }
   }
 
   /// Claims `request`'s key and changes payment `id` as `change` says, exactly once at the provider.
-  public func change(_ id: PaymentID, _ change: Change, request: IdempotencyRequest) async throws -> KeyedOutcome<PaymentRecord> {
+  public func change(
+    _ id: PaymentID, _ change: Change, request: IdempotencyRequest
+  ) async throws -> KeyedOutcome<PaymentRecord> {
     try await self.runner.run(request) { record in
       try CrashPoints.reach("\(change.operation.rawValue).claimed")
       return try await self.change(id, change, owner: record.owner, history: record.history, askedBefore: nil)
@@ -216,18 +243,23 @@ public struct PaymentOperations: Sendable {
   /// The completer's steps for an interrupted capture or cancel: the provider is asked again
   /// exactly as before; false when it was never asked (nothing can have happened).
   public func resumeChange(_ record: IdempotencyRecord, operation: ProviderCall.Operation) async throws -> Bool {
-    let providerKey = KeyedOperationRunner.providerKey(merchant: record.request.merchant, key: record.request.key, operation: operation)
-    guard let earlier = try await self.runner.calls.latest(merchant: record.request.merchant, providerKey: providerKey) else { return false }
+    let providerKey = KeyedOperationRunner.providerKey(
+      merchant: record.request.merchant, key: record.request.key, operation: operation)
+    guard let earlier = try await self.runner.calls.latest(merchant: record.request.merchant, providerKey: providerKey)
+    else { return false }
     let change = Change(operation: operation, amountMinorUnits: earlier.amountMinorUnits)
     do {
-      _ = try await self.change(earlier.payment, change, owner: record.owner, history: record.history, askedBefore: earlier)
+      _ = try await self.change(
+        earlier.payment, change, owner: record.owner, history: record.history, askedBefore: earlier)
     } catch KeyedRefusal.providerUnavailable, KeyedRefusal.outcomeUnknown {
       // Freed, or still open for the next round.
     }
     return true
   }
 
-  func change(_ id: PaymentID, _ change: Change, owner: KeyOwner, history: ProviderHistory, askedBefore: ProviderCall?) async throws -> KeyedOutcome<PaymentRecord> {
+  func change(
+    _ id: PaymentID, _ change: Change, owner: KeyOwner, history: ProviderHistory, askedBefore: ProviderCall?
+  ) async throws -> KeyedOutcome<PaymentRecord> {
     let merchant = owner.merchant
     guard let payment = try await self.payments.payment(id, merchant: merchant) else {
       // Nothing happened: the key is freed rather than bound to a payment that does not exist.
@@ -257,13 +289,17 @@ public struct PaymentOperations: Sendable {
     }
     // The same parameters as any earlier call under this provider key: the provider answers a
     // repeat, and would refuse other parameters under the same key.
-    let amount = earlier?.amountMinorUnits ?? (change.operation == .capturePayment ? change.amountMinorUnits ?? payment.ledger.capturableMinorUnits : nil)
-    let call = ProviderCall(merchant: merchant, payment: id, operation: change.operation, providerKey: providerKey, amountMinorUnits: amount)
+    let amount =
+      earlier?.amountMinorUnits
+      ?? (change.operation == .capturePayment ? change.amountMinorUnits ?? payment.ledger.capturableMinorUnits : nil)
+    let call = ProviderCall(
+      merchant: merchant, payment: id, operation: change.operation, providerKey: providerKey, amountMinorUnits: amount)
     let provider = self.provider
     let exchange = try await self.runner.callProvider(owner: owner, history: history, call: call) {
       await .of { () async throws(ProviderError) in
         if change.operation == .capturePayment {
-          return try await provider.capturePayment(providerPaymentID: providerPaymentID, amountMinorUnits: amount ?? 0, idempotencyKey: providerKey)
+          return try await provider.capturePayment(
+            providerPaymentID: providerPaymentID, amountMinorUnits: amount ?? 0, idempotencyKey: providerKey)
         }
         return try await provider.cancelPayment(providerPaymentID: providerPaymentID, idempotencyKey: providerKey)
       }
@@ -275,7 +311,10 @@ public struct PaymentOperations: Sendable {
       try await self.runner.calls.end(exchange.ended(.unknown), owner: owner)
       throw KeyedRefusal.outcomeUnknown
     case (.failForSure, _):
-      _ = try await self.payments.update(id, merchant: merchant, step: IdempotencyStep(owner: owner, action: .release, providerCall: exchange.ended(.unreachable))) { _ in }
+      _ = try await self.payments.update(
+        id, merchant: merchant,
+        step: IdempotencyStep(owner: owner, action: .release, providerCall: exchange.ended(.unreachable))
+      ) { _ in }
       try CrashPoints.reach("\(change.operation.rawValue).failed_for_sure")
       throw KeyedRefusal.providerUnavailable
     case (.apply, .failure(let error)):
@@ -284,7 +323,9 @@ public struct PaymentOperations: Sendable {
       return try await self.finishUnchanged(id, owner: owner, call: exchange.ended(.failed)) { _ in refused }
     case (.apply, .success(let outcome)):
       do {
-        return try await self.finish(id, owner: owner, call: exchange.ended(.succeeded), answer: { try self.answers.changed(change.operation, $0) }) { record in
+        return try await self.finish(
+          id, owner: owner, call: exchange.ended(.succeeded), answer: { try self.answers.changed(change.operation, $0) }
+        ) { record in
           try change.apply(outcome, to: &record)
         }
       } catch let error as DomainError {
@@ -308,12 +349,16 @@ public struct PaymentOperations: Sendable {
   ) async throws -> KeyedOutcome<PaymentRecord> {
     // Serialized once, inside the transaction that stores it, and sent as stored.
     let written = Mutex<StoredResponse?>(nil)
-    let step = IdempotencyStep<PaymentRecord>(owner: owner, action: .finish({ record in
-      let response = try answer(record)
-      written.withLock { $0 = response }
-      return response
-    }), providerCall: call)
-    guard try await self.payments.update(id, merchant: owner.merchant, step: step, change) != nil, let stored = written.withLock({ $0 }) else {
+    let step = IdempotencyStep<PaymentRecord>(
+      owner: owner,
+      action: .finish({ record in
+        let response = try answer(record)
+        written.withLock { $0 = response }
+        return response
+      }), providerCall: call)
+    guard try await self.payments.update(id, merchant: owner.merchant, step: step, change) != nil,
+      let stored = written.withLock({ $0 })
+    else {
       throw Self.notFound(id)
     }
     return .answered(stored, replayed: false)

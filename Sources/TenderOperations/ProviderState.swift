@@ -8,7 +8,8 @@ public enum ProviderState {
     let ledger = record.ledger
     do {
       switch (ledger.status, status) {
-      case (.processing, .processing), (.requiresCapture, .requiresCapture), (.succeeded, .succeeded), (.canceled, .canceled), (.failed, .failed):
+      case (.processing, .processing), (.requiresCapture, .requiresCapture), (.succeeded, .succeeded),
+        (.canceled, .canceled), (.failed, .failed):
         return .already
       case (.processing, .requiresCapture):
         try record.ledger.providerAuthorized()

@@ -71,23 +71,30 @@ public struct Settlement: Sendable {
   func check(_ payment: PaymentRecord, checks: Int) async throws -> Bool {
     guard let providerID = payment.providerPaymentID else { return false }
     let provider = self.provider
-    let answer = await Result.of { () async throws(ProviderError) in try await provider.retrievePayment(providerPaymentID: providerID) }
+    let answer = await Result.of { () async throws(ProviderError) in
+      try await provider.retrievePayment(providerPaymentID: providerID)
+    }
     if case .success(let current) = answer, current.status != .processing {
       _ = try await self.payments.update(payment.id, merchant: payment.merchantID, step: nil) { record in
         _ = ProviderState.apply(current.status, to: &record)
       }
       try await self.store.settled(objectID: payment.id.rawValue)
-      self.logger.notice("settled a payment the provider finished", metadata: ["payment_id": "\(payment.id)", "provider_status": "\(current.status)"])
+      self.logger.notice(
+        "settled a payment the provider finished",
+        metadata: ["payment_id": "\(payment.id)", "provider_status": "\(current.status)"])
       return true
     }
-    try await self.postpone(kind: "payment", id: payment.id.rawValue, created: payment.createTime, checks: checks, problem: answer)
+    try await self.postpone(
+      kind: "payment", id: payment.id.rawValue, created: payment.createTime, checks: checks, problem: answer)
     return false
   }
 
   func check(_ refund: RefundRecord, checks: Int) async throws -> Bool {
     guard let providerID = refund.providerRefundID else { return false }
     let provider = self.provider
-    let answer = await Result.of { () async throws(ProviderError) in try await provider.retrieveRefund(providerRefundID: providerID) }
+    let answer = await Result.of { () async throws(ProviderError) in
+      try await provider.retrieveRefund(providerRefundID: providerID)
+    }
     if case .success(let current) = answer {
       let outcome: RefundOutcome?
       switch current.status {
@@ -102,16 +109,21 @@ public struct Settlement: Sendable {
         return true
       }
     }
-    try await self.postpone(kind: "refund", id: refund.id.rawValue, created: refund.createTime, checks: checks, problem: answer)
+    try await self.postpone(
+      kind: "refund", id: refund.id.rawValue, created: refund.createTime, checks: checks, problem: answer)
     return false
   }
 
   /// Another check later — or, past the age limit, none: the object is abandoned, visibly.
-  func postpone<Answer>(kind: String, id: String, created: Date, checks: Int, problem: Result<Answer, ProviderError>) async throws {
+  func postpone<Answer>(
+    kind: String, id: String, created: Date, checks: Int, problem: Result<Answer, ProviderError>
+  ) async throws {
     let age = Date().timeIntervalSince(created)
-    let giveUp = Double(self.policy.giveUpAfter.components.seconds) + Double(self.policy.giveUpAfter.components.attoseconds) / 1e18
+    let giveUp =
+      Double(self.policy.giveUpAfter.components.seconds) + Double(self.policy.giveUpAfter.components.attoseconds) / 1e18
     let abandon = age >= giveUp
-    try await self.store.postpone(objectID: id, checks: checks + 1, next: self.policy.interval(afterChecks: checks + 1), abandon: abandon)
+    try await self.store.postpone(
+      objectID: id, checks: checks + 1, next: self.policy.interval(afterChecks: checks + 1), abandon: abandon)
     if abandon {
       self.onAbandoned(kind)
       self.logger.error(
@@ -119,7 +131,8 @@ public struct Settlement: Sendable {
         metadata: ["\(kind)_id": "\(id)", "checks": "\(checks + 1)", "age_seconds": "\(Int(age))"]
       )
     } else if case .failure(let error) = problem {
-      self.logger.warning("could not ask the provider about an open \(kind)", metadata: ["\(kind)_id": "\(id)", "problem": "\(error)"])
+      self.logger.warning(
+        "could not ask the provider about an open \(kind)", metadata: ["\(kind)_id": "\(id)", "problem": "\(error)"])
     }
   }
 }

@@ -59,7 +59,9 @@ public struct WebhookApplier: Sendable {
     let outcome: WebhookOutcome?
     switch self.read(event) {
     case .payment(let payment, let tenderPaymentID):
-      outcome = try await self.inbox.applyToPayment(event, providerPaymentID: payment.providerPaymentID, tenderPaymentID: tenderPaymentID) { record in
+      outcome = try await self.inbox.applyToPayment(
+        event, providerPaymentID: payment.providerPaymentID, tenderPaymentID: tenderPaymentID
+      ) { record in
         ProviderState.apply(payment.status, to: &record)
       }
     case .refunds(let refunds) where refunds.isEmpty:
@@ -71,7 +73,8 @@ public struct WebhookApplier: Sendable {
         refunds.map { refund in
           switch refund.status {
           case .succeeded: return (refund.providerRefundID, .succeeded(providerRefundID: refund.providerRefundID))
-          case .failed(let message): return (refund.providerRefundID, .failed(providerRefundID: refund.providerRefundID, message: message))
+          case .failed(let message):
+            return (refund.providerRefundID, .failed(providerRefundID: refund.providerRefundID, message: message))
           case .pending: return (refund.providerRefundID, .pending(providerRefundID: refund.providerRefundID))
           }
         }
@@ -88,7 +91,9 @@ public struct WebhookApplier: Sendable {
       try await self.inbox.postpone(event, next: next, park: park)
       if park {
         self.onParked(event.provider)
-        self.logger.error("webhook parked: the object it names never appeared", metadata: ["provider": "\(event.provider)", "event_id": "\(event.eventID)", "type": "\(event.type)"])
+        self.logger.error(
+          "webhook parked: the object it names never appeared",
+          metadata: ["provider": "\(event.provider)", "event_id": "\(event.eventID)", "type": "\(event.type)"])
       }
       return false
     }
@@ -96,7 +101,12 @@ public struct WebhookApplier: Sendable {
       let waited = Date().timeIntervalSince(event.signedTime)
       self.onApplied(.milliseconds(Int64(max(0, waited) * 1000)))
     }
-    self.logger.info("webhook applied", metadata: ["provider": "\(event.provider)", "event_id": "\(event.eventID)", "type": "\(event.type)", "outcome": "\(outcome.rawValue)"])
+    self.logger.info(
+      "webhook applied",
+      metadata: [
+        "provider": "\(event.provider)", "event_id": "\(event.eventID)", "type": "\(event.type)",
+        "outcome": "\(outcome.rawValue)",
+      ])
     return true
   }
 }

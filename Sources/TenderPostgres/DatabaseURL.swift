@@ -60,7 +60,8 @@ public enum DatabaseURL {
       case let other:
         throw Invalid(description: "sslmode '\(other)' is not one of disable, prefer, require, verify-full")
       }
-      configuration = .init(host: host, port: port, username: username, password: password, database: database, tls: tls)
+      configuration = .init(
+        host: host, port: port, username: username, password: password, database: database, tls: tls)
     }
     if let maximum = query["pool_max"] {
       guard let value = Int(maximum), value > 0 else {

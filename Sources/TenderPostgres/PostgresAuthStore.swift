@@ -46,15 +46,23 @@ public struct PostgresAuthStore: AuthStore {
   private func clients(_ query: PostgresQuery) async throws -> [ClientRecord] {
     let rows = try await self.client.query(query, logger: self.logger)
     var result: [ClientRecord] = []
-    for try await (id, merchant, name, scopes, status, hash, created, rotated) in rows.decode((String, String, String, [String], String, String, Date, Date?).self) {
-      result.append(ClientRecord(clientID: id, merchantID: merchant, displayName: name, scopes: scopes, status: ClientRecord.Status(rawValue: status) ?? .disabled, secretHash: hash, createTime: created, rotateTime: rotated))
+    for try await (id, merchant, name, scopes, status, hash, created, rotated) in rows.decode(
+      (String, String, String, [String], String, String, Date, Date?).self)
+    {
+      result.append(
+        ClientRecord(
+          clientID: id, merchantID: merchant, displayName: name, scopes: scopes,
+          status: ClientRecord.Status(rawValue: status) ?? .disabled, secretHash: hash, createTime: created,
+          rotateTime: rotated))
     }
     return result
   }
 
   public func client(id: String) async throws -> ClientRecord? {
     try await self.traced("auth.client") {
-      try await self.clients("SELECT client_id, merchant_id, display_name, scopes, status, secret_hash, create_time, rotate_time FROM api_clients WHERE client_id = \(id)").first
+      try await self.clients(
+        "SELECT client_id, merchant_id, display_name, scopes, status, secret_hash, create_time, rotate_time FROM api_clients WHERE client_id = \(id)"
+      ).first
     }
   }
 
@@ -89,8 +97,14 @@ public struct PostgresAuthStore: AuthStore {
       logger: self.logger
     )
     var keys: [SigningKeyRecord] = []
-    for try await (id, algorithm, publicKey, privateKey, state, created, retired) in rows.decode((String, String, ByteBuffer, ByteBuffer, String, Date, Date?).self) {
-      keys.append(SigningKeyRecord(keyID: id, algorithm: algorithm, publicKey: Array(buffer: publicKey), sealedPrivateKey: Array(buffer: privateKey), state: SigningKeyRecord.State(rawValue: state) ?? .retired, createTime: created, retireTime: retired))
+    for try await (id, algorithm, publicKey, privateKey, state, created, retired) in rows.decode(
+      (String, String, ByteBuffer, ByteBuffer, String, Date, Date?).self)
+    {
+      keys.append(
+        SigningKeyRecord(
+          keyID: id, algorithm: algorithm, publicKey: Array(buffer: publicKey),
+          sealedPrivateKey: Array(buffer: privateKey), state: SigningKeyRecord.State(rawValue: state) ?? .retired,
+          createTime: created, retireTime: retired))
     }
     return keys
   }
@@ -105,14 +119,17 @@ public struct PostgresAuthStore: AuthStore {
       """,
       logger: self.logger
     )
-    guard let active = try await self.signingKeys().first(where: { $0.state == .active }) else { throw KeyRingError.noActiveKey }
+    guard let active = try await self.signingKeys().first(where: { $0.state == .active }) else {
+      throw KeyRingError.noActiveKey
+    }
     return active
   }
 
   public func rotate(to key: SigningKeyRecord) async throws {
     let logger = self.logger
     try await self.client.withTransaction(logger: logger) { connection in
-      try await connection.query("UPDATE signing_keys SET state = 'retired', retire_time = now() WHERE state = 'active'", logger: logger)
+      try await connection.query(
+        "UPDATE signing_keys SET state = 'retired', retire_time = now() WHERE state = 'active'", logger: logger)
       try await connection.query(
         """
         INSERT INTO signing_keys (key_id, algorithm, public_key, private_key, state, create_time)
@@ -124,7 +141,8 @@ public struct PostgresAuthStore: AuthStore {
   }
 
   public func removeKey(id: String) async throws -> Bool {
-    let rows = try await self.client.query("DELETE FROM signing_keys WHERE key_id = \(id) RETURNING key_id", logger: self.logger)
+    let rows = try await self.client.query(
+      "DELETE FROM signing_keys WHERE key_id = \(id) RETURNING key_id", logger: self.logger)
     var removed = false
     for try await _ in rows.decode(String.self) { removed = true }
     return removed
@@ -132,7 +150,8 @@ public struct PostgresAuthStore: AuthStore {
 
   public func revoke(tokenID: String, clientID: String, expireTime: Date, revokedBy: String) async throws {
     try await self.traced("auth.revoke") {
-      try await self.insertRevocation(tokenID: tokenID, clientID: clientID, expireTime: expireTime, revokedBy: revokedBy)
+      try await self.insertRevocation(
+        tokenID: tokenID, clientID: clientID, expireTime: expireTime, revokedBy: revokedBy)
     }
   }
 
@@ -166,7 +185,9 @@ public struct PostgresAuthStore: AuthStore {
   }
 
   public func purgeExpiredRevocations() async throws -> Int {
-    let rows = try await self.client.query("DELETE FROM revoked_tokens WHERE expire_time < now() - interval '1 hour' RETURNING token_id", logger: self.logger)
+    let rows = try await self.client.query(
+      "DELETE FROM revoked_tokens WHERE expire_time < now() - interval '1 hour' RETURNING token_id", logger: self.logger
+    )
     var count = 0
     for try await _ in rows.decode(String.self) { count += 1 }
     return count

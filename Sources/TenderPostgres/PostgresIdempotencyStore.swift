@@ -4,7 +4,11 @@ public import PostgresNIO
 public import TenderCore
 public import Tracing
 
-/// `IdempotencyStore` on PostgreSQL (the `idempotency_keys` table of migration 3).
+/// `IdempotencyStore` on PostgreSQL (the `idempotency_keys` table of migrations 3 and 6). Every
+/// statement that writes the table is here, those other stores run inside their own transactions
+/// (`fence`, `apply`) included; elsewhere it is only read in conditions (an operation still open),
+/// and written where one statement does two tables' work in one round trip: the fast path's in
+/// PostgresPaymentStore and PostgresProviderCallLog's `begin`.
 public struct PostgresIdempotencyStore: IdempotencyStore {
   private let client: PostgresClient
   private let logger: Logger
@@ -41,7 +45,8 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
           for try await (lockedUntil, created, token) in inserted.decode((Date, Date, Int64).self) {
             return .started(
               IdempotencyRecord(
-                request: request, recoveryPoint: .started, paymentID: nil, refundID: nil, lockedUntil: lockedUntil, createTime: created, ownerToken: token
+                request: request, recoveryPoint: .started, paymentID: nil, refundID: nil, lockedUntil: lockedUntil,
+                createTime: created, ownerToken: token
               )
             )
           }
@@ -162,7 +167,9 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
         logger: self.logger
       )
       for try await (code, message, details) in rows.decode((Int, ByteBuffer?, ByteBuffer?).self) {
-        return StoredResponse(code: code, message: message.map { Array(buffer: $0) } ?? [], details: details.map { Array(buffer: $0) } ?? [])
+        return StoredResponse(
+          code: code, message: message.map { Array(buffer: $0) } ?? [], details: details.map { Array(buffer: $0) } ?? []
+        )
       }
       return nil
     }
@@ -181,13 +188,17 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
         logger: self.logger
       )
       var records: [IdempotencyRecord] = []
-      for try await (merchant, key, method, fingerprint, point, lockedUntil, payment, refund, created, token, attempted) in rows.decode(
-        (String, String, String, ByteBuffer, String, Date?, String?, String?, Date, Int64, Bool).self
-      ) {
+      for try await (merchant, key, method, fingerprint, point, lockedUntil, payment, refund, created, token, attempted)
+        in rows.decode(
+          (String, String, String, ByteBuffer, String, Date?, String?, String?, Date, Int64, Bool).self
+        )
+      {
         guard let point = RecoveryPoint(rawValue: point) else { throw StoredDataError(what: "recovery point") }
         records.append(
           IdempotencyRecord(
-            request: IdempotencyRequest(merchant: MerchantID(unchecked: merchant), key: key, method: method, fingerprint: Array(buffer: fingerprint)),
+            request: IdempotencyRequest(
+              merchant: MerchantID(unchecked: merchant), key: key, method: method,
+              fingerprint: Array(buffer: fingerprint)),
             recoveryPoint: point,
             paymentID: payment.map(PaymentID.init(unchecked:)),
             refundID: refund.map(RefundID.init(unchecked:)),
@@ -226,6 +237,67 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
         total += count
         if count < batch { return total }
       }
+    }
+  }
+}
+
+// The statements of other stores' transactions on a key: fencing and moving it a step.
+extension PostgresIdempotencyStore {
+  /// Locks the key's record for the rest of the transaction, first of all the transaction's
+  /// locks (so writers of one operation never deadlock), if `owner` still owns it; otherwise the
+  /// transaction rolls back with `FencedOut`.
+  static func fence(_ owner: KeyOwner, _ connection: PostgresConnection, logger: Logger) async throws {
+    let rows = try await connection.query(
+      """
+      SELECT 1 FROM idempotency_keys
+      WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key) AND owner_token = \(owner.token)
+        AND recovery_point <> 'finished'
+      FOR UPDATE
+      """,
+      logger: logger
+    )
+    guard try await rows.decode(Int.self).reduce(0, +) == 1 else { throw FencedOut(owner) }
+  }
+
+  /// Moves the idempotency record (locked by `fence` earlier in the transaction) as `step` says,
+  /// naming the payment (and refund) it concerns, storing the response made from `record` when
+  /// finished, and records how the provider call the step applies ended.
+  static func apply<Record>(
+    _ step: IdempotencyStep<Record>,
+    record: Record,
+    payment: PaymentID,
+    refund: RefundID?,
+    _ connection: PostgresConnection,
+    logger: Logger
+  ) async throws {
+    if let call = step.providerCall { try await PostgresProviderCallLog.finish(call, connection, logger: logger) }
+    let owner = step.owner
+    switch step.action {
+    case .finish(let makeResponse):
+      let response = try makeResponse(record)
+      try await connection.query(
+        """
+        UPDATE idempotency_keys SET recovery_point = 'finished', locked_until = NULL, payment_id = \(payment.rawValue),
+          refund_id = coalesce(\(refund?.rawValue), refund_id), response_code = \(response.code),
+          response_message = \(ByteBuffer(bytes: response.message)), response_details = \(ByteBuffer(bytes: response.details)), update_time = now()
+        WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key) AND owner_token = \(owner.token)
+        """,
+        logger: logger
+      )
+    case .advance(let point):
+      try await connection.query(
+        """
+        UPDATE idempotency_keys SET recovery_point = \(point.rawValue), payment_id = \(payment.rawValue),
+          refund_id = coalesce(\(refund?.rawValue), refund_id), update_time = now()
+        WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key) AND owner_token = \(owner.token)
+        """,
+        logger: logger
+      )
+    case .release:
+      try await connection.query(
+        "DELETE FROM idempotency_keys WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key) AND owner_token = \(owner.token)",
+        logger: logger
+      )
     }
   }
 }

@@ -6,7 +6,7 @@ public import Tracing
 
 /// `PaymentStore` on PostgreSQL. Every statement names the merchant; constraints in the schema
 /// back the domain's rules (see migration 3).
-public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, ProviderCallLog {
+public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
   private let client: PostgresClient
   private let logger: Logger
   private let tracer: any Tracer
@@ -28,7 +28,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
     return try await traced(self.tracer, "payments.insert") {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection in
-          if let step { try await Self.fence(step.owner, connection, logger: logger) }
+          if let step { try await PostgresIdempotencyStore.fence(step.owner, connection, logger: logger) }
           let ledger = payment.ledger
           try await connection.query(
             """
@@ -46,7 +46,10 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
             connection, logger: logger, merchant: payment.merchantID, payment: payment.id, refund: nil,
             type: .paymentCreated, from: nil, to: ledger.status, amount: ledger.amount.minorUnits
           )
-          if let step { try await Self.apply(step, record: payment, payment: payment.id, refund: nil, connection, logger: logger) }
+          if let step {
+            try await PostgresIdempotencyStore.apply(
+              step, record: payment, payment: payment.id, refund: nil, connection, logger: logger)
+          }
           return event
         }
       }
@@ -115,17 +118,25 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
   }
 
-  public func insertClaiming(_ payment: PaymentRecord, request: IdempotencyRequest, lockFor: Duration, call: ProviderCall) async throws -> (PaymentEvent, Int64)? {
-    precondition(payment.merchantID == request.merchant && payment.ledger.status == .processing, "a new payment of the key's merchant")
+  public func insertClaiming(
+    _ payment: PaymentRecord, request: IdempotencyRequest, lockFor: Duration, call: ProviderCall
+  ) async throws -> (PaymentEvent, Int64)? {
+    precondition(
+      payment.merchantID == request.merchant && payment.ledger.status == .processing,
+      "a new payment of the key's merchant")
     precondition(call.operation == .createPayment && call.payment == payment.id, "the call that creates this payment")
-    let statement = InsertClaiming(payment: payment, request: request, lockMilliseconds: PostgresIdempotencyStore.milliseconds(lockFor), providerKey: call.providerKey)
+    let statement = InsertClaiming(
+      payment: payment, request: request, lockMilliseconds: PostgresIdempotencyStore.milliseconds(lockFor),
+      providerKey: call.providerKey)
     return try await traced(self.tracer, "payments.insert_claiming") {
       // The key row names the payment inserted by the same statement; the foreign key is checked
       // at the end of the statement, when both exist. A key that exists already inserts nothing.
       for try await (tx, id, time, requestID) in try await self.client.execute(statement, logger: self.logger) {
         let event = PaymentEvent(
-          position: EventPosition(transaction: tx, id: id), merchantID: payment.merchantID, paymentID: payment.id, refundID: nil,
-          type: .paymentCreated, fromStatus: nil, toStatus: .processing, amountMinorUnits: payment.ledger.amount.minorUnits, createTime: time
+          position: EventPosition(transaction: tx, id: id), merchantID: payment.merchantID, paymentID: payment.id,
+          refundID: nil,
+          type: .paymentCreated, fromStatus: nil, toStatus: .processing,
+          amountMinorUnits: payment.ledger.amount.minorUnits, createTime: time
         )
         return (event, requestID)
       }
@@ -199,11 +210,15 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Int64.self) }
   }
 
-  public func finishProcessing(_ payment: PaymentRecord, owner: KeyOwner, response: StoredResponse, call: ProviderCallEnd) async throws -> Bool {
+  public func finishProcessing(
+    _ payment: PaymentRecord, owner: KeyOwner, response: StoredResponse, call: ProviderCallEnd
+  ) async throws -> Bool {
     precondition(owner.merchant == payment.merchantID, "the key of this payment's merchant")
     return try await traced(self.tracer, "payments.finish_processing") {
       do {
-        for try await count in try await self.client.execute(FinishProcessing(payment: payment, owner: owner, response: response, call: call), logger: self.logger) {
+        for try await count in try await self.client.execute(
+          FinishProcessing(payment: payment, owner: owner, response: response, call: call), logger: self.logger)
+        {
           return count == 1
         }
       } catch let error as PSQLError where error.serverInfo?[.sqlState] == "22012" {
@@ -216,7 +231,8 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
   }
 
   struct PaymentByID: PostgresPreparedStatement {
-    static let sql = "SELECT \(PostgresPaymentStore.columns) FROM payments WHERE payment_id = $1::text AND merchant_id = $2::text"
+    static let sql =
+      "SELECT \(PostgresPaymentStore.columns) FROM payments WHERE payment_id = $1::text AND merchant_id = $2::text"
     typealias Row = PaymentRecord
 
     let id: PaymentID
@@ -231,7 +247,9 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
 
   public func payment(_ id: PaymentID, merchant: MerchantID) async throws -> PaymentRecord? {
     try await traced(self.tracer, "payments.get") {
-      for try await record in try await self.client.execute(PaymentByID(id: id, merchant: merchant), logger: self.logger) { return record }
+      for try await record in try await self.client.execute(
+        PaymentByID(id: id, merchant: merchant), logger: self.logger)
+      { return record }
       return nil
     }
   }
@@ -246,7 +264,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
     return try await traced(self.tracer, "payments.update") {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> (PaymentRecord, PaymentEvent?)? in
-          if let step { try await Self.fence(step.owner, connection, logger: logger) }
+          if let step { try await PostgresIdempotencyStore.fence(step.owner, connection, logger: logger) }
           guard let record = try await Self.lock(id, merchant: merchant, connection, logger: logger) else { return nil }
           return try await Self.change(record, connection, logger: logger, step: step, change)
         }
@@ -270,7 +288,10 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
     let ledger = record.ledger
     // A step that changes nothing of the payment (an answer stored for it) leaves its row alone.
     if record == locked {
-      if let step { try await Self.apply(step, record: record, payment: record.id, refund: nil, connection, logger: logger) }
+      if let step {
+        try await PostgresIdempotencyStore.apply(
+          step, record: record, payment: record.id, refund: nil, connection, logger: logger)
+      }
       return (record, nil)
     }
     let id = record.id
@@ -295,11 +316,16 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
         type: .entering(ledger.status), from: before, to: ledger.status, amount: amount
       )
     }
-    if let step { try await Self.apply(step, record: record, payment: record.id, refund: nil, connection, logger: logger) }
+    if let step {
+      try await PostgresIdempotencyStore.apply(
+        step, record: record, payment: record.id, refund: nil, connection, logger: logger)
+    }
     return (record, event)
   }
 
-  public func list(merchant: MerchantID, filter: PaymentFilter, pageSize: Int, after: PageCursor?) async throws -> Page<PaymentRecord> {
+  public func list(
+    merchant: MerchantID, filter: PaymentFilter, pageSize: Int, after: PageCursor?
+  ) async throws -> Page<PaymentRecord> {
     precondition((1...1000).contains(pageSize), "page size out of range")
     return try await traced(self.tracer, "payments.list") {
       var binds = PostgresBindings()
@@ -322,7 +348,8 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
         sql += " AND create_time < $\(binds.count)"
       }
       return try await Self.keysetPage(
-        self.client, logger: self.logger, sql: sql, binds: binds, idColumn: "payment_id", pageSize: pageSize, after: after,
+        self.client, logger: self.logger, sql: sql, binds: binds, idColumn: "payment_id", pageSize: pageSize,
+        after: after,
         decode: Self.decode, id: \.id.rawValue
       )
     }
@@ -368,8 +395,11 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
   public func currentPosition() async throws -> EventPosition {
     try await traced(self.tracer, "payments.current_position") {
       // Transactions from xmin on are running or yet to start: their events come after this.
-      let rows = try await self.client.query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint - 1", logger: self.logger)
-      for try await transaction in rows.decode(Int64.self) { return EventPosition(transaction: transaction, id: Int64.max) }
+      let rows = try await self.client.query(
+        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint - 1", logger: self.logger)
+      for try await transaction in rows.decode(Int64.self) {
+        return EventPosition(transaction: transaction, id: Int64.max)
+      }
       throw StoredDataError(what: "no snapshot")
     }
   }
@@ -403,69 +433,6 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
     throw StoredDataError(what: "no event position returned")
   }
 
-  public func begin(_ call: ProviderCall, owner: KeyOwner, lockFor: Duration) async throws -> Int64 {
-    precondition(owner.merchant == call.merchant, "the key of the call's merchant")
-    return try await traced(self.tracer, "payments.begin_provider_call") {
-      let rows = try await self.client.query(
-        """
-        WITH owner AS (
-          UPDATE idempotency_keys SET provider_attempted = true,
-            locked_until = now() + \(PostgresIdempotencyStore.milliseconds(lockFor)) * interval '1 millisecond', update_time = now()
-          WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key) AND owner_token = \(owner.token)
-            AND recovery_point <> 'finished'
-          RETURNING merchant_id
-        )
-        INSERT INTO provider_requests (merchant_id, payment_id, refund_id, operation, provider_idempotency_key, outcome, amount_minor)
-        SELECT merchant_id, \(call.payment.rawValue), \(call.refund?.rawValue), \(call.operation.rawValue), \(call.providerKey), 'unknown',
-          \(call.amountMinorUnits)
-        FROM owner
-        RETURNING request_id
-        """,
-        logger: self.logger
-      )
-      for try await id in rows.decode(Int64.self) { return id }
-      throw FencedOut(owner)
-    }
-  }
-
-  public func end(_ call: ProviderCallEnd, owner: KeyOwner) async throws {
-    _ = try await traced(self.tracer, "payments.end_provider_call") {
-      try await self.client.query(
-        """
-        UPDATE provider_requests SET outcome = \(call.outcome.rawValue), finish_time = now()
-        WHERE request_id = \(call.requestID) AND finish_time IS NULL AND EXISTS (
-          SELECT 1 FROM idempotency_keys WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key)
-            AND owner_token = \(owner.token) AND recovery_point <> 'finished'
-        )
-        """,
-        logger: self.logger
-      )
-    }
-  }
-
-  public func latest(merchant: MerchantID, providerKey: String) async throws -> ProviderCall? {
-    try await traced(self.tracer, "payments.latest_provider_call") {
-      let rows = try await self.client.query(
-        """
-        SELECT payment_id, refund_id, operation, outcome, amount_minor FROM provider_requests
-        WHERE merchant_id = \(merchant.rawValue) AND provider_idempotency_key = \(providerKey)
-        ORDER BY request_id DESC LIMIT 1
-        """,
-        logger: self.logger
-      )
-      for try await (payment, refund, operation, outcome, amount) in rows.decode((String?, String?, String, String, Int64?).self) {
-        guard let payment, let operation = ProviderCall.Operation(rawValue: operation), let outcome = ProviderCall.Outcome(rawValue: outcome) else {
-          throw StoredDataError(what: "provider request")
-        }
-        return ProviderCall(
-          merchant: merchant, payment: PaymentID(unchecked: payment), refund: refund.map(RefundID.init(unchecked:)), operation: operation,
-          providerKey: providerKey, outcome: outcome, amountMinorUnits: amount
-        )
-      }
-      return nil
-    }
-  }
-
   /// A newest-first keyset page: `sql` (a SELECT with its WHERE clause, selecting `create_micros`)
   /// continues strictly after the cursor in (create_time DESC, id DESC) order, at the microsecond
   /// precision PostgreSQL stores, one row more than the page to know whether another follows.
@@ -486,7 +453,8 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
       binds.append(after.createTimeMicroseconds)
       let micros = binds.count
       binds.append(after.id)
-      sql += " AND (create_time, \(idColumn)) < (timestamptz 'epoch' + $\(micros) * interval '1 microsecond', $\(binds.count))"
+      sql +=
+        " AND (create_time, \(idColumn)) < (timestamptz 'epoch' + $\(micros) * interval '1 microsecond', $\(binds.count))"
     }
     binds.append(pageSize + 1)
     sql += " ORDER BY create_time DESC, \(idColumn) DESC LIMIT $\(binds.count)"
@@ -500,7 +468,9 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
   }
 
   /// The merchant's payment, locked until the transaction ends.
-  static func lock(_ id: PaymentID, merchant: MerchantID, _ connection: PostgresConnection, logger: Logger) async throws -> PaymentRecord? {
+  static func lock(
+    _ id: PaymentID, merchant: MerchantID, _ connection: PostgresConnection, logger: Logger
+  ) async throws -> PaymentRecord? {
     let rows = try await connection.query(
       PostgresQuery(
         unsafeSQL: "SELECT \(Self.columns) FROM payments WHERE payment_id = $1 AND merchant_id = $2 FOR UPDATE",
@@ -510,69 +480,6 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation, Provider
     )
     for try await row in rows { return try Self.decode(row).0 }
     return nil
-  }
-
-  /// Locks the key's record for the rest of the transaction, first of all the transaction's
-  /// locks (so writers of one operation never deadlock), if `owner` still owns it; otherwise the
-  /// transaction rolls back with `FencedOut`.
-  static func fence(_ owner: KeyOwner, _ connection: PostgresConnection, logger: Logger) async throws {
-    let rows = try await connection.query(
-      """
-      SELECT 1 FROM idempotency_keys
-      WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key) AND owner_token = \(owner.token)
-        AND recovery_point <> 'finished'
-      FOR UPDATE
-      """,
-      logger: logger
-    )
-    guard try await rows.decode(Int.self).reduce(0, +) == 1 else { throw FencedOut(owner) }
-  }
-
-  /// Moves the idempotency record (locked by `fence` earlier in the transaction) as `step` says,
-  /// naming the payment (and refund) it concerns, storing the response made from `record` when
-  /// finished, and records how the provider call the step applies ended.
-  static func apply<Record>(
-    _ step: IdempotencyStep<Record>,
-    record: Record,
-    payment: PaymentID,
-    refund: RefundID?,
-    _ connection: PostgresConnection,
-    logger: Logger
-  ) async throws {
-    if let call = step.providerCall {
-      try await connection.query(
-        "UPDATE provider_requests SET outcome = \(call.outcome.rawValue), finish_time = now() WHERE request_id = \(call.requestID)",
-        logger: logger
-      )
-    }
-    let owner = step.owner
-    switch step.action {
-    case .finish(let makeResponse):
-      let response = try makeResponse(record)
-      try await connection.query(
-        """
-        UPDATE idempotency_keys SET recovery_point = 'finished', locked_until = NULL, payment_id = \(payment.rawValue),
-          refund_id = coalesce(\(refund?.rawValue), refund_id), response_code = \(response.code),
-          response_message = \(ByteBuffer(bytes: response.message)), response_details = \(ByteBuffer(bytes: response.details)), update_time = now()
-        WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key) AND owner_token = \(owner.token)
-        """,
-        logger: logger
-      )
-    case .advance(let point):
-      try await connection.query(
-        """
-        UPDATE idempotency_keys SET recovery_point = \(point.rawValue), payment_id = \(payment.rawValue),
-          refund_id = coalesce(\(refund?.rawValue), refund_id), update_time = now()
-        WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key) AND owner_token = \(owner.token)
-        """,
-        logger: logger
-      )
-    case .release:
-      try await connection.query(
-        "DELETE FROM idempotency_keys WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key) AND owner_token = \(owner.token)",
-        logger: logger
-      )
-    }
   }
 
   static func binds(_ values: String...) -> PostgresBindings {

@@ -23,18 +23,25 @@ public struct PostgresRefundStore: RefundStore {
     provider_refund_id, create_time, update_time, (extract(epoch FROM create_time) * 1000000)::bigint AS create_micros
     """
 
-  public func create(_ draft: RefundDraft, step: IdempotencyStep<RefundRecord>?) async throws -> (RefundRecord, PaymentRecord)? {
+  public func create(
+    _ draft: RefundDraft, step: IdempotencyStep<RefundRecord>?
+  ) async throws -> (RefundRecord, PaymentRecord)? {
     let logger = self.logger
     return try await traced(self.tracer, "refunds.create") {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> (RefundRecord, PaymentRecord)? in
-          if let step { try await PostgresPaymentStore.fence(step.owner, connection, logger: logger) }
-          guard var payment = try await PostgresPaymentStore.lock(draft.paymentID, merchant: draft.merchantID, connection, logger: logger) else { return nil }
+          if let step { try await PostgresIdempotencyStore.fence(step.owner, connection, logger: logger) }
+          guard
+            var payment = try await PostgresPaymentStore.lock(
+              draft.paymentID, merchant: draft.merchantID, connection, logger: logger)
+          else { return nil }
           let minorUnits = draft.amountMinorUnits ?? payment.ledger.refundableMinorUnits
           guard minorUnits > 0 else {
             throw DomainError(
               .failedPrecondition, reason: "REFUND_EXCEEDS_CAPTURED", field: "amount_minor",
-              message: payment.ledger.status == .succeeded ? "nothing of this payment is left to refund" : "only captured money can be refunded; the payment is \(payment.ledger.status.name)"
+              message: payment.ledger.status == .succeeded
+                ? "nothing of this payment is left to refund"
+                : "only captured money can be refunded; the payment is \(payment.ledger.status.name)"
             )
           }
           let amount = Money(minorUnits: minorUnits, currency: payment.ledger.amount.currency)
@@ -60,19 +67,24 @@ public struct PostgresRefundStore: RefundStore {
             connection, logger: logger, merchant: draft.merchantID, payment: draft.paymentID, refund: draft.id,
             type: .refundCreated, from: nil, to: nil, amount: amount.minorUnits
           )
-          if let step { try await PostgresPaymentStore.apply(step, record: refund, payment: refund.paymentID, refund: refund.id, connection, logger: logger) }
+          if let step {
+            try await PostgresIdempotencyStore.apply(
+              step, record: refund, payment: refund.paymentID, refund: refund.id, connection, logger: logger)
+          }
           return (refund, payment)
         }
       }
     }
   }
 
-  public func settle(_ id: RefundID, merchant: MerchantID, outcome: RefundOutcome?, step: IdempotencyStep<RefundRecord>?) async throws -> RefundRecord? {
+  public func settle(
+    _ id: RefundID, merchant: MerchantID, outcome: RefundOutcome?, step: IdempotencyStep<RefundRecord>?
+  ) async throws -> RefundRecord? {
     let logger = self.logger
     return try await traced(self.tracer, "refunds.settle") {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> RefundRecord? in
-          if let step { try await PostgresPaymentStore.fence(step.owner, connection, logger: logger) }
+          if let step { try await PostgresIdempotencyStore.fence(step.owner, connection, logger: logger) }
           return try await Self.settle(id, merchant: merchant, outcome: outcome, step: step, connection, logger: logger)
         }
       }
@@ -81,11 +93,14 @@ public struct PostgresRefundStore: RefundStore {
 
   /// `settle` inside the caller's transaction.
   static func settle(
-    _ id: RefundID, merchant: MerchantID, outcome: RefundOutcome?, step: IdempotencyStep<RefundRecord>?, _ connection: PostgresConnection, logger: Logger
+    _ id: RefundID, merchant: MerchantID, outcome: RefundOutcome?, step: IdempotencyStep<RefundRecord>?,
+    _ connection: PostgresConnection, logger: Logger
   ) async throws -> RefundRecord? {
     guard let current = try await Self.fetch(id, merchant: merchant, connection, logger: logger) else { return nil }
     // Payment first, then refund: the order every writer of both takes, so none deadlock.
-    guard var payment = try await PostgresPaymentStore.lock(current.paymentID, merchant: merchant, connection, logger: logger),
+    guard
+      var payment = try await PostgresPaymentStore.lock(
+        current.paymentID, merchant: merchant, connection, logger: logger),
       var refund = try await Self.fetch(id, merchant: merchant, connection, lock: true, logger: logger)
     else { return nil }
     if refund.status == .pending, let outcome {
@@ -122,14 +137,19 @@ public struct PostgresRefundStore: RefundStore {
         )
       }
     }
-    if let step { try await PostgresPaymentStore.apply(step, record: refund, payment: refund.paymentID, refund: refund.id, connection, logger: logger) }
+    if let step {
+      try await PostgresIdempotencyStore.apply(
+        step, record: refund, payment: refund.paymentID, refund: refund.id, connection, logger: logger)
+    }
     return refund
   }
 
   public func refund(_ id: RefundID, merchant: MerchantID) async throws -> RefundRecord? {
     try await traced(self.tracer, "refunds.get") {
       let rows = try await self.client.query(
-        PostgresQuery(unsafeSQL: "SELECT \(Self.columns) FROM refunds WHERE refund_id = $1 AND merchant_id = $2", binds: PostgresPaymentStore.binds(id.rawValue, merchant.rawValue)),
+        PostgresQuery(
+          unsafeSQL: "SELECT \(Self.columns) FROM refunds WHERE refund_id = $1 AND merchant_id = $2",
+          binds: PostgresPaymentStore.binds(id.rawValue, merchant.rawValue)),
         logger: self.logger
       )
       for try await row in rows { return try Self.decode(row).0 }
@@ -137,7 +157,9 @@ public struct PostgresRefundStore: RefundStore {
     }
   }
 
-  public func list(merchant: MerchantID, payment: PaymentID?, pageSize: Int, after: PageCursor?) async throws -> Page<RefundRecord> {
+  public func list(
+    merchant: MerchantID, payment: PaymentID?, pageSize: Int, after: PageCursor?
+  ) async throws -> Page<RefundRecord> {
     precondition((1...1000).contains(pageSize), "page size out of range")
     return try await traced(self.tracer, "refunds.list") {
       var binds = PostgresBindings()
@@ -148,7 +170,8 @@ public struct PostgresRefundStore: RefundStore {
         sql += " AND payment_id = $\(binds.count)"
       }
       return try await PostgresPaymentStore.keysetPage(
-        self.client, logger: self.logger, sql: sql, binds: binds, idColumn: "refund_id", pageSize: pageSize, after: after,
+        self.client, logger: self.logger, sql: sql, binds: binds, idColumn: "refund_id", pageSize: pageSize,
+        after: after,
         decode: Self.decode, id: \.id.rawValue
       )
     }
@@ -157,7 +180,9 @@ public struct PostgresRefundStore: RefundStore {
   // MARK: Helpers
 
   /// Writes the payment's refunded amount; returns its new update time.
-  static func storeRefunded(_ payment: PaymentRecord, _ connection: PostgresConnection, logger: Logger) async throws -> Date {
+  static func storeRefunded(
+    _ payment: PaymentRecord, _ connection: PostgresConnection, logger: Logger
+  ) async throws -> Date {
     let rows = try await connection.query(
       """
       UPDATE payments SET refunded_minor = \(payment.ledger.refundedMinorUnits), update_time = now()
@@ -170,10 +195,13 @@ public struct PostgresRefundStore: RefundStore {
     throw StoredDataError(what: "payment \(payment.id) vanished under its lock")
   }
 
-  static func fetch(_ id: RefundID, merchant: MerchantID, _ connection: PostgresConnection, lock: Bool = false, logger: Logger) async throws -> RefundRecord? {
+  static func fetch(
+    _ id: RefundID, merchant: MerchantID, _ connection: PostgresConnection, lock: Bool = false, logger: Logger
+  ) async throws -> RefundRecord? {
     let rows = try await connection.query(
       PostgresQuery(
-        unsafeSQL: "SELECT \(Self.columns) FROM refunds WHERE refund_id = $1 AND merchant_id = $2\(lock ? " FOR UPDATE" : "")",
+        unsafeSQL:
+          "SELECT \(Self.columns) FROM refunds WHERE refund_id = $1 AND merchant_id = $2\(lock ? " FOR UPDATE" : "")",
         binds: PostgresPaymentStore.binds(id.rawValue, merchant.rawValue)
       ),
       logger: logger

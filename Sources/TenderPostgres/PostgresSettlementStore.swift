@@ -18,7 +18,8 @@ public struct PostgresSettlementStore: SettlementStore {
 
   public func duePayments(quietFor: Duration, limit: Int) async throws -> [(PaymentRecord, checks: Int)] {
     try await self.due(
-      "settlement.due_payments", table: "payments", id: "payment_id", open: "processing", providerID: "provider_payment_id",
+      "settlement.due_payments", table: "payments", id: "payment_id", open: "processing",
+      providerID: "provider_payment_id",
       columns: PostgresPaymentStore.columns, quietFor: quietFor, limit: limit
     ) { try PostgresPaymentStore.decode($0).0 }
   }
@@ -85,7 +86,8 @@ public struct PostgresSettlementStore: SettlementStore {
 
   public func settled(objectID: String) async throws {
     try await traced(self.tracer, "settlement.settled") {
-      _ = try await self.client.query("DELETE FROM settlement_checks WHERE object_id = \(objectID)", logger: self.logger)
+      _ = try await self.client.query(
+        "DELETE FROM settlement_checks WHERE object_id = \(objectID)", logger: self.logger)
     }
   }
 

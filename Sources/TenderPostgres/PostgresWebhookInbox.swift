@@ -44,8 +44,13 @@ public struct PostgresWebhookInbox: WebhookInbox {
         logger: self.logger
       )
       var events: [WebhookEvent] = []
-      for try await (provider, id, type, body, signed, attempts) in rows.decode((String, String, String, ByteBuffer, Date, Int).self) {
-        events.append(WebhookEvent(provider: provider, eventID: id, type: type, body: Array(buffer: body), signedTime: signed, attempts: attempts))
+      for try await (provider, id, type, body, signed, attempts) in rows.decode(
+        (String, String, String, ByteBuffer, Date, Int).self)
+      {
+        events.append(
+          WebhookEvent(
+            provider: provider, eventID: id, type: type, body: Array(buffer: body), signedTime: signed,
+            attempts: attempts))
       }
       return events
     }
@@ -73,7 +78,8 @@ public struct PostgresWebhookInbox: WebhookInbox {
           var target: (String, String)?
           for try await row in found.decode((String, String).self) { target = row }
           guard let (id, merchant) = target,
-            let record = try await PostgresPaymentStore.lock(PaymentID(unchecked: id), merchant: MerchantID(unchecked: merchant), connection, logger: logger)
+            let record = try await PostgresPaymentStore.lock(
+              PaymentID(unchecked: id), merchant: MerchantID(unchecked: merchant), connection, logger: logger)
           else { return nil }
           var outcome = WebhookOutcome.already
           _ = try await PostgresPaymentStore.change(record, connection, logger: logger, step: nil) { payment in
@@ -87,7 +93,9 @@ public struct PostgresWebhookInbox: WebhookInbox {
     }
   }
 
-  public func applyToRefunds(_ event: WebhookEvent, _ refunds: [(providerRefundID: String, outcome: RefundOutcome)]) async throws -> WebhookOutcome? {
+  public func applyToRefunds(
+    _ event: WebhookEvent, _ refunds: [(providerRefundID: String, outcome: RefundOutcome)]
+  ) async throws -> WebhookOutcome? {
     let logger = self.logger
     return try await traced(self.tracer, "webhooks.apply_refunds") {
       try await unwrappingTransactionError {
@@ -96,13 +104,16 @@ public struct PostgresWebhookInbox: WebhookInbox {
           var outcomes: [WebhookOutcome] = []
           for (providerRefundID, outcome) in refunds {
             let found = try await connection.query(
-              "SELECT refund_id, merchant_id, status FROM refunds WHERE provider_refund_id = \(providerRefundID) LIMIT 1", logger: logger
+              "SELECT refund_id, merchant_id, status FROM refunds WHERE provider_refund_id = \(providerRefundID) LIMIT 1",
+              logger: logger
             )
             var target: (String, String, String)?
             for try await row in found.decode((String, String, String).self) { target = row }
             guard let (id, merchant, status) = target else { continue }
             if status == RefundStatus.pending.rawValue {
-              _ = try await PostgresRefundStore.settle(RefundID(unchecked: id), merchant: MerchantID(unchecked: merchant), outcome: outcome, step: nil, connection, logger: logger)
+              _ = try await PostgresRefundStore.settle(
+                RefundID(unchecked: id), merchant: MerchantID(unchecked: merchant), outcome: outcome, step: nil,
+                connection, logger: logger)
               if case .pending = outcome { outcomes.append(.already) } else { outcomes.append(.applied) }
             } else {
               // A final refund never moves again; news of another final state is stale.
@@ -113,7 +124,8 @@ public struct PostgresWebhookInbox: WebhookInbox {
             }
           }
           guard !outcomes.isEmpty else { return nil }
-          let result: WebhookOutcome = outcomes.contains(.applied) ? .applied : outcomes.contains(.stale) ? .stale : .already
+          let result: WebhookOutcome =
+            outcomes.contains(.applied) ? .applied : outcomes.contains(.stale) ? .stale : .already
           try await Self.mark(event, outcome: result, connection, logger: logger)
           return result
         }
@@ -171,7 +183,9 @@ public struct PostgresWebhookInbox: WebhookInbox {
     return try await rows.decode(Int.self).reduce(0, +) == 1
   }
 
-  static func mark(_ event: WebhookEvent, outcome: WebhookOutcome, _ connection: PostgresConnection, logger: Logger) async throws {
+  static func mark(
+    _ event: WebhookEvent, outcome: WebhookOutcome, _ connection: PostgresConnection, logger: Logger
+  ) async throws {
     try await connection.query(
       """
       UPDATE webhook_inbox SET state = 'done', outcome = \(outcome.rawValue), apply_time = now()

@@ -46,7 +46,8 @@ public struct ProviderSimulator: Service {
     public var webhookTrustRoots: [UInt8]?
 
     public init(
-      host: String = "127.0.0.1", port: Int = 0, apiKey: String = "sk_test_tender", slowDelay: Duration = .seconds(30), asyncDelay: Duration = .seconds(2),
+      host: String = "127.0.0.1", port: Int = 0, apiKey: String = "sk_test_tender", slowDelay: Duration = .seconds(30),
+      asyncDelay: Duration = .seconds(2),
       webhookURL: String? = nil, webhookSecret: String = "whsec_tender_simulator", webhookTrustRoots: [UInt8]? = nil
     ) {
       self.host = host
@@ -67,13 +68,16 @@ public struct ProviderSimulator: Service {
   private let gate = GateBox()
   private let webhooks: WebhookSender
 
-  public init(configuration: Configuration, logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in }) {
+  public init(
+    configuration: Configuration, logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+  ) {
     self.configuration = configuration
     self.logger = logger
     self.onListening = onListening
     self.webhooks = WebhookSender(
       target: configuration.webhookURL.map {
-        WebhookSender.Target(url: $0, secret: Array(configuration.webhookSecret.utf8), trustRoots: configuration.webhookTrustRoots)
+        WebhookSender.Target(
+          url: $0, secret: Array(configuration.webhookSecret.utf8), trustRoots: configuration.webhookTrustRoots)
       },
       logger: logger
     )
@@ -96,7 +100,6 @@ public struct ProviderSimulator: Service {
 
   /// Webhooks accepted for delivery and not yet delivered or given up.
   public var webhooksPending: Int { self.webhooks.pending }
-
 
   /// Every request received so far.
   public func requests() async -> [LoggedRequest] {
@@ -133,7 +136,11 @@ public struct ProviderSimulator: Service {
   public func books() async -> (intents: [IntentView], refunds: [RefundView]) {
     let (intents, refunds) = await self.state.books()
     return (
-      intents.map { IntentView(id: $0.id, tenderPaymentID: $0.metadata["tender_payment_id"], status: $0.status, amountCapturable: $0.amountCapturable, amountReceived: $0.amountReceived) },
+      intents.map {
+        IntentView(
+          id: $0.id, tenderPaymentID: $0.metadata["tender_payment_id"], status: $0.status,
+          amountCapturable: $0.amountCapturable, amountReceived: $0.amountReceived)
+      },
       refunds.map { RefundView(id: $0.id, paymentIntent: $0.paymentIntent, amount: $0.amount, status: $0.status) }
     )
   }
@@ -155,8 +162,12 @@ public struct ProviderSimulator: Service {
 
   /// Where the provider's payment intent (by Tender's payment id in its metadata) stands, for tests
   /// comparing Tender's state with the provider's.
-  public func intent(tenderPaymentID: String) async -> (id: String, status: String, amountReceived: Int64, refunded: Int64)? {
-    guard let intent = await self.state.intent(metadata: "tender_payment_id", value: tenderPaymentID) else { return nil }
+  public func intent(
+    tenderPaymentID: String
+  ) async -> (id: String, status: String, amountReceived: Int64, refunded: Int64)? {
+    guard let intent = await self.state.intent(metadata: "tender_payment_id", value: tenderPaymentID) else {
+      return nil
+    }
     return (intent.id, intent.status, intent.amountReceived, await self.state.refunded(intent.id))
   }
 
@@ -165,7 +176,9 @@ public struct ProviderSimulator: Service {
     let router = Router()
     let gateBox = self.gate
     let api = self.api
-    router.post("/v1/payment_intents") { request, _ in try await api.handle(request, path: "/v1/payment_intents", operation: .createIntent) }
+    router.post("/v1/payment_intents") { request, _ in
+      try await api.handle(request, path: "/v1/payment_intents", operation: .createIntent)
+    }
     router.post("/v1/payment_intents/:id/capture") { request, context in
       let id = try context.parameters.require("id")
       return try await api.handle(request, path: "/v1/payment_intents/\(id)/capture", operation: .capture(id))
@@ -178,7 +191,9 @@ public struct ProviderSimulator: Service {
       let id = try context.parameters.require("id")
       return try await api.handle(request, path: "/v1/payment_intents/\(id)", operation: .retrieve(id))
     }
-    router.post("/v1/refunds") { request, _ in try await api.handle(request, path: "/v1/refunds", operation: .createRefund) }
+    router.post("/v1/refunds") { request, _ in
+      try await api.handle(request, path: "/v1/refunds", operation: .createRefund)
+    }
     router.get("/v1/refunds/:id") { request, context in
       let id = try context.parameters.require("id")
       return try await api.handle(request, path: "/v1/refunds/\(id)", operation: .retrieveRefund(id))
@@ -186,11 +201,14 @@ public struct ProviderSimulator: Service {
     let state = self.state
     router.get("/_sim/requests") { _, _ -> Response in
       let data = try JSONEncoder().encode(await state.log)
-      return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+      return Response(
+        status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
     router.post("/_sim/faults") { request, _ -> Response in
       let body = try await request.body.collect(upTo: 1 << 16)
-      guard let fault = try? JSONDecoder().decode(SimulatedFault.self, from: Data(body.readableBytesView)), fault.times > 0 else {
+      guard let fault = try? JSONDecoder().decode(SimulatedFault.self, from: Data(body.readableBytesView)),
+        fault.times > 0
+      else {
         return Response(status: .badRequest)
       }
       await state.inject(fault)
@@ -203,12 +221,16 @@ public struct ProviderSimulator: Service {
     let sender = self.webhooks
     router.post("/_sim/webhooks") { request, _ -> Response in
       let body = try await request.body.collect(upTo: 1 << 16)
-      guard let delivery = try? JSONDecoder().decode(WebhookDelivery.self, from: Data(body.readableBytesView)) else { return Response(status: .badRequest) }
+      guard let delivery = try? JSONDecoder().decode(WebhookDelivery.self, from: Data(body.readableBytesView)) else {
+        return Response(status: .badRequest)
+      }
       sender.configuration = delivery
       return Response(status: .noContent)
     }
     router.post("/_sim/refuse") { request, _ -> Response in
-      guard let seconds = request.uri.queryParameters["seconds"].flatMap({ Double(String($0)) }), seconds > 0, seconds <= 3600 else {
+      guard let seconds = request.uri.queryParameters["seconds"].flatMap({ Double(String($0)) }), seconds > 0,
+        seconds <= 3600
+      else {
         return Response(status: .badRequest)
       }
       let gate = gateBox.withLock { $0 }
@@ -226,7 +248,8 @@ public struct ProviderSimulator: Service {
   private var api: SimulatedAPI {
     let gateBox = self.gate
     return SimulatedAPI(
-      state: self.state, apiKey: self.configuration.apiKey, slowDelay: self.configuration.slowDelay, asyncDelay: self.configuration.asyncDelay,
+      state: self.state, apiKey: self.configuration.apiKey, slowDelay: self.configuration.slowDelay,
+      asyncDelay: self.configuration.asyncDelay,
       refuse: { duration in await gateBox.withLock { $0 }?.refuse(for: duration) },
       webhooks: self.webhooks
     )

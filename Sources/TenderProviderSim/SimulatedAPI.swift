@@ -47,21 +47,28 @@ struct SimulatedAPI: Sendable {
     let method = request.method.rawValue
     let key = request.headers[Self.idempotencyKeyField]
     guard request.headers[.authorization] == "Bearer \(self.apiKey)" else {
-      await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: key, status: 401, outcome: "unauthorized"))
-      return Self.response(Self.error(401, type: "invalid_request_error", code: "api_key_invalid", message: "Invalid API Key provided"))
+      await self.state.record(
+        LoggedRequest(method: method, path: path, idempotencyKey: key, status: 401, outcome: "unauthorized"))
+      return Self.response(
+        Self.error(401, type: "invalid_request_error", code: "api_key_invalid", message: "Invalid API Key provided"))
     }
     let body = try await request.body.collect(upTo: 1 << 20)
     let form = Self.parseForm(String(buffer: body))
 
     // An armed fault for this kind of request and payment method.
-    let fault = await self.state.takeFault(operation: operation.faultOperation, paymentMethod: await self.paymentMethod(of: operation, form: form))
+    let fault = await self.state.takeFault(
+      operation: operation.faultOperation, paymentMethod: await self.paymentMethod(of: operation, form: form))
     if let fault {
       switch fault.kind {
       case .answer:
         let status = fault.status ?? 500
-        await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: key, status: status, outcome: "fault", fault: fault.label))
+        await self.state.record(
+          LoggedRequest(
+            method: method, path: path, idempotencyKey: key, status: status, outcome: "fault", fault: fault.label))
         var response = Self.response(
-          Self.error(status, type: status == 429 ? "rate_limit_error" : "api_error", code: status == 429 ? "rate_limit" : "internal_error", message: "Simulated fault.")
+          Self.error(
+            status, type: status == 429 ? "rate_limit_error" : "api_error",
+            code: status == 429 ? "rate_limit" : "internal_error", message: "Simulated fault.")
         )
         if let seconds = fault.retryAfterSeconds { response.headers[Self.retryAfterField] = String(seconds) }
         return response
@@ -71,8 +78,11 @@ struct SimulatedAPI: Sendable {
     }
 
     let stall = fault?.kind == .stall ? Duration.milliseconds(Int64((fault?.stallSeconds ?? 1) * 1000)) : nil
-    let (answer, outcome, replayed) = await self.answer(operation, method: method, path: path, key: key, form: form, stall: stall)
-    await self.state.record(LoggedRequest(method: method, path: path, idempotencyKey: key, status: answer.status, outcome: outcome, fault: fault?.label))
+    let (answer, outcome, replayed) = await self.answer(
+      operation, method: method, path: path, key: key, form: form, stall: stall)
+    await self.state.record(
+      LoggedRequest(
+        method: method, path: path, idempotencyKey: key, status: answer.status, outcome: outcome, fault: fault?.label))
     if let seconds = fault?.thenRefuseSeconds {
       await self.refuse(.milliseconds(Int64(seconds * 1000)))
     }
@@ -104,25 +114,32 @@ struct SimulatedAPI: Sendable {
   /// whether it was replayed.
   /// A stall holds the request after its key is claimed, as a provider busy with it would: a
   /// concurrent request with the key meanwhile gets 409.
-  private func answer(_ operation: Operation, method: String, path: String, key: String?, form: [String: String], stall: Duration?) async -> (SimulatorResponse, String, Bool) {
+  private func answer(
+    _ operation: Operation, method: String, path: String, key: String?, form: [String: String], stall: Duration?
+  ) async -> (SimulatorResponse, String, Bool) {
     // Reads ignore idempotency keys.
     guard let key, operation.isWrite else {
       if let stall { try? await Task.sleep(for: stall) }
       let (response, outcome) = await self.perform(operation, form: form, key: key)
       return (response, outcome, false)
     }
-    let fingerprint = method + " " + path + "?" + form.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "&")
+    let fingerprint =
+      method + " " + path + "?" + form.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "&")
     switch await self.state.claim(key: key, fingerprint: fingerprint) {
     case .replay(let stored):
       return (stored, "replayed", true)
     case .mismatch:
       return (
-        Self.error(400, type: "idempotency_error", code: "idempotency_key_reused", message: "Keys for idempotent requests can only be used with the same parameters they were first used with."),
+        Self.error(
+          400, type: "idempotency_error", code: "idempotency_key_reused",
+          message: "Keys for idempotent requests can only be used with the same parameters they were first used with."),
         "idempotency_mismatch", false
       )
     case .inUse:
       return (
-        Self.error(409, type: "idempotency_error", code: "idempotency_key_in_use", message: "There is currently another in-progress request using this Idempotent Key."),
+        Self.error(
+          409, type: "idempotency_error", code: "idempotency_key_in_use",
+          message: "There is currently another in-progress request using this Idempotent Key."),
         "idempotency_in_use", false
       )
     case .proceed:
@@ -137,7 +154,9 @@ struct SimulatedAPI: Sendable {
   func settle() async {
     let (intents, refunds) = await self.state.settleAsynchronous(after: self.asyncDelay)
     for intent in intents {
-      self.webhooks.send(type: intent.status == "succeeded" ? "payment_intent.succeeded" : "payment_intent.amount_capturable_updated", object: Self.json(intent))
+      self.webhooks.send(
+        type: intent.status == "succeeded" ? "payment_intent.succeeded" : "payment_intent.amount_capturable_updated",
+        object: Self.json(intent))
     }
     for refund in refunds {
       await self.announce(refund)
@@ -153,14 +172,19 @@ struct SimulatedAPI: Sendable {
       self.webhooks.send(type: "refund.updated", object: object)
       self.webhooks.send(
         type: "charge.refunded",
-        object: ["id": "ch_" + intent.id.dropFirst(3), "object": "charge", "payment_intent": intent.id, "refunds": ["object": "list", "data": [object]]]
+        object: [
+          "id": "ch_" + intent.id.dropFirst(3), "object": "charge", "payment_intent": intent.id,
+          "refunds": ["object": "list", "data": [object]],
+        ]
       )
     case "failed": self.webhooks.send(type: "refund.failed", object: object)
     default: self.webhooks.send(type: "refund.created", object: object)
     }
   }
 
-  private func perform(_ operation: Operation, form: [String: String], key: String?) async -> (SimulatorResponse, String) {
+  private func perform(
+    _ operation: Operation, form: [String: String], key: String?
+  ) async -> (SimulatorResponse, String) {
     await self.settle()
     switch operation {
     case .createIntent: return await self.createIntent(form, key: key)
@@ -171,7 +195,9 @@ struct SimulatedAPI: Sendable {
       return (Self.ok(Self.json(intent)), "retrieved")
     case .createRefund: return await self.createRefund(form)
     case .retrieveRefund(let id):
-      guard let refund = await self.state.refund(id), let intent = await self.state.intent(refund.paymentIntent) else { return (Self.missing("refund", id), "missing") }
+      guard let refund = await self.state.refund(id), let intent = await self.state.intent(refund.paymentIntent) else {
+        return (Self.missing("refund", id), "missing")
+      }
       return (Self.ok(Self.json(refund, currency: intent.currency)), "retrieved")
     }
   }
@@ -187,8 +213,12 @@ struct SimulatedAPI: Sendable {
       return (Self.invalid("payment_method", "Missing required param: payment_method."), "invalid")
     }
     let captureMethod = form["capture_method"] ?? "automatic"
-    guard ["automatic", "manual"].contains(captureMethod) else { return (Self.invalid("capture_method", "Invalid capture_method"), "invalid") }
-    guard form["confirm"] == "true" else { return (Self.invalid("confirm", "Tender's simulator only confirms at creation"), "invalid") }
+    guard ["automatic", "manual"].contains(captureMethod) else {
+      return (Self.invalid("capture_method", "Invalid capture_method"), "invalid")
+    }
+    guard form["confirm"] == "true" else {
+      return (Self.invalid("confirm", "Tender's simulator only confirms at creation"), "invalid")
+    }
     var metadata: [String: String] = [:]
     for (name, value) in form where name.hasPrefix("metadata[") && name.hasSuffix("]") {
       metadata[String(name.dropFirst(9).dropLast())] = value
@@ -197,7 +227,10 @@ struct SimulatedAPI: Sendable {
     switch paymentMethod {
     case "pm_card_flaky":
       if let key, await self.state.firstFlakyAttempt(key: key) {
-        return (Self.error(500, type: "api_error", code: "internal_error", message: "An unexpected error occurred."), "server_error")
+        return (
+          Self.error(500, type: "api_error", code: "internal_error", message: "An unexpected error occurred."),
+          "server_error"
+        )
       }
     case "pm_card_slow":
       try? await Task.sleep(for: self.slowDelay)
@@ -217,7 +250,9 @@ struct SimulatedAPI: Sendable {
     ]
     if let decline = declines[paymentMethod] {
       let code = decline == "expired_card" ? "expired_card" : "card_declined"
-      intent.lastError = ["type": "card_error", "code": code, "decline_code": decline, "message": "Your card was declined."]
+      intent.lastError = [
+        "type": "card_error", "code": code, "decline_code": decline, "message": "Your card was declined.",
+      ]
       await self.state.store(intent)
       self.webhooks.send(type: "payment_intent.payment_failed", object: Self.json(intent))
       var error: [String: Any] = intent.lastError ?? [:]
@@ -248,10 +283,16 @@ struct SimulatedAPI: Sendable {
   private func capture(_ id: String, _ form: [String: String]) async -> (SimulatorResponse, String) {
     guard let intent = await self.state.intent(id) else { return (Self.missing("payment_intent", id), "missing") }
     guard intent.status == "requires_capture" else {
-      return (Self.error(400, type: "invalid_request_error", code: "payment_intent_unexpected_state", message: "This PaymentIntent could not be captured because it has a status of \(intent.status)."), "refused")
+      return (
+        Self.error(
+          400, type: "invalid_request_error", code: "payment_intent_unexpected_state",
+          message: "This PaymentIntent could not be captured because it has a status of \(intent.status)."), "refused"
+      )
     }
     let amount = form["amount_to_capture"].flatMap { Int64($0) } ?? intent.amountCapturable
-    guard amount > 0, amount <= intent.amountCapturable else { return (Self.invalid("amount_to_capture", "amount_to_capture is greater than the capturable amount"), "invalid") }
+    guard amount > 0, amount <= intent.amountCapturable else {
+      return (Self.invalid("amount_to_capture", "amount_to_capture is greater than the capturable amount"), "invalid")
+    }
     let updated = await self.state.update(id) {
       $0.status = "succeeded"
       $0.amountReceived = amount
@@ -264,7 +305,11 @@ struct SimulatedAPI: Sendable {
   private func cancel(_ id: String) async -> (SimulatorResponse, String) {
     guard let intent = await self.state.intent(id) else { return (Self.missing("payment_intent", id), "missing") }
     guard ["requires_capture", "requires_payment_method", "processing"].contains(intent.status) else {
-      return (Self.error(400, type: "invalid_request_error", code: "payment_intent_unexpected_state", message: "You cannot cancel this PaymentIntent because it has a status of \(intent.status)."), "refused")
+      return (
+        Self.error(
+          400, type: "invalid_request_error", code: "payment_intent_unexpected_state",
+          message: "You cannot cancel this PaymentIntent because it has a status of \(intent.status)."), "refused"
+      )
     }
     let updated = await self.state.update(id) {
       $0.status = "canceled"
@@ -279,27 +324,40 @@ struct SimulatedAPI: Sendable {
       return (Self.missing("payment_intent", form["payment_intent"] ?? ""), "missing")
     }
     guard intent.status == "succeeded" else {
-      return (Self.error(400, type: "invalid_request_error", code: "charge_not_refundable", message: "This PaymentIntent has no captured charge to refund."), "refused")
+      return (
+        Self.error(
+          400, type: "invalid_request_error", code: "charge_not_refundable",
+          message: "This PaymentIntent has no captured charge to refund."), "refused"
+      )
     }
     let remaining = intent.amountReceived - (await self.state.refunded(id))
     let amount = form["amount"].flatMap { Int64($0) } ?? remaining
     guard amount > 0, amount <= remaining else {
-      return (Self.error(400, type: "invalid_request_error", code: "amount_too_large", message: "Refund amount is greater than the unrefunded amount."), "refused")
+      return (
+        Self.error(
+          400, type: "invalid_request_error", code: "amount_too_large",
+          message: "Refund amount is greater than the unrefunded amount."), "refused"
+      )
     }
     if intent.paymentMethod == "pm_card_refundSlow" { try? await Task.sleep(for: self.slowDelay) }
     let fails = intent.paymentMethod == "pm_card_refundFail"
     let status = fails ? "failed" : intent.paymentMethod == "pm_card_refundPending" ? "pending" : "succeeded"
-    let refund = SimulatorState.Refund(id: await self.state.nextID("re"), paymentIntent: id, amount: amount, status: status)
+    let refund = SimulatorState.Refund(
+      id: await self.state.nextID("re"), paymentIntent: id, amount: amount, status: status)
     await self.state.store(refund)
     await self.announce(refund)
-    return (Self.ok(Self.json(refund, currency: intent.currency)), fails ? "refund_failed" : status == "pending" ? "refund_pending" : "refunded")
+    return (
+      Self.ok(Self.json(refund, currency: intent.currency)),
+      fails ? "refund_failed" : status == "pending" ? "refund_pending" : "refunded"
+    )
   }
 
   // MARK: Encoding
 
   static func json(_ refund: SimulatorState.Refund, currency: String) -> [String: Any] {
     var body: [String: Any] = [
-      "id": refund.id, "object": "refund", "amount": refund.amount, "currency": currency, "payment_intent": refund.paymentIntent, "status": refund.status,
+      "id": refund.id, "object": "refund", "amount": refund.amount, "currency": currency,
+      "payment_intent": refund.paymentIntent, "status": refund.status,
     ]
     if refund.status == "failed" { body["failure_reason"] = "expired_or_canceled_card" }
     return body
@@ -368,7 +426,9 @@ struct SimulatedAPI: Sendable {
     SimulatorResponse(status: 200, body: self.encode(object))
   }
 
-  static func error(_ status: Int, type: String, code: String, message: String, param: String? = nil) -> SimulatorResponse {
+  static func error(
+    _ status: Int, type: String, code: String, message: String, param: String? = nil
+  ) -> SimulatorResponse {
     var error: [String: Any] = ["type": type, "code": code, "message": message]
     if let param { error["param"] = param }
     return SimulatorResponse(status: status, body: self.encode(["error": error]))
@@ -385,7 +445,8 @@ struct SimulatedAPI: Sendable {
   static func response(_ stored: SimulatorResponse, replayed: Bool = false) -> Response {
     var headers: HTTPFields = [.contentType: "application/json"]
     if replayed { headers[Self.replayedField] = "true" }
-    return Response(status: .init(code: stored.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: stored.body)))
+    return Response(
+      status: .init(code: stored.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: stored.body)))
   }
 
   /// `application/x-www-form-urlencoded`, as Stripe's API takes it.
@@ -416,7 +477,9 @@ struct SimulatedAPI: Sendable {
       let byte = input[index]
       if byte == UInt8(ascii: "+") {
         bytes.append(UInt8(ascii: " "))
-      } else if byte == UInt8(ascii: "%"), index + 2 < input.count, let high = nibble(input[index + 1]), let low = nibble(input[index + 2]) {
+      } else if byte == UInt8(ascii: "%"), index + 2 < input.count, let high = nibble(input[index + 1]),
+        let low = nibble(input[index + 2])
+      {
         bytes.append(high << 4 | low)
         index += 2
       } else {

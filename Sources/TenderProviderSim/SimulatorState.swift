@@ -92,7 +92,8 @@ actor SimulatorState {
 
   /// The first armed fault matching a request, used up by one.
   func takeFault(operation: SimulatedFault.Operation, paymentMethod: String?) -> SimulatedFault? {
-    guard let index = self.faults.firstIndex(where: { $0.matches(operation: operation, paymentMethod: paymentMethod) }) else { return nil }
+    guard let index = self.faults.firstIndex(where: { $0.matches(operation: operation, paymentMethod: paymentMethod) })
+    else { return nil }
     let fault = self.faults[index]
     self.faults[index].times -= 1
     if self.faults[index].times <= 0 { self.faults.remove(at: index) }
@@ -121,7 +122,9 @@ actor SimulatorState {
   }
 
   func refunded(_ paymentIntent: String) -> Int64 {
-    self.refunds.values.filter { $0.paymentIntent == paymentIntent && $0.status != "failed" }.reduce(0) { $0 + $1.amount }
+    self.refunds.values.filter { $0.paymentIntent == paymentIntent && $0.status != "failed" }.reduce(0) {
+      $0 + $1.amount
+    }
   }
 
   func store(_ refund: Refund) {
@@ -139,10 +142,15 @@ actor SimulatorState {
     let now = ContinuousClock.now
     var intents: [Intent] = []
     var refunds: [Refund] = []
-    for (id, intent) in self.intents where intent.status == "processing" && intent.paymentMethod == "pm_card_async" && now - intent.created >= delay {
+    for (id, intent) in self.intents
+    where intent.status == "processing" && intent.paymentMethod == "pm_card_async" && now - intent.created >= delay {
       var settled = intent
       settled.status = intent.captureMethod == "manual" ? "requires_capture" : "succeeded"
-      if intent.captureMethod == "manual" { settled.amountCapturable = intent.amount } else { settled.amountReceived = intent.amount }
+      if intent.captureMethod == "manual" {
+        settled.amountCapturable = intent.amount
+      } else {
+        settled.amountReceived = intent.amount
+      }
       self.intents[id] = settled
       intents.append(settled)
     }
@@ -173,7 +181,8 @@ public struct LoggedRequest: Sendable, Codable, Hashable {
   /// The fault injected into this request, if any (`accept_then_drop`, `answer_429`, `stall`).
   public var fault: String?
 
-  public init(method: String, path: String, idempotencyKey: String?, status: Int, outcome: String, fault: String? = nil) {
+  public init(method: String, path: String, idempotencyKey: String?, status: Int, outcome: String, fault: String? = nil)
+  {
     self.method = method
     self.path = path
     self.idempotencyKey = idempotencyKey
@@ -217,7 +226,8 @@ public struct SimulatedFault: Codable, Sendable, Hashable {
   public var thenRefuseSeconds: Double?
 
   public init(
-    kind: Kind, operation: Operation? = nil, paymentMethod: String? = nil, times: Int = 1, status: Int? = nil, retryAfterSeconds: Int? = nil,
+    kind: Kind, operation: Operation? = nil, paymentMethod: String? = nil, times: Int = 1, status: Int? = nil,
+    retryAfterSeconds: Int? = nil,
     stallSeconds: Double? = nil, thenRefuseSeconds: Double? = nil
   ) {
     self.kind = kind
@@ -230,20 +240,33 @@ public struct SimulatedFault: Codable, Sendable, Hashable {
     self.thenRefuseSeconds = thenRefuseSeconds
   }
 
-  public static func acceptThenDrop(_ operation: Operation? = nil, paymentMethod: String? = nil, times: Int = 1, thenRefuseSeconds: Double? = nil) -> SimulatedFault {
-    SimulatedFault(kind: .acceptThenDrop, operation: operation, paymentMethod: paymentMethod, times: times, thenRefuseSeconds: thenRefuseSeconds)
+  public static func acceptThenDrop(
+    _ operation: Operation? = nil, paymentMethod: String? = nil, times: Int = 1, thenRefuseSeconds: Double? = nil
+  ) -> SimulatedFault {
+    SimulatedFault(
+      kind: .acceptThenDrop, operation: operation, paymentMethod: paymentMethod, times: times,
+      thenRefuseSeconds: thenRefuseSeconds)
   }
 
-  public static func answer(_ status: Int, retryAfterSeconds: Int? = nil, _ operation: Operation? = nil, paymentMethod: String? = nil, times: Int = 1) -> SimulatedFault {
-    SimulatedFault(kind: .answer, operation: operation, paymentMethod: paymentMethod, times: times, status: status, retryAfterSeconds: retryAfterSeconds)
+  public static func answer(
+    _ status: Int, retryAfterSeconds: Int? = nil, _ operation: Operation? = nil, paymentMethod: String? = nil,
+    times: Int = 1
+  ) -> SimulatedFault {
+    SimulatedFault(
+      kind: .answer, operation: operation, paymentMethod: paymentMethod, times: times, status: status,
+      retryAfterSeconds: retryAfterSeconds)
   }
 
-  public static func stall(seconds: Double, _ operation: Operation? = nil, paymentMethod: String? = nil, times: Int = 1) -> SimulatedFault {
-    SimulatedFault(kind: .stall, operation: operation, paymentMethod: paymentMethod, times: times, stallSeconds: seconds)
+  public static func stall(
+    seconds: Double, _ operation: Operation? = nil, paymentMethod: String? = nil, times: Int = 1
+  ) -> SimulatedFault {
+    SimulatedFault(
+      kind: .stall, operation: operation, paymentMethod: paymentMethod, times: times, stallSeconds: seconds)
   }
 
   func matches(operation: Operation, paymentMethod: String?) -> Bool {
-    (self.operation == nil || self.operation == operation) && (self.paymentMethod == nil || self.paymentMethod == paymentMethod) && self.times > 0
+    (self.operation == nil || self.operation == operation)
+      && (self.paymentMethod == nil || self.paymentMethod == paymentMethod) && self.times > 0
   }
 
   var label: String {

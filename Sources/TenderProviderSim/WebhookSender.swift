@@ -20,7 +20,10 @@ public struct WebhookDelivery: Codable, Sendable, Hashable {
   /// Signed with a wrong secret.
   public var forged: Bool = false
 
-  public init(enabled: Bool = true, duplicate: Bool = false, outOfOrder: Bool = false, delaySeconds: Double = 0, forged: Bool = false) {
+  public init(
+    enabled: Bool = true, duplicate: Bool = false, outOfOrder: Bool = false, delaySeconds: Double = 0,
+    forged: Bool = false
+  ) {
     self.enabled = enabled
     self.duplicate = duplicate
     self.outOfOrder = outOfOrder
@@ -82,7 +85,8 @@ final class WebhookSender: Sendable {
     guard settings.enabled else { return }
     let id = "evt_sim" + String(format: "%08d", self.counter.add(1, ordering: .relaxed).newValue)
     let body = SimulatedAPI.encode([
-      "id": id, "object": "event", "type": type, "created": Int64(Date().timeIntervalSince1970), "api_version": "2024-06-20",
+      "id": id, "object": "event", "type": type, "created": Int64(Date().timeIntervalSince1970),
+      "api_version": "2024-06-20",
       "data": ["object": object],
     ])
     var batch = [(id, Array(body))]
@@ -109,19 +113,25 @@ final class WebhookSender: Sendable {
   }
 
   /// Up to 8 attempts, waiting 200 ms, 400 ms, … between them.
-  static func deliver(_ id: String, _ body: [UInt8], to url: String, secret: [UInt8], client: HTTPClient, logger: Logger) async {
+  static func deliver(
+    _ id: String, _ body: [UInt8], to url: String, secret: [UInt8], client: HTTPClient, logger: Logger
+  ) async {
     var wait = Duration.milliseconds(200)
     for attempt in 1...8 {
       var request = HTTPClientRequest(url: url)
       request.method = .POST
       request.headers.add(name: "Content-Type", value: "application/json")
-      request.headers.add(name: "Stripe-Signature", value: Self.signature(body: body, secret: secret, timestamp: Int64(Date().timeIntervalSince1970)))
+      request.headers.add(
+        name: "Stripe-Signature",
+        value: Self.signature(body: body, secret: secret, timestamp: Int64(Date().timeIntervalSince1970)))
       request.body = .bytes(ByteBuffer(bytes: body))
       do {
         let response = try await client.execute(request, timeout: .seconds(10))
         _ = try await response.body.collect(upTo: 1 << 16)
         if (200..<300).contains(Int(response.status.code)) { return }
-        logger.notice("webhook not accepted; retrying", metadata: ["event_id": "\(id)", "status": "\(response.status.code)", "attempt": "\(attempt)"])
+        logger.notice(
+          "webhook not accepted; retrying",
+          metadata: ["event_id": "\(id)", "status": "\(response.status.code)", "attempt": "\(attempt)"])
       } catch {
         logger.notice("webhook not delivered; retrying", metadata: ["event_id": "\(id)", "attempt": "\(attempt)"])
       }

@@ -64,7 +64,9 @@ public final class StripeConnector: PaymentProvider {
     try await self.client.shutdown()
   }
 
-  public func createPayment(_ request: ProviderPaymentRequest, idempotencyKey: String) async throws(ProviderError) -> ProviderPayment {
+  public func createPayment(
+    _ request: ProviderPaymentRequest, idempotencyKey: String
+  ) async throws(ProviderError) -> ProviderPayment {
     let (status, body) = try await self.post(
       "/v1/payment_intents",
       form: [
@@ -80,7 +82,9 @@ public final class StripeConnector: PaymentProvider {
     return try Self.payment(status: status, body: body)
   }
 
-  public func capturePayment(providerPaymentID: String, amountMinorUnits: Int64, idempotencyKey: String) async throws(ProviderError) -> ProviderPayment {
+  public func capturePayment(
+    providerPaymentID: String, amountMinorUnits: Int64, idempotencyKey: String
+  ) async throws(ProviderError) -> ProviderPayment {
     let (status, body) = try await self.post(
       "/v1/payment_intents/\(Self.pathComponent(providerPaymentID))/capture",
       form: [("amount_to_capture", String(amountMinorUnits))],
@@ -89,12 +93,17 @@ public final class StripeConnector: PaymentProvider {
     return try Self.payment(status: status, body: body)
   }
 
-  public func cancelPayment(providerPaymentID: String, idempotencyKey: String) async throws(ProviderError) -> ProviderPayment {
-    let (status, body) = try await self.post("/v1/payment_intents/\(Self.pathComponent(providerPaymentID))/cancel", form: [], idempotencyKey: idempotencyKey)
+  public func cancelPayment(
+    providerPaymentID: String, idempotencyKey: String
+  ) async throws(ProviderError) -> ProviderPayment {
+    let (status, body) = try await self.post(
+      "/v1/payment_intents/\(Self.pathComponent(providerPaymentID))/cancel", form: [], idempotencyKey: idempotencyKey)
     return try Self.payment(status: status, body: body)
   }
 
-  public func createRefund(providerPaymentID: String, amountMinorUnits: Int64, idempotencyKey: String) async throws(ProviderError) -> ProviderRefund {
+  public func createRefund(
+    providerPaymentID: String, amountMinorUnits: Int64, idempotencyKey: String
+  ) async throws(ProviderError) -> ProviderRefund {
     let (status, body) = try await self.post(
       "/v1/refunds",
       form: [("payment_intent", providerPaymentID), ("amount", String(amountMinorUnits))],
@@ -104,12 +113,14 @@ public final class StripeConnector: PaymentProvider {
   }
 
   public func retrievePayment(providerPaymentID: String) async throws(ProviderError) -> ProviderPayment {
-    let (status, body) = try await self.send(.GET, "/v1/payment_intents/\(Self.pathComponent(providerPaymentID))", form: [], idempotencyKey: nil)
+    let (status, body) = try await self.send(
+      .GET, "/v1/payment_intents/\(Self.pathComponent(providerPaymentID))", form: [], idempotencyKey: nil)
     return try Self.payment(status: status, body: body)
   }
 
   public func retrieveRefund(providerRefundID: String) async throws(ProviderError) -> ProviderRefund {
-    let (status, body) = try await self.send(.GET, "/v1/refunds/\(Self.pathComponent(providerRefundID))", form: [], idempotencyKey: nil)
+    let (status, body) = try await self.send(
+      .GET, "/v1/refunds/\(Self.pathComponent(providerRefundID))", form: [], idempotencyKey: nil)
     return try Self.refund(status: status, body: body)
   }
 
@@ -120,21 +131,26 @@ public final class StripeConnector: PaymentProvider {
     }
     switch state {
     case "succeeded": return ProviderRefund(providerRefundID: id, status: .succeeded)
-    case "failed", "canceled": return ProviderRefund(providerRefundID: id, status: .failed((body["failure_reason"] as? String) ?? state))
+    case "failed", "canceled":
+      return ProviderRefund(providerRefundID: id, status: .failed((body["failure_reason"] as? String) ?? state))
     default: return ProviderRefund(providerRefundID: id, status: .pending)
     }
   }
 
   // MARK: HTTP
 
-  private func post(_ path: String, form: [(String, String)], idempotencyKey: String) async throws(ProviderError) -> (Int, [String: Any]) {
+  private func post(
+    _ path: String, form: [(String, String)], idempotencyKey: String
+  ) async throws(ProviderError) -> (Int, [String: Any]) {
     try await self.send(.POST, path, form: form, idempotencyKey: idempotencyKey)
   }
 
   /// One call: up to `maximumAttempts` attempts within the budget, the same idempotency key on
   /// each. The call fails `unreachable` only when no attempt can have been acted on (no
   /// connection, or 429 each time); once any attempt may have been, `outcomeUnknown`.
-  private func send(_ method: HTTPMethod, _ path: String, form: [(String, String)], idempotencyKey: String?) async throws(ProviderError) -> (Int, [String: Any]) {
+  private func send(
+    _ method: HTTPMethod, _ path: String, form: [(String, String)], idempotencyKey: String?
+  ) async throws(ProviderError) -> (Int, [String: Any]) {
     var request = HTTPClientRequest(url: self.configuration.baseURL + path)
     request.method = method
     request.headers.add(name: "Authorization", value: "Bearer \(self.configuration.apiKey.value)")
@@ -149,11 +165,13 @@ public final class StripeConnector: PaymentProvider {
     var delivered = false
     var retryAfter: Duration?
     let timeout = TimeAmount.nanoseconds(
-      self.configuration.requestTimeout.components.seconds * 1_000_000_000 + self.configuration.requestTimeout.components.attoseconds / 1_000_000_000
+      self.configuration.requestTimeout.components.seconds * 1_000_000_000 + self.configuration.requestTimeout
+        .components.attoseconds / 1_000_000_000
     )
     for attempt in 1...self.configuration.maximumAttempts {
       if attempt > 1 {
-        guard let wait = Self.backoff(attempt: attempt - 1, retryAfter: retryAfter, configuration: self.configuration) else {
+        guard let wait = Self.backoff(attempt: attempt - 1, retryAfter: retryAfter, configuration: self.configuration)
+        else {
           // The provider asked for a longer pause than the budget allows.
           break
         }
@@ -177,7 +195,9 @@ public final class StripeConnector: PaymentProvider {
           lastProblem = "HTTP \(status)"
           retryAfter = response.headers.first(name: "Retry-After").flatMap(Self.retryAfter)
         }
-        self.logger.warning("provider answered \(status); retrying with the same idempotency key", metadata: ["path": "\(path)", "attempt": "\(attempt)"])
+        self.logger.warning(
+          "provider answered \(status); retrying with the same idempotency key",
+          metadata: ["path": "\(path)", "attempt": "\(attempt)"])
       } catch {
         if Self.isConnectFailure(error) {
           lastProblem = "cannot connect"
@@ -185,7 +205,9 @@ public final class StripeConnector: PaymentProvider {
           delivered = true
           lastProblem = "\(type(of: error))"
         }
-        self.logger.warning("provider call failed; retrying with the same idempotency key", metadata: ["path": "\(path)", "attempt": "\(attempt)", "problem": "\(lastProblem)"])
+        self.logger.warning(
+          "provider call failed; retrying with the same idempotency key",
+          metadata: ["path": "\(path)", "attempt": "\(attempt)", "problem": "\(lastProblem)"])
       }
     }
     throw delivered ? .outcomeUnknown(lastProblem) : .unreachable(lastProblem)
@@ -210,7 +232,10 @@ public final class StripeConnector: PaymentProvider {
   /// The wait before retry `retry` (1 for the first): the provider's Retry-After when it gave one
   /// (nil when that is longer than the maximum backoff: the call gives up), else a full-jitter
   /// exponential backoff.
-  static func backoff(attempt retry: Int, retryAfter: Duration?, configuration: StripeConfiguration, random: Double = Double.random(in: 0...1)) -> Duration? {
+  static func backoff(
+    attempt retry: Int, retryAfter: Duration?, configuration: StripeConfiguration,
+    random: Double = Double.random(in: 0...1)
+  ) -> Duration? {
     if let retryAfter {
       return retryAfter <= configuration.maximumBackoff ? retryAfter : nil
     }
@@ -220,7 +245,9 @@ public final class StripeConnector: PaymentProvider {
 
   /// Retry-After as Stripe and most providers send it: whole seconds.
   static func retryAfter(_ text: String) -> Duration? {
-    guard let seconds = Double(text.trimmingCharacters(in: .whitespaces)), seconds >= 0, seconds.isFinite else { return nil }
+    guard let seconds = Double(text.trimmingCharacters(in: .whitespaces)), seconds >= 0, seconds.isFinite else {
+      return nil
+    }
     return .milliseconds(Int64(seconds * 1000))
   }
 
@@ -230,7 +257,11 @@ public final class StripeConnector: PaymentProvider {
     if error is NIOConnectionError { return true }
     if let error = error as? HTTPClientError, error == .connectTimeout { return true }
     if let error = error as? ChannelError, case .connectTimeout = error { return true }
-    if let error = error as? IOError, [ECONNREFUSED, ENETUNREACH, EHOSTUNREACH, EADDRNOTAVAIL].contains(error.errnoCode) { return true }
+    if let error = error as? IOError,
+      [ECONNREFUSED, ENETUNREACH, EHOSTUNREACH, EADDRNOTAVAIL].contains(error.errnoCode)
+    {
+      return true
+    }
     return false
   }
 
@@ -250,7 +281,8 @@ public final class StripeConnector: PaymentProvider {
     let capturable = (body["amount_capturable"] as? NSNumber)?.int64Value ?? 0
     let received = (body["amount_received"] as? NSNumber)?.int64Value ?? 0
     switch state {
-    case "requires_capture": return ProviderPayment(providerPaymentID: id, status: .requiresCapture(capturableMinorUnits: capturable))
+    case "requires_capture":
+      return ProviderPayment(providerPaymentID: id, status: .requiresCapture(capturableMinorUnits: capturable))
     case "succeeded": return ProviderPayment(providerPaymentID: id, status: .succeeded(capturedMinorUnits: received))
     case "processing": return ProviderPayment(providerPaymentID: id, status: .processing)
     case "canceled": return ProviderPayment(providerPaymentID: id, status: .canceled)
@@ -277,7 +309,9 @@ public final class StripeConnector: PaymentProvider {
 
   static func rejection(status: Int, body: [String: Any]) -> ProviderError {
     let error = body["error"] as? [String: Any] ?? [:]
-    return .rejected(status: status, code: (error["code"] as? String) ?? "unknown", message: (error["message"] as? String) ?? "HTTP \(status)")
+    return .rejected(
+      status: status, code: (error["code"] as? String) ?? "unknown",
+      message: (error["message"] as? String) ?? "HTTP \(status)")
   }
 
   /// Percent-encodes everything but RFC 3986's unreserved ASCII characters, byte by byte of the
@@ -288,7 +322,8 @@ public final class StripeConnector: PaymentProvider {
     bytes.reserveCapacity(text.utf8.count)
     for byte in text.utf8 {
       switch byte {
-      case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+      case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+        UInt8(ascii: "0")...UInt8(ascii: "9"),
         UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
         bytes.append(byte)
       default:

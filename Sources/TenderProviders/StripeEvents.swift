@@ -9,7 +9,8 @@ public enum StripeEvents {
       let data = event["data"] as? [String: Any], let object = data["object"] as? [String: Any]
     else { return .other }
     switch type {
-    case "payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled", "payment_intent.amount_capturable_updated",
+    case "payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled",
+      "payment_intent.amount_capturable_updated",
       "payment_intent.processing":
       guard let payment = try? StripeConnector.payment(status: 200, body: object) else { return .other }
       let metadata = object["metadata"] as? [String: Any]

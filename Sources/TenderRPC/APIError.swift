@@ -9,7 +9,10 @@ public enum APIError {
   /// The `ErrorInfo.domain` of every Tender error.
   public static let domain = "tender.dev"
 
-  public static func status(_ code: RPCError.Code, reason: String, message: String, metadata: [String: String] = [:], details: [ErrorDetails] = []) -> GoogleRPCStatus {
+  public static func status(
+    _ code: RPCError.Code, reason: String, message: String, metadata: [String: String] = [:],
+    details: [ErrorDetails] = []
+  ) -> GoogleRPCStatus {
     GoogleRPCStatus(
       code: code,
       message: message,

@@ -21,7 +21,8 @@ public struct AuthInterceptor: ServerInterceptor {
     self.authority = authority
     var failures: [String: Counter] = [:]
     for reason in AuthFailure.allCases.map(\.rawValue) + ["insufficient_scope", "undeclared_method"] {
-      failures[reason] = Counter(label: "tender_auth_failures_total", dimensions: [("reason", reason)], factory: metrics)
+      failures[reason] = Counter(
+        label: "tender_auth_failures_total", dimensions: [("reason", reason)], factory: metrics)
     }
     self.failures = failures
   }
@@ -35,7 +36,8 @@ public struct AuthInterceptor: ServerInterceptor {
     guard let policy = MethodPolicies.byFullName[context.descriptor.fullyQualifiedMethod] else {
       // Every served method is declared; anything else is refused rather than left open.
       self.refused("undeclared_method", record: record)
-      throw APIError.status(.permissionDenied, reason: "METHOD_NOT_DECLARED", message: "this method has no access policy")
+      throw APIError.status(
+        .permissionDenied, reason: "METHOD_NOT_DECLARED", message: "this method has no access policy")
     }
     if policy.isPublic {
       return try await next(request, context)

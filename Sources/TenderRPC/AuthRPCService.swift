@@ -67,23 +67,29 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
       throw APIError.invalidArgument(field: "client_id", reason: "FIELD_INVALID", message: "client_id is too long")
     }
     guard !request.clientSecret.isEmpty else {
-      throw APIError.invalidArgument(field: "client_secret", reason: "FIELD_REQUIRED", message: "client_secret is required")
+      throw APIError.invalidArgument(
+        field: "client_secret", reason: "FIELD_REQUIRED", message: "client_secret is required")
     }
     guard request.clientSecret.utf8.count <= 256 else {
-      throw APIError.invalidArgument(field: "client_secret", reason: "FIELD_INVALID", message: "client_secret is too long")
+      throw APIError.invalidArgument(
+        field: "client_secret", reason: "FIELD_INVALID", message: "client_secret is too long")
     }
     if let index = request.scopes.firstIndex(where: { !Scopes.isValid($0) }) {
-      throw APIError.invalidArgument(field: "scopes[\(index)]", reason: "FIELD_INVALID", message: "scopes[\(index)] is not a scope name")
+      throw APIError.invalidArgument(
+        field: "scopes[\(index)]", reason: "FIELD_INVALID", message: "scopes[\(index)] is not a scope name")
     }
     // Guesses at one client's secret are limited however many addresses they come from.
     try await self.gate?.admit(bucket: "issue_token_client", key: request.clientID, policy: self.issuePerClient)
     let issued: IssuedToken
     do {
-      issued = try await self.authority.issue(clientID: request.clientID, secret: Secret(request.clientSecret), requestedScopes: request.scopes)
+      issued = try await self.authority.issue(
+        clientID: request.clientID, secret: Secret(request.clientSecret), requestedScopes: request.scopes)
     } catch IssueFailure.invalidClient {
       throw APIError.status(.unauthenticated, reason: "INVALID_CLIENT", message: "unknown client or wrong secret")
     } catch IssueFailure.scopeNotGranted(let scope) {
-      throw APIError.status(.permissionDenied, reason: "SCOPE_NOT_GRANTED", message: "the client does not hold the scope \(scope)", metadata: ["field": "scopes", "scope": scope])
+      throw APIError.status(
+        .permissionDenied, reason: "SCOPE_NOT_GRANTED", message: "the client does not hold the scope \(scope)",
+        metadata: ["field": "scopes", "scope": scope])
     }
     var response = Tender_Auth_V1_IssueTokenResponse()
     response.accessToken = issued.token.value
@@ -98,7 +104,9 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
     let target = try await self.verifiedArgument(request.token)
     // A client revokes its own tokens; an administrator any token.
     guard target.caller.clientID == caller.clientID || caller.has(scope: Scopes.admin) else {
-      throw APIError.status(.permissionDenied, reason: "NOT_TOKEN_OWNER", message: "only the token's own client or an administrator may revoke it")
+      throw APIError.status(
+        .permissionDenied, reason: "NOT_TOKEN_OWNER",
+        message: "only the token's own client or an administrator may revoke it")
     }
     try await self.authority.revoke(target, revokedBy: caller.clientID)
     var response = Tender_Auth_V1_RevokeTokenResponse()
@@ -106,7 +114,9 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
     return response
   }
 
-  func introspectToken(_ request: Tender_Auth_V1_IntrospectTokenRequest) async throws -> Tender_Auth_V1_IntrospectTokenResponse {
+  func introspectToken(
+    _ request: Tender_Auth_V1_IntrospectTokenRequest
+  ) async throws -> Tender_Auth_V1_IntrospectTokenResponse {
     let caller = try Self.caller()
     guard !request.token.isEmpty else {
       throw APIError.invalidArgument(field: "token", reason: "FIELD_REQUIRED", message: "token is required")
@@ -123,7 +133,7 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
     response.active = true
     response.scopes = token.caller.scopes.sorted()
     response.clientID = token.caller.clientID
-    response.merchantID = token.caller.merchantID
+    response.merchantID = token.caller.merchantID.rawValue
     response.tokenID = token.caller.tokenID
     response.issuer = token.issuer
     response.audience = token.audience
@@ -145,18 +155,24 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
     let caller = try Self.caller()
     let message = request.message
     do {
-      try ClientRegistry.validate(merchantID: message.merchantID, scopes: message.scopes, displayName: message.displayName)
+      try ClientRegistry.validate(
+        merchantID: message.merchantID, scopes: message.scopes, displayName: message.displayName)
     } catch {
       throw Self.invalid(error, message)
     }
-    return try await self.keyed(method: Self.createClientMethod, request: request, merchant: MerchantID(unchecked: caller.merchantID)) {
+    return try await self.keyed(
+      method: Self.createClientMethod, request: request, merchant: caller.merchantID
+    ) {
       let created: (ClientRecord, Secret<String>)
       do {
-        created = try await self.registry.create(merchantID: message.merchantID, scopes: message.scopes, displayName: message.displayName)
+        created = try await self.registry.create(
+          merchantID: message.merchantID, scopes: message.scopes, displayName: message.displayName)
       } catch let error as ClientRequestError {
         throw Self.invalid(error, message)
       } catch AuthStoreError.unknownMerchant {
-        throw APIError.status(.failedPrecondition, reason: "MERCHANT_NOT_FOUND", message: "no active merchant \(message.merchantID)", metadata: ["field": "merchant_id"])
+        throw APIError.status(
+          .failedPrecondition, reason: "MERCHANT_NOT_FOUND", message: "no active merchant \(message.merchantID)",
+          metadata: ["field": "merchant_id"])
       }
       var response = Tender_Auth_V1_CreateClientResponse()
       response.client = Self.message(created.0)
@@ -168,14 +184,19 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
   static func invalid(_ error: ClientRequestError, _ request: Tender_Auth_V1_CreateClientRequest) -> GoogleRPCStatus {
     switch error {
     case .invalidMerchantID:
-      return APIError.invalidArgument(field: "merchant_id", reason: request.merchantID.isEmpty ? "FIELD_REQUIRED" : "FIELD_INVALID", message: "merchant_id must be mer_ followed by 1 to 64 letters or digits")
+      return APIError.invalidArgument(
+        field: "merchant_id", reason: request.merchantID.isEmpty ? "FIELD_REQUIRED" : "FIELD_INVALID",
+        message: "merchant_id must be mer_ followed by 1 to 64 letters or digits")
     case .noScopes:
-      return APIError.invalidArgument(field: "scopes", reason: "FIELD_REQUIRED", message: "at least one scope is required")
+      return APIError.invalidArgument(
+        field: "scopes", reason: "FIELD_REQUIRED", message: "at least one scope is required")
     case .invalidScope:
       let index = request.scopes.firstIndex(where: { !Scopes.isValid($0) }) ?? 0
-      return APIError.invalidArgument(field: "scopes[\(index)]", reason: "FIELD_INVALID", message: "scopes[\(index)] is not a scope name")
+      return APIError.invalidArgument(
+        field: "scopes[\(index)]", reason: "FIELD_INVALID", message: "scopes[\(index)] is not a scope name")
     case .displayNameTooLong:
-      return APIError.invalidArgument(field: "display_name", reason: "FIELD_INVALID", message: "display_name is longer than 200 characters")
+      return APIError.invalidArgument(
+        field: "display_name", reason: "FIELD_INVALID", message: "display_name is longer than 200 characters")
     }
   }
 
@@ -189,14 +210,18 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
       throw APIError.invalidArgument(field: "client_id", reason: "FIELD_REQUIRED", message: "client_id is required")
     }
     guard ClientID(clientID) != nil else {
-      throw APIError.invalidArgument(field: "client_id", reason: "FIELD_INVALID", message: "client_id must be a client id (cli_…)")
+      throw APIError.invalidArgument(
+        field: "client_id", reason: "FIELD_INVALID", message: "client_id must be a client id (cli_…)")
     }
-    return try await self.keyed(method: Self.rotateSecretMethod, request: request, merchant: MerchantID(unchecked: caller.merchantID)) {
+    return try await self.keyed(
+      method: Self.rotateSecretMethod, request: request, merchant: caller.merchantID
+    ) {
       let rotated: (ClientRecord, Secret<String>)
       do {
         rotated = try await self.registry.rotateSecret(clientID: clientID)
       } catch AuthStoreError.unknownClient {
-        throw APIError.status(.notFound, reason: "CLIENT_NOT_FOUND", message: "no client \(clientID)", metadata: ["field": "client_id"])
+        throw APIError.status(
+          .notFound, reason: "CLIENT_NOT_FOUND", message: "no client \(clientID)", metadata: ["field": "client_id"])
       }
       var response = Tender_Auth_V1_RotateClientSecretResponse()
       response.client = Self.message(rotated.0)
@@ -216,10 +241,13 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
     _ operation: @escaping () async throws -> Output
   ) async throws -> ServerResponse<Output> {
     let key = try IdempotencyKeys.key(request.metadata)
-    let keyed = IdempotencyRequest(merchant: merchant, key: key, method: method, fingerprint: try IdempotencyKeys.fingerprint(method: method, message: request.message))
+    let keyed = IdempotencyRequest(
+      merchant: merchant, key: key, method: method,
+      fingerprint: try IdempotencyKeys.fingerprint(method: method, message: request.message))
     let sealer = self.sealer
     return try await IdempotencyKeys.respond({
-      try await self.runner.run(keyed, open: { try sealer.open($0, merchant: merchant, key: key) }) { record -> KeyedOutcome<Never> in
+      try await self.runner.run(keyed, open: { try sealer.open($0, merchant: merchant, key: key) }) {
+        record -> KeyedOutcome<Never> in
         let answer: StoredResponse
         do {
           answer = StoredResponse(code: 0, message: try IdempotencyKeys.serialize(try await operation()), details: [])
@@ -229,7 +257,8 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
           try? await self.runner.idempotency.release(record.owner)
           throw error
         }
-        try await self.runner.idempotency.finish(record.owner, response: try sealer.seal(answer, merchant: merchant, key: key))
+        try await self.runner.idempotency.finish(
+          record.owner, response: try sealer.seal(answer, merchant: merchant, key: key))
         return .answered(answer, replayed: false)
       }
     }) { (never: Never) -> Output in
@@ -245,7 +274,8 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
     do {
       return try await self.authority.verify(token)
     } catch {
-      throw APIError.invalidArgument(field: "token", reason: error.errorReason, message: "token is not a valid access token of this server")
+      throw APIError.invalidArgument(
+        field: "token", reason: error.errorReason, message: "token is not a valid access token of this server")
     }
   }
 

@@ -22,16 +22,16 @@ public struct DefaultDeadlineInterceptor: ServerInterceptor {
     // outlives it.
     return try await withoutActuallyEscaping(next) { next in
       try await withThrowingTaskGroup(of: StreamingServerResponse<Output>?.self) { group in
-      group.addTask { try await next(request, context) }
-      group.addTask {
-        try await Task.sleep(for: deadline)
-        return nil
-      }
-      defer { group.cancelAll() }
-      guard let first = try await group.next(), let response = first else {
-        throw RPCError(code: .deadlineExceeded, message: "the server's default deadline of \(deadline) passed")
-      }
-      return response
+        group.addTask { try await next(request, context) }
+        group.addTask {
+          try await Task.sleep(for: deadline)
+          return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let response = first else {
+          throw RPCError(code: .deadlineExceeded, message: "the server's default deadline of \(deadline) passed")
+        }
+        return response
       }
     }
   }

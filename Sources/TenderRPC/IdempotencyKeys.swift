@@ -14,26 +14,36 @@ public enum IdempotencyKeys {
 
   /// The key was used for a different request.
   static var reused: GoogleRPCStatus {
-    APIError.status(.invalidArgument, reason: "IDEMPOTENCY_KEY_REUSED", message: "this idempotency-key was used for a different request", metadata: ["field": Self.metadataKey])
+    APIError.status(
+      .invalidArgument, reason: "IDEMPOTENCY_KEY_REUSED",
+      message: "this idempotency-key was used for a different request", metadata: ["field": Self.metadataKey])
   }
 
   /// The first request with the key is still running.
   static var inUse: GoogleRPCStatus {
-    APIError.status(.aborted, reason: "IDEMPOTENCY_KEY_IN_USE", message: "a request with this idempotency-key is still in progress; retry later")
+    APIError.status(
+      .aborted, reason: "IDEMPOTENCY_KEY_IN_USE",
+      message: "a request with this idempotency-key is still in progress; retry later")
   }
 
   /// Nothing reached the provider and the key was freed.
   static var providerUnavailable: GoogleRPCStatus {
-    APIError.status(.unavailable, reason: "PROVIDER_UNAVAILABLE", message: "the payment provider cannot be reached; retry with the same idempotency-key")
+    APIError.status(
+      .unavailable, reason: "PROVIDER_UNAVAILABLE",
+      message: "the payment provider cannot be reached; retry with the same idempotency-key")
   }
 
   /// The caller's key; INVALID_ARGUMENT naming `idempotency-key` when it is missing or unusable.
   static func key(_ metadata: Metadata) throws -> String {
     guard let key = metadata[stringValues: Self.metadataKey].first(where: { _ in true }) else {
-      throw APIError.invalidArgument(field: Self.metadataKey, reason: "IDEMPOTENCY_KEY_MISSING", message: "this method needs an idempotency-key metadata entry")
+      throw APIError.invalidArgument(
+        field: Self.metadataKey, reason: "IDEMPOTENCY_KEY_MISSING",
+        message: "this method needs an idempotency-key metadata entry")
     }
     guard IdempotencyRequest.isValidKey(key) else {
-      throw APIError.invalidArgument(field: Self.metadataKey, reason: "IDEMPOTENCY_KEY_INVALID", message: "idempotency-key must be 1 to 255 printable ASCII characters")
+      throw APIError.invalidArgument(
+        field: Self.metadataKey, reason: "IDEMPOTENCY_KEY_INVALID",
+        message: "idempotency-key must be 1 to 255 printable ASCII characters")
     }
     return key
   }
@@ -54,16 +64,21 @@ public enum IdempotencyKeys {
 
   /// An error as it is stored for replay.
   static func stored(_ status: GoogleRPCStatus) throws -> StoredResponse {
-    StoredResponse(code: Int(status.code.rawValue), message: Array(status.message.utf8), details: try status.serializedBytes())
+    StoredResponse(
+      code: Int(status.code.rawValue), message: Array(status.message.utf8), details: try status.serializedBytes())
   }
 
   /// The response a stored answer becomes; marked when replayed.
-  static func response<Output: SwiftProtobuf.Message>(_ stored: StoredResponse, replayed: Bool) throws -> ServerResponse<Output> {
+  static func response<Output: SwiftProtobuf.Message>(
+    _ stored: StoredResponse, replayed: Bool
+  ) throws -> ServerResponse<Output> {
     var metadata: Metadata = [:]
     if replayed { metadata.addString("true", forKey: Self.replayedKey) }
     guard stored.code == 0 else {
       // The stored status bytes go out as they are: every answer to the key is identical.
-      guard let statusCode = Status.Code(rawValue: stored.code), let code = RPCError.Code(statusCode) else { throw StoredResponseError() }
+      guard let statusCode = Status.Code(rawValue: stored.code), let code = RPCError.Code(statusCode) else {
+        throw StoredResponseError()
+      }
       metadata.addBinary(stored.details, forKey: "grpc-status-details-bin")
       throw RPCError(code: code, message: String(decoding: stored.message, as: UTF8.self), metadata: metadata)
     }
@@ -98,7 +113,9 @@ public enum IdempotencyKeys {
     case .inUse: return self.inUse
     case .providerUnavailable: return self.providerUnavailable
     case .outcomeUnknown:
-      return APIError.status(.unavailable, reason: "PROVIDER_OUTCOME_UNKNOWN", message: "the payment provider did not answer in time; retry with the same idempotency-key")
+      return APIError.status(
+        .unavailable, reason: "PROVIDER_OUTCOME_UNKNOWN",
+        message: "the payment provider did not answer in time; retry with the same idempotency-key")
     }
   }
 }

@@ -23,7 +23,9 @@ public struct MetricsInterceptor: ServerInterceptor {
     let factory = self.factory
     let service = context.descriptor.service.fullyQualifiedService
     let method = context.descriptor.method
-    let labels = [("grpc_type", Self.type(service: service, method: method)), ("grpc_service", service), ("grpc_method", method)]
+    let labels = [
+      ("grpc_type", Self.type(service: service, method: method)), ("grpc_service", service), ("grpc_method", method),
+    ]
     Counter(label: "grpc_server_started_total", dimensions: labels, factory: factory).increment()
 
     let received = Counter(label: "grpc_server_msg_received_total", dimensions: labels, factory: factory)
@@ -31,10 +33,11 @@ public struct MetricsInterceptor: ServerInterceptor {
     let sent = Counter(label: "grpc_server_msg_sent_total", dimensions: labels, factory: factory)
     var request = request
     let messages = request.messages
-    request.messages = RPCAsyncSequence(wrapping: messages.map { message in
-      received.increment()
-      return message
-    })
+    request.messages = RPCAsyncSequence(
+      wrapping: messages.map { message in
+        received.increment()
+        return message
+      })
 
     @Sendable func handled(_ code: RPCError.Code?) {
       let coded = labels + [("grpc_code", Self.goName(code))]

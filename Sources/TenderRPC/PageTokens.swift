@@ -12,7 +12,8 @@ public struct PageTokens: Sendable {
   }
 
   func seal(_ cursor: PageCursor, merchant: MerchantID, filter: [UInt8]) -> String {
-    let payload = Array("v1|\(merchant.rawValue)|\(Hex.encode(filter))|\(cursor.createTimeMicroseconds)|\(cursor.id)".utf8)
+    let payload = Array(
+      "v1|\(merchant.rawValue)|\(Hex.encode(filter))|\(cursor.createTimeMicroseconds)|\(cursor.id)".utf8)
     let mac = HMAC<SHA256>.authenticationCode(for: payload, using: self.key)
     return Base64URL.encode(payload) + "." + Base64URL.encode(Array(mac))
   }

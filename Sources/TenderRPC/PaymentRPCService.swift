@@ -33,7 +33,8 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     self.watchInterval = watchInterval
     self.payments = payments
     self.runner = runner
-    self.operations = PaymentOperations(runner: runner, payments: payments, provider: provider, answers: Self.answers, logger: logger)
+    self.operations = PaymentOperations(
+      runner: runner, payments: payments, provider: provider, answers: Self.answers, logger: logger)
     self.pageTokens = pageTokens
     self.logger = logger
   }
@@ -48,16 +49,27 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     changed: { operation, record in
       let payment = PaymentMessages.payment(record)
       if operation == .capturePayment {
-        return StoredResponse(code: 0, message: try IdempotencyKeys.serialize(Tender_Payments_V1_CapturePaymentResponse.with { $0.payment = payment }), details: [])
+        return StoredResponse(
+          code: 0,
+          message: try IdempotencyKeys.serialize(
+            Tender_Payments_V1_CapturePaymentResponse.with { $0.payment = payment }), details: [])
       }
-      return StoredResponse(code: 0, message: try IdempotencyKeys.serialize(Tender_Payments_V1_CancelPaymentResponse.with { $0.payment = payment }), details: [])
+      return StoredResponse(
+        code: 0,
+        message: try IdempotencyKeys.serialize(Tender_Payments_V1_CancelPaymentResponse.with { $0.payment = payment }),
+        details: [])
     },
     refusal: { try IdempotencyKeys.stored(APIError.domain($0)) },
     providerRefused: { operation, code in
       if operation == .createPayment {
-        return try IdempotencyKeys.stored(APIError.status(.internalError, reason: "PROVIDER_REJECTED", message: "the payment provider refused the request"))
+        return try IdempotencyKeys.stored(
+          APIError.status(
+            .internalError, reason: "PROVIDER_REJECTED", message: "the payment provider refused the request"))
       }
-      return try IdempotencyKeys.stored(APIError.status(.failedPrecondition, reason: "PROVIDER_REFUSED", message: "the payment provider refused (\(code.prefix(100)))"))
+      return try IdempotencyKeys.stored(
+        APIError.status(
+          .failedPrecondition, reason: "PROVIDER_REFUSED", message: "the payment provider refused (\(code.prefix(100)))"
+        ))
     }
   )
 
@@ -66,7 +78,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     let caller = try AuthRPCService.caller()
     let key = try IdempotencyKeys.key(request.metadata)
     return IdempotencyRequest(
-      merchant: MerchantID(unchecked: caller.merchantID), key: key, method: method,
+      merchant: caller.merchantID, key: key, method: method,
       fingerprint: try IdempotencyKeys.fingerprint(method: method, message: request.message)
     )
   }
@@ -101,13 +113,15 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     return StoredResponse(code: 0, message: try IdempotencyKeys.serialize(message), details: [])
   }
 
-  static func validate(_ message: Tender_Payments_V1_CreatePaymentRequest, merchant: MerchantID) throws -> PaymentRecord {
+  static func validate(_ message: Tender_Payments_V1_CreatePaymentRequest, merchant: MerchantID) throws -> PaymentRecord
+  {
     guard message.hasAmount else {
       throw APIError.invalidArgument(field: "amount", reason: "FIELD_REQUIRED", message: "amount is required")
     }
     let amount: Money
     do {
-      amount = try Money.validated(minorUnits: message.amount.amountMinor, currencyCode: message.amount.currency, field: "amount")
+      amount = try Money.validated(
+        minorUnits: message.amount.amountMinor, currencyCode: message.amount.currency, field: "amount")
     } catch {
       throw APIError.domain(error)
     }
@@ -116,14 +130,19 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     case .automatic: captureMethod = .automatic
     case .manual: captureMethod = .manual
     default:
-      throw APIError.invalidArgument(field: "capture_method", reason: "FIELD_REQUIRED", message: "capture_method must be AUTOMATIC or MANUAL")
+      throw APIError.invalidArgument(
+        field: "capture_method", reason: "FIELD_REQUIRED", message: "capture_method must be AUTOMATIC or MANUAL")
     }
     let token = message.paymentMethodToken
     guard !token.isEmpty else {
-      throw APIError.invalidArgument(field: "payment_method_token", reason: "FIELD_REQUIRED", message: "payment_method_token is required")
+      throw APIError.invalidArgument(
+        field: "payment_method_token", reason: "FIELD_REQUIRED", message: "payment_method_token is required")
     }
-    guard token.utf8.count <= 255, token.unicodeScalars.allSatisfy({ $0.isASCII && $0.value > 0x20 && $0.value < 0x7F }) else {
-      throw APIError.invalidArgument(field: "payment_method_token", reason: "FIELD_INVALID", message: "payment_method_token must be a provider token of at most 255 printable characters")
+    guard token.utf8.count <= 255, token.unicodeScalars.allSatisfy({ $0.isASCII && $0.value > 0x20 && $0.value < 0x7F })
+    else {
+      throw APIError.invalidArgument(
+        field: "payment_method_token", reason: "FIELD_INVALID",
+        message: "payment_method_token must be a provider token of at most 255 printable characters")
     }
     try FreeText.check(token, field: "payment_method_token", limit: 255)
     try FreeText.check(message.description_p, field: "description", limit: 1000)
@@ -152,8 +171,9 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
   ) async throws -> ServerResponse<Tender_Payments_V1_GetPaymentResponse> {
     let caller = try AuthRPCService.caller()
     let id = try PaymentMessages.paymentID(request.message.paymentID)
-    guard let record = try await self.payments.payment(id, merchant: MerchantID(unchecked: caller.merchantID)) else {
-      throw APIError.status(.notFound, reason: "PAYMENT_NOT_FOUND", message: "no payment \(id.rawValue)", metadata: ["field": "payment_id"])
+    guard let record = try await self.payments.payment(id, merchant: caller.merchantID) else {
+      throw APIError.status(
+        .notFound, reason: "PAYMENT_NOT_FOUND", message: "no payment \(id.rawValue)", metadata: ["field": "payment_id"])
     }
     return ServerResponse(message: .with { $0.payment = PaymentMessages.payment(record) })
   }
@@ -165,12 +185,15 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     context: ServerContext
   ) async throws -> ServerResponse<Tender_Payments_V1_CapturePaymentResponse> {
     guard request.message.amountMinor >= 0 else {
-      throw APIError.invalidArgument(field: "amount_minor", reason: "AMOUNT_INVALID", message: "amount_minor must be zero (everything authorized) or positive")
+      throw APIError.invalidArgument(
+        field: "amount_minor", reason: "AMOUNT_INVALID",
+        message: "amount_minor must be zero (everything authorized) or positive")
     }
     let keyed = try Self.keyed(request, method: Self.captureMethod)
     let id = try PaymentMessages.paymentID(request.message.paymentID)
     let amount = request.message.amountMinor == 0 ? nil : request.message.amountMinor
-    return try await IdempotencyKeys.respond({ try await self.operations.change(id, .capture(amount), request: keyed) }) { payment in
+    return try await IdempotencyKeys.respond({ try await self.operations.change(id, .capture(amount), request: keyed) })
+    { payment in
       .with { $0.payment = PaymentMessages.payment(payment) }
     }
   }
@@ -181,7 +204,8 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
   ) async throws -> ServerResponse<Tender_Payments_V1_CancelPaymentResponse> {
     let keyed = try Self.keyed(request, method: Self.cancelMethod)
     let id = try PaymentMessages.paymentID(request.message.paymentID)
-    return try await IdempotencyKeys.respond({ try await self.operations.change(id, .cancel, request: keyed) }) { payment in
+    return try await IdempotencyKeys.respond({ try await self.operations.change(id, .cancel, request: keyed) }) {
+      payment in
       .with { $0.payment = PaymentMessages.payment(payment) }
     }
   }
@@ -191,10 +215,11 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     context: ServerContext
   ) async throws -> ServerResponse<Tender_Payments_V1_ListPaymentsResponse> {
     let caller = try AuthRPCService.caller()
-    let merchant = MerchantID(unchecked: caller.merchantID)
+    let merchant = caller.merchantID
     let message = request.message
     guard (0...100).contains(message.pageSize) else {
-      throw APIError.invalidArgument(field: "page_size", reason: "FIELD_INVALID", message: "page_size must be from 1 to 100 (0 means 20)")
+      throw APIError.invalidArgument(
+        field: "page_size", reason: "FIELD_INVALID", message: "page_size must be from 1 to 100 (0 means 20)")
     }
     var statuses: [PaymentStatus] = []
     for (index, status) in message.statuses.enumerated() {
@@ -205,14 +230,16 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
       case .failed: statuses.append(.failed)
       case .canceled: statuses.append(.canceled)
       default:
-        throw APIError.invalidArgument(field: "statuses[\(index)]", reason: "FIELD_INVALID", message: "statuses[\(index)] must be a payment status")
+        throw APIError.invalidArgument(
+          field: "statuses[\(index)]", reason: "FIELD_INVALID", message: "statuses[\(index)] must be a payment status")
       }
     }
     try FreeText.check(message.customerReference, field: "customer_reference", limit: 255)
     let start = message.hasCreateTimeStart ? message.createTimeStart.date : nil
     let end = message.hasCreateTimeEnd ? message.createTimeEnd.date : nil
     if let start, let end, start >= end {
-      throw APIError.invalidArgument(field: "create_time_end", reason: "FIELD_INVALID", message: "create_time_end must be after create_time_start")
+      throw APIError.invalidArgument(
+        field: "create_time_end", reason: "FIELD_INVALID", message: "create_time_end must be after create_time_start")
     }
     // The filter is part of the token: a token cannot be used with another filter.
     var filterOnly = message
@@ -222,13 +249,16 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     var cursor: PageCursor?
     if !message.pageToken.isEmpty {
       guard let opened = self.pageTokens.open(message.pageToken, merchant: merchant, filter: filterHash) else {
-        throw APIError.invalidArgument(field: "page_token", reason: "PAGE_TOKEN_INVALID", message: "page_token is not a token of this list")
+        throw APIError.invalidArgument(
+          field: "page_token", reason: "PAGE_TOKEN_INVALID", message: "page_token is not a token of this list")
       }
       cursor = opened
     }
     let page = try await self.payments.list(
       merchant: merchant,
-      filter: PaymentFilter(statuses: statuses, customerReference: message.customerReference.isEmpty ? nil : message.customerReference, createdFrom: start, createdBefore: end),
+      filter: PaymentFilter(
+        statuses: statuses, customerReference: message.customerReference.isEmpty ? nil : message.customerReference,
+        createdFrom: start, createdBefore: end),
       pageSize: message.pageSize == 0 ? 20 : Int(message.pageSize),
       after: cursor
     )
@@ -245,13 +275,14 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     context: ServerContext
   ) async throws -> StreamingServerResponse<Tender_Payments_V1_WatchPaymentsResponse> {
     let caller = try AuthRPCService.caller()
-    let merchant = MerchantID(unchecked: caller.merchantID)
+    let merchant = caller.merchantID
     let start: EventPosition
     if request.message.cursor.isEmpty {
       start = try await self.payments.currentPosition()
     } else {
       guard let position = self.pageTokens.openCursor(request.message.cursor, merchant: merchant) else {
-        throw APIError.invalidArgument(field: "cursor", reason: "CURSOR_INVALID", message: "cursor is not a cursor of this merchant's events")
+        throw APIError.invalidArgument(
+          field: "cursor", reason: "CURSOR_INVALID", message: "cursor is not a cursor of this merchant's events")
       }
       start = position
     }
@@ -311,18 +342,21 @@ extension PaymentRPCService {
 enum FreeText {
   static func check(_ text: String, field: String, limit: Int) throws {
     guard text.count <= limit else {
-      throw APIError.invalidArgument(field: field, reason: "FIELD_TOO_LONG", message: "\(field) is longer than \(limit) characters")
+      throw APIError.invalidArgument(
+        field: field, reason: "FIELD_TOO_LONG", message: "\(field) is longer than \(limit) characters")
     }
     if CardNumbers.containsCardNumber(text) { throw APIError.domain(.cardDataRejected(field: field)) }
   }
 
   static func checkMetadata(_ metadata: [String: String]) throws {
     guard metadata.count <= 50 else {
-      throw APIError.invalidArgument(field: "metadata", reason: "METADATA_TOO_LARGE", message: "metadata holds at most 50 entries")
+      throw APIError.invalidArgument(
+        field: "metadata", reason: "METADATA_TOO_LARGE", message: "metadata holds at most 50 entries")
     }
     for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
       guard (1...40).contains(key.count) else {
-        throw APIError.invalidArgument(field: "metadata", reason: "METADATA_TOO_LARGE", message: "metadata keys are 1 to 40 characters")
+        throw APIError.invalidArgument(
+          field: "metadata", reason: "METADATA_TOO_LARGE", message: "metadata keys are 1 to 40 characters")
       }
       try self.check(key, field: "metadata", limit: 40)
       try self.check(value, field: "metadata[\(key)]", limit: 500)
@@ -334,7 +368,9 @@ enum FreeText {
 enum PaymentMessages {
   static func paymentID(_ text: String) throws -> PaymentID {
     guard let id = PaymentID(text) else {
-      throw APIError.invalidArgument(field: "payment_id", reason: text.isEmpty ? "FIELD_REQUIRED" : "FIELD_INVALID", message: "payment_id must be a payment id (pay_…)")
+      throw APIError.invalidArgument(
+        field: "payment_id", reason: text.isEmpty ? "FIELD_REQUIRED" : "FIELD_INVALID",
+        message: "payment_id must be a payment id (pay_…)")
     }
     return id
   }

@@ -35,7 +35,8 @@ public struct RateLimitGate: Sendable {
     self.logger = logger
     var rejections: [String: Counter] = [:]
     for bucket in Self.buckets {
-      rejections[bucket] = Counter(label: "tender_rate_limit_rejections_total", dimensions: [("bucket", bucket)], factory: metrics)
+      rejections[bucket] = Counter(
+        label: "tender_rate_limit_rejections_total", dimensions: [("bucket", bucket)], factory: metrics)
     }
     self.rejections = rejections
     self.errors = Counter(label: "tender_rate_limiter_errors_total", dimensions: [], factory: metrics)
@@ -43,7 +44,8 @@ public struct RateLimitGate: Sendable {
 
   private func warnSometimes(_ message: Logger.Message, bucket: String, error: any Error) {
     guard self.warnings.shouldWarn() else { return }
-    self.logger.warning(message, metadata: ["bucket": "\(bucket)", "error": "\(error)", "see": "tender_rate_limiter_errors_total"])
+    self.logger.warning(
+      message, metadata: ["bucket": "\(bucket)", "error": "\(error)", "see": "tender_rate_limiter_errors_total"])
   }
 
   /// Returns when the call may proceed; throws the status to answer otherwise.
@@ -59,7 +61,8 @@ public struct RateLimitGate: Sendable {
         return
       case .closed:
         self.warnSometimes("rate limiter unavailable; refusing calls", bucket: bucket, error: error)
-        throw APIError.status(.unavailable, reason: "RATE_LIMITER_UNAVAILABLE", message: "rate limits cannot be checked right now; retry")
+        throw APIError.status(
+          .unavailable, reason: "RATE_LIMITER_UNAVAILABLE", message: "rate limits cannot be checked right now; retry")
       }
     }
     if case .limited(let retryAfter) = decision {
@@ -98,7 +101,8 @@ public struct RateLimitInterceptor: ServerInterceptor {
     if let caller = ServiceContext.current?.caller {
       try await self.gate.admit(bucket: "client", key: caller.clientID, policy: self.perClient)
     } else if context.descriptor.fullyQualifiedMethod == Self.issueToken {
-      try await self.gate.admit(bucket: "issue_token_peer", key: Self.address(of: context.remotePeer), policy: self.issueTokenPerPeer)
+      try await self.gate.admit(
+        bucket: "issue_token_peer", key: Self.address(of: context.remotePeer), policy: self.issueTokenPerPeer)
     }
     return try await next(request, context)
   }

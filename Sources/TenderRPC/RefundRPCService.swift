@@ -35,7 +35,10 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
     self.operations = RefundOperations(
       runner: runner, refunds: refunds, payments: payments, provider: provider,
       answer: { record in
-        StoredResponse(code: 0, message: try IdempotencyKeys.serialize(Tender_Refunds_V1_CreateRefundResponse.with { $0.refund = RefundMessages.refund(record) }), details: [])
+        StoredResponse(
+          code: 0,
+          message: try IdempotencyKeys.serialize(
+            Tender_Refunds_V1_CreateRefundResponse.with { $0.refund = RefundMessages.refund(record) }), details: [])
       },
       refusal: { try IdempotencyKeys.stored(APIError.domain($0)) },
       logger: logger
@@ -62,10 +65,14 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
   static func validate(_ message: Tender_Refunds_V1_CreateRefundRequest, merchant: MerchantID) throws -> RefundDraft {
     let paymentID = try PaymentMessages.paymentID(message.paymentID)
     guard message.amountMinor >= 0 else {
-      throw APIError.invalidArgument(field: "amount_minor", reason: "AMOUNT_INVALID", message: "amount_minor must be zero (everything refundable) or positive")
+      throw APIError.invalidArgument(
+        field: "amount_minor", reason: "AMOUNT_INVALID",
+        message: "amount_minor must be zero (everything refundable) or positive")
     }
     guard message.amountMinor <= Money.defaultMaximumMinorUnits else {
-      throw APIError.invalidArgument(field: "amount_minor", reason: "AMOUNT_INVALID", message: "amount_minor must be at most \(Money.defaultMaximumMinorUnits)")
+      throw APIError.invalidArgument(
+        field: "amount_minor", reason: "AMOUNT_INVALID",
+        message: "amount_minor must be at most \(Money.defaultMaximumMinorUnits)")
     }
     let reason: RefundReason?
     switch message.reason {
@@ -74,7 +81,8 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
     case .duplicate: reason = .duplicate
     case .fraudulent: reason = .fraudulent
     default:
-      throw APIError.invalidArgument(field: "reason", reason: "FIELD_INVALID", message: "reason must be a refund reason")
+      throw APIError.invalidArgument(
+        field: "reason", reason: "FIELD_INVALID", message: "reason must be a refund reason")
     }
     try FreeText.checkMetadata(message.metadata)
     return RefundDraft(
@@ -96,10 +104,13 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
     let caller = try AuthRPCService.caller()
     let text = request.message.refundID
     guard let id = RefundID(text) else {
-      throw APIError.invalidArgument(field: "refund_id", reason: text.isEmpty ? "FIELD_REQUIRED" : "FIELD_INVALID", message: "refund_id must be a refund id (re_…)")
+      throw APIError.invalidArgument(
+        field: "refund_id", reason: text.isEmpty ? "FIELD_REQUIRED" : "FIELD_INVALID",
+        message: "refund_id must be a refund id (re_…)")
     }
-    guard let refund = try await self.refunds.refund(id, merchant: MerchantID(unchecked: caller.merchantID)) else {
-      throw APIError.status(.notFound, reason: "REFUND_NOT_FOUND", message: "no refund \(id.rawValue)", metadata: ["field": "refund_id"])
+    guard let refund = try await self.refunds.refund(id, merchant: caller.merchantID) else {
+      throw APIError.status(
+        .notFound, reason: "REFUND_NOT_FOUND", message: "no refund \(id.rawValue)", metadata: ["field": "refund_id"])
     }
     return ServerResponse(message: .with { $0.refund = RefundMessages.refund(refund) })
   }
@@ -109,17 +120,20 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
     context: ServerContext
   ) async throws -> ServerResponse<Tender_Refunds_V1_ListRefundsResponse> {
     let caller = try AuthRPCService.caller()
-    let merchant = MerchantID(unchecked: caller.merchantID)
+    let merchant = caller.merchantID
     let message = request.message
     guard (0...100).contains(message.pageSize) else {
-      throw APIError.invalidArgument(field: "page_size", reason: "FIELD_INVALID", message: "page_size must be from 1 to 100 (0 means 20)")
+      throw APIError.invalidArgument(
+        field: "page_size", reason: "FIELD_INVALID", message: "page_size must be from 1 to 100 (0 means 20)")
     }
     var payment: PaymentID?
     if !message.paymentID.isEmpty {
       let id = try PaymentMessages.paymentID(message.paymentID)
       // Another merchant's payment is not found, not an empty list.
       guard try await self.payments.payment(id, merchant: merchant) != nil else {
-        throw APIError.status(.notFound, reason: "PAYMENT_NOT_FOUND", message: "no payment \(id.rawValue)", metadata: ["field": "payment_id"])
+        throw APIError.status(
+          .notFound, reason: "PAYMENT_NOT_FOUND", message: "no payment \(id.rawValue)",
+          metadata: ["field": "payment_id"])
       }
       payment = id
     }
@@ -130,11 +144,13 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
     var cursor: PageCursor?
     if !message.pageToken.isEmpty {
       guard let opened = self.pageTokens.open(message.pageToken, merchant: merchant, filter: filterHash) else {
-        throw APIError.invalidArgument(field: "page_token", reason: "PAGE_TOKEN_INVALID", message: "page_token is not a token of this list")
+        throw APIError.invalidArgument(
+          field: "page_token", reason: "PAGE_TOKEN_INVALID", message: "page_token is not a token of this list")
       }
       cursor = opened
     }
-    let page = try await self.refunds.list(merchant: merchant, payment: payment, pageSize: message.pageSize == 0 ? 20 : Int(message.pageSize), after: cursor)
+    let page = try await self.refunds.list(
+      merchant: merchant, payment: payment, pageSize: message.pageSize == 0 ? 20 : Int(message.pageSize), after: cursor)
     return ServerResponse(
       message: .with {
         $0.refunds = page.items.map(RefundMessages.refund)

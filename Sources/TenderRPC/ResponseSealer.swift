@@ -11,7 +11,8 @@ struct ResponseSealer: Sendable {
 
   func seal(_ response: StoredResponse, merchant: MerchantID, key idempotencyKey: String) throws -> StoredResponse {
     guard response.code == 0 else { return response }
-    let box = try AES.GCM.seal(response.message, using: self.key, authenticating: Self.associatedData(merchant, idempotencyKey))
+    let box = try AES.GCM.seal(
+      response.message, using: self.key, authenticating: Self.associatedData(merchant, idempotencyKey))
     guard let combined = box.combined else { throw SealingError() }
     return StoredResponse(code: 0, message: Array(combined), details: response.details)
   }

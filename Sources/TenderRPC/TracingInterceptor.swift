@@ -37,7 +37,7 @@ public struct TracingInterceptor<T: Tracer>: ServerInterceptor {
       span.attributes["rpc.grpc.status_code"] = Int(code?.rawValue ?? 0)
       let snapshot = record.snapshot
       if let caller = snapshot.caller {
-        span.attributes["tender.merchant_id"] = caller.merchantID
+        span.attributes["tender.merchant_id"] = caller.merchantID.rawValue
         span.attributes["tender.client_id"] = caller.clientID
       }
       if let reason = snapshot.authFailure {
@@ -59,7 +59,9 @@ public struct TracingInterceptor<T: Tracer>: ServerInterceptor {
   static func traceID(fromTraceparent metadata: Metadata) -> String? {
     guard let value = metadata[stringValues: "traceparent"].first(where: { _ in true }) else { return nil }
     let parts = value.split(separator: "-")
-    guard parts.count >= 4, parts[1].count == 32, parts[1].allSatisfy(\.isHexDigit), parts[1] != String(repeating: "0", count: 32) else { return nil }
+    guard parts.count >= 4, parts[1].count == 32, parts[1].allSatisfy(\.isHexDigit),
+      parts[1] != String(repeating: "0", count: 32)
+    else { return nil }
     return String(parts[1])
   }
 }

@@ -66,7 +66,9 @@ enum RESPCommand {
     let copies = arguments.map { argument -> UnsafeMutablePointer<CChar> in
       let copy = UnsafeMutablePointer<CChar>.allocate(capacity: max(argument.count, 1))
       argument.withUnsafeBytes { raw in
-        if let base = raw.baseAddress { UnsafeMutableRawPointer(copy).copyMemory(from: base, byteCount: argument.count) }
+        if let base = raw.baseAddress {
+          UnsafeMutableRawPointer(copy).copyMemory(from: base, byteCount: argument.count)
+        }
       }
       return copy
     }

@@ -30,7 +30,8 @@ public final class RedisClient: Service, Sendable {
   public init(configuration: RedisConfiguration, logger: Logger) {
     self.configuration = configuration
     self.logger = logger
-    self.state = Mutex(State(slots: Array(repeating: .empty(failures: 0, retryAt: nil), count: max(1, configuration.poolSize))))
+    self.state = Mutex(
+      State(slots: Array(repeating: .empty(failures: 0, retryAt: nil), count: max(1, configuration.poolSize))))
   }
 
   /// Sends a command on one of the pool's connections.
@@ -113,7 +114,9 @@ public final class RedisClient: Service, Sendable {
       return failures
     }
     if failures == 1 {
-      self.logger.warning("Redis unreachable; backing off", metadata: ["redis.host": "\(configuration.host)", "redis.port": "\(configuration.port)"])
+      self.logger.warning(
+        "Redis unreachable; backing off",
+        metadata: ["redis.host": "\(configuration.host)", "redis.port": "\(configuration.port)"])
     }
   }
 

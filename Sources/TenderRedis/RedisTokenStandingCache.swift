@@ -26,14 +26,20 @@ public struct RedisTokenStandingCache: TokenStandingCache {
   }
 
   public func remember(_ standing: TokenStanding, clientID: String, tokenID: String, for ttl: Duration) async throws {
-    let milliseconds = String(max(1, ttl.components.seconds * 1000 + ttl.components.attoseconds / 1_000_000_000_000_000))
+    let milliseconds = String(
+      max(1, ttl.components.seconds * 1000 + ttl.components.attoseconds / 1_000_000_000_000_000))
     // A revocation marked meanwhile must not be overwritten by an older "not revoked": NX.
-    _ = try await self.client.send(["SET", self.clientKey(clientID), standing.clientStatus?.rawValue ?? "missing", "PX", milliseconds])
-    _ = try await self.client.send(["SET", self.tokenKey(tokenID), standing.revoked ? "1" : "0", "PX", milliseconds, "NX"])
+    _ = try await self.client.send([
+      "SET", self.clientKey(clientID), standing.clientStatus?.rawValue ?? "missing", "PX", milliseconds,
+    ])
+    _ = try await self.client.send([
+      "SET", self.tokenKey(tokenID), standing.revoked ? "1" : "0", "PX", milliseconds, "NX",
+    ])
   }
 
   public func markRevoked(tokenID: String, expiresIn: Duration) async throws {
-    let milliseconds = String(max(1, expiresIn.components.seconds * 1000 + expiresIn.components.attoseconds / 1_000_000_000_000_000))
+    let milliseconds = String(
+      max(1, expiresIn.components.seconds * 1000 + expiresIn.components.attoseconds / 1_000_000_000_000_000))
     let reply = try await self.client.send(["SET", self.tokenKey(tokenID), "1", "PX", milliseconds])
     if case .error(let message) = reply { throw RedisError.reply(message) }
   }

@@ -33,7 +33,9 @@ struct PeriodicTask: Service {
 
 extension PeriodicTask {
   /// Deletes revocations of tokens that have expired anyway, so the list stays small.
-  static func revocationJanitor(store: any AuthStore, interval: Duration = .seconds(3600), logger: Logger) -> PeriodicTask {
+  static func revocationJanitor(
+    store: any AuthStore, interval: Duration = .seconds(3600), logger: Logger
+  ) -> PeriodicTask {
     PeriodicTask(name: "revocation janitor", interval: interval, logger: logger) {
       let purged = try await store.purgeExpiredRevocations()
       if purged > 0 { logger.info("purged expired revocations", metadata: ["count": "\(purged)"]) }
@@ -52,7 +54,9 @@ extension PeriodicTask {
   /// Finishes interrupted keyed operations whose lock expired, exactly once (see
   /// `PaymentRPCService.completeStale` and `RefundRPCService.completeStale`), then settles what
   /// the provider had not finished (the reconciler, `Settlement`).
-  static func completer(payments: PaymentRPCService, refunds: RefundRPCService, settlement: Settlement, interval: Duration, logger: Logger) -> PeriodicTask {
+  static func completer(
+    payments: PaymentRPCService, refunds: RefundRPCService, settlement: Settlement, interval: Duration, logger: Logger
+  ) -> PeriodicTask {
     PeriodicTask(name: "completer", interval: interval, logger: logger) {
       let resolved = try await payments.completeStale() + refunds.completeStale()
       if resolved > 0 { logger.info("completer took over interrupted operations", metadata: ["count": "\(resolved)"]) }
@@ -81,7 +85,8 @@ struct SigningKeyLoader: Service {
         return
       } catch {
         if Task.isShuttingDownGracefully { return }
-        self.logger.warning("signing keys not loaded yet; retrying", metadata: ["error": "\(String(reflecting: error))"])
+        self.logger.warning(
+          "signing keys not loaded yet; retrying", metadata: ["error": "\(String(reflecting: error))"])
       }
       do {
         let pause = delay

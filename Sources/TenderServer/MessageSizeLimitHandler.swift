@@ -78,7 +78,8 @@ final class MessageSizeLimitHandler: ChannelDuplexHandler, RemovableChannelHandl
       headers.add(name: "content-type", value: "application/grpc")
     }
     headers.add(name: "grpc-status", value: "8")
-    headers.add(name: "grpc-message", value: "request message of \(length) bytes exceeds the limit of \(self.limit) bytes")
+    headers.add(
+      name: "grpc-message", value: "request message of \(length) bytes exceeds the limit of \(self.limit) bytes")
     let trailers = HTTP2Frame.FramePayload.headers(.init(headers: headers, endStream: true))
     context.writeAndFlush(self.wrapOutboundOut(trailers)).whenComplete { _ in
       // Resets the stream so the client stops sending the rest of the message.

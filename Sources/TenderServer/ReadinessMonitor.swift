@@ -48,11 +48,14 @@ public struct ReadinessMonitor: Service {
         if let failure = await self.firstFailure() {
           failures += 1
           if serving != false, serving == nil || failures >= self.failureThreshold {
-            self.logger.error("not ready: dependency unreachable", metadata: ["dependency": "\(failure)", "failed_rounds": "\(failures)"])
+            self.logger.error(
+              "not ready: dependency unreachable",
+              metadata: ["dependency": "\(failure)", "failed_rounds": "\(failures)"])
             self.board.setAll(.notServing)
             serving = false
           } else if serving == true {
-            self.logger.warning("dependency did not answer", metadata: ["dependency": "\(failure)", "failed_rounds": "\(failures)"])
+            self.logger.warning(
+              "dependency did not answer", metadata: ["dependency": "\(failure)", "failed_rounds": "\(failures)"])
           }
         } else {
           failures = 0

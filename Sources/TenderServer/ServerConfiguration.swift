@@ -214,15 +214,19 @@ extension ServerConfiguration {
   private static func transport(_ tls: Resolution.TLSFiles, _ configuration: ServerConfiguration) throws -> Transport {
     if tls.insecure {
       for listener in [configuration.host, configuration.httpHost] where !Setting.isLoopback(listener) {
-        throw ConfigurationError(setting: Setting.insecure.label, problem: "plaintext is only allowed on a loopback address, not '\(listener)'")
+        throw ConfigurationError(
+          setting: Setting.insecure.label, problem: "plaintext is only allowed on a loopback address, not '\(listener)'"
+        )
       }
       return .insecure
     }
     guard let chain = tls.certificateChain else {
-      throw ConfigurationError(setting: Setting.tlsCert.label, problem: "is required (or --insecure on a loopback address)")
+      throw ConfigurationError(
+        setting: Setting.tlsCert.label, problem: "is required (or --insecure on a loopback address)")
     }
     guard let key = tls.privateKey, let keyPath = tls.privateKeyPath else {
-      throw ConfigurationError(setting: Setting.tlsKey.label, problem: "is required (or --insecure on a loopback address)")
+      throw ConfigurationError(
+        setting: Setting.tlsKey.label, problem: "is required (or --insecure on a loopback address)")
     }
     do {
       _ = try NIOSSLContext(
@@ -232,7 +236,9 @@ extension ServerConfiguration {
         )
       )
     } catch {
-      throw ConfigurationError(setting: Setting.tlsKey.label, problem: "'\(keyPath)' does not match the certificate in \(Setting.tlsCert.environment)")
+      throw ConfigurationError(
+        setting: Setting.tlsKey.label,
+        problem: "'\(keyPath)' does not match the certificate in \(Setting.tlsCert.environment)")
     }
     return .tls(certificateChain: chain, privateKey: key, clientCA: tls.clientCA)
   }
@@ -246,11 +252,13 @@ extension ServerConfiguration {
       // lock, but must not be what correctness rests on).
       throw ConfigurationError(
         setting: Setting.idempotencyLock.label,
-        problem: "must be longer than a whole provider call: \(Setting.format(budget)) (provider attempts × provider timeout + (attempts − 1) × provider max backoff)"
+        problem:
+          "must be longer than a whole provider call: \(Setting.format(budget)) (provider attempts × provider timeout + (attempts − 1) × provider max backoff)"
       )
     }
     guard configuration.settlementGiveUpAfter > configuration.settlementCheckAfter else {
-      throw ConfigurationError(setting: Setting.settlementGiveUpAfter.label, problem: "must be longer than the settlement check delay")
+      throw ConfigurationError(
+        setting: Setting.settlementGiveUpAfter.label, problem: "must be longer than the settlement check delay")
     }
   }
 }
@@ -276,4 +284,3 @@ public struct ConfigurationError: Error, CustomStringConvertible {
 
   public var description: String { "invalid configuration: \(self.setting): \(self.problem)" }
 }
-

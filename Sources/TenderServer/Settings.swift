@@ -109,30 +109,43 @@ extension Setting {
   }
 
   /// 1–200 printable characters without spaces (issuer, audience, key prefix).
-  static func name(_ flag: String, _ path: any WritableKeyPath<ServerConfiguration, String> & Sendable, default value: String, help: String) -> Setting {
+  static func name(
+    _ flag: String, _ path: any WritableKeyPath<ServerConfiguration, String> & Sendable, default value: String,
+    help: String
+  ) -> Setting {
     Setting(flag, .defaulted(value), help: help) { text, resolution in
-      guard (1...200).contains(text.count), text.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F }) else {
+      guard (1...200).contains(text.count), text.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7F })
+      else {
         throw Problem("must be 1 to 200 printable characters without spaces")
       }
       resolution.configuration[keyPath: path] = text
     }
   }
 
-  static func rateLimit(_ flag: String, _ path: any WritableKeyPath<ServerConfiguration, RateLimitPolicy> & Sendable, default value: RateLimitPolicy, help: String) -> Setting {
+  static func rateLimit(
+    _ flag: String, _ path: any WritableKeyPath<ServerConfiguration, RateLimitPolicy> & Sendable,
+    default value: RateLimitPolicy, help: String
+  ) -> Setting {
     Setting(flag, .defaulted(Self.format(value)), help: help) { text, resolution in
       resolution.configuration[keyPath: path] = try Self.parseRateLimit(text)
     }
   }
 
-  static func toggle(_ flag: String, _ path: any WritableKeyPath<ServerConfiguration, Bool> & Sendable, help: String) -> Setting {
+  static func toggle(
+    _ flag: String, _ path: any WritableKeyPath<ServerConfiguration, Bool> & Sendable, help: String
+  ) -> Setting {
     Setting(flag, .defaulted("false"), isSwitch: true, help: help) { text, resolution in
       resolution.configuration[keyPath: path] = try Self.parseBool(text)
     }
   }
 
-  static func url(_ flag: String, _ path: any WritableKeyPath<ServerConfiguration, String> & Sendable, _ presence: Presence, help: String) -> Setting {
+  static func url(
+    _ flag: String, _ path: any WritableKeyPath<ServerConfiguration, String> & Sendable, _ presence: Presence,
+    help: String
+  ) -> Setting {
     Setting(flag, presence, help: help) { text, resolution in
-      guard let url = URL(string: text), let scheme = url.scheme, ["http", "https"].contains(scheme), url.host != nil else {
+      guard let url = URL(string: text), let scheme = url.scheme, ["http", "https"].contains(scheme), url.host != nil
+      else {
         throw Problem("'\(text)' must be an http:// or https:// URL with a host")
       }
       resolution.configuration[keyPath: path] = text
@@ -143,36 +156,58 @@ extension Setting {
 // MARK: - The table
 
 extension Setting {
-  public static let grpcAddress = Setting("grpc-address", .defaulted("0.0.0.0:8443"), help: "host:port of the gRPC listener (`[::1]:8443` for IPv6)") { text, c in
+  public static let grpcAddress = Setting(
+    "grpc-address", .defaulted("0.0.0.0:8443"), help: "host:port of the gRPC listener (`[::1]:8443` for IPv6)"
+  ) { text, c in
     (c.host, c.port) = try Self.parseAddress(text)
   }
-  public static let httpAddress = Setting("http-address", .defaulted("0.0.0.0:8080"), help: "host:port of the HTTP bridge (`/healthz`, `/readyz`, `/metrics`, `/webhooks/*`, `/.well-known/jwks.json`), same TLS certificate") { text, c in
+  public static let httpAddress = Setting(
+    "http-address", .defaulted("0.0.0.0:8080"),
+    help:
+      "host:port of the HTTP bridge (`/healthz`, `/readyz`, `/metrics`, `/webhooks/*`, `/.well-known/jwks.json`), same TLS certificate"
+  ) { text, c in
     (c.httpHost, c.httpPort) = try Self.parseAddress(text)
   }
-  public static let tlsCert = Setting("tls-cert", .requiredUnless("--insecure"), help: "PEM certificate chain of the server, leaf first") { text, c in
+  public static let tlsCert = Setting(
+    "tls-cert", .requiredUnless("--insecure"), help: "PEM certificate chain of the server, leaf first"
+  ) { text, c in
     let chain = try Self.readFile(text)
-    guard let certificates = try? NIOSSLCertificate.fromPEMBytes(chain) else { throw Problem("'\(text)' is not a PEM certificate chain") }
+    guard let certificates = try? NIOSSLCertificate.fromPEMBytes(chain) else {
+      throw Problem("'\(text)' is not a PEM certificate chain")
+    }
     guard !certificates.isEmpty else { throw Problem("'\(text)' holds no certificate") }
     c.tls.certificateChain = chain
     c.tls.certificatePath = text
   }
-  public static let tlsKey = Setting("tls-key", .requiredUnless("--insecure"), help: "PEM private key of that certificate") { text, c in
+  public static let tlsKey = Setting(
+    "tls-key", .requiredUnless("--insecure"), help: "PEM private key of that certificate"
+  ) { text, c in
     let key = try Self.readFile(text)
-    guard (try? NIOSSLPrivateKey(bytes: key, format: .pem)) != nil else { throw Problem("'\(text)' is not a PEM private key") }
+    guard (try? NIOSSLPrivateKey(bytes: key, format: .pem)) != nil else {
+      throw Problem("'\(text)' is not a PEM private key")
+    }
     c.tls.privateKey = Secret(key)
     c.tls.privateKeyPath = text
   }
-  public static let tlsClientCA = Setting("tls-client-ca", .optional, help: "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)") { text, c in
+  public static let tlsClientCA = Setting(
+    "tls-client-ca", .optional, help: "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)"
+  ) { text, c in
     let bytes = try Self.readFile(text)
-    guard let roots = try? NIOSSLCertificate.fromPEMBytes(bytes), !roots.isEmpty else { throw Problem("'\(text)' is not a PEM certificate bundle") }
+    guard let roots = try? NIOSSLCertificate.fromPEMBytes(bytes), !roots.isEmpty else {
+      throw Problem("'\(text)' is not a PEM certificate bundle")
+    }
     c.tls.clientCA = bytes
   }
-  public static let insecure = Setting("insecure", .defaulted("false"), isSwitch: true, help: "plaintext gRPC and HTTP; refused unless both addresses are loopback") { text, c in
+  public static let insecure = Setting(
+    "insecure", .defaulted("false"), isSwitch: true,
+    help: "plaintext gRPC and HTTP; refused unless both addresses are loopback"
+  ) { text, c in
     c.tls.insecure = try Self.parseBool(text)
   }
   public static let databaseURL = Setting(
     "database-url", .required, isSecret: true,
-    help: "`postgres://user:password@host:port/db?sslmode=disable|prefer|require|verify-full&pool_max=N`; `?host=/dir` for a Unix socket"
+    help:
+      "`postgres://user:password@host:port/db?sslmode=disable|prefer|require|verify-full&pool_max=N`; `?host=/dir` for a Unix socket"
   ) { text, c in
     do {
       c.database = try DatabaseURL.configuration(from: text)
@@ -180,35 +215,50 @@ extension Setting {
       throw Problem(error.description)
     }
   }
-  public static let maxConcurrentStreams = Setting.integer("max-concurrent-streams", \.maxConcurrentStreams, default: 100, range: 1...10_000, help: "concurrent RPCs per HTTP/2 connection")
+  public static let maxConcurrentStreams = Setting.integer(
+    "max-concurrent-streams", \.maxConcurrentStreams, default: 100, range: 1...10_000,
+    help: "concurrent RPCs per HTTP/2 connection")
   public static let maxRequestBytes = Setting.integer(
     "max-request-bytes", \.maxRequestMessageBytes, default: 4 << 20, range: 1024...(64 << 20),
     help: "largest request message; larger ones get RESOURCE_EXHAUSTED on that stream only"
   )
-  public static let defaultDeadline = Setting.duration("default-deadline", \.defaultDeadline, default: .seconds(30), help: "deadline of unary RPCs sent without `grpc-timeout`")
-  public static let keepaliveTime = Setting.duration("keepalive-time", \.keepaliveTime, default: .seconds(60), help: "server ping interval on quiet connections")
-  public static let keepaliveTimeout = Setting.duration("keepalive-timeout", \.keepaliveTimeout, default: .seconds(20), help: "time to wait for a ping answer before closing")
+  public static let defaultDeadline = Setting.duration(
+    "default-deadline", \.defaultDeadline, default: .seconds(30),
+    help: "deadline of unary RPCs sent without `grpc-timeout`")
+  public static let keepaliveTime = Setting.duration(
+    "keepalive-time", \.keepaliveTime, default: .seconds(60), help: "server ping interval on quiet connections")
+  public static let keepaliveTimeout = Setting.duration(
+    "keepalive-timeout", \.keepaliveTimeout, default: .seconds(20),
+    help: "time to wait for a ping answer before closing")
   public static let minClientPingInterval = Setting.duration(
-    "min-client-ping-interval", \.minClientPingInterval, default: .seconds(30), allowZero: true, help: "clients pinging more often are sent GOAWAY"
+    "min-client-ping-interval", \.minClientPingInterval, default: .seconds(30), allowZero: true,
+    help: "clients pinging more often are sent GOAWAY"
   )
-  public static let maxConnectionIdle = Setting.duration("max-connection-idle", \.maxConnectionIdle, default: .seconds(300), help: "idle connections are closed after this")
+  public static let maxConnectionIdle = Setting.duration(
+    "max-connection-idle", \.maxConnectionIdle, default: .seconds(300), help: "idle connections are closed after this")
   public static let maxConnectionAge = Setting.duration(
-    "max-connection-age", \.maxConnectionAge, default: .seconds(1800), help: "connections are recycled after this, to rebalance replicas"
+    "max-connection-age", \.maxConnectionAge, default: .seconds(1800),
+    help: "connections are recycled after this, to rebalance replicas"
   )
   public static let maxConnectionAgeGrace = Setting.duration(
-    "max-connection-age-grace", \.maxConnectionAgeGrace, default: .seconds(30), allowZero: true, help: "time given to RPCs on a recycled connection"
+    "max-connection-age-grace", \.maxConnectionAgeGrace, default: .seconds(30), allowZero: true,
+    help: "time given to RPCs on a recycled connection"
   )
   public static let healthProbeInterval = Setting.duration(
     "health-probe-interval", \.healthProbeInterval, default: .seconds(2),
-    help: "how often the database is probed (2 s timeout); health is NOT_SERVING from three failed probes in a row until one answers again"
+    help:
+      "how often the database is probed (2 s timeout); health is NOT_SERVING from three failed probes in a row until one answers again"
   )
   public static let drainDelay = Setting.duration(
-    "drain-delay", \.drainDelay, default: .zero, allowZero: true, help: "on SIGTERM, time between reporting NOT_SERVING and refusing new RPCs"
+    "drain-delay", \.drainDelay, default: .zero, allowZero: true,
+    help: "on SIGTERM, time between reporting NOT_SERVING and refusing new RPCs"
   )
-  public static let migrate = Setting.toggle("migrate", \.migrateOnStart, help: "apply pending migrations before serving")
+  public static let migrate = Setting.toggle(
+    "migrate", \.migrateOnStart, help: "apply pending migrations before serving")
   public static let redisURL = Setting(
     "redis-url", .required, isSecret: true,
-    help: "`redis://[:password@]host:port[/db][?connect_timeout=500ms&command_timeout=250ms&pool_size=4]` (defaults shown): rate-limit buckets and the token standing cache"
+    help:
+      "`redis://[:password@]host:port[/db][?connect_timeout=500ms&command_timeout=250ms&pool_size=4]` (defaults shown): rate-limit buckets and the token standing cache"
   ) { text, c in
     do {
       c.redis = try RedisConfiguration(url: text)
@@ -217,11 +267,13 @@ extension Setting {
     }
   }
   public static let redisKeyPrefix = Setting.name(
-    "redis-key-prefix", \.redisKeyPrefix, default: "tender:", help: "namespace of Tender's Redis keys, for sharing a Redis between environments"
+    "redis-key-prefix", \.redisKeyPrefix, default: "tender:",
+    help: "namespace of Tender's Redis keys, for sharing a Redis between environments"
   )
   public static let keyEncryptionKey = Setting(
     "key-encryption-key", .required, isSecret: true,
-    help: "base64 of 32 random bytes (`openssl rand -base64 32`); seals the signing keys' private halves in the database (AES-256-GCM) and keys page tokens and stored answers. Prefer the variable or a file to the flag"
+    help:
+      "base64 of 32 random bytes (`openssl rand -base64 32`); seals the signing keys' private halves in the database (AES-256-GCM) and keys page tokens and stored answers. Prefer the variable or a file to the flag"
   ) { text, c in
     do {
       c.keyEncryptionKey = try KeyEncryptionKey(base64: Secret(text))
@@ -229,14 +281,19 @@ extension Setting {
       throw Problem("\(error)")
     }
   }
-  public static let tokenIssuer = Setting.name("token-issuer", \.tokenIssuer, default: "tender", help: "`iss` of issued access tokens, required on presented ones")
-  public static let tokenAudience = Setting.name("token-audience", \.tokenAudience, default: "tender-api", help: "`aud` of issued access tokens, required on presented ones")
+  public static let tokenIssuer = Setting.name(
+    "token-issuer", \.tokenIssuer, default: "tender", help: "`iss` of issued access tokens, required on presented ones")
+  public static let tokenAudience = Setting.name(
+    "token-audience", \.tokenAudience, default: "tender-api",
+    help: "`aud` of issued access tokens, required on presented ones")
   public static let tokenLifetime = Setting.duration(
-    "token-lifetime", \.tokenLifetime, default: .seconds(900), within: .seconds(60)...(.seconds(86400)), rangeText: "1m to 24h",
+    "token-lifetime", \.tokenLifetime, default: .seconds(900), within: .seconds(60)...(.seconds(86400)),
+    rangeText: "1m to 24h",
     help: "lifetime of access tokens (1m to 24h); a retired key verifies for this long after its retirement"
   )
   public static let keyRefreshInterval = Setting.duration(
-    "key-refresh-interval", \.keyRefreshInterval, default: .seconds(10), help: "how often signing keys are reloaded, so rotations and removals reach every replica"
+    "key-refresh-interval", \.keyRefreshInterval, default: .seconds(10),
+    help: "how often signing keys are reloaded, so rotations and removals reach every replica"
   )
   public static let rateLimit = Setting.rateLimit(
     "rate-limit", \.clientRateLimit, default: RateLimitPolicy(capacity: 100, refillPerSecond: 50),
@@ -248,32 +305,40 @@ extension Setting {
   )
   public static let rateLimitOnRedisFailure = Setting(
     "rate-limit-on-redis-failure", .defaulted("open"),
-    help: "when Redis does not answer (within the URL's timeouts; then the pool backs off): `open` lets calls through, counting `tender_rate_limiter_errors_total` and logging a warning; `closed` refuses them with UNAVAILABLE (`RATE_LIMITER_UNAVAILABLE`)"
+    help:
+      "when Redis does not answer (within the URL's timeouts; then the pool backs off): `open` lets calls through, counting `tender_rate_limiter_errors_total` and logging a warning; `closed` refuses them with UNAVAILABLE (`RATE_LIMITER_UNAVAILABLE`)"
   ) { text, c in
     guard let mode = RateLimitFailureMode(rawValue: text) else { throw Problem("must be open or closed") }
     c.rateLimitFailureMode = mode
   }
   public static let providerURL = Setting.url(
-    "provider-url", \.providerURL, .defaulted("https://api.stripe.com"), help: "base URL of the payment provider's API (Stripe, or `tender-provider-sim`)"
+    "provider-url", \.providerURL, .defaulted("https://api.stripe.com"),
+    help: "base URL of the payment provider's API (Stripe, or `tender-provider-sim`)"
   )
-  public static let providerAPIKey = Setting("provider-api-key", .required, isSecret: true, help: "the provider's secret API key; prefer the variable or a file") { text, c in
+  public static let providerAPIKey = Setting(
+    "provider-api-key", .required, isSecret: true, help: "the provider's secret API key; prefer the variable or a file"
+  ) { text, c in
     c.providerAPIKey = Secret(text)
   }
   public static let providerTimeout = Setting.duration(
     "provider-timeout", \.providerTimeout, default: .seconds(10),
-    help: "deadline of one provider request; an unanswered CreatePayment stays PROCESSING and a retry or the completer finishes it"
+    help:
+      "deadline of one provider request; an unanswered CreatePayment stays PROCESSING and a retry or the completer finishes it"
   )
   public static let providerAttempts = Setting.integer(
     "provider-attempts", \.providerAttempts, default: 3, range: 1...10,
-    help: "attempts per provider call (1–10), all under the same idempotency key: connection failures, 409, 429 and 5xx are retried"
+    help:
+      "attempts per provider call (1–10), all under the same idempotency key: connection failures, 409, 429 and 5xx are retried"
   )
   public static let providerMaxBackoff = Setting.duration(
     "provider-max-backoff", \.providerMaxBackoff, default: .seconds(2),
-    help: "longest wait between two attempts (exponential backoff with full jitter from 200 ms; a 429's `Retry-After` is honoured up to this, a longer one ends the call)"
+    help:
+      "longest wait between two attempts (exponential backoff with full jitter from 200 ms; a 429's `Retry-After` is honoured up to this, a longer one ends the call)"
   )
   public static let idempotencyLock = Setting.duration(
     "idempotency-lock", \.idempotencyLock, default: .seconds(60),
-    help: "how long a keyed request owns its idempotency key without a sign of life (renewed every third of it while a provider call is in flight); after that a retry or the completer takes over. Must be longer than a whole provider call: attempts × timeout + (attempts − 1) × max backoff (34 s by default)"
+    help:
+      "how long a keyed request owns its idempotency key without a sign of life (renewed every third of it while a provider call is in flight); after that a retry or the completer takes over. Must be longer than a whole provider call: attempts × timeout + (attempts − 1) × max backoff (34 s by default)"
   )
   public static let completerInterval = Setting.duration(
     "completer-interval", \.completerInterval, default: .seconds(5),
@@ -281,41 +346,52 @@ extension Setting {
   )
   public static let settlementCheckAfter = Setting.duration(
     "settlement-check-after", \.settlementCheckAfter, default: .seconds(60),
-    help: "how long a payment PROCESSING or a refund PENDING at the provider stays quiet before the reconciler asks the provider about it (then again with backoff, doubling up to 1 h apart)"
+    help:
+      "how long a payment PROCESSING or a refund PENDING at the provider stays quiet before the reconciler asks the provider about it (then again with backoff, doubling up to 1 h apart)"
   )
   public static let settlementGiveUpAfter = Setting.duration(
     "settlement-give-up-after", \.settlementGiveUpAfter, default: .seconds(72 * 3600),
-    help: "age at which the reconciler stops asking about an object the provider has not finished: counted in `tender_settlement_abandoned_total{kind}` and logged at error level, for a person to settle"
+    help:
+      "age at which the reconciler stops asking about an object the provider has not finished: counted in `tender_settlement_abandoned_total{kind}` and logged at error level, for a person to settle"
   )
   public static let webhookSecrets = Setting(
     "webhook-secrets", .optional, isSecret: true,
-    help: "webhook signing secrets per provider: `stripe=whsec_…[,whsec_…];acme=whsec_…` — `stripe` is verified with Stripe's scheme (the endpoint's signing secret as Stripe shows it), every other name with Standard Webhooks (`whsec_` + base64); several secrets per provider during a rotation; unset, `/webhooks/*` answers 404. Prefer the variable or a file"
+    help:
+      "webhook signing secrets per provider: `stripe=whsec_…[,whsec_…];acme=whsec_…` — `stripe` is verified with Stripe's scheme (the endpoint's signing secret as Stripe shows it), every other name with Standard Webhooks (`whsec_` + base64); several secrets per provider during a rotation; unset, `/webhooks/*` answers 404. Prefer the variable or a file"
   ) { text, c in
     c.webhookSecrets = try Self.parseWebhookSecrets(text)
   }
   public static let webhookTolerance = Setting.duration(
-    "webhook-tolerance", \.webhookTolerance, default: .seconds(300), help: "how far a webhook's signed timestamp may be from now, either way"
+    "webhook-tolerance", \.webhookTolerance, default: .seconds(300),
+    help: "how far a webhook's signed timestamp may be from now, either way"
   )
   public static let webhookMaxBodyBytes = Setting.integer(
     "webhook-max-body-bytes", \.webhookMaxBodyBytes, default: 1 << 20, range: 1024...(64 << 20),
     help: "largest webhook body (1 KiB–64 MiB); larger ones get 413 before any hashing"
   )
   public static let otlpEndpoint = Setting(
-    "otlp-endpoint", .optional, help: "OTLP/gRPC collector for traces (e.g. `http://otel-collector:4317`); unset, tracing is a no-op"
+    "otlp-endpoint", .optional,
+    help: "OTLP/gRPC collector for traces (e.g. `http://otel-collector:4317`); unset, tracing is a no-op"
   ) { text, c in
-    guard let url = URL(string: text), let scheme = url.scheme, ["http", "https"].contains(scheme), url.host != nil else {
+    guard let url = URL(string: text), let scheme = url.scheme, ["http", "https"].contains(scheme), url.host != nil
+    else {
       throw Problem("'\(text)' must be an http:// or https:// URL with a host")
     }
     c.otlpEndpoint = text
   }
-  public static let logLevel = Setting("log-level", .defaulted("info"), help: "trace, debug, info, notice, warning, error or critical") { text, c in
-    guard let level = Logger.Level(rawValue: text) else { throw Problem("must be one of trace, debug, info, notice, warning, error, critical") }
+  public static let logLevel = Setting(
+    "log-level", .defaulted("info"), help: "trace, debug, info, notice, warning, error or critical"
+  ) { text, c in
+    guard let level = Logger.Level(rawValue: text) else {
+      throw Problem("must be one of trace, debug, info, notice, warning, error, critical")
+    }
     c.logLevel = level
   }
   /// Read before the others: where they may also come from.
   public static let secretsDirectory = Setting(
     "secrets-dir", .optional,
-    help: "a folder of files named after the flags (`key-encryption-key`, `provider-api-key`, `database-url`, `webhook-secrets`, …), each holding that setting's value, as Kubernetes mounts a secret; a flag or variable wins over a file"
+    help:
+      "a folder of files named after the flags (`key-encryption-key`, `provider-api-key`, `database-url`, `webhook-secrets`, …), each holding that setting's value, as Kubernetes mounts a secret; a flag or variable wins over a file"
   ) { _, _ in }
 
   /// Every setting of `tender serve`, in the order `--help` and the README list them.
@@ -342,14 +418,17 @@ public struct SettingSources: Sendable {
   ///   - flags: values given on the command line.
   ///   - environment: the process environment (`TENDER_*`).
   public static func load(flags: [Setting: String], environment: [String: String]) async throws -> SettingSources {
-    let flagValues = Dictionary(uniqueKeysWithValues: flags.map { setting, value in
-      (AbsoluteConfigKey(Self.key(setting)), ConfigValue(.string(value), isSecret: setting.isSecret))
-    })
+    let flagValues = Dictionary(
+      uniqueKeysWithValues: flags.map { setting, value in
+        (AbsoluteConfigKey(Self.key(setting)), ConfigValue(.string(value), isSecret: setting.isSecret))
+      })
     let secretNames = Set(Setting.all.filter(\.isSecret).map(\.environment))
     var providers: [any ConfigProvider] = [
       InMemoryProvider(name: "flags", values: flagValues),
-      EnvironmentVariablesProvider(environmentVariables: environment, secretsSpecifier: .dynamic { name, _ in secretNames.contains(name) })
-        .prefixKeys(with: ["tender"]),
+      EnvironmentVariablesProvider(
+        environmentVariables: environment, secretsSpecifier: .dynamic { name, _ in secretNames.contains(name) }
+      )
+      .prefixKeys(with: ["tender"]),
     ]
     let setting = Setting.secretsDirectory
     if let folder = flags[setting] ?? environment[setting.environment], !folder.isEmpty {
@@ -404,7 +483,9 @@ extension Setting {
       } else if setting.isSwitch {
         value = "true"
       } else {
-        guard index < arguments.endIndex, !arguments[index].hasPrefix("--") else { throw Problem("missing value for '--\(name)'") }
+        guard index < arguments.endIndex, !arguments[index].hasPrefix("--") else {
+          throw Problem("missing value for '--\(name)'")
+        }
         value = arguments[index]
         index += 1
       }
@@ -481,9 +562,11 @@ extension Setting {
 
   static func format(_ policy: RateLimitPolicy) -> String {
     let perMinute = policy.refillPerSecond * 60
-    let rate = policy.refillPerSecond < 1 && perMinute == perMinute.rounded()
+    let rate =
+      policy.refillPerSecond < 1 && perMinute == perMinute.rounded()
       ? "\(Int(perMinute))/m"
-      : (policy.refillPerSecond == policy.refillPerSecond.rounded() ? "\(Int(policy.refillPerSecond))/s" : "\(policy.refillPerSecond)/s")
+      : (policy.refillPerSecond == policy.refillPerSecond.rounded()
+        ? "\(Int(policy.refillPerSecond))/s" : "\(policy.refillPerSecond)/s")
     return "\(rate),burst=\(policy.capacity)"
   }
 
@@ -530,7 +613,9 @@ extension Setting {
     }
     var burst = max(1, Int(perSecond.rounded(.up)))
     if parts.count == 2 {
-      guard parts[1].hasPrefix("burst="), let value = Int(parts[1].dropFirst(6)), (1...1_000_000).contains(value) else { throw invalid }
+      guard parts[1].hasPrefix("burst="), let value = Int(parts[1].dropFirst(6)), (1...1_000_000).contains(value) else {
+        throw invalid
+      }
       burst = value
     }
     return RateLimitPolicy(capacity: burst, refillPerSecond: perSecond)
@@ -563,13 +648,18 @@ extension Setting {
     for entry in text.split(separator: ";") {
       let pair = entry.split(separator: "=", maxSplits: 1)
       let name = pair.first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? ""
-      guard pair.count == 2, (1...64).contains(name.count), name.allSatisfy({ ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == "_") && $0.isASCII }) else {
+      guard pair.count == 2, (1...64).contains(name.count),
+        name.allSatisfy({ ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == "_") && $0.isASCII })
+      else {
         throw Problem("must be PROVIDER=SECRET[,SECRET…] entries separated by ';' (provider names: a-z, 0-9, - and _)")
       }
-      let secrets = pair[1].split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+      let secrets = pair[1].split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }.filter {
+        !$0.isEmpty
+      }
       guard !secrets.isEmpty else { throw Problem("provider \(name) has no secret") }
       if name != "stripe" {
-        for (index, secret) in secrets.enumerated() where !secret.hasPrefix("whsec_") || Data(base64Encoded: String(secret.dropFirst(6))) == nil {
+        for (index, secret) in secrets.enumerated()
+        where !secret.hasPrefix("whsec_") || Data(base64Encoded: String(secret.dropFirst(6))) == nil {
           throw Problem("secret \(index + 1) of \(name) is not a Standard Webhooks secret (whsec_ and base64)")
         }
       }

@@ -135,7 +135,10 @@ public struct TenderApplication: Sendable {
           let address = try await transport.listeningAddress
           if let ipv6 = address.ipv6 { return (ipv6.host, ipv6.port, "[\(ipv6.host)]:\(ipv6.port)") }
           let ipv4 = address.ipv4
-          return (ipv4?.host ?? configuration.host, ipv4?.port ?? configuration.port, "\(ipv4?.host ?? configuration.host):\(ipv4?.port ?? configuration.port)")
+          return (
+            ipv4?.host ?? configuration.host, ipv4?.port ?? configuration.port,
+            "\(ipv4?.host ?? configuration.host):\(ipv4?.port ?? configuration.port)"
+          )
         },
         onListening: listened
       )
@@ -152,7 +155,8 @@ public struct TenderApplication: Sendable {
     }
     let keys = auth.keys
     let bridge = try Bridge.application(
-      configuration: .init(host: configuration.httpHost, port: configuration.httpPort, tls: try bridgeTLS(configuration)),
+      configuration: .init(
+        host: configuration.httpHost, port: configuration.httpPort, tls: try bridgeTLS(configuration)),
       readiness: board,
       metrics: { metrics.emitToString() },
       jwks: {
@@ -178,17 +182,26 @@ public struct TenderApplication: Sendable {
     // still answers /readyz with 503 meanwhile), the database pool closes last so in-flight RPCs
     // can still use it. The exporter starts first and stops last, so the spans of the final RPCs
     // are still sent. Background work finishing is not a reason to stop the server.
-    var groupServices: [ServiceGroupConfiguration.ServiceConfiguration] = tracing.exporter.map { [.init(service: $0)] } ?? []
+    var groupServices: [ServiceGroupConfiguration.ServiceConfiguration] =
+      tracing.exporter.map { [.init(service: $0)] } ?? []
     groupServices += ports.services.map { .init(service: $0, successTerminationBehavior: .ignore) }
-    groupServices += (auth.background + payments.background + webhooks.background).map { .init(service: $0, successTerminationBehavior: .ignore) }
+    groupServices += (auth.background + payments.background + webhooks.background).map {
+      .init(service: $0, successTerminationBehavior: .ignore)
+    }
     groupServices += [
-      .init(service: SigningKeyLoader(keys: keys, logger: logger, startWhen: { for await _ in keysListening {} }), successTerminationBehavior: .ignore),
+      .init(
+        service: SigningKeyLoader(keys: keys, logger: logger, startWhen: { for await _ in keysListening {} }),
+        successTerminationBehavior: .ignore),
       .init(service: monitor),
       .init(service: bridge),
-      .init(service: grpc, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+      .init(
+        service: grpc, successTerminationBehavior: .gracefullyShutdownGroup,
+        failureTerminationBehavior: .gracefullyShutdownGroup),
     ]
     let group = ServiceGroup(
-      configuration: .init(services: groupServices, gracefulShutdownSignals: gracefulShutdownSignals, cancellationSignals: [], logger: logger)
+      configuration: .init(
+        services: groupServices, gracefulShutdownSignals: gracefulShutdownSignals, cancellationSignals: [],
+        logger: logger)
     )
     return TenderApplication(
       serviceGroup: group,
@@ -244,7 +257,9 @@ public struct TenderApplication: Sendable {
         logger: shared.logger
       )
       self.authority = TokenAuthority(
-        settings: TokenSettings(issuer: configuration.tokenIssuer, audience: configuration.tokenAudience, lifetime: configuration.tokenLifetime),
+        settings: TokenSettings(
+          issuer: configuration.tokenIssuer, audience: configuration.tokenAudience,
+          lifetime: configuration.tokenLifetime),
         keys: self.keys,
         store: self.store,
         cache: standingCache,
@@ -278,27 +293,33 @@ public struct TenderApplication: Sendable {
       let idempotencyStore = ports.idempotency
       let pageTokens = PageTokens(key: configuration.keyEncryptionKey.derivedKey(purpose: "page tokens"))
       // One runner for every keyed operation, the completer's included.
-      self.runner = KeyedOperationRunner(idempotency: idempotencyStore, calls: paymentStore, lock: configuration.idempotencyLock, logger: logger)
-      self.paymentService = PaymentRPCService(payments: paymentStore, runner: self.runner, provider: provider, pageTokens: pageTokens, logger: logger)
+      self.runner = KeyedOperationRunner(
+        idempotency: idempotencyStore, calls: ports.calls, lock: configuration.idempotencyLock, logger: logger)
+      self.paymentService = PaymentRPCService(
+        payments: paymentStore, runner: self.runner, provider: provider, pageTokens: pageTokens, logger: logger)
       self.refundService = RefundRPCService(
-        refunds: refundStore, payments: paymentStore, runner: self.runner, provider: provider, pageTokens: pageTokens, logger: logger
+        refunds: refundStore, payments: paymentStore, runner: self.runner, provider: provider, pageTokens: pageTokens,
+        logger: logger
       )
       let abandoned = ["payment", "refund"].reduce(into: [String: CoreMetrics.Counter]()) { counters, kind in
-        counters[kind] = CoreMetrics.Counter(label: "tender_settlement_abandoned_total", dimensions: [("kind", kind)], factory: shared.metrics)
+        counters[kind] = CoreMetrics.Counter(
+          label: "tender_settlement_abandoned_total", dimensions: [("kind", kind)], factory: shared.metrics)
       }
       let settlement = Settlement(
         store: ports.settlement,
         payments: paymentStore,
         refunds: refundStore,
         provider: provider,
-        policy: Settlement.Policy(checkAfter: configuration.settlementCheckAfter, giveUpAfter: configuration.settlementGiveUpAfter),
+        policy: Settlement.Policy(
+          checkAfter: configuration.settlementCheckAfter, giveUpAfter: configuration.settlementGiveUpAfter),
         onAbandoned: { kind in abandoned[kind]?.increment() },
         logger: logger
       )
       self.background = [
         PeriodicTask.idempotencyReaper(store: idempotencyStore, interval: configuration.reaperInterval, logger: logger),
         PeriodicTask.completer(
-          payments: self.paymentService, refunds: self.refundService, settlement: settlement, interval: configuration.completerInterval, logger: logger
+          payments: self.paymentService, refunds: self.refundService, settlement: settlement,
+          interval: configuration.completerInterval, logger: logger
         ),
       ]
     }
@@ -315,14 +336,22 @@ public struct TenderApplication: Sendable {
         (self.endpoint, self.background) = (nil, [])
         return
       }
-      let (received, receivedContinuation) = AsyncStream.makeStream(of: WebhookEvent.self, bufferingPolicy: .bufferingNewest(10_000))
+      let (received, receivedContinuation) = AsyncStream.makeStream(
+        of: WebhookEvent.self, bufferingPolicy: .bufferingNewest(10_000))
       let applyTimer = CoreMetrics.Timer(label: "tender_webhook_apply_seconds", factory: metrics)
       let applier = WebhookApplier(
         inbox: inbox,
         read: { event in StripeEvents.read(type: event.type, body: event.body) },
         policy: configuration.webhookRetry,
-        onApplied: { waited in applyTimer.recordNanoseconds(waited.components.seconds * 1_000_000_000 + waited.components.attoseconds / 1_000_000_000) },
-        onParked: { provider in CoreMetrics.Counter(label: "tender_webhooks_parked_total", dimensions: [("provider", provider)], factory: metrics).increment() },
+        onApplied: { waited in
+          applyTimer.recordNanoseconds(
+            waited.components.seconds * 1_000_000_000 + waited.components.attoseconds / 1_000_000_000)
+        },
+        onParked: { provider in
+          CoreMetrics.Counter(
+            label: "tender_webhooks_parked_total", dimensions: [("provider", provider)], factory: metrics
+          ).increment()
+        },
         logger: logger
       )
       self.endpoint = try TenderApplication.webhookEndpoint(configuration, metricsFactory: metrics) { event in
@@ -336,7 +365,7 @@ public struct TenderApplication: Sendable {
           waiting: Gauge(label: "tender_webhook_inbox_waiting", factory: metrics),
           parked: Gauge(label: "tender_webhook_inbox_parked", factory: metrics),
           logger: logger
-        ),
+        )
       ]
     }
   }
@@ -356,9 +385,14 @@ public struct TenderApplication: Sendable {
       .apply(makeTracingInterceptor(shared.tracer, traceID: traceID), to: .all),
       .apply(MetricsInterceptor(factory: shared.metrics), to: .all),
       .apply(RequestLoggingInterceptor(logger: shared.logger), to: .all),
-      .apply(DefaultDeadlineInterceptor(deadline: configuration.defaultDeadline), to: .allMatching { unary.contains($0.fullyQualifiedMethod) }),
+      .apply(
+        DefaultDeadlineInterceptor(deadline: configuration.defaultDeadline),
+        to: .allMatching { unary.contains($0.fullyQualifiedMethod) }),
       .apply(AuthInterceptor(authority: auth.authority, metrics: shared.metrics), to: .all),
-      .apply(RateLimitInterceptor(gate: auth.gate, perClient: configuration.clientRateLimit, issueTokenPerPeer: configuration.issueTokenRateLimit), to: .all),
+      .apply(
+        RateLimitInterceptor(
+          gate: auth.gate, perClient: configuration.clientRateLimit,
+          issueTokenPerPeer: configuration.issueTokenRateLimit), to: .all),
     ]
   }
 
@@ -391,7 +425,9 @@ public struct TenderApplication: Sendable {
     return (backend.factory, { $0.otelTraceID }, backend.service)
   }
 
-  private static func makeTracingInterceptor<T: Tracer>(_ tracer: T, traceID: @escaping @Sendable (ServiceContext) -> String?) -> any ServerInterceptor {
+  private static func makeTracingInterceptor<T: Tracer>(
+    _ tracer: T, traceID: @escaping @Sendable (ServiceContext) -> String?
+  ) -> any ServerInterceptor {
     TracingInterceptor(tracer: tracer, traceID: traceID)
   }
 
@@ -418,7 +454,8 @@ public struct TenderApplication: Sendable {
       count: { provider, what, reason in
         var dimensions = [("provider", provider)]
         if let reason { dimensions.append(("reason", reason)) }
-        CoreMetrics.Counter(label: "tender_webhooks_\(what)_total", dimensions: dimensions, factory: metricsFactory).increment()
+        CoreMetrics.Counter(label: "tender_webhooks_\(what)_total", dimensions: dimensions, factory: metricsFactory)
+          .increment()
       }
     )
   }
@@ -433,7 +470,9 @@ public struct TenderApplication: Sendable {
     )
   }
 
-  static func makeTransport(_ configuration: ServerConfiguration, connections: ConnectionCounter) throws -> HTTP2ServerTransport.Posix {
+  static func makeTransport(
+    _ configuration: ServerConfiguration, connections: ConnectionCounter
+  ) throws -> HTTP2ServerTransport.Posix {
     let security: HTTP2ServerTransport.Posix.TransportSecurity
     switch configuration.transport {
     case .insecure:
@@ -500,6 +539,7 @@ public final class ConnectionCounter: Sendable {
 
 extension GRPCNIOTransportCore.SocketAddress {
   fileprivate static func ipv4OrIPv6(host: String, port: Int) -> Self {
-    host.contains(":") ? .ipv6(host: host, port: port) : .ipv4(host: host == "localhost" ? "127.0.0.1" : host, port: port)
+    host.contains(":")
+      ? .ipv6(host: host, port: port) : .ipv4(host: host == "localhost" ? "127.0.0.1" : host, port: port)
   }
 }

@@ -12,7 +12,9 @@ public import Tracing
 /// provider's HTTP API (`production`); tests of RPC behaviour run the same server on in-memory
 /// ports.
 public struct TenderPorts: Sendable {
-  public var payments: any PaymentStore & ProviderCallLog
+  public var payments: any PaymentStore
+  /// The record of provider calls, written before each is made.
+  public var calls: any ProviderCallLog
   public var refunds: any RefundStore
   public var idempotency: any IdempotencyStore
   public var settlement: any SettlementStore
@@ -33,7 +35,8 @@ public struct TenderPorts: Sendable {
   public var postgres: PostgresClient?
 
   public init(
-    payments: any PaymentStore & ProviderCallLog,
+    payments: any PaymentStore,
+    calls: any ProviderCallLog,
     refunds: any RefundStore,
     idempotency: any IdempotencyStore,
     settlement: any SettlementStore,
@@ -48,6 +51,7 @@ public struct TenderPorts: Sendable {
     postgres: PostgresClient? = nil
   ) {
     self.payments = payments
+    self.calls = calls
     self.refunds = refunds
     self.idempotency = idempotency
     self.settlement = settlement
@@ -63,12 +67,14 @@ public struct TenderPorts: Sendable {
   }
 
   /// PostgreSQL, Redis and the provider's HTTP API, as configured.
-  public static func production(_ configuration: ServerConfiguration, tracer: any Tracer, logger: Logger) -> TenderPorts {
+  public static func production(_ configuration: ServerConfiguration, tracer: any Tracer, logger: Logger) -> TenderPorts
+  {
     let postgres = PostgresClient(configuration: configuration.database, backgroundLogger: logger)
     let redis = RedisClient(configuration: configuration.redis, logger: logger)
     let provider = StripeConnector(
       configuration: StripeConfiguration(
-        baseURL: configuration.providerURL, apiKey: configuration.providerAPIKey, requestTimeout: configuration.providerTimeout,
+        baseURL: configuration.providerURL, apiKey: configuration.providerAPIKey,
+        requestTimeout: configuration.providerTimeout,
         maximumAttempts: configuration.providerAttempts, maximumBackoff: configuration.providerMaxBackoff
       ),
       logger: logger
@@ -76,6 +82,7 @@ public struct TenderPorts: Sendable {
     let migrator = Migrator(client: postgres, logger: logger)
     return TenderPorts(
       payments: PostgresPaymentStore(client: postgres, logger: logger, tracer: tracer),
+      calls: PostgresProviderCallLog(client: postgres, logger: logger, tracer: tracer),
       refunds: PostgresRefundStore(client: postgres, logger: logger, tracer: tracer),
       idempotency: PostgresIdempotencyStore(client: postgres, logger: logger, tracer: tracer),
       settlement: PostgresSettlementStore(client: postgres, logger: logger, tracer: tracer),

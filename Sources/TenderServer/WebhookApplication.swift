@@ -37,7 +37,9 @@ struct WebhookApplication: Service {
                   try await self.applier.apply(event)
                 } catch {
                   // The round below tries it again.
-                  self.logger.warning("could not apply a webhook yet", metadata: ["event_id": "\(event.eventID)", "problem": "\(type(of: error))"])
+                  self.logger.warning(
+                    "could not apply a webhook yet",
+                    metadata: ["event_id": "\(event.eventID)", "problem": "\(type(of: error))"])
                 }
               }
             }

@@ -15,14 +15,18 @@ public enum Curl {
 
   /// GETs `url` trusting only `caPath`; `extraArguments` go to curl (e.g. TLS version limits).
   public static func get(_ url: String, caPath: String, extraArguments: [String] = []) async throws -> Reply {
-    let scratch = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("tender-curl-\(UUID().uuidString)")
+    let scratch = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent(
+      "tender-curl-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: scratch) }
     let bodyPath = scratch.appendingPathComponent("body").path
     let result = try await Subprocess.run(
       .path("/usr/bin/curl"),
       arguments: Arguments(
-        ["--silent", "--max-time", "10", "--cacert", caPath, "--output", bodyPath, "--write-out", "%{http_code} %{content_type}"]
+        [
+          "--silent", "--max-time", "10", "--cacert", caPath, "--output", bodyPath, "--write-out",
+          "%{http_code} %{content_type}",
+        ]
           + extraArguments + [url]
       ),
       output: .string(limit: 1 << 16)

@@ -3,20 +3,38 @@ import Synchronization
 public import TenderAuth
 public import TenderCore
 
-/// Time for in-memory ports: it moves only when a test moves it, so lock expiry and settlement
-/// delays are steps of the test, not waits.
+/// Time for in-memory ports. A manual clock moves only when a test moves it, so lock expiry and
+/// settlement delays are steps of the test, not waits; a following clock also moves with real
+/// time.
 public final class TestClock: Sendable {
-  private let current: Mutex<Date>
+  private let start: Date
+  private let started: ContinuousClock.Instant?
+  private let offset = Mutex<Double>(0)
 
+  /// A manual clock at `start`.
   public init(_ start: Date = Date()) {
-    self.current = Mutex(start)
+    self.start = start
+    self.started = nil
   }
 
-  public var now: Date { self.current.withLock { $0 } }
+  /// A clock that follows real time from now on (plus whatever `advance` adds).
+  public init(following clock: ContinuousClock) {
+    self.start = Date()
+    self.started = clock.now
+  }
+
+  public var now: Date {
+    let elapsed =
+      self.started.map { start in
+        let duration = ContinuousClock.now - start
+        return Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+      } ?? 0
+    return self.start.addingTimeInterval(elapsed + self.offset.withLock { $0 })
+  }
 
   public func advance(by duration: Duration) {
     let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    self.current.withLock { $0 = $0.addingTimeInterval(seconds) }
+    self.offset.withLock { $0 += seconds }
   }
 }
 
@@ -44,7 +62,8 @@ public actor InMemoryDatabase {
 
     var record: IdempotencyRecord {
       IdempotencyRecord(
-        request: self.request, recoveryPoint: self.point, paymentID: self.payment, refundID: self.refund, lockedUntil: self.lockedUntil,
+        request: self.request, recoveryPoint: self.point, paymentID: self.payment, refundID: self.refund,
+        lockedUntil: self.lockedUntil,
         createTime: self.created, ownerToken: self.token, providerAttempted: self.attempted
       )
     }
@@ -114,7 +133,9 @@ public actor InMemoryDatabase {
 
   /// Throws `FencedOut` unless `owner` still owns its unfinished key.
   func fence(_ owner: KeyOwner) throws {
-    guard let row = self.keys[Key(merchant: owner.merchant, key: owner.key)], row.token == owner.token, row.point != .finished else {
+    guard let row = self.keys[Key(merchant: owner.merchant, key: owner.key)], row.token == owner.token,
+      row.point != .finished
+    else {
       throw FencedOut(owner)
     }
   }
@@ -127,7 +148,8 @@ public actor InMemoryDatabase {
     return nil
   }
 
-  func apply<Record>(_ step: IdempotencyStep<Record>?, response: StoredResponse?, payment: PaymentID, refund: RefundID?) {
+  func apply<Record>(_ step: IdempotencyStep<Record>?, response: StoredResponse?, payment: PaymentID, refund: RefundID?)
+  {
     guard let step else { return }
     if let call = step.providerCall, let request = self.requests[call.requestID] {
       self.requests[call.requestID] = Request(call: Self.ended(request.call, call.outcome), finished: true)
@@ -150,17 +172,20 @@ public actor InMemoryDatabase {
 
   static func ended(_ call: ProviderCall, _ outcome: ProviderCall.Outcome) -> ProviderCall {
     ProviderCall(
-      merchant: call.merchant, payment: call.payment, refund: call.refund, operation: call.operation, providerKey: call.providerKey, outcome: outcome,
+      merchant: call.merchant, payment: call.payment, refund: call.refund, operation: call.operation,
+      providerKey: call.providerKey, outcome: outcome,
       amountMinorUnits: call.amountMinorUnits
     )
   }
 
   func appendEvent(
-    merchant: MerchantID, payment: PaymentID, refund: RefundID?, type: PaymentEventType, from: PaymentStatus?, to: PaymentStatus?, amount: Int64?
+    merchant: MerchantID, payment: PaymentID, refund: RefundID?, type: PaymentEventType, from: PaymentStatus?,
+    to: PaymentStatus?, amount: Int64?
   ) -> PaymentEvent {
     self.lastEventID += 1
     let event = PaymentEvent(
-      position: EventPosition(transaction: self.transaction, id: self.lastEventID), merchantID: merchant, paymentID: payment, refundID: refund,
+      position: EventPosition(transaction: self.transaction, id: self.lastEventID), merchantID: merchant,
+      paymentID: payment, refundID: refund,
       type: type, fromStatus: from, toStatus: to, amountMinorUnits: amount, createTime: self.stamp()
     )
     self.events.append(event)
@@ -169,12 +194,15 @@ public actor InMemoryDatabase {
 
   func beginTransaction() { self.transaction += 1 }
 
-  static func page<Item>(_ items: [Item], pageSize: Int, after: PageCursor?, created: (Item) -> Date, id: (Item) -> String) -> Page<Item> {
+  static func page<Item>(
+    _ items: [Item], pageSize: Int, after: PageCursor?, created: (Item) -> Date, id: (Item) -> String
+  ) -> Page<Item> {
     let ordered = items.map { (item: $0, micros: StoredTime.microseconds(created($0)), id: id($0)) }
       .sorted { ($0.micros, $0.id) > ($1.micros, $1.id) }
       .filter { entry in after.map { (entry.micros, entry.id) < ($0.createTimeMicroseconds, $0.id) } ?? true }
     let page = Array(ordered.prefix(pageSize))
-    let next = ordered.count > pageSize ? page.last.map { PageCursor(createTimeMicroseconds: $0.micros, id: $0.id) } : nil
+    let next =
+      ordered.count > pageSize ? page.last.map { PageCursor(createTimeMicroseconds: $0.micros, id: $0.id) } : nil
     return Page(items: page.map(\.item), next: next)
   }
 
@@ -185,7 +213,8 @@ public actor InMemoryDatabase {
     let key = Key(merchant: request.merchant, key: request.key)
     guard var row = self.keys[key] else {
       let row = KeyRow(
-        request: request, point: .started, payment: nil, refund: nil, lockedUntil: self.until(lockFor), created: self.now, token: 1,
+        request: request, point: .started, payment: nil, refund: nil, lockedUntil: self.until(lockFor),
+        created: self.now, token: 1,
         attempted: false, response: nil
       )
       self.keys[key] = row
@@ -227,7 +256,10 @@ public actor InMemoryDatabase {
   func stale(methods: [String]?, limit: Int) -> [IdempotencyRecord] {
     let now = self.now
     return self.keys.values
-      .filter { row in row.point != .finished && (row.lockedUntil.map { $0 <= now } ?? true) && (methods?.contains(row.request.method) ?? true) }
+      .filter { row in
+        row.point != .finished && (row.lockedUntil.map { $0 <= now } ?? true)
+          && (methods?.contains(row.request.method) ?? true)
+      }
       .sorted { ($0.lockedUntil ?? .distantPast) < ($1.lockedUntil ?? .distantPast) }
       .prefix(limit)
       .map(\.record)
@@ -250,7 +282,8 @@ public actor InMemoryDatabase {
     self.lastRequestID += 1
     self.requests[self.lastRequestID] = Request(
       call: ProviderCall(
-        merchant: call.merchant, payment: call.payment, refund: call.refund, operation: call.operation, providerKey: call.providerKey,
+        merchant: call.merchant, payment: call.payment, refund: call.refund, operation: call.operation,
+        providerKey: call.providerKey,
         outcome: .unknown, amountMinorUnits: call.amountMinorUnits
       ),
       finished: false
@@ -259,12 +292,16 @@ public actor InMemoryDatabase {
   }
 
   func end(_ call: ProviderCallEnd, owner: KeyOwner) {
-    guard (try? self.fence(owner)) != nil, let request = self.requests[call.requestID], !request.finished else { return }
+    guard (try? self.fence(owner)) != nil, let request = self.requests[call.requestID], !request.finished else {
+      return
+    }
     self.requests[call.requestID] = Request(call: Self.ended(request.call, call.outcome), finished: true)
   }
 
   func latest(merchant: MerchantID, providerKey: String) -> ProviderCall? {
-    self.requests.filter { $0.value.call.merchant == merchant && $0.value.call.providerKey == providerKey }.max { $0.key < $1.key }?.value.call
+    self.requests.filter { $0.value.call.merchant == merchant && $0.value.call.providerKey == providerKey }.max {
+      $0.key < $1.key
+    }?.value.call
   }
 
   // MARK: Payments
@@ -275,7 +312,8 @@ public actor InMemoryDatabase {
     self.beginTransaction()
     self.payments[payment.id] = payment
     let event = self.appendEvent(
-      merchant: payment.merchantID, payment: payment.id, refund: nil, type: .paymentCreated, from: nil, to: payment.ledger.status,
+      merchant: payment.merchantID, payment: payment.id, refund: nil, type: .paymentCreated, from: nil,
+      to: payment.ledger.status,
       amount: payment.ledger.amount.minorUnits
     )
     self.apply(step, response: response, payment: payment.id, refund: nil)
@@ -287,7 +325,8 @@ public actor InMemoryDatabase {
   }
 
   func update(
-    _ id: PaymentID, merchant: MerchantID, step: IdempotencyStep<PaymentRecord>?, _ change: (inout PaymentRecord) throws -> Void
+    _ id: PaymentID, merchant: MerchantID, step: IdempotencyStep<PaymentRecord>?,
+    _ change: (inout PaymentRecord) throws -> Void
   ) throws -> (PaymentRecord, PaymentEvent?)? {
     if let step { try self.fence(step.owner) }
     guard let locked = self.payment(id, merchant: merchant) else { return nil }
@@ -341,28 +380,37 @@ public actor InMemoryDatabase {
       throw DomainError(
         .failedPrecondition, reason: "REFUND_EXCEEDS_CAPTURED", field: "amount_minor",
         message: payment.ledger.status == .succeeded
-          ? "nothing of this payment is left to refund" : "only captured money can be refunded; the payment is \(payment.ledger.status.name)"
+          ? "nothing of this payment is left to refund"
+          : "only captured money can be refunded; the payment is \(payment.ledger.status.name)"
       )
     }
     let amount = Money(minorUnits: minorUnits, currency: payment.ledger.amount.currency)
     try payment.ledger.reserveRefund(amount)
     let refund = RefundRecord(
-      id: draft.id, merchantID: draft.merchantID, paymentID: draft.paymentID, amount: amount, status: .pending, reason: draft.reason,
-      failureMessage: nil, metadata: draft.metadata, providerRefundID: nil, createTime: self.stamp(), updateTime: self.lastStamp
+      id: draft.id, merchantID: draft.merchantID, paymentID: draft.paymentID, amount: amount, status: .pending,
+      reason: draft.reason,
+      failureMessage: nil, metadata: draft.metadata, providerRefundID: nil, createTime: self.stamp(),
+      updateTime: self.lastStamp
     )
     let response = try self.prepare(step, record: refund)
     self.beginTransaction()
     payment.updateTime = self.lastStamp
     self.payments[payment.id] = payment
     self.refunds[refund.id] = refund
-    _ = self.appendEvent(merchant: draft.merchantID, payment: draft.paymentID, refund: draft.id, type: .refundCreated, from: nil, to: nil, amount: minorUnits)
+    _ = self.appendEvent(
+      merchant: draft.merchantID, payment: draft.paymentID, refund: draft.id, type: .refundCreated, from: nil, to: nil,
+      amount: minorUnits)
     self.apply(step, response: response, payment: refund.paymentID, refund: refund.id)
     return (refund, payment)
   }
 
-  func settle(_ id: RefundID, merchant: MerchantID, outcome: RefundOutcome?, step: IdempotencyStep<RefundRecord>?) throws -> RefundRecord? {
+  func settle(
+    _ id: RefundID, merchant: MerchantID, outcome: RefundOutcome?, step: IdempotencyStep<RefundRecord>?
+  ) throws -> RefundRecord? {
     if let step { try self.fence(step.owner) }
-    guard var refund = self.refund(id, merchant: merchant), var payment = self.payment(refund.paymentID, merchant: merchant) else { return nil }
+    guard var refund = self.refund(id, merchant: merchant),
+      var payment = self.payment(refund.paymentID, merchant: merchant)
+    else { return nil }
     var type: PaymentEventType?
     var paymentChanged = false
     if refund.status == .pending, let outcome {
@@ -388,7 +436,9 @@ public actor InMemoryDatabase {
     if refund != self.refunds[id] { self.refunds[id] = refund }
     if paymentChanged { self.payments[payment.id] = payment }
     if let type {
-      _ = self.appendEvent(merchant: merchant, payment: refund.paymentID, refund: id, type: type, from: nil, to: nil, amount: refund.amount.minorUnits)
+      _ = self.appendEvent(
+        merchant: merchant, payment: refund.paymentID, refund: id, type: type, from: nil, to: nil,
+        amount: refund.amount.minorUnits)
     }
     self.apply(step, response: response, payment: refund.paymentID, refund: refund.id)
     return refund
@@ -399,18 +449,23 @@ public actor InMemoryDatabase {
   }
 
   func listRefunds(merchant: MerchantID, payment: PaymentID?, pageSize: Int, after: PageCursor?) -> Page<RefundRecord> {
-    let matching = self.refunds.values.filter { $0.merchantID == merchant && (payment.map { [refund = $0] in refund.paymentID == $0 } ?? true) }
+    let matching = self.refunds.values.filter {
+      $0.merchantID == merchant && (payment.map { [refund = $0] in refund.paymentID == $0 } ?? true)
+    }
     return Self.page(Array(matching), pageSize: pageSize, after: after, created: \.createTime, id: \.id.rawValue)
   }
 
   // MARK: Settlement
 
   func openKey(payment: PaymentID?, refund: RefundID?) -> Bool {
-    self.keys.values.contains { $0.point != .finished && ((payment != nil && $0.payment == payment) || (refund != nil && $0.refund == refund)) }
+    self.keys.values.contains {
+      $0.point != .finished && ((payment != nil && $0.payment == payment) || (refund != nil && $0.refund == refund))
+    }
   }
 
   func due(objectID: String, updated: Date, quietFor: Duration) -> Int? {
-    let quiet = self.now.addingTimeInterval(-(Double(quietFor.components.seconds) + Double(quietFor.components.attoseconds) / 1e18))
+    let quiet = self.now.addingTimeInterval(
+      -(Double(quietFor.components.seconds) + Double(quietFor.components.attoseconds) / 1e18))
     guard updated < quiet else { return nil }
     guard let check = self.checks[objectID] else { return 0 }
     return !check.abandoned && check.next <= self.now ? check.checks : nil
@@ -418,8 +473,14 @@ public actor InMemoryDatabase {
 
   func duePayments(quietFor: Duration, limit: Int) -> [(PaymentRecord, checks: Int)] {
     self.payments.values
-      .filter { $0.ledger.status == .processing && $0.providerPaymentID != nil && !self.openKey(payment: $0.id, refund: nil) }
-      .compactMap { payment in self.due(objectID: payment.id.rawValue, updated: payment.updateTime, quietFor: quietFor).map { (payment, checks: $0) } }
+      .filter {
+        $0.ledger.status == .processing && $0.providerPaymentID != nil && !self.openKey(payment: $0.id, refund: nil)
+      }
+      .compactMap { payment in
+        self.due(objectID: payment.id.rawValue, updated: payment.updateTime, quietFor: quietFor).map {
+          (payment, checks: $0)
+        }
+      }
       .sorted { $0.0.updateTime < $1.0.updateTime }
       .prefix(limit)
       .map { $0 }
@@ -428,7 +489,11 @@ public actor InMemoryDatabase {
   func dueRefunds(quietFor: Duration, limit: Int) -> [(RefundRecord, checks: Int)] {
     self.refunds.values
       .filter { $0.status == .pending && $0.providerRefundID != nil && !self.openKey(payment: nil, refund: $0.id) }
-      .compactMap { refund in self.due(objectID: refund.id.rawValue, updated: refund.updateTime, quietFor: quietFor).map { (refund, checks: $0) } }
+      .compactMap { refund in
+        self.due(objectID: refund.id.rawValue, updated: refund.updateTime, quietFor: quietFor).map {
+          (refund, checks: $0)
+        }
+      }
       .sorted { $0.0.updateTime < $1.0.updateTime }
       .prefix(limit)
       .map { $0 }
@@ -463,7 +528,9 @@ public actor InMemoryDatabase {
   }
 
   func allSigningKeys() -> [SigningKeyRecord] {
-    self.signingKeys.sorted { ($0.state == .active ? 1 : 0, $0.createTime) > ($1.state == .active ? 1 : 0, $1.createTime) }
+    self.signingKeys.sorted {
+      ($0.state == .active ? 1 : 0, $0.createTime) > ($1.state == .active ? 1 : 0, $1.createTime)
+    }
   }
 
   func insertFirstKey(_ key: SigningKeyRecord) -> SigningKeyRecord {
@@ -521,11 +588,19 @@ public struct InMemoryStores: PaymentStore, ProviderCallLog, RefundStore, Idempo
   public func claim(_ request: IdempotencyRequest, lockFor: Duration) async throws -> IdempotencyClaim {
     await self.database.claim(request, lockFor: lockFor)
   }
-  public func finish(_ owner: KeyOwner, response: StoredResponse) async throws { try await self.database.finish(owner, response: response) }
+  public func finish(_ owner: KeyOwner, response: StoredResponse) async throws {
+    try await self.database.finish(owner, response: response)
+  }
   public func release(_ owner: KeyOwner) async throws { try await self.database.release(owner) }
-  public func extend(_ owner: KeyOwner, lockFor: Duration) async throws -> Bool { await self.database.extend(owner, lockFor: lockFor) }
-  public func answer(merchant: MerchantID, key: String) async throws -> StoredResponse? { await self.database.answer(merchant: merchant, key: key) }
-  public func stale(methods: [String]?, limit: Int) async throws -> [IdempotencyRecord] { await self.database.stale(methods: methods, limit: limit) }
+  public func extend(_ owner: KeyOwner, lockFor: Duration) async throws -> Bool {
+    await self.database.extend(owner, lockFor: lockFor)
+  }
+  public func answer(merchant: MerchantID, key: String) async throws -> StoredResponse? {
+    await self.database.answer(merchant: merchant, key: key)
+  }
+  public func stale(methods: [String]?, limit: Int) async throws -> [IdempotencyRecord] {
+    await self.database.stale(methods: methods, limit: limit)
+  }
   public func reap(olderThan age: Duration) async throws -> Int { await self.database.reap(olderThan: age) }
 
   public func begin(_ call: ProviderCall, owner: KeyOwner, lockFor: Duration) async throws -> Int64 {
@@ -539,13 +614,18 @@ public struct InMemoryStores: PaymentStore, ProviderCallLog, RefundStore, Idempo
   public func insert(_ payment: PaymentRecord, step: IdempotencyStep<PaymentRecord>?) async throws -> PaymentEvent {
     try await self.database.insert(payment, step: step)
   }
-  public func payment(_ id: PaymentID, merchant: MerchantID) async throws -> PaymentRecord? { await self.database.payment(id, merchant: merchant) }
+  public func payment(_ id: PaymentID, merchant: MerchantID) async throws -> PaymentRecord? {
+    await self.database.payment(id, merchant: merchant)
+  }
   public func update(
-    _ id: PaymentID, merchant: MerchantID, step: IdempotencyStep<PaymentRecord>?, _ change: @Sendable (inout PaymentRecord) throws -> Void
+    _ id: PaymentID, merchant: MerchantID, step: IdempotencyStep<PaymentRecord>?,
+    _ change: @Sendable (inout PaymentRecord) throws -> Void
   ) async throws -> (PaymentRecord, PaymentEvent?)? {
     try await self.database.update(id, merchant: merchant, step: step, change)
   }
-  public func list(merchant: MerchantID, filter: PaymentFilter, pageSize: Int, after: PageCursor?) async throws -> Page<PaymentRecord> {
+  public func list(
+    merchant: MerchantID, filter: PaymentFilter, pageSize: Int, after: PageCursor?
+  ) async throws -> Page<PaymentRecord> {
     await self.database.list(merchant: merchant, filter: filter, pageSize: pageSize, after: after)
   }
   public func events(merchant: MerchantID, after position: EventPosition, limit: Int) async throws -> [PaymentEvent] {
@@ -553,14 +633,22 @@ public struct InMemoryStores: PaymentStore, ProviderCallLog, RefundStore, Idempo
   }
   public func currentPosition() async throws -> EventPosition { await self.database.currentPosition() }
 
-  public func create(_ draft: RefundDraft, step: IdempotencyStep<RefundRecord>?) async throws -> (RefundRecord, PaymentRecord)? {
+  public func create(
+    _ draft: RefundDraft, step: IdempotencyStep<RefundRecord>?
+  ) async throws -> (RefundRecord, PaymentRecord)? {
     try await self.database.create(draft, step: step)
   }
-  public func settle(_ id: RefundID, merchant: MerchantID, outcome: RefundOutcome?, step: IdempotencyStep<RefundRecord>?) async throws -> RefundRecord? {
+  public func settle(
+    _ id: RefundID, merchant: MerchantID, outcome: RefundOutcome?, step: IdempotencyStep<RefundRecord>?
+  ) async throws -> RefundRecord? {
     try await self.database.settle(id, merchant: merchant, outcome: outcome, step: step)
   }
-  public func refund(_ id: RefundID, merchant: MerchantID) async throws -> RefundRecord? { await self.database.refund(id, merchant: merchant) }
-  public func list(merchant: MerchantID, payment: PaymentID?, pageSize: Int, after: PageCursor?) async throws -> Page<RefundRecord> {
+  public func refund(_ id: RefundID, merchant: MerchantID) async throws -> RefundRecord? {
+    await self.database.refund(id, merchant: merchant)
+  }
+  public func list(
+    merchant: MerchantID, payment: PaymentID?, pageSize: Int, after: PageCursor?
+  ) async throws -> Page<RefundRecord> {
     await self.database.listRefunds(merchant: merchant, payment: payment, pageSize: pageSize, after: after)
   }
 
@@ -584,7 +672,9 @@ public struct InMemoryAuthStore: AuthStore {
     self.database = database
   }
 
-  public func ensureMerchant(id: String, displayName: String) async throws { await self.database.ensureMerchant(id: id) }
+  public func ensureMerchant(id: String, displayName: String) async throws {
+    await self.database.ensureMerchant(id: id)
+  }
   public func insertClient(_ client: ClientRecord) async throws { try await self.database.insertClient(client) }
   public func client(id: String) async throws -> ClientRecord? { await self.database.client(id: id) }
   public func replaceSecret(clientID: String, secretHash: String) async throws -> ClientRecord {
@@ -598,7 +688,9 @@ public struct InMemoryAuthStore: AuthStore {
     try await self.database.changeClient(clientID) { $0.status = status }
   }
   public func signingKeys() async throws -> [SigningKeyRecord] { await self.database.allSigningKeys() }
-  public func insertFirstKey(_ key: SigningKeyRecord) async throws -> SigningKeyRecord { await self.database.insertFirstKey(key) }
+  public func insertFirstKey(_ key: SigningKeyRecord) async throws -> SigningKeyRecord {
+    await self.database.insertFirstKey(key)
+  }
   public func rotate(to key: SigningKeyRecord) async throws { await self.database.rotate(to: key) }
   public func removeKey(id: String) async throws -> Bool { await self.database.removeKey(id: id) }
   public func revoke(tokenID: String, clientID: String, expireTime: Date, revokedBy: String) async throws {
@@ -648,6 +740,20 @@ extension InMemoryDatabase {
 
   /// Every payment, of every merchant.
   public func allPayments() -> [PaymentRecord] { Array(self.payments.values) }
+
+  /// Every refund, of every merchant.
+  public func allRefunds() -> [RefundRecord] { Array(self.refunds.values) }
+
+  /// Every idempotency record, with its stored answer once finished.
+  public func idempotencyRecords() -> [(IdempotencyRecord, StoredResponse?)] {
+    self.keys.values.map { ($0.record, $0.response) }
+  }
+
+  /// Every unfinished key's lock runs out now, as if its owner had stalled past it.
+  public func expireLocks() {
+    let past = self.now.addingTimeInterval(-1)
+    for (key, row) in self.keys where row.point != .finished { self.keys[key]?.lockedUntil = past }
+  }
 
   /// The stored answers of finished keys, by key.
   public func storedAnswers() -> [String: StoredResponse] {

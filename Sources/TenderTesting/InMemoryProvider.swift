@@ -43,7 +43,9 @@ public actor InMemoryProvider: PaymentProvider {
     if !self.faults.isEmpty { throw self.faults.removeFirst() }
   }
 
-  public func createPayment(_ request: ProviderPaymentRequest, idempotencyKey: String) async throws(ProviderError) -> ProviderPayment {
+  public func createPayment(
+    _ request: ProviderPaymentRequest, idempotencyKey: String
+  ) async throws(ProviderError) -> ProviderPayment {
     try self.admit("create_payment \(idempotencyKey)")
     if case .payment(let payment)? = self.answers[idempotencyKey] { return payment }
     let id = self.nextID("pi")
@@ -54,7 +56,10 @@ public actor InMemoryProvider: PaymentProvider {
     case "pm_card_chargeDeclinedInsufficientFunds": status = .failed(.insufficientFunds)
     case "pm_card_chargeDeclinedExpiredCard": status = .failed(.expiredCard)
     case "pm_card_async": status = .processing
-    default: status = request.captureMethod == .manual ? .requiresCapture(capturableMinorUnits: amount) : .succeeded(capturedMinorUnits: amount)
+    default:
+      status =
+        request.captureMethod == .manual
+        ? .requiresCapture(capturableMinorUnits: amount) : .succeeded(capturedMinorUnits: amount)
     }
     self.intents[id] = Intent(amount: amount, status: status, paymentMethod: request.paymentMethod)
     let payment = ProviderPayment(providerPaymentID: id, status: status)
@@ -62,14 +67,21 @@ public actor InMemoryProvider: PaymentProvider {
     return payment
   }
 
-  public func capturePayment(providerPaymentID: String, amountMinorUnits: Int64, idempotencyKey: String) async throws(ProviderError) -> ProviderPayment {
+  public func capturePayment(
+    providerPaymentID: String, amountMinorUnits: Int64, idempotencyKey: String
+  ) async throws(ProviderError) -> ProviderPayment {
     try self.admit("capture_payment \(idempotencyKey)")
     if case .payment(let payment)? = self.answers[idempotencyKey] { return payment }
-    guard var intent = self.intents[providerPaymentID] else { throw .rejected(status: 404, code: "resource_missing", message: "no such payment_intent") }
-    guard case .requiresCapture(let capturable) = intent.status else {
-      throw .rejected(status: 400, code: "payment_intent_unexpected_state", message: "this PaymentIntent could not be captured")
+    guard var intent = self.intents[providerPaymentID] else {
+      throw .rejected(status: 404, code: "resource_missing", message: "no such payment_intent")
     }
-    guard amountMinorUnits <= capturable else { throw .rejected(status: 400, code: "amount_too_large", message: "amount to capture exceeds the capturable amount") }
+    guard case .requiresCapture(let capturable) = intent.status else {
+      throw .rejected(
+        status: 400, code: "payment_intent_unexpected_state", message: "this PaymentIntent could not be captured")
+    }
+    guard amountMinorUnits <= capturable else {
+      throw .rejected(status: 400, code: "amount_too_large", message: "amount to capture exceeds the capturable amount")
+    }
     intent.status = .succeeded(capturedMinorUnits: amountMinorUnits)
     self.intents[providerPaymentID] = intent
     let payment = ProviderPayment(providerPaymentID: providerPaymentID, status: intent.status)
@@ -77,13 +89,19 @@ public actor InMemoryProvider: PaymentProvider {
     return payment
   }
 
-  public func cancelPayment(providerPaymentID: String, idempotencyKey: String) async throws(ProviderError) -> ProviderPayment {
+  public func cancelPayment(
+    providerPaymentID: String, idempotencyKey: String
+  ) async throws(ProviderError) -> ProviderPayment {
     try self.admit("cancel_payment \(idempotencyKey)")
     if case .payment(let payment)? = self.answers[idempotencyKey] { return payment }
-    guard var intent = self.intents[providerPaymentID] else { throw .rejected(status: 404, code: "resource_missing", message: "no such payment_intent") }
+    guard var intent = self.intents[providerPaymentID] else {
+      throw .rejected(status: 404, code: "resource_missing", message: "no such payment_intent")
+    }
     switch intent.status {
     case .requiresCapture, .processing: intent.status = .canceled
-    default: throw .rejected(status: 400, code: "payment_intent_unexpected_state", message: "this PaymentIntent could not be canceled")
+    default:
+      throw .rejected(
+        status: 400, code: "payment_intent_unexpected_state", message: "this PaymentIntent could not be canceled")
     }
     self.intents[providerPaymentID] = intent
     let payment = ProviderPayment(providerPaymentID: providerPaymentID, status: intent.status)
@@ -91,10 +109,14 @@ public actor InMemoryProvider: PaymentProvider {
     return payment
   }
 
-  public func createRefund(providerPaymentID: String, amountMinorUnits: Int64, idempotencyKey: String) async throws(ProviderError) -> ProviderRefund {
+  public func createRefund(
+    providerPaymentID: String, amountMinorUnits: Int64, idempotencyKey: String
+  ) async throws(ProviderError) -> ProviderRefund {
     try self.admit("create_refund \(idempotencyKey)")
     if case .refund(let refund)? = self.answers[idempotencyKey] { return refund }
-    guard var intent = self.intents[providerPaymentID] else { throw .rejected(status: 404, code: "resource_missing", message: "no such payment_intent") }
+    guard var intent = self.intents[providerPaymentID] else {
+      throw .rejected(status: 404, code: "resource_missing", message: "no such payment_intent")
+    }
     guard case .succeeded(let captured) = intent.status, amountMinorUnits <= captured - intent.refunded else {
       throw .rejected(status: 400, code: "amount_too_large", message: "refund exceeds what is left of the charge")
     }
@@ -114,13 +136,17 @@ public actor InMemoryProvider: PaymentProvider {
 
   public func retrievePayment(providerPaymentID: String) async throws(ProviderError) -> ProviderPayment {
     try self.admit("retrieve_payment \(providerPaymentID)")
-    guard let intent = self.intents[providerPaymentID] else { throw .rejected(status: 404, code: "resource_missing", message: "no such payment_intent") }
+    guard let intent = self.intents[providerPaymentID] else {
+      throw .rejected(status: 404, code: "resource_missing", message: "no such payment_intent")
+    }
     return ProviderPayment(providerPaymentID: providerPaymentID, status: intent.status)
   }
 
   public func retrieveRefund(providerRefundID: String) async throws(ProviderError) -> ProviderRefund {
     try self.admit("retrieve_refund \(providerRefundID)")
-    guard let refund = self.refunds[providerRefundID] else { throw .rejected(status: 404, code: "resource_missing", message: "no such refund") }
+    guard let refund = self.refunds[providerRefundID] else {
+      throw .rejected(status: 404, code: "resource_missing", message: "no such refund")
+    }
     return refund
   }
 }

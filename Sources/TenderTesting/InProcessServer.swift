@@ -56,8 +56,9 @@ public struct InProcessServer: Sendable {
     let stores = InMemoryStores(database: database)
     let provider = InMemoryProvider()
     let ports = TenderPorts(
-      payments: stores, refunds: stores, idempotency: stores, settlement: stores, webhooks: nil,
-      auth: InMemoryAuthStore(database: database), standingCache: nil, limiter: InMemoryRateLimiter(clock: clock), provider: provider
+      payments: stores, calls: stores, refunds: stores, idempotency: stores, settlement: stores, webhooks: nil,
+      auth: InMemoryAuthStore(database: database), standingCache: nil, limiter: InMemoryRateLimiter(clock: clock),
+      provider: provider
     )
     let transport = InProcessTransport()
     let (listening, continuation) = AsyncStream.makeStream(of: Void.self)
@@ -69,7 +70,8 @@ public struct InProcessServer: Sendable {
       gracefulShutdownSignals: [],
       onListening: { _, _ in continuation.finish() }
     )
-    let server = InProcessServer(application: application, database: database, provider: provider, clock: clock, transport: transport)
+    let server = InProcessServer(
+      application: application, database: database, provider: provider, clock: clock, transport: transport)
     return try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask {
         defer { continuation.finish() }
@@ -90,22 +92,29 @@ public struct InProcessServer: Sendable {
   }
 
   /// Runs `body` with a client of this server; the client is shut down afterwards.
-  public func withClient<Result: Sendable>(_ body: (GRPCClient<InProcessTransport.Client>) async throws -> Result) async throws -> Result {
+  public func withClient<Result: Sendable>(
+    _ body: (GRPCClient<InProcessTransport.Client>) async throws -> Result
+  ) async throws -> Result {
     try await withGRPCClient(transport: self.transport.client) { client in
       try await body(client)
     }
   }
 
   /// Creates a client (and its merchant); returns its id and secret.
-  public func makeClient(scopes: [String], merchantID: String = TestServer.merchantID) async throws -> (clientID: String, secret: String) {
+  public func makeClient(
+    scopes: [String], merchantID: String = TestServer.merchantID
+  ) async throws -> (clientID: String, secret: String) {
     try await self.application.authStore.ensureMerchant(id: merchantID, displayName: "Test merchant")
-    let (record, secret) = try await self.application.clients.create(merchantID: merchantID, scopes: scopes, displayName: "test")
+    let (record, secret) = try await self.application.clients.create(
+      merchantID: merchantID, scopes: scopes, displayName: "test")
     return (record.clientID, secret.value)
   }
 
   /// An access token of a new client holding `scopes`.
   public func token(scopes: [String], merchantID: String = TestServer.merchantID) async throws -> String {
     let client = try await self.makeClient(scopes: scopes, merchantID: merchantID)
-    return try await self.application.authority.issue(clientID: client.clientID, secret: Secret(client.secret), requestedScopes: []).token.value
+    return try await self.application.authority.issue(
+      clientID: client.clientID, secret: Secret(client.secret), requestedScopes: []
+    ).token.value
   }
 }

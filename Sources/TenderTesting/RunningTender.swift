@@ -36,11 +36,13 @@ public final class RunningTender: Sendable {
 
   /// Starts `tender` with `arguments` and waits up to `timeout` for its "gRPC listening" line.
   /// `environment` is added to the test process's own.
-  public init(_ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(60)) async throws {
+  public init(_ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(60)) async throws
+  {
     let state = self.state
-    let overrides = Dictionary(uniqueKeysWithValues: environment.compactMap { name, value in
-      Environment.Key(rawValue: name).map { ($0, Optional(value)) }
-    })
+    let overrides = Dictionary(
+      uniqueKeysWithValues: environment.compactMap { name, value in
+        Environment.Key(rawValue: name).map { ($0, Optional(value)) }
+      })
     self.task = Task {
       var status: Int32 = -1
       do {
@@ -101,11 +103,15 @@ public final class RunningTender: Sendable {
   }
 
   /// The port of the HTTP bridge, once it has logged that it listens.
-  public var bridgePort: Int? { Self.listeningPort(in: self.state.withLock { $0.lines }, message: "HTTP bridge listening") }
+  public var bridgePort: Int? {
+    Self.listeningPort(in: self.state.withLock { $0.lines }, message: "HTTP bridge listening")
+  }
 
   /// Waits up to `timeout` for the HTTP bridge to log that it listens; returns its port.
   public func waitForBridge(timeout: Duration) async -> Int? {
-    _ = await Self.wait(self.state, timeout: timeout) { $0.status != nil || Self.listeningPort(in: $0.lines, message: "HTTP bridge listening") != nil }
+    _ = await Self.wait(self.state, timeout: timeout) {
+      $0.status != nil || Self.listeningPort(in: $0.lines, message: "HTTP bridge listening") != nil
+    }
     return self.bridgePort
   }
 
@@ -122,7 +128,9 @@ public final class RunningTender: Sendable {
   }
 
   /// Returns true once `ready` holds, false if `timeout` passes first.
-  private static func wait(_ state: Shared, timeout: Duration, until ready: @escaping @Sendable (State) -> Bool) async -> Bool {
+  private static func wait(
+    _ state: Shared, timeout: Duration, until ready: @escaping @Sendable (State) -> Bool
+  ) async -> Bool {
     let id = UUID()
     let timer = Task {
       try? await Task.sleep(for: timeout)

@@ -26,7 +26,11 @@ public enum TenderExecutable {
     let result = try await Subprocess.run(
       .path(FilePath(self.path)),
       arguments: Arguments(arguments),
-      environment: .custom(Dictionary(uniqueKeysWithValues: variables.compactMap { name, value in Environment.Key(rawValue: name).map { ($0, value) } })),
+      environment: .custom(
+        Dictionary(
+          uniqueKeysWithValues: variables.compactMap { name, value in
+            Environment.Key(rawValue: name).map { ($0, value) }
+          })),
       output: .string(limit: 4 << 20),
       error: .string(limit: 4 << 20)
     )
@@ -35,7 +39,8 @@ public enum TenderExecutable {
     case .exited(let code): status = code
     case .signaled(let signal): status = 128 + signal
     }
-    return Outcome(status: status, standardOutput: result.standardOutput ?? "", standardError: result.standardError ?? "")
+    return Outcome(
+      status: status, standardOutput: result.standardOutput ?? "", standardError: result.standardError ?? "")
   }
 }
 
@@ -44,7 +49,8 @@ public func withPostgresClient<Result: Sendable>(
   _ url: String,
   _ body: (PostgresClient) async throws -> Result
 ) async throws -> Result {
-  let client = PostgresClient(configuration: try DatabaseURL.configuration(from: url), backgroundLogger: Logger(label: "tender.test.postgres"))
+  let client = PostgresClient(
+    configuration: try DatabaseURL.configuration(from: url), backgroundLogger: Logger(label: "tender.test.postgres"))
   return try await withThrowingTaskGroup(of: Void.self) { group in
     group.addTask { await client.run() }
     defer { group.cancelAll() }

@@ -11,7 +11,8 @@ public enum TestPostgres {
     let directory = URL(fileURLWithPath: NSTemporaryDirectory())
       .appendingPathComponent("tender-test-pg-\(getpid())", isDirectory: true)
     // Every test server, crash-test process and store test has a pool of its own, all at once.
-    let cluster = try await LocalPostgres.start(in: directory, port: try LocalPostgres.freePort(), database: "tender_test", maxConnections: 1000)
+    let cluster = try await LocalPostgres.start(
+      in: directory, port: try LocalPostgres.freePort(), database: "tender_test", maxConnections: 1000)
     TestPostgres.started.withLock { $0 = cluster }
     atexit {
       TestPostgres.started.withLock { $0 }?.destroy()

@@ -36,7 +36,8 @@ public struct TestCertificates: Sendable {
       client: try authority.issueClientCertificate(commonName: "test-client")
     )
     try authority.certificatePEM.write(toFile: certificates.caPath, atomically: true, encoding: .utf8)
-    try certificates.server.certificatePEM.write(toFile: certificates.serverCertificatePath, atomically: true, encoding: .utf8)
+    try certificates.server.certificatePEM.write(
+      toFile: certificates.serverCertificatePath, atomically: true, encoding: .utf8)
     try certificates.server.privateKeyPEM.write(toFile: certificates.serverKeyPath, atomically: true, encoding: .utf8)
     return certificates
   }
@@ -114,11 +115,13 @@ public struct TestServer: Sendable {
     configure(&flags, certificates)
     var configuration = try await ServerConfiguration.resolve(flags: flags, environment: [:])
     tune(&configuration)
-    let logger = logger ?? {
-      var logger = Logger(label: "tender.test")
-      logger.logLevel = configuration.logLevel
-      return logger
-    }()
+    let logger =
+      logger
+      ?? {
+        var logger = Logger(label: "tender.test")
+        logger.logLevel = configuration.logLevel
+        return logger
+      }()
 
     let (addresses, continuation) = AsyncStream.makeStream(of: (String, Int).self)
     let (bridgePorts, bridgeContinuation) = AsyncStream.makeStream(of: Int.self)
@@ -159,12 +162,15 @@ public struct TestServer: Sendable {
       }
       if webhooks {
         simulator.sendWebhooks(
-          to: "https://127.0.0.1:\(httpPort)/webhooks/stripe", secret: TestServer.webhookSecret, trustRoots: Array(certificates.authority.certificatePEM.utf8)
+          to: "https://127.0.0.1:\(httpPort)/webhooks/stripe", secret: TestServer.webhookSecret,
+          trustRoots: Array(certificates.authority.certificatePEM.utf8)
         )
       } else {
         simulator.deliverWebhooks(WebhookDelivery(enabled: false))
       }
-      let server = TestServer(host: host, port: port, httpPort: httpPort, certificates: certificates, databaseURL: databaseURL, application: application, redisKeyPrefix: configuration.redisKeyPrefix, simulator: simulator)
+      let server = TestServer(
+        host: host, port: port, httpPort: httpPort, certificates: certificates, databaseURL: databaseURL,
+        application: application, redisKeyPrefix: configuration.redisKeyPrefix, simulator: simulator)
       if waitUntilServing {
         let deadline = ContinuousClock.now + .seconds(30)
         while application.board.status(of: "") != .serving {
@@ -210,7 +216,8 @@ public struct TestServer: Sendable {
     config.backoff.initial = .milliseconds(50)
     config.backoff.max = .milliseconds(200)
     config.connection.maxIdleTime = nil
-    let roots = trustRoots ?? .certificates([.bytes(Array(self.certificates.authority.certificatePEM.utf8), format: .pem)])
+    let roots =
+      trustRoots ?? .certificates([.bytes(Array(self.certificates.authority.certificatePEM.utf8), format: .pem)])
     let security: HTTP2ClientTransport.Posix.TransportSecurity
     if plaintext {
       security = .plaintext
@@ -240,7 +247,8 @@ public struct TestServer: Sendable {
     plaintext: Bool = false,
     _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result
   ) async throws -> Result {
-    let transport = try self.clientTransport(trustRoots: trustRoots, clientCertificate: clientCertificate, plaintext: plaintext)
+    let transport = try self.clientTransport(
+      trustRoots: trustRoots, clientCertificate: clientCertificate, plaintext: plaintext)
     return try await withGRPCClient(transport: transport) { client in
       try await body(client)
     }
@@ -253,16 +261,21 @@ extension TestServer {
   public static let merchantID = "mer_test"
 
   /// Creates a client (and its merchant); returns its id and secret.
-  public func makeClient(scopes: [String], merchantID: String = TestServer.merchantID) async throws -> (clientID: String, secret: String) {
+  public func makeClient(
+    scopes: [String], merchantID: String = TestServer.merchantID
+  ) async throws -> (clientID: String, secret: String) {
     try await self.application.authStore.ensureMerchant(id: merchantID, displayName: "Test merchant")
-    let (record, secret) = try await self.application.clients.create(merchantID: merchantID, scopes: scopes, displayName: "test")
+    let (record, secret) = try await self.application.clients.create(
+      merchantID: merchantID, scopes: scopes, displayName: "test")
     return (record.clientID, secret.value)
   }
 
   /// An access token of a new client holding `scopes`.
   public func token(scopes: [String], merchantID: String = TestServer.merchantID) async throws -> String {
     let client = try await self.makeClient(scopes: scopes, merchantID: merchantID)
-    return try await self.application.authority.issue(clientID: client.clientID, secret: Secret(client.secret), requestedScopes: []).token.value
+    return try await self.application.authority.issue(
+      clientID: client.clientID, secret: Secret(client.secret), requestedScopes: []
+    ).token.value
   }
 
   /// Metadata carrying `token` as a bearer token.

@@ -49,7 +49,8 @@ struct TenderLoad: AsyncParsableCommand {
   @Option(help: "Payment method token for CreatePayment (a simulator test method in dev).")
   var paymentMethod = "pm_card_visa"
 
-  @Option(help: "Instead of RPCs: POST Stripe-signed webhooks to this URL (e.g. https://127.0.0.1:8080/webhooks/stripe).")
+  @Option(
+    help: "Instead of RPCs: POST Stripe-signed webhooks to this URL (e.g. https://127.0.0.1:8080/webhooks/stripe).")
   var webhooks: String?
 
   @Option(name: .customLong("webhook-secret"), help: "The webhook signing secret (tender dev's: whsec_tender_dev).")
@@ -64,14 +65,18 @@ struct TenderLoad: AsyncParsableCommand {
     let host = String(parts[0])
     let caPEM = try String(contentsOfFile: self.ca, encoding: .utf8)
     if let url = self.webhooks {
-      let load = WebhookLoad(url: url, secret: Array(self.webhookSecret.utf8), caPEM: caPEM, concurrency: self.concurrency)
-      print("tender-load: \(self.concurrency) webhook senders to \(url), \(self.duration) s after \(self.warmup) s warm-up")
+      let load = WebhookLoad(
+        url: url, secret: Array(self.webhookSecret.utf8), caPEM: caPEM, concurrency: self.concurrency)
+      print(
+        "tender-load: \(self.concurrency) webhook senders to \(url), \(self.duration) s after \(self.warmup) s warm-up")
       _ = try await load.phase(seconds: self.warmup)
       print(try await load.phase(seconds: self.duration).report(name: "Webhooks (verified and stored)"))
       return
     }
-    let credentials = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: self.credentials))) as? [String: Any]
-    guard let clientID = credentials?["clientID"] as? String, let clientSecret = credentials?["clientSecret"] as? String else {
+    let credentials =
+      try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: self.credentials))) as? [String: Any]
+    guard let clientID = credentials?["clientID"] as? String, let clientSecret = credentials?["clientSecret"] as? String
+    else {
       throw ValidationError("\(self.credentials) has no clientID and clientSecret")
     }
 
@@ -98,9 +103,12 @@ struct TenderLoad: AsyncParsableCommand {
       ).accessToken
       var auth = Metadata()
       auth.addString("Bearer \(token)", forKey: "authorization")
-      let driver = Driver(clients: clients.map { Tender_Payments_V1_PaymentService.Client(wrapping: $0) }, auth: auth, settings: settings)
+      let driver = Driver(
+        clients: clients.map { Tender_Payments_V1_PaymentService.Client(wrapping: $0) }, auth: auth, settings: settings)
 
-      print("tender-load: \(settings.concurrency) callers over \(settings.connections) connections to \(settings.address), \(settings.duration) s per RPC after \(settings.warmup) s warm-up")
+      print(
+        "tender-load: \(settings.concurrency) callers over \(settings.connections) connections to \(settings.address), \(settings.duration) s per RPC after \(settings.warmup) s warm-up"
+      )
       var paymentIDs: [String] = []
       for rpc in settings.rpcs {
         if rpc != .create && paymentIDs.isEmpty {
@@ -131,14 +139,19 @@ struct PhaseResult: Sendable {
   }
 
   func report(rpc: TenderLoad.RPC) -> String {
-    self.report(name: ["create": "CreatePayment", "get": "GetPayment", "list": "ListPayments"][rpc.rawValue] ?? rpc.rawValue)
+    self.report(
+      name: ["create": "CreatePayment", "get": "GetPayment", "list": "ListPayments"][rpc.rawValue] ?? rpc.rawValue)
   }
 
   func report(name: String) -> String {
     let seconds = Double(self.elapsed.components.seconds) + Double(self.elapsed.components.attoseconds) / 1e18
     let total = Int(self.histogram.totalCount) + self.errors.values.reduce(0, +)
-    func ms(_ percentile: Double) -> String { String(format: "%.2f", Double(self.histogram.valueAtPercentile(percentile)) / 1000) }
-    let errorText = self.errors.isEmpty ? "0" : self.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+    func ms(_ percentile: Double) -> String {
+      String(format: "%.2f", Double(self.histogram.valueAtPercentile(percentile)) / 1000)
+    }
+    let errorText =
+      self.errors.isEmpty
+      ? "0" : self.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
     return """
       == \(name): \(total) requests in \(String(format: "%.2f", seconds)) s = \(String(format: "%.2f", Double(total) / seconds)) req/s (\(String(format: "%.2f", Double(self.histogram.totalCount) / seconds)) OK/s)
          latency ms: p50 \(ms(50)) / p90 \(ms(90)) / p99 \(ms(99)) / p99.9 \(ms(99.9)) / max \(String(format: "%.2f", Double(self.histogram.max) / 1000)); errors: \(errorText)
@@ -153,7 +166,10 @@ struct Driver: Sendable {
   let paymentMethod: String
   let run = UUID().uuidString.prefix(8)
 
-  init(clients: [Tender_Payments_V1_PaymentService.Client<HTTP2ClientTransport.Posix>], auth: Metadata, settings: TenderLoad) {
+  init(
+    clients: [Tender_Payments_V1_PaymentService.Client<HTTP2ClientTransport.Posix>], auth: Metadata,
+    settings: TenderLoad
+  ) {
     self.clients = clients
     self.auth = auth
     self.concurrency = settings.concurrency
@@ -187,7 +203,9 @@ struct Driver: Sendable {
           var index = worker
           while index < count {
             let client = self.clients[worker % self.clients.count]
-            ids.append(try await client.createPayment(self.createRequest(), metadata: self.keyed("seed-\(self.run)-\(index)")).payment.paymentID)
+            ids.append(
+              try await client.createPayment(self.createRequest(), metadata: self.keyed("seed-\(self.run)-\(index)"))
+                .payment.paymentID)
             index += self.concurrency
           }
           return ids
@@ -217,12 +235,15 @@ struct Driver: Sendable {
                 let payment = try await client.createPayment(self.createRequest(), metadata: self.keyed(key)).payment
                 if result.created.count < 200 { result.created.append(payment.paymentID) }
               case .get:
-                _ = try await client.getPayment(.with { $0.paymentID = paymentIDs.randomElement() ?? "" }, metadata: self.auth)
+                _ = try await client.getPayment(
+                  .with { $0.paymentID = paymentIDs.randomElement() ?? "" }, metadata: self.auth)
               case .list:
                 _ = try await client.listPayments(.with { $0.pageSize = 20 }, metadata: self.auth)
               }
               let elapsed = began.duration(to: clock.now)
-              _ = result.histogram.record(UInt64(max(1, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)))
+              _ = result.histogram.record(
+                UInt64(
+                  max(1, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)))
             } catch let error as RPCError {
               result.errors["\(error.code)", default: 0] += 1
             } catch {

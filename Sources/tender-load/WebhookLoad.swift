@@ -36,12 +36,16 @@ struct WebhookLoad: Sendable {
             var sequence = 0
             while clock.now < end {
               sequence += 1
-              let body = Array(#"{"id":"evt_load_\#(self.run)_\#(phase)_\#(worker)_\#(sequence)","object":"event","type":"customer.created","data":{"object":{"id":"cus_load"}}}"#.utf8)
+              let body = Array(
+                #"{"id":"evt_load_\#(self.run)_\#(phase)_\#(worker)_\#(sequence)","object":"event","type":"customer.created","data":{"object":{"id":"cus_load"}}}"#
+                  .utf8)
               let timestamp = Int64(Date().timeIntervalSince1970)
               var request = HTTPClientRequest(url: self.url)
               request.method = .POST
               request.headers.add(name: "Content-Type", value: "application/json")
-              request.headers.add(name: "Stripe-Signature", value: WebhookSignatures.stripeHeader(body: body, secret: secret, timestamp: timestamp))
+              request.headers.add(
+                name: "Stripe-Signature",
+                value: WebhookSignatures.stripeHeader(body: body, secret: secret, timestamp: timestamp))
               request.body = .bytes(ByteBuffer(bytes: body))
               let began = clock.now
               do {
@@ -49,7 +53,11 @@ struct WebhookLoad: Sendable {
                 _ = try await response.body.collect(upTo: 1 << 16)
                 if response.status.code == 200 {
                   let elapsed = began.duration(to: clock.now)
-                  _ = result.histogram.record(UInt64(max(1, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)))
+                  _ = result.histogram.record(
+                    UInt64(
+                      max(
+                        1, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000))
+                  )
                 } else {
                   result.errors["HTTP \(response.status.code)", default: 0] += 1
                 }

@@ -22,7 +22,9 @@ struct ProviderSim: AsyncParsableCommand {
   @Option(name: .customLong("slow-delay-ms"), help: "How long pm_card_slow takes to answer, in milliseconds.")
   var slowDelayMilliseconds: Int = 30_000
 
-  @Option(name: .customLong("webhook-url"), help: "Where to send Stripe-signed webhooks (e.g. https://127.0.0.1:8080/webhooks/stripe).")
+  @Option(
+    name: .customLong("webhook-url"),
+    help: "Where to send Stripe-signed webhooks (e.g. https://127.0.0.1:8080/webhooks/stripe).")
   var webhookURL: String?
 
   @Option(name: .customLong("webhook-secret"), help: "The webhook endpoint's signing secret.")
@@ -42,18 +44,21 @@ struct ProviderSim: AsyncParsableCommand {
       // Prints the Stripe-Signature header the simulator would send for this body, so its signer
       // can be checked against Stripe's own library.
       let body = try Data(contentsOf: URL(fileURLWithPath: path))
-      let header = ProviderSimulator.stripeSignature(body: Array(body), secret: self.webhookSecret, timestamp: self.timestamp ?? Int64(Date().timeIntervalSince1970))
+      let header = ProviderSimulator.stripeSignature(
+        body: Array(body), secret: self.webhookSecret, timestamp: self.timestamp ?? Int64(Date().timeIntervalSince1970))
       FileHandle.standardOutput.write(Data((header + "\n").utf8))
       return
     }
-    guard let colon = self.address.lastIndex(of: ":"), let port = Int(self.address[self.address.index(after: colon)...]) else {
+    guard let colon = self.address.lastIndex(of: ":"), let port = Int(self.address[self.address.index(after: colon)...])
+    else {
       throw ValidationError("--address must be host:port")
     }
     var logger = Logger(label: "tender-provider-sim")
     logger.logLevel = .notice
     let simulator = ProviderSimulator(
       configuration: .init(
-        host: String(self.address[..<colon]), port: port, apiKey: self.apiKey, slowDelay: .milliseconds(self.slowDelayMilliseconds),
+        host: String(self.address[..<colon]), port: port, apiKey: self.apiKey,
+        slowDelay: .milliseconds(self.slowDelayMilliseconds),
         webhookURL: self.webhookURL, webhookSecret: self.webhookSecret,
         webhookTrustRoots: try self.webhookCA.map { Array(try Data(contentsOf: URL(fileURLWithPath: $0))) }
       ),

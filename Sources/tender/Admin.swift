@@ -82,7 +82,8 @@ struct Client: AsyncParsableCommand {
   )
 
   struct Create: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Create a client of a merchant; prints its id and secret once.")
+    static let configuration = CommandConfiguration(
+      abstract: "Create a client of a merchant; prints its id and secret once.")
 
     @OptionGroup var database: DatabaseOptions
     @Option(help: "The merchant the client acts for.")
@@ -94,7 +95,9 @@ struct Client: AsyncParsableCommand {
 
     func run() async throws {
       let logger = makeLogger(level: .warning)
-      let scopes = self.scopes.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+      let scopes = self.scopes.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+        !$0.isEmpty
+      }
       let (merchant, displayName) = (self.merchant, self.displayName)
       do {
         let (record, secret) = try await withAuthStore(self.database.configuration(), logger: logger) { store in
@@ -117,7 +120,8 @@ struct Client: AsyncParsableCommand {
       switch error {
       case .invalidMerchantID: return "--merchant must be mer_ followed by 1 to 64 letters or digits"
       case .noScopes: return "--scopes needs at least one scope"
-      case .invalidScope(let scope): return "--scopes: '\(scope)' is not a scope name (lowercase letters, digits, ':', '_', '.')"
+      case .invalidScope(let scope):
+        return "--scopes: '\(scope)' is not a scope name (lowercase letters, digits, ':', '_', '.')"
       case .displayNameTooLong: return "--display-name is longer than 200 characters"
       }
     }
@@ -138,7 +142,8 @@ struct Client: AsyncParsableCommand {
       let clientID = self.clientID
       do {
         let (_, secret) = try await withAuthStore(self.database.configuration(), logger: logger) { store in
-          try await ClientRegistry(store: store, hasher: ClientSecretHasher(), cache: nil).rotateSecret(clientID: clientID)
+          try await ClientRegistry(store: store, hasher: ClientSecretHasher(), cache: nil).rotateSecret(
+            clientID: clientID)
         }
         printNow("client_id:     \(clientID)")
         printNow("client_secret: \(secret.value)")
@@ -150,7 +155,9 @@ struct Client: AsyncParsableCommand {
   }
 
   struct Disable: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Disable a client: no new tokens, and its current tokens stop working (within the standing cache's 30 s).")
+    static let configuration = CommandConfiguration(
+      abstract:
+        "Disable a client: no new tokens, and its current tokens stop working (within the standing cache's 30 s).")
 
     @OptionGroup var database: DatabaseOptions
     @Option(name: .customLong("client-id"))
@@ -194,9 +201,11 @@ struct Key: AsyncParsableCommand {
 
   struct KeyOptions: ParsableArguments {
     @OptionGroup var database: DatabaseOptions
-    @Option(name: .customLong("key-encryption-key"), help: "\(Setting.keyEncryptionKey.help) [$TENDER_KEY_ENCRYPTION_KEY]")
+    @Option(
+      name: .customLong("key-encryption-key"), help: "\(Setting.keyEncryptionKey.help) [$TENDER_KEY_ENCRYPTION_KEY]")
     var keyEncryptionKey: String?
-    @Option(name: .customLong("token-lifetime"), help: "The servers' token lifetime: how long a retired key keeps verifying.")
+    @Option(
+      name: .customLong("token-lifetime"), help: "The servers' token lifetime: how long a retired key keeps verifying.")
     var tokenLifetime: String?
 
     func keyRing(store: any AuthStore, logger: Logger) async -> KeyRing {
@@ -210,13 +219,16 @@ struct Key: AsyncParsableCommand {
       } catch {
         exitWithConfigurationError(ConfigurationError(setting: Setting.keyEncryptionKey.label, problem: "\(error)"))
       }
-      return KeyRing(store: store, encryptionKey: key, tokenLifetime: lifetime, leeway: .seconds(30), refreshInterval: .seconds(1), logger: logger)
+      return KeyRing(
+        store: store, encryptionKey: key, tokenLifetime: lifetime, leeway: .seconds(30), refreshInterval: .seconds(1),
+        logger: logger)
     }
   }
 
   struct Rotate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-      abstract: "Make a new signing key active. The previous key is retired: tokens it signed stay valid until they expire, and it stays in the JWKS until then."
+      abstract:
+        "Make a new signing key active. The previous key is retired: tokens it signed stay valid until they expire, and it stays in the JWKS until then."
     )
 
     @OptionGroup var options: KeyOptions
@@ -234,7 +246,8 @@ struct Key: AsyncParsableCommand {
   }
 
   struct List: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List signing keys: id, algorithm, state, created, retired.")
+    static let configuration = CommandConfiguration(
+      abstract: "List signing keys: id, algorithm, state, created, retired.")
 
     @OptionGroup var database: DatabaseOptions
 
@@ -245,7 +258,9 @@ struct Key: AsyncParsableCommand {
       }
       let formatter = ISO8601DateFormatter()
       for key in keys {
-        printNow("\(key.keyID)\t\(key.algorithm)\t\(key.state.rawValue)\t\(formatter.string(from: key.createTime))\t\(key.retireTime.map(formatter.string(from:)) ?? "-")")
+        printNow(
+          "\(key.keyID)\t\(key.algorithm)\t\(key.state.rawValue)\t\(formatter.string(from: key.createTime))\t\(key.retireTime.map(formatter.string(from:)) ?? "-")"
+        )
       }
     }
   }
@@ -263,7 +278,8 @@ struct Key: AsyncParsableCommand {
       let logger = makeLogger(level: .warning)
       let keyID = self.keyID
       // One connection pool for the check and the removal.
-      let state = try await withAuthStore(self.database.configuration(), logger: logger) { store -> SigningKeyRecord.State? in
+      let state = try await withAuthStore(self.database.configuration(), logger: logger) {
+        store -> SigningKeyRecord.State? in
         guard let key = try await store.signingKeys().first(where: { $0.keyID == keyID }) else { return nil }
         if key.state == .retired { _ = try await store.removeKey(id: keyID) }
         return key.state

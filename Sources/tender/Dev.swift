@@ -14,9 +14,11 @@ import ServiceLifecycle
 
 struct Dev: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Run Tender locally: throwaway PostgreSQL and Redis, dev TLS certificates, migrations, a dev merchant and client, then serve. Ctrl-C stops it all.",
+    abstract:
+      "Run Tender locally: throwaway PostgreSQL and Redis, dev TLS certificates, migrations, a dev merchant and client, then serve. Ctrl-C stops it all.",
     usage: "tender dev [--state-dir <dir>] [--ephemeral] [--<setting> <value> ...]",
-    discussion: "Any setting of `tender serve` may be given as a flag (see `tender serve --help`) and wins over the dev set-up's: loopback addresses 127.0.0.1:8443 and 127.0.0.1:8080, the local PostgreSQL and Redis, the dev certificates and key-encryption key, and the provider simulator. The environment is not read, except TENDER_WEBHOOK_SECRETS, added to the simulator's."
+    discussion:
+      "Any setting of `tender serve` may be given as a flag (see `tender serve --help`) and wins over the dev set-up's: loopback addresses 127.0.0.1:8443 and 127.0.0.1:8080, the local PostgreSQL and Redis, the dev certificates and key-encryption key, and the provider simulator. The environment is not read, except TENDER_WEBHOOK_SECRETS, added to the simulator's."
   )
 
   @Option(help: "Folder for the dev database and certificates.")
@@ -40,7 +42,8 @@ struct Dev: AsyncParsableCommand {
     defer {
       if self.ephemeral { postgres.destroy() } else { postgres.stop() }
     }
-    let redis = try await LocalRedis.start(in: state.appendingPathComponent("redis"), port: try LocalPostgres.freePort())
+    let redis = try await LocalRedis.start(
+      in: state.appendingPathComponent("redis"), port: try LocalPostgres.freePort())
     defer { redis.destroy() }
     let keyEncryptionKey = try Self.keyEncryptionKey(in: state)
     // The provider simulator runs in this process; the real Stripe connector talks to it over HTTP.
@@ -64,8 +67,10 @@ struct Dev: AsyncParsableCommand {
       .providerURL: "http://127.0.0.1:\(simulatorPort)",
       .providerAPIKey: Self.simulatorAPIKey,
       // The simulator signs its webhooks with this secret; TENDER_WEBHOOK_SECRETS may add providers.
-      .webhookSecrets: ["stripe=\(Self.simulatorWebhookSecret)", ProcessInfo.processInfo.environment["TENDER_WEBHOOK_SECRETS"] ?? ""]
-        .filter { !$0.isEmpty }.joined(separator: ";"),
+      .webhookSecrets: [
+        "stripe=\(Self.simulatorWebhookSecret)", ProcessInfo.processInfo.environment["TENDER_WEBHOOK_SECRETS"] ?? "",
+      ]
+      .filter { !$0.isEmpty }.joined(separator: ";"),
       .drainDelay: "0s",
     ]
     flags.merge(try self.settings.given()) { _, given in given }
@@ -82,7 +87,8 @@ struct Dev: AsyncParsableCommand {
     // Instructions are printed once both listeners are up.
     let ports = DevPorts()
     if self.withoutInterceptors {
-      logger.warning("serving without interceptors: no authentication, rate limits, logs, metrics or traces (measurement only)")
+      logger.warning(
+        "serving without interceptors: no authentication, rate limits, logs, metrics or traces (measurement only)")
     }
     let application = try TenderApplication.build(
       configuration: configuration,
@@ -90,7 +96,9 @@ struct Dev: AsyncParsableCommand {
       withoutInterceptors: self.withoutInterceptors,
       onListening: { host, port in
         if let httpPort = ports.grpcListening(port) {
-          Self.printInstructions(host: host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL, redisURL: redis.url, credentials: credentials, simulatorPort: simulatorPort)
+          Self.printInstructions(
+            host: host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL,
+            redisURL: redis.url, credentials: credentials, simulatorPort: simulatorPort)
         }
       },
       onBridgeListening: { httpPort in
@@ -100,7 +108,9 @@ struct Dev: AsyncParsableCommand {
           trustRoots: (try? Data(contentsOf: tls.caCertificate)).map { Array($0) }
         )
         if let port = ports.bridgeListening(httpPort) {
-          Self.printInstructions(host: configuration.host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL, redisURL: redis.url, credentials: credentials, simulatorPort: simulatorPort)
+          Self.printInstructions(
+            host: configuration.host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL,
+            redisURL: redis.url, credentials: credentials, simulatorPort: simulatorPort)
         }
       }
     )
@@ -114,7 +124,9 @@ struct Dev: AsyncParsableCommand {
   static func startPostgres(in directory: URL) async throws -> LocalPostgres {
     let portFile = directory.appendingPathComponent("port")
     let port: Int
-    if let text = try? String(contentsOf: portFile, encoding: .utf8), let saved = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+    if let text = try? String(contentsOf: portFile, encoding: .utf8),
+      let saved = Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
+    {
       port = saved
     } else {
       port = try LocalPostgres.freePort()
@@ -138,7 +150,10 @@ struct Dev: AsyncParsableCommand {
     return key
   }
 
-  static func printInstructions(host: String, port: Int, httpPort: Int, caPath: String, databaseURL: String, redisURL: String, credentials: DevClient, simulatorPort: Int) {
+  static func printInstructions(
+    host: String, port: Int, httpPort: Int, caPath: String, databaseURL: String, redisURL: String,
+    credentials: DevClient, simulatorPort: Int
+  ) {
     let target = "localhost:\(port)"
     let text = """
 

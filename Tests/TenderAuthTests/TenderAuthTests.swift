@@ -23,11 +23,13 @@ struct TenderAuthTests {
     init(lifetime: Duration = .seconds(900)) {
       self.store = InMemoryAuthStore(database: InMemoryDatabase())
       self.keys = KeyRing(
-        store: self.store, encryptionKey: TenderAuthTests.encryptionKey, tokenLifetime: lifetime, leeway: .seconds(30), refreshInterval: .seconds(3600),
+        store: self.store, encryptionKey: TenderAuthTests.encryptionKey, tokenLifetime: lifetime, leeway: .seconds(30),
+        refreshInterval: .seconds(3600),
         logger: Logger(label: "tender.test.auth")
       )
       self.authority = TokenAuthority(
-        settings: TokenSettings(issuer: "tender", audience: "tender-api", lifetime: lifetime), keys: self.keys, store: self.store, cache: nil,
+        settings: TokenSettings(issuer: "tender", audience: "tender-api", lifetime: lifetime), keys: self.keys,
+        store: self.store, cache: nil,
         hasher: TenderAuthTests.hasher, logger: Logger(label: "tender.test.auth")
       )
       self.registry = ClientRegistry(store: self.store, hasher: TenderAuthTests.hasher, cache: nil)
@@ -83,7 +85,9 @@ struct TenderAuthTests {
     #expect(key.derivedKey(purpose: "page tokens").withUnsafeBytes { Data($0) } == pages)
   }
 
-  @Test("Issue and verify: the token carries the client, merchant and scopes; a wrong secret, an unknown client and an ungranted scope are refused")
+  @Test(
+    "Issue and verify: the token carries the client, merchant and scopes; a wrong secret, an unknown client and an ungranted scope are refused"
+  )
   func issueAndVerify() async throws {
     let world = World()
     let (client, secret) = try await world.client()
@@ -91,11 +95,12 @@ struct TenderAuthTests {
     #expect(Set(issued.scopes) == ["payments:read", "payments:write"])
     let verified = try await world.authority.authenticate(issued.token.value)
     #expect(verified.caller.clientID == client.clientID)
-    #expect(verified.caller.merchantID == "mer_auth")
+    #expect(verified.caller.merchantID.rawValue == "mer_auth")
     #expect(verified.issuer == "tender" && verified.audience == "tender-api")
     #expect(verified.expireTime.timeIntervalSince(verified.issueTime) == 900)
 
-    let narrow = try await world.authority.issue(clientID: client.clientID, secret: secret, requestedScopes: ["payments:read"])
+    let narrow = try await world.authority.issue(
+      clientID: client.clientID, secret: secret, requestedScopes: ["payments:read"])
     #expect(narrow.scopes == ["payments:read"])
     await #expect(throws: IssueFailure.scopeNotGranted("refunds:write")) {
       try await world.authority.issue(clientID: client.clientID, secret: secret, requestedScopes: ["refunds:write"])
@@ -112,18 +117,27 @@ struct TenderAuthTests {
   func verificationFailures() async throws {
     let world = World()
     let (client, secret) = try await world.client()
-    let token = try await world.authority.issue(clientID: client.clientID, secret: secret, requestedScopes: []).token.value
+    let token = try await world.authority.issue(clientID: client.clientID, secret: secret, requestedScopes: []).token
+      .value
     let parts = token.split(separator: ".").map(String.init)
     #expect(parts.count == 3)
     func header(_ json: String) -> String {
-      Data(json.utf8).base64EncodedString().replacingOccurrences(of: "=", with: "").replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+      Data(json.utf8).base64EncodedString().replacingOccurrences(of: "=", with: "").replacingOccurrences(
+        of: "+", with: "-"
+      ).replacingOccurrences(of: "/", with: "_")
     }
     let cases: [(String, AuthFailure)] = [
       ("not-a-jwt", .malformedToken),
       ([header(#"{"alg":"none","typ":"at+jwt"}"#), parts[1], ""].joined(separator: "."), .algorithmNotAllowed),
-      ([header(#"{"alg":"HS256","typ":"at+jwt","kid":"k"}"#), parts[1], parts[2]].joined(separator: "."), .algorithmNotAllowed),
+      (
+        [header(#"{"alg":"HS256","typ":"at+jwt","kid":"k"}"#), parts[1], parts[2]].joined(separator: "."),
+        .algorithmNotAllowed
+      ),
       ([header(#"{"alg":"EdDSA","typ":"JWT","kid":"k"}"#), parts[1], parts[2]].joined(separator: "."), .wrongType),
-      ([header(#"{"alg":"EdDSA","typ":"at+jwt","kid":"nosuchkey"}"#), parts[1], parts[2]].joined(separator: "."), .unknownKey),
+      (
+        [header(#"{"alg":"EdDSA","typ":"at+jwt","kid":"nosuchkey"}"#), parts[1], parts[2]].joined(separator: "."),
+        .unknownKey
+      ),
       ([parts[0], parts[1], String(parts[2].reversed())].joined(separator: "."), .badSignature),
     ]
     for (candidate, failure) in cases {
@@ -132,16 +146,22 @@ struct TenderAuthTests {
     // Another ring (another deployment's keys) signed it: its key is unknown here.
     let stranger = World()
     let (otherClient, otherSecret) = try await stranger.client()
-    let foreign = try await stranger.authority.issue(clientID: otherClient.clientID, secret: otherSecret, requestedScopes: []).token.value
+    let foreign = try await stranger.authority.issue(
+      clientID: otherClient.clientID, secret: otherSecret, requestedScopes: []
+    ).token.value
     await #expect(throws: AuthFailure.unknownKey) { try await world.authority.authenticate(foreign) }
   }
 
-  @Test("A revoked token and a disabled client's tokens stop working; enabling the client again restores its unrevoked tokens")
+  @Test(
+    "A revoked token and a disabled client's tokens stop working; enabling the client again restores its unrevoked tokens"
+  )
   func revocationAndStatus() async throws {
     let world = World()
     let (client, secret) = try await world.client()
-    let first = try await world.authority.issue(clientID: client.clientID, secret: secret, requestedScopes: []).token.value
-    let second = try await world.authority.issue(clientID: client.clientID, secret: secret, requestedScopes: []).token.value
+    let first = try await world.authority.issue(clientID: client.clientID, secret: secret, requestedScopes: []).token
+      .value
+    let second = try await world.authority.issue(clientID: client.clientID, secret: secret, requestedScopes: []).token
+      .value
     try await world.authority.revoke(try await world.authority.authenticate(first), revokedBy: client.clientID)
     await #expect(throws: AuthFailure.revoked) { try await world.authority.authenticate(first) }
     _ = try await world.authority.authenticate(second)
@@ -155,15 +175,18 @@ struct TenderAuthTests {
     _ = try await world.authority.authenticate(second)
   }
 
-  @Test("Rotation: the retired key still verifies its tokens, the JWKS lists both; removing it ends its tokens and its JWK")
+  @Test(
+    "Rotation: the retired key still verifies its tokens, the JWKS lists both; removing it ends its tokens and its JWK")
   func rotation() async throws {
     let world = World()
     let (client, secret) = try await world.client()
-    let before = try await world.authority.issue(clientID: client.clientID, secret: secret, requestedScopes: []).token.value
+    let before = try await world.authority.issue(clientID: client.clientID, secret: secret, requestedScopes: []).token
+      .value
     let firstKeys = try await world.keys.jwks().compactMap { $0["kid"] }
     #expect(firstKeys.count == 1)
     let newKey = try await world.keys.rotate()
-    let after = try await world.authority.issue(clientID: client.clientID, secret: secret, requestedScopes: []).token.value
+    let after = try await world.authority.issue(clientID: client.clientID, secret: secret, requestedScopes: []).token
+      .value
     let rotatedKeys = try await world.keys.jwks()
     #expect(Set(rotatedKeys.compactMap { $0["kid"] }) == Set(firstKeys + [newKey]))
     #expect(rotatedKeys.allSatisfy { $0["d"] == nil && $0["kty"] == "OKP" })
@@ -184,7 +207,8 @@ struct TenderAuthTests {
     let stored = try await world.store.signingKeys()
     #expect(stored.count == 1)
     let other = KeyRing(
-      store: world.store, encryptionKey: try KeyEncryptionKey(base64: KeyEncryptionKey.generateBase64()), tokenLifetime: .seconds(900),
+      store: world.store, encryptionKey: try KeyEncryptionKey(base64: KeyEncryptionKey.generateBase64()),
+      tokenLifetime: .seconds(900),
       leeway: .seconds(30), refreshInterval: .seconds(3600), logger: Logger(label: "tender.test.auth")
     )
     await #expect(throws: KeyRingError.self) { try await other.prepare() }
@@ -192,13 +216,18 @@ struct TenderAuthTests {
 
   @Test("Client requests are validated: merchant id, scopes, display name")
   func clientValidation() {
-    #expect(throws: ClientRequestError.invalidMerchantID) { try ClientRegistry.validate(merchantID: "merchant", scopes: ["payments:read"], displayName: "") }
-    #expect(throws: ClientRequestError.noScopes) { try ClientRegistry.validate(merchantID: "mer_a", scopes: [], displayName: "") }
+    #expect(throws: ClientRequestError.invalidMerchantID) {
+      try ClientRegistry.validate(merchantID: "merchant", scopes: ["payments:read"], displayName: "")
+    }
+    #expect(throws: ClientRequestError.noScopes) {
+      try ClientRegistry.validate(merchantID: "mer_a", scopes: [], displayName: "")
+    }
     #expect(throws: ClientRequestError.invalidScope("Bad Scope")) {
       try ClientRegistry.validate(merchantID: "mer_a", scopes: ["payments:read", "Bad Scope"], displayName: "")
     }
     #expect(throws: ClientRequestError.displayNameTooLong) {
-      try ClientRegistry.validate(merchantID: "mer_a", scopes: ["payments:read"], displayName: String(repeating: "n", count: 201))
+      try ClientRegistry.validate(
+        merchantID: "mer_a", scopes: ["payments:read"], displayName: String(repeating: "n", count: 201))
     }
     #expect(ClientRegistry.isMerchantID("mer_abc123"))
     #expect(!ClientRegistry.isMerchantID("mer_"))

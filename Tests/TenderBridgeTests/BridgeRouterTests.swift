@@ -35,7 +35,8 @@ struct BridgeRouterTests {
     let endpoint = WebhookEndpoint(
       providers: [
         "stripe": .init(scheme: .stripe, secrets: [.stripe(Self.secret)]),
-        "acme": .init(scheme: .standard, secrets: [.standard("whsec_" + Data(repeating: 9, count: 24).base64EncodedString())!]),
+        "acme": .init(
+          scheme: .standard, secrets: [.standard("whsec_" + Data(repeating: 9, count: 24).base64EncodedString())!]),
       ],
       tolerance: .seconds(300),
       maxBodyBytes: maxBodyBytes,
@@ -46,7 +47,9 @@ struct BridgeRouterTests {
           return !duplicate
         }
       },
-      count: { provider, what, reason in inbox.counts.withLock { $0.append([provider, what, reason].compactMap { $0 }.joined(separator: " ")) } }
+      count: { provider, what, reason in
+        inbox.counts.withLock { $0.append([provider, what, reason].compactMap { $0 }.joined(separator: " ")) }
+      }
     )
     return try Bridge.application(
       configuration: .init(host: "127.0.0.1", port: 0, tls: nil),
@@ -60,7 +63,8 @@ struct BridgeRouterTests {
 
   static func stripeHeaders(_ body: [UInt8], secret: String = Self.secret, at time: Date = Date()) -> HTTPFields {
     var headers = HTTPFields()
-    headers[HTTPField.Name("Stripe-Signature")!] = WebhookSignatures.stripeHeader(body: body, secret: .stripe(secret), timestamp: Int64(time.timeIntervalSince1970))
+    headers[HTTPField.Name("Stripe-Signature")!] = WebhookSignatures.stripeHeader(
+      body: body, secret: .stripe(secret), timestamp: Int64(time.timeIntervalSince1970))
     headers[.contentType] = "application/json"
     return headers
   }
@@ -97,7 +101,9 @@ struct BridgeRouterTests {
     }
     struct Unavailable: Error {}
     try await Self.app(jwks: { throw Unavailable() }).test(.router) { client in
-      try await client.execute(uri: "/.well-known/jwks.json", method: .get) { #expect($0.status == .serviceUnavailable) }
+      try await client.execute(uri: "/.well-known/jwks.json", method: .get) {
+        #expect($0.status == .serviceUnavailable)
+      }
     }
   }
 
@@ -106,7 +112,10 @@ struct BridgeRouterTests {
     let inbox = Inbox()
     try await Self.app(inbox: inbox).test(.router) { client in
       for _ in 0..<2 {
-        try await client.execute(uri: "/webhooks/stripe", method: .post, headers: Self.stripeHeaders(Self.event), body: ByteBuffer(bytes: Self.event)) { response in
+        try await client.execute(
+          uri: "/webhooks/stripe", method: .post, headers: Self.stripeHeaders(Self.event),
+          body: ByteBuffer(bytes: Self.event)
+        ) { response in
           #expect(response.status == .ok)
           #expect(String(buffer: response.body) == #"{"received":true}"#)
         }
@@ -116,10 +125,13 @@ struct BridgeRouterTests {
     #expect(events.map(\.eventID) == ["evt_1"])
     #expect(events.first?.type == "payment_intent.succeeded")
     #expect(events.first?.body == Self.event)
-    #expect(inbox.counts.withLock { $0 } == ["stripe received", "stripe verified", "stripe received", "stripe verified"])
+    #expect(
+      inbox.counts.withLock { $0 } == ["stripe received", "stripe verified", "stripe received", "stripe verified"])
   }
 
-  @Test("Refusals: unknown provider 404, bad or missing signature 401, stale 401, too large 413, malformed 400; none is stored")
+  @Test(
+    "Refusals: unknown provider 404, bad or missing signature 401, stale 401, too large 413, malformed 400; none is stored"
+  )
   func webhookRefusals() async throws {
     let inbox = Inbox()
     let big = Array(repeating: UInt8(ascii: " "), count: 5000)
@@ -127,9 +139,15 @@ struct BridgeRouterTests {
     try await Self.app(inbox: inbox).test(.router) { client in
       let cases: [(String, HTTPFields, [UInt8], HTTPResponse.Status, String)] = [
         ("/webhooks/nosuch", Self.stripeHeaders(Self.event), Self.event, .notFound, ""),
-        ("/webhooks/stripe", Self.stripeHeaders(Self.event, secret: "whsec_other"), Self.event, .unauthorized, "signature_mismatch"),
+        (
+          "/webhooks/stripe", Self.stripeHeaders(Self.event, secret: "whsec_other"), Self.event, .unauthorized,
+          "signature_mismatch"
+        ),
         ("/webhooks/stripe", [.contentType: "application/json"], Self.event, .unauthorized, "signature_missing"),
-        ("/webhooks/stripe", Self.stripeHeaders(Self.event, at: Date().addingTimeInterval(-301)), Self.event, .unauthorized, "timestamp_out_of_tolerance"),
+        (
+          "/webhooks/stripe", Self.stripeHeaders(Self.event, at: Date().addingTimeInterval(-301)), Self.event,
+          .unauthorized, "timestamp_out_of_tolerance"
+        ),
         ("/webhooks/stripe", Self.stripeHeaders(big), big, .contentTooLarge, "too_large"),
         ("/webhooks/stripe", Self.stripeHeaders(notJSON), notJSON, .badRequest, "malformed"),
         ("/webhooks/acme", Self.stripeHeaders(Self.event), Self.event, .unauthorized, "signature_missing"),

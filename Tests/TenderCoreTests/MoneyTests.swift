@@ -44,7 +44,8 @@ struct MoneyTests {
         #expect(error.kind == .invalidArgument)
       }
     }
-    #expect((try? Money.validated(minorUnits: Money.defaultMaximumMinorUnits, currencyCode: "EUR", field: "amount")) != nil)
+    #expect(
+      (try? Money.validated(minorUnits: Money.defaultMaximumMinorUnits, currencyCode: "EUR", field: "amount")) != nil)
     #expect((try? Money.validated(minorUnits: 500, currencyCode: "EUR", field: "amount", maximum: 499)) == nil)
   }
 
@@ -59,20 +60,24 @@ struct MoneyTests {
 
 @Suite("Card numbers in free text")
 struct CardNumberTests {
-  @Test("Luhn-valid 13–19 digit runs are found, grouped or not", arguments: [
-    "4242424242424242", "4242 4242 4242 4242", "4242-4242-4242-4242", "card: 4000056655665556 thanks",
-    "378282246310005", "6011111111111117", "4222222222222", "6200000000000005",
-    // Glued to letters it is still card data.
-    "ref4242424242424242x",
-  ])
+  @Test(
+    "Luhn-valid 13–19 digit runs are found, grouped or not",
+    arguments: [
+      "4242424242424242", "4242 4242 4242 4242", "4242-4242-4242-4242", "card: 4000056655665556 thanks",
+      "378282246310005", "6011111111111117", "4222222222222", "6200000000000005",
+      // Glued to letters it is still card data.
+      "ref4242424242424242x",
+    ])
   func detected(_ text: String) {
     #expect(CardNumbers.containsCardNumber(text))
   }
 
-  @Test("Other numbers are left alone", arguments: [
-    "4242424242424241", "424242424242", "42424242424242424242", "order 2024-11-22", "4242  4242  4242  4242",
-    "+49 30 1234567", "", "invoice 12345678901",
-  ])
+  @Test(
+    "Other numbers are left alone",
+    arguments: [
+      "4242424242424241", "424242424242", "42424242424242424242", "order 2024-11-22", "4242  4242  4242  4242",
+      "+49 30 1234567", "", "invoice 12345678901",
+    ])
   func notDetected(_ text: String) {
     #expect(!CardNumbers.containsCardNumber(text))
   }

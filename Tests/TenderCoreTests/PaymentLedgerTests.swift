@@ -4,7 +4,9 @@ import Testing
 @Suite("Payment state machine")
 struct PaymentLedgerTests {
   static let eur = Currency(code: "EUR")!
-  static func money(_ units: Int64, _ currency: Currency = eur) -> Money { Money(minorUnits: units, currency: currency) }
+  static func money(_ units: Int64, _ currency: Currency = eur) -> Money {
+    Money(minorUnits: units, currency: currency)
+  }
 
   @Test("Exactly these transitions are legal")
   func transitionTable() {
@@ -79,13 +81,16 @@ struct PaymentLedgerTests {
   func randomSequences() {
     var generator = SystemRandomNumberGenerator()
     for _ in 0..<2000 {
-      var ledger = PaymentLedger(amount: Self.money(Int64.random(in: 1...1000, using: &generator)), captureMethod: Bool.random(using: &generator) ? .manual : .automatic)
+      var ledger = PaymentLedger(
+        amount: Self.money(Int64.random(in: 1...1000, using: &generator)),
+        captureMethod: Bool.random(using: &generator) ? .manual : .automatic)
       var reserved: [Money] = []
       for _ in 0..<12 {
         switch Int.random(in: 0..<6, using: &generator) {
         case 0: try? ledger.providerAuthorized()
         case 1: try? ledger.providerFailed(.cardDeclined)
-        case 2: try? ledger.capture(Bool.random(using: &generator) ? nil : Int64.random(in: -5...1100, using: &generator))
+        case 2:
+          try? ledger.capture(Bool.random(using: &generator) ? nil : Int64.random(in: -5...1100, using: &generator))
         case 3: try? ledger.cancel()
         case 4:
           let refund = Self.money(Int64.random(in: 1...600, using: &generator))
@@ -103,10 +108,22 @@ struct PaymentLedgerTests {
 
   @Test("A stored ledger that breaks an invariant is refused")
   func storedLedger() {
-    #expect(PaymentLedger(status: .succeeded, amount: Self.money(100), captureMethod: .automatic, capturableMinorUnits: 0, capturedMinorUnits: 100, refundedMinorUnits: 40, failureReason: nil) != nil)
-    #expect(PaymentLedger(status: .succeeded, amount: Self.money(100), captureMethod: .automatic, capturableMinorUnits: 0, capturedMinorUnits: 100, refundedMinorUnits: 101, failureReason: nil) == nil)
-    #expect(PaymentLedger(status: .requiresCapture, amount: Self.money(100), captureMethod: .manual, capturableMinorUnits: 101, capturedMinorUnits: 0, refundedMinorUnits: 0, failureReason: nil) == nil)
-    #expect(PaymentLedger(status: .failed, amount: Self.money(100), captureMethod: .manual, capturableMinorUnits: 0, capturedMinorUnits: 0, refundedMinorUnits: 0, failureReason: nil) == nil)
+    #expect(
+      PaymentLedger(
+        status: .succeeded, amount: Self.money(100), captureMethod: .automatic, capturableMinorUnits: 0,
+        capturedMinorUnits: 100, refundedMinorUnits: 40, failureReason: nil) != nil)
+    #expect(
+      PaymentLedger(
+        status: .succeeded, amount: Self.money(100), captureMethod: .automatic, capturableMinorUnits: 0,
+        capturedMinorUnits: 100, refundedMinorUnits: 101, failureReason: nil) == nil)
+    #expect(
+      PaymentLedger(
+        status: .requiresCapture, amount: Self.money(100), captureMethod: .manual, capturableMinorUnits: 101,
+        capturedMinorUnits: 0, refundedMinorUnits: 0, failureReason: nil) == nil)
+    #expect(
+      PaymentLedger(
+        status: .failed, amount: Self.money(100), captureMethod: .manual, capturableMinorUnits: 0,
+        capturedMinorUnits: 0, refundedMinorUnits: 0, failureReason: nil) == nil)
   }
 
   static func reason(_ body: () throws -> Void) -> String? {

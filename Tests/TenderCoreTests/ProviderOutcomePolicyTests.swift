@@ -56,7 +56,8 @@ struct ProviderOutcomePolicyTests {
     #expect(ProviderAttempt(.rejected(status: 404, code: "resource_missing", message: "")) == .refused)
   }
 
-  @Test("History only grows: a call that may have been delivered makes it maybe-sent; one that was not processed leaves it")
+  @Test(
+    "History only grows: a call that may have been delivered makes it maybe-sent; one that was not processed leaves it")
   func historyAfterAttempts() {
     #expect(ProviderOutcomePolicy.history(after: .notProcessed, before: .nothingSent) == .nothingSent)
     #expect(ProviderOutcomePolicy.history(after: .notProcessed, before: .maybeSent) == .maybeSent)

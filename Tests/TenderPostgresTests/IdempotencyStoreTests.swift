@@ -23,10 +23,13 @@ struct IdempotencyStoreTests {
     }
   }
 
-  static func request(_ merchant: String = "mer_a", key: String = "order-42", method: String = create, body: String = "amount=100") -> IdempotencyRequest {
+  static func request(
+    _ merchant: String = "mer_a", key: String = "order-42", method: String = create, body: String = "amount=100"
+  ) -> IdempotencyRequest {
     var hash = SHA256()
     hash.update(data: Array(method.utf8) + [0] + Array(body.utf8))
-    return IdempotencyRequest(merchant: MerchantID(merchant)!, key: key, method: method, fingerprint: Array(hash.finalize()))
+    return IdempotencyRequest(
+      merchant: MerchantID(merchant)!, key: key, method: method, fingerprint: Array(hash.finalize()))
   }
 
   static func kind(_ claim: IdempotencyClaim) -> String {
@@ -55,21 +58,28 @@ struct IdempotencyStoreTests {
     }
   }
 
-  @Test("After completion the stored response is replayed byte for byte; another request under the key is refused; merchants are separate")
+  @Test(
+    "After completion the stored response is replayed byte for byte; another request under the key is refused; merchants are separate"
+  )
   func replayAndReuse() async throws {
     try await self.withStore { store, client in
       guard case .started(let record) = try await store.claim(Self.request(), lockFor: .seconds(30)) else {
         Issue.record("first claim did not start")
         return
       }
-      let response = StoredResponse(code: 9, message: Array("card declined".utf8), details: [0x08, 0x09, 0x12, 0x00, 0xFF])
+      let response = StoredResponse(
+        code: 9, message: Array("card declined".utf8), details: [0x08, 0x09, 0x12, 0x00, 0xFF])
       try await store.finish(record.owner, response: response)
       #expect(try await store.claim(Self.request(), lockFor: .seconds(30)) == .replay(response))
       #expect(try await store.claim(Self.request(body: "amount=101"), lockFor: .seconds(30)) == .reused)
-      #expect(try await store.claim(Self.request(method: "tender.refunds.v1.RefundService/CreateRefund"), lockFor: .seconds(30)) == .reused)
+      #expect(
+        try await store.claim(
+          Self.request(method: "tender.refunds.v1.RefundService/CreateRefund"), lockFor: .seconds(30)) == .reused)
       #expect(Self.kind(try await store.claim(Self.request("mer_b"), lockFor: .seconds(30))) == "started")
       // Refusals changed nothing.
-      let stored = try await client.query("SELECT count(*) FROM idempotency_keys WHERE merchant_id = 'mer_a'").decode(Int.self).reduce(0, +)
+      let stored = try await client.query("SELECT count(*) FROM idempotency_keys WHERE merchant_id = 'mer_a'").decode(
+        Int.self
+      ).reduce(0, +)
       #expect(stored == 1)
       #expect(try await store.claim(Self.request(), lockFor: .seconds(30)) == .replay(response))
     }
@@ -116,15 +126,20 @@ struct IdempotencyStoreTests {
         }
         try await store.finish(record.owner, response: StoredResponse(code: 0, message: [1], details: []))
       }
-      try await client.query("UPDATE idempotency_keys SET create_time = now() - interval '25 hours' WHERE idempotency_key = 'old'")
+      try await client.query(
+        "UPDATE idempotency_keys SET create_time = now() - interval '25 hours' WHERE idempotency_key = 'old'")
       // Asking for less than a day still keeps a day.
       #expect(try await store.reap(olderThan: .seconds(60)) == 1)
-      let keys = try await client.query("SELECT idempotency_key FROM idempotency_keys ORDER BY idempotency_key").decode(String.self).reduce(into: [String]()) { $0.append($1) }
+      let keys = try await client.query("SELECT idempotency_key FROM idempotency_keys ORDER BY idempotency_key").decode(
+        String.self
+      ).reduce(into: [String]()) { $0.append($1) }
       #expect(keys == ["k1", "young"])
     }
   }
 
-  @Test("A takeover fences the previous owner: its finish, release and lock renewal change nothing; the new owner's answer is what everyone gets")
+  @Test(
+    "A takeover fences the previous owner: its finish, release and lock renewal change nothing; the new owner's answer is what everyone gets"
+  )
   func fencing() async throws {
     try await self.withStore { store, client in
       guard case .started(let first) = try await store.claim(Self.request(), lockFor: .seconds(30)) else {
@@ -133,7 +148,8 @@ struct IdempotencyStoreTests {
       }
       #expect(first.ownerToken == 1 && first.history == .nothingSent)
       #expect(try await store.extend(first.owner, lockFor: .seconds(30)))
-      try await client.query("UPDATE idempotency_keys SET locked_until = now() - interval '1 second', provider_attempted = true")
+      try await client.query(
+        "UPDATE idempotency_keys SET locked_until = now() - interval '1 second', provider_attempted = true")
       guard case .resumed(let second) = try await store.claim(Self.request(), lockFor: .seconds(30)) else {
         Issue.record("the stale lock was not taken over")
         return

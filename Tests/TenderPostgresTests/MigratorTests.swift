@@ -11,7 +11,9 @@ struct MigratorTests {
   /// Applied versions as the database records them.
   static func recordedVersions(_ client: PostgresClient) async throws -> [Int] {
     var versions: [Int] = []
-    for try await version in try await client.query("SELECT version FROM tender_schema_migrations ORDER BY version").decode(Int.self) {
+    for try await version in try await client.query("SELECT version FROM tender_schema_migrations ORDER BY version")
+      .decode(Int.self)
+    {
       versions.append(version)
     }
     return versions
@@ -61,7 +63,8 @@ struct MigratorTests {
     try await withPostgresClient(url) { client in
       try await Migrator(client: client, logger: self.logger).migrate()
       let original = Migrations.all[0]
-      let edited = Migration(version: original.version, name: original.name, statements: original.statements + ["SELECT 1"])
+      let edited = Migration(
+        version: original.version, name: original.name, statements: original.statements + ["SELECT 1"])
       await #expect(throws: Migrator.Failure.self) {
         try await Migrator(client: client, migrations: [edited], logger: self.logger).migrate()
       }
@@ -72,7 +75,8 @@ struct MigratorTests {
   func newerSchemaRefused() async throws {
     let url = try await TestPostgres.makeDatabase()
     try await withPostgresClient(url) { client in
-      let newer = Migrations.all + [Migration(version: 9_999, name: "future", statements: ["CREATE TABLE future_table (id int)"])]
+      let newer =
+        Migrations.all + [Migration(version: 9_999, name: "future", statements: ["CREATE TABLE future_table (id int)"])]
       try await Migrator(client: client, migrations: newer, logger: self.logger).migrate()
       await #expect(throws: Migrator.Failure.self) {
         try await Migrator(client: client, logger: self.logger).migrate()

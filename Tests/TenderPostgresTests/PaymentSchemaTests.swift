@@ -41,30 +41,49 @@ struct PaymentSchemaTests {
   func amountConstraints() async throws {
     try await self.withSchema { client in
       let checkViolation = "23514"
-      #expect(await Self.sqlState(client, "UPDATE payments SET refunded_minor = 101 WHERE payment_id = 'pay_1'") == checkViolation)
+      #expect(
+        await Self.sqlState(client, "UPDATE payments SET refunded_minor = 101 WHERE payment_id = 'pay_1'")
+          == checkViolation)
       #expect(await Self.sqlState(client, "UPDATE payments SET refunded_minor = 100 WHERE payment_id = 'pay_1'") == nil)
-      #expect(await Self.sqlState(client, "UPDATE payments SET captured_minor = 101 WHERE payment_id = 'pay_1'") == checkViolation)
-      #expect(await Self.sqlState(client, """
-        INSERT INTO payments (payment_id, merchant_id, status, capture_method, currency, amount_minor, payment_method)
-        VALUES ('pay_2', 'mer_a', 'processing', 'automatic', 'EUR', 0, 'pm_card_visa')
-        """) == checkViolation)
-      #expect(await Self.sqlState(client, """
-        INSERT INTO payments (payment_id, merchant_id, status, capture_method, currency, amount_minor, payment_method)
-        VALUES ('pay_3', 'mer_a', 'failed', 'automatic', 'EUR', 10, 'pm_card_visa')
-        """) == checkViolation)
+      #expect(
+        await Self.sqlState(client, "UPDATE payments SET captured_minor = 101 WHERE payment_id = 'pay_1'")
+          == checkViolation)
+      #expect(
+        await Self.sqlState(
+          client,
+          """
+          INSERT INTO payments (payment_id, merchant_id, status, capture_method, currency, amount_minor, payment_method)
+          VALUES ('pay_2', 'mer_a', 'processing', 'automatic', 'EUR', 0, 'pm_card_visa')
+          """) == checkViolation)
+      #expect(
+        await Self.sqlState(
+          client,
+          """
+          INSERT INTO payments (payment_id, merchant_id, status, capture_method, currency, amount_minor, payment_method)
+          VALUES ('pay_3', 'mer_a', 'failed', 'automatic', 'EUR', 10, 'pm_card_visa')
+          """) == checkViolation)
       // Money captured only on succeeded payments; a hold only while capture is required.
-      #expect(await Self.sqlState(client, """
-        INSERT INTO payments (payment_id, merchant_id, status, capture_method, currency, amount_minor, captured_minor, payment_method)
-        VALUES ('pay_4', 'mer_a', 'canceled', 'manual', 'EUR', 10, 10, 'pm_card_visa')
-        """) == checkViolation)
-      #expect(await Self.sqlState(client, """
-        INSERT INTO payments (payment_id, merchant_id, status, capture_method, currency, amount_minor, capturable_minor, payment_method)
-        VALUES ('pay_5', 'mer_a', 'processing', 'manual', 'EUR', 10, 10, 'pm_card_visa')
-        """) == checkViolation)
-      #expect(await Self.sqlState(client, """
-        INSERT INTO refunds (refund_id, merchant_id, payment_id, status, currency, amount_minor, reason)
-        VALUES ('re_1', 'mer_a', 'pay_1', 'pending', 'EUR', -1, 'duplicate')
-        """) == checkViolation)
+      #expect(
+        await Self.sqlState(
+          client,
+          """
+          INSERT INTO payments (payment_id, merchant_id, status, capture_method, currency, amount_minor, captured_minor, payment_method)
+          VALUES ('pay_4', 'mer_a', 'canceled', 'manual', 'EUR', 10, 10, 'pm_card_visa')
+          """) == checkViolation)
+      #expect(
+        await Self.sqlState(
+          client,
+          """
+          INSERT INTO payments (payment_id, merchant_id, status, capture_method, currency, amount_minor, capturable_minor, payment_method)
+          VALUES ('pay_5', 'mer_a', 'processing', 'manual', 'EUR', 10, 10, 'pm_card_visa')
+          """) == checkViolation)
+      #expect(
+        await Self.sqlState(
+          client,
+          """
+          INSERT INTO refunds (refund_id, merchant_id, payment_id, status, currency, amount_minor, reason)
+          VALUES ('re_1', 'mer_a', 'pay_1', 'pending', 'EUR', -1, 'duplicate')
+          """) == checkViolation)
     }
   }
 
@@ -82,8 +101,14 @@ struct PaymentSchemaTests {
       #expect(await Self.sqlState(client, insert("mer_a")) == "23505")
       #expect(await Self.sqlState(client, insert("mer_b")) == nil)
       // A finished record holds a response and no lock.
-      #expect(await Self.sqlState(client, "UPDATE idempotency_keys SET recovery_point = 'finished' WHERE merchant_id = 'mer_a'") == "23514")
-      #expect(await Self.sqlState(client, "UPDATE idempotency_keys SET recovery_point = 'finished', response_code = 0, locked_until = NULL WHERE merchant_id = 'mer_a'") == nil)
+      #expect(
+        await Self.sqlState(
+          client, "UPDATE idempotency_keys SET recovery_point = 'finished' WHERE merchant_id = 'mer_a'") == "23514")
+      #expect(
+        await Self.sqlState(
+          client,
+          "UPDATE idempotency_keys SET recovery_point = 'finished', response_code = 0, locked_until = NULL WHERE merchant_id = 'mer_a'"
+        ) == nil)
     }
   }
 
@@ -98,7 +123,11 @@ struct PaymentSchemaTests {
       )
       #expect(await Self.sqlState(client, "UPDATE payment_events SET amount_minor = 5") == "23001")
       #expect(await Self.sqlState(client, "DELETE FROM payment_events") == "23001")
-      #expect(await Self.sqlState(client, "INSERT INTO payment_events (event_id, merchant_id, payment_id, type) VALUES (1, 'mer_a', 'pay_1', 'payment_succeeded')") == "428C9")
+      #expect(
+        await Self.sqlState(
+          client,
+          "INSERT INTO payment_events (event_id, merchant_id, payment_id, type) VALUES (1, 'mer_a', 'pay_1', 'payment_succeeded')"
+        ) == "428C9")
     }
   }
 }

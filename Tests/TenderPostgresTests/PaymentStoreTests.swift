@@ -11,7 +11,9 @@ struct PaymentStoreTests {
   static let eur = Currency(code: "EUR")!
   let logger = Logger(label: "tender.test.payments")
 
-  func withStore(merchants: [String] = ["mer_a", "mer_b"], _ body: (PostgresPaymentStore, PostgresClient) async throws -> Void) async throws {
+  func withStore(
+    merchants: [String] = ["mer_a", "mer_b"], _ body: (PostgresPaymentStore, PostgresClient) async throws -> Void
+  ) async throws {
     let url = try await TestPostgres.makeDatabase()
     try await withPostgresClient(url) { client in
       try await Migrator(client: client, logger: self.logger).migrate()
@@ -22,7 +24,10 @@ struct PaymentStoreTests {
     }
   }
 
-  static func newPayment(_ merchant: String, amount: Int64 = 100, method: CaptureMethod = .manual, customer: String = "", at time: Date = Date()) -> PaymentRecord {
+  static func newPayment(
+    _ merchant: String, amount: Int64 = 100, method: CaptureMethod = .manual, customer: String = "",
+    at time: Date = Date()
+  ) -> PaymentRecord {
     PaymentRecord(
       id: .random(),
       merchantID: MerchantID(merchant)!,
@@ -51,7 +56,9 @@ struct PaymentStoreTests {
   }
 
   /// A payment authorized for capture (manual) or captured (automatic).
-  func authorized(_ store: PostgresPaymentStore, _ merchant: String, amount: Int64 = 100, method: CaptureMethod = .manual) async throws -> PaymentRecord {
+  func authorized(
+    _ store: PostgresPaymentStore, _ merchant: String, amount: Int64 = 100, method: CaptureMethod = .manual
+  ) async throws -> PaymentRecord {
     let payment = Self.newPayment(merchant, amount: amount, method: method)
     _ = try await store.insert(payment)
     let updated = try await store.update(payment.id, merchant: payment.merchantID) { record in
@@ -68,10 +75,14 @@ struct PaymentStoreTests {
       let event = try await store.insert(payment)
       #expect(event.position > .start && event.type == .paymentCreated && event.toStatus == .processing)
       let read = try #require(try await store.payment(payment.id, merchant: payment.merchantID))
-      #expect(read.id == payment.id && read.ledger == payment.ledger && read.metadata == ["order": "42"] && read.customerReference == "cus_1")
+      #expect(
+        read.id == payment.id && read.ledger == payment.ledger && read.metadata == ["order": "42"]
+          && read.customerReference == "cus_1")
       #expect(abs(read.createTime.timeIntervalSince(payment.createTime)) < 0.001)
       #expect(try await store.payment(payment.id, merchant: MerchantID("mer_b")!) == nil)
-      let foreign = try await store.update(payment.id, merchant: MerchantID("mer_b")!) { record in try record.ledger.providerAuthorized() }
+      let foreign = try await store.update(payment.id, merchant: MerchantID("mer_b")!) { record in
+        try record.ledger.providerAuthorized()
+      }
       #expect(foreign == nil)
       #expect(try await store.payment(payment.id, merchant: payment.merchantID)?.ledger.status == .processing)
     }
@@ -96,15 +107,19 @@ struct PaymentStoreTests {
     try await self.withStore { store, client in
       for _ in 0..<10 {
         let payment = try await self.authorized(store, "mer_a")
-        async let capture: Bool = (try? await store.update(payment.id, merchant: payment.merchantID) { try $0.ledger.capture(nil) }) != nil
-        async let cancel: Bool = (try? await store.update(payment.id, merchant: payment.merchantID) { try $0.ledger.cancel() }) != nil
+        async let capture: Bool =
+          (try? await store.update(payment.id, merchant: payment.merchantID) { try $0.ledger.capture(nil) }) != nil
+        async let cancel: Bool =
+          (try? await store.update(payment.id, merchant: payment.merchantID) { try $0.ledger.cancel() }) != nil
         let outcomes = await [capture, cancel]
         #expect(outcomes.filter { $0 }.count == 1)
         let final = try #require(try await store.payment(payment.id, merchant: payment.merchantID))
         #expect(final.ledger.status == (outcomes[0] ? .succeeded : .canceled))
       }
       // Every write above had a transaction id below this one's.
-      let now = try await client.query("SELECT pg_current_xact_id()::text::bigint").decode(Int64.self).reduce(0) { max($0, $1) }
+      let now = try await client.query("SELECT pg_current_xact_id()::text::bigint").decode(Int64.self).reduce(0) {
+        max($0, $1)
+      }
       try await Self.settle(store, past: EventPosition(transaction: now, id: 0))
       let events = try await store.events(merchant: MerchantID("mer_a")!, after: .start, limit: 1000)
       // Created, authorized, then captured or canceled: three per payment.
@@ -122,8 +137,12 @@ struct PaymentStoreTests {
     try await self.withStore { store, client in
       let payment = try await self.authorized(store, "mer_a", amount: 100, method: .automatic)
       let sixty = Money(minorUnits: 60, currency: Self.eur)
-      async let first: Bool = (try? await store.update(payment.id, merchant: payment.merchantID) { try $0.ledger.reserveRefund(sixty) }) != nil
-      async let second: Bool = (try? await store.update(payment.id, merchant: payment.merchantID) { try $0.ledger.reserveRefund(sixty) }) != nil
+      async let first: Bool =
+        (try? await store.update(payment.id, merchant: payment.merchantID) { try $0.ledger.reserveRefund(sixty) })
+        != nil
+      async let second: Bool =
+        (try? await store.update(payment.id, merchant: payment.merchantID) { try $0.ledger.reserveRefund(sixty) })
+        != nil
       #expect(await [first, second].filter { $0 }.count == 1)
 
       let big = try await self.authorized(store, "mer_a", amount: 10_000, method: .automatic)
@@ -132,7 +151,8 @@ struct PaymentStoreTests {
           let amount = Int64.random(in: 1...700)
           group.addTask {
             let refund = Money(minorUnits: amount, currency: Self.eur)
-            return (try? await store.update(big.id, merchant: big.merchantID) { try $0.ledger.reserveRefund(refund) }) != nil ? amount : 0
+            return (try? await store.update(big.id, merchant: big.merchantID) { try $0.ledger.reserveRefund(refund) })
+              != nil ? amount : 0
           }
         }
         return try await group.reduce(0, +)
@@ -141,7 +161,8 @@ struct PaymentStoreTests {
       #expect(stored.ledger.refundedMinorUnits == granted)
       #expect(granted <= 10_000)
       // And in SQL, for every payment.
-      let violations = try await client.query("SELECT count(*) FROM payments WHERE refunded_minor > captured_minor").decode(Int.self).reduce(0, +)
+      let violations = try await client.query("SELECT count(*) FROM payments WHERE refunded_minor > captured_minor")
+        .decode(Int.self).reduce(0, +)
       #expect(violations == 0)
     }
   }
@@ -186,16 +207,22 @@ struct PaymentStoreTests {
       _ = try await store.insert(Self.newPayment("mer_a", customer: "cus_1", at: early))
       _ = try await store.insert(Self.newPayment("mer_a", customer: "cus_2", at: early.addingTimeInterval(10)))
       _ = try await self.authorized(store, "mer_a")
-      let processing = try await store.list(merchant: merchant, filter: PaymentFilter(statuses: [.processing]), pageSize: 10, after: nil)
+      let processing = try await store.list(
+        merchant: merchant, filter: PaymentFilter(statuses: [.processing]), pageSize: 10, after: nil)
       #expect(processing.items.count == 2)
-      let byCustomer = try await store.list(merchant: merchant, filter: PaymentFilter(customerReference: "cus_2"), pageSize: 10, after: nil)
+      let byCustomer = try await store.list(
+        merchant: merchant, filter: PaymentFilter(customerReference: "cus_2"), pageSize: 10, after: nil)
       #expect(byCustomer.items.map(\.customerReference) == ["cus_2"])
-      let window = try await store.list(merchant: merchant, filter: PaymentFilter(createdFrom: early, createdBefore: early.addingTimeInterval(5)), pageSize: 10, after: nil)
+      let window = try await store.list(
+        merchant: merchant, filter: PaymentFilter(createdFrom: early, createdBefore: early.addingTimeInterval(5)),
+        pageSize: 10, after: nil)
       #expect(window.items.map(\.customerReference) == ["cus_1"])
     }
   }
 
-  @Test("A reader following the feed during 40 concurrent writes for two merchants sees each of its merchant's events once, in order")
+  @Test(
+    "A reader following the feed during 40 concurrent writes for two merchants sees each of its merchant's events once, in order"
+  )
   func eventFeedUnderConcurrency() async throws {
     try await self.withStore { store, _ in
       let merchant = MerchantID("mer_a")!

@@ -31,7 +31,9 @@ struct ProviderFaultTests {
   func rateLimitedThroughout() async throws {
     try await withSimulator(connector: { $0.maximumAttempts = 2 }) { connector, simulator, _ in
       await simulator.inject(.answer(429, .createPayment, times: 5))
-      let error = await StripeConnectorTests.error { _ = try await connector.createPayment(Self.request(), idempotencyKey: "rl-2") }
+      let error = await StripeConnectorTests.error {
+        _ = try await connector.createPayment(Self.request(), idempotencyKey: "rl-2")
+      }
       guard case .unreachable = error else {
         Issue.record("expected unreachable, got \(String(describing: error))")
         return
@@ -45,7 +47,9 @@ struct ProviderFaultTests {
     try await withSimulator(connector: { $0.maximumBackoff = .milliseconds(500) }) { connector, simulator, _ in
       await simulator.inject(.answer(429, retryAfterSeconds: 30, .createPayment, times: 1))
       let started = ContinuousClock.now
-      let error = await StripeConnectorTests.error { _ = try await connector.createPayment(Self.request(), idempotencyKey: "rl-3") }
+      let error = await StripeConnectorTests.error {
+        _ = try await connector.createPayment(Self.request(), idempotencyKey: "rl-3")
+      }
       #expect(ContinuousClock.now - started < .seconds(5))
       guard case .unreachable = error else {
         Issue.record("expected unreachable, got \(String(describing: error))")
@@ -76,12 +80,16 @@ struct ProviderFaultTests {
     }
   }
 
-  @Test("Accept-then-drop: the provider charged but the answer was lost; the call's outcome is unknown; the same key later gets the charge")
+  @Test(
+    "Accept-then-drop: the provider charged but the answer was lost; the call's outcome is unknown; the same key later gets the charge"
+  )
   func acceptThenDrop() async throws {
     try await withSimulator(connector: { $0.maximumAttempts = 1 }) { connector, simulator, _ in
       await simulator.inject(.acceptThenDrop(.createPayment))
       let request = Self.request()
-      let error = await StripeConnectorTests.error { _ = try await connector.createPayment(request, idempotencyKey: "drop-1") }
+      let error = await StripeConnectorTests.error {
+        _ = try await connector.createPayment(request, idempotencyKey: "drop-1")
+      }
       guard case .outcomeUnknown = error else {
         Issue.record("expected outcomeUnknown, got \(String(describing: error))")
         return
@@ -94,13 +102,16 @@ struct ProviderFaultTests {
     }
   }
 
-  @Test("Refused connections are recognised by their type: the call is unreachable; after the outage the same port answers")
+  @Test(
+    "Refused connections are recognised by their type: the call is unreachable; after the outage the same port answers")
   func refusedConnections() async throws {
     try await withSimulator(connector: { $0.maximumAttempts = 2 }) { connector, simulator, _ in
       // (A request on a pooled connection that the outage cuts may have been received: that is
       // an unknown outcome, not this case. This connector has no connection yet.)
       await simulator.refuseConnections(for: .seconds(2))
-      let error = await StripeConnectorTests.error { _ = try await connector.createPayment(Self.request(), idempotencyKey: "down") }
+      let error = await StripeConnectorTests.error {
+        _ = try await connector.createPayment(Self.request(), idempotencyKey: "down")
+      }
       guard case .unreachable = error else {
         Issue.record("expected unreachable, got \(String(describing: error))")
         return
@@ -123,9 +134,12 @@ struct ProviderFaultTests {
       let payment = try await connector.createPayment(Self.request(), idempotencyKey: "get-1")
       let read = try await connector.retrievePayment(providerPaymentID: payment.providerPaymentID)
       #expect(read == payment)
-      let refund = try await connector.createRefund(providerPaymentID: payment.providerPaymentID, amountMinorUnits: 40, idempotencyKey: "get-r1")
+      let refund = try await connector.createRefund(
+        providerPaymentID: payment.providerPaymentID, amountMinorUnits: 40, idempotencyKey: "get-r1")
       #expect(try await connector.retrieveRefund(providerRefundID: refund.providerRefundID) == refund)
-      let missing = await StripeConnectorTests.error { _ = try await connector.retrieveRefund(providerRefundID: "re_nope") }
+      let missing = await StripeConnectorTests.error {
+        _ = try await connector.retrieveRefund(providerRefundID: "re_nope")
+      }
       guard case .rejected(404, "resource_missing", _) = missing else {
         Issue.record("expected resource_missing, got \(String(describing: missing))")
         return
@@ -133,16 +147,26 @@ struct ProviderFaultTests {
     }
   }
 
-  @Test("Full-jitter backoff stays within its ceiling, doubles per retry up to the maximum, and the budget covers every attempt and wait")
+  @Test(
+    "Full-jitter backoff stays within its ceiling, doubles per retry up to the maximum, and the budget covers every attempt and wait"
+  )
   func backoffAndBudget() {
     let configuration = StripeConfiguration(
-      baseURL: "http://127.0.0.1:1", apiKey: Secret("k"), requestTimeout: .seconds(10), maximumAttempts: 3, initialBackoff: .milliseconds(200), maximumBackoff: .seconds(2)
+      baseURL: "http://127.0.0.1:1", apiKey: Secret("k"), requestTimeout: .seconds(10), maximumAttempts: 3,
+      initialBackoff: .milliseconds(200), maximumBackoff: .seconds(2)
     )
-    #expect(StripeConnector.backoff(attempt: 1, retryAfter: nil, configuration: configuration, random: 1) == .milliseconds(200))
-    #expect(StripeConnector.backoff(attempt: 2, retryAfter: nil, configuration: configuration, random: 1) == .milliseconds(400))
-    #expect(StripeConnector.backoff(attempt: 9, retryAfter: nil, configuration: configuration, random: 1) == .seconds(2))
+    #expect(
+      StripeConnector.backoff(attempt: 1, retryAfter: nil, configuration: configuration, random: 1)
+        == .milliseconds(200))
+    #expect(
+      StripeConnector.backoff(attempt: 2, retryAfter: nil, configuration: configuration, random: 1)
+        == .milliseconds(400))
+    #expect(
+      StripeConnector.backoff(attempt: 9, retryAfter: nil, configuration: configuration, random: 1) == .seconds(2))
     #expect(StripeConnector.backoff(attempt: 2, retryAfter: nil, configuration: configuration, random: 0) == .zero)
-    #expect(StripeConnector.backoff(attempt: 1, retryAfter: .seconds(1), configuration: configuration, random: 0.5) == .seconds(1))
+    #expect(
+      StripeConnector.backoff(attempt: 1, retryAfter: .seconds(1), configuration: configuration, random: 0.5)
+        == .seconds(1))
     #expect(StripeConnector.backoff(attempt: 1, retryAfter: .seconds(3), configuration: configuration) == nil)
     #expect(configuration.budget == .seconds(34))
     #expect(StripeConnector.retryAfter("2") == .seconds(2))
@@ -152,7 +176,8 @@ struct ProviderFaultTests {
   @Test("A payment that needs the customer (requires_action) is a decline, not a state to retry forever")
   func requiresActionIsFinal() async throws {
     try await withSimulator { connector, _, _ in
-      let payment = try await connector.createPayment(Self.request("pm_card_authenticationRequired"), idempotencyKey: "3ds-1")
+      let payment = try await connector.createPayment(
+        Self.request("pm_card_authenticationRequired"), idempotencyKey: "3ds-1")
       #expect(payment.status == .failed(.cardDeclined))
     }
   }

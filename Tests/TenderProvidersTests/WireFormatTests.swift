@@ -14,7 +14,10 @@ struct WireFormatTests {
 
   @Test("The simulator decodes forms: + and %XX, UTF-8, broken escapes kept as they are")
   func formDecoding() {
-    #expect(SimulatedAPI.parseForm("a%20b=c+d%26&metadata%5Bk%5D=%C3%A9&empty=&bare") == ["a b": "c d&", "metadata[k]": "é", "empty": "", "bare": ""])
+    #expect(
+      SimulatedAPI.parseForm("a%20b=c+d%26&metadata%5Bk%5D=%C3%A9&empty=&bare") == [
+        "a b": "c d&", "metadata[k]": "é", "empty": "", "bare": "",
+      ])
     #expect(SimulatedAPI.parseForm("x=100%25&y=%2") == ["x": "100%", "y": "%2"])
     let sent = "a b&c=d/é~\"%+"
     #expect(SimulatedAPI.parseForm("k=" + StripeConnector.formEncode(sent)) == ["k": sent])

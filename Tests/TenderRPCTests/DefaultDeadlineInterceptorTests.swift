@@ -5,10 +5,12 @@ import Testing
 
 @Suite("Default deadline for unary RPCs")
 struct DefaultDeadlineInterceptorTests {
-  static let descriptor = MethodDescriptor(fullyQualifiedService: "tender.payments.v1.PaymentService", method: "GetPayment")
+  static let descriptor = MethodDescriptor(
+    fullyQualifiedService: "tender.payments.v1.PaymentService", method: "GetPayment")
 
   static func context() -> ServerContext {
-    ServerContext(descriptor: descriptor, remotePeer: "ipv4:127.0.0.1:1", localPeer: "ipv4:127.0.0.1:2", cancellation: .init())
+    ServerContext(
+      descriptor: descriptor, remotePeer: "ipv4:127.0.0.1:1", localPeer: "ipv4:127.0.0.1:2", cancellation: .init())
   }
 
   static func request(_ metadata: Metadata = [:]) -> StreamingServerRequest<String> {
@@ -36,7 +38,8 @@ struct DefaultDeadlineInterceptorTests {
     let interceptor = DefaultDeadlineInterceptor(deadline: .milliseconds(50))
     let started = ContinuousClock.now
     let error = await #expect(throws: RPCError.self) {
-      _ = try await interceptor.intercept(request: Self.request(), context: Self.context()) { _, _ -> StreamingServerResponse<String> in
+      _ = try await interceptor.intercept(request: Self.request(), context: Self.context()) {
+        _, _ -> StreamingServerResponse<String> in
         try await Task.sleep(for: .seconds(30))
         return StreamingServerResponse(single: ServerResponse(message: "late"))
       }
@@ -50,7 +53,8 @@ struct DefaultDeadlineInterceptorTests {
   @Test("A handler within the deadline answers normally")
   func fastHandlerPasses() async throws {
     let interceptor = DefaultDeadlineInterceptor(deadline: .seconds(5))
-    let response = try await interceptor.intercept(request: Self.request(), context: Self.context()) { _, _ -> StreamingServerResponse<String> in
+    let response = try await interceptor.intercept(request: Self.request(), context: Self.context()) {
+      _, _ -> StreamingServerResponse<String> in
       StreamingServerResponse(single: ServerResponse(message: "ok"))
     }
     #expect(try await Self.messages(of: response) == ["ok"])
@@ -59,7 +63,9 @@ struct DefaultDeadlineInterceptorTests {
   @Test("A call that carries its own grpc-timeout is left to the transport")
   func ownDeadlineRespected() async throws {
     let interceptor = DefaultDeadlineInterceptor(deadline: .milliseconds(20))
-    let response = try await interceptor.intercept(request: Self.request(["grpc-timeout": "10S"]), context: Self.context()) { _, _ -> StreamingServerResponse<String> in
+    let response = try await interceptor.intercept(
+      request: Self.request(["grpc-timeout": "10S"]), context: Self.context()
+    ) { _, _ -> StreamingServerResponse<String> in
       try await Task.sleep(for: .milliseconds(200))
       return StreamingServerResponse(single: ServerResponse(message: "slow but within its own deadline"))
     }

@@ -14,7 +14,8 @@ func withRedisClient<Result: Sendable>(
   _ body: (RedisClient) async throws -> Result
 ) async throws -> Result {
   // Generous timeouts: the test run loads both cores; tests of timeouts set their own.
-  var configuration = RedisConfiguration(host: "127.0.0.1", port: port, connectTimeout: .seconds(2), commandTimeout: .seconds(2))
+  var configuration = RedisConfiguration(
+    host: "127.0.0.1", port: port, connectTimeout: .seconds(2), commandTimeout: .seconds(2))
   configure(&configuration)
   let client = RedisClient(configuration: configuration, logger: Logger(label: "tender.test.redis"))
   return try await body(client)
@@ -32,7 +33,9 @@ struct RedisClientTests {
       #expect(try await client.send(["GET", key + ":missing"]) == .null)
       #expect(try await client.send(["INCR", key + ":n"]) == .integer(1))
       _ = try await client.send(["RPUSH", key + ":l", "a", "b", ""])
-      #expect(try await client.send(["LRANGE", key + ":l", "0", "-1"]) == .array([.bulkString(Array("a".utf8)), .bulkString(Array("b".utf8)), .bulkString([])]))
+      #expect(
+        try await client.send(["LRANGE", key + ":l", "0", "-1"])
+          == .array([.bulkString(Array("a".utf8)), .bulkString(Array("b".utf8)), .bulkString([])]))
       let wrongType = try await client.send(["INCR", key + ":l"])
       guard case .error(let message) = wrongType else {
         Issue.record("expected an error reply, got \(wrongType)")
@@ -63,11 +66,14 @@ struct RedisClientTests {
   func redisDownAndBack() async throws {
     let redis = try await TestRedis.privateServer()
     defer { redis.destroy() }
-    try await withRedisClient(port: redis.port, configure: {
-      $0.poolSize = 2
-      $0.initialBackoff = .milliseconds(50)
-      $0.connectTimeout = .seconds(1)
-    }) { client in
+    try await withRedisClient(
+      port: redis.port,
+      configure: {
+        $0.poolSize = 2
+        $0.initialBackoff = .milliseconds(50)
+        $0.connectTimeout = .seconds(1)
+      }
+    ) { client in
       #expect(try await client.send(["PING"]) == .simpleString("PONG"))
       redis.stop()
       let clock = ContinuousClock()

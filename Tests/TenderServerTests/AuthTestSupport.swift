@@ -66,7 +66,8 @@ struct TokenForge {
   /// A JWT "signed" with HMAC-SHA256 keyed by the public key: the classic algorithm confusion.
   func hmacWithPublicKey(claims: [String: Any]) throws -> String {
     let input = try Self.encode(self.header(alg: "HS256")) + "." + Self.encode(claims)
-    let mac = HMAC<SHA256>.authenticationCode(for: Array(input.utf8), using: SymmetricKey(data: self.key.publicKey.rawRepresentation))
+    let mac = HMAC<SHA256>.authenticationCode(
+      for: Array(input.utf8), using: SymmetricKey(data: self.key.publicKey.rawRepresentation))
     return input + "." + Base64URL.encode(Array(mac))
   }
 

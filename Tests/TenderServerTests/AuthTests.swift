@@ -38,7 +38,8 @@ struct AuthTests {
       let good = forge.claims(clientID: client.clientID, scope: "payments:read")
       func with(_ changes: [String: Any]) -> [String: Any] { good.merging(changes) { $1 } }
       let now = Int(Date().timeIntervalSince1970)
-      try await server.application.authStore.revoke(tokenID: "tok_revokedbytest", clientID: client.clientID, expireTime: Date() + 600, revokedBy: "test")
+      try await server.application.authStore.revoke(
+        tokenID: "tok_revokedbytest", clientID: client.clientID, expireTime: Date() + 600, revokedBy: "test")
 
       let valid = try forge.sign(header: forge.header(), claims: good)
       var signature = Array(valid.split(separator: ".")[2])
@@ -48,19 +49,49 @@ struct AuthTests {
         ("no token", nil, "missing_token", "TOKEN_MISSING"),
         ("not a JWT", "not-a-jwt", "malformed_token", "TOKEN_INVALID"),
         ("tampered signature", tampered, "bad_signature", "TOKEN_INVALID"),
-        ("alg none", try TokenForge.encode(forge.header(alg: "none")) + "." + TokenForge.encode(good) + ".", "algorithm_not_allowed", "TOKEN_INVALID"),
-        ("HS256 keyed with the public key", try forge.hmacWithPublicKey(claims: good), "algorithm_not_allowed", "TOKEN_INVALID"),
-        ("ES256 header", try forge.sign(header: forge.header(alg: "ES256"), claims: good), "algorithm_not_allowed", "TOKEN_INVALID"),
-        ("unknown kid", try forge.sign(header: forge.header(kid: "key_notaknownkey00"), claims: good), "unknown_key", "TOKEN_INVALID"),
-        ("no kid", try forge.sign(header: forge.header(kid: .none), claims: good), "unknown_key", "TOKEN_INVALID"),
-        ("expired", try forge.sign(header: forge.header(), claims: with(["exp": now - 120, "iat": now - 900, "nbf": now - 900])), "expired", "TOKEN_EXPIRED"),
-        ("not yet valid", try forge.sign(header: forge.header(), claims: with(["nbf": now + 300])), "not_yet_valid", "TOKEN_INVALID"),
-        ("wrong issuer", try forge.sign(header: forge.header(), claims: with(["iss": "someone-else"])), "wrong_issuer", "TOKEN_INVALID"),
-        ("wrong audience", try forge.sign(header: forge.header(), claims: with(["aud": "another-api"])), "wrong_audience", "TOKEN_INVALID"),
-        ("wrong typ", try forge.sign(header: forge.header(typ: "JWT"), claims: good), "wrong_type", "TOKEN_INVALID"),
-        ("revoked jti", try forge.sign(header: forge.header(), claims: with(["jti": "tok_revokedbytest"])), "revoked", "TOKEN_REVOKED"),
         (
-          "disabled client", try forge.sign(header: forge.header(), claims: forge.claims(clientID: disabled.clientID, scope: "payments:read")),
+          "alg none", try TokenForge.encode(forge.header(alg: "none")) + "." + TokenForge.encode(good) + ".",
+          "algorithm_not_allowed", "TOKEN_INVALID"
+        ),
+        (
+          "HS256 keyed with the public key", try forge.hmacWithPublicKey(claims: good), "algorithm_not_allowed",
+          "TOKEN_INVALID"
+        ),
+        (
+          "ES256 header", try forge.sign(header: forge.header(alg: "ES256"), claims: good), "algorithm_not_allowed",
+          "TOKEN_INVALID"
+        ),
+        (
+          "unknown kid", try forge.sign(header: forge.header(kid: "key_notaknownkey00"), claims: good), "unknown_key",
+          "TOKEN_INVALID"
+        ),
+        ("no kid", try forge.sign(header: forge.header(kid: .none), claims: good), "unknown_key", "TOKEN_INVALID"),
+        (
+          "expired",
+          try forge.sign(header: forge.header(), claims: with(["exp": now - 120, "iat": now - 900, "nbf": now - 900])),
+          "expired", "TOKEN_EXPIRED"
+        ),
+        (
+          "not yet valid", try forge.sign(header: forge.header(), claims: with(["nbf": now + 300])), "not_yet_valid",
+          "TOKEN_INVALID"
+        ),
+        (
+          "wrong issuer", try forge.sign(header: forge.header(), claims: with(["iss": "someone-else"])), "wrong_issuer",
+          "TOKEN_INVALID"
+        ),
+        (
+          "wrong audience", try forge.sign(header: forge.header(), claims: with(["aud": "another-api"])),
+          "wrong_audience", "TOKEN_INVALID"
+        ),
+        ("wrong typ", try forge.sign(header: forge.header(typ: "JWT"), claims: good), "wrong_type", "TOKEN_INVALID"),
+        (
+          "revoked jti", try forge.sign(header: forge.header(), claims: with(["jti": "tok_revokedbytest"])), "revoked",
+          "TOKEN_REVOKED"
+        ),
+        (
+          "disabled client",
+          try forge.sign(
+            header: forge.header(), claims: forge.claims(clientID: disabled.clientID, scope: "payments:read")),
           "client_disabled", "CLIENT_DISABLED"
         ),
       ]
@@ -89,11 +120,13 @@ struct AuthTests {
       }
     }
     let refused = logs.all.filter { $0.message == "rpc" && $0.metadata["rpc.code"] == "UNAUTHENTICATED" }
-    #expect(refused.compactMap { $0.metadata["auth.failure"] }.sorted() == [
-      "algorithm_not_allowed", "algorithm_not_allowed", "algorithm_not_allowed", "bad_signature", "client_disabled", "expired",
-      "malformed_token", "missing_token", "not_yet_valid", "revoked", "unknown_key", "unknown_key", "wrong_audience",
-      "wrong_issuer", "wrong_type",
-    ])
+    #expect(
+      refused.compactMap { $0.metadata["auth.failure"] }.sorted() == [
+        "algorithm_not_allowed", "algorithm_not_allowed", "algorithm_not_allowed", "bad_signature", "client_disabled",
+        "expired",
+        "malformed_token", "missing_token", "not_yet_valid", "revoked", "unknown_key", "unknown_key", "wrong_audience",
+        "wrong_issuer", "wrong_type",
+      ])
   }
 
   @Test("Key rotation: a retired key's tokens verify until they expire, a removed key's never again; the JWKS follows")
@@ -132,7 +165,8 @@ struct AuthTests {
   }
 
   static func jwksKeyIDs(_ server: TestServer) async throws -> [String] {
-    let response = try await Curl.get("https://localhost:\(server.httpPort)/.well-known/jwks.json", caPath: server.certificates.caPath)
+    let response = try await Curl.get(
+      "https://localhost:\(server.httpPort)/.well-known/jwks.json", caPath: server.certificates.caPath)
     #expect(response.status == 200)
     let object = try #require(try JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any])
     let keys = try #require(object["keys"] as? [[String: String]])
@@ -143,18 +177,26 @@ struct AuthTests {
     return keys.compactMap { $0["kid"] }
   }
 
-  @Test("Client secrets: a wrong secret and an unknown client get the same error in about the same time; the secret is never stored or logged")
+  @Test(
+    "Client secrets: a wrong secret and an unknown client get the same error in about the same time; the secret is never stored or logged"
+  )
   func secrets() async throws {
     let logs = RecordingLogHandler.Store()
     // 19 attempts from one address: lift the IssueToken limit out of the way.
-    try await TestServer.with(configure: { flags, _ in flags[.issueTokenRateLimit] = "100/s,burst=100" }, logger: logs.logger(level: .trace)) { server in
+    try await TestServer.with(
+      configure: { flags, _ in flags[.issueTokenRateLimit] = "100/s,burst=100" }, logger: logs.logger(level: .trace)
+    ) { server in
       let client = try await server.makeClient(scopes: ["payments:read"])
       try await server.withClient { grpc in
         let auth = Tender_Auth_V1_AuthService.Client(wrapping: grpc)
         func attempt(_ id: String, _ secret: String) async -> (RPCError?, Duration) {
           let start = ContinuousClock.now
           do {
-            _ = try await auth.issueToken(.with { $0.clientID = id; $0.clientSecret = secret })
+            _ = try await auth.issueToken(
+              .with {
+                $0.clientID = id
+                $0.clientSecret = secret
+              })
             return (nil, ContinuousClock.now - start)
           } catch {
             return (error as? RPCError, ContinuousClock.now - start)
@@ -188,14 +230,17 @@ struct AuthTests {
         // under a tenth of the time; the bound is loose because other tests share the cores.
         let wrongMedian = wrong.sorted()[4]
         let unknownMedian = unknown.sorted()[4]
-        #expect(unknownMedian > wrongMedian / 3 && unknownMedian < wrongMedian * 3, "wrong secret \(wrongMedian), unknown client \(unknownMedian)")
+        #expect(
+          unknownMedian > wrongMedian / 3 && unknownMedian < wrongMedian * 3,
+          "wrong secret \(wrongMedian), unknown client \(unknownMedian)")
 
         let (okError, _) = await attempt(client.clientID, client.secret)
         #expect(okError == nil)
       }
       let stored = try await withPostgresClient(server.databaseURL) { postgres in
         var text = ""
-        let rows = try await postgres.query("SELECT row_to_json(c)::text FROM api_clients c", logger: Logger(label: "test"))
+        let rows = try await postgres.query(
+          "SELECT row_to_json(c)::text FROM api_clients c", logger: Logger(label: "test"))
         for try await row in rows.decode(String.self) { text += row }
         return text
       }

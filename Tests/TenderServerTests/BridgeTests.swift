@@ -26,7 +26,10 @@ struct BridgeTests {
       let metrics = try await Curl.get(base + "/metrics", caPath: ca)
       #expect(metrics.status == 200)
       #expect(metrics.contentType.hasPrefix("text/plain; version=0.0.4"))
-      #expect(metrics.body.contains(#"grpc_server_handled_total{grpc_type="unary",grpc_service="grpc.health.v1.Health",grpc_method="Check",grpc_code="OK"} 1"#))
+      #expect(
+        metrics.body.contains(
+          #"grpc_server_handled_total{grpc_type="unary",grpc_service="grpc.health.v1.Health",grpc_method="Check",grpc_code="OK"} 1"#
+        ))
 
       let missing = try await Curl.get(base + "/nope", caPath: ca)
       #expect(missing.status == 404)
@@ -49,7 +52,8 @@ struct BridgeTests {
   func bridgeTLSRules() async throws {
     try await TestServer.with { server in
       let base = "https://localhost:\(server.httpPort)"
-      let old = try await Curl.get(base + "/healthz", caPath: server.certificates.caPath, extraArguments: ["--tlsv1.1", "--tls-max", "1.1"])
+      let old = try await Curl.get(
+        base + "/healthz", caPath: server.certificates.caPath, extraArguments: ["--tlsv1.1", "--tls-max", "1.1"])
       #expect(old.exitStatus != 0)
       #expect(old.status == 0)
       let stranger = try DevCertificateAuthority(name: "Some other CA")
@@ -58,7 +62,8 @@ struct BridgeTests {
       let untrusted = try await Curl.get(base + "/healthz", caPath: path)
       #expect(untrusted.exitStatus != 0)
       #expect(untrusted.status == 0)
-      let modern = try await Curl.get(base + "/healthz", caPath: server.certificates.caPath, extraArguments: ["--tlsv1.2"])
+      let modern = try await Curl.get(
+        base + "/healthz", caPath: server.certificates.caPath, extraArguments: ["--tlsv1.2"])
       #expect(modern.status == 200)
     }
   }

@@ -30,20 +30,25 @@ struct W3CInMemoryTracer: Tracer {
     file fileID: String,
     line: UInt
   ) -> InMemorySpan {
-    self.base.startSpan(operationName, context: context(), ofKind: kind, at: instant(), function: function, file: fileID, line: line)
+    self.base.startSpan(
+      operationName, context: context(), ofKind: kind, at: instant(), function: function, file: fileID, line: line)
   }
 
   func forceFlush() { self.base.forceFlush() }
 
-  func inject<Carrier, Inject: Injector>(_ context: ServiceContext, into carrier: inout Carrier, using injector: Inject) where Inject.Carrier == Carrier {
+  func inject<Carrier, Inject: Injector>(_ context: ServiceContext, into carrier: inout Carrier, using injector: Inject)
+  where Inject.Carrier == Carrier {
     self.base.inject(context, into: &carrier, using: injector)
   }
 
-  func extract<Carrier, Extract: Extractor>(_ carrier: Carrier, into context: inout ServiceContext, using extractor: Extract) where Extract.Carrier == Carrier {
+  func extract<Carrier, Extract: Extractor>(
+    _ carrier: Carrier, into context: inout ServiceContext, using extractor: Extract
+  ) where Extract.Carrier == Carrier {
     guard let header = extractor.extract(key: "traceparent", from: carrier) else { return }
     let parts = header.split(separator: "-")
     guard parts.count == 4, parts[1].count == 32, parts[2].count == 16 else { return }
-    context.inMemorySpanContext = InMemorySpanContext(traceID: String(parts[1]), spanID: String(parts[2]), parentSpanID: nil)
+    context.inMemorySpanContext = InMemorySpanContext(
+      traceID: String(parts[1]), spanID: String(parts[2]), parentSpanID: nil)
   }
 }
 
@@ -52,7 +57,9 @@ struct ChainTests {
   static let traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
   static let parentSpanID = "00f067aa0ba902b7"
 
-  @Test("An incoming traceparent parents the server span, which carries the RPC attributes; database spans are its children")
+  @Test(
+    "An incoming traceparent parents the server span, which carries the RPC attributes; database spans are its children"
+  )
   func tracing() async throws {
     let tracer = W3CInMemoryTracer()
     try await TestServer.with(tracer: tracer) { server in
@@ -99,7 +106,9 @@ struct ChainTests {
   func burstOverLimit() async throws {
     try await TestServer.with(configure: { flags, _ in flags[.rateLimit] = "1/m,burst=10" }) { server in
       let client = try await server.makeClient(scopes: ["payments:read"])
-      let token = try await server.application.authority.issue(clientID: client.clientID, secret: Secret(client.secret), requestedScopes: []).token.value
+      let token = try await server.application.authority.issue(
+        clientID: client.clientID, secret: Secret(client.secret), requestedScopes: []
+      ).token.value
       let codes = try await server.withClient { grpc in
         try await withThrowingTaskGroup(of: RPCError?.self) { group in
           for _ in 0..<30 {
@@ -110,7 +119,9 @@ struct ChainTests {
           return errors
         }
       }
-      #expect(codes.filter { $0?.code == .notFound }.count == 10, "\(codes.map { $0.map { "\($0.code) \($0.message)" } ?? "ok" })")
+      #expect(
+        codes.filter { $0?.code == .notFound }.count == 10,
+        "\(codes.map { $0.map { "\($0.code) \($0.message)" } ?? "ok" })")
       let limited = codes.filter { $0?.code == .resourceExhausted }
       #expect(limited.count == 20)
       for error in limited {
@@ -123,8 +134,10 @@ struct ChainTests {
       #expect(MetricsTests.value(metrics, "tender_rate_limit_rejections_total", ["bucket": "client"]) == 20)
 
       let redis = try await TestRedis.sharedServer()
-      let ttl = try await RedisClient(configuration: RedisConfiguration(host: "127.0.0.1", port: redis.port), logger: Logger(label: "test"))
-        .send(["PTTL", "\(server.redisKeyPrefix)rl:client:\(client.clientID)"])
+      let ttl = try await RedisClient(
+        configuration: RedisConfiguration(host: "127.0.0.1", port: redis.port), logger: Logger(label: "test")
+      )
+      .send(["PTTL", "\(server.redisKeyPrefix)rl:client:\(client.clientID)"])
       let milliseconds = try #require(ttl.integer)
       #expect(milliseconds > 0 && milliseconds <= 601_000)
     }
@@ -138,12 +151,17 @@ struct ChainTests {
         var codes: [RPCError.Code] = []
         for attempt in 0..<5 {
           do {
-            _ = try await auth.issueToken(.with { $0.clientID = "cli_guess\(attempt)"; $0.clientSecret = "tsk_guess" })
+            _ = try await auth.issueToken(
+              .with {
+                $0.clientID = "cli_guess\(attempt)"
+                $0.clientSecret = "tsk_guess"
+              })
           } catch let error as RPCError {
             codes.append(error.code)
           }
         }
-        #expect(codes == [.unauthenticated, .unauthenticated, .unauthenticated, .resourceExhausted, .resourceExhausted])
+        #expect(
+          codes == [.unauthenticated, .unauthenticated, .unauthenticated, .resourceExhausted, .resourceExhausted])
       }
       let metrics = server.application.metrics.emitToString()
       #expect(MetricsTests.value(metrics, "tender_rate_limit_rejections_total", ["bucket": "issue_token_peer"]) == 2)
@@ -154,7 +172,9 @@ struct ChainTests {
   func redisDownFailsOpen() async throws {
     let redis = try await TestRedis.privateServer()
     defer { redis.destroy() }
-    try await TestServer.with(configure: { flags, _ in flags[.redisURL] = redis.url + "?command_timeout=2s&connect_timeout=2s" }) { server in
+    try await TestServer.with(configure: { flags, _ in
+      flags[.redisURL] = redis.url + "?command_timeout=2s&connect_timeout=2s"
+    }) { server in
       let token = try await server.token(scopes: ["payments:read"])
       try await server.withClient { grpc in
         #expect(await AuthTests.getPayment(grpc, token: token)?.code == .notFound)

@@ -79,20 +79,25 @@ struct CrashTests {
           "--key-encryption-key", TestServer.keyEncryptionKey,
           "--provider-url", "http://127.0.0.1:\(self.simulatorPort)", "--provider-api-key", "sk_test_tender",
           "--provider-timeout", providerTimeout, "--provider-attempts", "2", "--provider-max-backoff", "200ms",
-          "--idempotency-lock", "5s", "--completer-interval", "200ms", "--webhook-secrets", "stripe=\(TestServer.webhookSecret)",
+          "--idempotency-lock", "5s", "--completer-interval", "200ms", "--webhook-secrets",
+          "stripe=\(TestServer.webhookSecret)",
           "--rate-limit", "1000/s,burst=1000",
         ],
         environment: crashAt.map { ["TENDER_CRASH_AT": $0] } ?? [:]
       )
     }
 
-    func withClient<Result: Sendable>(_ tender: RunningTender, _ body: (GRPCClient<HTTP2ClientTransport.Posix>, String) async throws -> Result) async throws -> Result {
+    func withClient<Result: Sendable>(
+      _ tender: RunningTender, _ body: (GRPCClient<HTTP2ClientTransport.Posix>, String) async throws -> Result
+    ) async throws -> Result {
       var config = HTTP2ClientTransport.Posix.Config.defaults
       config.backoff.initial = .milliseconds(50)
       config.backoff.max = .milliseconds(200)
       let transport = try HTTP2ClientTransport.Posix(
         target: .ipv4(address: "127.0.0.1", port: tender.port),
-        transportSecurity: .tls { $0.trustRoots = .certificates([.bytes(Array(self.certificates.authority.certificatePEM.utf8), format: .pem)]) },
+        transportSecurity: .tls {
+          $0.trustRoots = .certificates([.bytes(Array(self.certificates.authority.certificatePEM.utf8), format: .pem)])
+        },
         config: config
       )
       return try await withGRPCClient(transport: transport) { client in
@@ -107,7 +112,9 @@ struct CrashTests {
     }
   }
 
-  static func withWorld<Result: Sendable>(slowDelay: Duration = .seconds(8), _ body: (World) async throws -> Result) async throws -> Result {
+  static func withWorld<Result: Sendable>(
+    slowDelay: Duration = .seconds(8), _ body: (World) async throws -> Result
+  ) async throws -> Result {
     let certificates = try TestCertificates.make()
     defer { try? FileManager.default.removeItem(at: certificates.directory) }
     let database = try await TestPostgres.makeDatabase()
@@ -120,7 +127,9 @@ struct CrashTests {
     defer { task.cancel() }
     let migrate = try await TenderExecutable.run(["migrate", "--database-url", database])
     #expect(migrate.status == 0, "\(migrate.standardError)")
-    let merchant = try await TenderExecutable.run(["merchant", "create", "--database-url", database, "--id", TestServer.merchantID, "--name", "Crash test"])
+    let merchant = try await TenderExecutable.run([
+      "merchant", "create", "--database-url", database, "--id", TestServer.merchantID, "--name", "Crash test",
+    ])
     #expect(merchant.status == 0, "\(merchant.standardError)")
     let client = try await TenderExecutable.run([
       "client", "create", "--database-url", database, "--merchant", TestServer.merchantID,
@@ -144,7 +153,9 @@ struct CrashTests {
     return metadata
   }
 
-  static func payment(_ method: String = "pm_card_visa", capture: Tender_Payments_V1_CaptureMethod = .automatic) -> Tender_Payments_V1_CreatePaymentRequest {
+  static func payment(
+    _ method: String = "pm_card_visa", capture: Tender_Payments_V1_CaptureMethod = .automatic
+  ) -> Tender_Payments_V1_CreatePaymentRequest {
     .with {
       $0.amount = .with {
         $0.amountMinor = 4200
@@ -169,13 +180,17 @@ struct CrashTests {
     while true {
       do {
         return try await call()
-      } catch let error as RPCError where error.code == .aborted && error.reason == "IDEMPOTENCY_KEY_IN_USE" && ContinuousClock.now < deadline {
+      } catch let error as RPCError
+        where error.code == .aborted && error.reason == "IDEMPOTENCY_KEY_IN_USE" && ContinuousClock.now < deadline
+      {
         try await Task.sleep(for: .milliseconds(250))
       }
     }
   }
 
-  static func rows<Row: PostgresDecodable & Sendable>(_ database: String, _ sql: String, as: Row.Type) async throws -> [Row] {
+  static func rows<Row: PostgresDecodable & Sendable>(
+    _ database: String, _ sql: String, as: Row.Type
+  ) async throws -> [Row] {
     try await withPostgresClient(database) { client in
       try await client.query(PostgresQuery(unsafeSQL: sql)).decode(Row.self).reduce(into: [Row]()) { $0.append($1) }
     }
@@ -183,12 +198,16 @@ struct CrashTests {
 
   // Each case starts several `tender` processes; the cases run one after the other in two groups
   // (payments; refunds and captures), so a small machine is not swamped by all of them at once.
-  @Test("SIGKILL between phases of a payment, restart: the retry or the completer finishes exactly once; the provider saw one charge", .serialized, arguments: Crash.allCases.filter(\.isPayment))
+  @Test(
+    "SIGKILL between phases of a payment, restart: the retry or the completer finishes exactly once; the provider saw one charge",
+    .serialized, arguments: Crash.allCases.filter(\.isPayment))
   func paymentCrash(_ crash: Crash) async throws {
     try await self.crashAndRecover(crash)
   }
 
-  @Test("SIGKILL between phases of a refund or a capture, restart: finished exactly once; the provider saw one refund or capture", .serialized, arguments: Crash.allCases.filter { !$0.isPayment })
+  @Test(
+    "SIGKILL between phases of a refund or a capture, restart: finished exactly once; the provider saw one refund or capture",
+    .serialized, arguments: Crash.allCases.filter { !$0.isPayment })
   func refundOrCaptureCrash(_ crash: Crash) async throws {
     try await self.crashAndRecover(crash)
   }
@@ -204,11 +223,15 @@ struct CrashTests {
           let request = Self.payment(capture: crash.isCapture ? .manual : .automatic)
           // On a loaded machine the provider's answer may miss the 1 s timeout: ask again with the
           // key until the payment is settled.
-          var payment = try await Self.untilFinished { try await payments.createPayment(request, metadata: Self.keyed(token, "pay")).payment }
+          var payment = try await Self.untilFinished {
+            try await payments.createPayment(request, metadata: Self.keyed(token, "pay")).payment
+          }
           let deadline = ContinuousClock.now + .seconds(30)
           while payment.status == .processing, ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(250))
-            payment = try await Self.untilFinished { try await payments.createPayment(request, metadata: Self.keyed(token, "pay")).payment }
+            payment = try await Self.untilFinished {
+              try await payments.createPayment(request, metadata: Self.keyed(token, "pay")).payment
+            }
           }
           return payment.paymentID
         }
@@ -221,11 +244,14 @@ struct CrashTests {
       }
 
       // The first process dies in the middle of the operation.
-      let doomed = try await world.start(crashAt: crash == .paymentKilledMidCall ? nil : crash.rawValue, providerTimeout: crash == .paymentKilledMidCall ? "2s" : "1s")
+      let doomed = try await world.start(
+        crashAt: crash == .paymentKilledMidCall ? nil : crash.rawValue,
+        providerTimeout: crash == .paymentKilledMidCall ? "2s" : "1s")
       let firstAnswer: RPCError? = try await world.withClient(doomed) { client, token in
         do {
           if crash.isCapture {
-            _ = try await Tender_Payments_V1_PaymentService.Client(wrapping: client).capturePayment(Self.capture(paymentID), metadata: Self.keyed(token, "op"))
+            _ = try await Tender_Payments_V1_PaymentService.Client(wrapping: client).capturePayment(
+              Self.capture(paymentID), metadata: Self.keyed(token, "op"))
           } else if crash.isRefund {
             _ = try await Tender_Refunds_V1_RefundService.Client(wrapping: client).createRefund(
               .with {
@@ -236,11 +262,13 @@ struct CrashTests {
             )
           } else {
             let request = Self.payment(crash == .paymentKilledMidCall ? "pm_card_slow" : "pm_card_visa")
-            async let call = Tender_Payments_V1_PaymentService.Client(wrapping: client).createPayment(request, metadata: Self.keyed(token, "op"))
+            async let call = Tender_Payments_V1_PaymentService.Client(wrapping: client).createPayment(
+              request, metadata: Self.keyed(token, "op"))
             if crash == .paymentKilledMidCall {
               // Once the payment row exists the charge is on its way; the simulator holds it for 3 s.
               // Kill the server while the provider is still working on it.
-              while try await Self.rows(world.database, "SELECT count(*)::bigint FROM payments", as: Int64.self) == [0] {
+              while try await Self.rows(world.database, "SELECT count(*)::bigint FROM payments", as: Int64.self) == [0]
+              {
                 try await Task.sleep(for: .milliseconds(20))
               }
               try await Task.sleep(for: .milliseconds(500))
@@ -258,8 +286,15 @@ struct CrashTests {
       #expect(firstAnswer?.code == .unavailable || firstAnswer?.code == .unknown, "\(String(describing: firstAnswer))")
 
       // What the dead process left behind.
-      let left = try await Self.rows(world.database, "SELECT recovery_point FROM idempotency_keys WHERE idempotency_key = 'op'", as: String.self)
+      let left = try await Self.rows(
+        world.database, "SELECT recovery_point FROM idempotency_keys WHERE idempotency_key = 'op'", as: String.self)
       #expect(left == crash.leftPoint)
+      // Time passes for the dead process's keys: their locks run out, as they would 5 s on.
+      _ = try await Self.rows(
+        world.database,
+        "UPDATE idempotency_keys SET locked_until = now() - interval '1 second' WHERE recovery_point <> 'finished' RETURNING 1",
+        as: Int32.self
+      )
       if crash.providerDown {
         // The provider is back before the next process starts.
         let deadline = ContinuousClock.now + .seconds(20)
@@ -273,9 +308,12 @@ struct CrashTests {
       try await world.withClient(restarted) { client, token in
         if crash.isCapture {
           let payments = Tender_Payments_V1_PaymentService.Client(wrapping: client)
-          let captured = try await Self.untilFinished { try await payments.capturePayment(Self.capture(paymentID), metadata: Self.keyed(token, "op")).payment }
+          let captured = try await Self.untilFinished {
+            try await payments.capturePayment(Self.capture(paymentID), metadata: Self.keyed(token, "op")).payment
+          }
           #expect(captured.status == .succeeded && captured.amountCapturedMinor == 700)
-          let again = try await payments.capturePayment(Self.capture(paymentID), metadata: Self.keyed(token, "op")).payment
+          let again = try await payments.capturePayment(Self.capture(paymentID), metadata: Self.keyed(token, "op"))
+            .payment
           #expect(again == captured)
         } else if crash.isRefund {
           let refunds = Tender_Refunds_V1_RefundService.Client(wrapping: client)
@@ -298,17 +336,23 @@ struct CrashTests {
             refund = try await ask()
           }
           #expect(refund.status == .succeeded && refund.amount.amountMinor == 1500)
-          let payment = try await Tender_Payments_V1_PaymentService.Client(wrapping: client).getPayment(.with { $0.paymentID = paymentID }, metadata: TestServer.bearer(token)).payment
+          let payment = try await Tender_Payments_V1_PaymentService.Client(wrapping: client).getPayment(
+            .with { $0.paymentID = paymentID }, metadata: TestServer.bearer(token)
+          ).payment
           #expect(payment.amountRefundedMinor == 1500)
         } else {
           let payments = Tender_Payments_V1_PaymentService.Client(wrapping: client)
           let request = Self.payment(crash == .paymentKilledMidCall ? "pm_card_slow" : "pm_card_visa")
-          var payment = try await Self.untilFinished { try await payments.createPayment(request, metadata: Self.keyed(token, "op")).payment }
+          var payment = try await Self.untilFinished {
+            try await payments.createPayment(request, metadata: Self.keyed(token, "op")).payment
+          }
           // A provider still busy with the first attempt makes the answer PROCESSING; ask again.
           let deadline = ContinuousClock.now + .seconds(30)
           while payment.status == .processing && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(250))
-            payment = try await Self.untilFinished { try await payments.createPayment(request, metadata: Self.keyed(token, "op")).payment }
+            payment = try await Self.untilFinished {
+              try await payments.createPayment(request, metadata: Self.keyed(token, "op")).payment
+            }
           }
           #expect(payment.status == .succeeded && payment.amountCapturedMinor == 4200)
           // Asked once more: the stored answer, not a new payment.
@@ -323,12 +367,16 @@ struct CrashTests {
       if crash.isCapture {
         #expect(requests.filter { $0.outcome == "captured" }.count == 1)
         #expect(try await Self.rows(world.database, "SELECT status FROM payments", as: String.self) == ["succeeded"])
-        let events = try await Self.rows(world.database, "SELECT type FROM payment_events ORDER BY event_id", as: String.self)
+        let events = try await Self.rows(
+          world.database, "SELECT type FROM payment_events ORDER BY event_id", as: String.self)
         #expect(events == ["payment_created", "payment_requires_capture", "payment_succeeded"])
       } else if crash.isRefund {
         #expect(requests.filter { $0.path == "/v1/refunds" && $0.outcome == "refunded" }.count == 1)
-        let statuses = try await Self.rows(world.database, "SELECT status FROM refunds ORDER BY status", as: String.self)
-        let events = try await Self.rows(world.database, "SELECT type FROM payment_events WHERE refund_id IS NOT NULL ORDER BY event_id", as: String.self)
+        let statuses = try await Self.rows(
+          world.database, "SELECT status FROM refunds ORDER BY status", as: String.self)
+        let events = try await Self.rows(
+          world.database, "SELECT type FROM payment_events WHERE refund_id IS NOT NULL ORDER BY event_id",
+          as: String.self)
         if crash.providerDown {
           // The first refund failed for sure (nothing reached the provider) and released its amount.
           #expect(statuses == ["failed", "succeeded"])
@@ -340,8 +388,10 @@ struct CrashTests {
         #expect(try await Self.rows(world.database, "SELECT refunded_minor FROM payments", as: Int64.self) == [1500])
       } else {
         #expect(requests.filter { $0.path == "/v1/payment_intents" && $0.outcome == "created" }.count == 1)
-        let statuses = try await Self.rows(world.database, "SELECT status FROM payments ORDER BY status", as: String.self)
-        let events = try await Self.rows(world.database, "SELECT type FROM payment_events ORDER BY event_id", as: String.self)
+        let statuses = try await Self.rows(
+          world.database, "SELECT status FROM payments ORDER BY status", as: String.self)
+        let events = try await Self.rows(
+          world.database, "SELECT type FROM payment_events ORDER BY event_id", as: String.self)
         if crash.providerDown {
           // The first payment failed for sure (nothing reached the provider); the retry is a new one.
           #expect(statuses == ["failed", "succeeded"])
@@ -351,16 +401,22 @@ struct CrashTests {
           #expect(events == ["payment_created", "payment_succeeded"])
         }
       }
-      #expect(try await Self.rows(world.database, "SELECT recovery_point FROM idempotency_keys WHERE idempotency_key = 'op'", as: String.self) == ["finished"])
+      #expect(
+        try await Self.rows(
+          world.database, "SELECT recovery_point FROM idempotency_keys WHERE idempotency_key = 'op'", as: String.self)
+          == ["finished"])
     }
   }
 
-  @Test("SIGKILL after a webhook was stored (and acknowledged) but before it was applied: applied after the restart, once")
+  @Test(
+    "SIGKILL after a webhook was stored (and acknowledged) but before it was applied: applied after the restart, once")
   func webhookStoredNotApplied() async throws {
     try await Self.withWorld { world in
       let healthy = try await world.start(crashAt: nil)
       let payment = try await world.withClient(healthy) { client, token in
-        try await Tender_Payments_V1_PaymentService.Client(wrapping: client).createPayment(Self.payment("pm_card_async"), metadata: Self.keyed(token, "async")).payment
+        try await Tender_Payments_V1_PaymentService.Client(wrapping: client).createPayment(
+          Self.payment("pm_card_async"), metadata: Self.keyed(token, "async")
+        ).payment
       }
       healthy.send(SIGTERM)
       _ = try await healthy.waitForExit(timeout: .seconds(20))
@@ -371,9 +427,11 @@ struct CrashTests {
       let bridge = try #require(await doomed.waitForBridge(timeout: .seconds(20)))
       let body = WebhookTests.event(
         id: "evt_crash", type: "payment_intent.succeeded",
-        object: WebhookTests.intent(payment.providerPaymentID, status: "succeeded", tenderID: payment.paymentID, amount: 4200, received: 4200)
+        object: WebhookTests.intent(
+          payment.providerPaymentID, status: "succeeded", tenderID: payment.paymentID, amount: 4200, received: 4200)
       )
-      let first = try? await WebhookTests.post(port: bridge, ca: world.certificates, body: body, headers: WebhookTests.signed(body))
+      let first = try? await WebhookTests.post(
+        port: bridge, ca: world.certificates, body: body, headers: WebhookTests.signed(body))
       _ = try await doomed.waitForExit(timeout: .seconds(10))
       // Stored: whether or not the 200 left before the process died, the event is in the inbox.
       #expect(try await Self.rows(world.database, "SELECT state FROM webhook_inbox", as: String.self) == ["received"])
@@ -382,16 +440,21 @@ struct CrashTests {
       // The provider sends it again (it may not have seen the 200); a new process applies it once.
       let restarted = try await world.start(crashAt: nil)
       let restartedBridge = try #require(await restarted.waitForBridge(timeout: .seconds(20)))
-      let again = try await WebhookTests.post(port: restartedBridge, ca: world.certificates, body: body, headers: WebhookTests.signed(body))
+      let again = try await WebhookTests.post(
+        port: restartedBridge, ca: world.certificates, body: body, headers: WebhookTests.signed(body))
       #expect(again == 200)
       let outcome = try await SettlementTests.eventually("applied") { () -> String? in
-        try await Self.rows(world.database, "SELECT coalesce(outcome, '') FROM webhook_inbox", as: String.self).first.flatMap { $0.isEmpty ? nil : $0 }
+        try await Self.rows(world.database, "SELECT coalesce(outcome, '') FROM webhook_inbox", as: String.self).first
+          .flatMap { $0.isEmpty ? nil : $0 }
       }
       #expect(outcome == "applied")
       restarted.send(SIGTERM)
       _ = try await restarted.waitForExit(timeout: .seconds(20))
       #expect(try await Self.rows(world.database, "SELECT status FROM payments", as: String.self) == ["succeeded"])
-      #expect(try await Self.rows(world.database, "SELECT type FROM payment_events ORDER BY event_id", as: String.self) == ["payment_created", "payment_succeeded"])
+      #expect(
+        try await Self.rows(world.database, "SELECT type FROM payment_events ORDER BY event_id", as: String.self) == [
+          "payment_created", "payment_succeeded",
+        ])
       #expect(try await Self.rows(world.database, "SELECT count(*)::bigint FROM webhook_inbox", as: Int64.self) == [1])
     }
   }

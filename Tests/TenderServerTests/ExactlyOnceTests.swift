@@ -50,7 +50,8 @@ struct ExactlyOnceTests {
       switch self {
       case .message(_, let replayed, let status): return !replayed && (status == "processing" || status == "pending")
       case .failure(let error):
-        return (error.code == .aborted && error.reason == "IDEMPOTENCY_KEY_IN_USE") || (error.code == .unavailable && error.reason == "PROVIDER_OUTCOME_UNKNOWN")
+        return (error.code == .aborted && error.reason == "IDEMPOTENCY_KEY_IN_USE")
+          || (error.code == .unavailable && error.reason == "PROVIDER_OUTCOME_UNKNOWN")
       }
     }
   }
@@ -61,31 +62,57 @@ struct ExactlyOnceTests {
     return try message.serializedBytes(options: options)
   }
 
-  static func call(_ operation: Operation, _ client: GRPCClient<HTTP2ClientTransport.Posix>, paymentID: String, token: String, key: String) async -> Answer {
+  static func call(
+    _ operation: Operation, _ client: GRPCClient<HTTP2ClientTransport.Posix>, paymentID: String, token: String,
+    key: String
+  ) async -> Answer {
     let metadata = PaymentsTests.metadata(token, key: key)
-    @Sendable func replayed(_ metadata: Metadata) -> Bool { metadata[stringValues: "idempotent-replayed"].contains("true") }
-    @Sendable func status(_ payment: Tender_Payments_V1_Payment) -> String { payment.status == .processing ? "processing" : "\(payment.status)" }
+    @Sendable func replayed(_ metadata: Metadata) -> Bool {
+      metadata[stringValues: "idempotent-replayed"].contains("true")
+    }
+    @Sendable func status(_ payment: Tender_Payments_V1_Payment) -> String {
+      payment.status == .processing ? "processing" : "\(payment.status)"
+    }
     do {
       switch operation {
       case .createPayment:
-        return try await Payments(wrapping: client).createPayment(PaymentsTests.request(1000, capture: .manual), metadata: metadata) { response in
+        return try await Payments(wrapping: client).createPayment(
+          PaymentsTests.request(1000, capture: .manual), metadata: metadata
+        ) { response in
           let message = try response.message
-          return .message(bytes: try Self.bytes(message), replayed: replayed(response.metadata), status: status(message.payment))
+          return .message(
+            bytes: try Self.bytes(message), replayed: replayed(response.metadata), status: status(message.payment))
         }
       case .capturePayment:
-        return try await Payments(wrapping: client).capturePayment(.with { $0.paymentID = paymentID; $0.amountMinor = 700 }, metadata: metadata) { response in
+        return try await Payments(wrapping: client).capturePayment(
+          .with {
+            $0.paymentID = paymentID
+            $0.amountMinor = 700
+          }, metadata: metadata
+        ) { response in
           let message = try response.message
-          return .message(bytes: try Self.bytes(message), replayed: replayed(response.metadata), status: status(message.payment))
+          return .message(
+            bytes: try Self.bytes(message), replayed: replayed(response.metadata), status: status(message.payment))
         }
       case .cancelPayment:
-        return try await Payments(wrapping: client).cancelPayment(.with { $0.paymentID = paymentID }, metadata: metadata) { response in
+        return try await Payments(wrapping: client).cancelPayment(
+          .with { $0.paymentID = paymentID }, metadata: metadata
+        ) { response in
           let message = try response.message
-          return .message(bytes: try Self.bytes(message), replayed: replayed(response.metadata), status: status(message.payment))
+          return .message(
+            bytes: try Self.bytes(message), replayed: replayed(response.metadata), status: status(message.payment))
         }
       case .createRefund:
-        return try await Refunds(wrapping: client).createRefund(.with { $0.paymentID = paymentID; $0.amountMinor = 600 }, metadata: metadata) { response in
+        return try await Refunds(wrapping: client).createRefund(
+          .with {
+            $0.paymentID = paymentID
+            $0.amountMinor = 600
+          }, metadata: metadata
+        ) { response in
           let message = try response.message
-          return .message(bytes: try Self.bytes(message), replayed: replayed(response.metadata), status: message.refund.status == .pending ? "pending" : "\(message.refund.status)")
+          return .message(
+            bytes: try Self.bytes(message), replayed: replayed(response.metadata),
+            status: message.refund.status == .pending ? "pending" : "\(message.refund.status)")
         }
       }
     } catch let error as RPCError {
@@ -108,7 +135,9 @@ struct ExactlyOnceTests {
         var paymentID = ""
         if operation != .createPayment {
           let capture: Tender_Payments_V1_CaptureMethod = operation == .createRefund ? .automatic : .manual
-          let created = await PaymentsTests.create(payments, PaymentsTests.request(1000, capture: capture), metadata: PaymentsTests.metadata(token, key: "setup"))
+          let created = await PaymentsTests.create(
+            payments, PaymentsTests.request(1000, capture: capture),
+            metadata: PaymentsTests.metadata(token, key: "setup"))
           paymentID = try #require(created.payment, "\(String(describing: created.error))").paymentID
         }
 
@@ -120,7 +149,9 @@ struct ExactlyOnceTests {
         if operation == .createRefund {
           // The unsettled refund keeps its 600 reserved: of the 1000 captured, 400 are left.
           let more = await RefundsTests.refund(Refunds(wrapping: grpc), paymentID, 401, token: token, key: "other")
-          #expect(more.error?.code == .failedPrecondition && more.error?.reason == "REFUND_EXCEEDS_CAPTURED", "\(String(describing: more.error))")
+          #expect(
+            more.error?.code == .failedPrecondition && more.error?.reason == "REFUND_EXCEEDS_CAPTURED",
+            "\(String(describing: more.error))")
         }
 
         // The client retries with the same key until it gets a final answer.
@@ -136,7 +167,9 @@ struct ExactlyOnceTests {
         }
         // Nothing on the way claimed a failure the provider never had.
         for answer in answers {
-          if case .failure(let error) = answer { #expect(answer.isOpen, "a retry was answered \(error.code) \(error.reason ?? "")") }
+          if case .failure(let error) = answer {
+            #expect(answer.isOpen, "a retry was answered \(error.code) \(error.reason ?? "")")
+          }
         }
         let again = await Self.call(operation, grpc, paymentID: paymentID, token: token, key: "op")
         guard case .message(let replayedBytes, let replayed, _) = again else {
@@ -149,14 +182,18 @@ struct ExactlyOnceTests {
         let requests = await server.simulator.requests()
         let performed = requests.filter { $0.outcome == operation.performed }.count
         #expect(performed == 1, "\(requests.map { "\($0.path) \($0.outcome)" })")
-        let tenderPaymentID = operation == .createPayment
+        let tenderPaymentID =
+          operation == .createPayment
           ? try await RefundsTests.rows(server, "SELECT payment_id FROM payments", as: String.self).first ?? ""
           : paymentID
         let intent = try #require(await server.simulator.intent(tenderPaymentID: tenderPaymentID))
-        let payment = try await payments.getPayment(.with { $0.paymentID = tenderPaymentID }, metadata: TestServer.bearer(token)).payment
+        let payment = try await payments.getPayment(
+          .with { $0.paymentID = tenderPaymentID }, metadata: TestServer.bearer(token)
+        ).payment
         switch operation {
         case .createPayment:
-          #expect(status == "requiresCapture" && intent.status == "requires_capture" && payment.status == .requiresCapture)
+          #expect(
+            status == "requiresCapture" && intent.status == "requires_capture" && payment.status == .requiresCapture)
         case .capturePayment:
           #expect(intent.status == "succeeded" && intent.amountReceived == 700)
           #expect(payment.status == .succeeded && payment.amountCapturedMinor == 700)
@@ -165,7 +202,8 @@ struct ExactlyOnceTests {
         case .createRefund:
           #expect(status == "succeeded" && intent.refunded == 600 && payment.amountRefundedMinor == 600)
         }
-        let keys = try await RefundsTests.rows(server, "SELECT recovery_point FROM idempotency_keys WHERE idempotency_key = 'op'", as: String.self)
+        let keys = try await RefundsTests.rows(
+          server, "SELECT recovery_point FROM idempotency_keys WHERE idempotency_key = 'op'", as: String.self)
         #expect(keys == ["finished"])
       }
     }
@@ -194,20 +232,27 @@ struct ExactlyOnceTests {
         #expect(replayedBytes == bytes)
       }
       #expect(await server.simulator.requests().map(\.outcome) == ["fault", "created"])
-      #expect(try await RefundsTests.rows(server, "SELECT outcome FROM provider_requests", as: String.self) == ["succeeded"])
-      #expect(try await RefundsTests.rows(server, "SELECT status FROM payments", as: String.self) == ["requires_capture"])
+      #expect(
+        try await RefundsTests.rows(server, "SELECT outcome FROM provider_requests", as: String.self) == ["succeeded"])
+      #expect(
+        try await RefundsTests.rows(server, "SELECT status FROM payments", as: String.self) == ["requires_capture"])
     }
   }
 
-  @Test("A stale owner and the completer racing on one key: the provider answers the first owner after its lock was taken over; one stored answer, one applied outcome, a provider_requests row per provider call")
+  @Test(
+    "A stale owner and the completer racing on one key: the provider answers the first owner after its lock was taken over; one stored answer, one applied outcome, a provider_requests row per provider call"
+  )
   func staleOwnerRacesTheCompleter() async throws {
     // One attempt per call, 6 s each, so the first owner really waits for the stalled answer; no
     // webhooks, so only the two owners can settle the payment.
-    try await TestServer.with(webhooks: false, tune: {
-      $0.providerTimeout = .seconds(6)
-      $0.providerAttempts = 1
-      $0.idempotencyLock = .seconds(8)
-    }) { server in
+    try await TestServer.with(
+      webhooks: false,
+      tune: {
+        $0.providerTimeout = .seconds(6)
+        $0.providerAttempts = 1
+        $0.idempotencyLock = .seconds(8)
+      }
+    ) { server in
       let token = try await server.token(scopes: RefundsTests.scopes)
       await server.simulator.inject(.stall(seconds: 3, .createPayment))
       try await server.withClient { grpc in
@@ -245,14 +290,20 @@ struct ExactlyOnceTests {
       let charges = requests.filter { $0.outcome == "created" }.count
       #expect(charges == 1, "\(requests.map { "\($0.outcome) \($0.idempotencyKey ?? "") \($0.fault ?? "")" })")
       // One row per call Tender made (each call is one HTTP request here); one of them succeeded.
-      let outcomes = try await RefundsTests.rows(server, "SELECT outcome FROM provider_requests ORDER BY request_id", as: String.self)
+      let outcomes = try await RefundsTests.rows(
+        server, "SELECT outcome FROM provider_requests ORDER BY request_id", as: String.self)
       #expect(outcomes.count == requests.count, "\(outcomes) for \(requests.map(\.outcome))")
       #expect(outcomes.filter { $0 == "succeeded" }.count == 1)
-      #expect(try await RefundsTests.rows(server, "SELECT type FROM payment_events ORDER BY event_id", as: String.self) == ["payment_created", "payment_requires_capture"])
+      #expect(
+        try await RefundsTests.rows(server, "SELECT type FROM payment_events ORDER BY event_id", as: String.self) == [
+          "payment_created", "payment_requires_capture",
+        ])
     }
   }
 
-  @Test("The heartbeat keeps a provider call's lock alive past the lock's length: retries meanwhile are told IN_USE, the completer does not take over, one answer is stored")
+  @Test(
+    "The heartbeat keeps a provider call's lock alive past the lock's length: retries meanwhile are told IN_USE, the completer does not take over, one answer is stored"
+  )
   func heartbeatHoldsTheLock() async throws {
     // A 3 s lock and a provider that takes 5 s (the configuration would refuse this pair; the
     // heartbeat alone must hold the key).
@@ -272,7 +323,9 @@ struct ExactlyOnceTests {
           Issue.record("a retry during the call got \(meanwhile)")
           return
         }
-        #expect(try await RefundsTests.rows(server, "SELECT owner_token FROM idempotency_keys WHERE idempotency_key = 'beat'", as: Int64.self) == [1])
+        #expect(
+          try await RefundsTests.rows(
+            server, "SELECT owner_token FROM idempotency_keys WHERE idempotency_key = 'beat'", as: Int64.self) == [1])
         guard case .message(let bytes, false, "requiresCapture") = await first else {
           Issue.record("the first call did not answer the payment")
           return
@@ -285,7 +338,8 @@ struct ExactlyOnceTests {
         #expect(replayed == bytes)
       }
       #expect(await server.simulator.requests().map(\.outcome) == ["created"])
-      #expect(try await RefundsTests.rows(server, "SELECT outcome FROM provider_requests", as: String.self) == ["succeeded"])
+      #expect(
+        try await RefundsTests.rows(server, "SELECT outcome FROM provider_requests", as: String.self) == ["succeeded"])
     }
   }
 
@@ -294,10 +348,14 @@ struct ExactlyOnceTests {
   static func expireUntil(_ server: TestServer, _ condition: String) async throws {
     let deadline = ContinuousClock.now + .seconds(30)
     while ContinuousClock.now < deadline {
-      let done = try await RefundsTests.rows(server, "SELECT count(*)::bigint FROM idempotency_keys WHERE idempotency_key = 'race' AND \(condition)", as: Int64.self)
+      let done = try await RefundsTests.rows(
+        server, "SELECT count(*)::bigint FROM idempotency_keys WHERE idempotency_key = 'race' AND \(condition)",
+        as: Int64.self)
       if done == [1] { return }
       _ = try await RefundsTests.rows(
-        server, "UPDATE idempotency_keys SET locked_until = now() - interval '1 second' WHERE idempotency_key = 'race' AND recovery_point <> 'finished' RETURNING 1", as: Int32.self
+        server,
+        "UPDATE idempotency_keys SET locked_until = now() - interval '1 second' WHERE idempotency_key = 'race' AND recovery_point <> 'finished' RETURNING 1",
+        as: Int32.self
       )
       try await Task.sleep(for: .milliseconds(100))
     }

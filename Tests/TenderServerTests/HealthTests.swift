@@ -28,7 +28,9 @@ struct HealthTests {
         }
         let server = try await settled("")
         #expect(server == .serving)
-        for service in ["tender.payments.v1.PaymentService", "tender.refunds.v1.RefundService", "tender.auth.v1.AuthService"] {
+        for service in [
+          "tender.payments.v1.PaymentService", "tender.refunds.v1.RefundService", "tender.auth.v1.AuthService",
+        ] {
           let status = try await settled(service)
           #expect(status == .serving, "\(service)")
         }
@@ -66,7 +68,8 @@ struct HealthTests {
     try await TestServer.with { server in
       try await server.withClient { client in
         let health = Grpc_Health_V1_Health.Client(wrapping: client)
-        let first = try await health.watch(.with { $0.service = "no.such.Service" }) { response -> Grpc_Health_V1_HealthCheckResponse.ServingStatus? in
+        let first = try await health.watch(.with { $0.service = "no.such.Service" }) {
+          response -> Grpc_Health_V1_HealthCheckResponse.ServingStatus? in
           for try await message in response.messages { return message.status }
           return nil
         }

@@ -8,7 +8,8 @@ import Testing
 
 @Suite("Request logging")
 struct LoggingTests {
-  @Test("Each RPC writes one line with trace id, merchant, client, method, peer, code and duration, and no metadata values")
+  @Test(
+    "Each RPC writes one line with trace id, merchant, client, method, peer, code and duration, and no metadata values")
   func oneLinePerRPC() async throws {
     let store = RecordingLogHandler.Store()
     let secret = "Bearer eyJhbGciOiJFZERTQSJ9.c2VjcmV0LXRva2VuLXZhbHVl.c2lnbmF0dXJl"
@@ -17,9 +18,11 @@ struct LoggingTests {
       try await server.withClient { client in
         let health = Grpc_Health_V1_Health.Client(wrapping: client)
         _ = try await health.check(.init(), metadata: ["authorization": .string(secret)])
-        _ = try? await health.check(.with { $0.service = "4111111111111111" }, metadata: ["authorization": .string(secret)])
+        _ = try? await health.check(
+          .with { $0.service = "4111111111111111" }, metadata: ["authorization": .string(secret)])
         let payments = Tender_Payments_V1_PaymentService.Client(wrapping: client)
-        _ = try? await payments.getPayment(.with { $0.paymentID = "pay_1" }, metadata: ["authorization": .string(secret)])
+        _ = try? await payments.getPayment(
+          .with { $0.paymentID = "pay_1" }, metadata: ["authorization": .string(secret)])
         var metadata = TestServer.bearer(token)
         metadata.addString("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", forKey: "traceparent")
         _ = try? await payments.getPayment(.with { $0.paymentID = "pay_1" }, metadata: metadata)
@@ -29,10 +32,11 @@ struct LoggingTests {
     let lines = store.all.filter { $0.message == "rpc" }
     #expect(lines.count == 4)
     #expect(lines.map { $0.metadata["rpc.code"] } == ["OK", "NOT_FOUND", "UNAUTHENTICATED", "NOT_FOUND"])
-    #expect(lines.map { $0.metadata["rpc.method"] } == [
-      "grpc.health.v1.Health/Check", "grpc.health.v1.Health/Check", "tender.payments.v1.PaymentService/GetPayment",
-      "tender.payments.v1.PaymentService/GetPayment",
-    ])
+    #expect(
+      lines.map { $0.metadata["rpc.method"] } == [
+        "grpc.health.v1.Health/Check", "grpc.health.v1.Health/Check", "tender.payments.v1.PaymentService/GetPayment",
+        "tender.payments.v1.PaymentService/GetPayment",
+      ])
     // The refused call says why; the authenticated one says who, and carries the caller's trace.
     #expect(lines[2].metadata["auth.failure"] == "wrong_type")
     #expect(lines[2].metadata["client_id"] == nil)

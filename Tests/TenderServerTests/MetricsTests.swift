@@ -62,15 +62,21 @@ struct MetricsTests {
       #expect(Self.value(text, "grpc_server_msg_sent_total", check) == 3)
       #expect(Self.value(text, "grpc_server_handling_seconds_count", check) == 4)
 
-      let getPayment = ["grpc_type": "unary", "grpc_service": "tender.payments.v1.PaymentService", "grpc_method": "GetPayment"]
+      let getPayment = [
+        "grpc_type": "unary", "grpc_service": "tender.payments.v1.PaymentService", "grpc_method": "GetPayment",
+      ]
       #expect(Self.value(text, "grpc_server_started_total", getPayment) == 1)
       // Refused by auth (no token), and still counted: metrics sit outside auth.
-      #expect(Self.value(text, "grpc_server_handled_total", getPayment.merging(["grpc_code": "Unauthenticated"]) { $1 }) == 1)
+      #expect(
+        Self.value(text, "grpc_server_handled_total", getPayment.merging(["grpc_code": "Unauthenticated"]) { $1 }) == 1)
       #expect(Self.value(text, "tender_auth_failures_total", ["reason": "missing_token"]) == 1)
       #expect(Self.value(text, "tender_auth_failures_total", ["reason": "bad_signature"]) == 0)
       #expect(Self.value(text, "grpc_server_msg_sent_total", getPayment) == 0)
 
-      let reflection = ["grpc_type": "bidi_stream", "grpc_service": "grpc.reflection.v1.ServerReflection", "grpc_method": "ServerReflectionInfo"]
+      let reflection = [
+        "grpc_type": "bidi_stream", "grpc_service": "grpc.reflection.v1.ServerReflection",
+        "grpc_method": "ServerReflectionInfo",
+      ]
       #expect(Self.value(text, "grpc_server_msg_received_total", reflection) == 2)
       #expect(Self.value(text, "grpc_server_msg_sent_total", reflection) == 2)
       #expect(Self.value(text, "grpc_server_handled_total", reflection.merging(["grpc_code": "OK"]) { $1 }) == 1)

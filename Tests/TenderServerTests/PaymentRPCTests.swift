@@ -50,16 +50,21 @@ struct PaymentRPCTests {
     }
   }
 
-  @Test("Replays return the first answer — a stored decline too — marked as replayed; a reused key with another request is refused; merchants have their own keys")
+  @Test(
+    "Replays return the first answer — a stored decline too — marked as replayed; a reused key with another request is refused; merchants have their own keys"
+  )
   func replayReuseAndMerchants() async throws {
     try await InProcessServer.with { server in
       let token = try await server.token(scopes: ["payments:write"])
       let other = try await server.token(scopes: ["payments:write"], merchantID: "mer_other")
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)
-        let first = await PaymentsTests.create(payments, PaymentsTests.request(), metadata: PaymentsTests.metadata(token, key: "k1"))
-        let again = await PaymentsTests.create(payments, PaymentsTests.request(), metadata: PaymentsTests.metadata(token, key: "k1"))
-        guard case .payment(let original, replayed: false) = first, case .payment(let replayed, replayed: true) = again else {
+        let first = await PaymentsTests.create(
+          payments, PaymentsTests.request(), metadata: PaymentsTests.metadata(token, key: "k1"))
+        let again = await PaymentsTests.create(
+          payments, PaymentsTests.request(), metadata: PaymentsTests.metadata(token, key: "k1"))
+        guard case .payment(let original, replayed: false) = first, case .payment(let replayed, replayed: true) = again
+        else {
           Issue.record("expected a first answer and a replay: \(first) / \(again)")
           return
         }
@@ -67,23 +72,31 @@ struct PaymentRPCTests {
         options.useDeterministicOrdering = true
         #expect(try original.serializedBytes(options: options) as [UInt8] == replayed.serializedBytes(options: options))
 
-        let reused = await PaymentsTests.create(payments, PaymentsTests.request(2000), metadata: PaymentsTests.metadata(token, key: "k1"))
+        let reused = await PaymentsTests.create(
+          payments, PaymentsTests.request(2000), metadata: PaymentsTests.metadata(token, key: "k1"))
         #expect(reused.error?.code == .invalidArgument)
         #expect(reused.error?.reason == "IDEMPOTENCY_KEY_REUSED")
 
-        let declined = await PaymentsTests.create(payments, PaymentsTests.request(method: "pm_card_chargeDeclinedInsufficientFunds"), metadata: PaymentsTests.metadata(token, key: "k2"))
-        let declinedAgain = await PaymentsTests.create(payments, PaymentsTests.request(method: "pm_card_chargeDeclinedInsufficientFunds"), metadata: PaymentsTests.metadata(token, key: "k2"))
+        let declined = await PaymentsTests.create(
+          payments, PaymentsTests.request(method: "pm_card_chargeDeclinedInsufficientFunds"),
+          metadata: PaymentsTests.metadata(token, key: "k2"))
+        let declinedAgain = await PaymentsTests.create(
+          payments, PaymentsTests.request(method: "pm_card_chargeDeclinedInsufficientFunds"),
+          metadata: PaymentsTests.metadata(token, key: "k2"))
         let firstError = try #require(declined.error)
         let secondError = try #require(declinedAgain.error)
         #expect(firstError.code == .failedPrecondition && firstError.reason == "CARD_DECLINED")
         #expect(secondError.code == firstError.code && secondError.message == firstError.message)
-        #expect(secondError.metadata[binaryValues: "grpc-status-details-bin"].first(where: { _ in true }) == firstError.metadata[binaryValues: "grpc-status-details-bin"].first(where: { _ in true }))
+        #expect(
+          secondError.metadata[binaryValues: "grpc-status-details-bin"].first(where: { _ in true })
+            == firstError.metadata[binaryValues: "grpc-status-details-bin"].first(where: { _ in true }))
         #expect(secondError.metadata[stringValues: "idempotent-replayed"].contains("true"))
         let info = try firstError.unpackGoogleRPCStatus()?.details.compactMap(\.errorInfo).first
         #expect(info?.metadata["decline_reason"] == "insufficient_funds")
 
         // The same key at another merchant is a different request.
-        let elsewhere = await PaymentsTests.create(payments, PaymentsTests.request(), metadata: PaymentsTests.metadata(other, key: "k1"))
+        let elsewhere = await PaymentsTests.create(
+          payments, PaymentsTests.request(), metadata: PaymentsTests.metadata(other, key: "k1"))
         #expect(elsewhere.payment?.paymentID != original.paymentID)
         #expect(elsewhere.payment?.merchantID == "mer_other")
       }
@@ -100,7 +113,8 @@ struct PaymentRPCTests {
       var request = PaymentsTests.request()
       input.apply(&request)
       let outcome = try await server.withClient { grpc in
-        await PaymentsTests.create(Payments(wrapping: grpc), request, metadata: PaymentsTests.metadata(token, key: "bad-\(name)"))
+        await PaymentsTests.create(
+          Payments(wrapping: grpc), request, metadata: PaymentsTests.metadata(token, key: "bad-\(name)"))
       }
       let error = try #require(outcome.error, "\(name) was accepted")
       #expect(error.code == .invalidArgument, "\(name)")
@@ -120,47 +134,78 @@ struct PaymentRPCTests {
       let token = try await server.token(scopes: ["payments:write"])
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)
-        let missing = await PaymentsTests.create(payments, PaymentsTests.request(), metadata: PaymentsTests.metadata(token, key: nil))
+        let missing = await PaymentsTests.create(
+          payments, PaymentsTests.request(), metadata: PaymentsTests.metadata(token, key: nil))
         #expect(missing.error?.code == .invalidArgument && missing.error?.reason == "IDEMPOTENCY_KEY_MISSING")
-        let tooLong = await PaymentsTests.create(payments, PaymentsTests.request(), metadata: PaymentsTests.metadata(token, key: String(repeating: "k", count: 256)))
+        let tooLong = await PaymentsTests.create(
+          payments, PaymentsTests.request(),
+          metadata: PaymentsTests.metadata(token, key: String(repeating: "k", count: 256)))
         #expect(tooLong.error?.reason == "IDEMPOTENCY_KEY_INVALID")
       }
       #expect(await server.database.count(.payments) == 0)
     }
   }
 
-  @Test("Capture takes part of an authorization and releases the rest; cancel releases it all; the rules' refusals are stored answers")
+  @Test(
+    "Capture takes part of an authorization and releases the rest; cancel releases it all; the rules' refusals are stored answers"
+  )
   func captureAndCancel() async throws {
     try await InProcessServer.with { server in
       let token = try await server.token(scopes: ["payments:write", "payments:read"])
       let other = try await server.token(scopes: ["payments:write"], merchantID: "mer_other")
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)
-        let first = try #require(await PaymentsTests.create(payments, PaymentsTests.request(1000), metadata: PaymentsTests.metadata(token, key: "a")).payment)
+        let first = try #require(
+          await PaymentsTests.create(
+            payments, PaymentsTests.request(1000), metadata: PaymentsTests.metadata(token, key: "a")
+          ).payment)
 
-        let tooMuch = await PaymentsTests.capture(payments, first.paymentID, amount: 1001, metadata: PaymentsTests.metadata(token, key: "c0"))
-        guard case .failure(let exceeded) = tooMuch else { Issue.record("capture above the authorization succeeded"); return }
+        let tooMuch = await PaymentsTests.capture(
+          payments, first.paymentID, amount: 1001, metadata: PaymentsTests.metadata(token, key: "c0"))
+        guard case .failure(let exceeded) = tooMuch else {
+          Issue.record("capture above the authorization succeeded")
+          return
+        }
         #expect(exceeded.code == .invalidArgument && exceeded.reason == "CAPTURE_EXCEEDS_AUTHORIZED")
 
-        let captured = try await PaymentsTests.capture(payments, first.paymentID, amount: 600, metadata: PaymentsTests.metadata(token, key: "c1")).get()
-        #expect(captured.status == .succeeded && captured.amountCapturedMinor == 600 && captured.amountCapturableMinor == 0)
-        let replay = try await PaymentsTests.capture(payments, first.paymentID, amount: 600, metadata: PaymentsTests.metadata(token, key: "c1")).get()
+        let captured = try await PaymentsTests.capture(
+          payments, first.paymentID, amount: 600, metadata: PaymentsTests.metadata(token, key: "c1")
+        ).get()
+        #expect(
+          captured.status == .succeeded && captured.amountCapturedMinor == 600 && captured.amountCapturableMinor == 0)
+        let replay = try await PaymentsTests.capture(
+          payments, first.paymentID, amount: 600, metadata: PaymentsTests.metadata(token, key: "c1")
+        ).get()
         #expect(replay == captured)
-        guard case .failure(let again) = await PaymentsTests.capture(payments, first.paymentID, metadata: PaymentsTests.metadata(token, key: "c2")) else {
+        guard
+          case .failure(let again) = await PaymentsTests.capture(
+            payments, first.paymentID, metadata: PaymentsTests.metadata(token, key: "c2"))
+        else {
           Issue.record("a second capture succeeded")
           return
         }
         #expect(again.code == .failedPrecondition && again.reason == "PAYMENT_NOT_CAPTURABLE")
 
-        let second = try #require(await PaymentsTests.create(payments, PaymentsTests.request(500), metadata: PaymentsTests.metadata(token, key: "b")).payment)
-        guard case .failure(let foreign) = await PaymentsTests.cancel(payments, second.paymentID, metadata: PaymentsTests.metadata(other, key: "x")) else {
+        let second = try #require(
+          await PaymentsTests.create(
+            payments, PaymentsTests.request(500), metadata: PaymentsTests.metadata(token, key: "b")
+          ).payment)
+        guard
+          case .failure(let foreign) = await PaymentsTests.cancel(
+            payments, second.paymentID, metadata: PaymentsTests.metadata(other, key: "x"))
+        else {
           Issue.record("another merchant canceled the payment")
           return
         }
         #expect(foreign.code == .notFound)
-        let canceled = try await PaymentsTests.cancel(payments, second.paymentID, metadata: PaymentsTests.metadata(token, key: "x")).get()
+        let canceled = try await PaymentsTests.cancel(
+          payments, second.paymentID, metadata: PaymentsTests.metadata(token, key: "x")
+        ).get()
         #expect(canceled.status == .canceled && canceled.amountCapturableMinor == 0)
-        guard case .failure(let late) = await PaymentsTests.capture(payments, second.paymentID, metadata: PaymentsTests.metadata(token, key: "c3")) else {
+        guard
+          case .failure(let late) = await PaymentsTests.capture(
+            payments, second.paymentID, metadata: PaymentsTests.metadata(token, key: "c3"))
+        else {
           Issue.record("a canceled payment was captured")
           return
         }
@@ -172,7 +217,9 @@ struct PaymentRPCTests {
     }
   }
 
-  @Test("ListPayments pages through a merchant's payments newest first, exactly once each; page tokens cannot be forged or moved")
+  @Test(
+    "ListPayments pages through a merchant's payments newest first, exactly once each; page tokens cannot be forged or moved"
+  )
   func listing() async throws {
     try await InProcessServer.with { server in
       let token = try await server.token(scopes: ["payments:write", "payments:read"])
@@ -182,7 +229,9 @@ struct PaymentRPCTests {
         var created: [String] = []
         for index in 0..<25 {
           let method = index % 5 == 0 ? "pm_card_chargeDeclined" : "pm_card_visa"
-          if let payment = await PaymentsTests.create(payments, PaymentsTests.request(method: method), metadata: PaymentsTests.metadata(token, key: "l\(index)")).payment {
+          if let payment = await PaymentsTests.create(
+            payments, PaymentsTests.request(method: method), metadata: PaymentsTests.metadata(token, key: "l\(index)")
+          ).payment {
             created.append(payment.paymentID)
           }
         }
@@ -191,7 +240,11 @@ struct PaymentRPCTests {
         var pageToken = ""
         var firstToken = ""
         repeat {
-          let page = try await payments.listPayments(.with { $0.pageSize = 10; $0.pageToken = pageToken }, metadata: TestServer.bearer(token))
+          let page = try await payments.listPayments(
+            .with {
+              $0.pageSize = 10
+              $0.pageToken = pageToken
+            }, metadata: TestServer.bearer(token))
           seen += page.payments.map(\.paymentID)
           pageToken = page.nextPageToken
           if firstToken.isEmpty { firstToken = pageToken }
@@ -200,7 +253,8 @@ struct PaymentRPCTests {
         #expect(Set(seen).count == 25)
         #expect(Set(created).isSubset(of: Set(seen)))
 
-        let failed = try await payments.listPayments(.with { $0.statuses = [.failed] }, metadata: TestServer.bearer(token))
+        let failed = try await payments.listPayments(
+          .with { $0.statuses = [.failed] }, metadata: TestServer.bearer(token))
         #expect(failed.payments.count == 5 && failed.payments.allSatisfy { $0.status == .failed })
 
         func refusal(_ request: Tender_Payments_V1_ListPaymentsRequest, _ token: String) async -> (String?, String?) {
@@ -217,7 +271,12 @@ struct PaymentRPCTests {
         var forged = Array(firstToken)
         forged[3] = forged[3] == "A" ? "B" : "A"
         #expect(await refusal(.with { $0.pageToken = String(forged) }, token) == ("PAGE_TOKEN_INVALID", "page_token"))
-        #expect(await refusal(.with { $0.pageToken = firstToken; $0.statuses = [.failed] }, token) == ("PAGE_TOKEN_INVALID", "page_token"))
+        #expect(
+          await refusal(
+            .with {
+              $0.pageToken = firstToken
+              $0.statuses = [.failed]
+            }, token) == ("PAGE_TOKEN_INVALID", "page_token"))
         #expect(await refusal(.with { $0.pageToken = firstToken }, other) == ("PAGE_TOKEN_INVALID", "page_token"))
         #expect(await refusal(.with { $0.pageSize = 101 }, token) == ("FIELD_INVALID", "page_size"))
         #expect(await refusal(.with { $0.statuses = [.unspecified] }, token) == ("FIELD_INVALID", "statuses[0]"))

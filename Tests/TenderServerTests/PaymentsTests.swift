@@ -16,7 +16,9 @@ import Testing
 struct PaymentsTests {
   typealias Payments = Tender_Payments_V1_PaymentService.Client<HTTP2ClientTransport.Posix>
 
-  static func request(_ amount: Int64 = 1000, method: String = "pm_card_visa", capture: Tender_Payments_V1_CaptureMethod = .manual) -> Tender_Payments_V1_CreatePaymentRequest {
+  static func request(
+    _ amount: Int64 = 1000, method: String = "pm_card_visa", capture: Tender_Payments_V1_CaptureMethod = .manual
+  ) -> Tender_Payments_V1_CreatePaymentRequest {
     .with {
       $0.amount = .with { money in
         money.amountMinor = amount
@@ -52,7 +54,8 @@ struct PaymentsTests {
   }
 
   static func create<Transport: ClientTransport>(
-    _ payments: Tender_Payments_V1_PaymentService.Client<Transport>, _ request: Tender_Payments_V1_CreatePaymentRequest, metadata: Metadata
+    _ payments: Tender_Payments_V1_PaymentService.Client<Transport>, _ request: Tender_Payments_V1_CreatePaymentRequest,
+    metadata: Metadata
   ) async -> Outcome {
     do {
       return try await payments.createPayment(request, metadata: metadata) { response in
@@ -68,7 +71,8 @@ struct PaymentsTests {
 
   static func count(_ server: TestServer, _ table: String) async throws -> Int {
     try await withPostgresClient(server.databaseURL) { client in
-      try await client.query(PostgresQuery(unsafeSQL: "SELECT count(*)::bigint FROM \(table)")).decode(Int.self).reduce(0, +)
+      try await client.query(PostgresQuery(unsafeSQL: "SELECT count(*)::bigint FROM \(table)")).decode(Int.self).reduce(
+        0, +)
     }
   }
 
@@ -87,7 +91,8 @@ struct PaymentsTests {
         #expect(payment.merchantID == TestServer.merchantID)
         #expect(payment.metadata == ["order": "42", "channel": "web"])
 
-        let read = try await payments.getPayment(.with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(token))
+        let read = try await payments.getPayment(
+          .with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(token))
         #expect(read.payment == payment)
         let hidden = await #expect(throws: RPCError.self) {
           try await payments.getPayment(.with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(other))
@@ -98,7 +103,9 @@ struct PaymentsTests {
     }
   }
 
-  @Test("Fifty concurrent CreatePayment with one key: one payment row, one provider charge, everyone else replayed or told it is in use")
+  @Test(
+    "Fifty concurrent CreatePayment with one key: one payment row, one provider charge, everyone else replayed or told it is in use"
+  )
   func sameKeyStampede() async throws {
     try await TestServer.with { server in
       let token = try await server.token(scopes: ["payments:write"])
@@ -106,7 +113,10 @@ struct PaymentsTests {
         let payments = Payments(wrapping: grpc)
         return await withTaskGroup(of: Outcome.self) { group in
           for _ in 0..<50 {
-            group.addTask { await Self.create(payments, Self.request(capture: .automatic), metadata: Self.metadata(token, key: "stampede")) }
+            group.addTask {
+              await Self.create(
+                payments, Self.request(capture: .automatic), metadata: Self.metadata(token, key: "stampede"))
+            }
           }
           var all: [Outcome] = []
           for await outcome in group { all.append(outcome) }
@@ -120,29 +130,37 @@ struct PaymentsTests {
         #expect(error.code == .aborted && error.reason == "IDEMPOTENCY_KEY_IN_USE", "\(error)")
       }
       #expect(try await Self.count(server, "payments") == 1)
-      let charges = await server.simulator.requests().filter { $0.path == "/v1/payment_intents" && $0.outcome == "created" }
+      let charges = await server.simulator.requests().filter {
+        $0.path == "/v1/payment_intents" && $0.outcome == "created"
+      }
       #expect(charges.count == 1)
     }
   }
 
-  @Test("Provider faults: a timeout leaves the payment PROCESSING; an unreachable provider answers UNAVAILABLE and frees the key")
+  @Test(
+    "Provider faults: a timeout leaves the payment PROCESSING; an unreachable provider answers UNAVAILABLE and frees the key"
+  )
   func providerFaults() async throws {
     // A long lock keeps the completer away while the unfinished record is inspected.
     try await TestServer.with(tune: { $0.idempotencyLock = .seconds(60) }) { server in
       let token = try await server.token(scopes: ["payments:write"])
       try await server.withClient { grpc in
-        let slow = await Self.create(Payments(wrapping: grpc), Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
+        let slow = await Self.create(
+          Payments(wrapping: grpc), Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
         #expect(slow.payment?.status == .processing, "\(String(describing: slow.error))")
       }
       let unfinished = try await withPostgresClient(server.databaseURL) { client in
-        try await client.query("SELECT recovery_point FROM idempotency_keys WHERE idempotency_key = 'slow'").decode(String.self).reduce(into: [String]()) { $0.append($1) }
+        try await client.query("SELECT recovery_point FROM idempotency_keys WHERE idempotency_key = 'slow'").decode(
+          String.self
+        ).reduce(into: [String]()) { $0.append($1) }
       }
       #expect(unfinished == ["payment_created"])
     }
     try await TestServer.with(configure: { flags, _ in flags[.providerURL] = "http://127.0.0.1:9" }) { server in
       let token = try await server.token(scopes: ["payments:write"])
       try await server.withClient { grpc in
-        let down = await Self.create(Payments(wrapping: grpc), Self.request(), metadata: Self.metadata(token, key: "down"))
+        let down = await Self.create(
+          Payments(wrapping: grpc), Self.request(), metadata: Self.metadata(token, key: "down"))
         #expect(down.error?.code == .unavailable)
         #expect(down.error?.reason == "PROVIDER_UNAVAILABLE")
       }
@@ -150,14 +168,17 @@ struct PaymentsTests {
     }
   }
 
-  @Test("An operation interrupted at the provider is finished by the completer exactly once; retries then replay the final answer")
+  @Test(
+    "An operation interrupted at the provider is finished by the completer exactly once; retries then replay the final answer"
+  )
   func completerFinishesInterruptedPayments() async throws {
     try await TestServer.with { server in
       let token = try await server.token(scopes: ["payments:write", "payments:read"])
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)
         // The simulator answers pm_card_slow after 8 s; Tender gives up after 2 s per attempt (twice).
-        let first = await Self.create(payments, Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
+        let first = await Self.create(
+          payments, Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
         let pending = try #require(first.payment, "\(String(describing: first.error))")
         #expect(pending.status == .processing)
 
@@ -165,32 +186,43 @@ struct PaymentsTests {
         let deadline = ContinuousClock.now + .seconds(20)
         while status == .processing && ContinuousClock.now < deadline {
           try await Task.sleep(for: .milliseconds(200))
-          status = try await payments.getPayment(.with { $0.paymentID = pending.paymentID }, metadata: TestServer.bearer(token)).payment.status
+          status = try await payments.getPayment(
+            .with { $0.paymentID = pending.paymentID }, metadata: TestServer.bearer(token)
+          ).payment.status
         }
         #expect(status == .requiresCapture)
 
         // The payment may be settled (by the provider's webhook) before the key's answer is stored:
         // the key is in use until the completer — or this retry, once the lock has run out —
         // stores it. Either way the answer is the settled payment, and from then on a replay.
-        var retry = await Self.create(payments, Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
+        var retry = await Self.create(
+          payments, Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
         let replayDeadline = ContinuousClock.now + .seconds(20)
         while retry.error?.reason == "IDEMPOTENCY_KEY_IN_USE", ContinuousClock.now < replayDeadline {
           try await Task.sleep(for: .milliseconds(200))
-          retry = await Self.create(payments, Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
+          retry = await Self.create(
+            payments, Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
         }
         let answered = try #require(retry.payment, "\(retry)")
         #expect(answered.paymentID == pending.paymentID && answered.status == .requiresCapture)
-        guard case .payment(let final, replayed: true) = await Self.create(payments, Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow")) else {
+        guard
+          case .payment(let final, replayed: true) = await Self.create(
+            payments, Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
+        else {
           Issue.record("asked again, the answer was not a replay")
           return
         }
         #expect(final == answered)
       }
       #expect(try await Self.count(server, "payments") == 1)
-      let charges = await server.simulator.requests().filter { $0.path == "/v1/payment_intents" && $0.outcome == "created" }
+      let charges = await server.simulator.requests().filter {
+        $0.path == "/v1/payment_intents" && $0.outcome == "created"
+      }
       #expect(charges.count == 1)
       let events = try await withPostgresClient(server.databaseURL) { client in
-        try await client.query("SELECT type FROM payment_events ORDER BY event_id").decode(String.self).reduce(into: [String]()) { $0.append($1) }
+        try await client.query("SELECT type FROM payment_events ORDER BY event_id").decode(String.self).reduce(
+          into: [String]()
+        ) { $0.append($1) }
       }
       #expect(events == ["payment_created", "payment_requires_capture"])
     }
@@ -200,7 +232,13 @@ struct PaymentsTests {
     _ payments: Tender_Payments_V1_PaymentService.Client<Transport>, _ id: String, amount: Int64 = 0, metadata: Metadata
   ) async -> Result<Tender_Payments_V1_Payment, RPCError> {
     do {
-      return .success(try await payments.capturePayment(.with { $0.paymentID = id; $0.amountMinor = amount }, metadata: metadata).payment)
+      return .success(
+        try await payments.capturePayment(
+          .with {
+            $0.paymentID = id
+            $0.amountMinor = amount
+          }, metadata: metadata
+        ).payment)
     } catch let error as RPCError {
       return .failure(error)
     } catch {
@@ -227,13 +265,18 @@ struct PaymentsTests {
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)
         for round in 0..<8 {
-          let payment = try #require(await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "p\(round)")).payment)
-          async let capture = Self.capture(payments, payment.paymentID, metadata: Self.metadata(token, key: "cap\(round)"))
-          async let cancel = Self.cancel(payments, payment.paymentID, metadata: Self.metadata(token, key: "can\(round)"))
+          let payment = try #require(
+            await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "p\(round)")).payment)
+          async let capture = Self.capture(
+            payments, payment.paymentID, metadata: Self.metadata(token, key: "cap\(round)"))
+          async let cancel = Self.cancel(
+            payments, payment.paymentID, metadata: Self.metadata(token, key: "can\(round)"))
           let outcomes = await [capture, cancel]
           let winners = outcomes.filter { if case .success = $0 { return true } else { return false } }
           #expect(winners.count == 1, "round \(round): \(outcomes)")
-          let final = try await payments.getPayment(.with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(token)).payment
+          let final = try await payments.getPayment(
+            .with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(token)
+          ).payment
           #expect(final.status == .succeeded || final.status == .canceled)
         }
       }
@@ -249,7 +292,8 @@ struct PaymentsTests {
       let other = try await server.token(scopes: ["payments:write", "payments:read"], merchantID: "mer_other")
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)
-        let before = try #require(await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "before")).payment)
+        let before = try #require(
+          await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "before")).payment)
         let (events, continuation) = AsyncStream.makeStream(of: Tender_Payments_V1_WatchPaymentsResponse.self)
         let (started, watchStarted) = AsyncStream.makeStream(of: Void.self)
         let watcher = Task {
@@ -262,9 +306,11 @@ struct PaymentsTests {
         }
         // Once the watch has started from "now", make events for both merchants.
         for await _ in started {}
-        let first = try #require(await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "w1")).payment)
+        let first = try #require(
+          await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "w1")).payment)
         _ = await Self.create(payments, Self.request(), metadata: Self.metadata(other, key: "w1"))
-        let declined = await Self.create(payments, Self.request(method: "pm_card_chargeDeclined"), metadata: Self.metadata(token, key: "w2"))
+        let declined = await Self.create(
+          payments, Self.request(method: "pm_card_chargeDeclined"), metadata: Self.metadata(token, key: "w2"))
         #expect(declined.error?.reason == "CARD_DECLINED")
 
         var received: [Tender_Payments_V1_WatchPaymentsResponse] = []
@@ -277,12 +323,15 @@ struct PaymentsTests {
           if received.count == 4 { break }
         }
         watcher.cancel()
-        #expect(received.map(\.eventType) == [.paymentCreated, .paymentRequiresCapture, .paymentCreated, .paymentFailed])
+        #expect(
+          received.map(\.eventType) == [.paymentCreated, .paymentRequiresCapture, .paymentCreated, .paymentFailed])
         #expect(received[0].paymentID == first.paymentID && received[1].paymentID == first.paymentID)
         #expect(received.allSatisfy { $0.payment.merchantID == TestServer.merchantID })
 
         // Reconnect after the second event: the third and fourth come next, nothing is skipped.
-        let resumed = try await payments.watchPayments(.with { $0.cursor = received[1].cursor }, metadata: TestServer.bearer(token)) { response in
+        let resumed = try await payments.watchPayments(
+          .with { $0.cursor = received[1].cursor }, metadata: TestServer.bearer(token)
+        ) { response in
           var again: [Tender_Payments_V1_WatchPaymentsResponse] = []
           for try await message in response.messages {
             again.append(message)
@@ -294,7 +343,8 @@ struct PaymentsTests {
         #expect(resumed.map(\.eventType) == [.paymentCreated, .paymentFailed])
 
         let foreign = await #expect(throws: RPCError.self) {
-          try await payments.watchPayments(.with { $0.cursor = received[1].cursor }, metadata: TestServer.bearer(other)) { response in
+          try await payments.watchPayments(.with { $0.cursor = received[1].cursor }, metadata: TestServer.bearer(other))
+          { response in
             for try await _ in response.messages {}
           }
         }
@@ -347,16 +397,20 @@ struct PaymentsTests {
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)
         for key in ["old", "young"] {
-          _ = try #require(await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: key)).payment)
+          _ = try #require(
+            await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: key)).payment)
         }
       }
       func keys() async throws -> [String] {
         try await withPostgresClient(server.databaseURL) { client in
-          try await client.query("SELECT idempotency_key FROM idempotency_keys ORDER BY 1").decode(String.self).reduce(into: [String]()) { $0.append($1) }
+          try await client.query("SELECT idempotency_key FROM idempotency_keys ORDER BY 1").decode(String.self).reduce(
+            into: [String]()
+          ) { $0.append($1) }
         }
       }
       try await withPostgresClient(server.databaseURL) { client in
-        try await client.query("UPDATE idempotency_keys SET create_time = now() - interval '25 hours' WHERE idempotency_key = 'old'")
+        try await client.query(
+          "UPDATE idempotency_keys SET create_time = now() - interval '25 hours' WHERE idempotency_key = 'old'")
         // Unfinished, a day old, still locked: the reaper leaves it alone.
         try await client.query(
           """

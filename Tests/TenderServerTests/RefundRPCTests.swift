@@ -50,7 +50,9 @@ struct RefundRPCTests {
         let payment = try await RefundsTests.captured(Payments(wrapping: grpc), 1000, token: token, key: "pay")
         let refunds = Refunds(wrapping: grpc)
         for input in BadInput.allCases {
-          let outcome = await RefundsTests.refund(refunds, payment.paymentID, 100, token: token, key: "bad-\(input.rawValue)") { input.apply(&$0) }
+          let outcome = await RefundsTests.refund(
+            refunds, payment.paymentID, 100, token: token, key: "bad-\(input.rawValue)"
+          ) { input.apply(&$0) }
           #expect(outcome.error?.code == .invalidArgument, "\(input)")
           #expect(outcome.error?.reason == input.expected.reason, "\(input)")
           #expect(outcome.field == input.expected.field, "\(input)")
@@ -66,7 +68,9 @@ struct RefundRPCTests {
     }
   }
 
-  @Test("ListRefunds pages newest first, exactly once each, of the merchant or of one payment; tokens cannot be forged or moved")
+  @Test(
+    "ListRefunds pages newest first, exactly once each, of the merchant or of one payment; tokens cannot be forged or moved"
+  )
   func listing() async throws {
     try await InProcessServer.with { server in
       let token = try await server.token(scopes: RefundsTests.scopes)
@@ -78,14 +82,20 @@ struct RefundRPCTests {
         let b = try await RefundsTests.captured(payments, 5000, token: token, key: "b")
         var created: [String] = []
         for index in 0..<12 {
-          let outcome = await RefundsTests.refund(refunds, index % 3 == 0 ? b.paymentID : a.paymentID, 10, token: token, key: "l\(index)")
+          let outcome = await RefundsTests.refund(
+            refunds, index % 3 == 0 ? b.paymentID : a.paymentID, 10, token: token, key: "l\(index)")
           created.append(try #require(outcome.refund, "\(outcome)").refundID)
         }
         func all(_ paymentID: String, as token: String) async throws -> [Tender_Refunds_V1_Refund] {
           var seen: [Tender_Refunds_V1_Refund] = []
           var pageToken = ""
           repeat {
-            let page = try await refunds.listRefunds(.with { $0.paymentID = paymentID; $0.pageSize = 5; $0.pageToken = pageToken }, metadata: TestServer.bearer(token))
+            let page = try await refunds.listRefunds(
+              .with {
+                $0.paymentID = paymentID
+                $0.pageSize = 5
+                $0.pageToken = pageToken
+              }, metadata: TestServer.bearer(token))
             #expect(page.refunds.count <= 5)
             seen += page.refunds
             pageToken = page.nextPageToken
@@ -98,7 +108,9 @@ struct RefundRPCTests {
         #expect(ofB.map(\.refundID) == created.enumerated().filter { $0.offset % 3 == 0 }.map(\.element).reversed())
         #expect(try await all("", as: other).isEmpty)
 
-        func refusal(_ request: Tender_Refunds_V1_ListRefundsRequest, _ token: String) async -> (RPCError.Code?, String?) {
+        func refusal(
+          _ request: Tender_Refunds_V1_ListRefundsRequest, _ token: String
+        ) async -> (RPCError.Code?, String?) {
           do {
             _ = try await refunds.listRefunds(request, metadata: TestServer.bearer(token))
             return (nil, nil)
@@ -108,11 +120,18 @@ struct RefundRPCTests {
             return (.unknown, "\(error)")
           }
         }
-        let firstToken = try await refunds.listRefunds(.with { $0.pageSize = 5 }, metadata: TestServer.bearer(token)).nextPageToken
+        let firstToken = try await refunds.listRefunds(.with { $0.pageSize = 5 }, metadata: TestServer.bearer(token))
+          .nextPageToken
         var forged = Array(firstToken)
         forged[5] = forged[5] == "A" ? "B" : "A"
-        #expect(await refusal(.with { $0.pageToken = String(forged) }, token) == (.invalidArgument, "PAGE_TOKEN_INVALID"))
-        #expect(await refusal(.with { $0.pageToken = firstToken; $0.paymentID = a.paymentID }, token) == (.invalidArgument, "PAGE_TOKEN_INVALID"))
+        #expect(
+          await refusal(.with { $0.pageToken = String(forged) }, token) == (.invalidArgument, "PAGE_TOKEN_INVALID"))
+        #expect(
+          await refusal(
+            .with {
+              $0.pageToken = firstToken
+              $0.paymentID = a.paymentID
+            }, token) == (.invalidArgument, "PAGE_TOKEN_INVALID"))
         #expect(await refusal(.with { $0.pageToken = firstToken }, other) == (.invalidArgument, "PAGE_TOKEN_INVALID"))
         #expect(await refusal(.with { $0.paymentID = a.paymentID }, other) == (.notFound, "PAYMENT_NOT_FOUND"))
         #expect(await refusal(.with { $0.pageSize = -1 }, token) == (.invalidArgument, "FIELD_INVALID"))

@@ -18,14 +18,21 @@ struct RefundsTests {
 
   /// A captured payment of `amount` (automatic capture).
   static func captured<Transport: ClientTransport>(
-    _ payments: Tender_Payments_V1_PaymentService.Client<Transport>, _ amount: Int64, token: String, key: String, method: String = "pm_card_visa"
+    _ payments: Tender_Payments_V1_PaymentService.Client<Transport>, _ amount: Int64, token: String, key: String,
+    method: String = "pm_card_visa"
   ) async throws -> Tender_Payments_V1_Payment {
-    var outcome = await PaymentsTests.create(payments, PaymentsTests.request(amount, method: method, capture: .automatic), metadata: PaymentsTests.metadata(token, key: key))
+    var outcome = await PaymentsTests.create(
+      payments, PaymentsTests.request(amount, method: method, capture: .automatic),
+      metadata: PaymentsTests.metadata(token, key: key))
     // On a loaded machine the provider's answer may miss the timeout: ask again with the key.
     let deadline = ContinuousClock.now + .seconds(30)
-    while outcome.payment?.status == .processing || outcome.error?.reason == "IDEMPOTENCY_KEY_IN_USE", ContinuousClock.now < deadline {
+    while outcome.payment?.status == .processing || outcome.error?.reason == "IDEMPOTENCY_KEY_IN_USE",
+      ContinuousClock.now < deadline
+    {
       try await Task.sleep(for: .milliseconds(250))
-      outcome = await PaymentsTests.create(payments, PaymentsTests.request(amount, method: method, capture: .automatic), metadata: PaymentsTests.metadata(token, key: key))
+      outcome = await PaymentsTests.create(
+        payments, PaymentsTests.request(amount, method: method, capture: .automatic),
+        metadata: PaymentsTests.metadata(token, key: key))
     }
     let payment = try #require(outcome.payment, "\(String(describing: outcome.error))")
     #expect(payment.status == .succeeded)
@@ -69,7 +76,9 @@ struct RefundsTests {
         var options = BinaryEncodingOptions()
         options.useDeterministicOrdering = true
         let message = try response.message
-        return .refund(message.refund, replayed: response.metadata[stringValues: "idempotent-replayed"].contains("true"), bytes: try message.serializedBytes(options: options))
+        return .refund(
+          message.refund, replayed: response.metadata[stringValues: "idempotent-replayed"].contains("true"),
+          bytes: try message.serializedBytes(options: options))
       }
     } catch let error as RPCError {
       return .failure(error)
@@ -82,7 +91,8 @@ struct RefundsTests {
   /// client would: on a loaded machine a lock can run out before its owner reaches the provider,
   /// and the completer finishes the refund meanwhile.
   static func answered<Transport: ClientTransport>(
-    _ refunds: Tender_Refunds_V1_RefundService.Client<Transport>, _ paymentID: String, _ amount: Int64, token: String, key: String
+    _ refunds: Tender_Refunds_V1_RefundService.Client<Transport>, _ paymentID: String, _ amount: Int64, token: String,
+    key: String
   ) async -> Outcome {
     var outcome = await Self.refund(refunds, paymentID, amount, token: token, key: key)
     let deadline = ContinuousClock.now + .seconds(30)
@@ -93,13 +103,15 @@ struct RefundsTests {
     return outcome
   }
 
-  static func rows<Row: Sendable>(_ server: TestServer, _ sql: String, as: Row.Type) async throws -> [Row] where Row: PostgresDecodable {
+  static func rows<Row: Sendable>(_ server: TestServer, _ sql: String, as: Row.Type) async throws -> [Row]
+  where Row: PostgresDecodable {
     try await withPostgresClient(server.databaseURL) { client in
       try await client.query(PostgresQuery(unsafeSQL: sql)).decode(Row.self).reduce(into: [Row]()) { $0.append($1) }
     }
   }
 
-  @Test("A refund returns captured money through the provider; replays are identical; the rest can be refunded; never more")
+  @Test(
+    "A refund returns captured money through the provider; replays are identical; the rest can be refunded; never more")
   func lifecycle() async throws {
     try await TestServer.with { server in
       let token = try await server.token(scopes: Self.scopes)
@@ -134,41 +146,62 @@ struct RefundsTests {
         let reused = await Self.refund(refunds, payment.paymentID, 301, token: token, key: "r1")
         #expect(reused.error?.code == .invalidArgument && reused.error?.reason == "IDEMPOTENCY_KEY_REUSED")
 
-        let read = try await refunds.getRefund(.with { $0.refundID = refund.refundID }, metadata: TestServer.bearer(token)).refund
+        let read = try await refunds.getRefund(
+          .with { $0.refundID = refund.refundID }, metadata: TestServer.bearer(token)
+        ).refund
         #expect(read == refund)
-        var afterFirst = try await payments.getPayment(.with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(token)).payment
+        var afterFirst = try await payments.getPayment(
+          .with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(token)
+        ).payment
         #expect(afterFirst.amountRefundedMinor == 300 && afterFirst.status == .succeeded)
 
         // Zero means everything still refundable.
         let rest = await Self.refund(refunds, payment.paymentID, 0, token: token, key: "r2")
         #expect(rest.refund?.amount.amountMinor == 700 && rest.refund?.status == .succeeded, "\(rest)")
         #expect(rest.refund?.reason == .unspecified)
-        afterFirst = try await payments.getPayment(.with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(token)).payment
+        afterFirst = try await payments.getPayment(
+          .with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(token)
+        ).payment
         #expect(afterFirst.amountRefundedMinor == 1000)
 
         let beyond = await Self.refund(refunds, payment.paymentID, 1, token: token, key: "r3")
-        #expect(beyond.error?.code == .failedPrecondition && beyond.error?.reason == "REFUND_EXCEEDS_CAPTURED" && beyond.field == "amount_minor", "\(beyond)")
+        #expect(
+          beyond.error?.code == .failedPrecondition && beyond.error?.reason == "REFUND_EXCEEDS_CAPTURED"
+            && beyond.field == "amount_minor", "\(beyond)")
         // A refusal that depends on the payment's state is the key's answer from now on.
         let beyondAgain = await Self.refund(refunds, payment.paymentID, 1, token: token, key: "r3")
         #expect(beyondAgain.error?.reason == "REFUND_EXCEEDS_CAPTURED")
         #expect(beyondAgain.error?.metadata[stringValues: "idempotent-replayed"].contains("true") == true)
 
-        let held = try #require(await PaymentsTests.create(payments, PaymentsTests.request(500), metadata: PaymentsTests.metadata(token, key: "held")).payment)
+        let held = try #require(
+          await PaymentsTests.create(
+            payments, PaymentsTests.request(500), metadata: PaymentsTests.metadata(token, key: "held")
+          ).payment)
         let uncaptured = await Self.refund(refunds, held.paymentID, 100, token: token, key: "r4")
-        #expect(uncaptured.error?.code == .failedPrecondition && uncaptured.error?.reason == "PAYMENT_NOT_REFUNDABLE", "\(uncaptured)")
+        #expect(
+          uncaptured.error?.code == .failedPrecondition && uncaptured.error?.reason == "PAYMENT_NOT_REFUNDABLE",
+          "\(uncaptured)")
         let missing = await Self.refund(refunds, "pay_doesnotexist", 100, token: token, key: "r5")
-        #expect(missing.error?.code == .notFound && missing.error?.reason == "PAYMENT_NOT_FOUND" && missing.field == "payment_id")
+        #expect(
+          missing.error?.code == .notFound && missing.error?.reason == "PAYMENT_NOT_FOUND"
+            && missing.field == "payment_id")
       }
-      let events = try await Self.rows(server, "SELECT type FROM payment_events WHERE refund_id IS NOT NULL ORDER BY event_id", as: String.self)
+      let events = try await Self.rows(
+        server, "SELECT type FROM payment_events WHERE refund_id IS NOT NULL ORDER BY event_id", as: String.self)
       #expect(events == ["refund_created", "refund_succeeded", "refund_created", "refund_succeeded"])
       let sent = await server.simulator.requests().filter { $0.path == "/v1/refunds" }
       #expect(sent.map(\.outcome) == ["refunded", "refunded"])
       // The unknown payment's key was freed; the state refusals were stored.
-      #expect(try await Self.rows(server, "SELECT idempotency_key FROM idempotency_keys WHERE method LIKE '%CreateRefund' ORDER BY 1", as: String.self) == ["r1", "r2", "r3", "r4"])
+      #expect(
+        try await Self.rows(
+          server, "SELECT idempotency_key FROM idempotency_keys WHERE method LIKE '%CreateRefund' ORDER BY 1",
+          as: String.self) == ["r1", "r2", "r3", "r4"])
     }
   }
 
-  @Test("Double-refund race: two concurrent 60s on a captured 100 → one succeeds; then many random refunds never exceed the capture")
+  @Test(
+    "Double-refund race: two concurrent 60s on a captured 100 → one succeeds; then many random refunds never exceed the capture"
+  )
   func doubleRefundRace() async throws {
     try await TestServer.with { server in
       let token = try await server.token(scopes: Self.scopes)
@@ -180,7 +213,8 @@ struct RefundsTests {
           async let a = Self.answered(refunds, payment.paymentID, 60, token: token, key: "a\(round)")
           async let b = Self.answered(refunds, payment.paymentID, 60, token: token, key: "b\(round)")
           let outcomes = await [a, b]
-          #expect(outcomes.compactMap(\.refund).filter { $0.status == .succeeded }.count == 1, "round \(round): \(outcomes)")
+          #expect(
+            outcomes.compactMap(\.refund).filter { $0.status == .succeeded }.count == 1, "round \(round): \(outcomes)")
           #expect(outcomes.compactMap(\.error).map { $0.reason } == ["REFUND_EXCEEDS_CAPTURED"], "round \(round)")
         }
 
@@ -198,7 +232,9 @@ struct RefundsTests {
         }
         #expect(granted.allSatisfy { $0.status == .succeeded })
         #expect(granted.reduce(0) { $0 + $1.amount.amountMinor } <= 1000)
-        let final = try await payments.getPayment(.with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(token)).payment
+        let final = try await payments.getPayment(
+          .with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(token)
+        ).payment
         #expect(final.amountRefundedMinor == granted.reduce(0) { $0 + $1.amount.amountMinor })
       }
       // In SQL: for every payment, live refunds add up to refunded_minor, which never exceeds the capture.
@@ -212,13 +248,18 @@ struct RefundsTests {
         as: Int64.self
       )
       #expect(broken == [0])
-      let tenderRefunds = try await Self.rows(server, "SELECT count(*)::bigint FROM refunds WHERE status = 'succeeded'", as: Int64.self)
-      let providerRefunds = await server.simulator.requests().filter { $0.path == "/v1/refunds" && $0.outcome == "refunded" }.count
+      let tenderRefunds = try await Self.rows(
+        server, "SELECT count(*)::bigint FROM refunds WHERE status = 'succeeded'", as: Int64.self)
+      let providerRefunds = await server.simulator.requests().filter {
+        $0.path == "/v1/refunds" && $0.outcome == "refunded"
+      }.count
       #expect(tenderRefunds == [Int64(providerRefunds)])
     }
   }
 
-  @Test("A refund the provider fails is FAILED and its amount refundable again; the provider unreachable → UNAVAILABLE, key freed")
+  @Test(
+    "A refund the provider fails is FAILED and its amount refundable again; the provider unreachable → UNAVAILABLE, key freed"
+  )
   func providerFailures() async throws {
     try await TestServer.with { server in
       let token = try await server.token(scopes: Self.scopes)
@@ -230,20 +271,26 @@ struct RefundsTests {
         let refund = try #require(failed.refund, "\(failed)")
         #expect(refund.status == .failed)
         #expect(refund.failureMessage == "expired_or_canceled_card")
-        let after = try await payments.getPayment(.with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(token)).payment
+        let after = try await payments.getPayment(
+          .with { $0.paymentID = payment.paymentID }, metadata: TestServer.bearer(token)
+        ).payment
         #expect(after.amountRefundedMinor == 0)
         // The whole amount can be asked for again (the provider fails it again).
         #expect(await Self.refund(refunds, payment.paymentID, 800, token: token, key: "f2").refund?.status == .failed)
       }
-      let events = try await Self.rows(server, "SELECT type FROM payment_events WHERE refund_id IS NOT NULL ORDER BY event_id", as: String.self)
+      let events = try await Self.rows(
+        server, "SELECT type FROM payment_events WHERE refund_id IS NOT NULL ORDER BY event_id", as: String.self)
       #expect(events == ["refund_created", "refund_failed", "refund_created", "refund_failed"])
     }
 
     // The provider goes away after the payment was captured.
-    let unreachable = try await TestServer.with(configure: { flags, _ in flags[.providerURL] = "http://127.0.0.1:9" }) { server in
+    let unreachable = try await TestServer.with(configure: { flags, _ in flags[.providerURL] = "http://127.0.0.1:9" }) {
+      server in
       let token = try await server.token(scopes: Self.scopes)
       try await withPostgresClient(server.databaseURL) { client in
-        try await client.query("INSERT INTO payments (payment_id, merchant_id, status, capture_method, currency, amount_minor, captured_minor, payment_method, provider_payment_id) VALUES ('pay_seeded', \(TestServer.merchantID), 'succeeded', 'automatic', 'EUR', 500, 500, 'pm_card_visa', 'pi_seeded')")
+        try await client.query(
+          "INSERT INTO payments (payment_id, merchant_id, status, capture_method, currency, amount_minor, captured_minor, payment_method, provider_payment_id) VALUES ('pay_seeded', \(TestServer.merchantID), 'succeeded', 'automatic', 'EUR', 500, 500, 'pm_card_visa', 'pi_seeded')"
+        )
       }
       let outcome = try await server.withClient { grpc in
         await Self.refund(Refunds(wrapping: grpc), "pay_seeded", 200, token: token, key: "down")
@@ -253,7 +300,8 @@ struct RefundsTests {
       #expect(try await Self.rows(server, "SELECT refunded_minor FROM payments", as: Int64.self) == [0])
       return outcome
     }
-    #expect(unreachable.error?.code == .unavailable && unreachable.error?.reason == "PROVIDER_UNAVAILABLE", "\(unreachable)")
+    #expect(
+      unreachable.error?.code == .unavailable && unreachable.error?.reason == "PROVIDER_UNAVAILABLE", "\(unreachable)")
   }
 
   @Test("A refund interrupted at the provider stays PENDING, then the completer finishes it exactly once")
@@ -276,7 +324,9 @@ struct RefundsTests {
         let deadline = ContinuousClock.now + .seconds(25)
         while status == .pending && ContinuousClock.now < deadline {
           try await Task.sleep(for: .milliseconds(200))
-          status = try await refunds.getRefund(.with { $0.refundID = pending.refundID }, metadata: TestServer.bearer(token)).refund.status
+          status = try await refunds.getRefund(
+            .with { $0.refundID = pending.refundID }, metadata: TestServer.bearer(token)
+          ).refund.status
         }
         #expect(status == .succeeded)
         let retry = await Self.refund(refunds, payment.paymentID, 400, token: token, key: "slow")
@@ -289,8 +339,12 @@ struct RefundsTests {
       let refunded = await server.simulator.requests().filter { $0.path == "/v1/refunds" && $0.outcome == "refunded" }
       #expect(refunded.count == 1)
       // Each ask is recorded: unanswered ones as unknown, then the one answer.
-      let calls = try await Self.rows(server, "SELECT outcome FROM provider_requests WHERE operation = 'create_refund' ORDER BY request_id", as: String.self)
-      #expect(calls.last == "succeeded" && calls.dropLast().allSatisfy { $0 == "unknown" } && !calls.dropLast().isEmpty, "\(calls)")
+      let calls = try await Self.rows(
+        server, "SELECT outcome FROM provider_requests WHERE operation = 'create_refund' ORDER BY request_id",
+        as: String.self)
+      #expect(
+        calls.last == "succeeded" && calls.dropLast().allSatisfy { $0 == "unknown" } && !calls.dropLast().isEmpty,
+        "\(calls)")
       #expect(try await Self.rows(server, "SELECT count(*)::bigint FROM refunds", as: Int64.self) == [1])
     }
   }
@@ -301,19 +355,33 @@ struct RefundsTests {
       let token = try await server.token(scopes: Self.scopes)
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)
-        let held = try #require(await PaymentsTests.create(payments, PaymentsTests.request(1000), metadata: PaymentsTests.metadata(token, key: "p1")).payment)
-        _ = try await payments.capturePayment(.with { $0.paymentID = held.paymentID }, metadata: PaymentsTests.metadata(token, key: "c1"))
-        #expect(await Self.refund(Refunds(wrapping: grpc), held.paymentID, 100, token: token, key: "r1").refund?.status == .succeeded)
-        let declined = await PaymentsTests.create(payments, PaymentsTests.request(method: "pm_card_chargeDeclined"), metadata: PaymentsTests.metadata(token, key: "p2"))
+        let held = try #require(
+          await PaymentsTests.create(
+            payments, PaymentsTests.request(1000), metadata: PaymentsTests.metadata(token, key: "p1")
+          ).payment)
+        _ = try await payments.capturePayment(
+          .with { $0.paymentID = held.paymentID }, metadata: PaymentsTests.metadata(token, key: "c1"))
+        #expect(
+          await Self.refund(Refunds(wrapping: grpc), held.paymentID, 100, token: token, key: "r1").refund?.status
+            == .succeeded)
+        let declined = await PaymentsTests.create(
+          payments, PaymentsTests.request(method: "pm_card_chargeDeclined"),
+          metadata: PaymentsTests.metadata(token, key: "p2"))
         #expect(declined.error?.reason == "CARD_DECLINED")
         // A replay calls nobody.
-        _ = await PaymentsTests.create(payments, PaymentsTests.request(1000), metadata: PaymentsTests.metadata(token, key: "p1"))
+        _ = await PaymentsTests.create(
+          payments, PaymentsTests.request(1000), metadata: PaymentsTests.metadata(token, key: "p1"))
       }
       let calls = try await withPostgresClient(server.databaseURL) { client in
-        try await client.query("SELECT operation, outcome, provider_idempotency_key FROM provider_requests ORDER BY request_id")
-          .decode((String, String, String).self).reduce(into: [(String, String, String)]()) { $0.append($1) }
+        try await client.query(
+          "SELECT operation, outcome, provider_idempotency_key FROM provider_requests ORDER BY request_id"
+        )
+        .decode((String, String, String).self).reduce(into: [(String, String, String)]()) { $0.append($1) }
       }
-      #expect(calls.map { "\($0.0) \($0.1)" } == ["create_payment succeeded", "capture_payment succeeded", "create_refund succeeded", "create_payment declined"])
+      #expect(
+        calls.map { "\($0.0) \($0.1)" } == [
+          "create_payment succeeded", "capture_payment succeeded", "create_refund succeeded", "create_payment declined",
+        ])
       let keysSeen = await server.simulator.requests().compactMap(\.idempotencyKey)
       #expect(calls.map(\.2) == keysSeen)
       #expect(Set(keysSeen).count == 4)

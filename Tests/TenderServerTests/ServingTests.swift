@@ -18,7 +18,8 @@ struct ServingTests {
         let error = await #expect(throws: RPCError.self) {
           try await client.unary(
             request: ClientRequest(message: Google_Protobuf_Empty(), metadata: TestServer.bearer(token)),
-            descriptor: MethodDescriptor(fullyQualifiedService: "tender.refunds.v1.RefundService", method: "DeleteRefund"),
+            descriptor: MethodDescriptor(
+              fullyQualifiedService: "tender.refunds.v1.RefundService", method: "DeleteRefund"),
             serializer: ProtobufSerializer<Google_Protobuf_Empty>(),
             deserializer: ProtobufDeserializer<Google_Protobuf_Empty>(),
             options: .defaults

@@ -8,7 +8,8 @@ import Testing
 
 @Suite("Settings: one table for flags, variables, files, help and the README")
 struct SettingsTests {
-  static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+  static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent()
 
   /// The settings every server needs, for resolving the rest.
   static func required(_ certificates: TestCertificates) -> [Setting: String] {
@@ -52,7 +53,9 @@ struct SettingsTests {
 
   @Test("Command lines: --flag value, --flag=value and bare switches; anything else refused")
   func commandLine() throws {
-    let given = try Setting.parseArguments(["--grpc-address", "127.0.0.1:1", "--log-level=debug", "--insecure", "--rate-limit", "5/s,burst=9"])
+    let given = try Setting.parseArguments([
+      "--grpc-address", "127.0.0.1:1", "--log-level=debug", "--insecure", "--rate-limit", "5/s,burst=9",
+    ])
     #expect(given == [.grpcAddress: "127.0.0.1:1", .logLevel: "debug", .insecure: "true", .rateLimit: "5/s,burst=9"])
     let refusals: [([String], String)] = [
       (["--grpc-adress", "x"], "unknown option '--grpc-adress'"),
@@ -80,7 +83,8 @@ struct SettingsTests {
 
   @Test("Defaults are the documented ones")
   func defaults() async throws {
-    let configuration = try await ServerConfiguration.resolve(flags: Self.required(try TestCertificates.make()), environment: [:])
+    let configuration = try await ServerConfiguration.resolve(
+      flags: Self.required(try TestCertificates.make()), environment: [:])
     #expect(configuration.host == "0.0.0.0" && configuration.port == 8443)
     #expect(configuration.httpHost == "0.0.0.0" && configuration.httpPort == 8080)
     #expect(configuration.maxConcurrentStreams == 100)
@@ -95,7 +99,9 @@ struct SettingsTests {
     #expect(configuration.issueTokenRateLimit == .init(capacity: 10, refillPerSecond: 0.5))
     #expect(configuration.rateLimitFailureMode == .open)
     #expect(configuration.providerURL == "https://api.stripe.com")
-    #expect(configuration.providerTimeout == .seconds(10) && configuration.providerAttempts == 3 && configuration.providerMaxBackoff == .seconds(2))
+    #expect(
+      configuration.providerTimeout == .seconds(10) && configuration.providerAttempts == 3
+        && configuration.providerMaxBackoff == .seconds(2))
     #expect(configuration.idempotencyLock == .seconds(60) && configuration.providerBudget == .seconds(34))
     #expect(configuration.settlementGiveUpAfter == .seconds(72 * 3600))
     #expect(configuration.webhookSecrets.isEmpty)
@@ -116,7 +122,8 @@ struct SettingsTests {
     let folder = certificates.directory.appendingPathComponent("secrets", isDirectory: true)
     try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
     try "sk_test_file\n".write(to: folder.appendingPathComponent("provider-api-key"), atomically: true, encoding: .utf8)
-    try "stripe=whsec_from_file\n".write(to: folder.appendingPathComponent("webhook-secrets"), atomically: true, encoding: .utf8)
+    try "stripe=whsec_from_file\n".write(
+      to: folder.appendingPathComponent("webhook-secrets"), atomically: true, encoding: .utf8)
     try "7s".write(to: folder.appendingPathComponent("provider-timeout"), atomically: true, encoding: .utf8)
     try "warning".write(to: folder.appendingPathComponent("log-level"), atomically: true, encoding: .utf8)
     var flags = Self.required(certificates)
@@ -124,7 +131,10 @@ struct SettingsTests {
     flags[.logLevel] = "error"
     let configuration = try await ServerConfiguration.resolve(
       flags: flags,
-      environment: ["TENDER_SECRETS_DIR": folder.path, "TENDER_PROVIDER_TIMEOUT": "3s", "TENDER_LOG_LEVEL": "debug", "TENDER_TOKEN_ISSUER": ""]
+      environment: [
+        "TENDER_SECRETS_DIR": folder.path, "TENDER_PROVIDER_TIMEOUT": "3s", "TENDER_LOG_LEVEL": "debug",
+        "TENDER_TOKEN_ISSUER": "",
+      ]
     )
     #expect(configuration.providerAPIKey.value == "sk_test_file")
     #expect(configuration.webhookSecrets["stripe"]?.map(\.value) == ["whsec_from_file"])
@@ -154,7 +164,8 @@ struct SettingsTests {
     let certificates = try TestCertificates.make()
     let folder = certificates.directory.appendingPathComponent("secrets", isDirectory: true)
     try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-    try "c2VjcmV0LWJ1dC1zaG9ydA==".write(to: folder.appendingPathComponent("key-encryption-key"), atomically: true, encoding: .utf8)
+    try "c2VjcmV0LWJ1dC1zaG9ydA==".write(
+      to: folder.appendingPathComponent("key-encryption-key"), atomically: true, encoding: .utf8)
     var flags = Self.required(certificates)
     flags[.keyEncryptionKey] = nil
     flags[.secretsDirectory] = folder.path
@@ -169,7 +180,10 @@ struct SettingsTests {
 
   @Test("Durations print in the largest whole unit and parse back")
   func durations() throws {
-    let cases: [(Duration, String)] = [(.zero, "0s"), (.milliseconds(250), "250ms"), (.seconds(34), "34s"), (.seconds(300), "300s"), (.seconds(900), "15m"), (.seconds(7200), "2h")]
+    let cases: [(Duration, String)] = [
+      (.zero, "0s"), (.milliseconds(250), "250ms"), (.seconds(34), "34s"), (.seconds(300), "300s"),
+      (.seconds(900), "15m"), (.seconds(7200), "2h"),
+    ]
     for (duration, text) in cases {
       #expect(Setting.format(duration) == text)
       #expect(try Setting.parseDuration(text, allowZero: true) == duration)
