@@ -464,10 +464,15 @@ public struct TenderApplication: Sendable {
   /// (providers and scrapers call it).
   static func bridgeTLS(_ configuration: ServerConfiguration) throws -> TLSConfiguration? {
     guard case .tls(let chain, let key, _) = configuration.transport else { return nil }
-    return TLSConfiguration.makeServerConfiguration(
+    var tls = TLSConfiguration.makeServerConfiguration(
       certificateChain: try NIOSSLCertificate.fromPEMBytes(chain).map { .certificate($0) },
       privateKey: .privateKey(try NIOSSLPrivateKey(bytes: key.value, format: .pem))
     )
+    // On shutdown an idle keep-alive connection (a provider's webhook client, a scraper) is
+    // closed with a TLS close_notify; a peer that never answers it is dropped after 1 s rather
+    // than NIOSSL's 5 s, which every drain would otherwise wait out.
+    tls.shutdownTimeout = .seconds(1)
+    return tls
   }
 
   static func makeTransport(
