@@ -20,14 +20,17 @@ public struct LocalPostgres: Sendable {
   private var logFile: URL { self.directory.appendingPathComponent("postgres.log") }
 
   /// Creates (if needed) and starts a cluster in `directory` listening on 127.0.0.1:`port`.
-  /// - Parameter maxConnections: the server's connection limit (a test run's many pools need more
-  ///   than a dev server).
+  /// - Parameters:
+  ///   - maxConnections: the server's connection limit (a test run's many pools need more than a
+  ///     dev server).
+  ///   - durable: whether a commit survives the machine failing (fsync); a test run's throwaway
+  ///     cluster does without, since nothing it tests depends on PostgreSQL's own crash safety.
   public static func start(
-    in directory: URL, port: Int, database: String = "tender", maxConnections: Int = 200
+    in directory: URL, port: Int, database: String = "tender", maxConnections: Int = 200, durable: Bool = true
   ) async throws -> LocalPostgres {
     let cluster = LocalPostgres(directory: directory.standardizedFileURL, port: port, database: database)
     try await cluster.initializeIfNeeded()
-    try await cluster.startServer(maxConnections: maxConnections)
+    try await cluster.startServer(maxConnections: maxConnections, durable: durable)
     try await cluster.createDatabaseIfNeeded()
     return cluster
   }
@@ -95,13 +98,13 @@ public struct LocalPostgres: Sendable {
     )
   }
 
-  private func startServer(maxConnections: Int) async throws {
+  private func startServer(maxConnections: Int, durable: Bool) async throws {
     let options = [
       "-c listen_addresses=127.0.0.1",
       "-p \(self.port)",
       "-k \(self.directory.path)",
       "-c max_connections=\(maxConnections)",
-      "-c fsync=on",
+      durable ? "-c fsync=on" : "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
     ].joined(separator: " ")
     // A server left running from an earlier start of this folder is reused.
     if (try? await Self.run(Self.tool("pg_ctl"), ["-D", self.dataDirectory.path, "status"], asPostgres: Self.isRoot))
@@ -121,14 +124,18 @@ public struct LocalPostgres: Sendable {
     "postgres://postgres@127.0.0.1:\(self.port)/\(database)?sslmode=disable"
   }
 
-  /// Creates an empty database named `name` (letters, digits and underscores only).
-  public func createDatabase(_ name: String) async throws {
-    precondition(name.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" }, "database names are plain identifiers")
+  /// Creates a database named `name` (letters, digits and underscores only): empty, or a copy of
+  /// `template` (which nobody may be connected to meanwhile).
+  public func createDatabase(_ name: String, template: String? = nil) async throws {
+    let names = [name] + (template.map { [$0] } ?? [])
+    precondition(
+      names.allSatisfy { $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" } },
+      "database names are plain identifiers")
     try await Self.run(
       Self.tool("psql"),
       [
         "-h", "127.0.0.1", "-p", "\(self.port)", "-U", "postgres", "-d", "postgres", "-qc",
-        "CREATE DATABASE \"\(name)\"",
+        "CREATE DATABASE \"\(name)\"" + (template.map { " TEMPLATE \"\($0)\"" } ?? ""),
       ],
       asPostgres: false
     )

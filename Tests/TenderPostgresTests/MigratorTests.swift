@@ -28,7 +28,7 @@ struct MigratorTests {
 
   @Test("Applying migrations twice applies each once and leaves one correct schema")
   func migrateTwice() async throws {
-    let url = try await TestPostgres.makeDatabase()
+    let url = try await TestPostgres.makeDatabase(empty: true)
     try await withPostgresClient(url) { client in
       let migrator = Migrator(client: client, logger: self.logger)
       let first = try await migrator.migrate()
@@ -42,7 +42,7 @@ struct MigratorTests {
 
   @Test("Two `tender migrate` processes racing on one database both succeed and apply each migration once")
   func concurrentProcesses() async throws {
-    let url = try await TestPostgres.makeDatabase()
+    let url = try await TestPostgres.makeDatabase(empty: true)
     async let first = TenderExecutable.run(["migrate", "--database-url", url])
     async let second = TenderExecutable.run(["migrate", "--database-url", url])
     let outcomes = try await [first, second]
@@ -59,7 +59,7 @@ struct MigratorTests {
 
   @Test("A migration edited after it was applied is refused, not silently skipped")
   func editedMigrationRefused() async throws {
-    let url = try await TestPostgres.makeDatabase()
+    let url = try await TestPostgres.makeDatabase(empty: true)
     try await withPostgresClient(url) { client in
       try await Migrator(client: client, logger: self.logger).migrate()
       let original = Migrations.all[0]
@@ -73,7 +73,7 @@ struct MigratorTests {
 
   @Test("A database migrated by a newer build is refused by an older one")
   func newerSchemaRefused() async throws {
-    let url = try await TestPostgres.makeDatabase()
+    let url = try await TestPostgres.makeDatabase(empty: true)
     try await withPostgresClient(url) { client in
       let newer =
         Migrations.all + [Migration(version: 9_999, name: "future", statements: ["CREATE TABLE future_table (id int)"])]

@@ -118,7 +118,7 @@ struct TenancyTests {
 
         // The owner's watch cursor is refused to the intruder.
         var options = CallOptions.defaults
-        options.timeout = .seconds(5)
+        options.timeout = .seconds(30)
         let watchCursor = try await payments.watchPayments(
           .init(), metadata: TestServer.bearer(owner), options: options
         ) { response in
