@@ -303,24 +303,6 @@ extension PaymentStore {
   }
 }
 
-/// Timestamps at the precision Tender stores them: whole microseconds since 2000-01-01, turned
-/// into a `Date` exactly as the database driver does, so a record built in memory equals the
-/// record read back.
-public enum StoredTime {
-  static let epoch = Date(timeIntervalSince1970: 946_684_800)
-
-  public static func now() -> Date { self.date(microseconds: self.microseconds(Date())) }
-
-  /// Microseconds since 2000-01-01 (nearest: a `Date` near today resolves about 0.1 µs).
-  public static func microseconds(_ date: Date) -> Int64 {
-    Int64((date.timeIntervalSince(self.epoch) * 1_000_000).rounded())
-  }
-
-  public static func date(microseconds: Int64) -> Date {
-    Date(timeInterval: Double(microseconds) / 1_000_000, since: self.epoch)
-  }
-}
-
 /// The fast path of a new keyed CreatePayment: two statements, each its own transaction, where
 /// the general path takes a claim, an insert, the provider call's record and a locked update.
 public protocol KeyedPaymentCreation: Sendable {
@@ -331,7 +313,7 @@ public protocol KeyedPaymentCreation: Sendable {
   func insertClaiming(
     _ payment: PaymentRecord, request: IdempotencyRequest, lockFor: Duration, call: ProviderCall
   ) async throws -> (PaymentEvent, Int64)?
-  /// Writes `payment` (the provider's outcome applied, `updateTime` from `StoredTime`), its
+  /// Writes `payment` (the provider's outcome applied, `updateTime` from the operations' clock), its
   /// status event when the status changed, the call's ending, and `response` as the key's
   /// finished answer, in one statement — only if the stored payment is still processing and
   /// `owner` still owns the key. False, with nothing written, otherwise.

@@ -1,3 +1,4 @@
+public import Foundation
 public import Logging
 import Synchronization
 public import TenderCore
@@ -36,12 +37,15 @@ public struct PaymentOperations: Sendable {
   let creation: (any KeyedPaymentCreation)?
   let provider: any PaymentProvider
   let answers: PaymentAnswers
+  /// The time a record is stamped with, at the precision the store keeps.
+  let now: @Sendable () -> Date
   let logger: Logger
 
   public init(
     runner: KeyedOperationRunner, payments: any PaymentStore, provider: any PaymentProvider, answers: PaymentAnswers,
-    logger: Logger
+    now: @escaping @Sendable () -> Date, logger: Logger
   ) {
+    self.now = now
     self.runner = runner
     self.payments = payments
     self.creation = payments as? any KeyedPaymentCreation
@@ -165,7 +169,7 @@ public struct PaymentOperations: Sendable {
         var final = payment
         final.providerPaymentID = outcome.providerPaymentID
         _ = ProviderState.apply(outcome.status, to: &final)
-        final.updateTime = StoredTime.now()
+        final.updateTime = self.now()
         let response = try self.answers.created(final)
         if try await creation.finishProcessing(final, owner: owner, response: response, call: ended) {
           return .answered(response, replayed: false)

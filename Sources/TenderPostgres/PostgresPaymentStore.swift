@@ -110,7 +110,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
       binds.append(self.payment.customerReference)
       binds.append(self.payment.description)
       binds.append(try PostgresPaymentStore.json(self.payment.metadata))
-      binds.append(StoredTime.microseconds(self.payment.createTime))
+      binds.append(PostgresTime.microseconds(self.payment.createTime))
       binds.append(self.providerKey)
       return binds
     }
@@ -191,7 +191,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
       binds.append(ledger.refundedMinorUnits)
       binds.append(ledger.failureReason?.rawValue)
       binds.append(self.payment.providerPaymentID)
-      binds.append(StoredTime.microseconds(self.payment.updateTime))
+      binds.append(PostgresTime.microseconds(self.payment.updateTime))
       binds.append(self.payment.id.rawValue)
       binds.append(self.payment.merchantID.rawValue)
       binds.append(PaymentEventType.entering(ledger.status).rawValue)

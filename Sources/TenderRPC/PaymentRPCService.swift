@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+public import Foundation
 public import GRPCCore
 import GRPCProtobuf
 public import Logging
@@ -21,20 +21,24 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
   private let pageTokens: PageTokens
   /// How often WatchPayments looks for new events.
   private let watchInterval: Duration
+  /// The time new payments are stamped with.
+  private let now: @Sendable () -> Date
 
   public init(
     payments: any PaymentStore,
     runner: KeyedOperationRunner,
     provider: any PaymentProvider,
     pageTokens: PageTokens,
+    now: @escaping @Sendable () -> Date,
     logger: Logger,
     watchInterval: Duration = .milliseconds(250)
   ) {
     self.watchInterval = watchInterval
+    self.now = now
     self.payments = payments
     self.runner = runner
     self.operations = PaymentOperations(
-      runner: runner, payments: payments, provider: provider, answers: Self.answers, logger: logger)
+      runner: runner, payments: payments, provider: provider, answers: Self.answers, now: now, logger: logger)
     self.pageTokens = pageTokens
     self.logger = logger
   }
@@ -91,7 +95,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
   ) async throws -> ServerResponse<Tender_Payments_V1_CreatePaymentResponse> {
     let keyed = try Self.keyed(request, method: Self.createMethod)
     // Everything is validated before the key is recorded: a refused request stores nothing.
-    let draft = try Self.validate(request.message, merchant: keyed.merchant)
+    let draft = try Self.validate(request.message, merchant: keyed.merchant, now: self.now())
     return try await IdempotencyKeys.respond({ try await self.operations.create(draft, request: keyed) }) { payment in
       .with { $0.payment = PaymentMessages.payment(payment) }
     }
@@ -113,8 +117,9 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     return StoredResponse(code: 0, message: try IdempotencyKeys.serialize(message), details: [])
   }
 
-  static func validate(_ message: Tender_Payments_V1_CreatePaymentRequest, merchant: MerchantID) throws -> PaymentRecord
-  {
+  static func validate(
+    _ message: Tender_Payments_V1_CreatePaymentRequest, merchant: MerchantID, now: Date
+  ) throws -> PaymentRecord {
     guard message.hasAmount else {
       throw APIError.invalidArgument(field: "amount", reason: "FIELD_REQUIRED", message: "amount is required")
     }
@@ -148,7 +153,6 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     try FreeText.check(message.description_p, field: "description", limit: 1000)
     try FreeText.check(message.customerReference, field: "customer_reference", limit: 255)
     try FreeText.checkMetadata(message.metadata)
-    let now = StoredTime.now()
     return PaymentRecord(
       id: .random(),
       merchantID: merchant,

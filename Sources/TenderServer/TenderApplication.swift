@@ -296,7 +296,8 @@ public struct TenderApplication: Sendable {
       self.runner = KeyedOperationRunner(
         idempotency: idempotencyStore, calls: ports.calls, lock: configuration.idempotencyLock, logger: logger)
       self.paymentService = PaymentRPCService(
-        payments: paymentStore, runner: self.runner, provider: provider, pageTokens: pageTokens, logger: logger)
+        payments: paymentStore, runner: self.runner, provider: provider, pageTokens: pageTokens, now: ports.now,
+        logger: logger)
       self.refundService = RefundRPCService(
         refunds: refundStore, payments: paymentStore, runner: self.runner, provider: provider, pageTokens: pageTokens,
         logger: logger

@@ -1,3 +1,4 @@
+public import Foundation
 public import Logging
 public import PostgresNIO
 public import ServiceLifecycle
@@ -24,6 +25,8 @@ public struct TenderPorts: Sendable {
   public var standingCache: (any TokenStandingCache)?
   public var limiter: any RateLimiter
   public var provider: any PaymentProvider
+  /// The time records are stamped with, at the precision the stores keep.
+  public var now: @Sendable () -> Date
   /// What readiness depends on.
   public var probes: [any ReadinessProbe]
   /// Clients that run with the server (the database pool, Redis, the provider's HTTP client):
@@ -45,6 +48,7 @@ public struct TenderPorts: Sendable {
     standingCache: (any TokenStandingCache)?,
     limiter: any RateLimiter,
     provider: any PaymentProvider,
+    now: @escaping @Sendable () -> Date,
     probes: [any ReadinessProbe] = [],
     services: [any Service] = [],
     migrate: (@Sendable () async throws -> Void)? = nil,
@@ -60,6 +64,7 @@ public struct TenderPorts: Sendable {
     self.standingCache = standingCache
     self.limiter = limiter
     self.provider = provider
+    self.now = now
     self.probes = probes
     self.services = services
     self.migrate = migrate
@@ -91,6 +96,7 @@ public struct TenderPorts: Sendable {
       standingCache: RedisTokenStandingCache(client: redis, prefix: configuration.redisKeyPrefix + "auth:"),
       limiter: TokenBucketLimiter(client: redis, prefix: configuration.redisKeyPrefix + "rl:"),
       provider: provider,
+      now: PostgresTime.now,
       probes: [PostgresReadinessProbe(client: postgres)],
       services: [postgres, redis, ConnectorLifecycle(connector: provider)],
       migrate: { _ = try await migrator.migrate() },

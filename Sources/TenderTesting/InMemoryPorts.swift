@@ -102,11 +102,19 @@ public actor InMemoryDatabase {
   var now: Date { self.clock.now }
   private var lastStamp = Date.distantPast
 
+  /// Microseconds since 1970, the precision these tables keep.
+  static func microseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1_000_000).rounded()) }
+
+  static func date(microseconds: Int64) -> Date { Date(timeIntervalSince1970: Double(microseconds) / 1_000_000) }
+
+  /// The clock's time at the tables' precision: what operations stamp new records with.
+  public nonisolated func recordTime() -> Date { Self.date(microseconds: Self.microseconds(self.clock.now)) }
+
   /// The time a write records: the clock's, but later than every earlier write's (as
   /// PostgreSQL's transactions each get their own `now()`), at its microsecond precision.
   func stamp() -> Date {
-    let next = max(StoredTime.microseconds(self.clock.now), StoredTime.microseconds(self.lastStamp) + 1)
-    self.lastStamp = StoredTime.date(microseconds: next)
+    let next = max(Self.microseconds(self.clock.now), Self.microseconds(self.lastStamp) + 1)
+    self.lastStamp = Self.date(microseconds: next)
     return self.lastStamp
   }
 
@@ -197,7 +205,7 @@ public actor InMemoryDatabase {
   static func page<Item>(
     _ items: [Item], pageSize: Int, after: PageCursor?, created: (Item) -> Date, id: (Item) -> String
   ) -> Page<Item> {
-    let ordered = items.map { (item: $0, micros: StoredTime.microseconds(created($0)), id: id($0)) }
+    let ordered = items.map { (item: $0, micros: Self.microseconds(created($0)), id: id($0)) }
       .sorted { ($0.micros, $0.id) > ($1.micros, $1.id) }
       .filter { entry in after.map { (entry.micros, entry.id) < ($0.createTimeMicroseconds, $0.id) } ?? true }
     let page = Array(ordered.prefix(pageSize))

@@ -254,7 +254,7 @@ struct ExactlyOnceModelTests {
         let amount = Money(minorUnits: 1000 + Int64(i), currency: Currency(code: "EUR")!)
         let method = i == 3 ? "pm_card_chargeDeclined" : "pm_card_visa"
         let capture: CaptureMethod = i % 2 == 0 ? .manual : .automatic
-        let now = StoredTime.now()
+        let now = PostgresTime.now()
         let draft = PaymentRecord(
           id: .random(), merchantID: merchant, ledger: PaymentLedger(amount: amount, captureMethod: capture),
           paymentMethod: method,
@@ -328,7 +328,7 @@ struct ExactlyOnceModelTests {
     func world(
       books: any Books, payments paymentStore: any PaymentStore, calls: any ProviderCallLog,
       refunds refundStore: any RefundStore,
-      idempotency: any IdempotencyStore, settlement: any SettlementStore
+      idempotency: any IdempotencyStore, settlement: any SettlementStore, now: @escaping @Sendable () -> Date
     ) -> World {
       // Locks expire only when the model says so.
       let runner = KeyedOperationRunner(
@@ -336,7 +336,7 @@ struct ExactlyOnceModelTests {
       return World(
         books: books, simulator: simulator, connector: connector, runner: runner,
         payments: PaymentOperations(
-          runner: runner, payments: paymentStore, provider: connector, answers: Self.answers, logger: logger),
+          runner: runner, payments: paymentStore, provider: connector, answers: Self.answers, now: now, logger: logger),
         refunds: RefundOperations(
           runner: runner, refunds: refundStore, payments: paymentStore, provider: connector,
           answer: { record in
@@ -366,7 +366,7 @@ struct ExactlyOnceModelTests {
               calls: PostgresProviderCallLog(client: client, logger: logger),
               refunds: PostgresRefundStore(client: client, logger: logger),
               idempotency: PostgresIdempotencyStore(client: client, logger: logger),
-              settlement: PostgresSettlementStore(client: client, logger: logger)
+              settlement: PostgresSettlementStore(client: client, logger: logger), now: PostgresTime.now
             )
           )
         }
@@ -378,7 +378,7 @@ struct ExactlyOnceModelTests {
           world(
             books: MemoryBooks(database: database), payments: stores, calls: stores, refunds: stores,
             idempotency: stores,
-            settlement: stores))
+            settlement: stores, now: { database.recordTime() }))
       }
       try await connector.shutdown()
       return result

@@ -234,7 +234,7 @@ struct WebhookTests {
       }
       // The payment commits now (as a CreatePayment whose answer had not been recorded yet).
       try await withPostgresClient(server.databaseURL) { client in
-        let now = StoredTime.now()
+        let now = PostgresTime.now()
         _ = try await PostgresPaymentStore(client: client, logger: .init(label: "test")).insert(
           PaymentRecord(
             id: id, merchantID: MerchantID(TestServer.merchantID)!,
