@@ -307,8 +307,12 @@ struct WebhookTests {
             as: String.self)
           return rows.count == 2 && rows.allSatisfy { !$0.hasSuffix(":-") } ? rows : nil
         }
-        // The capture came first (already applied by the RPC), then the older authorization: stale.
-        #expect(outcomes == ["payment_intent.succeeded:already", "payment_intent.amount_capturable_updated:stale"])
+        // The capture came first — applied by the RPC's own answer or by the event, whichever
+        // committed first, the other changing nothing — then the older authorization: stale.
+        #expect(
+          ["payment_intent.succeeded:already", "payment_intent.succeeded:applied"].contains(outcomes.first ?? ""),
+          "\(outcomes)")
+        #expect(outcomes.last == "payment_intent.amount_capturable_updated:stale", "\(outcomes)")
         await server.simulator.deliverWebhooks(WebhookDelivery(forged: true))
         let second = try #require(
           await PaymentsTests.create(
