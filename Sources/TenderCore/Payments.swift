@@ -177,6 +177,23 @@ public struct PaymentLedger: Sendable, Hashable {
 
   /// Reserves `refund` against the captured amount (the refund is pending until the provider
   /// answers). Never more than captured minus already refunded.
+  /// Reserves a refund of `minorUnits`, or of everything still refundable when nil; returns the
+  /// amount reserved. Nothing left to refund is a refusal like too much.
+  public mutating func reserveRefund(minorUnits: Int64?) throws(DomainError) -> Money {
+    let requested = minorUnits ?? self.refundableMinorUnits
+    guard requested > 0 else {
+      throw DomainError(
+        .failedPrecondition, reason: "REFUND_EXCEEDS_CAPTURED", field: "amount_minor",
+        message: self.status == .succeeded
+          ? "nothing of this payment is left to refund"
+          : "only captured money can be refunded; the payment is \(self.status.name)"
+      )
+    }
+    let amount = Money(minorUnits: requested, currency: self.amount.currency)
+    try self.reserveRefund(amount)
+    return amount
+  }
+
   public mutating func reserveRefund(_ refund: Money) throws(DomainError) {
     guard self.status == .succeeded else { throw .paymentNotRefundable(self.status) }
     guard refund.currency == self.amount.currency else {

@@ -35,17 +35,7 @@ public struct PostgresRefundStore: RefundStore {
             var payment = try await PostgresPaymentStore.lock(
               draft.paymentID, merchant: draft.merchantID, connection, logger: logger)
           else { return nil }
-          let minorUnits = draft.amountMinorUnits ?? payment.ledger.refundableMinorUnits
-          guard minorUnits > 0 else {
-            throw DomainError(
-              .failedPrecondition, reason: "REFUND_EXCEEDS_CAPTURED", field: "amount_minor",
-              message: payment.ledger.status == .succeeded
-                ? "nothing of this payment is left to refund"
-                : "only captured money can be refunded; the payment is \(payment.ledger.status.name)"
-            )
-          }
-          let amount = Money(minorUnits: minorUnits, currency: payment.ledger.amount.currency)
-          try payment.ledger.reserveRefund(amount)
+          let amount = try payment.ledger.reserveRefund(minorUnits: draft.amountMinorUnits)
           let rows = try await connection.query(
             """
             INSERT INTO refunds (refund_id, merchant_id, payment_id, status, currency, amount_minor, reason, metadata)

@@ -383,17 +383,7 @@ public actor InMemoryDatabase {
   func create(_ draft: RefundDraft, step: IdempotencyStep<RefundRecord>?) throws -> (RefundRecord, PaymentRecord)? {
     if let step { try self.fence(step.owner) }
     guard var payment = self.payment(draft.paymentID, merchant: draft.merchantID) else { return nil }
-    let minorUnits = draft.amountMinorUnits ?? payment.ledger.refundableMinorUnits
-    guard minorUnits > 0 else {
-      throw DomainError(
-        .failedPrecondition, reason: "REFUND_EXCEEDS_CAPTURED", field: "amount_minor",
-        message: payment.ledger.status == .succeeded
-          ? "nothing of this payment is left to refund"
-          : "only captured money can be refunded; the payment is \(payment.ledger.status.name)"
-      )
-    }
-    let amount = Money(minorUnits: minorUnits, currency: payment.ledger.amount.currency)
-    try payment.ledger.reserveRefund(amount)
+    let amount = try payment.ledger.reserveRefund(minorUnits: draft.amountMinorUnits)
     let refund = RefundRecord(
       id: draft.id, merchantID: draft.merchantID, paymentID: draft.paymentID, amount: amount, status: .pending,
       reason: draft.reason,
@@ -407,7 +397,7 @@ public actor InMemoryDatabase {
     self.refunds[refund.id] = refund
     _ = self.appendEvent(
       merchant: draft.merchantID, payment: draft.paymentID, refund: draft.id, type: .refundCreated, from: nil, to: nil,
-      amount: minorUnits)
+      amount: amount.minorUnits)
     self.apply(step, response: response, payment: refund.paymentID, refund: refund.id)
     return (refund, payment)
   }

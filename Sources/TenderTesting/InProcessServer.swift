@@ -99,22 +99,6 @@ public struct InProcessServer: Sendable {
       try await body(client)
     }
   }
-
-  /// Creates a client (and its merchant); returns its id and secret.
-  public func makeClient(
-    scopes: [String], merchantID: String = TestServer.merchantID
-  ) async throws -> (clientID: String, secret: String) {
-    try await self.application.authStore.ensureMerchant(id: merchantID, displayName: "Test merchant")
-    let (record, secret) = try await self.application.clients.create(
-      merchantID: merchantID, scopes: scopes, displayName: "test")
-    return (record.clientID, secret.value)
-  }
-
-  /// An access token of a new client holding `scopes`.
-  public func token(scopes: [String], merchantID: String = TestServer.merchantID) async throws -> String {
-    let client = try await self.makeClient(scopes: scopes, merchantID: merchantID)
-    return try await self.application.authority.issue(
-      clientID: client.clientID, secret: Secret(client.secret), requestedScopes: []
-    ).token.value
-  }
 }
+
+extension InProcessServer: ServerUnderTest {}

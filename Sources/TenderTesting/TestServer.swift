@@ -255,11 +255,13 @@ public struct TestServer: Sendable {
   }
 }
 
-/// API clients and tokens for tests, made through the server's own registry and authority.
-extension TestServer {
-  /// A merchant every test server can use.
-  public static let merchantID = "mer_test"
+/// A Tender server a test runs (over TLS, or in process): API clients and tokens are made
+/// through its own registry and authority.
+public protocol ServerUnderTest: Sendable {
+  var application: TenderApplication { get }
+}
 
+extension ServerUnderTest {
   /// Creates a client (and its merchant); returns its id and secret.
   public func makeClient(
     scopes: [String], merchantID: String = TestServer.merchantID
@@ -277,6 +279,11 @@ extension TestServer {
       clientID: client.clientID, secret: Secret(client.secret), requestedScopes: []
     ).token.value
   }
+}
+
+extension TestServer: ServerUnderTest {
+  /// A merchant every test server can use.
+  public static let merchantID = "mer_test"
 
   /// Metadata carrying `token` as a bearer token.
   public static func bearer(_ token: String) -> Metadata {

@@ -77,6 +77,23 @@ struct PaymentLedgerTests {
     #expect(Self.reason { try ledger.reserveRefund(Self.money(1)) } == "REFUND_EXCEEDS_CAPTURED")
   }
 
+  @Test(
+    "A refund of no stated amount takes everything still refundable; with nothing left it is refused, naming the field")
+  func refundOfTheRest() throws {
+    var ledger = PaymentLedger(amount: Self.money(100), captureMethod: .automatic)
+    #expect(Self.reason { _ = try ledger.reserveRefund(minorUnits: nil) } == "REFUND_EXCEEDS_CAPTURED")
+    try ledger.providerAuthorized()
+    #expect(try ledger.reserveRefund(minorUnits: 30) == Self.money(30))
+    #expect(try ledger.reserveRefund(minorUnits: nil) == Self.money(70))
+    #expect(ledger.refundableMinorUnits == 0)
+    do {
+      _ = try ledger.reserveRefund(minorUnits: nil)
+      Issue.record("nothing was left to refund")
+    } catch {
+      #expect(error.reason == "REFUND_EXCEEDS_CAPTURED" && error.field == "amount_minor")
+    }
+  }
+
   @Test("Random operation sequences never break the invariants")
   func randomSequences() {
     var generator = SystemRandomNumberGenerator()
