@@ -78,16 +78,7 @@ public struct InProcessServer: Sendable {
         try await application.serviceGroup.run()
       }
       for await _ in listening {}
-      do {
-        let result = try await body(server)
-        await application.serviceGroup.triggerGracefulShutdown()
-        try await group.waitForAll()
-        return result
-      } catch {
-        await application.serviceGroup.triggerGracefulShutdown()
-        try? await group.waitForAll()
-        throw error
-      }
+      return try await application.drained(after: server, &group, body)
     }
   }
 

@@ -172,22 +172,24 @@ public struct TestServer: Sendable {
         host: host, port: port, httpPort: httpPort, certificates: certificates, databaseURL: databaseURL,
         application: application, redisKeyPrefix: configuration.redisKeyPrefix, simulator: simulator)
       if waitUntilServing {
-        let deadline = ContinuousClock.now + .seconds(30)
-        while application.board.status(of: "") != .serving {
-          guard ContinuousClock.now < deadline else { throw TestServerError.neverServing }
-          try await Task.sleep(for: .milliseconds(20))
+        // The board's own watch: the first SERVING; a minute without one is a failure.
+        let board = application.board
+        let serving = await withTaskGroup(of: Bool.self) { wait in
+          wait.addTask {
+            for await status in board.watch("") where status == .serving { return true }
+            return false
+          }
+          wait.addTask {
+            try? await Task.sleep(for: .seconds(60))
+            return false
+          }
+          let first = await wait.next() ?? false
+          wait.cancelAll()
+          return first
         }
+        guard serving else { throw TestServerError.neverServing }
       }
-      do {
-        let result = try await body(server)
-        await application.serviceGroup.triggerGracefulShutdown()
-        try await group.waitForAll()
-        return result
-      } catch {
-        await application.serviceGroup.triggerGracefulShutdown()
-        try? await group.waitForAll()
-        throw error
-      }
+      return try await application.drained(after: server, &group, body)
     }
   }
 
@@ -294,4 +296,23 @@ extension TestServer: ServerUnderTest {
 public enum TestServerError: Error {
   case didNotListen
   case neverServing
+}
+
+extension TenderApplication {
+  /// Runs `body` on the running server, then drains the server (in `group`) and waits for it to
+  /// stop, whether `body` returned or threw.
+  func drained<Server: Sendable, Result: Sendable>(
+    after server: Server, _ group: inout ThrowingTaskGroup<Void, any Error>, _ body: (Server) async throws -> Result
+  ) async throws -> Result {
+    do {
+      let result = try await body(server)
+      await self.serviceGroup.triggerGracefulShutdown()
+      try await group.waitForAll()
+      return result
+    } catch {
+      await self.serviceGroup.triggerGracefulShutdown()
+      try? await group.waitForAll()
+      throw error
+    }
+  }
 }
