@@ -3,6 +3,7 @@ public import GRPCCore
 public import GRPCInProcessTransport
 public import Logging
 import TenderAuth
+import TenderRPC
 public import TenderCore
 public import TenderServer
 import ServiceLifecycle
@@ -78,6 +79,8 @@ public struct InProcessServer: Sendable {
         try await application.serviceGroup.run()
       }
       for await _ in listening {}
+      // Readiness has no dependency to probe here: SERVING after the monitor's first round.
+      for await status in application.board.watch("") where status == .serving { break }
       return try await application.drained(after: server, &group, body)
     }
   }

@@ -2,6 +2,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import TenderAPI
+import TenderRPC
 import TenderServer
 import TenderDevSupport
 import TenderTesting
@@ -40,7 +41,8 @@ struct BridgeTests {
   func notReadyWithoutDatabase() async throws {
     try await TestServer.withUnreachableDatabase { server in
       let base = "https://localhost:\(server.httpPort)"
-      try await Task.sleep(for: .milliseconds(500))
+      // Once the probes have failed enough for the board to say NOT_SERVING.
+      for await status in server.application.board.watch("") where status == .notServing { break }
       let readyz = try await Curl.get(base + "/readyz", caPath: server.certificates.caPath)
       #expect(readyz.status == 503)
       let healthz = try await Curl.get(base + "/healthz", caPath: server.certificates.caPath)

@@ -1,5 +1,6 @@
 import Foundation
 import GRPCCore
+import GRPCInProcessTransport
 import GRPCNIOTransportHTTP2
 import Prometheus
 import SwiftProtobuf
@@ -36,7 +37,7 @@ struct MetricsTests {
 
   @Test("After known calls, the go-grpc-prometheus series show exactly those calls, refused ones included")
   func exactSeriesAfterKnownCalls() async throws {
-    try await TestServer.with { server in
+    try await InProcessServer.with { server in
       try await server.withClient { client in
         let health = Grpc_Health_V1_Health.Client(wrapping: client)
         for _ in 0..<3 { _ = try await health.check(.init()) }

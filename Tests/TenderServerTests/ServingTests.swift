@@ -1,5 +1,6 @@
 import Foundation
 import GRPCCore
+import GRPCInProcessTransport
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
 import SwiftProtobuf
@@ -8,11 +9,13 @@ import TenderServer
 import TenderTesting
 import Testing
 
+/// Unknown methods and reflection on the in-process server; the message-size limit over TLS, where
+/// the transport enforces it.
 @Suite("RPC behaviour")
 struct ServingTests {
   @Test("A method the server does not have answers UNIMPLEMENTED, not UNKNOWN and not a crash")
   func unknownMethod() async throws {
-    try await TestServer.with { server in
+    try await InProcessServer.with { server in
       let token = try await server.token(scopes: ["refunds:read"])
       try await server.withClient { client in
         let error = await #expect(throws: RPCError.self) {
@@ -59,7 +62,7 @@ struct ServingTests {
 
   @Test("Server reflection lists every service and serves the file that declares a symbol")
   func reflection() async throws {
-    try await TestServer.with { server in
+    try await InProcessServer.with { server in
       try await server.withClient { client in
         let reflection = Grpc_Reflection_V1_ServerReflection.Client(wrapping: client)
         let requests: [Grpc_Reflection_V1_ServerReflectionRequest] = [
