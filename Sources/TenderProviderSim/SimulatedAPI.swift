@@ -280,76 +280,94 @@ struct SimulatedAPI: Sendable {
     return (Self.ok(Self.json(intent)), "created")
   }
 
+  /// What a capture or cancel found, decided in one step of the state.
+  enum Transition: Sendable {
+    case done(SimulatorState.Intent)
+    case refused(status: String)
+    case amountTooLarge
+  }
+
   private func capture(_ id: String, _ form: [String: String]) async -> (SimulatorResponse, String) {
-    guard let intent = await self.state.intent(id) else { return (Self.missing("payment_intent", id), "missing") }
-    guard intent.status == "requires_capture" else {
+    let requested = form["amount_to_capture"].flatMap { Int64($0) }
+    let transition = await self.state.modify(id) { intent -> Transition in
+      guard intent.status == "requires_capture" else { return .refused(status: intent.status) }
+      let amount = requested ?? intent.amountCapturable
+      guard amount > 0, amount <= intent.amountCapturable else { return .amountTooLarge }
+      intent.status = "succeeded"
+      intent.amountReceived = amount
+      intent.amountCapturable = 0
+      return .done(intent)
+    }
+    switch transition {
+    case nil:
+      return (Self.missing("payment_intent", id), "missing")
+    case .refused(let status):
       return (
         Self.error(
           400, type: "invalid_request_error", code: "payment_intent_unexpected_state",
-          message: "This PaymentIntent could not be captured because it has a status of \(intent.status)."), "refused"
+          message: "This PaymentIntent could not be captured because it has a status of \(status)."), "refused"
       )
-    }
-    let amount = form["amount_to_capture"].flatMap { Int64($0) } ?? intent.amountCapturable
-    guard amount > 0, amount <= intent.amountCapturable else {
+    case .amountTooLarge:
       return (Self.invalid("amount_to_capture", "amount_to_capture is greater than the capturable amount"), "invalid")
+    case .done(let updated):
+      self.webhooks.send(type: "payment_intent.succeeded", object: Self.json(updated))
+      return (Self.ok(Self.json(updated)), "captured")
     }
-    let updated = await self.state.update(id) {
-      $0.status = "succeeded"
-      $0.amountReceived = amount
-      $0.amountCapturable = 0
-    }
-    self.webhooks.send(type: "payment_intent.succeeded", object: Self.json(updated!))
-    return (Self.ok(Self.json(updated!)), "captured")
   }
 
   private func cancel(_ id: String) async -> (SimulatorResponse, String) {
-    guard let intent = await self.state.intent(id) else { return (Self.missing("payment_intent", id), "missing") }
-    guard ["requires_capture", "requires_payment_method", "processing"].contains(intent.status) else {
+    let transition = await self.state.modify(id) { intent -> Transition in
+      guard ["requires_capture", "requires_payment_method", "processing"].contains(intent.status) else {
+        return .refused(status: intent.status)
+      }
+      intent.status = "canceled"
+      intent.amountCapturable = 0
+      return .done(intent)
+    }
+    switch transition {
+    case nil:
+      return (Self.missing("payment_intent", id), "missing")
+    case .refused(let status):
       return (
         Self.error(
           400, type: "invalid_request_error", code: "payment_intent_unexpected_state",
-          message: "You cannot cancel this PaymentIntent because it has a status of \(intent.status)."), "refused"
+          message: "You cannot cancel this PaymentIntent because it has a status of \(status)."), "refused"
       )
+    case .amountTooLarge:
+      return (Self.invalid("amount", "a cancel has no amount"), "invalid")
+    case .done(let updated):
+      self.webhooks.send(type: "payment_intent.canceled", object: Self.json(updated))
+      return (Self.ok(Self.json(updated)), "canceled")
     }
-    let updated = await self.state.update(id) {
-      $0.status = "canceled"
-      $0.amountCapturable = 0
-    }
-    self.webhooks.send(type: "payment_intent.canceled", object: Self.json(updated!))
-    return (Self.ok(Self.json(updated!)), "canceled")
   }
 
   private func createRefund(_ form: [String: String]) async -> (SimulatorResponse, String) {
     guard let id = form["payment_intent"], let intent = await self.state.intent(id) else {
       return (Self.missing("payment_intent", form["payment_intent"] ?? ""), "missing")
     }
-    guard intent.status == "succeeded" else {
+    if intent.paymentMethod == "pm_card_refundSlow" { try? await Task.sleep(for: self.slowDelay) }
+    // Checked against what is left and recorded in one step: concurrent refunds of one charge
+    // never add up to more than it.
+    switch await self.state.refund(paymentIntent: id, amount: form["amount"].flatMap { Int64($0) }) {
+    case .notCaptured:
       return (
         Self.error(
           400, type: "invalid_request_error", code: "charge_not_refundable",
           message: "This PaymentIntent has no captured charge to refund."), "refused"
       )
-    }
-    let remaining = intent.amountReceived - (await self.state.refunded(id))
-    let amount = form["amount"].flatMap { Int64($0) } ?? remaining
-    guard amount > 0, amount <= remaining else {
+    case .tooLarge:
       return (
         Self.error(
           400, type: "invalid_request_error", code: "amount_too_large",
           message: "Refund amount is greater than the unrefunded amount."), "refused"
       )
+    case .created(let refund):
+      await self.announce(refund)
+      return (
+        Self.ok(Self.json(refund, currency: intent.currency)),
+        refund.status == "failed" ? "refund_failed" : refund.status == "pending" ? "refund_pending" : "refunded"
+      )
     }
-    if intent.paymentMethod == "pm_card_refundSlow" { try? await Task.sleep(for: self.slowDelay) }
-    let fails = intent.paymentMethod == "pm_card_refundFail"
-    let status = fails ? "failed" : intent.paymentMethod == "pm_card_refundPending" ? "pending" : "succeeded"
-    let refund = SimulatorState.Refund(
-      id: await self.state.nextID("re"), paymentIntent: id, amount: amount, status: status)
-    await self.state.store(refund)
-    await self.announce(refund)
-    return (
-      Self.ok(Self.json(refund, currency: intent.currency)),
-      fails ? "refund_failed" : status == "pending" ? "refund_pending" : "refunded"
-    )
   }
 
   // MARK: Encoding

@@ -114,11 +114,42 @@ actor SimulatorState {
     self.intents.values.first { $0.metadata[key] == value }
   }
 
+  /// Checks and changes an intent in one step, as the provider serializes operations on one
+  /// payment intent: a capture and a cancel racing each other never both succeed. Nil when there
+  /// is no such intent.
+  func modify<Outcome: Sendable>(_ id: String, _ body: (inout Intent) -> Outcome) -> Outcome? {
+    guard var intent = self.intents[id] else { return nil }
+    let outcome = body(&intent)
+    self.intents[id] = intent
+    return outcome
+  }
+
   func update(_ id: String, _ change: (inout Intent) -> Void) -> Intent? {
     guard var intent = self.intents[id] else { return nil }
     change(&intent)
     self.intents[id] = intent
     return intent
+  }
+
+  enum RefundStep: Sendable {
+    case notCaptured
+    case tooLarge
+    case created(Refund)
+  }
+
+  /// A refund of `amount` (all that is left when nil) of a captured intent, checked and recorded
+  /// in one step. Its outcome follows the intent's test card.
+  func refund(paymentIntent id: String, amount requested: Int64?) -> RefundStep {
+    guard let intent = self.intents[id], intent.status == "succeeded" else { return .notCaptured }
+    let remaining = intent.amountReceived - self.refunded(id)
+    let amount = requested ?? remaining
+    guard amount > 0, amount <= remaining else { return .tooLarge }
+    let status =
+      intent.paymentMethod == "pm_card_refundFail"
+      ? "failed" : intent.paymentMethod == "pm_card_refundPending" ? "pending" : "succeeded"
+    let refund = Refund(id: self.nextID("re"), paymentIntent: id, amount: amount, status: status)
+    self.store(refund)
+    return .created(refund)
   }
 
   func refunded(_ paymentIntent: String) -> Int64 {
