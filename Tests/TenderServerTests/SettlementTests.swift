@@ -123,8 +123,9 @@ struct SettlementTests {
       let checks = try await RefundsTests.rows(
         server, "SELECT checks FROM settlement_checks WHERE abandon_time IS NOT NULL", as: Int32.self)
       #expect(checks.count == 1)
-      // Backoff: 300 ms, 600 ms, 1.2 s, … — a handful of checks in 3 s, not one per completer round.
-      #expect((checks.first ?? 0) >= 2 && (checks.first ?? 99) <= 5, "\(checks)")
+      // Backoff: 300 ms, 600 ms, 1.2 s, … — at most a handful of checks in 3 s, not one per
+      // completer round (15); at least one. A loaded machine makes them fewer, never more.
+      #expect((checks.first ?? 0) >= 1 && (checks.first ?? 99) <= 5, "\(checks)")
       let asked = await server.simulator.requests().filter { $0.method == "GET" }.count
       try await Task.sleep(for: .seconds(1))
       #expect(await server.simulator.requests().filter { $0.method == "GET" }.count == asked)
