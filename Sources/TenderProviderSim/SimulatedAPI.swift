@@ -298,21 +298,9 @@ struct SimulatedAPI: Sendable {
       intent.amountCapturable = 0
       return .done(intent)
     }
-    switch transition {
-    case nil:
-      return (Self.missing("payment_intent", id), "missing")
-    case .refused(let status):
-      return (
-        Self.error(
-          400, type: "invalid_request_error", code: "payment_intent_unexpected_state",
-          message: "This PaymentIntent could not be captured because it has a status of \(status)."), "refused"
-      )
-    case .amountTooLarge:
-      return (Self.invalid("amount_to_capture", "amount_to_capture is greater than the capturable amount"), "invalid")
-    case .done(let updated):
-      self.webhooks.send(type: "payment_intent.succeeded", object: Self.json(updated))
-      return (Self.ok(Self.json(updated)), "captured")
-    }
+    return self.respond(
+      transition, id: id, refusal: { "This PaymentIntent could not be captured because it has a status of \($0)." },
+      event: "payment_intent.succeeded", outcome: "captured")
   }
 
   private func cancel(_ id: String) async -> (SimulatorResponse, String) {
@@ -324,20 +312,29 @@ struct SimulatedAPI: Sendable {
       intent.amountCapturable = 0
       return .done(intent)
     }
+    return self.respond(
+      transition, id: id, refusal: { "You cannot cancel this PaymentIntent because it has a status of \($0)." },
+      event: "payment_intent.canceled", outcome: "canceled")
+  }
+
+  /// The answer to a capture or cancel: the intent and its event, or why not.
+  private func respond(
+    _ transition: Transition?, id: String, refusal: (String) -> String, event: String, outcome: String
+  ) -> (SimulatorResponse, String) {
     switch transition {
     case nil:
       return (Self.missing("payment_intent", id), "missing")
     case .refused(let status):
       return (
         Self.error(
-          400, type: "invalid_request_error", code: "payment_intent_unexpected_state",
-          message: "You cannot cancel this PaymentIntent because it has a status of \(status)."), "refused"
+          400, type: "invalid_request_error", code: "payment_intent_unexpected_state", message: refusal(status)),
+        "refused"
       )
     case .amountTooLarge:
-      return (Self.invalid("amount", "a cancel has no amount"), "invalid")
+      return (Self.invalid("amount_to_capture", "amount_to_capture is greater than the capturable amount"), "invalid")
     case .done(let updated):
-      self.webhooks.send(type: "payment_intent.canceled", object: Self.json(updated))
-      return (Self.ok(Self.json(updated)), "canceled")
+      self.webhooks.send(type: event, object: Self.json(updated))
+      return (Self.ok(Self.json(updated)), outcome)
     }
   }
 
