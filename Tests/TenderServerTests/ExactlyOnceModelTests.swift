@@ -405,86 +405,86 @@ struct ExactlyOnceModelTests {
     try await Self.withWorld(.postgres) { world in try await Self.interleave(world, seed: seed, label: "postgres") }
   }
 
-  @Test("The same on the in-memory stores, many seeds at once", arguments: Self.memorySeeds)
+  // One at a time too: 64 simulators at once once brought down the test process in NIO (a writer
+  // deinited unfinished), a fault of the simulator's HTTP stack left to find.
+  @Test("The same on the in-memory stores", .serialized, arguments: Self.memorySeeds)
   func randomInterleavingsInMemory(seed: UInt64) async throws {
     try await Self.withWorld(.memory) { world in try await Self.interleave(world, seed: seed, label: "memory") }
   }
 
   static func interleave(_ world: World, seed: UInt64, label: String) async throws {
-    do {
-      var random = Random(state: seed)
-      var tally = Tally()
-      var catalog: [Step] = (0..<Self.payments).map { .create($0) }
-      catalog += [.capture(0), .cancel(0), .capture(2), .cancel(2)]
-      catalog += [.refund(1, 0), .refund(1, 1), .refund(1, 2), .refund(0, 0), .refund(2, 1)]
-      let faultOperations: [ProviderCall.Operation: SimulatedFault.Operation] = [
-        .createPayment: .createPayment, .capturePayment: .capture, .cancelPayment: .cancel, .createRefund: .refund,
-      ]
+    var random = Random(state: seed)
+    var tally = Tally()
+    var catalog: [Step] = (0..<Self.payments).map { .create($0) }
+    catalog += [.capture(0), .cancel(0), .capture(2), .cancel(2)]
+    catalog += [.refund(1, 0), .refund(1, 1), .refund(1, 2), .refund(0, 0), .refund(2, 1)]
+    let faultOperations: [ProviderCall.Operation: SimulatedFault.Operation] = [
+      .createPayment: .createPayment, .capturePayment: .capture, .cancelPayment: .cancel, .createRefund: .refund,
+    ]
 
-      var down = false
-      for index in 0..<Self.steps {
-        let roll = random.below(100)
-        if roll < 55 {
-          // Creations first get more weight, so later steps have payments to work on.
-          let step = index < 4 && random.chance(60) ? catalog[random.below(Self.payments)] : random.pick(catalog)
-          if !down, random.chance(35) {
-            tally.faults += 1
-            let target = faultOperations[step.operation]!
-            switch random.below(4) {
-            case 0, 1: await world.simulator.inject(.acceptThenDrop(target))
-            case 2: await world.simulator.inject(.answer(503, target))
-            default: await world.simulator.inject(.answer(429, retryAfterSeconds: 0, target))
-            }
-          }
-          let crash = random.chance(35) ? random.pick(Self.crashPoints[step.operation]!) : nil
-          tally.calls += 1
-          do {
-            try await CrashPoints.$simulated.withValue(crash) { try await world.run(step) }
-          } catch is SimulatedCrash {
-            tally.crashes += 1
-          } catch is KeyedRefusal, is DomainError {
-            // Refusals and answers still open are answers too.
-          }
-          await world.simulator.clearFaults()
-        } else if roll < 65 {
-          // The provider goes down (connections refused) or comes back.
-          down.toggle()
-          if down {
-            tally.outages += 1
-            await world.simulator.refuseConnections(for: .seconds(3600))
-          } else {
-            await world.simulator.acceptConnections()
-          }
-        } else if roll < 80 {
-          tally.expiries += 1
-          try await world.expireLocks()
-        } else {
-          tally.rounds += 1
-          let crash = random.chance(15) ? random.pick(Array(Self.crashPoints.values.joined())) : nil
-          do {
-            try await CrashPoints.$simulated.withValue(crash) { try await world.completerRound() }
-          } catch is SimulatedCrash {
-            tally.crashes += 1
+    var down = false
+    for index in 0..<Self.steps {
+      let roll = random.below(100)
+      if roll < 55 {
+        // Creations first get more weight, so later steps have payments to work on.
+        let step = index < 4 && random.chance(60) ? catalog[random.below(Self.payments)] : random.pick(catalog)
+        if !down, random.chance(35) {
+          tally.faults += 1
+          let target = faultOperations[step.operation]!
+          switch random.below(4) {
+          case 0, 1: await world.simulator.inject(.acceptThenDrop(target))
+          case 2: await world.simulator.inject(.answer(503, target))
+          default: await world.simulator.inject(.answer(429, retryAfterSeconds: 0, target))
           }
         }
-        try await Self.checkInvariants(world, final: false, context: "\(label) seed \(seed), step \(index)")
-      }
-
-      // Drain: the provider healthy again, locks run out, the completer finishes everything.
-      await world.simulator.clearFaults()
-      await world.simulator.acceptConnections()
-      let deadline = ContinuousClock.now + .seconds(10)
-      while !world.simulator.acceptsConnections, ContinuousClock.now < deadline {
-        try await Task.sleep(for: .milliseconds(20))
-      }
-      for _ in 0..<6 {
+        let crash = random.chance(35) ? random.pick(Self.crashPoints[step.operation]!) : nil
+        tally.calls += 1
+        do {
+          try await CrashPoints.$simulated.withValue(crash) { try await world.run(step) }
+        } catch is SimulatedCrash {
+          tally.crashes += 1
+        } catch is KeyedRefusal, is DomainError {
+          // Refusals and answers still open are answers too.
+        }
+        await world.simulator.clearFaults()
+      } else if roll < 65 {
+        // The provider goes down (connections refused) or comes back.
+        down.toggle()
+        if down {
+          tally.outages += 1
+          await world.simulator.refuseConnections(for: .seconds(3600))
+        } else {
+          await world.simulator.acceptConnections()
+        }
+      } else if roll < 80 {
+        tally.expiries += 1
         try await world.expireLocks()
-        try await world.completerRound()
-        if try await world.books.unfinishedKeys() == 0 { break }
+      } else {
+        tally.rounds += 1
+        let crash = random.chance(15) ? random.pick(Array(Self.crashPoints.values.joined())) : nil
+        do {
+          try await CrashPoints.$simulated.withValue(crash) { try await world.completerRound() }
+        } catch is SimulatedCrash {
+          tally.crashes += 1
+        }
       }
-      try await Self.checkInvariants(world, final: true, context: "\(label) seed \(seed), drained")
-      print("model \(label) seed \(seed): \(Self.steps) steps, \(tally)")
+      try await Self.checkInvariants(world, final: false, context: "\(label) seed \(seed), step \(index)")
     }
+
+    // Drain: the provider healthy again, locks run out, the completer finishes everything.
+    await world.simulator.clearFaults()
+    await world.simulator.acceptConnections()
+    let deadline = ContinuousClock.now + .seconds(10)
+    while !world.simulator.acceptsConnections, ContinuousClock.now < deadline {
+      try await Task.sleep(for: .milliseconds(20))
+    }
+    for _ in 0..<6 {
+      try await world.expireLocks()
+      try await world.completerRound()
+      if try await world.books.unfinishedKeys() == 0 { break }
+    }
+    try await Self.checkInvariants(world, final: true, context: "\(label) seed \(seed), drained")
+    print("model \(label) seed \(seed): \(Self.steps) steps, \(tally)")
   }
 
   static func checkInvariants(_ world: World, final: Bool, context: String) async throws {
