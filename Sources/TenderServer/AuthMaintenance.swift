@@ -50,20 +50,6 @@ extension PeriodicTask {
       if reaped > 0 { logger.info("reaped finished idempotency records", metadata: ["count": "\(reaped)"]) }
     }
   }
-
-  /// Finishes interrupted keyed operations whose lock expired, exactly once (see
-  /// `PaymentRPCService.completeStale` and `RefundRPCService.completeStale`), then settles what
-  /// the provider had not finished (the reconciler, `Settlement`).
-  static func completer(
-    payments: PaymentRPCService, refunds: RefundRPCService, settlement: Settlement, interval: Duration, logger: Logger
-  ) -> PeriodicTask {
-    PeriodicTask(name: "completer", interval: interval, logger: logger) {
-      let resolved = try await payments.completeStale() + refunds.completeStale()
-      if resolved > 0 { logger.info("completer took over interrupted operations", metadata: ["count": "\(resolved)"]) }
-      let settled = try await settlement.round()
-      if settled > 0 { logger.info("reconciler settled open payments and refunds", metadata: ["count": "\(settled)"]) }
-    }
-  }
 }
 
 /// Loads the signing keys (creating the first one on an empty database) once the server listens,

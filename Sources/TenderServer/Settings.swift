@@ -295,6 +295,13 @@ extension Setting {
     "key-refresh-interval", \.keyRefreshInterval, default: .seconds(10),
     help: "how often signing keys are reloaded, so rotations and removals reach every replica"
   )
+  public static let clientSecretCost = Setting(
+    "client-secret-cost", .defaulted("14"),
+    help:
+      "scrypt cost of client secrets hashed from now on (created or rotated), as log2 N (10–18; r = 8, p = 1): 2^cost KiB of memory and about 50 ms per hash at 14. Each stored hash keeps the cost it was made with"
+  ) { text, c in
+    c.secretHashing = .init(logRounds: try Self.parseInt(text, range: 10...18), blockSize: 8, parallelism: 1)
+  }
   public static let rateLimit = Setting.rateLimit(
     "rate-limit", \.clientRateLimit, default: RateLimitPolicy(capacity: 100, refillPerSecond: 50),
     help: "token bucket per API client over its authenticated RPCs (`RATE/s` or `RATE/m`, `burst=N`)"
@@ -400,7 +407,8 @@ extension Setting {
     .maxRequestBytes, .defaultDeadline, .keepaliveTime, .keepaliveTimeout, .minClientPingInterval,
     .maxConnectionIdle, .maxConnectionAge, .maxConnectionAgeGrace, .healthProbeInterval, .drainDelay,
     .migrate, .redisURL, .redisKeyPrefix, .keyEncryptionKey, .tokenIssuer, .tokenAudience, .tokenLifetime,
-    .keyRefreshInterval, .rateLimit, .issueTokenRateLimit, .rateLimitOnRedisFailure, .providerURL, .providerAPIKey,
+    .keyRefreshInterval, .clientSecretCost, .rateLimit, .issueTokenRateLimit, .rateLimitOnRedisFailure, .providerURL,
+    .providerAPIKey,
     .providerTimeout, .providerAttempts, .providerMaxBackoff, .idempotencyLock, .completerInterval,
     .settlementCheckAfter, .settlementGiveUpAfter, .webhookSecrets, .webhookTolerance, .webhookMaxBodyBytes,
     .otlpEndpoint, .logLevel, .secretsDirectory,

@@ -45,6 +45,9 @@ public struct TenderApplication: Sendable {
   public let authStore: any AuthStore
   /// Hashes and checks client secrets.
   public let secretHasher: ClientSecretHasher
+  /// The background rounds, each run now and awaited (the server also runs them every
+  /// `completerInterval`).
+  public let rounds: BackgroundRounds
 
   /// Fully qualified names of the services registered on the gRPC server.
   public static let serviceNames: [String] = [
@@ -212,8 +215,19 @@ public struct TenderApplication: Sendable {
       authority: auth.authority,
       clients: auth.clients,
       authStore: auth.store,
-      secretHasher: auth.hasher
+      secretHasher: auth.hasher,
+      rounds: BackgroundRounds(complete: payments.completeRound, applyWebhooks: webhooks.round)
     )
+  }
+
+  /// One round of background work, run on demand. Each returns how many things it finished.
+  public struct BackgroundRounds: Sendable {
+    /// Finishes interrupted keyed operations whose lock expired, exactly once, then settles what
+    /// the provider had not finished (the completer, then the reconciler).
+    public let complete: @Sendable () async throws -> Int
+    /// Applies the stored webhooks that are due (after a restart, or once the object they name
+    /// exists); 0 without a webhook inbox.
+    public let applyWebhooks: @Sendable () async throws -> Int
   }
 
   /// Where RPCs arrive.
@@ -283,6 +297,7 @@ public struct TenderApplication: Sendable {
     let runner: KeyedOperationRunner
     let paymentService: PaymentRPCService
     let refundService: RefundRPCService
+    let completeRound: @Sendable () async throws -> Int
     let background: [any Service]
 
     init(_ shared: Shared) {
@@ -316,12 +331,24 @@ public struct TenderApplication: Sendable {
         onAbandoned: { kind in abandoned[kind]?.increment() },
         logger: logger
       )
+      let (paymentService, refundService) = (self.paymentService, self.refundService)
+      let completeRound: @Sendable () async throws -> Int = {
+        let resolved = try await paymentService.completeStale() + refundService.completeStale()
+        if resolved > 0 {
+          logger.info("completer took over interrupted operations", metadata: ["count": "\(resolved)"])
+        }
+        let settled = try await settlement.round()
+        if settled > 0 {
+          logger.info("reconciler settled open payments and refunds", metadata: ["count": "\(settled)"])
+        }
+        return resolved + settled
+      }
+      self.completeRound = completeRound
       self.background = [
         PeriodicTask.idempotencyReaper(store: idempotencyStore, interval: configuration.reaperInterval, logger: logger),
-        PeriodicTask.completer(
-          payments: self.paymentService, refunds: self.refundService, settlement: settlement,
-          interval: configuration.completerInterval, logger: logger
-        ),
+        PeriodicTask(name: "completer", interval: configuration.completerInterval, logger: logger) {
+          _ = try await completeRound()
+        },
       ]
     }
   }
@@ -329,12 +356,13 @@ public struct TenderApplication: Sendable {
   /// Webhooks: verified and stored by the bridge's endpoint, applied by the webhook application.
   struct WebhookParts {
     let endpoint: WebhookEndpoint?
+    let round: @Sendable () async throws -> Int
     let background: [any Service]
 
     init(_ shared: Shared) throws {
       let (configuration, logger, metrics) = (shared.configuration, shared.logger, shared.metrics)
       guard let inbox = shared.ports.webhooks else {
-        (self.endpoint, self.background) = (nil, [])
+        (self.endpoint, self.round, self.background) = (nil, { 0 }, [])
         return
       }
       let (received, receivedContinuation) = AsyncStream.makeStream(
@@ -360,14 +388,14 @@ public struct TenderApplication: Sendable {
         if stored { receivedContinuation.yield(event) }
         return stored
       }
-      self.background = [
-        WebhookApplication(
-          applier: applier, inbox: inbox, received: received, interval: configuration.completerInterval,
-          waiting: Gauge(label: "tender_webhook_inbox_waiting", factory: metrics),
-          parked: Gauge(label: "tender_webhook_inbox_parked", factory: metrics),
-          logger: logger
-        )
-      ]
+      let application = WebhookApplication(
+        applier: applier, inbox: inbox, received: received, interval: configuration.completerInterval,
+        waiting: Gauge(label: "tender_webhook_inbox_waiting", factory: metrics),
+        parked: Gauge(label: "tender_webhook_inbox_parked", factory: metrics),
+        logger: logger
+      )
+      self.round = { try await application.round() }
+      self.background = [application]
     }
   }
 

@@ -18,6 +18,21 @@ struct WebhookApplication: Service {
   let parked: Gauge
   let logger: Logger
 
+  /// Applies what is due until nothing is (a backlog after a restart drains in one go), then
+  /// publishes the backlog; returns how many events were handled.
+  func round() async throws -> Int {
+    var handled = 0
+    while true {
+      let count = try await self.applier.round(limit: 500)
+      handled += count
+      if count < 500 { break }
+    }
+    let (waiting, parked) = try await self.inbox.backlog()
+    self.waiting.record(waiting)
+    self.parked.record(parked)
+    return handled
+  }
+
   func run() async throws {
     await withTaskGroup(of: Void.self) { group in
       group.addTask {
@@ -50,13 +65,7 @@ struct WebhookApplication: Service {
         while !Task.isShuttingDownGracefully {
           do {
             try await cancelWhenGracefulShutdown { try await Task.sleep(for: self.interval) }
-            try await cancelWhenGracefulShutdown {
-              // Until nothing is due (a backlog after a restart drains in one go).
-              while try await self.applier.round(limit: 500) == 500 {}
-              let (waiting, parked) = try await self.inbox.backlog()
-              self.waiting.record(waiting)
-              self.parked.record(parked)
-            }
+            try await cancelWhenGracefulShutdown { _ = try await self.round() }
           } catch {
             if Task.isShuttingDownGracefully || Task.isCancelled { return }
             self.logger.warning("webhook round failed", metadata: ["problem": "\(type(of: error))"])

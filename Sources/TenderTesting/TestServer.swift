@@ -62,10 +62,23 @@ public struct TestServer: Sendable {
   /// The provider simulator this server talks to.
   public let simulator: ProviderSimulator
 
+  /// How the server's background rounds (the completer, the reconciler, due webhooks, the
+  /// readiness probe) run.
+  public enum Rounds: Sendable {
+    /// Only when the test runs them (`completeRound()`, `applyWebhooks()`), so each is awaited and
+    /// no idle server polls its database; readiness is probed once, when the server listens.
+    case onDemand
+    /// Every 200 ms, as a server does on its own.
+    case periodic
+  }
+
   /// Starts a server, runs `body`, then drains the server and waits for it to stop.
-  /// - Parameter configure: adjusts the flags before they are resolved (e.g. to turn on mTLS).
+  /// - Parameters:
+  ///   - configure: adjusts the flags before they are resolved (e.g. to turn on mTLS).
+  ///   - rounds: whether background rounds run by themselves.
   public static func with<Result: Sendable>(
     configure: (inout [Setting: String], TestCertificates) -> Void = { _, _ in },
+    rounds: Rounds = .onDemand,
     waitUntilServing: Bool = true,
     webhooks: Bool = true,
     logger: Logger? = nil,
@@ -103,13 +116,15 @@ public struct TestServer: Sendable {
       .providerAttempts: "2",
       .providerMaxBackoff: "200ms",
       .idempotencyLock: "5s",
-      .completerInterval: "200ms",
+      .completerInterval: rounds == .periodic ? "200ms" : "1h",
       // The simulator sends Stripe-signed webhooks to this server's bridge.
       .webhookSecrets: "stripe=\(TestServer.webhookSecret)",
       // The reconciler asks about open payments and refunds after 300 ms (60 s in production).
       .settlementCheckAfter: "300ms",
       .settlementGiveUpAfter: "60s",
-      .healthProbeInterval: "200ms",
+      .healthProbeInterval: rounds == .periodic ? "200ms" : "1h",
+      // A sixteenth of production's scrypt cost: the secrets' checks are the same, only cheaper.
+      .clientSecretCost: "10",
       .logLevel: ProcessInfo.processInfo.environment["TENDER_TEST_LOG_LEVEL"] ?? "warning",
     ]
     configure(&flags, certificates)
@@ -240,6 +255,19 @@ public struct TestServer: Sendable {
       transportSecurity: security,
       config: config
     )
+  }
+
+  /// Runs one completer round (interrupted operations whose lock expired, then the reconciler)
+  /// and returns how many it finished.
+  @discardableResult
+  public func completeRound() async throws -> Int {
+    try await self.application.rounds.complete()
+  }
+
+  /// Applies the stored webhooks that are due; returns how many were applied.
+  @discardableResult
+  public func applyWebhooks() async throws -> Int {
+    try await self.application.rounds.applyWebhooks()
   }
 
   /// Runs `body` with a connected gRPC client; the client is shut down afterwards.

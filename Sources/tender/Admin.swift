@@ -23,6 +23,24 @@ struct DatabaseOptions: ParsableArguments {
   }
 }
 
+/// The scrypt cost of the secrets a command hashes (`tender serve`'s setting).
+struct SecretCostOption: ParsableArguments {
+  @Option(
+    name: .customLong("client-secret-cost"), help: "\(Setting.clientSecretCost.help) [$TENDER_CLIENT_SECRET_COST]")
+  var cost: String?
+
+  func hasher() async -> ClientSecretHasher {
+    do {
+      return ClientSecretHasher(
+        parameters: try await Setting.clientSecretCost.resolve(\.secretHashing, flag: self.cost))
+    } catch let error as ConfigurationError {
+      exitWithConfigurationError(error)
+    } catch {
+      exitWithConfigurationError(ConfigurationError(setting: Setting.clientSecretCost.label, problem: "\(error)"))
+    }
+  }
+}
+
 /// Runs `body` with the auth store on a pool that lives only as long as the command.
 func withAuthStore<Result: Sendable>(
   _ database: PostgresClient.Configuration,
@@ -86,6 +104,7 @@ struct Client: AsyncParsableCommand {
       abstract: "Create a client of a merchant; prints its id and secret once.")
 
     @OptionGroup var database: DatabaseOptions
+    @OptionGroup var secretCost: SecretCostOption
     @Option(help: "The merchant the client acts for.")
     var merchant: String
     @Option(help: "Comma-separated scopes, e.g. payments:read,payments:write.")
@@ -99,9 +118,10 @@ struct Client: AsyncParsableCommand {
         !$0.isEmpty
       }
       let (merchant, displayName) = (self.merchant, self.displayName)
+      let hasher = await self.secretCost.hasher()
       do {
         let (record, secret) = try await withAuthStore(self.database.configuration(), logger: logger) { store in
-          try await ClientRegistry(store: store, hasher: ClientSecretHasher(), cache: nil)
+          try await ClientRegistry(store: store, hasher: hasher, cache: nil)
             .create(merchantID: merchant, scopes: scopes, displayName: displayName)
         }
         printNow("client_id:     \(record.clientID)")
@@ -134,15 +154,17 @@ struct Client: AsyncParsableCommand {
     )
 
     @OptionGroup var database: DatabaseOptions
+    @OptionGroup var secretCost: SecretCostOption
     @Option(name: .customLong("client-id"))
     var clientID: String
 
     func run() async throws {
       let logger = makeLogger(level: .warning)
       let clientID = self.clientID
+      let hasher = await self.secretCost.hasher()
       do {
         let (_, secret) = try await withAuthStore(self.database.configuration(), logger: logger) { store in
-          try await ClientRegistry(store: store, hasher: ClientSecretHasher(), cache: nil).rotateSecret(
+          try await ClientRegistry(store: store, hasher: hasher, cache: nil).rotateSecret(
             clientID: clientID)
         }
         printNow("client_id:     \(clientID)")

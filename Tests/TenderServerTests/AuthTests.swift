@@ -182,9 +182,14 @@ struct AuthTests {
   )
   func secrets() async throws {
     let logs = RecordingLogHandler.Store()
-    // 19 attempts from one address: lift the IssueToken limit out of the way.
+    // 19 attempts from one address: lift the IssueToken limit out of the way. A cost other than
+    // the test servers' shows the setting reaches the stored hash.
     try await TestServer.with(
-      configure: { flags, _ in flags[.issueTokenRateLimit] = "100/s,burst=100" }, logger: logs.logger(level: .trace)
+      configure: { flags, _ in
+        flags[.issueTokenRateLimit] = "100/s,burst=100"
+        flags[.clientSecretCost] = "11"
+      },
+      logger: logs.logger(level: .trace)
     ) { server in
       let client = try await server.makeClient(scopes: ["payments:read"])
       try await server.withClient { grpc in
@@ -235,7 +240,7 @@ struct AuthTests {
         return text
       }
       #expect(stored.contains(client.clientID))
-      #expect(stored.contains("$scrypt$ln=14,r=8,p=1$"))
+      #expect(stored.contains("$scrypt$ln=11,r=8,p=1$"))
       #expect(!stored.contains(client.secret))
       #expect(!stored.contains(String(client.secret.dropFirst(4))))
       for record in logs.all {

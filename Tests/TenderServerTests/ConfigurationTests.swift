@@ -151,6 +151,12 @@ struct ConfigurationTests {
         ], environment: [:], setting: "TENDER_PROVIDER_ATTEMPTS (--provider-attempts)",
         problem: "must be a whole number from 1 to 10"),
       Case(
+        name: "client secret cost too low",
+        arguments: tls + [
+          "--database-url", database, "--redis-url", redis, "--key-encryption-key", kek, "--client-secret-cost", "9",
+        ], environment: [:], setting: "TENDER_CLIENT_SECRET_COST (--client-secret-cost)",
+        problem: "must be a whole number from 10 to 18"),
+      Case(
         name: "provider max backoff not a duration",
         arguments: tls + [
           "--database-url", database, "--redis-url", redis, "--key-encryption-key", kek, "--provider-max-backoff",

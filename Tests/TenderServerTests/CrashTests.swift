@@ -117,7 +117,8 @@ struct CrashTests {
   ) async throws -> Result {
     let certificates = try TestCertificates.make()
     defer { try? FileManager.default.removeItem(at: certificates.directory) }
-    let database = try await TestPostgres.makeDatabase()
+    // Migrated below by `tender migrate`, as an operator would.
+    let database = try await TestPostgres.makeDatabase(empty: true)
     var logger = Logger(label: "tender.test.sim")
     logger.logLevel = .critical
     let (simulator, port, task) = try await ProviderSimulator.startInBackground(
@@ -134,6 +135,8 @@ struct CrashTests {
     let client = try await TenderExecutable.run([
       "client", "create", "--database-url", database, "--merchant", TestServer.merchantID,
       "--scopes", "payments:write,payments:read,refunds:write,refunds:read",
+      // A sixteenth of production's scrypt cost: every token this world issues checks it.
+      "--client-secret-cost", "10",
     ])
     func field(_ name: String) -> String {
       client.standardOutput.split(separator: "\n").first { $0.hasPrefix(name + ":") }

@@ -318,6 +318,8 @@ struct ExactlyOnceTests {
         async let first = Self.call(.createPayment, grpc, paymentID: "", token: token, key: "beat")
         // Past the lock's length, while the provider still works on the call.
         try await Task.sleep(for: .seconds(4))
+        // A completer round meanwhile finds nothing to take over.
+        #expect(try await server.completeRound() == 0)
         let meanwhile = await Self.call(.createPayment, grpc, paymentID: "", token: token, key: "beat")
         guard case .failure(let error) = meanwhile, error.reason == "IDEMPOTENCY_KEY_IN_USE" else {
           Issue.record("a retry during the call got \(meanwhile)")
@@ -343,8 +345,8 @@ struct ExactlyOnceTests {
     }
   }
 
-  /// Moves the key's lock into the past until `condition` holds of its record (the completer,
-  /// every 200 ms, takes over an expired lock; a heartbeat may renew it in between).
+  /// Moves the key's lock into the past and runs a completer round, which takes over an expired
+  /// lock, until `condition` holds of its record (a heartbeat may renew the lock in between).
   static func expireUntil(_ server: TestServer, _ condition: String) async throws {
     let deadline = ContinuousClock.now + .seconds(30)
     while ContinuousClock.now < deadline {
@@ -357,7 +359,8 @@ struct ExactlyOnceTests {
         "UPDATE idempotency_keys SET locked_until = now() - interval '1 second' WHERE idempotency_key = 'race' AND recovery_point <> 'finished' RETURNING 1",
         as: Int32.self
       )
-      try await Task.sleep(for: .milliseconds(100))
+      try await server.completeRound()
+      try await Task.sleep(for: .milliseconds(50))
     }
     Issue.record("the key never reached \(condition)")
   }

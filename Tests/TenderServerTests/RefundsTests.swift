@@ -322,8 +322,11 @@ struct RefundsTests {
 
         var status = pending.status
         let deadline = ContinuousClock.now + .seconds(25)
+        // Completer rounds, run here one after another: once the key's lock (5 s) has expired,
+        // one takes it over and asks the provider again under the same idempotency key.
         while status == .pending && ContinuousClock.now < deadline {
           try await Task.sleep(for: .milliseconds(200))
+          try await server.completeRound()
           status = try await refunds.getRefund(
             .with { $0.refundID = pending.refundID }, metadata: TestServer.bearer(token)
           ).refund.status

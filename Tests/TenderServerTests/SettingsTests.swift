@@ -4,6 +4,7 @@ import TenderCore
 import TenderRedis
 import TenderServer
 import TenderTesting
+import TenderAuth
 import Testing
 
 @Suite("Settings: one table for flags, variables, files, help and the README")
@@ -95,6 +96,7 @@ struct SettingsTests {
     #expect(configuration.migrateOnStart == false)
     #expect(configuration.redisKeyPrefix == "tender:")
     #expect(configuration.tokenLifetime == .seconds(900))
+    #expect(configuration.secretHashing == .standard && configuration.secretHashing.logRounds == 14)
     #expect(configuration.clientRateLimit == .init(capacity: 100, refillPerSecond: 50))
     #expect(configuration.issueTokenRateLimit == .init(capacity: 10, refillPerSecond: 0.5))
     #expect(configuration.rateLimitFailureMode == .open)

@@ -245,8 +245,10 @@ struct WebhookTests {
           )
         )
       }
+      // The webhook rounds try it again (each run here and awaited) until its retry is due.
       let status = try await SettlementTests.eventually("applied", timeout: .seconds(15)) { () -> String? in
-        try await RefundsTests.rows(
+        try await server.applyWebhooks()
+        return try await RefundsTests.rows(
           server, "SELECT status || ':' || coalesce(provider_payment_id, '') FROM payments", as: String.self
         ).first.flatMap { $0.hasPrefix("succeeded") ? $0 : nil }
       }
@@ -269,12 +271,14 @@ struct WebhookTests {
       let status = try await Self.post(server, body: body, headers: Self.signed(body))
       #expect(status == 200)
       let parked = try await SettlementTests.eventually("parked") { () -> String? in
-        try await RefundsTests.rows(
+        try await server.applyWebhooks()
+        return try await RefundsTests.rows(
           server, "SELECT state || ':' || attempts FROM webhook_inbox WHERE state = 'parked'", as: String.self
         ).first
       }
       #expect(parked == "parked:3")
       let metrics = try await SettlementTests.eventually("counted") { () -> String? in
+        try await server.applyWebhooks()
         let text = server.application.metrics.emitToString()
         return text.contains(#"tender_webhooks_parked_total{provider="stripe"} 1"#) ? text : nil
       }
