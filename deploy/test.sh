@@ -8,7 +8,7 @@ cd "$root"
 
 # Throwaway PostgreSQL and Redis servers of this run are stopped on exit, even after a crash.
 cleanup() {
-  for data in /tmp/tender-test-pg-*/data /tmp/tender-pytest-*/postgres/data; do
+  for data in /dev/shm/tender-test-pg-*/data /tmp/tender-test-pg-*/data /tmp/tender-pytest-*/postgres/data; do
     [ -f "$data/postmaster.pid" ] || continue
     kill -TERM "$(head -n 1 "$data/postmaster.pid")" 2>/dev/null || true
   done

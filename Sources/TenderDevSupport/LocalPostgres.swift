@@ -119,9 +119,9 @@ public struct LocalPostgres: Sendable {
     )
   }
 
-  /// The URL of `database` in this cluster, connecting as `user` (the superuser by default).
-  public func url(database: String, user: String = "postgres") -> String {
-    "postgres://\(user)@127.0.0.1:\(self.port)/\(database)?sslmode=disable"
+  /// The URL of `database` in this cluster.
+  public func url(database: String) -> String {
+    "postgres://postgres@127.0.0.1:\(self.port)/\(database)?sslmode=disable"
   }
 
   /// Creates a database named `name` (letters, digits and underscores only): empty, or a copy of

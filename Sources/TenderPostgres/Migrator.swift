@@ -5,8 +5,6 @@ public import PostgresNIO
 ///
 /// Everything happens in one transaction that first takes a transaction-scoped advisory lock, so
 /// concurrent migrators queue behind each other and each one sees the others' committed work.
-/// Tender's tables live in the connection's current schema; the lock is that schema's, so
-/// migrators of different schemas in one database do not wait for each other.
 public struct Migrator: Sendable {
   /// Advisory lock key reserved for schema migrations ("tender" in ASCII).
   static let lockKey: Int64 = 0x7465_6e64_6572
@@ -53,8 +51,7 @@ public struct Migrator: Sendable {
     let migrations = self.migrations
     let logger = self.logger
     return try await self.client.withTransaction(logger: logger) { connection in
-      try await connection.query(
-        "SELECT pg_advisory_xact_lock(\(Self.lockKey) # hashtextextended(current_schema(), 0))", logger: logger)
+      try await connection.query("SELECT pg_advisory_xact_lock(\(Self.lockKey))", logger: logger)
       try await connection.query(
         """
         CREATE TABLE IF NOT EXISTS tender_schema_migrations (

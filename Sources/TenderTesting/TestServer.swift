@@ -2,6 +2,7 @@ public import Foundation
 public import GRPCCore
 public import GRPCNIOTransportHTTP2
 public import Logging
+public import PostgresNIO
 import ServiceLifecycle
 import TenderAuth
 public import TenderProviderSim
@@ -24,10 +25,19 @@ public struct TestCertificates: Sendable {
   public var serverCertificatePath: String { self.directory.appendingPathComponent("server.pem").path }
   public var serverKeyPath: String { self.directory.appendingPathComponent("server-key.pem").path }
 
+  /// Folders made by this process, removed when it exits (whoever made them).
+  private static let made: Mutex<[URL]> = {
+    atexit {
+      for directory in TestCertificates.made.withLock({ $0 }) { try? FileManager.default.removeItem(at: directory) }
+    }
+    return Mutex([])
+  }()
+
   public static func make() throws -> TestCertificates {
     let directory = URL(fileURLWithPath: NSTemporaryDirectory())
       .appendingPathComponent("tender-test-tls-\(UUID().uuidString)", isDirectory: true)
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    Self.made.withLock { $0.append(directory) }
     let authority = try DevCertificateAuthority()
     let certificates = TestCertificates(
       directory: directory,
@@ -257,6 +267,13 @@ public struct TestServer: Sendable {
     )
   }
 
+  /// Runs `body` with the server's own connection pool to its database (a test's SQL opens no
+  /// connection of its own).
+  public func withPostgres<Result: Sendable>(_ body: (PostgresClient) async throws -> Result) async throws -> Result {
+    guard let postgres = self.application.postgres else { throw TestServerError.noDatabase }
+    return try await body(postgres)
+  }
+
   /// Runs one completer round (interrupted operations whose lock expired, then the reconciler)
   /// and returns how many it finished.
   @discardableResult
@@ -324,6 +341,7 @@ extension TestServer: ServerUnderTest {
 public enum TestServerError: Error {
   case didNotListen
   case neverServing
+  case noDatabase
 }
 
 extension TenderApplication {

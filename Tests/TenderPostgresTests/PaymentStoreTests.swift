@@ -174,11 +174,17 @@ struct PaymentStoreTests {
       var originals = Set<PaymentID>()
       // Several payments per timestamp, so ties are broken by id.
       let base = Date(timeIntervalSince1970: 1_790_000_000)
-      for index in 0..<230 {
-        let payment = Self.newPayment("mer_a", at: base.addingTimeInterval(Double(index / 3)))
-        _ = try await store.insert(payment)
-        originals.insert(payment.id)
+      let payments = (0..<230).map { index in Self.newPayment("mer_a", at: base.addingTimeInterval(Double(index / 3))) }
+      // Inserted eight at a time (their order does not matter: the listing orders them).
+      for batch in stride(from: 0, to: payments.count, by: 8) {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+          for payment in payments[batch..<min(batch + 8, payments.count)] {
+            group.addTask { _ = try await store.insert(payment) }
+          }
+          try await group.waitForAll()
+        }
       }
+      originals = Set(payments.map(\.id))
       _ = try await store.insert(Self.newPayment("mer_b", at: base))
       var seen: [PaymentID] = []
       var cursor: PageCursor?

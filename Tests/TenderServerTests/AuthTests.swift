@@ -232,7 +232,7 @@ struct AuthTests {
         let (okError, _) = await attempt(client.clientID, client.secret)
         #expect(okError == nil)
       }
-      let stored = try await withPostgresClient(server.databaseURL) { postgres in
+      let stored = try await server.withPostgres { postgres in
         var text = ""
         let rows = try await postgres.query(
           "SELECT row_to_json(c)::text FROM api_clients c", logger: Logger(label: "test"))

@@ -357,7 +357,6 @@ struct ExactlyOnceModelTests {
       case .postgres:
         let database = try await TestPostgres.makeDatabase()
         result = try await withPostgresClient(database) { client in
-          try await Migrator(client: client, logger: logger).migrate()
           try await client.query("INSERT INTO merchants (merchant_id, display_name) VALUES ('mer_model', 'Model')")
           let paymentStore = PostgresPaymentStore(client: client, logger: logger)
           return try await body(
@@ -395,13 +394,18 @@ struct ExactlyOnceModelTests {
     }
   }
 
-  // One seed at a time: each has its own database and simulator, and all of them at once would
-  // starve the rest of the suite on a small machine.
+  // Two seeds at a time (odd and even, each one after another): each has its own database and
+  // simulator, and all of them at once would starve the rest of the suite on a small machine.
   @Test(
     "After every step: never two charges or refunds for one operation, no answer or state that contradicts the provider; after draining: Tender and the provider agree exactly",
-    .serialized, arguments: Self.postgresSeeds
+    .serialized, arguments: Self.postgresSeeds.filter { $0 % 2 == 1 }
   )
   func randomInterleavings(seed: UInt64) async throws {
+    try await Self.withWorld(.postgres) { world in try await Self.interleave(world, seed: seed, label: "postgres") }
+  }
+
+  @Test("The same, the other seeds", .serialized, arguments: Self.postgresSeeds.filter { $0 % 2 == 0 })
+  func randomInterleavingsEvenSeeds(seed: UInt64) async throws {
     try await Self.withWorld(.postgres) { world in try await Self.interleave(world, seed: seed, label: "postgres") }
   }
 

@@ -70,7 +70,7 @@ struct PaymentsTests {
   }
 
   static func count(_ server: TestServer, _ table: String) async throws -> Int {
-    try await withPostgresClient(server.databaseURL) { client in
+    try await server.withPostgres { client in
       try await client.query(PostgresQuery(unsafeSQL: "SELECT count(*)::bigint FROM \(table)")).decode(Int.self).reduce(
         0, +)
     }
@@ -149,7 +149,7 @@ struct PaymentsTests {
           Payments(wrapping: grpc), Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
         #expect(slow.payment?.status == .processing, "\(String(describing: slow.error))")
       }
-      let unfinished = try await withPostgresClient(server.databaseURL) { client in
+      let unfinished = try await server.withPostgres { client in
         try await client.query("SELECT recovery_point FROM idempotency_keys WHERE idempotency_key = 'slow'").decode(
           String.self
         ).reduce(into: [String]()) { $0.append($1) }
@@ -219,7 +219,7 @@ struct PaymentsTests {
         $0.path == "/v1/payment_intents" && $0.outcome == "created"
       }
       #expect(charges.count == 1)
-      let events = try await withPostgresClient(server.databaseURL) { client in
+      let events = try await server.withPostgres { client in
         try await client.query("SELECT type FROM payment_events ORDER BY event_id").decode(String.self).reduce(
           into: [String]()
         ) { $0.append($1) }
@@ -402,13 +402,13 @@ struct PaymentsTests {
         }
       }
       func keys() async throws -> [String] {
-        try await withPostgresClient(server.databaseURL) { client in
+        try await server.withPostgres { client in
           try await client.query("SELECT idempotency_key FROM idempotency_keys ORDER BY 1").decode(String.self).reduce(
             into: [String]()
           ) { $0.append($1) }
         }
       }
-      try await withPostgresClient(server.databaseURL) { client in
+      try await server.withPostgres { client in
         try await client.query(
           "UPDATE idempotency_keys SET create_time = now() - interval '25 hours' WHERE idempotency_key = 'old'")
         // Unfinished, a day old, still locked: the reaper leaves it alone.

@@ -105,7 +105,7 @@ struct RefundsTests {
 
   static func rows<Row: Sendable>(_ server: TestServer, _ sql: String, as: Row.Type) async throws -> [Row]
   where Row: PostgresDecodable {
-    try await withPostgresClient(server.databaseURL) { client in
+    try await server.withPostgres { client in
       try await client.query(PostgresQuery(unsafeSQL: sql)).decode(Row.self).reduce(into: [Row]()) { $0.append($1) }
     }
   }
@@ -287,7 +287,7 @@ struct RefundsTests {
     let unreachable = try await TestServer.with(configure: { flags, _ in flags[.providerURL] = "http://127.0.0.1:9" }) {
       server in
       let token = try await server.token(scopes: Self.scopes)
-      try await withPostgresClient(server.databaseURL) { client in
+      try await server.withPostgres { client in
         try await client.query(
           "INSERT INTO payments (payment_id, merchant_id, status, capture_method, currency, amount_minor, captured_minor, payment_method, provider_payment_id) VALUES ('pay_seeded', \(TestServer.merchantID), 'succeeded', 'automatic', 'EUR', 500, 500, 'pm_card_visa', 'pi_seeded')"
         )
@@ -375,7 +375,7 @@ struct RefundsTests {
         _ = await PaymentsTests.create(
           payments, PaymentsTests.request(1000), metadata: PaymentsTests.metadata(token, key: "p1"))
       }
-      let calls = try await withPostgresClient(server.databaseURL) { client in
+      let calls = try await server.withPostgres { client in
         try await client.query(
           "SELECT operation, outcome, provider_idempotency_key FROM provider_requests ORDER BY request_id"
         )

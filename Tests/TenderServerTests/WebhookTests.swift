@@ -233,7 +233,7 @@ struct WebhookTests {
         ).first.map { $0 >= 1 ? true : nil } ?? nil
       }
       // The payment commits now (as a CreatePayment whose answer had not been recorded yet).
-      try await withPostgresClient(server.databaseURL) { client in
+      try await server.withPostgres { client in
         let now = PostgresTime.now()
         _ = try await PostgresPaymentStore(client: client, logger: .init(label: "test")).insert(
           PaymentRecord(
