@@ -99,122 +99,122 @@ public struct TestServer: Sendable {
     let certificates = try TestCertificates.make()
     let databaseURL = try await TestPostgres.makeDatabase()
     // A provider simulator of this server's own, so each test sees only its own provider calls.
-    let (simulator, simulatorPort, simulatorTask) = try await ProviderSimulator.startInBackground(
-      // pm_card_slow answers well after the connector has given up (3 attempts of 1 s), even on a loaded machine.
+    return try await ProviderSimulator.runInBackground(
+      // pm_card_slow answers well after the connector has given up (2 attempts of 2 s), even on a loaded machine.
       configuration: .init(apiKey: "sk_test_tender", slowDelay: .seconds(8), asyncDelay: .seconds(1)),
       logger: Logger(label: "tender.test.sim")
-    )
-    defer { simulatorTask.cancel() }
-    var flags: [Setting: String] = [
-      .grpcAddress: "127.0.0.1:0",
-      .httpAddress: "127.0.0.1:0",
-      .tlsCert: certificates.serverCertificatePath,
-      .tlsKey: certificates.serverKeyPath,
-      .databaseURL: databaseURL,
-      .migrate: "true",
-      // Generous timeouts: a test run loads both cores, which production Redis never sees.
-      .redisURL: try await TestRedis.sharedServer().url + "?command_timeout=2s&connect_timeout=2s",
-      // Test servers share one Redis; each keeps its own buckets.
-      .redisKeyPrefix: "tender-test-\(UUID().uuidString.prefix(8)):",
-      .keyEncryptionKey: TestServer.keyEncryptionKey,
-      .providerURL: "http://127.0.0.1:\(simulatorPort)",
-      .providerAPIKey: "sk_test_tender",
-      // 2 s per attempt: the whole suite loads both cores, which production never sees.
-      .providerTimeout: "2s",
-      // A whole provider call takes at most 2 × 2 s + 200 ms here, so interrupted operations can
-      // be taken over after 5 s (60 s in production); they are looked for often.
-      .providerAttempts: "2",
-      .providerMaxBackoff: "200ms",
-      .idempotencyLock: "5s",
-      .completerInterval: rounds == .periodic ? "200ms" : "1h",
-      // The simulator sends Stripe-signed webhooks to this server's bridge.
-      .webhookSecrets: "stripe=\(TestServer.webhookSecret)",
-      // The reconciler asks about open payments and refunds after 300 ms (60 s in production).
-      .settlementCheckAfter: "300ms",
-      .settlementGiveUpAfter: "60s",
-      .healthProbeInterval: rounds == .periodic ? "200ms" : "1h",
-      // A sixteenth of production's scrypt cost: the secrets' checks are the same, only cheaper.
-      .clientSecretCost: "10",
-      .logLevel: ProcessInfo.processInfo.environment["TENDER_TEST_LOG_LEVEL"] ?? "warning",
-    ]
-    configure(&flags, certificates)
-    var configuration = try await ServerConfiguration.resolve(flags: flags, environment: [:])
-    tune(&configuration)
-    let logger =
-      logger
-      ?? {
-        var logger = Logger(label: "tender.test")
-        logger.logLevel = configuration.logLevel
-        return logger
-      }()
+    ) { simulator, simulatorPort in
+      var flags: [Setting: String] = [
+        .grpcAddress: "127.0.0.1:0",
+        .httpAddress: "127.0.0.1:0",
+        .tlsCert: certificates.serverCertificatePath,
+        .tlsKey: certificates.serverKeyPath,
+        .databaseURL: databaseURL,
+        .migrate: "true",
+        // Generous timeouts: a test run loads both cores, which production Redis never sees.
+        .redisURL: try await TestRedis.sharedServer().url + "?command_timeout=2s&connect_timeout=2s",
+        // Test servers share one Redis; each keeps its own buckets.
+        .redisKeyPrefix: "tender-test-\(UUID().uuidString.prefix(8)):",
+        .keyEncryptionKey: TestServer.keyEncryptionKey,
+        .providerURL: "http://127.0.0.1:\(simulatorPort)",
+        .providerAPIKey: "sk_test_tender",
+        // 2 s per attempt: the whole suite loads both cores, which production never sees.
+        .providerTimeout: "2s",
+        // A whole provider call takes at most 2 × 2 s + 200 ms here, so interrupted operations can
+        // be taken over after 5 s (60 s in production); they are looked for often.
+        .providerAttempts: "2",
+        .providerMaxBackoff: "200ms",
+        .idempotencyLock: "5s",
+        .completerInterval: rounds == .periodic ? "200ms" : "1h",
+        // The simulator sends Stripe-signed webhooks to this server's bridge.
+        .webhookSecrets: "stripe=\(TestServer.webhookSecret)",
+        // The reconciler asks about open payments and refunds after 300 ms (60 s in production).
+        .settlementCheckAfter: "300ms",
+        .settlementGiveUpAfter: "60s",
+        .healthProbeInterval: rounds == .periodic ? "200ms" : "1h",
+        // A sixteenth of production's scrypt cost: the secrets' checks are the same, only cheaper.
+        .clientSecretCost: "10",
+        .logLevel: ProcessInfo.processInfo.environment["TENDER_TEST_LOG_LEVEL"] ?? "warning",
+      ]
+      configure(&flags, certificates)
+      var configuration = try await ServerConfiguration.resolve(flags: flags, environment: [:])
+      tune(&configuration)
+      let logger =
+        logger
+        ?? {
+          var logger = Logger(label: "tender.test")
+          logger.logLevel = configuration.logLevel
+          return logger
+        }()
 
-    let (addresses, continuation) = AsyncStream.makeStream(of: (String, Int).self)
-    let (bridgePorts, bridgeContinuation) = AsyncStream.makeStream(of: Int.self)
-    let application = try TenderApplication.build(
-      configuration: configuration,
-      logger: logger,
-      tracer: tracer,
-      gracefulShutdownSignals: [],
-      onListening: { host, port in
-        continuation.yield((host, port))
-        continuation.finish()
-      },
-      onBridgeListening: { port in
-        bridgeContinuation.yield(port)
-        bridgeContinuation.finish()
-      }
-    )
-
-    return try await withThrowingTaskGroup(of: Void.self) { group in
-      group.addTask {
-        // If the server stops before it listens, the wait below ends instead of hanging.
-        defer {
+      let (addresses, continuation) = AsyncStream.makeStream(of: (String, Int).self)
+      let (bridgePorts, bridgeContinuation) = AsyncStream.makeStream(of: Int.self)
+      let application = try TenderApplication.build(
+        configuration: configuration,
+        logger: logger,
+        tracer: tracer,
+        gracefulShutdownSignals: [],
+        onListening: { host, port in
+          continuation.yield((host, port))
           continuation.finish()
+        },
+        onBridgeListening: { port in
+          bridgeContinuation.yield(port)
           bridgeContinuation.finish()
         }
-        try await application.serviceGroup.run()
-      }
-      defer { try? FileManager.default.removeItem(at: certificates.directory) }
-      var iterator = addresses.makeAsyncIterator()
-      guard let (host, port) = await iterator.next() else {
-        try await group.waitForAll()
-        throw TestServerError.didNotListen
-      }
-      var bridgeIterator = bridgePorts.makeAsyncIterator()
-      guard let httpPort = await bridgeIterator.next() else {
-        try await group.waitForAll()
-        throw TestServerError.didNotListen
-      }
-      if webhooks {
-        simulator.sendWebhooks(
-          to: "https://127.0.0.1:\(httpPort)/webhooks/stripe", secret: TestServer.webhookSecret,
-          trustRoots: Array(certificates.authority.certificatePEM.utf8)
-        )
-      } else {
-        simulator.deliverWebhooks(WebhookDelivery(enabled: false))
-      }
-      let server = TestServer(
-        host: host, port: port, httpPort: httpPort, certificates: certificates, databaseURL: databaseURL,
-        application: application, redisKeyPrefix: configuration.redisKeyPrefix, simulator: simulator)
-      if waitUntilServing {
-        // The board's own watch: the first SERVING; a minute without one is a failure.
-        let board = application.board
-        let serving = await withTaskGroup(of: Bool.self) { wait in
-          wait.addTask {
-            for await status in board.watch("") where status == .serving { return true }
-            return false
+      )
+
+      return try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask {
+          // If the server stops before it listens, the wait below ends instead of hanging.
+          defer {
+            continuation.finish()
+            bridgeContinuation.finish()
           }
-          wait.addTask {
-            try? await Task.sleep(for: .seconds(60))
-            return false
-          }
-          let first = await wait.next() ?? false
-          wait.cancelAll()
-          return first
+          try await application.serviceGroup.run()
         }
-        guard serving else { throw TestServerError.neverServing }
+        defer { try? FileManager.default.removeItem(at: certificates.directory) }
+        var iterator = addresses.makeAsyncIterator()
+        guard let (host, port) = await iterator.next() else {
+          try await group.waitForAll()
+          throw TestServerError.didNotListen
+        }
+        var bridgeIterator = bridgePorts.makeAsyncIterator()
+        guard let httpPort = await bridgeIterator.next() else {
+          try await group.waitForAll()
+          throw TestServerError.didNotListen
+        }
+        if webhooks {
+          simulator.sendWebhooks(
+            to: "https://127.0.0.1:\(httpPort)/webhooks/stripe", secret: TestServer.webhookSecret,
+            trustRoots: Array(certificates.authority.certificatePEM.utf8)
+          )
+        } else {
+          simulator.deliverWebhooks(WebhookDelivery(enabled: false))
+        }
+        let server = TestServer(
+          host: host, port: port, httpPort: httpPort, certificates: certificates, databaseURL: databaseURL,
+          application: application, redisKeyPrefix: configuration.redisKeyPrefix, simulator: simulator)
+        if waitUntilServing {
+          // The board's own watch: the first SERVING; a minute without one is a failure.
+          let board = application.board
+          let serving = await withTaskGroup(of: Bool.self) { wait in
+            wait.addTask {
+              for await status in board.watch("") where status == .serving { return true }
+              return false
+            }
+            wait.addTask {
+              try? await Task.sleep(for: .seconds(60))
+              return false
+            }
+            let first = await wait.next() ?? false
+            wait.cancelAll()
+            return first
+          }
+          guard serving else { throw TestServerError.neverServing }
+        }
+        return try await application.drained(after: server, &group, body)
       }
-      return try await application.drained(after: server, &group, body)
     }
   }
 
@@ -281,6 +281,37 @@ public struct TestServer: Sendable {
     try await self.application.rounds.complete()
   }
 
+  /// Lets the completer take over the idempotency key `key` as it would once the key's lock ran
+  /// out, without waiting for that: moves the lock into the past and runs a completer round,
+  /// until `condition` (SQL over the key's row, e.g. `recovery_point = 'finished'`) holds. A
+  /// heartbeat of a call still in flight may renew the lock in between; so does a round that
+  /// takes the key and finds the provider still working, hence the repetition.
+  public func completeAfterLockExpiry(
+    key: String, until condition: String, timeout: Duration = .seconds(30)
+  ) async throws {
+    let deadline = ContinuousClock.now + timeout
+    let keyLiteral = "'" + key.replacingOccurrences(of: "'", with: "''") + "'"
+    try await self.withPostgres { postgres in
+      while ContinuousClock.now < deadline {
+        let reached = try await postgres.query(
+          PostgresQuery(
+            unsafeSQL:
+              "SELECT count(*)::bigint FROM idempotency_keys WHERE idempotency_key = \(keyLiteral) AND (\(condition))"
+          )
+        ).decode(Int64.self).reduce(0, +)
+        if reached == 1 { return }
+        try await postgres.query(
+          PostgresQuery(
+            unsafeSQL:
+              "UPDATE idempotency_keys SET locked_until = now() - interval '1 second' WHERE idempotency_key = \(keyLiteral) AND recovery_point <> 'finished'"
+          ))
+        try await self.completeRound()
+        try await Task.sleep(for: .milliseconds(50))
+      }
+      throw TestServerError.keyNeverReached(key: key, condition: condition)
+    }
+  }
+
   /// Applies the stored webhooks that are due; returns how many were applied.
   @discardableResult
   public func applyWebhooks() async throws -> Int {
@@ -342,6 +373,7 @@ public enum TestServerError: Error {
   case didNotListen
   case neverServing
   case noDatabase
+  case keyNeverReached(key: String, condition: String)
 }
 
 extension TenderApplication {

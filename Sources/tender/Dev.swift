@@ -49,72 +49,73 @@ struct Dev: AsyncParsableCommand {
     // The provider simulator runs in this process; the real Stripe connector talks to it over HTTP.
     var simulatorLogger = Logger(label: "tender-provider-sim")
     simulatorLogger.logLevel = .warning
-    let (simulator, simulatorPort, simulatorTask) = try await ProviderSimulator.startInBackground(
+    try await ProviderSimulator.runInBackground(
       configuration: .init(apiKey: Self.simulatorAPIKey, slowDelay: .seconds(30)),
       logger: simulatorLogger
-    )
-    defer { simulatorTask.cancel() }
+    ) { simulator, simulatorPort in
 
-    var flags: [Setting: String] = [
-      .grpcAddress: "127.0.0.1:8443",
-      .httpAddress: "127.0.0.1:8080",
-      .tlsCert: tls.serverCertificate.path,
-      .tlsKey: tls.serverKey.path,
-      .databaseURL: postgres.databaseURL,
-      .migrate: "true",
-      .redisURL: redis.url,
-      .keyEncryptionKey: keyEncryptionKey,
-      .providerURL: "http://127.0.0.1:\(simulatorPort)",
-      .providerAPIKey: Self.simulatorAPIKey,
-      // The simulator signs its webhooks with this secret; TENDER_WEBHOOK_SECRETS may add providers.
-      .webhookSecrets: [
-        "stripe=\(Self.simulatorWebhookSecret)", ProcessInfo.processInfo.environment["TENDER_WEBHOOK_SECRETS"] ?? "",
+      var flags: [Setting: String] = [
+        .grpcAddress: "127.0.0.1:8443",
+        .httpAddress: "127.0.0.1:8080",
+        .tlsCert: tls.serverCertificate.path,
+        .tlsKey: tls.serverKey.path,
+        .databaseURL: postgres.databaseURL,
+        .migrate: "true",
+        .redisURL: redis.url,
+        .keyEncryptionKey: keyEncryptionKey,
+        .providerURL: "http://127.0.0.1:\(simulatorPort)",
+        .providerAPIKey: Self.simulatorAPIKey,
+        // The simulator signs its webhooks with this secret; TENDER_WEBHOOK_SECRETS may add providers.
+        .webhookSecrets: [
+          "stripe=\(Self.simulatorWebhookSecret)", ProcessInfo.processInfo.environment["TENDER_WEBHOOK_SECRETS"] ?? "",
+        ]
+        .filter { !$0.isEmpty }.joined(separator: ";"),
+        .drainDelay: "0s",
       ]
-      .filter { !$0.isEmpty }.joined(separator: ";"),
-      .drainDelay: "0s",
-    ]
-    flags.merge(try self.settings.given()) { _, given in given }
-    let configuration: ServerConfiguration
-    do {
-      configuration = try await ServerConfiguration.resolve(flags: flags, environment: [:])
-    } catch let error as ConfigurationError {
-      exitWithConfigurationError(error)
-    }
-    let logger = makeLogger(level: configuration.logLevel)
-    _ = try await migrate(configuration.database, logger: logger)
-    let credentials = try await DevClient.prepare(in: state, database: configuration.database, logger: logger)
-    let caPath = tls.caCertificate.path
-    // Instructions are printed once both listeners are up.
-    let ports = DevPorts()
-    if self.withoutInterceptors {
-      logger.warning(
-        "serving without interceptors: no authentication, rate limits, logs, metrics or traces (measurement only)")
-    }
-    let application = try TenderApplication.build(
-      configuration: configuration,
-      logger: logger,
-      withoutInterceptors: self.withoutInterceptors,
-      onListening: { host, port in
-        if let httpPort = ports.grpcListening(port) {
-          Self.printInstructions(
-            host: host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL,
-            redisURL: redis.url, credentials: credentials, simulatorPort: simulatorPort)
-        }
-      },
-      onBridgeListening: { httpPort in
-        // pm_card_async payments and pending refunds settle by webhook, as with Stripe.
-        simulator.sendWebhooks(
-          to: "https://127.0.0.1:\(httpPort)/webhooks/stripe", secret: Self.simulatorWebhookSecret,
-          trustRoots: (try? Data(contentsOf: tls.caCertificate)).map { Array($0) }
-        )
-        if let port = ports.bridgeListening(httpPort) {
-          Self.printInstructions(
-            host: configuration.host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL,
-            redisURL: redis.url, credentials: credentials, simulatorPort: simulatorPort)
-        }
+      flags.merge(try self.settings.given()) { _, given in given }
+      let configuration: ServerConfiguration
+      do {
+        configuration = try await ServerConfiguration.resolve(flags: flags, environment: [:])
+      } catch let error as ConfigurationError {
+        exitWithConfigurationError(error)
       }
-    )
-    try await application.serviceGroup.run()
+      let logger = makeLogger(level: configuration.logLevel)
+      _ = try await migrate(configuration.database, logger: logger)
+      let credentials = try await DevClient.prepare(in: state, database: configuration.database, logger: logger)
+      let caPath = tls.caCertificate.path
+      // Instructions are printed once both listeners are up.
+      let ports = DevPorts()
+      if self.withoutInterceptors {
+        logger.warning(
+          "serving without interceptors: no authentication, rate limits, logs, metrics or traces (measurement only)")
+      }
+      let application = try TenderApplication.build(
+        configuration: configuration,
+        logger: logger,
+        withoutInterceptors: self.withoutInterceptors,
+        onListening: { host, port in
+          if let httpPort = ports.grpcListening(port) {
+            Self.printInstructions(
+              host: host, port: port, httpPort: httpPort, caPath: caPath, databaseURL: postgres.databaseURL,
+              redisURL: redis.url, credentials: credentials, simulatorPort: simulatorPort)
+          }
+        },
+        onBridgeListening: { httpPort in
+          // pm_card_async payments and pending refunds settle by webhook, as with Stripe.
+          simulator.sendWebhooks(
+            to: "https://127.0.0.1:\(httpPort)/webhooks/stripe", secret: Self.simulatorWebhookSecret,
+            trustRoots: (try? Data(contentsOf: tls.caCertificate)).map { Array($0) }
+          )
+          if let port = ports.bridgeListening(httpPort) {
+            Self.printInstructions(
+              host: configuration.host, port: port, httpPort: httpPort, caPath: caPath,
+              databaseURL: postgres.databaseURL,
+              redisURL: redis.url, credentials: credentials, simulatorPort: simulatorPort)
+          }
+        }
+      )
+      try await application.serviceGroup.run()
+    }
   }
 
   /// The Stripe webhook secret shared by `tender dev` and its simulator.

@@ -121,33 +121,31 @@ struct CrashTests {
     let database = try await TestPostgres.makeDatabase(empty: true)
     var logger = Logger(label: "tender.test.sim")
     logger.logLevel = .critical
-    let (simulator, port, task) = try await ProviderSimulator.startInBackground(
-      configuration: .init(slowDelay: slowDelay),
-      logger: logger
-    )
-    defer { task.cancel() }
-    let migrate = try await TenderExecutable.run(["migrate", "--database-url", database])
-    #expect(migrate.status == 0, "\(migrate.standardError)")
-    let merchant = try await TenderExecutable.run([
-      "merchant", "create", "--database-url", database, "--id", TestServer.merchantID, "--name", "Crash test",
-    ])
-    #expect(merchant.status == 0, "\(merchant.standardError)")
-    let client = try await TenderExecutable.run([
-      "client", "create", "--database-url", database, "--merchant", TestServer.merchantID,
-      "--scopes", "payments:write,payments:read,refunds:write,refunds:read",
-      // A sixteenth of production's scrypt cost: every token this world issues checks it.
-      "--client-secret-cost", "10",
-    ])
-    func field(_ name: String) -> String {
-      client.standardOutput.split(separator: "\n").first { $0.hasPrefix(name + ":") }
-        .map { String($0.dropFirst(name.count + 1)).trimmingCharacters(in: .whitespaces) } ?? ""
+    return try await ProviderSimulator.runInBackground(configuration: .init(slowDelay: slowDelay), logger: logger) {
+      simulator, port in
+      let migrate = try await TenderExecutable.run(["migrate", "--database-url", database])
+      #expect(migrate.status == 0, "\(migrate.standardError)")
+      let merchant = try await TenderExecutable.run([
+        "merchant", "create", "--database-url", database, "--id", TestServer.merchantID, "--name", "Crash test",
+      ])
+      #expect(merchant.status == 0, "\(merchant.standardError)")
+      let client = try await TenderExecutable.run([
+        "client", "create", "--database-url", database, "--merchant", TestServer.merchantID,
+        "--scopes", "payments:write,payments:read,refunds:write,refunds:read",
+        // A sixteenth of production's scrypt cost: every token this world issues checks it.
+        "--client-secret-cost", "10",
+      ])
+      func field(_ name: String) -> String {
+        client.standardOutput.split(separator: "\n").first { $0.hasPrefix(name + ":") }
+          .map { String($0.dropFirst(name.count + 1)).trimmingCharacters(in: .whitespaces) } ?? ""
+      }
+      let world = World(
+        certificates: certificates, database: database, simulator: simulator, simulatorPort: port,
+        clientID: field("client_id"), clientSecret: field("client_secret")
+      )
+      #expect(!world.clientID.isEmpty && !world.clientSecret.isEmpty, "\(client.standardError)")
+      return try await body(world)
     }
-    let world = World(
-      certificates: certificates, database: database, simulator: simulator, simulatorPort: port,
-      clientID: field("client_id"), clientSecret: field("client_secret")
-    )
-    #expect(!world.clientID.isEmpty && !world.clientSecret.isEmpty, "\(client.standardError)")
-    return try await body(world)
   }
 
   static func keyed(_ token: String, _ key: String) -> Metadata {

@@ -259,7 +259,7 @@ struct ExactlyOnceTests {
         async let first = Self.call(.createPayment, grpc, paymentID: "", token: token, key: "race")
         // While the first owner waits on the provider, its lock runs out (forced here, as after a
         // pause that kept its heartbeat from the database) and the completer takes the key over.
-        try await Self.expireUntil(server, "owner_token > 1")
+        try await server.completeAfterLockExpiry(key: "race", until: "owner_token > 1")
         let stale = await first
         // The first owner's answer arrived after it lost the key: it wrote nothing, and says so —
         // IN_USE while the completer still works on the key, or the completer's stored answer
@@ -273,7 +273,7 @@ struct ExactlyOnceTests {
         }
         // The completer's ask met the first one still running at the provider (409); the next
         // round, once its lock is gone, gets the provider's answer and finishes the key.
-        try await Self.expireUntil(server, "recovery_point = 'finished'")
+        try await server.completeAfterLockExpiry(key: "race", until: "recovery_point = 'finished'")
         let final = await Self.call(.createPayment, grpc, paymentID: "", token: token, key: "race")
         guard case .message(let bytes, true, "requiresCapture") = final else {
           Issue.record("expected the stored answer, got \(final)")
@@ -343,25 +343,5 @@ struct ExactlyOnceTests {
       #expect(
         try await RefundsTests.rows(server, "SELECT outcome FROM provider_requests", as: String.self) == ["succeeded"])
     }
-  }
-
-  /// Moves the key's lock into the past and runs a completer round, which takes over an expired
-  /// lock, until `condition` holds of its record (a heartbeat may renew the lock in between).
-  static func expireUntil(_ server: TestServer, _ condition: String) async throws {
-    let deadline = ContinuousClock.now + .seconds(30)
-    while ContinuousClock.now < deadline {
-      let done = try await RefundsTests.rows(
-        server, "SELECT count(*)::bigint FROM idempotency_keys WHERE idempotency_key = 'race' AND \(condition)",
-        as: Int64.self)
-      if done == [1] { return }
-      _ = try await RefundsTests.rows(
-        server,
-        "UPDATE idempotency_keys SET locked_until = now() - interval '1 second' WHERE idempotency_key = 'race' AND recovery_point <> 'finished' RETURNING 1",
-        as: Int32.self
-      )
-      try await server.completeRound()
-      try await Task.sleep(for: .milliseconds(50))
-    }
-    Issue.record("the key never reached \(condition)")
   }
 }

@@ -320,17 +320,12 @@ struct RefundsTests {
         let tooMuch = await Self.refund(refunds, payment.paymentID, 501, token: token, key: "more")
         #expect(tooMuch.error?.reason == "REFUND_EXCEEDS_CAPTURED")
 
-        var status = pending.status
-        let deadline = ContinuousClock.now + .seconds(25)
-        // Completer rounds, run here one after another: once the key's lock (5 s) has expired,
-        // one takes it over and asks the provider again under the same idempotency key.
-        while status == .pending && ContinuousClock.now < deadline {
-          try await Task.sleep(for: .milliseconds(200))
-          try await server.completeRound()
-          status = try await refunds.getRefund(
-            .with { $0.refundID = pending.refundID }, metadata: TestServer.bearer(token)
-          ).refund.status
-        }
+        // The completer takes the key over once its lock runs out (made to happen now) and asks
+        // the provider again under the same idempotency key until the provider has answered.
+        try await server.completeAfterLockExpiry(key: "slow", until: "recovery_point = 'finished'")
+        let status = try await refunds.getRefund(
+          .with { $0.refundID = pending.refundID }, metadata: TestServer.bearer(token)
+        ).refund.status
         #expect(status == .succeeded)
         let retry = await Self.refund(refunds, payment.paymentID, 400, token: token, key: "slow")
         guard case .refund(let final, replayed: true, _) = retry else {

@@ -88,13 +88,16 @@ struct WebhookTests {
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)
         let (events, continuation) = AsyncStream.makeStream(of: Tender_Payments_V1_WatchPaymentsResponse.self)
+        let (started, watchStarted) = AsyncStream.makeStream(of: Void.self)
         let watcher = Task {
           try await payments.watchPayments(.init(), metadata: TestServer.bearer(token)) { response in
+            // Its headers have arrived: the server took its starting position before sending them.
+            watchStarted.finish()
             for try await message in response.messages { continuation.yield(message) }
           }
         }
         defer { watcher.cancel() }
-        try await Task.sleep(for: .milliseconds(300))
+        for await _ in started {}
         let created = await PaymentsTests.create(
           payments, PaymentsTests.request(900, method: "pm_card_async", capture: .automatic),
           metadata: PaymentsTests.metadata(token, key: "async"))
