@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -29,8 +30,14 @@ final class ConnectionGate: Sendable {
   /// The port the gate listens on (fixed once first bound).
   var port: Int { self.boundPort.load(ordering: .relaxed) }
 
-  /// Starts listening on `port` (0: any free port); returns the port.
+  /// Starts listening on `port` — 0: a free port of the gates' own (`GatePorts`) — and returns
+  /// the port.
   func open(port: Int) async throws -> Int {
+    guard port == 0 else { return try await self.bind(port: port) }
+    return try await GatePorts.shared.claim { candidate in try await self.bind(port: candidate) }
+  }
+
+  private func bind(port: Int) async throws -> Int {
     let backendPort = self.backendPort
     let host = self.host
     let group = self.group
@@ -86,7 +93,18 @@ final class ConnectionGate: Sendable {
         return true
       }
       // Another refusal may have moved the reopening later; that one reopens.
-      if due { _ = try? await self.open(port: port) }
+      if due { await self.listenAgain(on: port) }
+    }
+  }
+
+  private func listenAgain(on port: Int) async {
+    do {
+      _ = try await self.bind(port: port)
+    } catch {
+      // Nothing can take a gate's port while it refuses (see GatePorts), so this is a fault of
+      // the machine; the gate stays closed and says so.
+      FileHandle.standardError.write(
+        Data("tender-provider-sim: could not listen again on port \(port): \(error)\n".utf8))
     }
   }
 
@@ -97,7 +115,7 @@ final class ConnectionGate: Sendable {
       state.reopenAt = nil
       return true
     }
-    if due { _ = try? await self.open(port: self.port) }
+    if due { await self.listenAgain(on: self.port) }
   }
 
   func close() async {
@@ -164,4 +182,44 @@ private final class GlueHandler: ChannelInboundHandler, @unchecked Sendable {
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
     context.close(promise: nil)
   }
+}
+
+/// The ports gates listen on when none is configured. A gate that refuses connections closes its
+/// listener and must come back on the same port, so no other socket may take the port meanwhile:
+/// the ports come from below the kernel's ephemeral range, which outgoing connections and binds
+/// to port 0 never use, and each is claimed once in this process, so no other gate takes it.
+final class GatePorts: Sendable {
+  static let shared = GatePorts()
+
+  private let claimed = Mutex<Set<Int>>([])
+  /// Ports that are neither ephemeral nor privileged, or nil when the ephemeral range leaves none.
+  private let range: Range<Int>?
+
+  init() {
+    let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+    let ephemeralStart = text.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } ?? 32768
+    let start = max(10_000, ephemeralStart - 12_000)
+    self.range = start < ephemeralStart ? start..<ephemeralStart : nil
+  }
+
+  /// Binds with `bind` a port nobody has claimed, trying others while one is taken; falls back to
+  /// any free port (0) where there is no such range.
+  func claim(_ bind: (Int) async throws -> Int) async throws -> Int {
+    guard let range = self.range else { return try await bind(0) }
+    var lastError: (any Error)?
+    for _ in 0..<50 {
+      let candidate = Int.random(in: range)
+      let fresh = self.claimed.withLock { $0.insert(candidate).inserted }
+      guard fresh else { continue }
+      do {
+        return try await bind(candidate)
+      } catch {
+        // Taken by something else on the machine: it stays claimed (and unused) here.
+        lastError = error
+      }
+    }
+    throw lastError ?? GatePortsExhausted()
+  }
+
+  struct GatePortsExhausted: Error {}
 }

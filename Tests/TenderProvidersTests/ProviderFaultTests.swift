@@ -128,6 +128,30 @@ struct ProviderFaultTests {
     }
   }
 
+  @Test(
+    "A refusing simulator keeps its port: simulators started meanwhile get others, outside the ephemeral range, and it comes back on it"
+  )
+  func refusingKeepsItsPort() async throws {
+    try await withSimulator { connector, first, port in
+      await first.refuseConnections(for: .seconds(3600))
+      let ephemeralStart =
+        (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))?
+        .split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } ?? 32768
+      #expect(port < ephemeralStart, "\(port) is in the ephemeral range from \(ephemeralStart)")
+      // Ten simulators started while the first one refuses: none gets its port.
+      for _ in 0..<10 {
+        try await withSimulator { _, _, other in
+          #expect(other != port && other < ephemeralStart, "\(other)")
+        }
+      }
+      await first.acceptConnections()
+      #expect(first.acceptsConnections)
+      // The connector still dials the port it was given: answered there.
+      let answered = try await connector.createPayment(Self.request(), idempotencyKey: "after-refusal")
+      #expect(answered.status == .succeeded(capturedMinorUnits: 100))
+    }
+  }
+
   @Test("Retrieving: a payment intent and a refund as the provider has them; an unknown id is refused")
   func retrieve() async throws {
     try await withSimulator { connector, _, _ in

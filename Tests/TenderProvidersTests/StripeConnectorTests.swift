@@ -3,6 +3,7 @@ import Logging
 import ServiceLifecycle
 import TenderCore
 import TenderProviderSim
+import TenderDevSupport
 import TenderProviders
 import Testing
 
@@ -12,20 +13,9 @@ func withSimulator<Result: Sendable>(
   connector configure: (inout StripeConfiguration) -> Void = { _ in },
   _ body: (StripeConnector, ProviderSimulator, Int) async throws -> Result
 ) async throws -> Result {
-  let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-  let simulator = ProviderSimulator(
-    configuration: .init(slowDelay: slowDelay),
-    logger: Logger(label: "tender.test.sim"),
-    onListening: { port in
-      continuation.yield(port)
-      continuation.finish()
-    }
-  )
-  return try await withThrowingTaskGroup(of: Void.self) { group in
-    group.addTask { try await simulator.run() }
-    defer { group.cancelAll() }
-    var iterator = ports.makeAsyncIterator()
-    let port = try #require(await iterator.next())
+  try await ProviderSimulator.runInBackground(
+    configuration: .init(slowDelay: slowDelay), logger: Logger(label: "tender.test.sim")
+  ) { simulator, port in
     var configuration = StripeConfiguration(
       baseURL: "http://127.0.0.1:\(port)", apiKey: Secret("sk_test_tender"), initialBackoff: .milliseconds(20))
     configure(&configuration)
