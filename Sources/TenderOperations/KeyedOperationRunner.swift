@@ -156,7 +156,16 @@ public struct KeyedOperationRunner: Sendable {
   ) async throws -> Int {
     var resolved = 0
     for record in try await self.idempotency.stale(methods: [method], limit: limit) {
-      guard case .resumed(let claimed) = try await self.idempotency.claim(record.request, lockFor: self.lock) else {
+      let claimed: IdempotencyRecord
+      switch try await self.idempotency.claim(record.request, lockFor: self.lock) {
+      case .resumed(let record):
+        claimed = record
+      case .started(let fresh):
+        // Its owner freed the key meanwhile (nothing of the operation happened) and the claim
+        // made it anew; nobody asked for that, so it is freed again.
+        try? await self.idempotency.release(fresh.owner)
+        continue
+      case .replay, .reused, .inUse:
         continue
       }
       resolved += 1

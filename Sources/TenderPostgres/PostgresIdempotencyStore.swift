@@ -30,81 +30,85 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
     return try await traced(self.tracer, "idempotency.claim") {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> IdempotencyClaim in
-          // Of concurrent inserts of one key, one commits; the others wait for it here, then
-          // insert nothing and read what it wrote.
-          let inserted = try await connection.query(
-            """
-            INSERT INTO idempotency_keys (merchant_id, idempotency_key, method, request_fingerprint, recovery_point, locked_until)
-            VALUES (\(request.merchant.rawValue), \(request.key), \(request.method), \(ByteBuffer(bytes: request.fingerprint)), 'started',
-                    now() + \(lock) * interval '1 millisecond')
-            ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
-            RETURNING locked_until, create_time, owner_token
-            """,
-            logger: logger
-          )
-          for try await (lockedUntil, created, token) in inserted.decode((Date, Date, Int64).self) {
-            return .started(
-              IdempotencyRecord(
-                request: request, recoveryPoint: .started, paymentID: nil, refundID: nil, lockedUntil: lockedUntil,
-                createTime: created, ownerToken: token
-              )
-            )
-          }
-          let rows = try await connection.query(
-            """
-            SELECT method, request_fingerprint, recovery_point, locked_until, locked_until > now() AS locked, payment_id, refund_id,
-                   response_code, response_message, response_details, create_time, provider_attempted
-            FROM idempotency_keys WHERE merchant_id = \(request.merchant.rawValue) AND idempotency_key = \(request.key)
-            FOR UPDATE
-            """,
-            logger: logger
-          )
-          for try await row in rows {
-            let r = row.makeRandomAccess()
-            let method = try r["method"].decode(String.self)
-            let fingerprint = Array(buffer: try r["request_fingerprint"].decode(ByteBuffer.self))
-            guard method == request.method, fingerprint == request.fingerprint else { return .reused }
-            guard let point = RecoveryPoint(rawValue: try r["recovery_point"].decode(String.self)) else {
-              throw StoredDataError(what: "recovery point")
-            }
-            if point == .finished {
-              return .replay(
-                StoredResponse(
-                  code: try r["response_code"].decode(Int.self),
-                  message: try r["response_message"].decode(ByteBuffer?.self).map { Array(buffer: $0) } ?? [],
-                  details: try r["response_details"].decode(ByteBuffer?.self).map { Array(buffer: $0) } ?? []
-                )
-              )
-            }
-            if try r["locked"].decode(Bool?.self) == true { return .inUse }
-            // The lock expired: whoever held it crashed or gave up. Take it over under a new owner
-            // token, so the previous owner's later writes change nothing.
-            let relocked = try await connection.query(
+          // A key freed between the insert and the read (its owner released it: nothing of its
+          // operation happened) is gone when read; the next insert then starts it afresh.
+          for _ in 0..<3 {
+            // Of concurrent inserts of one key, one commits; the others wait for it here, then
+            // insert nothing and read what it wrote.
+            let inserted = try await connection.query(
               """
-              UPDATE idempotency_keys SET locked_until = now() + \(lock) * interval '1 millisecond', owner_token = owner_token + 1, update_time = now()
-              WHERE merchant_id = \(request.merchant.rawValue) AND idempotency_key = \(request.key)
-              RETURNING locked_until, owner_token
+              INSERT INTO idempotency_keys (merchant_id, idempotency_key, method, request_fingerprint, recovery_point, locked_until)
+              VALUES (\(request.merchant.rawValue), \(request.key), \(request.method), \(ByteBuffer(bytes: request.fingerprint)), 'started',
+                      now() + \(lock) * interval '1 millisecond')
+              ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
+              RETURNING locked_until, create_time, owner_token
               """,
               logger: logger
             )
-            var lockedUntil: Date?
-            var token: Int64 = 0
-            for try await (until, newToken) in relocked.decode((Date, Int64).self) {
-              lockedUntil = until
-              token = newToken
-            }
-            return .resumed(
-              IdempotencyRecord(
-                request: request,
-                recoveryPoint: point,
-                paymentID: try r["payment_id"].decode(String?.self).map(PaymentID.init(unchecked:)),
-                refundID: try r["refund_id"].decode(String?.self).map(RefundID.init(unchecked:)),
-                lockedUntil: lockedUntil,
-                createTime: try r["create_time"].decode(Date.self),
-                ownerToken: token,
-                providerAttempted: try r["provider_attempted"].decode(Bool.self)
+            for try await (lockedUntil, created, token) in inserted.decode((Date, Date, Int64).self) {
+              return .started(
+                IdempotencyRecord(
+                  request: request, recoveryPoint: .started, paymentID: nil, refundID: nil, lockedUntil: lockedUntil,
+                  createTime: created, ownerToken: token
+                )
               )
+            }
+            let rows = try await connection.query(
+              """
+              SELECT method, request_fingerprint, recovery_point, locked_until, locked_until > now() AS locked, payment_id, refund_id,
+                     response_code, response_message, response_details, create_time, provider_attempted
+              FROM idempotency_keys WHERE merchant_id = \(request.merchant.rawValue) AND idempotency_key = \(request.key)
+              FOR UPDATE
+              """,
+              logger: logger
             )
+            for try await row in rows {
+              let r = row.makeRandomAccess()
+              let method = try r["method"].decode(String.self)
+              let fingerprint = Array(buffer: try r["request_fingerprint"].decode(ByteBuffer.self))
+              guard method == request.method, fingerprint == request.fingerprint else { return .reused }
+              guard let point = RecoveryPoint(rawValue: try r["recovery_point"].decode(String.self)) else {
+                throw StoredDataError(what: "recovery point")
+              }
+              if point == .finished {
+                return .replay(
+                  StoredResponse(
+                    code: try r["response_code"].decode(Int.self),
+                    message: try r["response_message"].decode(ByteBuffer?.self).map { Array(buffer: $0) } ?? [],
+                    details: try r["response_details"].decode(ByteBuffer?.self).map { Array(buffer: $0) } ?? []
+                  )
+                )
+              }
+              if try r["locked"].decode(Bool?.self) == true { return .inUse }
+              // The lock expired: whoever held it crashed or gave up. Take it over under a new owner
+              // token, so the previous owner's later writes change nothing.
+              let relocked = try await connection.query(
+                """
+                UPDATE idempotency_keys SET locked_until = now() + \(lock) * interval '1 millisecond', owner_token = owner_token + 1, update_time = now()
+                WHERE merchant_id = \(request.merchant.rawValue) AND idempotency_key = \(request.key)
+                RETURNING locked_until, owner_token
+                """,
+                logger: logger
+              )
+              var lockedUntil: Date?
+              var token: Int64 = 0
+              for try await (until, newToken) in relocked.decode((Date, Int64).self) {
+                lockedUntil = until
+                token = newToken
+              }
+              return .resumed(
+                IdempotencyRecord(
+                  request: request,
+                  recoveryPoint: point,
+                  paymentID: try r["payment_id"].decode(String?.self).map(PaymentID.init(unchecked:)),
+                  refundID: try r["refund_id"].decode(String?.self).map(RefundID.init(unchecked:)),
+                  lockedUntil: lockedUntil,
+                  createTime: try r["create_time"].decode(Date.self),
+                  ownerToken: token,
+                  providerAttempted: try r["provider_attempted"].decode(Bool.self)
+                )
+              )
+            }
           }
           throw StoredDataError(what: "idempotency record vanished during claim")
         }

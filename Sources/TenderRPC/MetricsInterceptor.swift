@@ -39,7 +39,7 @@ public struct MetricsInterceptor: ServerInterceptor {
         return message
       })
 
-    @Sendable func handled(_ code: RPCError.Code?) {
+    @Sendable func handled(_ code: RPCError.Code?, _: (any Error)?) {
       let coded = labels + [("grpc_code", Self.goName(code))]
       Counter(label: "grpc_server_handled_total", dimensions: coded, factory: factory).increment()
       Timer(label: "grpc_server_handling_seconds", dimensions: labels, factory: factory)

@@ -3,41 +3,48 @@ import ServiceContextModule
 
 /// Observes how an RPC ends, for interceptors that record it (logging, metrics).
 enum RPCOutcome {
-  /// Runs `next` and calls `finished` exactly once with the RPC's final code (nil for OK):
-  /// when the handler throws, when it rejects the call, or when its response stream ends.
+  /// Runs `next` and calls `finished` exactly once with the RPC's final code (nil for OK) and,
+  /// when a handler threw an error no layer turned into a status (which goes out as UNKNOWN), that
+  /// error: when the handler throws, when it rejects the call, or when its response stream ends.
   /// `writer` may wrap the writer the handler's producer writes to.
   static func observe<Input: Sendable, Output: Sendable>(
     request: StreamingServerRequest<Input>,
     context: ServerContext,
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>,
     writer: @escaping @Sendable (RPCWriter<Output>) -> RPCWriter<Output> = { $0 },
-    finished: @escaping @Sendable (RPCError.Code?) -> Void
+    finished: @escaping @Sendable (RPCError.Code?, _ unmapped: (any Error)?) -> Void
   ) async throws -> StreamingServerResponse<Output> {
     let response: StreamingServerResponse<Output>
     do {
       response = try await next(request, context)
     } catch {
-      finished(self.code(of: error))
+      finished(self.code(of: error), self.unmapped(error))
       throw error
     }
     switch response.accepted {
     case .failure(let error):
-      finished(error.code)
+      finished(error.code, nil)
       return response
     case .success(var contents):
       let producer = contents.producer
       contents.producer = { base in
         do {
           let trailers = try await producer(writer(base))
-          finished(nil)
+          finished(nil, nil)
           return trailers
         } catch {
-          finished(self.code(of: error))
+          finished(self.code(of: error), self.unmapped(error))
           throw error
         }
       }
       return StreamingServerResponse(accepted: .success(contents))
     }
+  }
+
+  /// `error` if no layer made it a status (gRPC sends it as UNKNOWN without a message).
+  static func unmapped(_ error: any Error) -> (any Error)? {
+    if error is RPCError || error is any RPCErrorConvertible || error is CancellationError { return nil }
+    return error
   }
 
   /// The status code an error becomes on the wire.

@@ -24,7 +24,7 @@ public struct RequestLoggingInterceptor: ServerInterceptor {
     let method = context.descriptor.fullyQualifiedMethod
     let peer = context.remotePeer
     let record = ServiceContext.current?.callRecord
-    @Sendable func log(_ code: RPCError.Code?) {
+    @Sendable func log(_ code: RPCError.Code?, unmapped: (any Error)?) {
       let elapsed = ContinuousClock.now - start
       let microseconds = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
       let level: Logger.Level = code.map(Self.isServerFault) == true ? .error : .info
@@ -34,6 +34,8 @@ public struct RequestLoggingInterceptor: ServerInterceptor {
         "rpc.code": "\(Self.canonicalName(code))",
         "rpc.duration_ms": "\(Double(microseconds) / 1000)",
       ]
+      // Its type only: an error's text may carry request data.
+      if let unmapped { metadata["rpc.error_type"] = "\(String(reflecting: type(of: unmapped)))" }
       if let snapshot = record?.snapshot {
         if let traceID = snapshot.traceID { metadata["trace_id"] = "\(traceID)" }
         if let caller = snapshot.caller {
@@ -45,7 +47,9 @@ public struct RequestLoggingInterceptor: ServerInterceptor {
       logger.log(level: level, "rpc", metadata: metadata)
     }
 
-    return try await RPCOutcome.observe(request: request, context: context, next: next, finished: log)
+    return try await RPCOutcome.observe(request: request, context: context, next: next) { code, unmapped in
+      log(code, unmapped: unmapped)
+    }
   }
 
   /// The status name as gRPC specifies it (`OK`, `NOT_FOUND`, …), which log queries expect.

@@ -50,7 +50,7 @@ public struct TracingInterceptor<T: Tracer>: ServerInterceptor {
     }
 
     let response = try await ServiceContext.withValue(current) {
-      try await RPCOutcome.observe(request: request, context: context, next: next, finished: finish)
+      try await RPCOutcome.observe(request: request, context: context, next: next) { code, _ in finish(code) }
     }
     return RPCOutcome.propagating(current, into: response)
   }

@@ -100,14 +100,21 @@ struct CrashTests {
         },
         config: config
       )
-      return try await withGRPCClient(transport: transport) { client in
-        let token = try await Tender_Auth_V1_AuthService.Client(wrapping: client).issueToken(
-          .with {
-            $0.clientID = self.clientID
-            $0.clientSecret = self.clientSecret
-          }
-        ).accessToken
-        return try await body(client, token)
+      do {
+        return try await withGRPCClient(transport: transport) { client in
+          let token = try await Tender_Auth_V1_AuthService.Client(wrapping: client).issueToken(
+            .with {
+              $0.clientID = self.clientID
+              $0.clientSecret = self.clientSecret
+            }
+          ).accessToken
+          return try await body(client, token)
+        }
+      } catch {
+        // What the server said about it (a failure the process logged but the client only saw as
+        // a status, e.g. UNKNOWN for an error no layer mapped).
+        Issue.record("\(error) from the server on port \(tender.port); its log:\n\(tender.log)")
+        throw error
       }
     }
   }
