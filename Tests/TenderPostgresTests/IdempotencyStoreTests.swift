@@ -42,6 +42,41 @@ struct IdempotencyStoreTests {
     }
   }
 
+  @Test(
+    "A key its owner frees while another claim waits on its row is started afresh by that claim, not reported as vanished"
+  )
+  func freedDuringClaim() async throws {
+    try await self.withStore { store, client in
+      guard case .started = try await store.claim(Self.request(), lockFor: .seconds(30)) else {
+        Issue.record("the first claim did not start the key")
+        return
+      }
+      // Its lock ran out, so a claim goes on to read the record (FOR UPDATE).
+      try await client.query("UPDATE idempotency_keys SET locked_until = now() - interval '1 second'")
+      try await client.withConnection { owner in
+        // The owner holds the row, as releasing it does, while the claim is made.
+        try await owner.query("BEGIN", logger: self.logger)
+        try await owner.query("SELECT 1 FROM idempotency_keys FOR UPDATE", logger: self.logger)
+        async let claimed = store.claim(Self.request(), lockFor: .seconds(30))
+        // Once the claim waits on the row lock, the owner frees the key.
+        let deadline = ContinuousClock.now + .seconds(30)
+        var waiting: Int64 = 0
+        while waiting == 0, ContinuousClock.now < deadline {
+          waiting = try await client.query(
+            "SELECT count(*)::bigint FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+          ).decode(Int64.self).reduce(0, +)
+          if waiting == 0 { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(waiting == 1, "the claim never waited on the row")
+        try await owner.query("DELETE FROM idempotency_keys", logger: self.logger)
+        try await owner.query("COMMIT", logger: self.logger)
+        #expect(Self.kind(try await claimed) == "started")
+      }
+      let rows = try await client.query("SELECT count(*) FROM idempotency_keys").decode(Int.self).reduce(0, +)
+      #expect(rows == 1)
+    }
+  }
+
   @Test("Fifty concurrent claims of one key: exactly one starts, the others find it in use")
   func stampede() async throws {
     try await self.withStore { store, client in
