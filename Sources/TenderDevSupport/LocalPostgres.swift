@@ -124,18 +124,14 @@ public struct LocalPostgres: Sendable {
     "postgres://postgres@127.0.0.1:\(self.port)/\(database)?sslmode=disable"
   }
 
-  /// Creates a database named `name` (letters, digits and underscores only): empty, or a copy of
-  /// `template` (which nobody may be connected to meanwhile).
-  public func createDatabase(_ name: String, template: String? = nil) async throws {
-    let names = [name] + (template.map { [$0] } ?? [])
-    precondition(
-      names.allSatisfy { $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" } },
-      "database names are plain identifiers")
+  /// Creates an empty database named `name` (letters, digits and underscores only).
+  public func createDatabase(_ name: String) async throws {
+    precondition(name.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" }, "database names are plain identifiers")
     try await Self.run(
       Self.tool("psql"),
       [
         "-h", "127.0.0.1", "-p", "\(self.port)", "-U", "postgres", "-d", "postgres", "-qc",
-        "CREATE DATABASE \"\(name)\"" + (template.map { " TEMPLATE \"\($0)\"" } ?? ""),
+        "CREATE DATABASE \"\(name)\"",
       ],
       asPostgres: false
     )

@@ -53,67 +53,78 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
                 )
               )
             }
-            let rows = try await connection.query(
-              """
-              SELECT method, request_fingerprint, recovery_point, locked_until, locked_until > now() AS locked, payment_id, refund_id,
-                     response_code, response_message, response_details, create_time, provider_attempted
-              FROM idempotency_keys WHERE merchant_id = \(request.merchant.rawValue) AND idempotency_key = \(request.key)
-              FOR UPDATE
-              """,
-              logger: logger
-            )
-            for try await row in rows {
-              let r = row.makeRandomAccess()
-              let method = try r["method"].decode(String.self)
-              let fingerprint = Array(buffer: try r["request_fingerprint"].decode(ByteBuffer.self))
-              guard method == request.method, fingerprint == request.fingerprint else { return .reused }
-              guard let point = RecoveryPoint(rawValue: try r["recovery_point"].decode(String.self)) else {
-                throw StoredDataError(what: "recovery point")
-              }
-              if point == .finished {
-                return .replay(
-                  StoredResponse(
-                    code: try r["response_code"].decode(Int.self),
-                    message: try r["response_message"].decode(ByteBuffer?.self).map { Array(buffer: $0) } ?? [],
-                    details: try r["response_details"].decode(ByteBuffer?.self).map { Array(buffer: $0) } ?? []
-                  )
-                )
-              }
-              if try r["locked"].decode(Bool?.self) == true { return .inUse }
-              // The lock expired: whoever held it crashed or gave up. Take it over under a new owner
-              // token, so the previous owner's later writes change nothing.
-              let relocked = try await connection.query(
-                """
-                UPDATE idempotency_keys SET locked_until = now() + \(lock) * interval '1 millisecond', owner_token = owner_token + 1, update_time = now()
-                WHERE merchant_id = \(request.merchant.rawValue) AND idempotency_key = \(request.key)
-                RETURNING locked_until, owner_token
-                """,
-                logger: logger
-              )
-              var lockedUntil: Date?
-              var token: Int64 = 0
-              for try await (until, newToken) in relocked.decode((Date, Int64).self) {
-                lockedUntil = until
-                token = newToken
-              }
-              return .resumed(
-                IdempotencyRecord(
-                  request: request,
-                  recoveryPoint: point,
-                  paymentID: try r["payment_id"].decode(String?.self).map(PaymentID.init(unchecked:)),
-                  refundID: try r["refund_id"].decode(String?.self).map(RefundID.init(unchecked:)),
-                  lockedUntil: lockedUntil,
-                  createTime: try r["create_time"].decode(Date.self),
-                  ownerToken: token,
-                  providerAttempted: try r["provider_attempted"].decode(Bool.self)
-                )
-              )
+            if let claim = try await Self.claimExisting(request, lock: lock, connection, logger: logger) {
+              return claim
             }
           }
           throw StoredDataError(what: "idempotency record vanished during claim")
         }
       }
     }
+  }
+
+  /// The claim of a key that exists: replayed, reused, in use, or taken over (its lock expired);
+  /// nil when it is gone (freed since the insert looked).
+  private static func claimExisting(
+    _ request: IdempotencyRequest, lock: Int64, _ connection: PostgresConnection, logger: Logger
+  ) async throws -> IdempotencyClaim? {
+    let rows = try await connection.query(
+      """
+      SELECT method, request_fingerprint, recovery_point, locked_until, locked_until > now() AS locked, payment_id, refund_id,
+             response_code, response_message, response_details, create_time, provider_attempted
+      FROM idempotency_keys WHERE merchant_id = \(request.merchant.rawValue) AND idempotency_key = \(request.key)
+      FOR UPDATE
+      """,
+      logger: logger
+    )
+    for try await row in rows {
+      let r = row.makeRandomAccess()
+      let method = try r["method"].decode(String.self)
+      let fingerprint = Array(buffer: try r["request_fingerprint"].decode(ByteBuffer.self))
+      guard method == request.method, fingerprint == request.fingerprint else { return .reused }
+      guard let point = RecoveryPoint(rawValue: try r["recovery_point"].decode(String.self)) else {
+        throw StoredDataError(what: "recovery point")
+      }
+      if point == .finished {
+        return .replay(
+          StoredResponse(
+            code: try r["response_code"].decode(Int.self),
+            message: try r["response_message"].decode(ByteBuffer?.self).map { Array(buffer: $0) } ?? [],
+            details: try r["response_details"].decode(ByteBuffer?.self).map { Array(buffer: $0) } ?? []
+          )
+        )
+      }
+      if try r["locked"].decode(Bool?.self) == true { return .inUse }
+      // The lock expired: whoever held it crashed or gave up. Take it over under a new owner
+      // token, so the previous owner's later writes change nothing.
+      let relocked = try await connection.query(
+        """
+        UPDATE idempotency_keys SET locked_until = now() + \(lock) * interval '1 millisecond', owner_token = owner_token + 1, update_time = now()
+        WHERE merchant_id = \(request.merchant.rawValue) AND idempotency_key = \(request.key)
+        RETURNING locked_until, owner_token
+        """,
+        logger: logger
+      )
+      var lockedUntil: Date?
+      var token: Int64 = 0
+      for try await (until, newToken) in relocked.decode((Date, Int64).self) {
+        lockedUntil = until
+        token = newToken
+      }
+      return .resumed(
+        IdempotencyRecord(
+          request: request,
+          recoveryPoint: point,
+          paymentID: try r["payment_id"].decode(String?.self).map(PaymentID.init(unchecked:)),
+          refundID: try r["refund_id"].decode(String?.self).map(RefundID.init(unchecked:)),
+          lockedUntil: lockedUntil,
+          createTime: try r["create_time"].decode(Date.self),
+          ownerToken: token,
+          providerAttempted: try r["provider_attempted"].decode(Bool.self)
+        )
+      )
+    }
+    return nil
   }
 
   public func finish(_ owner: KeyOwner, response: StoredResponse) async throws {

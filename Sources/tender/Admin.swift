@@ -13,12 +13,20 @@ struct DatabaseOptions: ParsableArguments {
   var databaseURL: String?
 
   func configuration() async -> PostgresClient.Configuration {
+    await Setting.databaseURL.resolveOrExit(\.database, flag: self.databaseURL)
+  }
+}
+
+extension Setting {
+  /// This setting's value for an administrative command; one that cannot be used ends the
+  /// command with the one-line message and exit 78, as `tender serve` would.
+  func resolveOrExit<Value>(_ path: KeyPath<ServerConfiguration, Value>, flag: String?) async -> Value {
     do {
-      return try await Setting.databaseURL.resolve(\.database, flag: self.databaseURL)
+      return try await self.resolve(path, flag: flag)
     } catch let error as ConfigurationError {
       exitWithConfigurationError(error)
     } catch {
-      exitWithConfigurationError(ConfigurationError(setting: Setting.databaseURL.label, problem: "\(error)"))
+      exitWithConfigurationError(ConfigurationError(setting: self.label, problem: "\(error)"))
     }
   }
 }
@@ -30,14 +38,7 @@ struct SecretCostOption: ParsableArguments {
   var cost: String?
 
   func hasher() async -> ClientSecretHasher {
-    do {
-      return ClientSecretHasher(
-        parameters: try await Setting.clientSecretCost.resolve(\.secretHashing, flag: self.cost))
-    } catch let error as ConfigurationError {
-      exitWithConfigurationError(error)
-    } catch {
-      exitWithConfigurationError(ConfigurationError(setting: Setting.clientSecretCost.label, problem: "\(error)"))
-    }
+    ClientSecretHasher(parameters: await Setting.clientSecretCost.resolveOrExit(\.secretHashing, flag: self.cost))
   }
 }
 

@@ -15,7 +15,6 @@ struct IdempotencyStoreTests {
   func withStore(_ body: (PostgresIdempotencyStore, PostgresClient) async throws -> Void) async throws {
     let url = try await TestPostgres.makeDatabase()
     try await withPostgresClient(url) { client in
-      try await Migrator(client: client, logger: self.logger).migrate()
       for merchant in ["mer_a", "mer_b"] {
         try await client.query("INSERT INTO merchants (merchant_id, display_name) VALUES (\(merchant), \(merchant))")
       }

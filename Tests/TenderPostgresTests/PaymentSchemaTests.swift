@@ -25,7 +25,6 @@ struct PaymentSchemaTests {
   func withSchema(_ body: (PostgresClient) async throws -> Void) async throws {
     let url = try await TestPostgres.makeDatabase()
     try await withPostgresClient(url) { client in
-      try await Migrator(client: client, logger: self.logger).migrate()
       try await client.query("INSERT INTO merchants (merchant_id, display_name) VALUES ('mer_a', 'A')")
       try await client.query(
         """

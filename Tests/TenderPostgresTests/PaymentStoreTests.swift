@@ -16,7 +16,6 @@ struct PaymentStoreTests {
   ) async throws {
     let url = try await TestPostgres.makeDatabase()
     try await withPostgresClient(url) { client in
-      try await Migrator(client: client, logger: self.logger).migrate()
       for merchant in merchants {
         try await client.query("INSERT INTO merchants (merchant_id, display_name) VALUES (\(merchant), \(merchant))")
       }
