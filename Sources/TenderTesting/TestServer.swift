@@ -1,5 +1,6 @@
 public import Foundation
 public import GRPCCore
+import GRPCInProcessTransport
 public import GRPCNIOTransportHTTP2
 public import Logging
 public import PostgresNIO
@@ -53,13 +54,18 @@ public struct TestCertificates: Sendable {
   }
 }
 
-/// A Tender server running in this process on an ephemeral loopback port, with real TLS and a
-/// real PostgreSQL database of its own.
+/// A Tender server running in this process on its production ports: a real PostgreSQL database
+/// of its own, the shared test Redis and a provider simulator of its own. Its HTTP bridge listens
+/// on an ephemeral loopback port with real TLS; its RPCs arrive over grpc-swift's in-process
+/// transport, or (the end-to-end tests, `rpc: .tls`) over HTTP/2 and TLS on a loopback port.
 public struct TestServer: Sendable {
   /// The key-encryption key of every test server (tests never share their databases).
   public static let keyEncryptionKey = "dGVuZGVyLXRlc3Qta2V5LWVuY3J5cHRpb24ta2V5ISE="
   /// The Stripe webhook secret of every test server and its simulator.
   public static let webhookSecret = "whsec_tender_test"
+  /// How RPCs reach this server.
+  public let rpc: RPCTransport
+  /// Address of the gRPC listener (`rpc: .tls`; "in-process" and 0 otherwise).
   public let host: String
   public let port: Int
   /// Port of the HTTP bridge (same TLS as gRPC).
@@ -71,6 +77,16 @@ public struct TestServer: Sendable {
   public let redisKeyPrefix: String
   /// The provider simulator this server talks to.
   public let simulator: ProviderSimulator
+  /// The client side of the in-process transport (`rpc: .inProcess`).
+  private let inProcessClient: InProcessTransport.Client?
+
+  /// How RPCs reach a test server.
+  public enum RPCTransport: Sendable {
+    /// grpc-swift's in-process transport: the same server, interceptors and services, no socket.
+    case inProcess
+    /// HTTP/2 over TLS on an ephemeral loopback port, as `tender serve` listens.
+    case tls
+  }
 
   /// How the server's background rounds (the completer, the reconciler, due webhooks, the
   /// readiness probe) run.
@@ -85,8 +101,10 @@ public struct TestServer: Sendable {
   /// Starts a server, runs `body`, then drains the server and waits for it to stop.
   /// - Parameters:
   ///   - configure: adjusts the flags before they are resolved (e.g. to turn on mTLS).
+  ///   - rpc: how RPCs reach the server.
   ///   - rounds: whether background rounds run by themselves.
   public static func with<Result: Sendable>(
+    rpc: RPCTransport = .inProcess,
     configure: (inout [Setting: String], TestCertificates) -> Void = { _, _ in },
     rounds: Rounds = .onDemand,
     waitUntilServing: Bool = true,
@@ -147,12 +165,14 @@ public struct TestServer: Sendable {
           return logger
         }()
 
+      let inProcess = rpc == .inProcess ? InProcessTransport() : nil
       let (addresses, continuation) = AsyncStream.makeStream(of: (String, Int).self)
       let (bridgePorts, bridgeContinuation) = AsyncStream.makeStream(of: Int.self)
       let application = try TenderApplication.build(
         configuration: configuration,
         logger: logger,
         tracer: tracer,
+        listener: inProcess.map { .inProcess($0) } ?? .network,
         gracefulShutdownSignals: [],
         onListening: { host, port in
           continuation.yield((host, port))
@@ -193,8 +213,9 @@ public struct TestServer: Sendable {
           simulator.deliverWebhooks(WebhookDelivery(enabled: false))
         }
         let server = TestServer(
-          host: host, port: port, httpPort: httpPort, certificates: certificates, databaseURL: databaseURL,
-          application: application, redisKeyPrefix: configuration.redisKeyPrefix, simulator: simulator)
+          rpc: rpc, host: host, port: port, httpPort: httpPort, certificates: certificates, databaseURL: databaseURL,
+          application: application, redisKeyPrefix: configuration.redisKeyPrefix, simulator: simulator,
+          inProcessClient: inProcess?.client)
         if waitUntilServing {
           // The board's own watch: the first SERVING; a minute without one is a failure.
           let board = application.board
@@ -233,7 +254,8 @@ public struct TestServer: Sendable {
     )
   }
 
-  /// A gRPC client transport to this server over TLS, trusting the test CA unless told otherwise.
+  /// A gRPC client transport to this server over TLS (`rpc: .tls`), trusting the test CA unless
+  /// told otherwise.
   public func clientTransport(
     trustRoots: TLSConfig.TrustRootsSource? = nil,
     clientCertificate: DevCertificateAuthority.Issued? = nil,
@@ -318,8 +340,27 @@ public struct TestServer: Sendable {
     try await self.application.rounds.applyWebhooks()
   }
 
-  /// Runs `body` with a connected gRPC client; the client is shut down afterwards.
+  /// Runs `body` with a client of this server, over its in-process transport or over TLS as the
+  /// server was started; the client is shut down afterwards.
   public func withClient<Result: Sendable>(
+    _ body: (GRPCClient<TestClientTransport>) async throws -> Result
+  ) async throws -> Result {
+    let transport: TestClientTransport
+    switch self.rpc {
+    case .inProcess:
+      guard let client = self.inProcessClient else { throw TestServerError.noInProcessTransport }
+      transport = TestClientTransport(client)
+    case .tls:
+      transport = TestClientTransport(try self.clientTransport())
+    }
+    return try await withGRPCClient(transport: transport) { client in
+      try await body(client)
+    }
+  }
+
+  /// Runs `body` with a gRPC client over HTTP/2 (`rpc: .tls`), with the given trust and client
+  /// certificate, or in plaintext; the client is shut down afterwards.
+  public func withTLSClient<Result: Sendable>(
     trustRoots: TLSConfig.TrustRootsSource? = nil,
     clientCertificate: DevCertificateAuthority.Issued? = nil,
     plaintext: Bool = false,
@@ -374,6 +415,7 @@ public enum TestServerError: Error {
   case neverServing
   case noDatabase
   case keyNeverReached(key: String, condition: String)
+  case noInProcessTransport
 }
 
 extension TenderApplication {

@@ -15,7 +15,7 @@ import Testing
 
 @Suite("Authentication and authorization")
 struct AuthTests {
-  static func getPayment(_ client: GRPCClient<HTTP2ClientTransport.Posix>, token: String?) async -> RPCError? {
+  static func getPayment(_ client: GRPCClient<TestClientTransport>, token: String?) async -> RPCError? {
     let payments = Tender_Payments_V1_PaymentService.Client(wrapping: client)
     do {
       _ = try await payments.getPayment(.with { $0.paymentID = "pay_1" }, metadata: token.map(TestServer.bearer) ?? [:])
@@ -131,7 +131,7 @@ struct AuthTests {
 
   @Test("Key rotation: a retired key's tokens verify until they expire, a removed key's never again; the JWKS follows")
   func keyRotation() async throws {
-    try await TestServer.with { server in
+    try await TestServer.with(rpc: .tls) { server in
       let before = try await server.token(scopes: ["payments:read"])
       let oldKey = try Self.keyID(of: before)
       let newKey = try await server.application.authority.keys.rotate()

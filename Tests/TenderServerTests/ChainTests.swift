@@ -145,7 +145,8 @@ struct ChainTests {
 
   @Test("IssueToken is limited per peer address, whichever client ids are tried")
   func issueTokenPerPeer() async throws {
-    try await TestServer.with(configure: { flags, _ in flags[.issueTokenRateLimit] = "1/m,burst=3" }) { server in
+    try await TestServer.with(rpc: .tls, configure: { flags, _ in flags[.issueTokenRateLimit] = "1/m,burst=3" }) {
+      server in
       try await server.withClient { grpc in
         let auth = Tender_Auth_V1_AuthService.Client(wrapping: grpc)
         var codes: [RPCError.Code] = []

@@ -14,8 +14,8 @@ import Testing
 /// was done, outages longer than the lock, rate limits, owners that lose their lock mid-call.
 @Suite("Exactly once under provider faults")
 struct ExactlyOnceTests {
-  typealias Payments = Tender_Payments_V1_PaymentService.Client<HTTP2ClientTransport.Posix>
-  typealias Refunds = Tender_Refunds_V1_RefundService.Client<HTTP2ClientTransport.Posix>
+  typealias Payments = Tender_Payments_V1_PaymentService.Client<TestClientTransport>
+  typealias Refunds = Tender_Refunds_V1_RefundService.Client<TestClientTransport>
 
   enum Operation: String, CaseIterable, Sendable {
     case createPayment, capturePayment, cancelPayment, createRefund
@@ -63,7 +63,7 @@ struct ExactlyOnceTests {
   }
 
   static func call(
-    _ operation: Operation, _ client: GRPCClient<HTTP2ClientTransport.Posix>, paymentID: String, token: String,
+    _ operation: Operation, _ client: GRPCClient<TestClientTransport>, paymentID: String, token: String,
     key: String
   ) async -> Answer {
     let metadata = PaymentsTests.metadata(token, key: key)
@@ -127,7 +127,7 @@ struct ExactlyOnceTests {
     arguments: Operation.allCases
   )
   func dropThenOutage(_ operation: Operation) async throws {
-    try await TestServer.with { server in
+    try await TestServer.with(rpc: .tls) { server in
       let token = try await server.token(scopes: RefundsTests.scopes)
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)

@@ -13,7 +13,7 @@ struct LoggingTests {
   func oneLinePerRPC() async throws {
     let store = RecordingLogHandler.Store()
     let secret = "Bearer eyJhbGciOiJFZERTQSJ9.c2VjcmV0LXRva2VuLXZhbHVl.c2lnbmF0dXJl"
-    let token = try await TestServer.with(logger: store.logger(level: .info)) { server in
+    let token = try await TestServer.with(rpc: .tls, logger: store.logger(level: .info)) { server in
       let token = try await server.token(scopes: ["payments:read"])
       try await server.withClient { client in
         let health = Grpc_Health_V1_Health.Client(wrapping: client)

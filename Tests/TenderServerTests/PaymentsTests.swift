@@ -14,7 +14,7 @@ import Testing
 
 @Suite("Payments over gRPC: idempotency and exactly-once")
 struct PaymentsTests {
-  typealias Payments = Tender_Payments_V1_PaymentService.Client<HTTP2ClientTransport.Posix>
+  typealias Payments = Tender_Payments_V1_PaymentService.Client<TestClientTransport>
 
   static func request(
     _ amount: Int64 = 1000, method: String = "pm_card_visa", capture: Tender_Payments_V1_CaptureMethod = .manual
@@ -78,7 +78,7 @@ struct PaymentsTests {
 
   @Test("CreatePayment authorizes through the provider; GetPayment reads it back; another merchant cannot see it")
   func createAndGet() async throws {
-    try await TestServer.with { server in
+    try await TestServer.with(rpc: .tls) { server in
       let token = try await server.token(scopes: ["payments:write", "payments:read"])
       let other = try await server.token(scopes: ["payments:read"], merchantID: "mer_other")
       try await server.withClient { grpc in

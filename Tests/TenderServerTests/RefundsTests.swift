@@ -12,8 +12,8 @@ import Testing
 
 @Suite("Refunds over gRPC: never above the captured money, exactly once at the provider")
 struct RefundsTests {
-  typealias Payments = Tender_Payments_V1_PaymentService.Client<HTTP2ClientTransport.Posix>
-  typealias Refunds = Tender_Refunds_V1_RefundService.Client<HTTP2ClientTransport.Posix>
+  typealias Payments = Tender_Payments_V1_PaymentService.Client<TestClientTransport>
+  typealias Refunds = Tender_Refunds_V1_RefundService.Client<TestClientTransport>
   static let scopes = ["payments:write", "payments:read", "refunds:write", "refunds:read"]
 
   /// A captured payment of `amount` (automatic capture).
@@ -113,7 +113,7 @@ struct RefundsTests {
   @Test(
     "A refund returns captured money through the provider; replays are identical; the rest can be refunded; never more")
   func lifecycle() async throws {
-    try await TestServer.with { server in
+    try await TestServer.with(rpc: .tls) { server in
       let token = try await server.token(scopes: Self.scopes)
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)

@@ -38,7 +38,7 @@ struct ServingTests {
 
   @Test("A request over 4 MiB gets RESOURCE_EXHAUSTED and the same connection keeps serving")
   func oversizedRequest() async throws {
-    try await TestServer.with { server in
+    try await TestServer.with(rpc: .tls) { server in
       try await server.withClient { client in
         let health = Grpc_Health_V1_Health.Client(wrapping: client)
         let large = String(repeating: "x", count: 4 * 1024 * 1024 + 1)

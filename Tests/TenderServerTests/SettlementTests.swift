@@ -13,8 +13,8 @@ import Testing
 /// The reconciler settles what the provider had not finished when it answered.
 @Suite("Settling payments and refunds the provider finishes later, without webhooks")
 struct SettlementTests {
-  typealias Payments = Tender_Payments_V1_PaymentService.Client<HTTP2ClientTransport.Posix>
-  typealias Refunds = Tender_Refunds_V1_RefundService.Client<HTTP2ClientTransport.Posix>
+  typealias Payments = Tender_Payments_V1_PaymentService.Client<TestClientTransport>
+  typealias Refunds = Tender_Refunds_V1_RefundService.Client<TestClientTransport>
 
   /// Probes until `probe` answers, every 100 ms, at most `timeout` (then throws).
   static func eventually<T: Sendable>(

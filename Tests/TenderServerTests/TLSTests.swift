@@ -35,7 +35,7 @@ struct TLSTests {
 
   @Test("TLS 1.2 and 1.3 handshakes succeed and negotiate h2")
   func modernTLSAccepted() async throws {
-    try await TestServer.with { server in
+    try await TestServer.with(rpc: .tls) { server in
       for version in [TLSVersion.tlsv12, .tlsv13] {
         let outcome = await TLSHandshake.attempt(server: server, minimum: version, maximum: version)
         #expect(outcome == .succeeded(alpn: "h2"), "\(version)")
@@ -45,7 +45,7 @@ struct TLSTests {
 
   @Test("A client offering only TLS 1.0 or 1.1 is refused")
   func oldTLSRefused() async throws {
-    try await TestServer.with { server in
+    try await TestServer.with(rpc: .tls) { server in
       for version in [TLSVersion.tlsv1, .tlsv11] {
         let outcome = await TLSHandshake.attempt(server: server, minimum: version, maximum: version)
         #expect(outcome == .failed, "\(version)")
@@ -55,7 +55,7 @@ struct TLSTests {
 
   @Test("A plaintext HTTP/2 client on the TLS port gets no HTTP/2 and no RPC")
   func plaintextRefused() async throws {
-    try await TestServer.with { server in
+    try await TestServer.with(rpc: .tls) { server in
       // Raw bytes: the HTTP/2 preface and an empty SETTINGS frame, as a prior-knowledge client sends.
       let reply = try await RawTCP.exchange(
         host: server.host,
@@ -65,7 +65,7 @@ struct TLSTests {
       // Anything but a TLS record (0x15 alert or nothing) would mean the server spoke HTTP/2.
       #expect(reply.isEmpty || reply.first == 0x15)
 
-      try await server.withClient(plaintext: true) { client in
+      try await server.withTLSClient(plaintext: true) { client in
         let failure = await Self.checkFailure(client)
         #expect(failure != nil)
         #expect(failure?.code == .unavailable || failure?.code == .deadlineExceeded)
@@ -75,9 +75,9 @@ struct TLSTests {
 
   @Test("A client that does not trust the server's CA fails")
   func untrustedCAFails() async throws {
-    try await TestServer.with { server in
+    try await TestServer.with(rpc: .tls) { server in
       let stranger = try DevCertificateAuthority(name: "Some other CA")
-      try await server.withClient(
+      try await server.withTLSClient(
         trustRoots: .certificates([.bytes(Array(stranger.certificatePEM.utf8), format: .pem)])
       ) { client in
         let failure = await Self.checkFailure(client)
@@ -88,19 +88,22 @@ struct TLSTests {
 
   @Test("With mTLS on, a client without a certificate fails and one with a certificate is served")
   func mutualTLS() async throws {
-    try await TestServer.with(configure: { flags, certificates in
-      flags[.tlsClientCA] = certificates.caPath
-    }) { server in
-      try await server.withClient { client in
+    try await TestServer.with(
+      rpc: .tls,
+      configure: { flags, certificates in
+        flags[.tlsClientCA] = certificates.caPath
+      }
+    ) { server in
+      try await server.withTLSClient { client in
         let failure = await Self.checkFailure(client)
         #expect(failure?.code == .unavailable || failure?.code == .deadlineExceeded)
       }
       let outsider = try DevCertificateAuthority(name: "Outsider CA").issueClientCertificate(commonName: "intruder")
-      try await server.withClient(clientCertificate: outsider) { client in
+      try await server.withTLSClient(clientCertificate: outsider) { client in
         let failure = await Self.checkFailure(client)
         #expect(failure?.code == .unavailable || failure?.code == .deadlineExceeded)
       }
-      try await server.withClient(clientCertificate: server.certificates.client) { client in
+      try await server.withTLSClient(clientCertificate: server.certificates.client) { client in
         #expect(await Self.checkFailure(client, timeout: .seconds(30)) == nil)
       }
     }

@@ -22,8 +22,8 @@ import Testing
 /// Provider callbacks on the bridge: verified on the raw bytes, stored once, applied exactly once.
 @Suite("Webhooks: verified, stored once, applied once")
 struct WebhookTests {
-  typealias Payments = Tender_Payments_V1_PaymentService.Client<HTTP2ClientTransport.Posix>
-  typealias Refunds = Tender_Refunds_V1_RefundService.Client<HTTP2ClientTransport.Posix>
+  typealias Payments = Tender_Payments_V1_PaymentService.Client<TestClientTransport>
+  typealias Refunds = Tender_Refunds_V1_RefundService.Client<TestClientTransport>
 
   /// POSTs `body` to the server's bridge; returns the status code.
   static func post(
@@ -293,7 +293,7 @@ struct WebhookTests {
     "The simulator's own webhooks, sent twice, out of order and (once) forged: the forged one refused, the rest applied once, the payment ends where the provider is"
   )
   func simulatorDeliveryFaults() async throws {
-    try await TestServer.with(tune: { $0.settlementCheckAfter = .seconds(60) }) { server in
+    try await TestServer.with(rpc: .tls, tune: { $0.settlementCheckAfter = .seconds(60) }) { server in
       let token = try await server.token(scopes: RefundsTests.scopes)
       await server.simulator.deliverWebhooks(WebhookDelivery(duplicate: true, outOfOrder: true))
       try await server.withClient { grpc in
