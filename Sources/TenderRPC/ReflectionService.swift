@@ -2,6 +2,7 @@ import Foundation
 public import GRPCCore
 public import TenderAPI
 import SwiftProtobuf
+import Synchronization
 
 /// The standard `grpc.reflection.v1.ServerReflection` service, so grpcurl and similar tools work
 /// without the schemas. It answers from the descriptors generated from proto/.
@@ -10,8 +11,17 @@ public struct ReflectionService: Grpc_Reflection_V1_ServerReflection.SimpleServi
 
   /// Serves the generated descriptors; `services` are the fully qualified names to list.
   public init(services: [String]) throws {
-    self.index = try DescriptorIndex(files: ReflectionDescriptors.files, services: services)
+    self.index = try Self.indexes.withLock { indexes in
+      if let index = indexes[services] { return index }
+      let index = try DescriptorIndex(files: ReflectionDescriptors.files, services: services)
+      indexes[services] = index
+      return index
+    }
   }
+
+  /// The descriptors are compiled in, so each list of services is indexed once per process (a
+  /// process that builds several servers, like the tests, parses them once).
+  private static let indexes = Mutex<[[String]: DescriptorIndex]>([:])
 
   public func serverReflectionInfo(
     request: RPCAsyncSequence<Grpc_Reflection_V1_ServerReflectionRequest, any Error>,

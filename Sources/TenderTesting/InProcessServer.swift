@@ -42,12 +42,11 @@ public struct InProcessServer: Sendable {
       .idempotencyLock: "60s",
       .completerInterval: "1h",
       .healthProbeInterval: "1h",
-      // A sixteenth of production's scrypt cost: the secrets' checks are the same, only cheaper.
-      .clientSecretCost: "10",
       .logLevel: ProcessInfo.processInfo.environment["TENDER_TEST_LOG_LEVEL"] ?? "warning",
     ]
     configure(&flags)
     var configuration = try await ServerConfiguration.resolve(flags: flags, environment: [:])
+    if flags[.clientSecretCost] == nil { configuration.secretHashing = TestServer.secretHashing }
     tune(&configuration)
     var logger = Logger(label: "tender.test.in-process")
     logger.logLevel = configuration.logLevel

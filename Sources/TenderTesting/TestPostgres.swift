@@ -2,6 +2,8 @@ import Foundation
 import Logging
 import PostgresNIO
 import Synchronization
+import TenderAuth
+import TenderCore
 public import TenderDevSupport
 import TenderPostgres
 
@@ -65,5 +67,21 @@ public enum TestPostgres {
         unsafeSQL: "CREATE DATABASE \(name)" + (empty ? "" : " TEMPLATE \(Self.template) STRATEGY WAL_LOG")),
       logger: Self.logger)
     return cluster.url(database: name)
+  }
+
+  /// Creates the merchant (if it is missing) and an API client of it in the migrated database at
+  /// `url`, through the same registry `tender client create` uses; returns the client's id and
+  /// secret. The secret is hashed at the tests' cost (`TestServer.secretHashing`).
+  public static func makeClient(
+    database url: String, merchantID: String, scopes: [String]
+  ) async throws -> (clientID: String, secret: String) {
+    try await withPostgresClient(url) { client in
+      let store = PostgresAuthStore(client: client, logger: Self.logger)
+      try await store.ensureMerchant(id: merchantID, displayName: "Test merchant")
+      let (record, secret) = try await ClientRegistry(
+        store: store, hasher: ClientSecretHasher(parameters: TestServer.secretHashing), cache: nil
+      ).create(merchantID: merchantID, scopes: scopes, displayName: "test")
+      return (record.clientID, secret.value)
+    }
   }
 }

@@ -5,7 +5,7 @@ public import GRPCNIOTransportHTTP2
 public import Logging
 public import PostgresNIO
 import ServiceLifecycle
-import TenderAuth
+public import TenderAuth
 public import TenderProviderSim
 import TenderCore
 import TenderRPC
@@ -61,6 +61,10 @@ public struct TestCertificates: Sendable {
 public struct TestServer: Sendable {
   /// The key-encryption key of every test server (tests never share their databases).
   public static let keyEncryptionKey = "dGVuZGVyLXRlc3Qta2V5LWVuY3J5cHRpb24ta2V5ISE="
+  /// The scrypt cost of the client secrets test servers make, unless a test sets
+  /// `clientSecretCost`: 2^4 rounds instead of production's 2^14 (and below the setting's floor of
+  /// 2^10, which is there for operators). Hashing and checking run the same code, only cheaper.
+  public static let secretHashing = ClientSecretHasher.Parameters(logRounds: 4, blockSize: 8, parallelism: 1)
   /// The Stripe webhook secret of every test server and its simulator.
   public static let webhookSecret = "whsec_tender_test"
   /// How RPCs reach this server.
@@ -150,12 +154,11 @@ public struct TestServer: Sendable {
         .settlementCheckAfter: "300ms",
         .settlementGiveUpAfter: "60s",
         .healthProbeInterval: rounds == .periodic ? "200ms" : "1h",
-        // A sixteenth of production's scrypt cost: the secrets' checks are the same, only cheaper.
-        .clientSecretCost: "10",
         .logLevel: ProcessInfo.processInfo.environment["TENDER_TEST_LOG_LEVEL"] ?? "warning",
       ]
       configure(&flags, certificates)
       var configuration = try await ServerConfiguration.resolve(flags: flags, environment: [:])
+      if flags[.clientSecretCost] == nil { configuration.secretHashing = TestServer.secretHashing }
       tune(&configuration)
       let logger =
         logger

@@ -119,40 +119,65 @@ struct CrashTests {
     }
   }
 
+  /// How a world's database, merchant and API client come to be.
+  enum Setup {
+    /// Copied from the migrated template, the client made through the registry in this process.
+    case direct
+    /// An empty database that `tender migrate`, `tender merchant create` and `tender client
+    /// create` prepare, as an operator would.
+    case operatorCLI
+  }
+
+  static let scopes = ["payments:write", "payments:read", "refunds:write", "refunds:read"]
+
   static func withWorld<Result: Sendable>(
-    slowDelay: Duration = .seconds(8), _ body: (World) async throws -> Result
+    slowDelay: Duration = .seconds(8), setup: Setup = .direct, _ body: (World) async throws -> Result
   ) async throws -> Result {
     let certificates = try TestCertificates.make()
     defer { try? FileManager.default.removeItem(at: certificates.directory) }
-    // Migrated below by `tender migrate`, as an operator would.
-    let database = try await TestPostgres.makeDatabase(empty: true)
+    let database = try await TestPostgres.makeDatabase(empty: setup == .operatorCLI)
     var logger = Logger(label: "tender.test.sim")
     logger.logLevel = .critical
     return try await ProviderSimulator.runInBackground(configuration: .init(slowDelay: slowDelay), logger: logger) {
       simulator, port in
-      let migrate = try await TenderExecutable.run(["migrate", "--database-url", database])
-      #expect(migrate.status == 0, "\(migrate.standardError)")
-      let merchant = try await TenderExecutable.run([
-        "merchant", "create", "--database-url", database, "--id", TestServer.merchantID, "--name", "Crash test",
-      ])
-      #expect(merchant.status == 0, "\(merchant.standardError)")
-      let client = try await TenderExecutable.run([
-        "client", "create", "--database-url", database, "--merchant", TestServer.merchantID,
-        "--scopes", "payments:write,payments:read,refunds:write,refunds:read",
-        // A sixteenth of production's scrypt cost: every token this world issues checks it.
-        "--client-secret-cost", "10",
-      ])
-      func field(_ name: String) -> String {
-        client.standardOutput.split(separator: "\n").first { $0.hasPrefix(name + ":") }
-          .map { String($0.dropFirst(name.count + 1)).trimmingCharacters(in: .whitespaces) } ?? ""
-      }
+      let (clientID, clientSecret) =
+        switch setup {
+        case .direct:
+          try await TestPostgres.makeClient(database: database, merchantID: TestServer.merchantID, scopes: Self.scopes)
+        case .operatorCLI:
+          try await Self.prepareByCLI(database)
+        }
       let world = World(
         certificates: certificates, database: database, simulator: simulator, simulatorPort: port,
-        clientID: field("client_id"), clientSecret: field("client_secret")
+        clientID: clientID, clientSecret: clientSecret
       )
-      #expect(!world.clientID.isEmpty && !world.clientSecret.isEmpty, "\(client.standardError)")
+      #expect(!world.clientID.isEmpty && !world.clientSecret.isEmpty)
       return try await body(world)
     }
+  }
+
+  /// Migrates `database` and creates the merchant and a client with the operator's commands;
+  /// returns the client id and secret `tender client create` printed.
+  static func prepareByCLI(_ database: String) async throws -> (String, String) {
+    let migrate = try await TenderExecutable.run(["migrate", "--database-url", database])
+    #expect(migrate.status == 0, "\(migrate.standardError)")
+    let merchant = try await TenderExecutable.run([
+      "merchant", "create", "--database-url", database, "--id", TestServer.merchantID, "--name", "Crash test",
+    ])
+    #expect(merchant.status == 0, "\(merchant.standardError)")
+    let client = try await TenderExecutable.run([
+      "client", "create", "--database-url", database, "--merchant", TestServer.merchantID,
+      "--scopes", Self.scopes.joined(separator: ","),
+      // The setting's floor, a sixteenth of production's scrypt cost: every token this world
+      // issues checks it.
+      "--client-secret-cost", "10",
+    ])
+    #expect(client.status == 0, "\(client.standardError)")
+    func field(_ name: String) -> String {
+      client.standardOutput.split(separator: "\n").first { $0.hasPrefix(name + ":") }
+        .map { String($0.dropFirst(name.count + 1)).trimmingCharacters(in: .whitespaces) } ?? ""
+    }
+    return (field("client_id"), field("client_secret"))
   }
 
   static func keyed(_ token: String, _ key: String) -> Metadata {
@@ -437,7 +462,8 @@ struct CrashTests {
   @Test(
     "SIGKILL after a webhook was stored (and acknowledged) but before it was applied: applied after the restart, once")
   func webhookStoredNotApplied() async throws {
-    try await Self.withWorld { world in
+    // This world is prepared by the operator's commands; the others copy the migrated template.
+    try await Self.withWorld(setup: .operatorCLI) { world in
       let healthy = try await world.start(crashAt: nil)
       let payment = try await world.withClient(healthy) { client, token in
         try await Tender_Payments_V1_PaymentService.Client(wrapping: client).createPayment(
