@@ -115,6 +115,17 @@ public struct ProviderSimulator: Service {
     await self.state.clearFaults()
   }
 
+  /// How many requests a `stall` fault holds right now (the request has reached the provider and
+  /// claimed its idempotency key).
+  public func stalledRequests() async -> Int {
+    await self.state.stalled
+  }
+
+  /// Ends every stall now: the held requests are performed and answered.
+  public func releaseStalls() async {
+    await self.state.releaseStalls()
+  }
+
   /// A payment intent as the provider has it.
   public struct IntentView: Sendable, Hashable {
     public let id: String

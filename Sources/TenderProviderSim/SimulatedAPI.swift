@@ -119,7 +119,7 @@ struct SimulatedAPI: Sendable {
   ) async -> (SimulatorResponse, String, Bool) {
     // Reads ignore idempotency keys.
     guard let key, operation.isWrite else {
-      if let stall { try? await Task.sleep(for: stall) }
+      if let stall { await self.state.hold(for: stall) }
       let (response, outcome) = await self.perform(operation, form: form, key: key)
       return (response, outcome, false)
     }
@@ -143,7 +143,7 @@ struct SimulatedAPI: Sendable {
         "idempotency_in_use", false
       )
     case .proceed:
-      if let stall { try? await Task.sleep(for: stall) }
+      if let stall { await self.state.hold(for: stall) }
       let (response, outcome) = await self.perform(operation, form: form, key: key)
       await self.state.finish(key: key, fingerprint: fingerprint, response: response)
       return (response, outcome, false)

@@ -90,6 +90,36 @@ actor SimulatorState {
     self.faults = []
   }
 
+  // MARK: Stalls
+
+  /// Requests a stall holds right now, each resumed when its time is up or on `releaseStalls()`.
+  private var stalls: [Int: CheckedContinuation<Void, Never>] = [:]
+  private var nextStall = 0
+
+  /// How many requests a stall holds right now.
+  var stalled: Int { self.stalls.count }
+
+  /// Holds the caller for `duration`, or until `releaseStalls()`.
+  func hold(for duration: Duration) async {
+    let id = self.nextStall
+    self.nextStall += 1
+    let timer = Task { [weak self] in
+      try? await Task.sleep(for: duration)
+      await self?.release(id)
+    }
+    await withCheckedContinuation { self.stalls[id] = $0 }
+    timer.cancel()
+  }
+
+  /// Lets every request a stall holds go on now.
+  func releaseStalls() {
+    for id in Array(self.stalls.keys) { self.release(id) }
+  }
+
+  private func release(_ id: Int) {
+    self.stalls.removeValue(forKey: id)?.resume()
+  }
+
   /// The first armed fault matching a request, used up by one.
   func takeFault(operation: SimulatedFault.Operation, paymentMethod: String?) -> SimulatedFault? {
     guard let index = self.faults.firstIndex(where: { $0.matches(operation: operation, paymentMethod: paymentMethod) })

@@ -49,8 +49,10 @@ public func withPostgresClient<Result: Sendable>(
   _ url: String,
   _ body: (PostgresClient) async throws -> Result
 ) async throws -> Result {
-  let client = PostgresClient(
-    configuration: try DatabaseURL.configuration(from: url), backgroundLogger: Logger(label: "tender.test.postgres"))
+  var logger = Logger(label: "tender.test.postgres")
+  // A lease may come before `run()` has started (a warning, not an error; the lease waits).
+  logger.logLevel = .error
+  let client = PostgresClient(configuration: try DatabaseURL.configuration(from: url), backgroundLogger: logger)
   return try await withThrowingTaskGroup(of: Void.self) { group in
     group.addTask { await client.run() }
     defer { group.cancelAll() }

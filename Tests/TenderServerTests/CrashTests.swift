@@ -69,7 +69,7 @@ struct CrashTests {
     let clientID: String
     let clientSecret: String
 
-    func start(crashAt: String?, providerTimeout: String = "1s") async throws -> RunningTender {
+    func start(crashAt: String?, providerTimeout: String = "1s", lock: String = "5s") async throws -> RunningTender {
       try await RunningTender(
         [
           "serve", "--grpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0",
@@ -79,7 +79,7 @@ struct CrashTests {
           "--key-encryption-key", TestServer.keyEncryptionKey,
           "--provider-url", "http://127.0.0.1:\(self.simulatorPort)", "--provider-api-key", "sk_test_tender",
           "--provider-timeout", providerTimeout, "--provider-attempts", "2", "--provider-max-backoff", "200ms",
-          "--idempotency-lock", "5s", "--completer-interval", "200ms", "--webhook-secrets",
+          "--idempotency-lock", lock, "--completer-interval", "200ms", "--webhook-secrets",
           "stripe=\(TestServer.webhookSecret)",
           "--rate-limit", "1000/s,burst=1000",
         ],
@@ -131,14 +131,14 @@ struct CrashTests {
   static let scopes = ["payments:write", "payments:read", "refunds:write", "refunds:read"]
 
   static func withWorld<Result: Sendable>(
-    slowDelay: Duration = .seconds(8), setup: Setup = .direct, _ body: (World) async throws -> Result
+    setup: Setup = .direct, _ body: (World) async throws -> Result
   ) async throws -> Result {
     let certificates = try TestCertificates.make()
     defer { try? FileManager.default.removeItem(at: certificates.directory) }
     let database = try await TestPostgres.makeDatabase(empty: setup == .operatorCLI)
     var logger = Logger(label: "tender.test.sim")
     logger.logLevel = .critical
-    return try await ProviderSimulator.runInBackground(configuration: .init(slowDelay: slowDelay), logger: logger) {
+    return try await ProviderSimulator.runInBackground(configuration: .init(), logger: logger) {
       simulator, port in
       let (clientID, clientSecret) =
         switch setup {
@@ -264,7 +264,7 @@ struct CrashTests {
   }
 
   func crashAndRecover(_ crash: Crash) async throws {
-    try await Self.withWorld(slowDelay: crash == .paymentKilledMidCall ? .seconds(3) : .seconds(8)) { world in
+    try await Self.withWorld { world in
       var paymentID = ""
       if !crash.isPayment {
         // A captured (or, for a capture, authorized) payment first, from a process that will not crash.
@@ -290,14 +290,20 @@ struct CrashTests {
         _ = try await healthy.waitForExit(timeout: .seconds(20))
       }
       if crash.providerDown {
-        // Down for the first process's whole call, and back before the second process starts.
-        await world.simulator.refuseConnections(for: .seconds(4))
+        // Down for the first process's whole call, and back (below) before the second one starts.
+        await world.simulator.refuseConnections(for: .seconds(3600))
+      }
+      if crash == .paymentKilledMidCall {
+        // The provider holds the charge until it is released, after the process is dead.
+        await world.simulator.inject(.stall(seconds: 3600, .createPayment))
       }
 
       // The first process dies in the middle of the operation.
       let doomed = try await world.start(
         crashAt: crash == .paymentKilledMidCall ? nil : crash.rawValue,
-        providerTimeout: crash == .paymentKilledMidCall ? "2s" : "1s")
+        // Killed mid-call, the process waits for the provider as long as it holds the charge.
+        providerTimeout: crash == .paymentKilledMidCall ? "30s" : "1s",
+        lock: crash == .paymentKilledMidCall ? "2m" : "5s")
       let firstAnswer: RPCError? = try await world.withClient(doomed) { client, token in
         do {
           if crash.isCapture {
@@ -312,17 +318,11 @@ struct CrashTests {
               metadata: Self.keyed(token, "op")
             )
           } else {
-            let request = Self.payment(crash == .paymentKilledMidCall ? "pm_card_slow" : "pm_card_visa")
             async let call = Tender_Payments_V1_PaymentService.Client(wrapping: client).createPayment(
-              request, metadata: Self.keyed(token, "op"))
+              Self.payment(), metadata: Self.keyed(token, "op"))
             if crash == .paymentKilledMidCall {
-              // Once the payment row exists the charge is on its way; the simulator holds it for 3 s.
-              // Kill the server while the provider is still working on it.
-              while try await Self.rows(world.database, "SELECT count(*)::bigint FROM payments", as: Int64.self) == [0]
-              {
-                try await Task.sleep(for: .milliseconds(20))
-              }
-              try await Task.sleep(for: .milliseconds(500))
+              // Killed while the provider works on the charge it has received.
+              try await ExactlyOnceTests.untilStalled(world.simulator)
               doomed.send(SIGKILL)
             }
             _ = try await call
@@ -334,6 +334,8 @@ struct CrashTests {
       }
       let status = try await doomed.waitForExit(timeout: .seconds(10))
       #expect(status == SIGKILL, "the first process was meant to die: \(doomed.log)")
+      // The provider finishes what it was given, whether or not its caller is still there.
+      await world.simulator.releaseStalls()
       #expect(firstAnswer?.code == .unavailable || firstAnswer?.code == .unknown, "\(String(describing: firstAnswer))")
 
       // What the dead process left behind.
@@ -348,6 +350,7 @@ struct CrashTests {
       )
       if crash.providerDown {
         // The provider is back before the next process starts.
+        await world.simulator.acceptConnections()
         let deadline = ContinuousClock.now + .seconds(20)
         while ContinuousClock.now < deadline, !world.simulator.acceptsConnections {
           try await Task.sleep(for: .milliseconds(200))
@@ -393,7 +396,7 @@ struct CrashTests {
           #expect(payment.amountRefundedMinor == 1500)
         } else {
           let payments = Tender_Payments_V1_PaymentService.Client(wrapping: client)
-          let request = Self.payment(crash == .paymentKilledMidCall ? "pm_card_slow" : "pm_card_visa")
+          let request = Self.payment()
           var payment = try await Self.untilFinished {
             try await payments.createPayment(request, metadata: Self.keyed(token, "op")).payment
           }

@@ -56,6 +56,15 @@ struct ExactlyOnceTests {
     }
   }
 
+  /// Returns once the provider holds a request of a `stall` fault (it has the call and its key).
+  static func untilStalled(_ simulator: ProviderSimulator) async throws {
+    let deadline = ContinuousClock.now + .seconds(30)
+    while await simulator.stalledRequests() == 0 {
+      try #require(ContinuousClock.now < deadline, "no request reached the stalled provider")
+      try await Task.sleep(for: .milliseconds(10))
+    }
+  }
+
   static func bytes(_ message: some SwiftProtobuf.Message) throws -> [UInt8] {
     var options = BinaryEncodingOptions()
     options.useDeterministicOrdering = true
@@ -243,23 +252,26 @@ struct ExactlyOnceTests {
     "A stale owner and the completer racing on one key: the provider answers the first owner after its lock was taken over; one stored answer, one applied outcome, a provider_requests row per provider call"
   )
   func staleOwnerRacesTheCompleter() async throws {
-    // One attempt per call, 6 s each, so the first owner really waits for the stalled answer; no
-    // webhooks, so only the two owners can settle the payment.
+    // One attempt per call, with a timeout longer than the test, so the first owner really waits
+    // for the stalled answer; no webhooks, so only the two owners can settle the payment.
     try await TestServer.with(
       webhooks: false,
       tune: {
-        $0.providerTimeout = .seconds(6)
+        $0.providerTimeout = .seconds(120)
         $0.providerAttempts = 1
         $0.idempotencyLock = .seconds(8)
       }
     ) { server in
       let token = try await server.token(scopes: RefundsTests.scopes)
-      await server.simulator.inject(.stall(seconds: 3, .createPayment))
+      // Held until released below, however long the steps in between take.
+      await server.simulator.inject(.stall(seconds: 120, .createPayment))
       try await server.withClient { grpc in
         async let first = Self.call(.createPayment, grpc, paymentID: "", token: token, key: "race")
+        try await Self.untilStalled(server.simulator)
         // While the first owner waits on the provider, its lock runs out (forced here, as after a
         // pause that kept its heartbeat from the database) and the completer takes the key over.
         try await server.completeAfterLockExpiry(key: "race", until: "owner_token > 1")
+        await server.simulator.releaseStalls()
         let stale = await first
         // The first owner's answer arrived after it lost the key: it wrote nothing, and says so —
         // IN_USE while the completer still works on the key, or the completer's stored answer
@@ -305,18 +317,21 @@ struct ExactlyOnceTests {
     "The heartbeat keeps a provider call's lock alive past the lock's length: retries meanwhile are told IN_USE, the completer does not take over, one answer is stored"
   )
   func heartbeatHoldsTheLock() async throws {
-    // A 3 s lock and a provider that takes 5 s (the configuration would refuse this pair; the
-    // heartbeat alone must hold the key).
+    // A 3 s lock and a provider call that may take two minutes (the configuration would refuse
+    // this pair; the heartbeat alone must hold the key).
     try await TestServer.with(tune: {
-      $0.providerTimeout = .seconds(10)
+      $0.providerTimeout = .seconds(120)
       $0.providerAttempts = 1
       $0.idempotencyLock = .seconds(3)
     }) { server in
       let token = try await server.token(scopes: RefundsTests.scopes)
-      await server.simulator.inject(.stall(seconds: 5, .createPayment))
+      // The provider holds the call until it is released below.
+      await server.simulator.inject(.stall(seconds: 120, .createPayment))
       try await server.withClient { grpc in
         async let first = Self.call(.createPayment, grpc, paymentID: "", token: token, key: "beat")
-        // Past the lock's length, while the provider still works on the call.
+        try await Self.untilStalled(server.simulator)
+        // Past the lock's length, while the provider still works on the call: only the heartbeat
+        // can have kept the lock.
         try await Task.sleep(for: .seconds(4))
         // A completer round meanwhile finds nothing to take over.
         #expect(try await server.completeRound() == 0)
@@ -328,6 +343,7 @@ struct ExactlyOnceTests {
         #expect(
           try await RefundsTests.rows(
             server, "SELECT owner_token FROM idempotency_keys WHERE idempotency_key = 'beat'", as: Int64.self) == [1])
+        await server.simulator.releaseStalls()
         guard case .message(let bytes, false, "requiresCapture") = await first else {
           Issue.record("the first call did not answer the payment")
           return
