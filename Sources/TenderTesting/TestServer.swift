@@ -325,16 +325,26 @@ public struct TestServer: Sendable {
           )
         ).decode(Int64.self).reduce(0, +)
         if reached == 1 { return }
-        try await postgres.query(
-          PostgresQuery(
-            unsafeSQL:
-              "UPDATE idempotency_keys SET locked_until = now() - interval '1 second' WHERE idempotency_key = \(keyLiteral) AND recovery_point <> 'finished'"
-          ))
+        try await Self.expireLock(key: key, postgres)
         try await self.completeRound()
         try await Task.sleep(for: .milliseconds(50))
       }
       throw TestServerError.keyNeverReached(key: key, condition: condition)
     }
+  }
+
+  /// Ends the lock on the idempotency key `key` now, as if its length had passed (unless the key
+  /// is finished): its owner's next write is fenced out once another call takes the key over.
+  public func expireLock(key: String) async throws {
+    try await self.withPostgres { try await Self.expireLock(key: key, $0) }
+  }
+
+  private static func expireLock(key: String, _ postgres: PostgresClient) async throws {
+    try await postgres.query(
+      """
+      UPDATE idempotency_keys SET locked_until = now() - interval '1 second'
+      WHERE idempotency_key = \(key) AND recovery_point <> 'finished'
+      """)
   }
 
   /// Applies the stored webhooks that are due; returns how many were applied.

@@ -150,8 +150,9 @@ struct ExactlyOnceTests {
           paymentID = try #require(created.payment, "\(String(describing: created.error))").paymentID
         }
 
-        // The provider does the work, the answer is lost, and it is down for 8 s (the lock is 5 s).
-        await server.simulator.inject(.acceptThenDrop(operation.fault, thenRefuseSeconds: 8))
+        // The provider does the work, the answer is lost, and it is down until the test ends the
+        // outage — longer than the lock.
+        await server.simulator.inject(.acceptThenDrop(operation.fault, thenRefuseSeconds: 3600))
         var answers: [Answer] = [await Self.call(operation, grpc, paymentID: paymentID, token: token, key: "op")]
         #expect(answers[0].isOpen, "the first call cannot know the outcome: \(answers[0])")
 
@@ -163,7 +164,20 @@ struct ExactlyOnceTests {
             "\(String(describing: more.error))")
         }
 
-        // The client retries with the same key until it gets a final answer.
+        // The lock runs out while the provider is still down (moved into the past rather than
+        // waited for): a retry takes the key over and finds the provider down; it cannot know the
+        // outcome either.
+        answers.append(await Self.call(operation, grpc, paymentID: paymentID, token: token, key: "op"))
+        try await server.expireLock(key: "op")
+        answers.append(await Self.call(operation, grpc, paymentID: paymentID, token: token, key: "op"))
+        #expect(
+          try await RefundsTests.rows(
+            server, "SELECT owner_token FROM idempotency_keys WHERE idempotency_key = 'op'", as: Int64.self) == [2],
+          "the retry after the lock ran out took the key over")
+        // The provider is back, and the retry's lock runs out too: the next retry takes the key
+        // over again; the client retries with the same key until it gets a final answer.
+        await server.simulator.acceptConnections()
+        try await server.expireLock(key: "op")
         let deadline = ContinuousClock.now + .seconds(40)
         while answers.last!.isOpen, ContinuousClock.now < deadline {
           try await Task.sleep(for: .milliseconds(300))

@@ -144,9 +144,11 @@ struct PaymentsTests {
     // A long lock keeps the completer away while the unfinished record is inspected.
     try await TestServer.with(tune: { $0.idempotencyLock = .seconds(60) }) { server in
       let token = try await server.token(scopes: ["payments:write"])
+      // The provider holds the charge past Tender's two attempts (released once inspected).
+      await server.simulator.inject(.stall(seconds: 3600, .createPayment))
       try await server.withClient { grpc in
         let slow = await Self.create(
-          Payments(wrapping: grpc), Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
+          Payments(wrapping: grpc), Self.request(), metadata: Self.metadata(token, key: "slow"))
         #expect(slow.payment?.status == .processing, "\(String(describing: slow.error))")
       }
       let unfinished = try await server.withPostgres { client in
@@ -155,6 +157,7 @@ struct PaymentsTests {
         ).reduce(into: [String]()) { $0.append($1) }
       }
       #expect(unfinished == ["payment_created"])
+      await server.simulator.releaseStalls()
     }
     try await TestServer.with(configure: { flags, _ in flags[.providerURL] = "http://127.0.0.1:9" }) { server in
       let token = try await server.token(scopes: ["payments:write"])
@@ -176,11 +179,13 @@ struct PaymentsTests {
       let token = try await server.token(scopes: ["payments:write", "payments:read"])
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)
-        // The simulator answers pm_card_slow after 8 s; Tender gives up after 2 s per attempt (twice).
-        let first = await Self.create(
-          payments, Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
+        // The provider holds the charge; Tender gives up after 2 s per attempt (twice).
+        await server.simulator.inject(.stall(seconds: 3600, .createPayment))
+        let first = await Self.create(payments, Self.request(), metadata: Self.metadata(token, key: "slow"))
         let pending = try #require(first.payment, "\(String(describing: first.error))")
         #expect(pending.status == .processing)
+        // The provider finishes the charge; Tender has not heard of it.
+        await server.simulator.releaseStalls()
 
         // The completer takes the key over once its lock runs out (made to happen now) and asks
         // the provider again under the same idempotency key until the provider has answered.
@@ -192,7 +197,7 @@ struct PaymentsTests {
 
         // The completer stored the answer: every retry replays it.
         let retry = await Self.create(
-          payments, Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
+          payments, Self.request(), metadata: Self.metadata(token, key: "slow"))
         guard case .payment(let answered, replayed: true) = retry else {
           Issue.record("the retry after the completer was not a replay: \(retry)")
           return
@@ -200,7 +205,7 @@ struct PaymentsTests {
         #expect(answered.paymentID == pending.paymentID && answered.status == .requiresCapture)
         guard
           case .payment(let final, replayed: true) = await Self.create(
-            payments, Self.request(method: "pm_card_slow"), metadata: Self.metadata(token, key: "slow"))
+            payments, Self.request(), metadata: Self.metadata(token, key: "slow"))
         else {
           Issue.record("asked again, the answer was not a replay")
           return

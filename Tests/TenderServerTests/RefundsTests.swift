@@ -311,14 +311,17 @@ struct RefundsTests {
       try await server.withClient { grpc in
         let payments = Payments(wrapping: grpc)
         let refunds = Refunds(wrapping: grpc)
-        let payment = try await Self.captured(payments, 900, token: token, key: "pay", method: "pm_card_refundSlow")
-        // The simulator answers this refund after 8 s; Tender gives up after 2 s per attempt (twice).
+        let payment = try await Self.captured(payments, 900, token: token, key: "pay")
+        // The provider holds the refund; Tender gives up after 2 s per attempt (twice).
+        await server.simulator.inject(.stall(seconds: 3600, .refund))
         let first = await Self.refund(refunds, payment.paymentID, 400, token: token, key: "slow")
         let pending = try #require(first.refund, "\(first)")
         #expect(pending.status == .pending)
         // Pending money is reserved: only 500 is left meanwhile.
         let tooMuch = await Self.refund(refunds, payment.paymentID, 501, token: token, key: "more")
         #expect(tooMuch.error?.reason == "REFUND_EXCEEDS_CAPTURED")
+        // The provider finishes the refund; Tender has not heard of it.
+        await server.simulator.releaseStalls()
 
         // The completer takes the key over once its lock runs out (made to happen now) and asks
         // the provider again under the same idempotency key until the provider has answered.
