@@ -26,6 +26,12 @@ public final class HealthStatusBoard: ServingState {
     self.state = Mutex(State(statuses: statuses))
   }
 
+  /// How many watch streams are open, and over how many service names: a cancelled watch leaves
+  /// neither behind.
+  public var watches: (streams: Int, names: Int) {
+    self.state.withLock { state in (state.watchers.values.reduce(0) { $0 + $1.count }, state.watchers.count) }
+  }
+
   /// Whether the server as a whole is SERVING.
   public var isServing: Bool { self.status(of: "") == .serving }
 
@@ -68,9 +74,26 @@ public final class HealthStatusBoard: ServingState {
     for continuation in watchers { continuation.finish() }
   }
 
+  /// A watch its owner can end from outside the stream (a handler whose RPC was cancelled).
+  public struct Watch: Sendable {
+    /// As `watch(_:)` returns it.
+    public let stream: AsyncStream<Status?>
+    fileprivate let continuation: AsyncStream<Status?>.Continuation
+
+    /// Finishes the stream; the board forgets the watch.
+    public func end() {
+      self.continuation.finish()
+    }
+  }
+
   /// A stream that yields the current status of `service` at once (nil while it is unknown) and
   /// then each change. Intermediate states may be skipped; the latest one is always delivered.
   public func watch(_ service: String) -> AsyncStream<Status?> {
+    self.startWatch(service).stream
+  }
+
+  /// `watch(_:)`, with a way to end it.
+  public func startWatch(_ service: String) -> Watch {
     let (stream, continuation) = AsyncStream.makeStream(of: Status?.self, bufferingPolicy: .bufferingNewest(1))
     let id: UInt64? = self.state.withLock { state in
       continuation.yield(state.statuses[service])
@@ -87,10 +110,12 @@ public final class HealthStatusBoard: ServingState {
       continuation.onTermination = { [weak self] _ in
         self?.state.withLock { state in
           _ = state.watchers[service]?.removeValue(forKey: id)
+          // A name nobody watches any more is forgotten, however many distinct names come and go.
+          if state.watchers[service]?.isEmpty == true { state.watchers[service] = nil }
         }
       }
     }
-    return stream
+    return Watch(stream: stream, continuation: continuation)
   }
 
   private static func update(_ state: inout State, service: String, to status: Status) {

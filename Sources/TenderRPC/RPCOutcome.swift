@@ -18,7 +18,7 @@ enum RPCOutcome {
     do {
       response = try await next(request, context)
     } catch {
-      finished(self.code(of: error), self.unmapped(error))
+      finished(self.code(of: error, context), self.unmapped(error, context))
       throw error
     }
     switch response.accepted {
@@ -30,10 +30,11 @@ enum RPCOutcome {
       contents.producer = { base in
         do {
           let trailers = try await producer(writer(base))
-          finished(nil, nil)
+          // A stream its handler ended because the RPC was cancelled.
+          finished(context.cancellation.isCancelled ? .cancelled : nil, nil)
           return trailers
         } catch {
-          finished(self.code(of: error), self.unmapped(error))
+          finished(self.code(of: error, context), self.unmapped(error, context))
           throw error
         }
       }
@@ -41,17 +42,21 @@ enum RPCOutcome {
     }
   }
 
-  /// `error` if no layer made it a status (gRPC sends it as UNKNOWN without a message).
-  static func unmapped(_ error: any Error) -> (any Error)? {
+  /// `error` if no layer made it a status (gRPC sends it as UNKNOWN without a message), unless
+  /// the RPC was cancelled.
+  static func unmapped(_ error: any Error, _ context: ServerContext) -> (any Error)? {
     if error is RPCError || error is any RPCErrorConvertible || error is CancellationError { return nil }
+    if context.cancellation.isCancelled { return nil }
     return error
   }
 
-  /// The status code an error becomes on the wire.
-  static func code(of error: any Error) -> RPCError.Code {
+  /// The status code an RPC that threw `error` ends with: CANCELLED when the RPC was cancelled
+  /// (its client went away or reset the stream; a write then fails with whatever the transport
+  /// says), else what the error becomes on the wire.
+  static func code(of error: any Error, _ context: ServerContext) -> RPCError.Code {
     if let error = error as? RPCError { return error.code }
     if let error = error as? any RPCErrorConvertible { return error.rpcErrorCode }
-    if error is CancellationError { return .cancelled }
+    if error is CancellationError || context.cancellation.isCancelled || Task.isCancelled { return .cancelled }
     return .unknown
   }
 

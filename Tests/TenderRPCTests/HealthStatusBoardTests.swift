@@ -24,6 +24,27 @@ struct HealthStatusBoardTests {
     #expect(await iterator.next() == .some(.serving))
   }
 
+  @Test("Ended watches leave nothing behind, however many distinct names they watched")
+  func endedWatchesForgotten() async {
+    let board = HealthStatusBoard(services: ["a.A"])
+    for index in 0..<1000 {
+      // Dropped after its first status, as a cancelled RPC drops it.
+      var iterator = board.watch("unknown.\(index)").makeAsyncIterator()
+      #expect(await iterator.next() == .some(nil))
+    }
+    do {
+      let kept = board.watch("a.A")
+      withExtendedLifetime(kept) {
+        #expect(board.watches.streams == 1 && board.watches.names == 1)
+      }
+    }
+    // A watch whose task is cancelled before it sees anything.
+    let watcher = Task { for await _ in board.watch("c.C") {} }
+    watcher.cancel()
+    await watcher.value
+    #expect(board.watches.streams == 0 && board.watches.names == 0)
+  }
+
   @Test("Shutdown reports NOT_SERVING, ends every watch and cannot be undone")
   func shutdownIsFinal() async {
     let board = HealthStatusBoard(services: ["a.A"])

@@ -56,3 +56,39 @@ struct LoggingTests {
     }
   }
 }
+
+@Suite("Request logging of cancelled calls")
+struct CancelledCallLoggingTests {
+  // Over TLS: the client's RST_STREAM is what cancels the handler (the in-process transport does
+  // not pass a client's cancellation on to a handler that is not writing).
+  @Test("A client that cancels its stream is logged as CANCELLED at info, not as UNKNOWN at error")
+  func cancelledStream() async throws {
+    let store = RecordingLogHandler.Store()
+    try await TestServer.with(rpc: .tls, logger: store.logger(level: .info)) { server in
+      try await server.withClient { client in
+        let health = Grpc_Health_V1_Health.Client(wrapping: client)
+        let (seen, seenContinuation) = AsyncStream.makeStream(of: Void.self)
+        let watcher = Task {
+          try await health.watch(.init()) { response in
+            for try await _ in response.messages { seenContinuation.yield() }
+          }
+        }
+        for await _ in seen { break }
+        watcher.cancel()
+        _ = await watcher.result
+        // The server's line is written once the cancellation has reached it.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while Self.watchLine(store) == nil, ContinuousClock.now < deadline {
+          try await Task.sleep(for: .milliseconds(10))
+        }
+      }
+    }
+    let line = try #require(Self.watchLine(store))
+    #expect(line.metadata["rpc.code"] == "CANCELLED" && line.level == .info, "\(line)")
+    #expect(line.metadata["rpc.error_type"] == nil)
+  }
+
+  static func watchLine(_ store: RecordingLogHandler.Store) -> RecordingLogHandler.Record? {
+    store.all.first { $0.message == "rpc" && $0.metadata["rpc.method"] == "grpc.health.v1.Health/Watch" }
+  }
+}

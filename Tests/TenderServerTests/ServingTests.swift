@@ -46,12 +46,12 @@ struct ServingTests {
           try await health.check(.with { $0.service = large })
         }
         #expect(error?.code == .resourceExhausted)
-        // Just under the limit is still accepted (the service is unknown, so NOT_FOUND).
+        // Just under the limit reaches the service, which refuses a name that long.
         let justUnder = String(repeating: "y", count: 4 * 1024 * 1024 - 16)
         let under = await #expect(throws: RPCError.self) {
           try await health.check(.with { $0.service = justUnder })
         }
-        #expect(under?.code == .notFound)
+        #expect(under?.code == .invalidArgument && under?.reason == "SERVICE_NAME_TOO_LONG")
         let after = try await health.check(.init())
         #expect(after.status == .serving)
         // Only the stream was refused: every call above went over the one connection.
