@@ -7,6 +7,8 @@ public enum ClientRequestError: Error, Equatable, Sendable {
   case invalidScope(String)
   case noScopes
   case displayNameTooLong
+  case displayNameControlCharacters
+  case displayNameCardData
 }
 
 /// Creates API clients and rotates their secrets. A secret is returned once and only its hash is
@@ -58,7 +60,12 @@ public struct ClientRegistry: Sendable {
     guard Self.isMerchantID(merchantID) else { throw .invalidMerchantID }
     guard !scopes.isEmpty else { throw .noScopes }
     if let invalid = scopes.first(where: { !Scopes.isValid($0) }) { throw .invalidScope(invalid) }
-    guard displayName.count <= 200 else { throw .displayNameTooLong }
+    switch StoredText.problem(displayName, maximumBytes: 200) {
+    case nil: break
+    case .tooLong: throw .displayNameTooLong
+    case .controlCharacter: throw .displayNameControlCharacters
+    case .cardNumber: throw .displayNameCardData
+    }
   }
 
   public static func isMerchantID(_ id: String) -> Bool {

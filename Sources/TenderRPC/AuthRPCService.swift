@@ -63,16 +63,18 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
     guard !request.clientID.isEmpty else {
       throw APIError.invalidArgument(field: "client_id", reason: "FIELD_REQUIRED", message: "client_id is required")
     }
-    guard request.clientID.utf8.count <= 100 else {
-      throw APIError.invalidArgument(field: "client_id", reason: "FIELD_INVALID", message: "client_id is too long")
+    guard request.clientID.utf8.count <= 100, !StoredText.containsControlCharacter(request.clientID) else {
+      throw APIError.invalidArgument(
+        field: "client_id", reason: "FIELD_INVALID", message: "client_id is too long or holds control characters")
     }
     guard !request.clientSecret.isEmpty else {
       throw APIError.invalidArgument(
         field: "client_secret", reason: "FIELD_REQUIRED", message: "client_secret is required")
     }
-    guard request.clientSecret.utf8.count <= 256 else {
+    guard request.clientSecret.utf8.count <= 256, !StoredText.containsControlCharacter(request.clientSecret) else {
       throw APIError.invalidArgument(
-        field: "client_secret", reason: "FIELD_INVALID", message: "client_secret is too long")
+        field: "client_secret", reason: "FIELD_INVALID",
+        message: "client_secret is too long or holds control characters")
     }
     if let index = request.scopes.firstIndex(where: { !Scopes.isValid($0) }) {
       throw APIError.invalidArgument(
@@ -196,7 +198,13 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
         field: "scopes[\(index)]", reason: "FIELD_INVALID", message: "scopes[\(index)] is not a scope name")
     case .displayNameTooLong:
       return APIError.invalidArgument(
-        field: "display_name", reason: "FIELD_INVALID", message: "display_name is longer than 200 characters")
+        field: "display_name", reason: "FIELD_TOO_LONG", message: "display_name is longer than 200 bytes (UTF-8)")
+    case .displayNameControlCharacters:
+      return APIError.invalidArgument(
+        field: "display_name", reason: "FIELD_CONTROL_CHARACTERS",
+        message: "display_name must not contain control characters")
+    case .displayNameCardData:
+      return APIError.domain(.cardDataRejected(field: "display_name"))
     }
   }
 

@@ -45,7 +45,28 @@ public enum IdempotencyKeys {
         field: Self.metadataKey, reason: "IDEMPOTENCY_KEY_INVALID",
         message: "idempotency-key must be 1 to 255 printable ASCII characters")
     }
+    // The key is stored and sent to the provider. A UUID is a random identifier, whatever digits
+    // it happens to hold; any other key is scanned like free text.
+    if !Self.isUUID(key), CardNumbers.containsCardNumber(key) {
+      throw APIError.domain(.cardDataRejected(field: Self.metadataKey))
+    }
     return key
+  }
+
+  /// A UUID in its canonical form (8-4-4-4-12 hex digits) or as 32 hex digits.
+  static func isUUID(_ key: String) -> Bool {
+    let bytes = Array(key.utf8)
+    func isHex(_ byte: UInt8) -> Bool {
+      (0x30...0x39).contains(byte) || (0x41...0x46).contains(byte) || (0x61...0x66).contains(byte)
+    }
+    switch bytes.count {
+    case 32: return bytes.allSatisfy(isHex)
+    case 36:
+      return bytes.enumerated().allSatisfy { offset, byte in
+        [8, 13, 18, 23].contains(offset) ? byte == 0x2D : isHex(byte)
+      }
+    default: return false
+    }
   }
 
   /// SHA-256 of the method and the request's deterministic serialization.

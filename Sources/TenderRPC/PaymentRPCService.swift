@@ -342,14 +342,24 @@ extension PaymentRPCService {
   }
 }
 
-/// Checks of free text: length, and never anything that looks like a card number.
+/// Checks of the text Tender stores from a caller (`StoredText`): a length in UTF-8 bytes, no
+/// control characters, nothing that looks like a card number; each refusal names the field.
 enum FreeText {
+  /// All of a request's metadata together, keys and values, in UTF-8 bytes.
+  static let metadataTotalBytes = 8192
+
   static func check(_ text: String, field: String, limit: Int) throws {
-    guard text.count <= limit else {
+    switch StoredText.problem(text, maximumBytes: limit) {
+    case nil: return
+    case .tooLong(let maximum):
       throw APIError.invalidArgument(
-        field: field, reason: "FIELD_TOO_LONG", message: "\(field) is longer than \(limit) characters")
+        field: field, reason: "FIELD_TOO_LONG", message: "\(field) is longer than \(maximum) bytes (UTF-8)")
+    case .controlCharacter:
+      throw APIError.invalidArgument(
+        field: field, reason: "FIELD_CONTROL_CHARACTERS", message: "\(field) must not contain control characters")
+    case .cardNumber:
+      throw APIError.domain(.cardDataRejected(field: field))
     }
-    if CardNumbers.containsCardNumber(text) { throw APIError.domain(.cardDataRejected(field: field)) }
   }
 
   static func checkMetadata(_ metadata: [String: String]) throws {
@@ -357,13 +367,20 @@ enum FreeText {
       throw APIError.invalidArgument(
         field: "metadata", reason: "METADATA_TOO_LARGE", message: "metadata holds at most 50 entries")
     }
+    var total = 0
     for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
-      guard (1...40).contains(key.count) else {
+      guard (1...40).contains(key.utf8.count) else {
         throw APIError.invalidArgument(
-          field: "metadata", reason: "METADATA_TOO_LARGE", message: "metadata keys are 1 to 40 characters")
+          field: "metadata", reason: "METADATA_TOO_LARGE", message: "metadata keys are 1 to 40 bytes (UTF-8)")
       }
       try self.check(key, field: "metadata", limit: 40)
       try self.check(value, field: "metadata[\(key)]", limit: 500)
+      total += key.utf8.count + value.utf8.count
+    }
+    guard total <= Self.metadataTotalBytes else {
+      throw APIError.invalidArgument(
+        field: "metadata", reason: "METADATA_TOO_LARGE",
+        message: "metadata holds at most \(Self.metadataTotalBytes) bytes (UTF-8) of keys and values")
     }
   }
 }

@@ -143,7 +143,10 @@ struct Client: AsyncParsableCommand {
       case .noScopes: return "--scopes needs at least one scope"
       case .invalidScope(let scope):
         return "--scopes: '\(scope)' is not a scope name (lowercase letters, digits, ':', '_', '.')"
-      case .displayNameTooLong: return "--display-name is longer than 200 characters"
+      case .displayNameTooLong: return "--display-name is longer than 200 bytes (UTF-8)"
+      case .displayNameControlCharacters: return "--display-name must not contain control characters"
+      case .displayNameCardData:
+        return "--display-name looks like it holds a card number; Tender never stores card data"
       }
     }
   }

@@ -229,6 +229,18 @@ struct TenderAuthTests {
       try ClientRegistry.validate(
         merchantID: "mer_a", scopes: ["payments:read"], displayName: String(repeating: "n", count: 201))
     }
+    // Bytes, not characters: one character with 150 combining marks is 301 bytes.
+    #expect(throws: ClientRequestError.displayNameTooLong) {
+      try ClientRegistry.validate(
+        merchantID: "mer_a", scopes: ["payments:read"], displayName: "n" + String(repeating: "\u{0301}", count: 150))
+    }
+    #expect(throws: ClientRequestError.displayNameControlCharacters) {
+      try ClientRegistry.validate(merchantID: "mer_a", scopes: ["payments:read"], displayName: "shop\u{0}")
+    }
+    #expect(throws: ClientRequestError.displayNameCardData) {
+      try ClientRegistry.validate(
+        merchantID: "mer_a", scopes: ["payments:read"], displayName: "test card 4242.4242.4242.4242")
+    }
     #expect(ClientRegistry.isMerchantID("mer_abc123"))
     #expect(!ClientRegistry.isMerchantID("mer_"))
   }

@@ -67,6 +67,15 @@ struct CardNumberTests {
       "378282246310005", "6011111111111117", "4222222222222", "6200000000000005",
       // Glued to letters it is still card data.
       "ref4242424242424242x",
+      // Other separators, and several of them.
+      "4242.4242.4242.4242", "4242/4242/4242/4242", "4242\t4242\t4242\t4242", "4242  4242  4242  4242",
+      "4242   4242 _ 4242 4242", "4242\u{00A0}4242\u{2009}4242\u{2013}4242", "3782 822463 10005",
+      // Followed by a CVV or an expiry, after other numbers, glued to other digits.
+      "4242424242424242 123", "4242 4242 4242 4242 123", "4242424242424242/12/27", "4242424242424242 exp 12/27",
+      "order 12 4242424242424242", "2024-11-22 4242 4242 4242 4242", "42424242424242424242", "0004242424242424242000",
+      // Digits of other scripts, and invisible characters between digits.
+      "٤٢٤٢٤٢٤٢٤٢٤٢٤٢٤٢", "４２４２４２４２４２４２４２４２", "४२४२४२४२४२४२४२४२",
+      "4\u{0301}242424242424242", "4242\u{200B}4242\u{200B}4242\u{200B}4242", "4242\u{2060}4242\u{FEFF}42424242",
     ])
   func detected(_ text: String) {
     #expect(CardNumbers.containsCardNumber(text))
@@ -75,8 +84,13 @@ struct CardNumberTests {
   @Test(
     "Other numbers are left alone",
     arguments: [
-      "4242424242424241", "424242424242", "42424242424242424242", "order 2024-11-22", "4242  4242  4242  4242",
-      "+49 30 1234567", "", "invoice 12345678901",
+      "4242424242424241", "424242424242", "order 2024-11-22", "+49 30 1234567", "", "invoice 12345678901",
+      // Five separators end a run; letters do too.
+      "4242     4242     4242     4242", "4242x4242y4242z4242",
+      // A 16-digit number that fails the check, grouped or followed by more digits.
+      "4242 4242 4242 4241", "4242424242424241 12",
+      // Random identifiers.
+      "550e8400-e29b-41d4-a716-446655440000",
     ])
   func notDetected(_ text: String) {
     #expect(!CardNumbers.containsCardNumber(text))

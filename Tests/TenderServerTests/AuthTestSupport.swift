@@ -134,4 +134,9 @@ extension RPCError {
   var reason: String? {
     try? self.unpackGoogleRPCStatus()?.details.compactMap(\.errorInfo).first?.reason
   }
+
+  /// The field a Tender error names (`ErrorInfo` metadata).
+  var field: String? {
+    try? self.unpackGoogleRPCStatus()?.details.compactMap(\.errorInfo).first?.metadata["field"]
+  }
 }

@@ -18,6 +18,9 @@ struct PaymentRPCTests {
   enum BadInput: String, CaseIterable, Sendable {
     case zeroAmount, negativeAmount, tooLarge, unknownCurrency, noAmount, unspecifiedCapture, noPaymentMethod
     case panAsPaymentMethod, panInMetadata, panInDescription, oversizedMetadata
+    case panDottedInReference, panWithCVVInDescription, panAfterDigitsInMetadata, panInOtherDigits, panBehindMarks
+    case nulInDescription, escapeInReference, c1InMetadataValue, controlInMetadataKey, combiningMarkFlood
+    case metadataOverTotalBytes
 
     func apply(_ r: inout Tender_Payments_V1_CreatePaymentRequest) {
       switch self {
@@ -32,6 +35,18 @@ struct PaymentRPCTests {
       case .panInMetadata: r.metadata["note"] = "card 4242 4242 4242 4242"
       case .panInDescription: r.description_p = "paid with 5555555555554444"
       case .oversizedMetadata: for i in 0..<51 { r.metadata["k\(i)"] = "v" }
+      case .panDottedInReference: r.customerReference = "4242.4242.4242.4242"
+      case .panWithCVVInDescription: r.description_p = "4242 4242 4242 4242 cvv 123"
+      case .panAfterDigitsInMetadata: r.metadata["note"] = "order 77 4242424242424242"
+      case .panInOtherDigits: r.description_p = "ref ٤٢٤٢٤٢٤٢٤٢٤٢٤٢٤٢"
+      case .panBehindMarks: r.customerReference = "4242\u{200B}4242\u{0301}4242\u{200B}4242"
+      case .nulInDescription: r.description_p = "gift\u{0}wrap"
+      case .escapeInReference: r.customerReference = "\u{1B}[31mred"
+      case .c1InMetadataValue: r.metadata["note"] = "next\u{85}line"
+      case .controlInMetadataKey: r.metadata["no\u{7}te"] = "v"
+      case .combiningMarkFlood: r.description_p = "a" + String(repeating: "\u{0301}", count: 600)
+      case .metadataOverTotalBytes:
+        for i in 0..<20 { r.metadata["key\(i)"] = String(repeating: "v", count: 450) }
       }
     }
 
@@ -45,7 +60,15 @@ struct PaymentRPCTests {
       case .panAsPaymentMethod: return ("CARD_DATA_REJECTED", "payment_method_token")
       case .panInMetadata: return ("CARD_DATA_REJECTED", "metadata[note]")
       case .panInDescription: return ("CARD_DATA_REJECTED", "description")
-      case .oversizedMetadata: return ("METADATA_TOO_LARGE", "metadata")
+      case .oversizedMetadata, .metadataOverTotalBytes: return ("METADATA_TOO_LARGE", "metadata")
+      case .panDottedInReference, .panBehindMarks: return ("CARD_DATA_REJECTED", "customer_reference")
+      case .panWithCVVInDescription, .panInOtherDigits: return ("CARD_DATA_REJECTED", "description")
+      case .panAfterDigitsInMetadata: return ("CARD_DATA_REJECTED", "metadata[note]")
+      case .nulInDescription: return ("FIELD_CONTROL_CHARACTERS", "description")
+      case .escapeInReference: return ("FIELD_CONTROL_CHARACTERS", "customer_reference")
+      case .c1InMetadataValue: return ("FIELD_CONTROL_CHARACTERS", "metadata[note]")
+      case .controlInMetadataKey: return ("FIELD_CONTROL_CHARACTERS", "metadata")
+      case .combiningMarkFlood: return ("FIELD_TOO_LONG", "description")
       }
     }
   }
@@ -141,8 +164,22 @@ struct PaymentRPCTests {
           payments, PaymentsTests.request(),
           metadata: PaymentsTests.metadata(token, key: String(repeating: "k", count: 256)))
         #expect(tooLong.error?.reason == "IDEMPOTENCY_KEY_INVALID")
+        // The key is stored and sent to the provider: no card number in it.
+        for key in ["4242424242424242", "pay-4242-4242-4242-4242", "order.4242.4242.4242.4242"] {
+          let pan = await PaymentsTests.create(
+            payments, PaymentsTests.request(), metadata: PaymentsTests.metadata(token, key: key))
+          #expect(pan.error?.code == .invalidArgument && pan.error?.reason == "CARD_DATA_REJECTED", "\(key)")
+          #expect(pan.error?.field == "idempotency-key", "\(key)")
+        }
+        #expect(await server.database.count(.payments) == 0)
+        // A UUID is an identifier, whatever its digits (these groups read as a Luhn-valid 16 digits).
+        for key in ["42424242-4242-4242-8123-123456789012", "4242424242424242a123456789012345"] {
+          let accepted = await PaymentsTests.create(
+            payments, PaymentsTests.request(), metadata: PaymentsTests.metadata(token, key: key))
+          #expect(accepted.payment != nil, "\(key): \(String(describing: accepted.error))")
+        }
       }
-      #expect(await server.database.count(.payments) == 0)
+      #expect(await server.database.count(.payments) == 2)
     }
   }
 

@@ -104,6 +104,37 @@ struct PaymentsTests {
   }
 
   @Test(
+    "Control characters, NUL included, are INVALID_ARGUMENT naming the field before PostgreSQL sees them (not UNKNOWN from the database); nothing is stored"
+  )
+  func controlCharactersRefused() async throws {
+    try await TestServer.with { server in
+      let token = try await server.token(scopes: ["payments:write", "refunds:write"])
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        var nul = Self.request()
+        nul.description_p = "gift\u{0}wrap"
+        let first = await Self.create(payments, nul, metadata: Self.metadata(token, key: "nul"))
+        #expect(first.error?.code == .invalidArgument && first.error?.reason == "FIELD_CONTROL_CHARACTERS")
+        #expect(first.error?.field == "description")
+        var metadata = Self.request()
+        metadata.metadata["note"] = "\u{0}"
+        let second = await Self.create(payments, metadata, metadata: Self.metadata(token, key: "nul-metadata"))
+        #expect(second.error?.reason == "FIELD_CONTROL_CHARACTERS" && second.error?.field == "metadata[note]")
+        let payment = try #require(
+          await Self.create(payments, Self.request(capture: .automatic), metadata: Self.metadata(token, key: "ok"))
+            .payment)
+        let refund = await RefundsTests.refund(
+          Tender_Refunds_V1_RefundService.Client(wrapping: grpc), payment.paymentID, 10, token: token, key: "r"
+        ) { $0.metadata["why"] = "bad\u{0}" }
+        #expect(refund.error?.reason == "FIELD_CONTROL_CHARACTERS" && refund.field == "metadata[why]")
+      }
+      #expect(try await Self.count(server, "payments") == 1)
+      #expect(try await Self.count(server, "refunds") == 0)
+      #expect(try await Self.count(server, "idempotency_keys") == 1)
+    }
+  }
+
+  @Test(
     "Fifty concurrent CreatePayment with one key: one payment row, one provider charge, everyone else replayed or told it is in use"
   )
   func sameKeyStampede() async throws {
