@@ -334,6 +334,7 @@ let package = Package(
         .product(name: "PostgresNIO", package: "postgres-nio"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "Metrics", package: "swift-metrics"),
         .product(name: "Tracing", package: "swift-distributed-tracing"),
         .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),

@@ -22,6 +22,14 @@ public enum RateLimitDecision: Sendable, Hashable {
 
 /// Decides whether a caller may proceed; shared by every replica, so it lives outside the process.
 public protocol RateLimiter: Sendable {
+  /// Takes `cost` tokens from the bucket `key` under `policy` when it holds at least one; a cost
+  /// of 0 only looks (allowed while a token is left, nothing taken).
+  func acquire(key: String, policy: RateLimitPolicy, cost: Int) async throws -> RateLimitDecision
+}
+
+extension RateLimiter {
   /// Takes one token from the bucket `key` under `policy`.
-  func acquire(key: String, policy: RateLimitPolicy) async throws -> RateLimitDecision
+  public func acquire(key: String, policy: RateLimitPolicy) async throws -> RateLimitDecision {
+    try await self.acquire(key: key, policy: policy, cost: 1)
+  }
 }

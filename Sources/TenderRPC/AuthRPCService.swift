@@ -42,7 +42,7 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
     request: ServerRequest<Tender_Auth_V1_IssueTokenRequest>,
     context: ServerContext
   ) async throws -> ServerResponse<Tender_Auth_V1_IssueTokenResponse> {
-    ServerResponse(message: try await self.issueToken(request.message))
+    ServerResponse(message: try await self.issueToken(request.message, peer: context.remotePeer))
   }
 
   public func revokeToken(
@@ -59,7 +59,9 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
     ServerResponse(message: try await self.introspectToken(request.message))
   }
 
-  func issueToken(_ request: Tender_Auth_V1_IssueTokenRequest) async throws -> Tender_Auth_V1_IssueTokenResponse {
+  func issueToken(
+    _ request: Tender_Auth_V1_IssueTokenRequest, peer: String
+  ) async throws -> Tender_Auth_V1_IssueTokenResponse {
     guard !request.clientID.isEmpty else {
       throw APIError.invalidArgument(field: "client_id", reason: "FIELD_REQUIRED", message: "client_id is required")
     }
@@ -80,13 +82,19 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
       throw APIError.invalidArgument(
         field: "scopes[\(index)]", reason: "FIELD_INVALID", message: "scopes[\(index)] is not a scope name")
     }
-    // Guesses at one client's secret are limited however many addresses they come from.
-    try await self.gate?.admit(bucket: "issue_token_client", key: request.clientID, policy: self.issuePerClient)
+    // Wrong secrets for one client id are counted per address, and only wrong ones: a client id is
+    // no secret (every token names it), so guesses from elsewhere must not use up what its real
+    // owner's address may try; the address's own bucket (the interceptor's) bounds all of its
+    // attempts. A bucket that is empty refuses before the secret is checked.
+    let failures = request.clientID + "@" + RateLimitInterceptor.address(of: peer)
+    try await self.gate?.admit(bucket: "issue_token_client", key: failures, policy: self.issuePerClient, cost: 0)
     let issued: IssuedToken
     do {
       issued = try await self.authority.issue(
         clientID: request.clientID, secret: Secret(request.clientSecret), requestedScopes: request.scopes)
     } catch IssueFailure.invalidClient {
+      // Counted whether or not this empties the bucket; the answer stays the same.
+      try? await self.gate?.admit(bucket: "issue_token_client", key: failures, policy: self.issuePerClient)
       throw APIError.status(.unauthenticated, reason: "INVALID_CLIENT", message: "unknown client or wrong secret")
     } catch IssueFailure.scopeNotGranted(let scope) {
       throw APIError.status(

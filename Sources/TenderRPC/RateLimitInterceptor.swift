@@ -49,10 +49,11 @@ public struct RateLimitGate: Sendable {
   }
 
   /// Returns when the call may proceed; throws the status to answer otherwise.
-  public func admit(bucket: String, key: String, policy: RateLimitPolicy) async throws {
+  /// Takes `cost` tokens from the bucket (0: only looks); RESOURCE_EXHAUSTED when it is empty.
+  public func admit(bucket: String, key: String, policy: RateLimitPolicy, cost: Int = 1) async throws {
     let decision: RateLimitDecision
     do {
-      decision = try await self.limiter.acquire(key: bucket + ":" + key, policy: policy)
+      decision = try await self.limiter.acquire(key: bucket + ":" + key, policy: policy, cost: cost)
     } catch {
       self.errors.increment()
       switch self.failureMode {

@@ -10,6 +10,7 @@ public final class TokenBucketLimiter: RateLimiter {
   static let script = """
     local capacity = tonumber(ARGV[1])
     local per_ms = tonumber(ARGV[2])
+    local cost = tonumber(ARGV[3])
     local now_parts = redis.call('TIME')
     local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
     local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
@@ -23,7 +24,7 @@ public final class TokenBucketLimiter: RateLimiter {
     local allowed = 0
     local retry_ms = 0
     if tokens >= 1 then
-      tokens = tokens - 1
+      tokens = tokens - cost
       allowed = 1
     else
       retry_ms = math.ceil((1 - tokens) / per_ms)
@@ -43,8 +44,10 @@ public final class TokenBucketLimiter: RateLimiter {
     self.prefix = prefix
   }
 
-  public func acquire(key: String, policy: RateLimitPolicy) async throws -> RateLimitDecision {
-    let arguments = [self.prefix + key, String(policy.capacity), String(policy.refillPerSecond / 1000)]
+  public func acquire(key: String, policy: RateLimitPolicy, cost: Int) async throws -> RateLimitDecision {
+    let arguments = [
+      self.prefix + key, String(policy.capacity), String(policy.refillPerSecond / 1000), String(cost),
+    ]
     let reply = try await self.evaluate(arguments)
     guard case .array(let values) = reply, values.count == 3,
       let allowed = values[0].integer, let remaining = values[1].integer, let retry = values[2].integer

@@ -308,7 +308,8 @@ extension Setting {
   )
   public static let issueTokenRateLimit = Setting.rateLimit(
     "issue-token-rate-limit", \.issueTokenRateLimit, default: RateLimitPolicy(capacity: 10, refillPerSecond: 0.5),
-    help: "IssueToken buckets, one per client id and one per peer address"
+    help:
+      "IssueToken buckets: one per peer address over every attempt, and one per client id and address over wrong secrets"
   )
   public static let rateLimitOnRedisFailure = Setting(
     "rate-limit-on-redis-failure", .defaulted("open"),

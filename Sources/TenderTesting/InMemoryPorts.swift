@@ -709,7 +709,7 @@ public final class InMemoryRateLimiter: RateLimiter {
     self.clock = clock
   }
 
-  public func acquire(key: String, policy: RateLimitPolicy) async throws -> RateLimitDecision {
+  public func acquire(key: String, policy: RateLimitPolicy, cost: Int) async throws -> RateLimitDecision {
     let now = self.clock.now
     return self.buckets.withLock { buckets in
       var (tokens, at) = buckets[key] ?? (Double(policy.capacity), now)
@@ -719,8 +719,8 @@ public final class InMemoryRateLimiter: RateLimiter {
         let wait = (1 - tokens) / policy.refillPerSecond
         return .limited(retryAfter: .milliseconds(Int64((wait * 1000).rounded(.up))))
       }
-      buckets[key] = (tokens - 1, now)
-      return .allowed(remaining: Int(tokens - 1))
+      buckets[key] = (tokens - Double(cost), now)
+      return .allowed(remaining: Int(tokens - Double(cost)))
     }
   }
 }
