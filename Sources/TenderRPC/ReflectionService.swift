@@ -11,7 +11,11 @@ public struct ReflectionService: Grpc_Reflection_V1_ServerReflection.SimpleServi
 
   /// Serves the generated descriptors; `services` are the fully qualified names to list.
   public init(services: [String]) throws {
-    self.index = try Self.indexes.withLock { indexes in
+    self.index = try Self.index(of: services)
+  }
+
+  static func index(of services: [String]) throws -> DescriptorIndex {
+    try Self.indexes.withLock { indexes in
       if let index = indexes[services] { return index }
       let index = try DescriptorIndex(files: ReflectionDescriptors.files, services: services)
       indexes[services] = index
@@ -30,6 +34,31 @@ public struct ReflectionService: Grpc_Reflection_V1_ServerReflection.SimpleServi
   ) async throws {
     for try await message in request {
       try await response.write(self.index.answer(message))
+    }
+  }
+}
+
+/// `grpc.reflection.v1alpha.ServerReflection`, for clients that only speak the older package
+/// (grpcurl 1.8.x, grpcio-reflection): its messages are v1's, field for field, so each request is
+/// read as v1 and answered as v1 answers.
+public struct ReflectionServiceV1Alpha: Grpc_Reflection_V1alpha_ServerReflection.SimpleServiceProtocol {
+  private let index: DescriptorIndex
+
+  public init(services: [String]) throws {
+    self.index = try ReflectionService.index(of: services)
+  }
+
+  public func serverReflectionInfo(
+    request: RPCAsyncSequence<Grpc_Reflection_V1alpha_ServerReflectionRequest, any Error>,
+    response: RPCWriter<Grpc_Reflection_V1alpha_ServerReflectionResponse>,
+    context: ServerContext
+  ) async throws {
+    for try await message in request {
+      let asked = try Grpc_Reflection_V1_ServerReflectionRequest(
+        serializedBytes: try message.serializedBytes() as [UInt8])
+      let answer = self.index.answer(asked)
+      try await response.write(
+        try Grpc_Reflection_V1alpha_ServerReflectionResponse(serializedBytes: try answer.serializedBytes() as [UInt8]))
     }
   }
 }

@@ -53,6 +53,7 @@ public struct TenderApplication: Sendable {
   public static let serviceNames: [String] = [
     Grpc_Health_V1_Health.descriptor.fullyQualifiedService,
     Grpc_Reflection_V1_ServerReflection.descriptor.fullyQualifiedService,
+    Grpc_Reflection_V1alpha_ServerReflection.descriptor.fullyQualifiedService,
     Tender_Auth_V1_AuthService.descriptor.fullyQualifiedService,
     Tender_Payments_V1_PaymentService.descriptor.fullyQualifiedService,
     Tender_Refunds_V1_RefundService.descriptor.fullyQualifiedService,
@@ -101,6 +102,7 @@ public struct TenderApplication: Sendable {
     let services: [any RegistrableRPCService] = [
       HealthService(board: board),
       try ReflectionService(services: serviceNames),
+      try ReflectionServiceV1Alpha(services: serviceNames),
       AuthRPCService(
         authority: auth.authority,
         registry: auth.clients,

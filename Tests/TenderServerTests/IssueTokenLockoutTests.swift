@@ -53,7 +53,8 @@ struct IssueTokenLockoutTests {
       // An attacker who read the client id from a token guesses from its own address.
       var attacker: [RPCError.Code?] = []
       for _ in 0..<5 { attacker.append(await issue("tsk_guess", from: "ipv4:203.0.113.9:40001")) }
-      #expect(attacker == [.unauthenticated, .unauthenticated, .unauthenticated, .resourceExhausted, .resourceExhausted])
+      #expect(
+        attacker == [.unauthenticated, .unauthenticated, .unauthenticated, .resourceExhausted, .resourceExhausted])
       // Another connection of the same address shares its bucket.
       #expect(await issue("tsk_guess", from: "ipv4:203.0.113.9:40002") == .resourceExhausted)
       // The client itself, from its own address, is not held back, however often it asks.

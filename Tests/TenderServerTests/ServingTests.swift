@@ -93,4 +93,35 @@ struct ServingTests {
       }
     }
   }
+
+  @Test("Reflection v1alpha answers as v1 does, for clients that only speak it (grpcurl 1.8, grpcio-reflection)")
+  func reflectionV1Alpha() async throws {
+    try await InProcessServer.with { server in
+      try await server.withClient { client in
+        let reflection = Grpc_Reflection_V1alpha_ServerReflection.Client(wrapping: client)
+        let requests: [Grpc_Reflection_V1alpha_ServerReflectionRequest] = [
+          .with { $0.listServices = "" },
+          .with { $0.fileContainingSymbol = "tender.refunds.v1.RefundService" },
+          .with { $0.fileByFilename = "tender/nope.proto" },
+        ]
+        let responses = try await reflection.serverReflectionInfo(
+          requestProducer: { writer in try await writer.write(contentsOf: requests) }
+        ) { response in
+          var collected: [Grpc_Reflection_V1alpha_ServerReflectionResponse] = []
+          for try await message in response.messages { collected.append(message) }
+          return collected
+        }
+        #expect(responses.count == 3)
+        let names = responses.first?.listServicesResponse.service.map(\.name) ?? []
+        #expect(Set(names) == Set(TenderApplication.serviceNames))
+        #expect(names.contains("grpc.reflection.v1alpha.ServerReflection"))
+        #expect(responses.first?.originalRequest.listServices == "")
+        let files = try (responses.dropFirst().first?.fileDescriptorResponse.fileDescriptorProto ?? []).map {
+          try Google_Protobuf_FileDescriptorProto(serializedBytes: $0)
+        }
+        #expect(files.last?.name == "tender/refunds/v1/refund_service.proto")
+        #expect(responses.last?.errorResponse.errorCode == Int32(RPCError.Code.notFound.rawValue))
+      }
+    }
+  }
 }

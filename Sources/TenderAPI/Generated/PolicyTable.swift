@@ -29,6 +29,7 @@ public enum MethodPolicies {
     MethodPolicy(service: "grpc.health.v1.Health", method: "Check", requiredScope: nil, idempotency: .none, isPublic: true, kind: .unary),
     MethodPolicy(service: "grpc.health.v1.Health", method: "Watch", requiredScope: nil, idempotency: .none, isPublic: true, kind: .serverStreaming),
     MethodPolicy(service: "grpc.reflection.v1.ServerReflection", method: "ServerReflectionInfo", requiredScope: nil, idempotency: .none, isPublic: true, kind: .bidirectionalStreaming),
+    MethodPolicy(service: "grpc.reflection.v1alpha.ServerReflection", method: "ServerReflectionInfo", requiredScope: nil, idempotency: .none, isPublic: true, kind: .bidirectionalStreaming),
     MethodPolicy(service: "tender.auth.v1.AuthService", method: "CreateClient", requiredScope: "admin", idempotency: .required, isPublic: false, kind: .unary),
     MethodPolicy(service: "tender.auth.v1.AuthService", method: "IntrospectToken", requiredScope: "tokens:introspect", idempotency: .none, isPublic: false, kind: .unary),
     MethodPolicy(service: "tender.auth.v1.AuthService", method: "IssueToken", requiredScope: nil, idempotency: .none, isPublic: true, kind: .unary),
