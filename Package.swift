@@ -422,6 +422,7 @@ let package = Package(
       dependencies: [
         "TenderPostgres",
         "TenderCore",
+        "TenderAuth",
         .product(name: "Crypto", package: "swift-crypto"),
         "TenderTesting",
         .product(name: "PostgresNIO", package: "postgres-nio"),

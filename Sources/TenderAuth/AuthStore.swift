@@ -106,6 +106,8 @@ public protocol AuthStore: Sendable {
 
   /// Records a revocation (idempotent).
   func revoke(tokenID: String, clientID: String, expireTime: Date, revokedBy: String) async throws
+  /// The client's status — `disabled` too when its merchant is disabled — and whether the token
+  /// is revoked.
   func standing(clientID: String, tokenID: String) async throws -> TokenStanding
   /// Deletes revocations of tokens that have expired anyway; returns how many.
   func purgeExpiredRevocations() async throws -> Int

@@ -90,6 +90,11 @@ public actor KeyRing {
   private var loadedAt: ContinuousClock.Instant?
   private var lastMissRefresh: ContinuousClock.Instant?
   private var refreshing: Task<Void, any Error>?
+  /// Failed refreshes in a row, and when the next one may be tried: while the store is down, the
+  /// loaded keys keep serving and the store is asked again after 1 s, 2 s, 4 s, … (at most the
+  /// refresh interval), not on every call.
+  private var failedRefreshes = 0
+  private var retryAt: ContinuousClock.Instant?
 
   public init(
     store: any AuthStore, encryptionKey: KeyEncryptionKey, tokenLifetime: Duration, leeway: Duration,
@@ -227,13 +232,22 @@ public actor KeyRing {
   }
 
   private func refreshIfStale() async throws {
-    if let loadedAt = self.loadedAt, ContinuousClock.now - loadedAt < self.refreshInterval { return }
+    let now = ContinuousClock.now
+    if let loadedAt = self.loadedAt, now - loadedAt < self.refreshInterval { return }
+    if self.loadedAt != nil, let retryAt = self.retryAt, now < retryAt { return }
     do {
       try await self.refresh()
+      self.failedRefreshes = 0
+      self.retryAt = nil
     } catch {
       // Keep serving with the keys already loaded; a database blip must not fail every call.
       guard self.loadedAt != nil else { throw error }
-      self.logger.warning("could not refresh signing keys", metadata: ["error": "\(String(reflecting: error))"])
+      self.failedRefreshes += 1
+      let backoff = min(self.refreshInterval, .seconds(1 << min(self.failedRefreshes - 1, 16)))
+      self.retryAt = ContinuousClock.now + backoff
+      self.logger.warning(
+        "could not refresh signing keys",
+        metadata: ["error": "\(String(reflecting: error))", "retry_in": "\(backoff)"])
     }
   }
 

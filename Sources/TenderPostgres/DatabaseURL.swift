@@ -6,8 +6,14 @@ import NIOSSL
 ///
 /// `host` may also be given as a query parameter naming a Unix socket directory
 /// (`postgres://user@/db?host=/run/postgresql&port=5432`). `sslmode` accepts `disable`, `prefer`
-/// (the default), `require` and `verify-full`.
+/// (the default), `require` and `verify-full`. Every connection runs with a `statement_timeout`
+/// and a `lock_timeout` (defaults `defaultStatementTimeout` and `defaultLockTimeout`; the URL's
+/// query parameters of those names, in PostgreSQL's units such as `500ms` or `10s`, or `0` for
+/// none), so a call never waits on the database without end.
 public enum DatabaseURL {
+  public static let defaultStatementTimeout = "15s"
+  public static let defaultLockTimeout = "5s"
+
   /// Why a URL was refused; the message never repeats the password.
   public struct Invalid: Error, CustomStringConvertible {
     public let description: String
@@ -63,6 +69,15 @@ public enum DatabaseURL {
       configuration = .init(
         host: host, port: port, username: username, password: password, database: database, tls: tls)
     }
+    for (name, fallback) in [
+      ("statement_timeout", Self.defaultStatementTimeout), ("lock_timeout", Self.defaultLockTimeout),
+    ] {
+      let value = query[name] ?? fallback
+      guard Self.isDuration(value) else {
+        throw Invalid(description: "\(name) must be a duration such as 500ms, 10s or 1min (0 for none)")
+      }
+      configuration.options.additionalStartupParameters.append((name, value))
+    }
     if let maximum = query["pool_max"] {
       guard let value = Int(maximum), value > 0 else {
         throw Invalid(description: "pool_max must be a positive integer")
@@ -70,5 +85,12 @@ public enum DatabaseURL {
       configuration.options.maximumConnections = value
     }
     return configuration
+  }
+
+  /// A whole number with one of PostgreSQL's time units (or none, for milliseconds).
+  static func isDuration(_ text: String) -> Bool {
+    let digits = text.prefix { $0.isASCII && $0.isNumber }
+    guard !digits.isEmpty, digits.count <= 9 else { return false }
+    return ["", "ms", "s", "min", "h"].contains(String(text.dropFirst(digits.count)))
   }
 }

@@ -51,6 +51,10 @@ public struct Migrator: Sendable {
     let migrations = self.migrations
     let logger = self.logger
     return try await self.client.withTransaction(logger: logger) { connection in
+      // Migrations may wait for another migrator and rebuild large tables: the pool's statement
+      // and lock timeouts are for the serving path, not for this transaction.
+      try await connection.query("SET LOCAL statement_timeout = 0", logger: logger)
+      try await connection.query("SET LOCAL lock_timeout = 0", logger: logger)
       try await connection.query("SELECT pg_advisory_xact_lock(\(Self.lockKey))", logger: logger)
       try await connection.query(
         """

@@ -173,7 +173,9 @@ public struct PostgresAuthStore: AuthStore {
   private func queryStanding(clientID: String, tokenID: String) async throws -> TokenStanding {
     let rows = try await self.client.query(
       """
-      SELECT (SELECT status FROM api_clients WHERE client_id = \(clientID)),
+      SELECT (SELECT CASE WHEN m.status = 'active' THEN c.status ELSE 'disabled' END
+              FROM api_clients c JOIN merchants m ON m.merchant_id = c.merchant_id
+              WHERE c.client_id = \(clientID)),
              EXISTS (SELECT 1 FROM revoked_tokens WHERE token_id = \(tokenID))
       """,
       logger: self.logger

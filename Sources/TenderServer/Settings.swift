@@ -207,7 +207,7 @@ extension Setting {
   public static let databaseURL = Setting(
     "database-url", .required, isSecret: true,
     help:
-      "`postgres://user:password@host:port/db?sslmode=disable|prefer|require|verify-full&pool_max=N`; `?host=/dir` for a Unix socket"
+      "`postgres://user:password@host:port/db?sslmode=disable|prefer|require|verify-full&pool_max=N&statement_timeout=15s&lock_timeout=5s` (timeouts: defaults shown, 0 for none); `?host=/dir` for a Unix socket"
   ) { text, c in
     do {
       c.database = try DatabaseURL.configuration(from: text)

@@ -97,7 +97,9 @@ public struct TenderPorts: Sendable {
       limiter: TokenBucketLimiter(client: redis, prefix: configuration.redisKeyPrefix + "rl:"),
       provider: provider,
       now: PostgresTime.now,
-      probes: [PostgresReadinessProbe(client: postgres)],
+      // Redis is a dependency of readiness only when calls fail without it (the closed policy).
+      probes: [PostgresReadinessProbe(client: postgres)]
+        + (configuration.rateLimitFailureMode == .closed ? [RedisReadinessProbe(client: redis)] : []),
       services: [postgres, redis, ConnectorLifecycle(connector: provider)],
       migrate: { _ = try await migrator.migrate() },
       postgres: postgres

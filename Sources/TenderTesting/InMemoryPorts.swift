@@ -525,8 +525,18 @@ public actor InMemoryDatabase {
     return client
   }
 
-  func allSigningKeys() -> [SigningKeyRecord] {
-    self.signingKeys.sorted {
+  /// Reads of the signing keys, and whether they fail (a database that is down).
+  public private(set) var signingKeyReads = 0
+  public private(set) var signingKeysUnavailable = false
+
+  public func setSigningKeysUnavailable(_ unavailable: Bool) {
+    self.signingKeysUnavailable = unavailable
+  }
+
+  func allSigningKeys() throws -> [SigningKeyRecord] {
+    self.signingKeyReads += 1
+    if self.signingKeysUnavailable { throw InMemoryUnavailable() }
+    return self.signingKeys.sorted {
       ($0.state == .active ? 1 : 0, $0.createTime) > ($1.state == .active ? 1 : 0, $1.createTime)
     }
   }
@@ -662,6 +672,9 @@ public struct InMemoryStores: PaymentStore, ProviderCallLog, RefundStore, Idempo
   public func settled(objectID: String) async throws { await self.database.settled(objectID: objectID) }
 }
 
+/// What an in-memory store throws while it is made unavailable.
+public struct InMemoryUnavailable: Error {}
+
 /// Merchants, clients, signing keys and revocations in an `InMemoryDatabase`.
 public struct InMemoryAuthStore: AuthStore {
   public let database: InMemoryDatabase
@@ -685,7 +698,7 @@ public struct InMemoryAuthStore: AuthStore {
   public func setStatus(clientID: String, status: ClientRecord.Status) async throws -> ClientRecord {
     try await self.database.changeClient(clientID) { $0.status = status }
   }
-  public func signingKeys() async throws -> [SigningKeyRecord] { await self.database.allSigningKeys() }
+  public func signingKeys() async throws -> [SigningKeyRecord] { try await self.database.allSigningKeys() }
   public func insertFirstKey(_ key: SigningKeyRecord) async throws -> SigningKeyRecord {
     await self.database.insertFirstKey(key)
   }

@@ -41,6 +41,26 @@ struct TenderAuthTests {
     }
   }
 
+  @Test(
+    "While the key store is down, the loaded keys keep serving and the store is asked again after a backoff, not on every call"
+  )
+  func keyRefreshBacksOff() async throws {
+    let database = InMemoryDatabase()
+    let keys = KeyRing(
+      store: InMemoryAuthStore(database: database), encryptionKey: Self.encryptionKey, tokenLifetime: .seconds(900),
+      leeway: .seconds(30), refreshInterval: .seconds(1), logger: Logger(label: "tender.test.auth"))
+    try await keys.prepare()
+    await database.setSigningKeysUnavailable(true)
+    // The loaded keys are older than the refresh interval now.
+    try await Task.sleep(for: .milliseconds(1100))
+    let before = await database.signingKeyReads
+    for _ in 0..<20 {
+      #expect(try await keys.jwks().count == 1)
+    }
+    // One failed refresh; the next may come a second later at the earliest (before: one per call).
+    #expect(await database.signingKeyReads == before + 1)
+  }
+
   @Test("A secret verifies against its own hash only; the stored form carries its parameters and never the secret")
   func secretHashes() async throws {
     let secret = ClientSecretHasher.generateSecret()

@@ -9,6 +9,7 @@ import SwiftProtobuf
 import TenderAuth
 import TenderAPI
 import TenderCore
+import TenderRPC
 import TenderRedis
 import TenderServer
 import TenderDevSupport
@@ -192,21 +193,36 @@ struct ChainTests {
     }
   }
 
-  @Test("With Redis stopped and the closed policy, calls get UNAVAILABLE with a reason")
+  @Test(
+    "With Redis stopped and the closed policy, calls get UNAVAILABLE with a reason, and the server reports itself not ready"
+  )
   func redisDownFailsClosed() async throws {
     let redis = try await TestRedis.privateServer()
     defer { redis.destroy() }
-    try await TestServer.with(configure: { flags, _ in
-      flags[.redisURL] = redis.url + "?command_timeout=2s&connect_timeout=2s"
-      flags[.rateLimitOnRedisFailure] = "closed"
-    }) { server in
+    // Readiness probed every 200 ms, as a server does by itself.
+    try await TestServer.with(
+      configure: { flags, _ in
+        flags[.redisURL] = redis.url + "?command_timeout=2s&connect_timeout=2s"
+        flags[.rateLimitOnRedisFailure] = "closed"
+      }, rounds: .periodic
+    ) { server in
       let token = try await server.token(scopes: ["payments:read"])
+      #expect(server.application.board.isServing)
       try await server.withClient { grpc in
         redis.stop()
         let error = await AuthTests.getPayment(grpc, token: token)
         #expect(error?.code == .unavailable)
         #expect(error?.reason == "RATE_LIMITER_UNAVAILABLE")
       }
+      // Before, /readyz and Health kept saying SERVING while every authenticated call failed.
+      let deadline = ContinuousClock.now + .seconds(20)
+      while server.application.board.isServing, ContinuousClock.now < deadline {
+        try await Task.sleep(for: .milliseconds(50))
+      }
+      #expect(!server.application.board.isServing)
+      let ready = try await Curl.get(
+        "https://localhost:\(server.httpPort)/readyz", caPath: server.certificates.caPath)
+      #expect(ready.status == 503)
     }
   }
 }

@@ -75,6 +75,10 @@ struct ConfigurationTests {
         environment: ["TENDER_DATABASE_URL": database + "?sslmode=sometimes"],
         setting: "TENDER_DATABASE_URL (--database-url)", problem: "sslmode"),
       Case(
+        name: "database URL with a lock timeout that is no duration", arguments: tls,
+        environment: ["TENDER_DATABASE_URL": database + "?lock_timeout=soon"],
+        setting: "TENDER_DATABASE_URL (--database-url)", problem: "lock_timeout must be a duration"),
+      Case(
         name: "no database URL", arguments: tls, environment: [:], setting: "TENDER_DATABASE_URL (--database-url)",
         problem: "is required"),
       Case(
