@@ -46,12 +46,26 @@ struct ServingTests {
           try await health.check(.with { $0.service = large })
         }
         #expect(error?.code == .resourceExhausted)
-        // Just under the limit reaches the service, which refuses a name that long.
-        let justUnder = String(repeating: "y", count: 4 * 1024 * 1024 - 16)
-        let under = await #expect(throws: RPCError.self) {
-          try await health.check(.with { $0.service = justUnder })
+        // Just under the limit is served: a check of the whole server whose message also carries
+        // an unknown field of 4 MiB less 16 bytes in all (kept as bytes, not read as text).
+        let payload = 4 * 1024 * 1024 - 16 - 5
+        var justUnder: [UInt8] = [0x12]  // field 2, length-delimited: unknown to HealthCheckRequest
+        var length = payload
+        while length >= 0x80 {
+          justUnder.append(UInt8(length & 0x7F) | 0x80)
+          length >>= 7
         }
-        #expect(under?.code == .invalidArgument && under?.reason == "SERVICE_NAME_TOO_LONG")
+        justUnder.append(UInt8(length))
+        #expect(justUnder.count == 5)
+        justUnder += [UInt8](repeating: 0x79, count: payload)
+        let under = try await client.unary(
+          request: ClientRequest(message: justUnder),
+          descriptor: Grpc_Health_V1_Health.Method.Check.descriptor,
+          serializer: RawBytesSerializer(),
+          deserializer: ProtobufDeserializer<Grpc_Health_V1_HealthCheckResponse>(),
+          options: .defaults
+        ) { try $0.message }
+        #expect(under.status == .serving)
         let after = try await health.check(.init())
         #expect(after.status == .serving)
         // Only the stream was refused: every call above went over the one connection.
@@ -123,5 +137,12 @@ struct ServingTests {
         #expect(responses.last?.errorResponse.errorCode == Int32(RPCError.Code.notFound.rawValue))
       }
     }
+  }
+}
+
+/// Sends bytes as they are, as a message.
+struct RawBytesSerializer: MessageSerializer {
+  func serialize<Bytes: GRPCContiguousBytes>(_ message: [UInt8]) throws -> Bytes {
+    Bytes(message)
   }
 }
