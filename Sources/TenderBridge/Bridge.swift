@@ -22,10 +22,21 @@ public enum Bridge {
     }
   }
 
+  /// Compares without stopping at the first difference, so the time taken says nothing about
+  /// how much of a guess was right.
+  static func equalInConstantTime(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
+    var difference = UInt8(lhs.count == rhs.count ? 0 : 1)
+    for index in 0..<rhs.count {
+      difference |= (index < lhs.count ? lhs[index] : 0) ^ rhs[index]
+    }
+    return difference == 0
+  }
+
   /// Builds the bridge application.
   /// - Parameters:
   ///   - readiness: answers `/readyz`.
   ///   - metrics: renders `/metrics` in Prometheus text format.
+  ///   - metricsToken: when set, `/metrics` answers only requests bearing it (401 otherwise).
   ///   - jwks: renders `/.well-known/jwks.json`, the public keys that verify access tokens.
   ///   - webhooks: `POST /webhooks/{provider}`, when providers are configured.
   ///   - onListening: called with the bound port once the listener is up.
@@ -33,6 +44,7 @@ public enum Bridge {
     configuration: Configuration,
     readiness: any ServingState,
     metrics: @escaping @Sendable () -> String,
+    metricsToken: Secret<String>? = nil,
     jwks: @escaping @Sendable () async throws -> String,
     webhooks: WebhookEndpoint? = nil,
     logger: Logger,
@@ -45,8 +57,17 @@ public enum Bridge {
         ? Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
         : Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "not ready\n")))
     }
-    router.get("/metrics") { _, _ -> Response in
-      Response(
+    let expected = metricsToken.map { Array("Bearer \($0.value)".utf8) }
+    router.get("/metrics") { request, _ -> Response in
+      if let expected {
+        let given = request.headers[.authorization].map { Array($0.utf8) } ?? []
+        guard Self.equalInConstantTime(given, expected) else {
+          return Response(
+            status: .unauthorized, headers: [.wwwAuthenticate: "Bearer realm=\"tender-metrics\""],
+            body: .init(byteBuffer: ByteBuffer(string: "a bearer token is required\n")))
+        }
+      }
+      return Response(
         status: .ok,
         headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
         body: .init(byteBuffer: ByteBuffer(string: metrics()))

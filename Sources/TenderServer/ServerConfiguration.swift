@@ -97,6 +97,8 @@ public struct ServerConfiguration: Sendable {
   public var webhookMaxBodyBytes: Int
   /// OTLP/gRPC collector for traces (e.g. http://otel-collector:4317); nil: tracing is a no-op.
   public var otlpEndpoint: String?
+  /// The bearer token `/metrics` requires; nil: it answers anyone who reaches the bridge.
+  public var metricsToken: Secret<String>?
 
   // Not settings: fixed in production, shortened by tests.
   /// How an event for an object Tender does not know yet is tried again, then parked.
@@ -155,6 +157,7 @@ public struct ServerConfiguration: Sendable {
     self.webhookTolerance = .zero
     self.webhookMaxBodyBytes = 0
     self.otlpEndpoint = nil
+    self.metricsToken = nil
   }
 }
 

@@ -377,6 +377,16 @@ extension Setting {
     "webhook-max-body-bytes", \.webhookMaxBodyBytes, default: 1 << 20, range: 1024...(64 << 20),
     help: "largest webhook body (1 KiB–64 MiB); larger ones get 413 before any hashing"
   )
+  public static let metricsToken = Setting(
+    "metrics-token", .optional, isSecret: true,
+    help:
+      "bearer token `/metrics` requires (`Authorization: Bearer …`, 401 otherwise), so the bridge's public listener does not hand the metrics to anyone; 32 to 256 printable characters. Prefer the variable or a file"
+  ) { text, c in
+    guard (32...256).contains(text.utf8.count), text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+      throw Problem("must be 32 to 256 printable characters")
+    }
+    c.metricsToken = Secret(text)
+  }
   public static let otlpEndpoint = Setting(
     "otlp-endpoint", .optional,
     help: "OTLP/gRPC collector for traces (e.g. `http://otel-collector:4317`); unset, tracing is a no-op"
@@ -412,7 +422,7 @@ extension Setting {
     .providerAPIKey,
     .providerTimeout, .providerAttempts, .providerMaxBackoff, .idempotencyLock, .completerInterval,
     .settlementCheckAfter, .settlementGiveUpAfter, .webhookSecrets, .webhookTolerance, .webhookMaxBodyBytes,
-    .otlpEndpoint, .logLevel, .secretsDirectory,
+    .metricsToken, .otlpEndpoint, .logLevel, .secretsDirectory,
   ]
 }
 

@@ -164,6 +164,7 @@ public struct TenderApplication: Sendable {
         host: configuration.httpHost, port: configuration.httpPort, tls: try bridgeTLS(configuration)),
       readiness: board,
       metrics: { metrics.emitToString() },
+      metricsToken: configuration.metricsToken,
       jwks: {
         let keys = try await keys.jwks()
         let data = try JSONSerialization.data(withJSONObject: ["keys": keys], options: [.sortedKeys])

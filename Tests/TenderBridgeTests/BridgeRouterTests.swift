@@ -30,6 +30,7 @@ struct BridgeRouterTests {
     serving: Serving = Serving(),
     inbox: Inbox = Inbox(),
     jwks: @escaping @Sendable () async throws -> String = { #"{"keys":[]}"# },
+    metricsToken: Secret<String>? = nil,
     maxBodyBytes: Int = 4096
   ) throws -> some ApplicationProtocol {
     let endpoint = WebhookEndpoint(
@@ -55,6 +56,7 @@ struct BridgeRouterTests {
       configuration: .init(host: "127.0.0.1", port: 0, tls: nil),
       readiness: serving,
       metrics: { "tender_up 1\n" },
+      metricsToken: metricsToken,
       jwks: jwks,
       webhooks: endpoint,
       logger: Logger(label: "tender.test.bridge")
@@ -104,6 +106,26 @@ struct BridgeRouterTests {
       try await client.execute(uri: "/.well-known/jwks.json", method: .get) {
         #expect($0.status == .serviceUnavailable)
       }
+    }
+  }
+
+  @Test("With a metrics token, /metrics answers only requests bearing it (401 otherwise); health stays open")
+  func metricsToken() async throws {
+    let token = "mtk_0123456789abcdef0123456789abcdef"
+    try await Self.app(metricsToken: Secret(token)).test(.router) { client in
+      for header in [nil, "Bearer wrong", "Bearer " + token + "x", "Basic " + token, token] {
+        var headers = HTTPFields()
+        if let header { headers[.authorization] = header }
+        try await client.execute(uri: "/metrics", method: .get, headers: headers) { response in
+          #expect(response.status == .unauthorized, "\(header ?? "no header")")
+          #expect(response.headers[.wwwAuthenticate] == "Bearer realm=\"tender-metrics\"")
+          #expect(!String(buffer: response.body).contains("tender_up"))
+        }
+      }
+      try await client.execute(uri: "/metrics", method: .get, headers: [.authorization: "Bearer " + token]) {
+        #expect($0.status == .ok && String(buffer: $0.body) == "tender_up 1\n")
+      }
+      try await client.execute(uri: "/readyz", method: .get) { #expect($0.status == .ok) }
     }
   }
 

@@ -79,6 +79,10 @@ struct ConfigurationTests {
         environment: ["TENDER_DATABASE_URL": database + "?lock_timeout=soon"],
         setting: "TENDER_DATABASE_URL (--database-url)", problem: "lock_timeout must be a duration"),
       Case(
+        name: "metrics token too short to be a secret", arguments: tls + ["--database-url", database],
+        environment: ["TENDER_METRICS_TOKEN": "short"], setting: "TENDER_METRICS_TOKEN (--metrics-token)",
+        problem: "must be 32 to 256 printable characters"),
+      Case(
         name: "no database URL", arguments: tls, environment: [:], setting: "TENDER_DATABASE_URL (--database-url)",
         problem: "is required"),
       Case(
