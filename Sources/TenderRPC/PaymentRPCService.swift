@@ -296,8 +296,10 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     return StreamingServerResponse { writer in
       var after = start
       // Events become readable in position order (see PaymentStore.events), so reading after the
-      // last position sent never skips one; the stream ends cleanly when the server drains.
-      while !Task.isCancelled && !Task.isShuttingDownGracefully {
+      // last position sent never skips one; the stream ends cleanly when the server drains, and
+      // within one interval once the RPC is cancelled (a client that reset the stream does not
+      // cancel this task; an idle stream would otherwise poll until the drain).
+      while !Task.isCancelled && !Task.isShuttingDownGracefully && !context.cancellation.isCancelled {
         let events = try await payments.events(merchant: merchant, after: after, limit: 100)
         for event in events {
           let payment = try await payments.payment(event.paymentID, merchant: merchant)

@@ -88,6 +88,40 @@ struct CancelledCallLoggingTests {
     #expect(line.metadata["rpc.error_type"] == nil)
   }
 
+  @Test("An idle WatchPayments stream whose client cancels it ends at once (logged CANCELLED), not at the drain")
+  func cancelledPaymentWatch() async throws {
+    let store = RecordingLogHandler.Store()
+    try await TestServer.with(rpc: .tls, logger: store.logger(level: .info)) { server in
+      let token = try await server.token(scopes: ["payments:read"])
+      try await server.withClient { client in
+        let payments = Tender_Payments_V1_PaymentService.Client(wrapping: client)
+        let (open, openContinuation) = AsyncStream.makeStream(of: Void.self)
+        let watcher = Task {
+          try await payments.watchPayments(.init(), metadata: TestServer.bearer(token)) { response in
+            // The server has accepted the stream (its headers are here); no event will come.
+            openContinuation.yield()
+            for try await _ in response.messages {}
+          }
+        }
+        for await _ in open { break }
+        watcher.cancel()
+        _ = await watcher.result
+        let deadline = ContinuousClock.now + .seconds(10)
+        while Self.line(store, "tender.payments.v1.PaymentService/WatchPayments") == nil, ContinuousClock.now < deadline
+        {
+          try await Task.sleep(for: .milliseconds(10))
+        }
+        // Checked while the server still runs: the drain would end the stream anyway.
+        let line = try #require(Self.line(store, "tender.payments.v1.PaymentService/WatchPayments"))
+        #expect(line.metadata["rpc.code"] == "CANCELLED" && line.level == .info, "\(line)")
+      }
+    }
+  }
+
+  static func line(_ store: RecordingLogHandler.Store, _ method: String) -> RecordingLogHandler.Record? {
+    store.all.first { $0.message == "rpc" && $0.metadata["rpc.method"] == method }
+  }
+
   static func watchLine(_ store: RecordingLogHandler.Store) -> RecordingLogHandler.Record? {
     store.all.first { $0.message == "rpc" && $0.metadata["rpc.method"] == "grpc.health.v1.Health/Watch" }
   }
