@@ -14,11 +14,11 @@ public struct HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol {
   public static let maximumServiceNameBytes = 256
 
   private let board: HealthStatusBoard
-  private let watches: WatchCount
+  private let watches: OpenStreams
 
   public init(board: HealthStatusBoard, watchesPerConnection: Int = 16, watchesPerProcess: Int = 4096) {
     self.board = board
-    self.watches = WatchCount(perConnection: watchesPerConnection, perProcess: watchesPerProcess)
+    self.watches = OpenStreams(perOwner: watchesPerConnection, perProcess: watchesPerProcess)
   }
 
   public func check(
@@ -40,13 +40,14 @@ public struct HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol {
     try Self.validate(request)
     // The peer names the connection (its address and port).
     let connection = context.remotePeer
-    if let exceeded = self.watches.open(connection: connection) {
+    if let exceeded = self.watches.open(owner: connection) {
       throw APIError.status(
         .resourceExhausted, reason: "TOO_MANY_WATCHES",
-        message: "too many open health watches \(exceeded.description); close one first",
-        metadata: ["limit": exceeded.rawValue])
+        message:
+          "too many open health watches \(exceeded == .perOwner ? "on this connection" : "on this server"); close one first",
+        metadata: ["limit": exceeded == .perOwner ? "per_connection" : "per_process"])
     }
-    defer { self.watches.close(connection: connection) }
+    defer { self.watches.close(owner: connection) }
     let watch = self.board.startWatch(request.service)
     // A cancelled RPC (the client reset the stream, or its deadline passed) does not cancel this
     // task: the watch is ended instead, so the stream is not held until the next status change.
@@ -71,49 +72,6 @@ public struct HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol {
     switch status {
     case .serving: return .serving
     case .notServing: return .notServing
-    }
-  }
-}
-
-/// Open Watch streams, per connection and in all.
-private final class WatchCount: Sendable {
-  enum Limit: String {
-    case perConnection = "per_connection"
-    case perProcess = "per_process"
-
-    var description: String {
-      switch self {
-      case .perConnection: "on this connection"
-      case .perProcess: "on this server"
-      }
-    }
-  }
-
-  private let perConnection: Int
-  private let perProcess: Int
-  private let counts = Mutex<(byConnection: [String: Int], total: Int)>(([:], 0))
-
-  init(perConnection: Int, perProcess: Int) {
-    self.perConnection = perConnection
-    self.perProcess = perProcess
-  }
-
-  /// Counts a new stream on `connection`; the limit it would exceed instead, if any.
-  func open(connection: String) -> Limit? {
-    self.counts.withLock { counts in
-      if counts.total >= self.perProcess { return .perProcess }
-      if counts.byConnection[connection, default: 0] >= self.perConnection { return .perConnection }
-      counts.byConnection[connection, default: 0] += 1
-      counts.total += 1
-      return nil
-    }
-  }
-
-  func close(connection: String) {
-    self.counts.withLock { counts in
-      counts.total -= 1
-      let left = counts.byConnection[connection, default: 1] - 1
-      counts.byConnection[connection] = left > 0 ? left : nil
     }
   }
 }

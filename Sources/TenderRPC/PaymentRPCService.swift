@@ -21,6 +21,8 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
   private let pageTokens: PageTokens
   /// How often WatchPayments looks for new events.
   private let watchInterval: Duration
+  /// Open WatchPayments streams, per client and in this process.
+  private let watches: OpenStreams
   /// The time new payments are stamped with.
   private let now: @Sendable () -> Date
 
@@ -31,9 +33,12 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     pageTokens: PageTokens,
     now: @escaping @Sendable () -> Date,
     logger: Logger,
-    watchInterval: Duration = .milliseconds(250)
+    watchInterval: Duration = .milliseconds(250),
+    watchesPerClient: Int = 32,
+    watchesPerProcess: Int = 1024
   ) {
     self.watchInterval = watchInterval
+    self.watches = OpenStreams(perOwner: watchesPerClient, perProcess: watchesPerProcess)
     self.now = now
     self.payments = payments
     self.runner = runner
@@ -293,7 +298,16 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     let payments = self.payments
     let tokens = self.pageTokens
     let interval = self.watchInterval
+    let watches = self.watches
+    if let exceeded = watches.open(owner: caller.clientID) {
+      throw APIError.status(
+        .resourceExhausted, reason: "TOO_MANY_STREAMS",
+        message:
+          "too many open WatchPayments streams \(exceeded == .perOwner ? "for this client" : "on this server"); close one first",
+        metadata: ["limit": exceeded == .perOwner ? "per_client" : "per_process"])
+    }
     return StreamingServerResponse { writer in
+      defer { watches.close(owner: caller.clientID) }
       var after = start
       // Events become readable in position order (see PaymentStore.events), so reading after the
       // last position sent never skips one; the stream ends cleanly when the server drains, and

@@ -30,7 +30,7 @@ enum RPCOutcome {
       contents.producer = { base in
         do {
           let trailers = try await producer(writer(base))
-          // A stream its handler ended because the RPC was cancelled.
+          // A stream its handler ended because the RPC was cancelled (a reset, or its deadline).
           finished(context.cancellation.isCancelled ? .cancelled : nil, nil)
           return trailers
         } catch {
@@ -51,8 +51,8 @@ enum RPCOutcome {
   }
 
   /// The status code an RPC that threw `error` ends with: CANCELLED when the RPC was cancelled
-  /// (its client went away or reset the stream; a write then fails with whatever the transport
-  /// says), else what the error becomes on the wire.
+  /// (its client went away or reset the stream, or its deadline passed; a write then fails with
+  /// whatever the transport says), else what the error becomes on the wire.
   static func code(of error: any Error, _ context: ServerContext) -> RPCError.Code {
     if let error = error as? RPCError { return error.code }
     if let error = error as? any RPCErrorConvertible { return error.rpcErrorCode }

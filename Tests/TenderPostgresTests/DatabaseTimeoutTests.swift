@@ -7,19 +7,6 @@ import Testing
 /// The statement and lock timeouts every pooled connection runs with.
 @Suite("Database timeouts against a real PostgreSQL")
 struct DatabaseTimeoutTests {
-  static func withClient<Result: Sendable>(
-    _ url: String, _ body: (PostgresClient) async throws -> Result
-  ) async throws -> Result {
-    var logger = Logger(label: "tender.test.postgres")
-    logger.logLevel = .error
-    let client = PostgresClient(configuration: try DatabaseURL.configuration(from: url), backgroundLogger: logger)
-    return try await withThrowingTaskGroup(of: Void.self) { group in
-      group.addTask { await client.run() }
-      defer { group.cancelAll() }
-      return try await body(client)
-    }
-  }
-
   static func setting(_ client: PostgresClient, _ name: String) async throws -> String {
     try await client.query(PostgresQuery(unsafeSQL: "SHOW \(name)")).decode(String.self).reduce("") { $0 + $1 }
   }
@@ -27,11 +14,11 @@ struct DatabaseTimeoutTests {
   @Test("Connections get the default timeouts, or the URL's")
   func defaults() async throws {
     let url = try await TestPostgres.makeDatabase()
-    let defaults = try await Self.withClient(url) { client in
+    let defaults = try await withPostgresClient(url) { client in
       (try await Self.setting(client, "statement_timeout"), try await Self.setting(client, "lock_timeout"))
     }
     #expect(defaults.0 == "15s" && defaults.1 == "5s")
-    let chosen = try await Self.withClient(url + "&statement_timeout=2min&lock_timeout=0") { client in
+    let chosen = try await withPostgresClient(url + "&statement_timeout=2min&lock_timeout=0") { client in
       (try await Self.setting(client, "statement_timeout"), try await Self.setting(client, "lock_timeout"))
     }
     #expect(chosen.0 == "2min" && chosen.1 == "0")
@@ -40,7 +27,7 @@ struct DatabaseTimeoutTests {
   @Test("A statement waiting on a lock gives up after lock_timeout; a slow one after statement_timeout")
   func timeoutsEndWaits() async throws {
     let url = try await TestPostgres.makeDatabase()
-    try await Self.withClient(url + "&lock_timeout=300ms&statement_timeout=1s") { client in
+    try await withPostgresClient(url + "&lock_timeout=300ms&statement_timeout=1s") { client in
       try await client.query("CREATE TABLE held (id int PRIMARY KEY)")
       try await client.query("INSERT INTO held VALUES (1)")
       let (locked, lockedContinuation) = AsyncStream.makeStream(of: Void.self)

@@ -151,6 +151,51 @@ struct PaymentRPCTests {
     }
   }
 
+  @Test(
+    "A client holds at most 32 WatchPayments streams at once (RESOURCE_EXHAUSTED past that); other clients are not held back"
+  )
+  func watchStreamsCapped() async throws {
+    try await InProcessServer.with { server in
+      let token = try await server.token(scopes: ["payments:read"])
+      let other = try await server.token(scopes: ["payments:read"])
+      try await server.withClient { grpc in
+        let payments = Payments(wrapping: grpc)
+        let (opened, openedContinuation) = AsyncStream.makeStream(of: Void.self)
+        let streams = Task {
+          try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<32 {
+              group.addTask {
+                try await payments.watchPayments(.init(), metadata: TestServer.bearer(token)) { response in
+                  openedContinuation.yield()
+                  for try await _ in response.messages {}
+                }
+              }
+            }
+            try await group.waitForAll()
+          }
+        }
+        var count = 0
+        for await _ in opened {
+          count += 1
+          if count == 32 { break }
+        }
+        // Bounded, so an accepted stream fails the test instead of holding it open.
+        var bounded = CallOptions.defaults
+        bounded.timeout = .seconds(10)
+        let refused = await #expect(throws: RPCError.self) {
+          try await payments.watchPayments(.init(), metadata: TestServer.bearer(token), options: bounded) { response in
+            for try await _ in response.messages {}
+          }
+        }
+        #expect(refused?.code == .resourceExhausted && refused?.reason == "TOO_MANY_STREAMS")
+        // Another client of the same merchant still gets its stream.
+        let accepted = try await payments.watchPayments(.init(), metadata: TestServer.bearer(other)) { _ in true }
+        #expect(accepted)
+        streams.cancel()
+      }
+    }
+  }
+
   @Test("A missing or unusable idempotency-key is refused before anything happens")
   func idempotencyKeyRequired() async throws {
     try await InProcessServer.with { server in
