@@ -67,8 +67,6 @@ public struct TestServer: Sendable {
   public static let secretHashing = ClientSecretHasher.Parameters(logRounds: 4, blockSize: 8, parallelism: 1)
   /// The Stripe webhook secret of every test server and its simulator.
   public static let webhookSecret = "whsec_tender_test"
-  /// How RPCs reach this server.
-  public let rpc: RPCTransport
   /// Address of the gRPC listener (`rpc: .tls`; "in-process" and 0 otherwise).
   public let host: String
   public let port: Int
@@ -81,8 +79,11 @@ public struct TestServer: Sendable {
   public let redisKeyPrefix: String
   /// The provider simulator this server talks to.
   public let simulator: ProviderSimulator
-  /// The client side of the in-process transport (`rpc: .inProcess`).
+  /// The client side of the in-process transport (`rpc: .inProcess`); nil over TLS.
   private let inProcessClient: InProcessTransport.Client?
+
+  /// How RPCs reach this server.
+  public var rpc: RPCTransport { self.inProcessClient == nil ? .tls : .inProcess }
 
   /// How RPCs reach a test server.
   public enum RPCTransport: Sendable {
@@ -216,7 +217,7 @@ public struct TestServer: Sendable {
           simulator.deliverWebhooks(WebhookDelivery(enabled: false))
         }
         let server = TestServer(
-          rpc: rpc, host: host, port: port, httpPort: httpPort, certificates: certificates, databaseURL: databaseURL,
+          host: host, port: port, httpPort: httpPort, certificates: certificates, databaseURL: databaseURL,
           application: application, redisKeyPrefix: configuration.redisKeyPrefix, simulator: simulator,
           inProcessClient: inProcess?.client)
         if waitUntilServing {
@@ -358,14 +359,10 @@ public struct TestServer: Sendable {
   public func withClient<Result: Sendable>(
     _ body: (GRPCClient<TestClientTransport>) async throws -> Result
   ) async throws -> Result {
-    let transport: TestClientTransport
-    switch self.rpc {
-    case .inProcess:
-      guard let client = self.inProcessClient else { throw TestServerError.noInProcessTransport }
-      transport = TestClientTransport(client)
-    case .tls:
-      transport = TestClientTransport(try self.clientTransport())
-    }
+    let transport =
+      if let client = self.inProcessClient { TestClientTransport(client) } else {
+        TestClientTransport(try self.clientTransport())
+      }
     return try await withGRPCClient(transport: transport) { client in
       try await body(client)
     }
@@ -428,7 +425,6 @@ public enum TestServerError: Error {
   case neverServing
   case noDatabase
   case keyNeverReached(key: String, condition: String)
-  case noInProcessTransport
 }
 
 extension TenderApplication {

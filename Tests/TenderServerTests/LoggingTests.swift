@@ -78,12 +78,12 @@ struct CancelledCallLoggingTests {
         _ = await watcher.result
         // The server's line is written once the cancellation has reached it.
         let deadline = ContinuousClock.now + .seconds(10)
-        while Self.watchLine(store) == nil, ContinuousClock.now < deadline {
+        while Self.line(store, Self.healthWatch) == nil, ContinuousClock.now < deadline {
           try await Task.sleep(for: .milliseconds(10))
         }
       }
     }
-    let line = try #require(Self.watchLine(store))
+    let line = try #require(Self.line(store, Self.healthWatch))
     #expect(line.metadata["rpc.code"] == "CANCELLED" && line.level == .info, "\(line)")
     #expect(line.metadata["rpc.error_type"] == nil)
   }
@@ -122,7 +122,5 @@ struct CancelledCallLoggingTests {
     store.all.first { $0.message == "rpc" && $0.metadata["rpc.method"] == method }
   }
 
-  static func watchLine(_ store: RecordingLogHandler.Store) -> RecordingLogHandler.Record? {
-    store.all.first { $0.message == "rpc" && $0.metadata["rpc.method"] == "grpc.health.v1.Health/Watch" }
-  }
+  static let healthWatch = "grpc.health.v1.Health/Watch"
 }
