@@ -260,6 +260,17 @@ public struct TokenAuthority: Sendable {
     return verified
   }
 
+  /// Whether a token accepted earlier is still in good standing, read from the store itself (the
+  /// cache may hold what is being re-checked): the reason it is refused now, or nil. A store that
+  /// cannot answer refuses nothing; the question is asked again at the next change.
+  public func recheck(_ token: VerifiedToken) async -> AuthFailure? {
+    guard token.expireTime > Date() else { return .expired }
+    guard let standing = try? await self.store.standing(clientID: token.caller.clientID, tokenID: token.caller.tokenID)
+    else { return nil }
+    if standing.revoked { return .revoked }
+    return standing.clientStatus == .active ? nil : .clientDisabled
+  }
+
   private func standing(of token: VerifiedToken) async throws -> TokenStanding {
     let clientID = token.caller.clientID
     let tokenID = token.caller.tokenID

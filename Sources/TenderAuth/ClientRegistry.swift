@@ -47,7 +47,14 @@ public struct ClientRegistry: Sendable {
 
   /// Replaces the client's secret; the old one stops working at once. Tokens already issued stay
   /// valid until they expire (revoke them to end them sooner).
-  public func rotateSecret(clientID: String) async throws -> (ClientRecord, Secret<String>) {
+  /// `permitted` sees the client first (its merchant and scopes never change): a client it refuses
+  /// is `unknownClient`, as if it did not exist.
+  public func rotateSecret(
+    clientID: String, permitted: (ClientRecord) -> Bool = { _ in true }
+  ) async throws -> (ClientRecord, Secret<String>) {
+    guard let current = try await self.store.client(id: clientID), permitted(current) else {
+      throw AuthStoreError.unknownClient
+    }
     let secret = ClientSecretHasher.generateSecret()
     let hash = try await self.hasher.hash(secret)
     let record = try await self.store.replaceSecret(clientID: clientID, secretHash: hash.encoded)

@@ -19,12 +19,29 @@ public struct Caller: Sendable, Hashable {
   public func has(scope: String) -> Bool {
     self.scopes.contains(scope)
   }
+
+  /// Whether the caller reaches the clients and tokens of `merchant`: those of its own merchant,
+  /// or any merchant's with the `platform` scope.
+  public func reaches(merchant: String) -> Bool {
+    merchant == self.merchantID.rawValue || self.has(scope: Scopes.platform)
+  }
+
+  /// Whether the caller may give a new client `scope`: only a scope its own token carries, and
+  /// never `platform`, which only the operator CLI grants.
+  public func mayGrant(scope: String) -> Bool {
+    scope != Scopes.platform && self.has(scope: scope)
+  }
 }
 
 /// Scope names with meaning beyond the policy table.
 public enum Scopes {
-  /// Operator scope: manage clients of any merchant, revoke any token.
+  /// Merchant administration: create clients of the caller's own merchant (with scopes the
+  /// caller holds), rotate their secrets, revoke its merchant's tokens.
   public static let admin = "admin"
+  /// Platform operator: what `admin` and the token scopes allow, for every merchant instead of
+  /// the caller's own. Granted only by the operator CLI (`tender client create`), never over RPC,
+  /// and a client holding it is administered only by another platform caller.
+  public static let platform = "platform"
 
   /// A scope name: lowercase words separated by `:`, `_` or `.`.
   public static func isValid(_ scope: String) -> Bool {

@@ -281,9 +281,9 @@ public protocol PaymentStore: Sendable {
   func list(
     merchant: MerchantID, filter: PaymentFilter, pageSize: Int, after: PageCursor?
   ) async throws -> Page<PaymentRecord>
-  /// The merchant's events after `position` that are safe to read (every older transaction has
-  /// finished), in position order, at most `limit`.
-  func events(merchant: MerchantID, after position: EventPosition, limit: Int) async throws -> [PaymentEvent]
+  /// The merchant's events (every merchant's when nil) after `position` that are safe to read
+  /// (every older transaction has finished), in position order, at most `limit`.
+  func events(merchant: MerchantID?, after position: EventPosition, limit: Int) async throws -> [PaymentEvent]
   /// A position before every event still to come ("now"): reading after it yields what is written
   /// from now on (and possibly a few events committed just before).
   func currentPosition() async throws -> EventPosition

@@ -323,5 +323,54 @@ public enum Migrations {
         "CREATE INDEX refunds_by_provider_id ON refunds (provider_refund_id) WHERE provider_refund_id IS NOT NULL",
       ]
     ),
+    Migration(
+      version: 9,
+      name: "feed_signals",
+      statements: [
+        // One reader per process follows every merchant's events in feed order.
+        "CREATE INDEX payment_events_in_order ON payment_events (tx, event_id)",
+        // Wake-ups for that reader, once per writing transaction (NOTIFY folds equal payloads).
+        """
+        CREATE FUNCTION tender_notify_payment_events() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          PERFORM pg_notify('tender_payment_events', pg_current_xact_id()::text);
+          RETURN NULL;
+        END
+        $$
+        """,
+        """
+        CREATE TRIGGER payment_events_notify AFTER INSERT ON payment_events
+          FOR EACH STATEMENT EXECUTE FUNCTION tender_notify_payment_events()
+        """,
+        // Open streams end when their token is revoked or their client or merchant disabled,
+        // whichever replica, or the operator CLI, changed it.
+        """
+        CREATE FUNCTION tender_notify_standing() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF TG_TABLE_NAME = 'revoked_tokens' THEN
+            PERFORM pg_notify('tender_standing', 'token:' || NEW.token_id);
+          ELSIF TG_TABLE_NAME = 'api_clients' THEN
+            PERFORM pg_notify('tender_standing', 'client:' || NEW.client_id);
+          ELSE
+            PERFORM pg_notify('tender_standing', 'merchant:' || NEW.merchant_id);
+          END IF;
+          RETURN NULL;
+        END
+        $$
+        """,
+        """
+        CREATE TRIGGER revoked_tokens_notify AFTER INSERT ON revoked_tokens
+          FOR EACH ROW EXECUTE FUNCTION tender_notify_standing()
+        """,
+        """
+        CREATE TRIGGER api_clients_notify AFTER UPDATE OF status ON api_clients
+          FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION tender_notify_standing()
+        """,
+        """
+        CREATE TRIGGER merchants_notify AFTER UPDATE OF status ON merchants
+          FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION tender_notify_standing()
+        """,
+      ]
+    ),
   ]
 }

@@ -355,20 +355,29 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     }
   }
 
-  public func events(merchant: MerchantID, after position: EventPosition, limit: Int) async throws -> [PaymentEvent] {
+  public func events(merchant: MerchantID?, after position: EventPosition, limit: Int) async throws -> [PaymentEvent] {
     try await traced(self.tracer, "payments.events") {
       // Only transactions older than this statement's snapshot xmin: all of them have finished,
       // so no event can appear later at a position before the ones returned.
-      let rows = try await self.client.query(
-        """
-        SELECT tx::text::bigint, event_id, merchant_id, payment_id, refund_id, type, from_status, to_status, amount_minor, create_time
-        FROM payment_events
-        WHERE merchant_id = \(merchant.rawValue) AND (tx, event_id) > (\(String(position.transaction))::xid8, \(position.id))
-          AND tx < pg_snapshot_xmin(pg_current_snapshot())
-        ORDER BY tx, event_id LIMIT \(limit)
-        """,
-        logger: self.logger
-      )
+      let query: PostgresQuery =
+        if let merchant {
+          """
+          SELECT tx::text::bigint, event_id, merchant_id, payment_id, refund_id, type, from_status, to_status, amount_minor, create_time
+          FROM payment_events
+          WHERE merchant_id = \(merchant.rawValue) AND (tx, event_id) > (\(String(position.transaction))::xid8, \(position.id))
+            AND tx < pg_snapshot_xmin(pg_current_snapshot())
+          ORDER BY tx, event_id LIMIT \(limit)
+          """
+        } else {
+          """
+          SELECT tx::text::bigint, event_id, merchant_id, payment_id, refund_id, type, from_status, to_status, amount_minor, create_time
+          FROM payment_events
+          WHERE (tx, event_id) > (\(String(position.transaction))::xid8, \(position.id))
+            AND tx < pg_snapshot_xmin(pg_current_snapshot())
+          ORDER BY tx, event_id LIMIT \(limit)
+          """
+        }
+      let rows = try await self.client.query(query, logger: self.logger)
       var events: [PaymentEvent] = []
       for try await (tx, id, merchantID, paymentID, refundID, type, from, to, amount, created) in rows.decode(
         (Int64, Int64, String, String, String?, String, String?, String?, Int64?, Date).self

@@ -67,6 +67,7 @@ public struct AuthInterceptor: ServerInterceptor {
 
     var serviceContext = ServiceContext.current ?? .topLevel
     serviceContext.caller = caller
+    serviceContext.accessToken = verified
     let response = try await ServiceContext.withValue(serviceContext) {
       try await next(request, context)
     }

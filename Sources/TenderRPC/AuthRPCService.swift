@@ -112,11 +112,13 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
   func revokeToken(_ request: Tender_Auth_V1_RevokeTokenRequest) async throws -> Tender_Auth_V1_RevokeTokenResponse {
     let caller = try Self.caller()
     let target = try await self.verifiedArgument(request.token)
-    // A client revokes its own tokens; an administrator any token.
-    guard target.caller.clientID == caller.clientID || caller.has(scope: Scopes.admin) else {
+    // A client revokes its own tokens; an administrator those of its merchant; a platform
+    // caller any token.
+    let administers = caller.has(scope: Scopes.admin) && caller.reaches(merchant: target.caller.merchantID.rawValue)
+    guard target.caller.clientID == caller.clientID || administers || caller.has(scope: Scopes.platform) else {
       throw APIError.status(
         .permissionDenied, reason: "NOT_TOKEN_OWNER",
-        message: "only the token's own client or an administrator may revoke it")
+        message: "only the token's own client or an administrator of its merchant may revoke it")
     }
     try await self.authority.revoke(target, revokedBy: caller.clientID)
     var response = Tender_Auth_V1_RevokeTokenResponse()
@@ -133,9 +135,9 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
     }
     var response = Tender_Auth_V1_IntrospectTokenResponse()
     // RFC 7662: anything not currently usable is just "not active", without saying why; tokens of
-    // other merchants are not active to non-administrators.
+    // other merchants are not active except to a platform caller.
     guard let token = try? await self.authority.authenticate(request.token),
-      token.caller.merchantID == caller.merchantID || caller.has(scope: Scopes.admin)
+      caller.reaches(merchant: token.caller.merchantID.rawValue)
     else {
       response.active = false
       return response
@@ -169,6 +171,21 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
         merchantID: message.merchantID, scopes: message.scopes, displayName: message.displayName)
     } catch {
       throw Self.invalid(error, message)
+    }
+    // Checked before anything is looked up, so another merchant's existence is not revealed.
+    guard caller.reaches(merchant: message.merchantID) else {
+      throw APIError.status(
+        .permissionDenied, reason: "OTHER_MERCHANT",
+        message: "an administrator manages clients of its own merchant only", metadata: ["field": "merchant_id"])
+    }
+    if let index = message.scopes.firstIndex(where: { !caller.mayGrant(scope: $0) }) {
+      let scope = message.scopes[index]
+      throw APIError.status(
+        .permissionDenied, reason: "SCOPE_NOT_GRANTABLE",
+        message: scope == Scopes.platform
+          ? "the platform scope is granted only by the operator CLI"
+          : "a client may be given only scopes the caller's token carries",
+        metadata: ["field": "scopes[\(index)]", "scope": scope])
     }
     return try await self.keyed(
       method: Self.createClientMethod, request: request, merchant: caller.merchantID
@@ -234,7 +251,12 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
     ) {
       let rotated: (ClientRecord, Secret<String>)
       do {
-        rotated = try await self.registry.rotateSecret(clientID: clientID)
+        // Another merchant's client, or a platform client to a caller without the scope, is not
+        // found: neither is revealed.
+        rotated = try await self.registry.rotateSecret(clientID: clientID) { client in
+          caller.reaches(merchant: client.merchantID)
+            && (!client.scopes.contains(Scopes.platform) || caller.has(scope: Scopes.platform))
+        }
       } catch AuthStoreError.unknownClient {
         throw APIError.status(
           .notFound, reason: "CLIENT_NOT_FOUND", message: "no client \(clientID)", metadata: ["field": "client_id"])

@@ -1,5 +1,6 @@
 public import ServiceContextModule
 public import Synchronization
+public import TenderAuth
 public import TenderCore
 
 /// What the interceptors learn about one RPC, shared along the chain: the outermost interceptor
@@ -34,6 +35,10 @@ private enum CallRecordKey: ServiceContextKey {
   typealias Value = CallRecord
 }
 
+private enum AccessTokenKey: ServiceContextKey {
+  typealias Value = VerifiedToken
+}
+
 private enum CallerKey: ServiceContextKey {
   typealias Value = Caller
 }
@@ -49,5 +54,12 @@ extension ServiceContext {
   public var caller: Caller? {
     get { self[CallerKey.self] }
     set { self[CallerKey.self] = newValue }
+  }
+
+  /// The verified access token of the RPC being served (its caller, expiry); set by the auth
+  /// interceptor, so long-lived streams can end when it stops being valid.
+  public var accessToken: VerifiedToken? {
+    get { self[AccessTokenKey.self] }
+    set { self[AccessTokenKey.self] = newValue }
   }
 }

@@ -41,11 +41,7 @@ public struct HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol {
     // The peer names the connection (its address and port).
     let connection = context.remotePeer
     if let exceeded = self.watches.open(owner: connection) {
-      throw APIError.status(
-        .resourceExhausted, reason: "TOO_MANY_WATCHES",
-        message:
-          "too many open health watches \(exceeded == .perOwner ? "on this connection" : "on this server"); close one first",
-        metadata: ["limit": exceeded == .perOwner ? "per_connection" : "per_process"])
+      throw exceeded.refusal(reason: "TOO_MANY_WATCHES", streams: "health watches", owner: "connection")
     }
     defer { self.watches.close(owner: connection) }
     let watch = self.board.startWatch(request.service)

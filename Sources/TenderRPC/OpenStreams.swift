@@ -1,3 +1,5 @@
+import GRPCCore
+import GRPCProtobuf
 import Synchronization
 
 /// Long-lived streams open right now, per owner (a connection, a client) and in all, so one
@@ -6,6 +8,14 @@ final class OpenStreams: Sendable {
   enum Limit {
     case perOwner
     case perProcess
+
+    /// RESOURCE_EXHAUSTED with `reason`, naming the limit (`per_<owner>` or `per_process`).
+    func refusal(reason: String, streams: String, owner: String) -> GoogleRPCStatus {
+      let whose = self == .perOwner ? "for this \(owner)" : "on this server"
+      return APIError.status(
+        .resourceExhausted, reason: reason, message: "too many open \(streams) \(whose); close one first",
+        metadata: ["limit": self == .perOwner ? "per_\(owner)" : "per_process"])
+    }
   }
 
   private let perOwner: Int

@@ -9,6 +9,7 @@ import SwiftProtobuf
 import Synchronization
 public import TenderAPI
 public import TenderCore
+public import TenderAuth
 public import TenderOperations
 
 /// `tender.payments.v1.PaymentService`: CreatePayment, CapturePayment and CancelPayment (keyed,
@@ -19,8 +20,10 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
   private let runner: KeyedOperationRunner
   private let logger: Logger
   private let pageTokens: PageTokens
-  /// How often WatchPayments looks for new events.
-  private let watchInterval: Duration
+  /// Every WatchPayments stream's source of new events.
+  private let feed: PaymentEventFeed
+  /// Whether a stream's token is still valid, asked when its standing may have changed.
+  private let recheck: @Sendable (VerifiedToken) async -> AuthFailure?
   /// Open WatchPayments streams, per client and in this process.
   private let watches: OpenStreams
   /// The time new payments are stamped with.
@@ -33,11 +36,13 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     pageTokens: PageTokens,
     now: @escaping @Sendable () -> Date,
     logger: Logger,
-    watchInterval: Duration = .milliseconds(250),
+    feed: PaymentEventFeed,
+    recheck: @escaping @Sendable (VerifiedToken) async -> AuthFailure?,
     watchesPerClient: Int = 32,
     watchesPerProcess: Int = 1024
   ) {
-    self.watchInterval = watchInterval
+    self.feed = feed
+    self.recheck = recheck
     self.watches = OpenStreams(perOwner: watchesPerClient, perProcess: watchesPerProcess)
     self.now = now
     self.payments = payments
@@ -295,46 +300,82 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
       }
       start = position
     }
-    let payments = self.payments
-    let tokens = self.pageTokens
-    let interval = self.watchInterval
+    guard let token = ServiceContext.current?.accessToken else {
+      throw APIError.status(.unauthenticated, reason: "TOKEN_MISSING", message: "an access token is required")
+    }
     let watches = self.watches
     if let exceeded = watches.open(owner: caller.clientID) {
-      throw APIError.status(
-        .resourceExhausted, reason: "TOO_MANY_STREAMS",
-        message:
-          "too many open WatchPayments streams \(exceeded == .perOwner ? "for this client" : "on this server"); close one first",
-        metadata: ["limit": exceeded == .perOwner ? "per_client" : "per_process"])
+      throw exceeded.refusal(reason: "TOO_MANY_STREAMS", streams: "WatchPayments streams", owner: "client")
     }
+    let (payments, tokens, feed, recheck) = (self.payments, self.pageTokens, self.feed, self.recheck)
     return StreamingServerResponse { writer in
       defer { watches.close(owner: caller.clientID) }
-      var after = start
-      // Events become readable in position order (see PaymentStore.events), so reading after the
-      // last position sent never skips one; the stream ends cleanly when the server drains, and
-      // within one interval once the RPC is cancelled (a client that reset the stream does not
-      // cancel this task; an idle stream would otherwise poll until the drain).
-      while !Task.isCancelled && !Task.isShuttingDownGracefully && !context.cancellation.isCancelled {
-        let events = try await payments.events(merchant: merchant, after: after, limit: 100)
-        for event in events {
-          let payment = try await payments.payment(event.paymentID, merchant: merchant)
-          try await writer.write(
-            .with {
-              $0.cursor = tokens.sealCursor(event.position, merchant: merchant)
-              $0.eventType = PaymentMessages.eventType(event.type)
-              $0.paymentID = event.paymentID.rawValue
-              $0.refundID = event.refundID?.rawValue ?? ""
-              if let payment { $0.payment = PaymentMessages.payment(payment) }
-              $0.eventTime = Google_Protobuf_Timestamp(date: event.createTime)
-            }
-          )
-          after = event.position
-        }
-        if events.count < 100 {
-          try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
-        }
+      func send(_ event: PaymentEvent, _ payment: PaymentRecord?) async throws {
+        try await writer.write(
+          .with {
+            $0.cursor = tokens.sealCursor(event.position, merchant: merchant)
+            $0.eventType = PaymentMessages.eventType(event.type)
+            $0.paymentID = event.paymentID.rawValue
+            $0.refundID = event.refundID?.rawValue ?? ""
+            if let payment { $0.payment = PaymentMessages.payment(payment) }
+            $0.eventTime = Google_Protobuf_Timestamp(date: event.createTime)
+          }
+        )
       }
-      return [:]
+      var after = start
+      while true {
+        let subscription = try await feed.subscribe(
+          merchant: merchant, clientID: caller.clientID, tokenID: caller.tokenID)
+        defer { subscription.end(.closed) }
+        // The backlog up to where the feed stood is read here, once; the feed delivers the rest.
+        // Events become readable in position order (see PaymentStore.events), so reading after
+        // the last position sent never skips one.
+        backlog: while after < subscription.position {
+          let events = try await payments.events(merchant: merchant, after: after, limit: 100)
+          for event in events {
+            guard event.position <= subscription.position else { break backlog }
+            try await send(event, try await payments.payment(event.paymentID, merchant: merchant))
+            after = event.position
+          }
+          if events.count < 100 { break }
+        }
+        // A reset stream does not cancel this task, and an idle one writes nothing that could
+        // fail: its cancellation ends the subscription; so do the drain and the token's expiry.
+        let expiry = Task {
+          guard (try? await Task.sleep(for: .seconds(max(0, token.expireTime.timeIntervalSinceNow)))) != nil else {
+            return
+          }
+          subscription.end(.closed)
+        }
+        defer { expiry.cancel() }
+        try await withRPCCancellationHandler {
+          try await withGracefulShutdownHandler {
+            for await message in subscription.messages {
+              switch message {
+              case .events(let delivered):
+                for item in delivered where item.event.position > after {
+                  try await send(item.event, item.payment)
+                  after = item.event.position
+                }
+              case .standingChanged:
+                if let failure = await recheck(token) { throw Self.streamRefusal(failure) }
+              }
+            }
+          } onGracefulShutdown: {
+            subscription.end(.closed)
+          }
+        } onCancelRPC: {
+          subscription.end(.closed)
+        }
+        if token.expireTime <= Date() { throw Self.streamRefusal(.expired) }
+        guard subscription.end == .fellBehind else { return [:] }
+      }
     }
+  }
+
+  /// How a stream ends when its token stops being valid, as the auth interceptor refuses a call.
+  static func streamRefusal(_ failure: AuthFailure) -> GoogleRPCStatus {
+    APIError.status(.unauthenticated, reason: failure.errorReason, message: AuthInterceptor.message(for: failure))
   }
 }
 

@@ -94,7 +94,7 @@ public struct TenderApplication: Sendable {
       logger: logger
     )
     let auth = AuthParts(shared)
-    let payments = PaymentParts(shared)
+    let payments = PaymentParts(shared, authority: auth.authority)
     let webhooks = try WebhookParts(shared)
 
     let servedNames = serviceNames.filter { $0.hasPrefix("tender.") }
@@ -303,7 +303,7 @@ public struct TenderApplication: Sendable {
     let completeRound: @Sendable () async throws -> Int
     let background: [any Service]
 
-    init(_ shared: Shared) {
+    init(_ shared: Shared, authority: TokenAuthority) {
       let (configuration, logger, ports) = (shared.configuration, shared.logger, shared.ports)
       let provider = ports.provider
       let paymentStore = ports.payments
@@ -313,9 +313,10 @@ public struct TenderApplication: Sendable {
       // One runner for every keyed operation, the completer's included.
       self.runner = KeyedOperationRunner(
         idempotency: idempotencyStore, calls: ports.calls, lock: configuration.idempotencyLock, logger: logger)
+      let feed = PaymentEventFeed(store: paymentStore, signals: ports.signals, logger: logger)
       self.paymentService = PaymentRPCService(
         payments: paymentStore, runner: self.runner, provider: provider, pageTokens: pageTokens, now: ports.now,
-        logger: logger)
+        logger: logger, feed: feed, recheck: { await authority.recheck($0) })
       self.refundService = RefundRPCService(
         refunds: refundStore, payments: paymentStore, runner: self.runner, provider: provider, pageTokens: pageTokens,
         logger: logger
@@ -348,6 +349,7 @@ public struct TenderApplication: Sendable {
       }
       self.completeRound = completeRound
       self.background = [
+        feed,
         PeriodicTask.idempotencyReaper(store: idempotencyStore, interval: configuration.reaperInterval, logger: logger),
         PeriodicTask(name: "completer", interval: configuration.completerInterval, logger: logger) {
           _ = try await completeRound()

@@ -27,6 +27,8 @@ public struct TenderPorts: Sendable {
   public var provider: any PaymentProvider
   /// The time records are stamped with, at the precision the stores keep.
   public var now: @Sendable () -> Date
+  /// Wake-ups for the payment event feed and open streams; nil: the feed polls.
+  public var signals: (any FeedSignals)?
   /// What readiness depends on.
   public var probes: [any ReadinessProbe]
   /// Clients that run with the server (the database pool, Redis, the provider's HTTP client):
@@ -49,6 +51,7 @@ public struct TenderPorts: Sendable {
     limiter: any RateLimiter,
     provider: any PaymentProvider,
     now: @escaping @Sendable () -> Date,
+    signals: (any FeedSignals)? = nil,
     probes: [any ReadinessProbe] = [],
     services: [any Service] = [],
     migrate: (@Sendable () async throws -> Void)? = nil,
@@ -65,6 +68,7 @@ public struct TenderPorts: Sendable {
     self.limiter = limiter
     self.provider = provider
     self.now = now
+    self.signals = signals
     self.probes = probes
     self.services = services
     self.migrate = migrate
@@ -97,6 +101,7 @@ public struct TenderPorts: Sendable {
       limiter: TokenBucketLimiter(client: redis, prefix: configuration.redisKeyPrefix + "rl:"),
       provider: provider,
       now: PostgresTime.now,
+      signals: PostgresFeedSignals(client: postgres, logger: logger),
       // Redis is a dependency of readiness only when calls fail without it (the closed policy).
       probes: [PostgresReadinessProbe(client: postgres)]
         + (configuration.rateLimitFailureMode == .closed ? [RedisReadinessProbe(client: redis)] : []),

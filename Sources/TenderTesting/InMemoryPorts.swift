@@ -95,6 +95,9 @@ public actor InMemoryDatabase {
   var signingKeys: [SigningKeyRecord] = []
   var revocations: [String: (clientID: String, expires: Date)] = [:]
 
+  /// Wake-ups for the payment event feed, sent as PostgreSQL's triggers send them.
+  public nonisolated let signals = InMemoryFeedSignals()
+
   public init(clock: TestClock = TestClock()) {
     self.clock = clock
   }
@@ -191,6 +194,7 @@ public actor InMemoryDatabase {
     to: PaymentStatus?, amount: Int64?
   ) -> PaymentEvent {
     self.lastEventID += 1
+    self.signals.send(.events(transaction: nil))
     let event = PaymentEvent(
       position: EventPosition(transaction: self.transaction, id: self.lastEventID), merchantID: merchant,
       paymentID: payment, refundID: refund,
@@ -370,8 +374,13 @@ public actor InMemoryDatabase {
     return Self.page(Array(matching), pageSize: pageSize, after: after, created: \.createTime, id: \.id.rawValue)
   }
 
-  func events(merchant: MerchantID, after position: EventPosition, limit: Int) -> [PaymentEvent] {
-    Array(self.events.filter { $0.merchantID == merchant && $0.position > position }.prefix(limit))
+  /// How many times payment events were read, by anyone.
+  public private(set) var eventReads = 0
+
+  func events(merchant: MerchantID?, after position: EventPosition, limit: Int) -> [PaymentEvent] {
+    self.eventReads += 1
+    return Array(
+      self.events.filter { (merchant == nil || $0.merchantID == merchant) && $0.position > position }.prefix(limit))
   }
 
   func currentPosition() -> EventPosition {
@@ -520,8 +529,10 @@ public actor InMemoryDatabase {
 
   func changeClient(_ id: String, _ change: (inout ClientRecord) -> Void) throws -> ClientRecord {
     guard var client = self.clients[id] else { throw AuthStoreError.unknownClient }
+    let status = client.status
     change(&client)
     self.clients[id] = client
+    if client.status != status { self.signals.send(.standing(.client(id))) }
     return client
   }
 
@@ -562,7 +573,10 @@ public actor InMemoryDatabase {
   }
 
   func revoke(tokenID: String, clientID: String, expireTime: Date) {
-    if self.revocations[tokenID] == nil { self.revocations[tokenID] = (clientID, expireTime) }
+    if self.revocations[tokenID] == nil {
+      self.revocations[tokenID] = (clientID, expireTime)
+      self.signals.send(.standing(.token(tokenID)))
+    }
   }
 
   func standing(clientID: String, tokenID: String) -> TokenStanding {
@@ -636,7 +650,7 @@ public struct InMemoryStores: PaymentStore, ProviderCallLog, RefundStore, Idempo
   ) async throws -> Page<PaymentRecord> {
     await self.database.list(merchant: merchant, filter: filter, pageSize: pageSize, after: after)
   }
-  public func events(merchant: MerchantID, after position: EventPosition, limit: Int) async throws -> [PaymentEvent] {
+  public func events(merchant: MerchantID?, after position: EventPosition, limit: Int) async throws -> [PaymentEvent] {
     await self.database.events(merchant: merchant, after: position, limit: limit)
   }
   public func currentPosition() async throws -> EventPosition { await self.database.currentPosition() }
@@ -771,6 +785,9 @@ extension InMemoryDatabase {
     Dictionary(uniqueKeysWithValues: self.keys.compactMap { key, row in row.response.map { (key.key, $0) } })
   }
 
+  /// How many API clients exist, of every merchant.
+  public func clientCount() -> Int { self.clients.count }
+
   /// How many rows `table` has.
   public func count(_ table: Table) -> Int {
     switch table {
@@ -782,3 +799,36 @@ extension InMemoryDatabase {
     }
   }
 }
+
+/// Feed signals of an `InMemoryDatabase`; `interrupt()` drops every listener, as a lost
+/// connection would.
+public final class InMemoryFeedSignals: FeedSignals {
+  private let listeners = Mutex<(next: Int, all: [Int: AsyncStream<FeedSignal>.Continuation])>((0, [:]))
+
+  public init() {}
+
+  public func listen(_ receive: @escaping @Sendable (FeedSignal) -> Void) async throws {
+    let (signals, continuation) = AsyncStream.makeStream(of: FeedSignal.self)
+    let id = self.listeners.withLock { listeners in
+      listeners.next += 1
+      listeners.all[listeners.next] = continuation
+      return listeners.next
+    }
+    defer { _ = self.listeners.withLock { $0.all.removeValue(forKey: id) } }
+    receive(.resynchronize)
+    for await signal in signals { receive(signal) }
+    try Task.checkCancellation()
+    throw InMemoryFeedSignalsInterrupted()
+  }
+
+  func send(_ signal: FeedSignal) {
+    for listener in self.listeners.withLock({ Array($0.all.values) }) { listener.yield(signal) }
+  }
+
+  /// Ends every listener's connection.
+  public func interrupt() {
+    for listener in self.listeners.withLock({ Array($0.all.values) }) { listener.finish() }
+  }
+}
+
+struct InMemoryFeedSignalsInterrupted: Error {}

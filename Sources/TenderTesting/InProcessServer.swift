@@ -58,7 +58,7 @@ public struct InProcessServer: Sendable {
     let ports = TenderPorts(
       payments: stores, calls: stores, refunds: stores, idempotency: stores, settlement: stores, webhooks: nil,
       auth: InMemoryAuthStore(database: database), standingCache: nil, limiter: InMemoryRateLimiter(clock: clock),
-      provider: provider, now: { database.recordTime() }
+      provider: provider, now: { database.recordTime() }, signals: database.signals
     )
     let transport = InProcessTransport()
     let (listening, continuation) = AsyncStream.makeStream(of: Void.self)

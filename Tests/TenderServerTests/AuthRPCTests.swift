@@ -4,6 +4,8 @@ import GRPCInProcessTransport
 import GRPCProtobuf
 import SwiftProtobuf
 import TenderAPI
+import TenderAuth
+import TenderCore
 import TenderServer
 import TenderTesting
 import Testing
@@ -49,7 +51,8 @@ struct AuthRPCTests {
   @Test("Client administration: CreateClient needs admin, names the bad field, and the new secret works once rotated")
   func clientAdministration() async throws {
     try await InProcessServer.with { server in
-      let admin = try await server.token(scopes: ["admin"])
+      let admin = try await server.token(scopes: ["admin", "payments:read"])
+      let platform = try await server.token(scopes: ["admin", "platform", "payments:read"], merchantID: "mer_ops")
       try await server.withClient { grpc in
         let auth = Tender_Auth_V1_AuthService.Client(wrapping: grpc)
         func keyed(_ key: String) -> Metadata { PaymentsTests.metadata(admin, key: key) }
@@ -69,7 +72,7 @@ struct AuthRPCTests {
             .with {
               $0.merchantID = "mer_nosuchmerchant"
               $0.scopes = ["payments:read"]
-            }, metadata: keyed("nomerchant"))
+            }, metadata: PaymentsTests.metadata(platform, key: "nomerchant"))
         }
         #expect(noMerchant?.code == .failedPrecondition)
         #expect(noMerchant?.reason == "MERCHANT_NOT_FOUND")
@@ -128,7 +131,7 @@ struct AuthRPCTests {
   )
   func keyedClientAdministration() async throws {
     try await InProcessServer.with { server in
-      let admin = try await server.token(scopes: ["admin"])
+      let admin = try await server.token(scopes: ["admin", "refunds:read", "refunds:write"])
       try await server.withClient { grpc in
         let auth = Tender_Auth_V1_AuthService.Client(wrapping: grpc)
         func keyed(_ key: String) -> Metadata { PaymentsTests.metadata(admin, key: key) }
@@ -177,6 +180,103 @@ struct AuthRPCTests {
         for bytes in stored.values {
           #expect(!String(decoding: bytes, as: UTF8.self).contains("tsk_"))
         }
+      }
+    }
+  }
+
+  @Test(
+    "Administration stays within a merchant: admin of one merchant cannot create, rotate, revoke or introspect another's; platform can; no RPC grants platform or an unheld scope"
+  )
+  func administrationStaysWithinAMerchant() async throws {
+    try await InProcessServer.with { server in
+      let admin = try await server.token(scopes: ["admin", "tokens:revoke", "tokens:introspect", "payments:read"])
+      let platform = try await server.token(
+        scopes: ["admin", "platform", "tokens:revoke", "tokens:introspect", "payments:read"], merchantID: "mer_ops")
+      let victim = try await server.makeClient(scopes: ["payments:read"], merchantID: "mer_other")
+      let victimToken = try await server.application.authority.issue(
+        clientID: victim.clientID, secret: Secret(victim.secret), requestedScopes: []
+      ).token.value
+      let ownPlatformClient = try await server.makeClient(scopes: ["admin", "platform"])
+      try await server.withClient { grpc in
+        let auth = Tender_Auth_V1_AuthService.Client(wrapping: grpc)
+        func create(
+          _ token: String, merchant: String, scopes: [String], key: String
+        ) async throws -> Tender_Auth_V1_CreateClientResponse {
+          try await auth.createClient(
+            .with {
+              $0.merchantID = merchant
+              $0.scopes = scopes
+            }, metadata: PaymentsTests.metadata(token, key: key))
+        }
+        func refusal(_ body: () async throws -> Void) async -> (RPCError?, String?) {
+          let error = await #expect(throws: RPCError.self) { try await body() }
+          let status = try? error?.unpackGoogleRPCStatus()
+          return (error, status?.details.compactMap(\.errorInfo).first?.metadata["field"])
+        }
+        let clientsBefore = await server.database.clientCount()
+
+        let otherMerchant = await refusal {
+          _ = try await create(admin, merchant: "mer_other", scopes: ["payments:read"], key: "x1")
+        }
+        #expect(otherMerchant.0?.code == .permissionDenied && otherMerchant.0?.reason == "OTHER_MERCHANT")
+        #expect(otherMerchant.1 == "merchant_id")
+        // Refused the same whether or not the merchant exists: nothing is revealed.
+        let noSuchMerchant = await refusal {
+          _ = try await create(admin, merchant: "mer_nosuch", scopes: ["payments:read"], key: "x2")
+        }
+        #expect(noSuchMerchant.0?.reason == "OTHER_MERCHANT")
+        let unheld = await refusal {
+          _ = try await create(
+            admin, merchant: TestServer.merchantID, scopes: ["payments:read", "payments:write"], key: "x3")
+        }
+        #expect(unheld.0?.code == .permissionDenied && unheld.0?.reason == "SCOPE_NOT_GRANTABLE")
+        #expect(unheld.1 == "scopes[1]")
+        let platformByAdmin = await refusal {
+          _ = try await create(admin, merchant: TestServer.merchantID, scopes: ["platform"], key: "x4")
+        }
+        #expect(platformByAdmin.0?.reason == "SCOPE_NOT_GRANTABLE" && platformByAdmin.1 == "scopes[0]")
+        let platformByPlatform = await refusal {
+          _ = try await create(platform, merchant: "mer_ops", scopes: ["platform"], key: "x5")
+        }
+        #expect(platformByPlatform.0?.reason == "SCOPE_NOT_GRANTABLE")
+        #expect(await server.database.clientCount() == clientsBefore)
+
+        // Another merchant's client, and a platform client of the admin's own merchant, are not
+        // found to a merchant admin; the victim's secret still works.
+        for (index, target) in [victim.clientID, ownPlatformClient.clientID].enumerated() {
+          let rotation = await refusal {
+            _ = try await auth.rotateClientSecret(
+              .with { $0.clientID = target }, metadata: PaymentsTests.metadata(admin, key: "rot\(index)"))
+          }
+          #expect(rotation.0?.code == .notFound && rotation.0?.reason == "CLIENT_NOT_FOUND", "\(target)")
+        }
+        _ = try await auth.issueToken(
+          .with {
+            $0.clientID = victim.clientID
+            $0.clientSecret = victim.secret
+          })
+
+        let introspected = try await auth.introspectToken(
+          .with { $0.token = victimToken }, metadata: TestServer.bearer(admin))
+        #expect(!introspected.active)
+        let revocation = await refusal {
+          _ = try await auth.revokeToken(.with { $0.token = victimToken }, metadata: TestServer.bearer(admin))
+        }
+        #expect(revocation.0?.code == .permissionDenied && revocation.0?.reason == "NOT_TOKEN_OWNER")
+        let stillActive = try await auth.introspectToken(
+          .with { $0.token = victimToken }, metadata: TestServer.bearer(platform))
+        #expect(stillActive.active && stillActive.merchantID == "mer_other")
+
+        // The platform scope reaches every merchant.
+        let made = try await create(platform, merchant: "mer_other", scopes: ["payments:read"], key: "p1")
+        #expect(made.client.merchantID == "mer_other")
+        let rotated = try await auth.rotateClientSecret(
+          .with { $0.clientID = victim.clientID }, metadata: PaymentsTests.metadata(platform, key: "p2"))
+        #expect(rotated.client.merchantID == "mer_other")
+        _ = try await auth.revokeToken(.with { $0.token = victimToken }, metadata: TestServer.bearer(platform))
+        let revoked = try await auth.introspectToken(
+          .with { $0.token = victimToken }, metadata: TestServer.bearer(platform))
+        #expect(!revoked.active)
       }
     }
   }

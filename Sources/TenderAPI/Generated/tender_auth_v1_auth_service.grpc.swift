@@ -180,7 +180,8 @@ extension Tender_Auth_V1_AuthService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Creates an API client for a merchant; the secret is returned once and never again.
+        /// > Creates an API client of the caller's merchant (of any merchant with the `platform` scope),
+        /// > with scopes the caller's token carries; the secret is returned once and never again.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Tender_Auth_V1_CreateClientRequest` messages.
@@ -198,7 +199,8 @@ extension Tender_Auth_V1_AuthService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Replaces a client's secret; the new secret is returned once.
+        /// > Replaces the secret of a client of the caller's merchant (of any merchant with the `platform`
+        /// > scope); the new secret is returned once.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Tender_Auth_V1_RotateClientSecretRequest` messages.
@@ -283,7 +285,8 @@ extension Tender_Auth_V1_AuthService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Creates an API client for a merchant; the secret is returned once and never again.
+        /// > Creates an API client of the caller's merchant (of any merchant with the `platform` scope),
+        /// > with scopes the caller's token carries; the secret is returned once and never again.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Tender_Auth_V1_CreateClientRequest` message.
@@ -301,7 +304,8 @@ extension Tender_Auth_V1_AuthService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Replaces a client's secret; the new secret is returned once.
+        /// > Replaces the secret of a client of the caller's merchant (of any merchant with the `platform`
+        /// > scope); the new secret is returned once.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Tender_Auth_V1_RotateClientSecretRequest` message.
@@ -384,7 +388,8 @@ extension Tender_Auth_V1_AuthService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Creates an API client for a merchant; the secret is returned once and never again.
+        /// > Creates an API client of the caller's merchant (of any merchant with the `platform` scope),
+        /// > with scopes the caller's token carries; the secret is returned once and never again.
         ///
         /// - Parameters:
         ///   - request: A `Tender_Auth_V1_CreateClientRequest` message.
@@ -402,7 +407,8 @@ extension Tender_Auth_V1_AuthService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Replaces a client's secret; the new secret is returned once.
+        /// > Replaces the secret of a client of the caller's merchant (of any merchant with the `platform`
+        /// > scope); the new secret is returned once.
         ///
         /// - Parameters:
         ///   - request: A `Tender_Auth_V1_RotateClientSecretRequest` message.
@@ -694,7 +700,8 @@ extension Tender_Auth_V1_AuthService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Creates an API client for a merchant; the secret is returned once and never again.
+        /// > Creates an API client of the caller's merchant (of any merchant with the `platform` scope),
+        /// > with scopes the caller's token carries; the secret is returned once and never again.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Tender_Auth_V1_CreateClientRequest` message.
@@ -717,7 +724,8 @@ extension Tender_Auth_V1_AuthService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Replaces a client's secret; the new secret is returned once.
+        /// > Replaces the secret of a client of the caller's merchant (of any merchant with the `platform`
+        /// > scope); the new secret is returned once.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Tender_Auth_V1_RotateClientSecretRequest` message.
@@ -863,7 +871,8 @@ extension Tender_Auth_V1_AuthService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Creates an API client for a merchant; the secret is returned once and never again.
+        /// > Creates an API client of the caller's merchant (of any merchant with the `platform` scope),
+        /// > with scopes the caller's token carries; the secret is returned once and never again.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Tender_Auth_V1_CreateClientRequest` message.
@@ -897,7 +906,8 @@ extension Tender_Auth_V1_AuthService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Replaces a client's secret; the new secret is returned once.
+        /// > Replaces the secret of a client of the caller's merchant (of any merchant with the `platform`
+        /// > scope); the new secret is returned once.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Tender_Auth_V1_RotateClientSecretRequest` message.
@@ -1023,7 +1033,8 @@ extension Tender_Auth_V1_AuthService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Creates an API client for a merchant; the secret is returned once and never again.
+    /// > Creates an API client of the caller's merchant (of any merchant with the `platform` scope),
+    /// > with scopes the caller's token carries; the secret is returned once and never again.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Tender_Auth_V1_CreateClientRequest` message.
@@ -1052,7 +1063,8 @@ extension Tender_Auth_V1_AuthService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Replaces a client's secret; the new secret is returned once.
+    /// > Replaces the secret of a client of the caller's merchant (of any merchant with the `platform`
+    /// > scope); the new secret is returned once.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Tender_Auth_V1_RotateClientSecretRequest` message.
@@ -1184,7 +1196,8 @@ extension Tender_Auth_V1_AuthService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Creates an API client for a merchant; the secret is returned once and never again.
+    /// > Creates an API client of the caller's merchant (of any merchant with the `platform` scope),
+    /// > with scopes the caller's token carries; the secret is returned once and never again.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -1217,7 +1230,8 @@ extension Tender_Auth_V1_AuthService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Replaces a client's secret; the new secret is returned once.
+    /// > Replaces the secret of a client of the caller's merchant (of any merchant with the `platform`
+    /// > scope); the new secret is returned once.
     ///
     /// - Parameters:
     ///   - message: request message to send.

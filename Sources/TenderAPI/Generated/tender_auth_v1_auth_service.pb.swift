@@ -172,7 +172,8 @@ public nonisolated struct Tender_Auth_V1_RevokeTokenRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// The token to revoke (a caller may revoke its own token; admins any token).
+  /// The token to revoke: the caller's own client's, any of its merchant's with `admin`, any with
+  /// `platform`.
   public var token: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -280,10 +281,11 @@ public nonisolated struct Tender_Auth_V1_CreateClientRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Merchant the new client acts for.
+  /// Merchant the new client acts for: the caller's own unless it holds `platform`.
   public var merchantID: String = String()
 
-  /// Scopes the client may request; at least one.
+  /// Scopes the client may request; at least one, each carried by the caller's token.
+  /// `platform` is granted only by the operator CLI.
   public var scopes: [String] = []
 
   /// Human-readable label (≤ 200 characters).

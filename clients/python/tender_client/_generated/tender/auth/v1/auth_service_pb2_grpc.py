@@ -88,14 +88,16 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateClient(self, request, context):
-        """Creates an API client for a merchant; the secret is returned once and never again.
+        """Creates an API client of the caller's merchant (of any merchant with the `platform` scope),
+        with scopes the caller's token carries; the secret is returned once and never again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RotateClientSecret(self, request, context):
-        """Replaces a client's secret; the new secret is returned once.
+        """Replaces the secret of a client of the caller's merchant (of any merchant with the `platform`
+        scope); the new secret is returned once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

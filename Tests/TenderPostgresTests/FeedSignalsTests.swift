@@ -1,0 +1,47 @@
+import Foundation
+import Logging
+import PostgresNIO
+import TenderAuth
+import TenderCore
+import TenderPostgres
+import TenderTesting
+import Testing
+
+@Suite("Feed signals from a real PostgreSQL (LISTEN/NOTIFY)")
+struct FeedSignalsTests {
+  @Test(
+    "A transaction that writes payment events names itself; a revocation, a disabled client and a disabled merchant name whose standing changed"
+  )
+  func signals() async throws {
+    let url = try await TestPostgres.makeDatabase()
+    let (clientID, _) = try await TestPostgres.makeClient(
+      database: url, merchantID: "mer_a", scopes: ["payments:read"])
+    let logger = Logger(label: "tender.test.signals")
+    try await withPostgresClient(url) { client in
+      let (received, continuation) = AsyncStream.makeStream(of: FeedSignal.self)
+      let listener = Task {
+        try await PostgresFeedSignals(client: client, logger: logger).listen { continuation.yield($0) }
+      }
+      defer { listener.cancel() }
+      var signals = received.makeAsyncIterator()
+      #expect(await signals.next() == .resynchronize)
+
+      let store = PostgresPaymentStore(client: client, logger: logger)
+      let payment = PaymentStoreTests.newPayment("mer_a")
+      let event = try await store.insert(payment)
+      #expect(await signals.next() == .events(transaction: event.position.transaction))
+
+      let auth = PostgresAuthStore(client: client, logger: logger)
+      try await auth.revoke(tokenID: "tok_x", clientID: clientID, expireTime: Date() + 60, revokedBy: clientID)
+      #expect(await signals.next() == .standing(.token("tok_x")))
+      _ = try await auth.setStatus(clientID: clientID, status: .disabled)
+      #expect(await signals.next() == .standing(.client(clientID)))
+      try await client.query("UPDATE merchants SET status = 'disabled' WHERE merchant_id = 'mer_a'")
+      #expect(await signals.next() == .standing(.merchant("mer_a")))
+      // Only changes of standing are signalled: a client's unchanged status says nothing.
+      _ = try await auth.setStatus(clientID: clientID, status: .disabled)
+      try await auth.revoke(tokenID: "tok_y", clientID: clientID, expireTime: Date() + 60, revokedBy: clientID)
+      #expect(await signals.next() == .standing(.token("tok_y")))
+    }
+  }
+}
