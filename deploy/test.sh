@@ -22,5 +22,5 @@ trap cleanup EXIT
 swift build --build-tests
 status=0
 swift test --skip-build || status=$?
-TENDER_BIN="$root/.build/debug/tender" python3 -m pytest -q -p no:cacheprovider codegen/tests clients/python/tests || status=$?
+TENDER_BIN="$root/.build/debug/tender" python3 -m pytest -q -rA -p no:cacheprovider codegen/tests clients/python/tests tests/hostile || status=$?
 exit "$status"

@@ -12,7 +12,7 @@ import urllib.request
 import standardwebhooks
 from stripe import WebhookSignature
 
-from conftest import STANDARD_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET
+from tender_dev import STANDARD_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET
 
 
 def _post(server, path, body, headers):
