@@ -260,6 +260,7 @@ def test_rapid_reset(hostile_server, attack):
     raw.close()
     attack.update(name="rapid reset", tried=f"{sent} HEADERS each followed at once by RST_STREAM(CANCEL)",
                   outcome=raw.summary())
+    assert raw.goaway is not None, "the server took an endless stream of reset streams"
 
 
 def test_continuation_flood(hostile_server, attack):
@@ -279,26 +280,20 @@ def test_continuation_flood(hostile_server, attack):
     assert raw.closed, "the server kept a connection with an endless header block"
 
 
-def test_ping_flood(hostile_server, attack):
+@pytest.mark.parametrize("kind", ["PING", "SETTINGS"])
+def test_control_frame_flood(hostile_server, attack, kind):
     raw = Raw(hostile_server)
+    frame, limit = {
+        "PING": (PingFrame(0, opaque_data=b"tender!!").serialize(), 200_000),
+        "SETTINGS": (SettingsFrame(0, settings={SettingsFrame.MAX_CONCURRENT_STREAMS: 100}).serialize(), 100_000),
+    }[kind]
     sent = 0
-    frame = PingFrame(0, opaque_data=b"tender!!").serialize()
-    while sent < 200000 and raw.send(frame * 1000):
+    while sent < limit and raw.send(frame * 1000):
         sent += 1000
     raw.read_for(3)
     raw.close()
-    attack.update(name="PING flood", tried=f"{sent} PING frames", outcome=raw.summary())
-
-
-def test_settings_flood(hostile_server, attack):
-    raw = Raw(hostile_server)
-    sent = 0
-    frame = SettingsFrame(0, settings={SettingsFrame.MAX_CONCURRENT_STREAMS: 100}).serialize()
-    while sent < 100000 and raw.send(frame * 1000):
-        sent += 1000
-    raw.read_for(3)
-    raw.close()
-    attack.update(name="SETTINGS flood", tried=f"{sent} SETTINGS frames", outcome=raw.summary())
+    attack.update(name=f"{kind} flood", tried=f"{sent} {kind} frames", outcome=raw.summary())
+    assert raw.goaway is not None, f"the server answered a {kind} flood without ending the connection"
 
 
 def test_oversized_header_list(hostile_server, attack):
