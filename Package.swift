@@ -15,6 +15,7 @@ let package = Package(
     .executable(name: "tender", targets: ["tender"]),
     .executable(name: "tender-provider-sim", targets: ["tender-provider-sim"]),
     .executable(name: "tender-load", targets: ["tender-load"]),
+    .executable(name: "tender-fuzz", targets: ["tender-fuzz"]),
   ],
   dependencies: [
     .package(url: "https://github.com/grpc/grpc-swift-2.git", exact: "2.4.3"),
@@ -117,6 +118,7 @@ let package = Package(
         "CHiredis",
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ],
@@ -285,6 +287,30 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
+    // Fuzz targets over the in-process server and the parsers (FuzzTarget); run by libFuzzer
+    // through tender-fuzz (deploy/fuzz.sh) and over the seed corpus by the tests.
+    .target(
+      name: "TenderFuzzing",
+      dependencies: [
+        "TenderTesting",
+        "TenderServer",
+        "TenderRPC",
+        "TenderBridge",
+        "TenderCore",
+        "TenderAPI",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
+        .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "Crypto", package: "swift-crypto"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .executableTarget(
+      name: "tender-fuzz",
+      dependencies: ["TenderFuzzing"],
+      swiftSettings: swiftSettings
+    ),
     // Test support: ephemeral PostgreSQL, certificates, an in-process server.
     .target(
       name: "TenderTesting",
@@ -325,6 +351,7 @@ let package = Package(
         .product(name: "NIOHTTP1", package: "swift-nio"),
         "TenderProviderSim",
         "TenderTesting",
+        "TenderFuzzing",
         "TenderAPI",
         "TenderRPC",
         "TenderAuth",
@@ -425,6 +452,7 @@ let package = Package(
         "TenderAuth",
         .product(name: "Crypto", package: "swift-crypto"),
         "TenderTesting",
+        "TenderDevSupport",
         .product(name: "PostgresNIO", package: "postgres-nio"),
         .product(name: "Logging", package: "swift-log"),
       ],

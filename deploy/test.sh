@@ -12,6 +12,17 @@ cleanup() {
     [ -f "$data/postmaster.pid" ] || continue
     kill -TERM "$(head -n 1 "$data/postmaster.pid")" 2>/dev/null || true
   done
+  for scan in /tmp/tender-card-scan-*; do
+    [ -d "$scan" ] || continue
+    for note in "$scan"/postgres-*.cluster; do
+      [ -f "$note" ] || continue
+      cluster=$(cut -f2 "$note")
+      [ -f "$cluster/data/postmaster.pid" ] && kill -INT "$(head -n 1 "$cluster/data/postmaster.pid")" 2>/dev/null || true
+      sleep 1
+      rm -rf "$cluster"
+    done
+    rm -rf "$scan"
+  done
   for pidfile in /tmp/tender-test-redis-*/redis.pid; do
     [ -f "$pidfile" ] || continue
     kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
@@ -21,6 +32,22 @@ trap cleanup EXIT
 
 swift build --build-tests
 status=0
-swift test --skip-build || status=$?
-TENDER_BIN="$root/.build/debug/tender" python3 -m pytest -q -rA -p no:cacheprovider codegen/tests clients/python/tests tests/hostile || status=$?
+# What the suites log and store is kept for the card-data scan at the end (tests/support/card_scan.py).
+scan=$(mktemp -d /tmp/tender-card-scan-XXXXXX)
+chmod 755 "$scan"
+export TENDER_CARD_SCAN_DIR="$scan"
+# The Swift tests log at info into the scan's copy; the console shows warnings and up.
+{
+  code=0
+  TENDER_TEST_LOG_LEVEL=info swift test --skip-build 2>&1 || code=$?
+  echo "$code" > "$scan/swift-test.status"
+} | tee "$scan/swift-test.log" | { grep -Ev '^[0-9T:+-]+ (trace|debug|info) ' || true; }
+[ "$(cat "$scan/swift-test.status")" = 0 ] || status=1
+TENDER_BIN="$root/.build/debug/tender" python3 -m pytest -q -rA -p no:cacheprovider \
+  codegen/tests clients/python/tests tests/hostile tests/scan || status=$?
+python3 tests/support/card_scan.py scan "$scan" || status=1
+rm -rf "$scan"
+unset TENDER_CARD_SCAN_DIR
+# libFuzzer over every target for a bounded time (FUZZ_SECONDS each, default 60).
+"$root/deploy/fuzz.sh" || status=1
 exit "$status"

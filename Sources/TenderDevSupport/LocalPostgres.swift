@@ -25,12 +25,28 @@ public struct LocalPostgres: Sendable {
   ///     dev server).
   ///   - durable: whether a commit survives the machine failing (fsync); a test run's throwaway
   ///     cluster does without, since nothing it tests depends on PostgreSQL's own crash safety.
+  ///   - tls: a certificate and its key (PEM) to serve TLS with; clients then may or must use it
+  ///     as their `sslmode` says.
   public static func start(
-    in directory: URL, port: Int, database: String = "tender", maxConnections: Int = 200, durable: Bool = true
+    in directory: URL, port: Int, database: String = "tender", maxConnections: Int = 200, durable: Bool = true,
+    tls: (certificatePEM: String, keyPEM: String)? = nil
   ) async throws -> LocalPostgres {
     let cluster = LocalPostgres(directory: directory.standardizedFileURL, port: port, database: database)
     try await cluster.initializeIfNeeded()
-    try await cluster.startServer(maxConnections: maxConnections, durable: durable)
+    var ssl: [String] = []
+    if let tls {
+      // PostgreSQL reads its key only if nobody else can.
+      let certificate = cluster.directory.appendingPathComponent("server.crt")
+      let key = cluster.directory.appendingPathComponent("server.key")
+      try tls.certificatePEM.write(to: certificate, atomically: true, encoding: .utf8)
+      try tls.keyPEM.write(to: key, atomically: true, encoding: .utf8)
+      try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: key.path)
+      if Self.isRoot {
+        try await Self.run("/bin/chown", ["postgres:postgres", certificate.path, key.path], asPostgres: false)
+      }
+      ssl = ["-c ssl=on", "-c ssl_cert_file=\(certificate.path)", "-c ssl_key_file=\(key.path)"]
+    }
+    try await cluster.startServer(maxConnections: maxConnections, durable: durable, extra: ssl)
     try await cluster.createDatabaseIfNeeded()
     return cluster
   }
@@ -98,14 +114,15 @@ public struct LocalPostgres: Sendable {
     )
   }
 
-  private func startServer(maxConnections: Int, durable: Bool) async throws {
-    let options = [
-      "-c listen_addresses=127.0.0.1",
-      "-p \(self.port)",
-      "-k \(self.directory.path)",
-      "-c max_connections=\(maxConnections)",
-      durable ? "-c fsync=on" : "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-    ].joined(separator: " ")
+  private func startServer(maxConnections: Int, durable: Bool, extra: [String]) async throws {
+    let options =
+      (extra + [
+        "-c listen_addresses=127.0.0.1",
+        "-p \(self.port)",
+        "-k \(self.directory.path)",
+        "-c max_connections=\(maxConnections)",
+        durable ? "-c fsync=on" : "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+      ]).joined(separator: " ")
     // A server left running from an earlier start of this folder is reused.
     if (try? await Self.run(Self.tool("pg_ctl"), ["-D", self.dataDirectory.path, "status"], asPostgres: Self.isRoot))
       != nil

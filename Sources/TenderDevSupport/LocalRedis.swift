@@ -8,14 +8,16 @@ public struct LocalRedis: Sendable {
 
   public let directory: URL
   public let port: Int
+  /// More `redis-server` arguments, after Tender's own (later ones win): TLS, ACL users.
+  public var arguments: [String] = []
   /// `redis://` URL of this server.
   public var url: String { "redis://127.0.0.1:\(self.port)" }
 
   private var pidFile: URL { self.directory.appendingPathComponent("redis.pid") }
 
   /// Starts a server (no persistence) listening on 127.0.0.1:`port`.
-  public static func start(in directory: URL, port: Int) async throws -> LocalRedis {
-    let redis = LocalRedis(directory: directory.standardizedFileURL, port: port)
+  public static func start(in directory: URL, port: Int, arguments: [String] = []) async throws -> LocalRedis {
+    let redis = LocalRedis(directory: directory.standardizedFileURL, port: port, arguments: arguments)
     try await redis.start()
     return redis
   }
@@ -33,7 +35,7 @@ public struct LocalRedis: Sendable {
           "--bind", "127.0.0.1", "--port", "\(self.port)", "--save", "", "--appendonly", "no",
           "--daemonize", "yes", "--pidfile", self.pidFile.path, "--dir", self.directory.path,
           "--logfile", self.directory.appendingPathComponent("redis.log").path,
-        ])
+        ] + self.arguments)
     } catch let error as ChildProcess.Failure {
       throw Failure(description: error.description)
     }

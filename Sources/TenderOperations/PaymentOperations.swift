@@ -55,7 +55,7 @@ public struct PaymentOperations: Sendable {
   }
 
   static func notFound(_ id: PaymentID) -> DomainError {
-    DomainError(.notFound, reason: "PAYMENT_NOT_FOUND", field: "payment_id", message: "no payment \(id.rawValue)")
+    DomainError(.notFound, reason: "PAYMENT_NOT_FOUND", field: "payment_id", message: "no such payment")
   }
 
   // MARK: CreatePayment

@@ -169,7 +169,7 @@ public struct RefundOperations: Sendable {
       let stored = written.withLock({ $0 })
     else {
       throw DomainError(
-        .notFound, reason: "REFUND_NOT_FOUND", field: "refund_id", message: "no refund \(refund.id.rawValue)")
+        .notFound, reason: "REFUND_NOT_FOUND", field: "refund_id", message: "no such refund")
     }
     return .answered(stored, replayed: false)
   }

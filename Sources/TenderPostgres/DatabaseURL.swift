@@ -6,7 +6,9 @@ import NIOSSL
 ///
 /// `host` may also be given as a query parameter naming a Unix socket directory
 /// (`postgres://user@/db?host=/run/postgresql&port=5432`). `sslmode` accepts `disable`, `prefer`
-/// (the default), `require` and `verify-full`. Every connection runs with a `statement_timeout`
+/// (the default), `require`, `verify-ca` (the server's certificate must chain to a trusted root)
+/// and `verify-full` (and must name the host); `sslrootcert=/path/ca.pem` names the roots to trust
+/// for the verifying modes (the system's otherwise). Every connection runs with a `statement_timeout`
 /// and a `lock_timeout` (defaults `defaultStatementTimeout` and `defaultLockTimeout`; the URL's
 /// query parameters of those names, in PostgreSQL's units such as `500ms` or `10s`, or `0` for
 /// none), so a call never waits on the database without end.
@@ -61,10 +63,24 @@ public enum DatabaseURL {
         var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
         tlsConfiguration.certificateVerification = .none
         tls = .require(tlsConfiguration)
-      case "verify-full":
-        tls = .require(.makeClientConfiguration())
+      case "verify-ca", "verify-full":
+        // verify-ca: the certificate must chain to a trusted root; verify-full: and name the host.
+        var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
+        tlsConfiguration.minimumTLSVersion = .tlsv12
+        if query["sslmode"] == "verify-ca" { tlsConfiguration.certificateVerification = .noHostnameVerification }
+        if let root = query["sslrootcert"], !root.isEmpty {
+          guard FileManager.default.isReadableFile(atPath: root) else {
+            throw Invalid(description: "sslrootcert \(root) cannot be read")
+          }
+          tlsConfiguration.trustRoots = .file(root)
+        }
+        tls = .require(tlsConfiguration)
       case let other:
-        throw Invalid(description: "sslmode '\(other)' is not one of disable, prefer, require, verify-full")
+        throw Invalid(
+          description: "sslmode '\(other)' is not one of disable, prefer, require, verify-ca, verify-full")
+      }
+      if query["sslrootcert"] != nil, !["verify-ca", "verify-full"].contains(query["sslmode"] ?? "") {
+        throw Invalid(description: "sslrootcert needs sslmode=verify-ca or verify-full")
       }
       configuration = .init(
         host: host, port: port, username: username, password: password, database: database, tls: tls)

@@ -97,9 +97,11 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
       try? await self.gate?.admit(bucket: "issue_token_client", key: failures, policy: self.issuePerClient)
       throw APIError.status(.unauthenticated, reason: "INVALID_CLIENT", message: "unknown client or wrong secret")
     } catch IssueFailure.scopeNotGranted(let scope) {
+      // The scope is named by its place in the request, never echoed: callers choose the text.
+      let field = request.scopes.firstIndex(of: scope).map { "scopes[\($0)]" } ?? "scopes"
       throw APIError.status(
-        .permissionDenied, reason: "SCOPE_NOT_GRANTED", message: "the client does not hold the scope \(scope)",
-        metadata: ["field": "scopes", "scope": scope])
+        .permissionDenied, reason: "SCOPE_NOT_GRANTED", message: "the client does not hold a requested scope",
+        metadata: ["field": field])
     }
     var response = Tender_Auth_V1_IssueTokenResponse()
     response.accessToken = issued.token.value
@@ -198,7 +200,7 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
         throw Self.invalid(error, message)
       } catch AuthStoreError.unknownMerchant {
         throw APIError.status(
-          .failedPrecondition, reason: "MERCHANT_NOT_FOUND", message: "no active merchant \(message.merchantID)",
+          .failedPrecondition, reason: "MERCHANT_NOT_FOUND", message: "no such active merchant",
           metadata: ["field": "merchant_id"])
       }
       var response = Tender_Auth_V1_CreateClientResponse()
@@ -259,7 +261,7 @@ public struct AuthRPCService: Tender_Auth_V1_AuthService.ServiceProtocol {
         }
       } catch AuthStoreError.unknownClient {
         throw APIError.status(
-          .notFound, reason: "CLIENT_NOT_FOUND", message: "no client \(clientID)", metadata: ["field": "client_id"])
+          .notFound, reason: "CLIENT_NOT_FOUND", message: "no such client", metadata: ["field": "client_id"])
       }
       var response = Tender_Auth_V1_RotateClientSecretResponse()
       response.client = Self.message(rotated.0)

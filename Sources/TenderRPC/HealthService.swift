@@ -27,7 +27,8 @@ public struct HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol {
   ) async throws -> Grpc_Health_V1_HealthCheckResponse {
     try Self.validate(request)
     guard let status = self.board.status(of: request.service) else {
-      throw RPCError(code: .notFound, message: "unknown service")
+      throw APIError.status(
+        .notFound, reason: "SERVICE_UNKNOWN", message: "unknown service", metadata: ["field": "service"])
     }
     return .with { $0.status = Self.wire(status) }
   }

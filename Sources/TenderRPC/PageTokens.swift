@@ -1,6 +1,6 @@
 public import Crypto
 import Foundation
-import TenderCore
+package import TenderCore
 
 /// Opaque page tokens: the cursor, the merchant and the list's filter, signed with HMAC-SHA256.
 /// A token cannot be forged or edited, nor replayed by another merchant or with another filter.
@@ -11,7 +11,7 @@ public struct PageTokens: Sendable {
     self.key = key
   }
 
-  func seal(_ cursor: PageCursor, merchant: MerchantID, filter: [UInt8]) -> String {
+  package func seal(_ cursor: PageCursor, merchant: MerchantID, filter: [UInt8]) -> String {
     let payload = Array(
       "v1|\(merchant.rawValue)|\(Hex.encode(filter))|\(cursor.createTimeMicroseconds)|\(cursor.id)".utf8)
     let mac = HMAC<SHA256>.authenticationCode(for: payload, using: self.key)
@@ -19,7 +19,7 @@ public struct PageTokens: Sendable {
   }
 
   /// The cursor of a token this server issued for `merchant` and `filter`; nil for anything else.
-  func open(_ token: String, merchant: MerchantID, filter: [UInt8]) -> PageCursor? {
+  package func open(_ token: String, merchant: MerchantID, filter: [UInt8]) -> PageCursor? {
     let parts = token.split(separator: ".", omittingEmptySubsequences: false)
     guard token.utf8.count <= 1024, parts.count == 2,
       let payload = Base64URL.decode(parts[0]), let mac = Base64URL.decode(parts[1]),
@@ -34,13 +34,13 @@ public struct PageTokens: Sendable {
 
   /// A watch cursor: the position of the last event seen, signed like page tokens so it cannot be
   /// edited or used by another merchant.
-  func sealCursor(_ position: EventPosition, merchant: MerchantID) -> String {
+  package func sealCursor(_ position: EventPosition, merchant: MerchantID) -> String {
     let payload = Array("w2|\(merchant.rawValue)|\(position.transaction)|\(position.id)".utf8)
     let mac = HMAC<SHA256>.authenticationCode(for: payload, using: self.key)
     return Base64URL.encode(payload) + "." + Base64URL.encode(Array(mac))
   }
 
-  func openCursor(_ cursor: String, merchant: MerchantID) -> EventPosition? {
+  package func openCursor(_ cursor: String, merchant: MerchantID) -> EventPosition? {
     let parts = cursor.split(separator: ".", omittingEmptySubsequences: false)
     guard cursor.utf8.count <= 512, parts.count == 2,
       let payload = Base64URL.decode(parts[0]), let mac = Base64URL.decode(parts[1]),

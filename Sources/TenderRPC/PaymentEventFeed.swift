@@ -110,8 +110,6 @@ public final class PaymentEventFeed: Service, Sendable {
   private let state = Mutex(State())
   private let wakeUps: AsyncStream<Void>
   private let wake: AsyncStream<Void>.Continuation
-  /// Reads of the shared feed so far (for tests and metrics).
-  private let reads = Atomic<Int>(0)
 
   public init(
     store: any PaymentStore,
@@ -132,10 +130,7 @@ public final class PaymentEventFeed: Service, Sendable {
     (self.wakeUps, self.wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
   }
 
-  /// How many times the shared feed has been read.
-  public var readCount: Int { self.reads.load(ordering: .relaxed) }
-
-  /// How many streams are subscribed.
+  /// How many streams are subscribed (a stream that fell behind is not, until it subscribes again).
   public var subscriberCount: Int { self.state.withLock { $0.subscribers.count } }
 
   /// Subscribes a stream of `merchant` acting with the token `tokenID` of `clientID`.
@@ -300,7 +295,6 @@ public final class PaymentEventFeed: Service, Sendable {
       let (start, epoch, pending) = self.state.withLock { ($0.position, $0.epoch, $0.pendingTransaction) }
       guard let start else { return false }
       let events = try await self.store.events(merchant: nil, after: start, limit: self.batchSize)
-      self.reads.add(1, ordering: .relaxed)
       var byMerchant: [MerchantID: [Delivered]] = [:]
       func fetch(_ merchants: Set<MerchantID>) async throws {
         for event in events where merchants.contains(event.merchantID) {

@@ -187,7 +187,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     let id = try PaymentMessages.paymentID(request.message.paymentID)
     guard let record = try await self.payments.payment(id, merchant: caller.merchantID) else {
       throw APIError.status(
-        .notFound, reason: "PAYMENT_NOT_FOUND", message: "no payment \(id.rawValue)", metadata: ["field": "payment_id"])
+        .notFound, reason: "PAYMENT_NOT_FOUND", message: "no such payment", metadata: ["field": "payment_id"])
     }
     return ServerResponse(message: .with { $0.payment = PaymentMessages.payment(record) })
   }
@@ -290,15 +290,13 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
   ) async throws -> StreamingServerResponse<Tender_Payments_V1_WatchPaymentsResponse> {
     let caller = try AuthRPCService.caller()
     let merchant = caller.merchantID
-    let start: EventPosition
-    if request.message.cursor.isEmpty {
-      start = try await self.payments.currentPosition()
-    } else {
+    var resumeFrom: EventPosition?
+    if !request.message.cursor.isEmpty {
       guard let position = self.pageTokens.openCursor(request.message.cursor, merchant: merchant) else {
         throw APIError.invalidArgument(
           field: "cursor", reason: "CURSOR_INVALID", message: "cursor is not a cursor of this merchant's events")
       }
-      start = position
+      resumeFrom = position
     }
     guard let token = ServiceContext.current?.accessToken else {
       throw APIError.status(.unauthenticated, reason: "TOKEN_MISSING", message: "an access token is required")
@@ -306,6 +304,14 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
     let watches = self.watches
     if let exceeded = watches.open(owner: caller.clientID) {
       throw exceeded.refusal(reason: "TOO_MANY_STREAMS", streams: "WatchPayments streams", owner: "client")
+    }
+    // A refused stream costs no database read: the position is read only once the stream is admitted.
+    let start: EventPosition
+    do {
+      if let resumeFrom { start = resumeFrom } else { start = try await self.payments.currentPosition() }
+    } catch {
+      watches.close(owner: caller.clientID)
+      throw error
     }
     let (payments, tokens, feed, recheck) = (self.payments, self.pageTokens, self.feed, self.recheck)
     return StreamingServerResponse { writer in

@@ -110,7 +110,7 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
     }
     guard let refund = try await self.refunds.refund(id, merchant: caller.merchantID) else {
       throw APIError.status(
-        .notFound, reason: "REFUND_NOT_FOUND", message: "no refund \(id.rawValue)", metadata: ["field": "refund_id"])
+        .notFound, reason: "REFUND_NOT_FOUND", message: "no such refund", metadata: ["field": "refund_id"])
     }
     return ServerResponse(message: .with { $0.refund = RefundMessages.refund(refund) })
   }
@@ -132,7 +132,7 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
       // Another merchant's payment is not found, not an empty list.
       guard try await self.payments.payment(id, merchant: merchant) != nil else {
         throw APIError.status(
-          .notFound, reason: "PAYMENT_NOT_FOUND", message: "no payment \(id.rawValue)",
+          .notFound, reason: "PAYMENT_NOT_FOUND", message: "no such payment",
           metadata: ["field": "payment_id"])
       }
       payment = id

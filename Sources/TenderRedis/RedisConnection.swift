@@ -1,6 +1,7 @@
 import CHiredis
 public import NIOCore
 public import NIOPosix
+import NIOSSL
 import Synchronization
 import TenderCore
 
@@ -16,6 +17,8 @@ public enum RedisError: Error, Sendable, Hashable, CustomStringConvertible {
   case protocolError
   /// Redis answered with an error reply.
   case reply(String)
+  /// The TLS settings cannot be used (say, the CA file cannot be read).
+  case tlsConfiguration(String)
 
   public var description: String {
     switch self {
@@ -24,6 +27,7 @@ public enum RedisError: Error, Sendable, Hashable, CustomStringConvertible {
     case .timeout: return "Redis did not answer in time"
     case .protocolError: return "Redis sent an invalid reply"
     case .reply(let message): return "Redis error: \(message.prefix(200))"
+    case .tlsConfiguration(let problem): return "Redis TLS settings: \(problem.prefix(200))"
     }
   }
 }
@@ -126,6 +130,23 @@ public final class RedisConnection: Sendable {
     to configuration: RedisConfiguration,
     on group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
   ) async throws -> RedisConnection {
+    let context: NIOSSLContext?
+    if let tls = configuration.tls {
+      var settings = TLSConfiguration.makeClientConfiguration()
+      settings.minimumTLSVersion = .tlsv12
+      if let caFile = tls.caFile { settings.trustRoots = .file(caFile) }
+      do {
+        context = try NIOSSLContext(configuration: settings)
+      } catch {
+        throw RedisError.tlsConfiguration("\(error)")
+      }
+    } else {
+      context = nil
+    }
+    // A host name is verified against the certificate (and sent as SNI); an address is verified
+    // against the certificate's IP addresses.
+    let isAddress = (try? SocketAddress(ipAddress: configuration.host, port: 0)) != nil
+    let serverHostname = isAddress ? nil : configuration.host
     let channel: any Channel
     do {
       channel = try await ClientBootstrap(group: group)
@@ -133,6 +154,10 @@ public final class RedisConnection: Sendable {
         .channelOption(.socketOption(.tcp_nodelay), value: 1)
         .channelInitializer { channel in
           channel.eventLoop.makeCompletedFuture {
+            if let context {
+              try channel.pipeline.syncOperations.addHandler(
+                NIOSSLClientHandler(context: context, serverHostname: serverHostname))
+            }
             try channel.pipeline.syncOperations.addHandler(RedisProtocolHandler())
           }
         }
@@ -143,7 +168,12 @@ public final class RedisConnection: Sendable {
     let connection = RedisConnection(channel: channel, commandTimeout: configuration.commandTimeout)
     do {
       if let password = configuration.password {
-        try await connection.expectOK(connection.send(["AUTH", password.value]))
+        // The TLS handshake completes before the first reply: a server that fails verification
+        // closes the connection here.
+        let command = configuration.username.map { ["AUTH", $0, password.value] } ?? ["AUTH", password.value]
+        try await connection.expectOK(connection.send(command))
+      } else if configuration.tls != nil {
+        _ = try await connection.send(["PING"])
       }
       if configuration.database != 0 {
         try await connection.expectOK(connection.send(["SELECT", String(configuration.database)]))

@@ -207,7 +207,7 @@ extension Setting {
   public static let databaseURL = Setting(
     "database-url", .required, isSecret: true,
     help:
-      "`postgres://user:password@host:port/db?sslmode=disable|prefer|require|verify-full&pool_max=N&statement_timeout=15s&lock_timeout=5s` (timeouts: defaults shown, 0 for none); `?host=/dir` for a Unix socket"
+      "`postgres://user:password@host:port/db?sslmode=disable|prefer|require|verify-ca|verify-full&sslrootcert=/ca.pem&pool_max=N&statement_timeout=15s&lock_timeout=5s` (timeouts: defaults shown, 0 for none; sslrootcert: the CA to verify with, the system's otherwise); `?host=/dir` for a Unix socket"
   ) { text, c in
     do {
       c.database = try DatabaseURL.configuration(from: text)
@@ -258,7 +258,7 @@ extension Setting {
   public static let redisURL = Setting(
     "redis-url", .required, isSecret: true,
     help:
-      "`redis://[:password@]host:port[/db][?connect_timeout=500ms&command_timeout=250ms&pool_size=4]` (defaults shown): rate-limit buckets and the token standing cache"
+      "`redis://[[user]:password@]host:port[/db][?connect_timeout=500ms&command_timeout=250ms&pool_size=4]` (defaults shown), or `rediss://…&ssl_ca_certs=/ca.pem` for TLS (the system's CAs without it); a user name is an ACL user: rate-limit buckets and the token standing cache"
   ) { text, c in
     do {
       c.redis = try RedisConfiguration(url: text)

@@ -427,6 +427,7 @@ public struct TenderApplication: Sendable {
         RateLimitInterceptor(
           gate: auth.gate, perClient: configuration.clientRateLimit,
           issueTokenPerPeer: configuration.issueTokenRateLimit), to: .all),
+      .apply(MalformedMessageInterceptor(), to: .all),
     ]
   }
 

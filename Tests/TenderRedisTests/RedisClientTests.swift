@@ -170,3 +170,63 @@ struct TokenBucketLimiterTests {
     }
   }
 }
+
+@Suite("Redis over TLS with an ACL user")
+struct RedisTLSTests {
+  @Test(
+    "rediss:// verifies the server against the URL's CA and authenticates as the URL's ACL user; another CA, a wrong password, the disabled default user or plain TCP get no answer"
+  )
+  func tlsAndACL() async throws {
+    let directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent(
+      "tender-test-redistls-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let authority = try DevCertificateAuthority()
+    let stranger = try DevCertificateAuthority(name: "Another CA")
+    let issued = try authority.issueServerCertificate()
+    let path = { (name: String) in directory.appendingPathComponent(name).path }
+    try authority.certificatePEM.write(toFile: path("ca.pem"), atomically: true, encoding: .utf8)
+    try stranger.certificatePEM.write(toFile: path("other-ca.pem"), atomically: true, encoding: .utf8)
+    try issued.certificatePEM.write(toFile: path("server.pem"), atomically: true, encoding: .utf8)
+    try issued.privateKeyPEM.write(toFile: path("server-key.pem"), atomically: true, encoding: .utf8)
+    let port = try LocalPostgres.freePort()
+    let redis = try await LocalRedis.start(
+      in: directory.appendingPathComponent("redis"), port: port,
+      arguments: [
+        "--port", "0", "--tls-port", "\(port)", "--tls-cert-file", path("server.pem"), "--tls-key-file",
+        path("server-key.pem"), "--tls-ca-cert-file", path("ca.pem"), "--tls-auth-clients", "no",
+        "--user", "default", "off", "--user", "tender", "on", ">s3cret-pass", "~*", "&*", "+@all",
+      ])
+    defer { redis.destroy() }
+
+    func ping(_ url: String) async throws -> RESPValue? {
+      var configuration = try RedisConfiguration(url: url)
+      configuration.connectTimeout = .seconds(2)
+      configuration.commandTimeout = .seconds(2)
+      let client = RedisClient(configuration: configuration, logger: Logger(label: "tender.test.redis-tls"))
+      return try? await client.send(["PING"])
+    }
+    let ca = "ssl_ca_certs=\(path("ca.pem"))"
+    #expect(try await ping("rediss://tender:s3cret-pass@127.0.0.1:\(port)?\(ca)") == .simpleString("PONG"))
+    #expect(try await ping("rediss://tender:s3cret-pass@localhost:\(port)?\(ca)") == .simpleString("PONG"))
+    #expect(try await ping("rediss://tender:wrong@127.0.0.1:\(port)?\(ca)") == nil)
+    #expect(try await ping("rediss://:s3cret-pass@127.0.0.1:\(port)?\(ca)") == nil)
+    #expect(try await ping("rediss://tender:s3cret-pass@127.0.0.1:\(port)?ssl_ca_certs=\(path("other-ca.pem"))") == nil)
+    #expect(try await ping("rediss://tender:s3cret-pass@127.0.0.1:\(port)") == nil)
+    #expect(try await ping("redis://tender:s3cret-pass@127.0.0.1:\(port)") == nil)
+  }
+
+  @Test("URL settings: ssl_ca_certs needs rediss://, a user needs a password")
+  func refusedSettings() {
+    #expect(throws: RedisConfiguration.Invalid.self) {
+      try RedisConfiguration(url: "redis://h:6379?ssl_ca_certs=/ca.pem")
+    }
+    #expect(throws: RedisConfiguration.Invalid.self) { try RedisConfiguration(url: "rediss://user@h:6379") }
+    #expect(throws: RedisConfiguration.Invalid.self) { try RedisConfiguration(url: "https://h:6379") }
+    let configuration = try? RedisConfiguration(
+      url: "rediss://tender:pw@cache.internal:6380/2?ssl_ca_certs=/etc/ca.pem")
+    #expect(configuration?.username == "tender")
+    #expect(configuration?.tls == RedisConfiguration.TLS(caFile: "/etc/ca.pem"))
+    #expect(configuration?.database == 2)
+  }
+}

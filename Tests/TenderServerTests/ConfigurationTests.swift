@@ -112,7 +112,7 @@ struct ConfigurationTests {
       Case(
         name: "Redis URL of another scheme",
         arguments: tls + ["--database-url", database, "--redis-url", "http://localhost:6379"], environment: [:],
-        setting: "TENDER_REDIS_URL (--redis-url)", problem: "must be a redis:// URL"),
+        setting: "TENDER_REDIS_URL (--redis-url)", problem: "must be a redis:// or rediss:// URL"),
       Case(
         name: "Redis URL with an unknown parameter",
         arguments: tls + ["--database-url", database, "--redis-url", redis + "?timeout=5"], environment: [:],

@@ -40,6 +40,7 @@ struct HealthTests {
           try await health.check(.with { $0.service = "no.such.Service" })
         }
         #expect(error?.code == .notFound)
+        #expect(try error?.unpackGoogleRPCStatus()?.details.compactMap(\.errorInfo).first?.reason == "SERVICE_UNKNOWN")
       }
     }
   }

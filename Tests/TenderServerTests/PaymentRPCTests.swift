@@ -151,6 +151,62 @@ struct PaymentRPCTests {
     }
   }
 
+  /// Messages as the bytes they are on the wire.
+  struct RawBytes: MessageSerializer, MessageDeserializer {
+    func serialize<Bytes: GRPCContiguousBytes>(_ message: [UInt8]) throws -> Bytes { Bytes(message) }
+    func deserialize<Bytes: GRPCContiguousBytes>(_ bytes: Bytes) throws -> [UInt8] {
+      bytes.withUnsafeBytes { Array($0) }
+    }
+  }
+
+  @Test("Bytes that are no CreatePaymentRequest get INVALID_ARGUMENT MESSAGE_MALFORMED and write nothing")
+  func undecodableMessage() async throws {
+    try await InProcessServer.with { server in
+      let token = try await server.token(scopes: ["payments:write"])
+      let valid: [UInt8] = try PaymentsTests.request().serializedBytes()
+      let inputs: [[UInt8]] = [[0xFF, 0xFF, 0xFF, 0xFF, 0x0F, 0x12, 0x80], Array(valid.prefix(7))]
+      let errors = try await server.withClient { grpc in
+        var errors: [RPCError?] = []
+        for bytes in inputs {
+          errors.append(
+            await #expect(throws: RPCError.self) {
+              try await grpc.unary(
+                request: ClientRequest(message: bytes, metadata: PaymentsTests.metadata(token, key: UUID().uuidString)),
+                descriptor: Tender_Payments_V1_PaymentService.Method.CreatePayment.descriptor,
+                serializer: RawBytes(), deserializer: RawBytes(), options: .defaults
+              ) { try $0.message }
+            })
+        }
+        return errors
+      }
+      #expect(errors.count == inputs.count)
+      for error in errors {
+        #expect(error?.code == .invalidArgument)
+        #expect(
+          try error?.unpackGoogleRPCStatus()?.details.compactMap(\.errorInfo).first?.reason == "MESSAGE_MALFORMED")
+      }
+      #expect(await server.database.count(.payments) == 0)
+      #expect(await server.database.count(.idempotencyKeys) == 0)
+    }
+  }
+
+  @Test("A payment id that is a card number is not echoed in the NOT_FOUND answer")
+  func notFoundDoesNotEcho() async throws {
+    try await InProcessServer.with { server in
+      let token = try await server.token(scopes: ["payments:read"])
+      let error = try await server.withClient { grpc in
+        await #expect(throws: RPCError.self) {
+          try await Payments(wrapping: grpc).getPayment(
+            .with { $0.paymentID = "pay_4111111111111111" }, metadata: TestServer.bearer(token))
+        }
+      }
+      #expect(error?.code == .notFound)
+      #expect(error?.message.contains("4111") == false)
+      #expect(
+        try error?.unpackGoogleRPCStatus()?.details.compactMap(\.errorInfo).first?.metadata["field"] == "payment_id")
+    }
+  }
+
   @Test(
     "A client holds at most 32 WatchPayments streams at once (RESOURCE_EXHAUSTED past that); other clients are not held back"
   )

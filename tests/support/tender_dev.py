@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -32,10 +33,15 @@ def binary():
 
 
 @contextlib.contextmanager
-def tender_dev(arguments=(), environment=None, log_level="warning"):
+def tender_dev(arguments=(), environment=None, log_level=None):
     """Yields the running server: target, bridge, binary, ca, client_id, client_secret, pid, log.
-    Fails if it does not start within 120 s or does not stop cleanly."""
+    Fails if it does not start within 120 s or does not stop cleanly. Logs at `log_level`; by
+    default at warning, or at info while the card-data scan collects the logs."""
     executable = binary()
+    # The card-data scan reads every log line at info and every row (tests/support/card_scan.py).
+    scan_dir = os.environ.get("TENDER_CARD_SCAN_DIR")
+    if log_level is None:
+        log_level = "info" if scan_dir else "warning"
     # PostgreSQL runs as the unprivileged postgres user when the tests run as root, so the state
     # folder must be reachable by it (pytest's own temporary folders are private).
     state = pathlib.Path(tempfile.mkdtemp(prefix="tender-pytest-"))
@@ -67,6 +73,12 @@ def tender_dev(arguments=(), environment=None, log_level="warning"):
         "pid": process.pid,
         "log": log,
     }
+    if scan_dir:
+        pid_file = state / "postgres" / "data" / "postmaster.pid"
+        if pid_file.exists() and process.poll() is None:
+            subprocess.run([sys.executable, str(ROOT / "tests" / "support" / "card_scan.py"), "dump",
+                            "--port", pid_file.read_text().split("\n")[3], "--out", scan_dir,
+                            "--label", f"tender-dev-{process.pid}"], check=True)
     process.send_signal(signal.SIGINT)
     try:
         returncode = process.wait(timeout=60)
@@ -74,5 +86,7 @@ def tender_dev(arguments=(), environment=None, log_level="warning"):
         process.kill()
         raise
     output = log.read_text()
+    if scan_dir:
+        shutil.copy(log, pathlib.Path(scan_dir) / f"tender-dev-{process.pid}.log")
     shutil.rmtree(state, ignore_errors=True)
     assert returncode == 0, output
