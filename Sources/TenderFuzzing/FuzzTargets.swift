@@ -123,7 +123,8 @@ public final class Fuzzing: Sendable {
     if error.code == .invalidArgument {
       let after = await self.rows()
       guard after == before else {
-        throw FuzzFinding(.requests, "\(policy.method) refused as INVALID_ARGUMENT but changed rows \(before) → \(after)")
+        throw FuzzFinding(
+          .requests, "\(policy.method) refused as INVALID_ARGUMENT but changed rows \(before) → \(after)")
       }
     }
   }
@@ -190,16 +191,23 @@ public final class Fuzzing: Sendable {
       self.pageTokens.open(sealed, merchant: merchant, filter: filter + [1]) == nil
     else { throw FuzzFinding(.pageTokens, "a page token opened for another merchant or filter") }
     let position = EventPosition(transaction: number & Int64.max, id: Int64(input.count))
-    guard self.pageTokens.openCursor(self.pageTokens.sealCursor(position, merchant: merchant), merchant: merchant)
-      == position
+    guard
+      self.pageTokens.openCursor(self.pageTokens.sealCursor(position, merchant: merchant), merchant: merchant)
+        == position
     else { throw FuzzFinding(.pageTokens, "a sealed watch cursor did not open to its position") }
 
     guard !text.isEmpty else { return }
     var metadata: Metadata = [:]
     metadata.addString("Bearer \(self.writer)", forKey: "authorization")
     let lists: [(String, String, [UInt8])] = [
-      ("tender.payments.v1.PaymentService", "ListPayments", Self.bytes(Tender_Payments_V1_ListPaymentsRequest.with { $0.pageToken = text })),
-      ("tender.refunds.v1.RefundService", "ListRefunds", Self.bytes(Tender_Refunds_V1_ListRefundsRequest.with { $0.pageToken = text })),
+      (
+        "tender.payments.v1.PaymentService", "ListPayments",
+        Self.bytes(Tender_Payments_V1_ListPaymentsRequest.with { $0.pageToken = text })
+      ),
+      (
+        "tender.refunds.v1.RefundService", "ListRefunds",
+        Self.bytes(Tender_Refunds_V1_ListRefundsRequest.with { $0.pageToken = text })
+      ),
     ]
     for (service, method, message) in lists {
       try await self.expectInvalid(service, method, message, metadata, field: "page_token")
@@ -218,7 +226,8 @@ public final class Fuzzing: Sendable {
     try self.checkRefusal(error, of: method, target: .pageTokens)
     let reported = (try? error.unpackGoogleRPCStatus())?.details.compactMap(\.errorInfo).first?.metadata["field"]
     guard error.code == .invalidArgument, reported == field else {
-      throw FuzzFinding(.pageTokens, "\(method) answered \(error.code) (field \(reported ?? "none")) for a bad \(field)")
+      throw FuzzFinding(
+        .pageTokens, "\(method) answered \(error.code) (field \(reported ?? "none")) for a bad \(field)")
     }
   }
 
@@ -241,8 +250,9 @@ public final class Fuzzing: Sendable {
         throw FuzzFinding(.webhookSignatures, "a Stripe-Signature header not made with the secret verified")
       }
       let header = WebhookSignatures.stripeHeader(body: body, secret: self.webhookSecret, timestamp: 1_800_000_000)
-      guard case .success = WebhookSignatures.verifyStripe(
-        header: header, body: body, secrets: [self.webhookSecret], tolerance: .seconds(300), now: now)
+      guard
+        case .success = WebhookSignatures.verifyStripe(
+          header: header, body: body, secrets: [self.webhookSecret], tolerance: .seconds(300), now: now)
       else { throw FuzzFinding(.webhookSignatures, "the Stripe-Signature header made for the body did not verify") }
     } else {
       if case .success = WebhookSignatures.verifyStandard(
@@ -254,9 +264,10 @@ public final class Fuzzing: Sendable {
       let id = text(0).flatMap { $0.isEmpty ? nil : $0 } ?? "msg_fuzz"
       let signature = WebhookSignatures.standardSignature(
         id: id, timestamp: 1_800_000_000, body: body, secret: self.webhookSecret)
-      guard case .success = WebhookSignatures.verifyStandard(
-        id: id, timestamp: "1800000000", signatureHeader: signature, body: body, secrets: [self.webhookSecret],
-        tolerance: .seconds(300), now: now)
+      guard
+        case .success = WebhookSignatures.verifyStandard(
+          id: id, timestamp: "1800000000", signatureHeader: signature, body: body, secrets: [self.webhookSecret],
+          tolerance: .seconds(300), now: now)
       else { throw FuzzFinding(.webhookSignatures, "the Standard Webhooks signature made for the body did not verify") }
     }
   }
@@ -281,7 +292,9 @@ public final class Fuzzing: Sendable {
     if error.code == .invalidArgument, info.reason != "MESSAGE_MALFORMED", (info.metadata["field"] ?? "").isEmpty {
       throw FuzzFinding(target, "\(method) answered INVALID_ARGUMENT \(info.reason) without a field")
     }
-    if CardNumbers.containsCardNumber(error.message) || info.metadata.values.contains(where: CardNumbers.containsCardNumber) {
+    if CardNumbers.containsCardNumber(error.message)
+      || info.metadata.values.contains(where: CardNumbers.containsCardNumber)
+    {
       throw FuzzFinding(target, "\(method) answered \(info.reason) with a card number in it")
     }
   }
