@@ -39,12 +39,27 @@ public struct LocalRedis: Sendable {
     } catch let error as ChildProcess.Failure {
       throw Failure(description: error.description)
     }
-    // Daemonized: wait until it accepts connections.
+    // Daemonized: wait until it accepts connections. Redis writes its pid file once it listens,
+    // so a port that accepts while no pid file of this server exists is somebody else's.
+    let log = self.directory.appendingPathComponent("redis.log")
     for _ in 0..<200 {
-      if self.isAccepting() { return }
+      if self.isAccepting(), self.isRunning { return }
+      if let text = try? String(contentsOf: log, encoding: .utf8),
+        text.contains("Address already in use") || text.contains("Failed listening")
+      {
+        throw Failure(description: "port \(self.port) is taken: redis-server could not listen on it")
+      }
       try await Task.sleep(for: .milliseconds(25))
     }
     throw Failure(description: "redis-server did not start on port \(self.port)")
+  }
+
+  /// Whether this server's process (by its pid file) is alive.
+  private var isRunning: Bool {
+    guard let text = try? String(contentsOf: self.pidFile, encoding: .utf8),
+      let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines))
+    else { return false }
+    return kill(pid, 0) == 0
   }
 
   /// Stops the server and waits until its port is closed.

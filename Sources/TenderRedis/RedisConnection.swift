@@ -202,7 +202,14 @@ public final class RedisConnection: Sendable {
       channel.close(promise: nil)
     }
     promise.futureResult.whenComplete { _ in timeout.cancel() }
-    self.channel.writeAndFlush(RedisRequest(arguments: arguments, promise: promise), promise: nil)
+    // A write that fails (the connection closed meanwhile: its handlers are gone, so nothing else
+    // would answer) fails the command; the connection is closed so no later reply is misread.
+    let written = eventLoop.makePromise(of: Void.self)
+    written.futureResult.whenFailure { _ in
+      promise.fail(RedisError.connectionClosed)
+      channel.close(promise: nil)
+    }
+    self.channel.writeAndFlush(RedisRequest(arguments: arguments, promise: promise), promise: written)
     do {
       return try await promise.futureResult.get()
     } catch RedisError.connectionClosed where timedOut.isSet {

@@ -428,6 +428,7 @@ public struct TenderApplication: Sendable {
           gate: auth.gate, perClient: configuration.clientRateLimit,
           issueTokenPerPeer: configuration.issueTokenRateLimit), to: .all),
       .apply(MalformedMessageInterceptor(), to: .all),
+      .apply(UnavailableDependencyInterceptor(isUnavailable: PostgresFailures.isUnavailable), to: .all),
     ]
   }
 

@@ -21,7 +21,18 @@ public enum TestRedis {
   private static func makeServer() async throws -> LocalRedis {
     let directory = URL(fileURLWithPath: NSTemporaryDirectory())
       .appendingPathComponent("tender-test-redis-\(getpid())-\(UUID().uuidString.prefix(8))", isDirectory: true)
-    let server = try await LocalRedis.start(in: directory, port: try LocalPostgres.freePort())
+    // A port free when chosen may be taken by another test's server before Redis binds it.
+    var attempt = 0
+    let server: LocalRedis
+    while true {
+      attempt += 1
+      do {
+        server = try await LocalRedis.start(in: directory, port: try LocalPostgres.freePort())
+        break
+      } catch let error as LocalRedis.Failure where attempt < 5 && error.description.contains("is taken") {
+        try? FileManager.default.removeItem(at: directory)
+      }
+    }
     let isFirst = self.servers.withLock { servers in
       servers.append(server)
       return servers.count == 1

@@ -189,14 +189,24 @@ struct RedisTLSTests {
     try stranger.certificatePEM.write(toFile: path("other-ca.pem"), atomically: true, encoding: .utf8)
     try issued.certificatePEM.write(toFile: path("server.pem"), atomically: true, encoding: .utf8)
     try issued.privateKeyPEM.write(toFile: path("server-key.pem"), atomically: true, encoding: .utf8)
-    let port = try LocalPostgres.freePort()
-    let redis = try await LocalRedis.start(
-      in: directory.appendingPathComponent("redis"), port: port,
-      arguments: [
-        "--port", "0", "--tls-port", "\(port)", "--tls-cert-file", path("server.pem"), "--tls-key-file",
-        path("server-key.pem"), "--tls-ca-cert-file", path("ca.pem"), "--tls-auth-clients", "no",
-        "--user", "default", "off", "--user", "tender", "on", ">s3cret-pass", "~*", "&*", "+@all",
-      ])
+    // A port free when chosen may be taken by another test's server before Redis binds it.
+    var started: LocalRedis?
+    for attempt in 1...5 where started == nil {
+      let port = try LocalPostgres.freePort()
+      do {
+        started = try await LocalRedis.start(
+          in: directory.appendingPathComponent("redis-\(attempt)"), port: port,
+          arguments: [
+            "--port", "0", "--tls-port", "\(port)", "--tls-cert-file", path("server.pem"), "--tls-key-file",
+            path("server-key.pem"), "--tls-ca-cert-file", path("ca.pem"), "--tls-auth-clients", "no",
+            "--user", "default", "off", "--user", "tender", "on", ">s3cret-pass", "~*", "&*", "+@all",
+          ])
+      } catch let error as LocalRedis.Failure where error.description.contains("is taken") {
+        continue
+      }
+    }
+    let redis = try #require(started)
+    let port = redis.port
     defer { redis.destroy() }
 
     func ping(_ url: String) async throws -> RESPValue? {
@@ -204,7 +214,17 @@ struct RedisTLSTests {
       configuration.connectTimeout = .seconds(2)
       configuration.commandTimeout = .seconds(2)
       let client = RedisClient(configuration: configuration, logger: Logger(label: "tender.test.redis-tls"))
-      return try? await client.send(["PING"])
+      // Every answer, or refusal, comes within the timeouts; a call that hangs fails the test.
+      return await withTaskGroup(of: RESPValue??.self) { group in
+        group.addTask { .some(try? await client.send(["PING"])) }
+        group.addTask {
+          try? await Task.sleep(for: .seconds(20))
+          return .none
+        }
+        let first = await group.next()!
+        group.cancelAll()
+        return first ?? .error("no answer within 20 s")
+      }
     }
     let ca = "ssl_ca_certs=\(path("ca.pem"))"
     #expect(try await ping("rediss://tender:s3cret-pass@127.0.0.1:\(port)?\(ca)") == .simpleString("PONG"))

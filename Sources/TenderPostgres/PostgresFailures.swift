@@ -1,0 +1,23 @@
+public import PostgresNIO
+
+/// Which PostgreSQL failures mean "the database is unavailable right now" rather than a fault of
+/// the request: the connection is gone or cannot be made, the server is shutting down or
+/// restarting, it is out of resources, or a statement or lock timeout passed.
+public enum PostgresFailures {
+  public static func isUnavailable(_ error: any Error) -> Bool {
+    guard let error = error as? PSQLError else { return false }
+    switch error.code {
+    case .serverClosedConnection, .clientClosedConnection, .connectionError, .uncleanShutdown, .poolClosed,
+      .queryCancelled:
+      return true
+    case .server:
+      guard let state = error.serverInfo?[.sqlState] else { return false }
+      // 08: connection exception; 57P0x: admin or crash shutdown, cannot connect now; 53:
+      // insufficient resources; 57014: statement timeout; 55P03: lock timeout.
+      return state.hasPrefix("08") || state.hasPrefix("57P") || state.hasPrefix("53") || state == "57014"
+        || state == "55P03"
+    default:
+      return false
+    }
+  }
+}
