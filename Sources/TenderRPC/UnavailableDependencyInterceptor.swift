@@ -27,7 +27,7 @@ public struct UnavailableDependencyInterceptor: ServerInterceptor {
     let response: StreamingServerResponse<Output>
     do {
       response = try await next(request, context)
-    } catch where isUnavailable(error) {
+    } catch let error where isUnavailable(error) {
       throw Self.refusal
     }
     guard case .success(var contents) = response.accepted else { return response }
@@ -35,7 +35,7 @@ public struct UnavailableDependencyInterceptor: ServerInterceptor {
     contents.producer = { writer in
       do {
         return try await producer(writer)
-      } catch where isUnavailable(error) {
+      } catch let error where isUnavailable(error) {
         throw Self.refusal
       }
     }
