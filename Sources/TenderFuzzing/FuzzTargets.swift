@@ -312,7 +312,7 @@ public final class Fuzzing: Sendable {
         return .success(
           try await self.client.serverStreaming(
             request: ClientRequest(message: message, metadata: metadata), descriptor: descriptor,
-            serializer: RawBytes(), deserializer: RawBytes(), options: options
+            serializer: RawMessageBytes(), deserializer: RawMessageBytes(), options: options
           ) { response in
             var first: [UInt8] = []
             for try await message in response.messages {
@@ -325,7 +325,7 @@ public final class Fuzzing: Sendable {
       return .success(
         try await self.client.unary(
           request: ClientRequest(message: message, metadata: metadata), descriptor: descriptor,
-          serializer: RawBytes(), deserializer: RawBytes(), options: .defaults
+          serializer: RawMessageBytes(), deserializer: RawMessageBytes(), options: .defaults
         ) { try $0.message })
     } catch let error as RPCError {
       return .failure(error)
@@ -352,13 +352,5 @@ public final class Fuzzing: Sendable {
 
   static func bytes(_ message: some SwiftProtobuf.Message) -> [UInt8] {
     (try? message.serializedBytes()) ?? []
-  }
-}
-
-/// Messages as the bytes they are on the wire.
-struct RawBytes: MessageSerializer, MessageDeserializer {
-  func serialize<Bytes: GRPCContiguousBytes>(_ message: [UInt8]) throws -> Bytes { Bytes(message) }
-  func deserialize<Bytes: GRPCContiguousBytes>(_ bytes: Bytes) throws -> [UInt8] {
-    bytes.withUnsafeBytes { Array($0) }
   }
 }

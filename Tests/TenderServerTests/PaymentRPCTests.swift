@@ -151,14 +151,6 @@ struct PaymentRPCTests {
     }
   }
 
-  /// Messages as the bytes they are on the wire.
-  struct RawBytes: MessageSerializer, MessageDeserializer {
-    func serialize<Bytes: GRPCContiguousBytes>(_ message: [UInt8]) throws -> Bytes { Bytes(message) }
-    func deserialize<Bytes: GRPCContiguousBytes>(_ bytes: Bytes) throws -> [UInt8] {
-      bytes.withUnsafeBytes { Array($0) }
-    }
-  }
-
   @Test("Bytes that are no CreatePaymentRequest get INVALID_ARGUMENT MESSAGE_MALFORMED and write nothing")
   func undecodableMessage() async throws {
     try await InProcessServer.with { server in
@@ -173,7 +165,7 @@ struct PaymentRPCTests {
               try await grpc.unary(
                 request: ClientRequest(message: bytes, metadata: PaymentsTests.metadata(token, key: UUID().uuidString)),
                 descriptor: Tender_Payments_V1_PaymentService.Method.CreatePayment.descriptor,
-                serializer: RawBytes(), deserializer: RawBytes(), options: .defaults
+                serializer: RawMessageBytes(), deserializer: RawMessageBytes(), options: .defaults
               ) { try $0.message }
             })
         }

@@ -61,7 +61,7 @@ struct ServingTests {
         let under = try await client.unary(
           request: ClientRequest(message: justUnder),
           descriptor: Grpc_Health_V1_Health.Method.Check.descriptor,
-          serializer: RawBytesSerializer(),
+          serializer: RawMessageBytes(),
           deserializer: ProtobufDeserializer<Grpc_Health_V1_HealthCheckResponse>(),
           options: .defaults
         ) { try $0.message }
@@ -137,12 +137,5 @@ struct ServingTests {
         #expect(responses.last?.errorResponse.errorCode == Int32(RPCError.Code.notFound.rawValue))
       }
     }
-  }
-}
-
-/// Sends bytes as they are, as a message.
-struct RawBytesSerializer: MessageSerializer {
-  func serialize<Bytes: GRPCContiguousBytes>(_ message: [UInt8]) throws -> Bytes {
-    Bytes(message)
   }
 }
