@@ -270,9 +270,11 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
+    .target(name: "CTenderAllocator"),
     .executableTarget(
       name: "tender",
       dependencies: [
+        "CTenderAllocator",
         "TenderServer",
         "TenderDevSupport",
         "TenderProviderSim",

@@ -123,7 +123,9 @@ public struct KeyedOperationRunner: Sendable {
       group.addTask { await body() }
       group.addTask {
         while true {
-          do { try await Task.sleep(for: lock / 3) } catch { return nil }
+          // Not `Task.sleep`: cancelled when the body ends, it would hold this task for up to
+          // a third of the lock after every operation.
+          do { try await Sleep.for(lock / 3) } catch { return nil }
           do {
             guard try await idempotency.extend(owner, lockFor: lock) else {
               logger.warning("another owner took over the idempotency key during a provider call")

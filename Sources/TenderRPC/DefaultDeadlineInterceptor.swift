@@ -1,7 +1,9 @@
 public import GRPCCore
+import TenderCore
 
 /// Gives unary RPCs that arrive without a `grpc-timeout` a deadline, so no call can hold a
-/// handler forever. Calls that carry their own deadline are left to the transport.
+/// handler forever. Calls that carry their own deadline are left to the transport
+/// (`CallerDeadlineTransport`).
 public struct DefaultDeadlineInterceptor: ServerInterceptor {
   private let deadline: Duration
 
@@ -14,7 +16,9 @@ public struct DefaultDeadlineInterceptor: ServerInterceptor {
     context: ServerContext,
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
-    guard request.metadata[stringValues: "grpc-timeout"].first(where: { _ in true }) == nil else {
+    guard CallerDeadline.current == nil,
+      request.metadata[stringValues: "grpc-timeout"].first(where: { _ in true }) == nil
+    else {
       return try await next(request, context)
     }
     let deadline = self.deadline
@@ -24,7 +28,8 @@ public struct DefaultDeadlineInterceptor: ServerInterceptor {
       try await withThrowingTaskGroup(of: StreamingServerResponse<Output>?.self) { group in
         group.addTask { try await next(request, context) }
         group.addTask {
-          try await Task.sleep(for: deadline)
+          // Not `Task.sleep`: cancelled, it would hold this call's task until the deadline.
+          try await Sleep.for(deadline)
           return nil
         }
         defer { group.cancelAll() }

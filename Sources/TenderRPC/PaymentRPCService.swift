@@ -348,7 +348,8 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
         // A reset stream does not cancel this task, and an idle one writes nothing that could
         // fail: its cancellation ends the subscription; so do the drain and the token's expiry.
         let expiry = Task {
-          guard (try? await Task.sleep(for: .seconds(max(0, token.expireTime.timeIntervalSinceNow)))) != nil else {
+          // Not `Task.sleep`: cancelled when the stream ends, it would hold this task until then.
+          guard (try? await Sleep.for(.seconds(max(0, token.expireTime.timeIntervalSinceNow)))) != nil else {
             return
           }
           subscription.end(.closed)

@@ -77,7 +77,8 @@ public struct ReadinessMonitor: Service {
       let answered = await withTaskGroup(of: Bool.self) { group in
         group.addTask { (try? await probe.check()) != nil }
         group.addTask {
-          try? await Task.sleep(for: timeout)
+          // Not `Task.sleep`: cancelled once the probe answers, it would live until the timeout.
+          try? await Sleep.for(timeout)
           return false
         }
         let first = await group.next() ?? false

@@ -131,7 +131,8 @@ public struct TenderApplication: Sendable {
     case .network:
       let transport = try makeTransport(configuration, connections: connections)
       grpc = GRPCServerService(
-        server: GRPCServer(transport: transport, services: services, interceptorPipeline: interceptors),
+        server: GRPCServer(
+          transport: CallerDeadlineTransport(transport), services: services, interceptorPipeline: interceptors),
         board: board,
         drainDelay: configuration.drainDelay,
         logger: logger,
@@ -149,7 +150,8 @@ public struct TenderApplication: Sendable {
       )
     case .inProcess(let transport):
       grpc = GRPCServerService(
-        server: GRPCServer(transport: transport.server, services: services, interceptorPipeline: interceptors),
+        server: GRPCServer(
+          transport: CallerDeadlineTransport(transport.server), services: services, interceptorPipeline: interceptors),
         board: board,
         drainDelay: configuration.drainDelay,
         logger: logger,

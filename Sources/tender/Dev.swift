@@ -34,6 +34,7 @@ struct Dev: AsyncParsableCommand {
   var ephemeral = false
 
   func run() async throws {
+    Allocator.configure()
     let state = URL(fileURLWithPath: self.stateDir, isDirectory: true).standardizedFileURL
     try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
 

@@ -35,6 +35,7 @@ struct Serve: AsyncParsableCommand {
   var printSettingsTable = false
 
   func run() async throws {
+    Allocator.configure()
     if self.printSettingsTable {
       print(Setting.markdownTable)
       return
