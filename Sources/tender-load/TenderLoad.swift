@@ -5,6 +5,7 @@ import GRPCNIOTransportHTTP2
 import GRPCProtobuf
 import Histogram
 import SwiftProtobuf
+import Synchronization
 import TenderAPI
 
 /// Drives a running Tender with the generated Swift client: for each RPC asked for, `concurrency`
@@ -56,6 +57,23 @@ struct TenderLoad: AsyncParsableCommand {
   @Option(name: .customLong("webhook-secret"), help: "The webhook signing secret (tender dev's: whsec_tender_dev).")
   var webhookSecret = "whsec_tender_dev"
 
+  @Flag(
+    help: """
+      Instead of measuring RPCs: callers create a payment, wait for its capture and refund part of it, \
+      each operation retried with its own idempotency key until it succeeds; for --duration seconds or \
+      until SIGTERM or SIGINT.
+      """)
+  var operations = false
+
+  @Option(help: "With --operations: write every call's status and every operation's ids to this JSON file.")
+  var report: String?
+
+  @Option(help: "With --operations: the amount of each payment, in EUR minor units.")
+  var amountMinor: Int64 = 1000
+
+  @Option(help: "With --operations: the amount refunded of each payment, in minor units.")
+  var refundMinor: Int64 = 300
+
   mutating func run() async throws {
     guard self.concurrency > 0, self.connections > 0, self.duration > 0, self.warmup >= 0 else {
       throw ValidationError("concurrency, connections and duration must be positive")
@@ -98,11 +116,18 @@ struct TenderLoad: AsyncParsableCommand {
         .with {
           $0.clientID = clientID
           $0.clientSecret = clientSecret
-          $0.scopes = ["payments:read", "payments:write"]
+          $0.scopes =
+            settings.operations
+            ? ["payments:read", "payments:write", "refunds:read", "refunds:write"]
+            : ["payments:read", "payments:write"]
         }
       ).accessToken
       var auth = Metadata()
       auth.addString("Bearer \(token)", forKey: "authorization")
+      if settings.operations {
+        try await settings.runOperations(clients: clients, auth: auth)
+        return
+      }
       let driver = Driver(
         clients: clients.map { Tender_Payments_V1_PaymentService.Client(wrapping: $0) }, auth: auth, settings: settings)
 
@@ -121,6 +146,46 @@ struct TenderLoad: AsyncParsableCommand {
         print(result.report(rpc: rpc))
         if rpc == .create { paymentIDs = Array(result.created.prefix(10_000)) }
       }
+    }
+  }
+}
+
+extension TenderLoad {
+  func runOperations(clients: [GRPCClient<HTTP2ClientTransport.Posix>], auth: Metadata) async throws {
+    let load = OperationsLoad(
+      payments: clients.map { Tender_Payments_V1_PaymentService.Client(wrapping: $0) },
+      refunds: clients.map { Tender_Refunds_V1_RefundService.Client(wrapping: $0) }, auth: auth,
+      amountMinor: self.amountMinor, refundMinor: self.refundMinor, paymentMethod: self.paymentMethod)
+    // SIGTERM and SIGINT stop the callers once their operations are done.
+    let signals = [SIGTERM, SIGINT].map { number in
+      signal(number, SIG_IGN)
+      let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+      source.setEventHandler { load.stop() }
+      source.activate()
+      return source
+    }
+    defer { signals.forEach { $0.cancel() } }
+    FileHandle.standardOutput.write(
+      Data(
+        "tender-load: \(self.concurrency) callers creating and refunding payments over \(self.connections) connections to \(self.address), for \(self.duration) s or until stopped\n"
+          .utf8))
+    let seconds = self.duration
+    await withDiscardingTaskGroup { group in
+      group.addTask {
+        try? await Task.sleep(for: .seconds(seconds))
+        load.stop()
+      }
+      await load.run(callers: self.concurrency)
+      group.cancelAll()
+    }
+    let report = load.report.withLock { $0 }
+    print(
+      "tender-load: \(report.operations.count) operations; calls by status: \(report.codes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")); \(report.unretryable.count) not retryable, \(report.abandoned.count) abandoned"
+    )
+    if let path = self.report {
+      let encoder = JSONEncoder()
+      encoder.outputFormatting = [.sortedKeys]
+      try encoder.encode(report).write(to: URL(fileURLWithPath: path))
     }
   }
 }

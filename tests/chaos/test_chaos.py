@@ -1,5 +1,5 @@
 """Chaos under load: PostgreSQL, Redis, the provider simulator and `tender serve` as separate
-processes on loopback, a load of CreatePayment and CreateRefund calls from callers that retry with
+processes on loopback, tender-load running CreatePayment and CreateRefund calls from callers that retry with
 the same idempotency key on retryable errors (as Tender's clients are told to), and, one after the
 other while the load runs: Tender killed with SIGKILL and restarted, PostgreSQL restarted, Redis
 stopped and started, the provider refusing connections.
@@ -26,9 +26,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 
-import grpc
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -36,12 +34,6 @@ sys.path.insert(0, str(ROOT / "clients" / "python"))
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from tender_dev import binary  # noqa: E402
-from tender_client._generated.tender.auth.v1 import auth_service_pb2, auth_service_pb2_grpc  # noqa: E402
-from tender_client._generated.tender.payments.v1 import payment_service_pb2, payment_service_pb2_grpc  # noqa: E402
-from tender_client._generated.tender.refunds.v1 import refund_service_pb2, refund_service_pb2_grpc  # noqa: E402
-from tender_client._generated.tender.type.v1 import money_pb2  # noqa: E402
-
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED}
 API_KEY = "sk_test_chaos"
 IS_ROOT = os.geteuid() == 0
 
@@ -136,86 +128,46 @@ def certificates(directory):
 
 
 class Load:
-    """Callers creating a payment and then refunding part of it, each operation with its own
-    idempotency key, retried with that key on retryable errors until it succeeds."""
+    """`tender-load --operations`: callers creating a payment and then refunding part of it, each
+    operation with its own idempotency key, retried with that key on retryable errors until it
+    succeeds. It prints each operation as it completes and, once stopped, reports every call's
+    status and every operation's payment and refund."""
 
-    def __init__(self, target, ca, token, workers=6):
-        self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca))
-        self.payments = payment_service_pb2_grpc.PaymentServiceStub(self.channel)
-        self.refunds = refund_service_pb2_grpc.RefundServiceStub(self.channel)
-        self.auth = [("authorization", f"Bearer {token}")]
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.codes = {}
-        self.unretryable = []
-        self.abandoned = []
-        self.operations = []  # (payment_id, refund_id)
-        self.threads = [threading.Thread(target=self.worker, daemon=True) for _ in range(workers)]
+    def __init__(self, directory, target, ca_path, client_id, client_secret, callers=6):
+        credentials = directory / "load-client.json"
+        credentials.write_text(json.dumps({"clientID": client_id, "clientSecret": client_secret}))
+        self.report_path = directory / "load-report.json"
+        self.arguments = [str(pathlib.Path(binary()).parent / "tender-load"), "--operations", "--address", target,
+                          "--ca", str(ca_path), "--credentials", str(credentials), "--concurrency", str(callers),
+                          "--connections", "2", "--duration", "3600", "--report", str(self.report_path)]
+        self.log = directory / "tender-load.log"
+        self.completed = 0
+        self.process = None
+        self.reader = None
 
-    def count(self, code):
-        with self.lock:
-            self.codes[code.name] = self.codes.get(code.name, 0) + 1
-
-    def call(self, method, request):
-        """One logical operation: the same key on every attempt until it succeeds."""
-        key = str(uuid.uuid4())
-        deadline = time.monotonic() + 120
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = method(request, metadata=self.auth + [("idempotency-key", key)], timeout=10)
-                self.count(grpc.StatusCode.OK)
-                return response
-            except grpc.RpcError as error:
-                self.count(error.code())
-                if error.code() not in RETRYABLE:
-                    with self.lock:
-                        self.unretryable.append(f"{error.code().name}: {error.details()} ({error.debug_error_string()})")
-                    return None
-                if time.monotonic() > deadline:
-                    with self.lock:
-                        self.abandoned.append(f"{error.code().name}: {error.details()}")
-                    return None
-                time.sleep(min(1.0, 0.1 * attempt))
-
-    def worker(self):
-        while not self.stop.is_set():
-            payment = self.call(self.payments.CreatePayment, payment_service_pb2.CreatePaymentRequest(
-                amount=money_pb2.Money(amount_minor=1000, currency="EUR"),
-                capture_method=payment_service_pb2.CAPTURE_METHOD_AUTOMATIC, payment_method_token="pm_card_visa"))
-            if payment is None:
-                continue
-            # A payment whose outcome the provider has not told yet is PROCESSING; the completer
-            # settles it. Only captured money can be refunded: wait for it, as a client would.
-            settled = payment.payment
-            deadline = time.monotonic() + 120
-            while settled.status == payment_service_pb2.PAYMENT_STATUS_PROCESSING and time.monotonic() < deadline:
-                time.sleep(0.5)
-                try:
-                    settled = self.payments.GetPayment(payment_service_pb2.GetPaymentRequest(
-                        payment_id=settled.payment_id), metadata=self.auth, timeout=10).payment
-                except grpc.RpcError as error:
-                    self.count(error.code())
-            refund = self.call(self.refunds.CreateRefund, refund_service_pb2.CreateRefundRequest(
-                payment_id=payment.payment.payment_id, amount_minor=300,
-                reason=refund_service_pb2.REFUND_REASON_REQUESTED_BY_CUSTOMER))
-            with self.lock:
-                self.operations.append((payment.payment.payment_id, refund.refund.refund_id if refund else None))
+    def read(self):
+        with open(self.log, "w") as log:
+            for line in self.process.stdout:
+                log.write(line)
+                if line.startswith("operations "):
+                    self.completed = int(line.split()[1])
 
     def done(self):
-        with self.lock:
-            return len(self.operations)
+        return self.completed
 
     def start(self):
-        for thread in self.threads:
-            thread.start()
+        self.process = subprocess.Popen(self.arguments, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.reader = threading.Thread(target=self.read, daemon=True)
+        self.reader.start()
 
     def finish(self):
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=180)
-        self.channel.close()
+        """Stops the callers once their operations are done and returns the report."""
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=300)
+        self.reader.join(timeout=30)
+        assert self.process.returncode == 0, f"tender-load failed:\n{self.log.read_text()[-3000:]}"
+        print(f"\n[chaos] {self.log.read_text().strip().splitlines()[-1]}")
+        return json.loads(self.report_path.read_text())
 
 
 @pytest.fixture()
@@ -244,7 +196,6 @@ def world():
         str(directory / "server-key.pem"), "--rate-limit", "100000/s,burst=100000", "--provider-attempts", "2",
         "--provider-timeout", "2s", "--provider-max-backoff", "500ms", "--idempotency-lock", "8s",
         "--completer-interval", "1s", "--settlement-check-after", "5s", "--log-level", "info"], environment)
-    ca = (directory / "ca.pem").read_bytes()
     context = ssl.create_default_context(cafile=str(directory / "ca.pem"))
 
     def ready():
@@ -271,14 +222,11 @@ def world():
                              capture_output=True, text=True, env=dict(os.environ, **environment)).stdout
     fields = dict(line.split(":", 1) for line in created.splitlines() if ":" in line)
     start_tender()
-    channel = grpc.secure_channel(f"localhost:{grpc_port}", grpc.ssl_channel_credentials(root_certificates=ca))
-    token = auth_service_pb2_grpc.AuthServiceStub(channel).IssueToken(auth_service_pb2.IssueTokenRequest(
-        client_id=fields["client_id"].strip(), client_secret=fields["client_secret"].strip())).access_token
-    channel.close()
     yield {
         "directory": directory, "postgres": postgres, "redis": redis, "redis_port": redis_port,
         "simulator": simulator, "sim_port": sim_port, "tender": tender, "start_tender": start_tender,
-        "ready": ready, "target": f"localhost:{grpc_port}", "ca": ca, "token": token,
+        "ready": ready, "target": f"localhost:{grpc_port}", "ca": directory / "ca.pem",
+        "client_id": fields["client_id"].strip(), "client_secret": fields["client_secret"].strip(),
     }
     scan_dir = os.environ.get("TENDER_CARD_SCAN_DIR")
     if scan_dir:
@@ -303,7 +251,7 @@ def simulator_requests(port):
 
 
 def test_exactly_once_through_faults(world):
-    load = Load(world["target"], world["ca"], world["token"])
+    load = Load(world["directory"], world["target"], world["ca"], world["client_id"], world["client_secret"])
     started = time.monotonic()
     load.start()
     timeline = []
@@ -331,8 +279,9 @@ def test_exactly_once_through_faults(world):
     urllib.request.urlopen(request, timeout=10).close()
     phase("provider refusing connections", 3)
     phase("after the provider is back", 5)
-    load.finish()
+    report = load.finish()
     elapsed = time.monotonic() - started
+    operations = [tuple(operation) for operation in report["operations"]]
 
     postgres = world["postgres"]
 
@@ -356,8 +305,8 @@ def test_exactly_once_through_faults(world):
     succeeded_refunds = [row for row in refunds if row[2] == "succeeded"]
     refused_by_gate = sum(1 for entry in log if entry["outcome"] == "refused")
 
-    print(f"\n[chaos] {elapsed:.1f} s of load, {len(load.operations)} payment+refund operations; calls by status: "
-          f"{dict(sorted(load.codes.items()))}")
+    print(f"\n[chaos] {elapsed:.1f} s of load, {len(operations)} payment+refund operations; calls by status: "
+          f"{dict(sorted(report['codes'].items()))}")
     for line in timeline:
         print(f"[chaos]   {line}")
     statuses = postgres.query("SELECT 'payment ' || status || coalesce(' ' || failure_reason, ''), count(*) FROM payments "
@@ -375,20 +324,20 @@ def test_exactly_once_through_faults(world):
             for before in server_log[max(0, index - 6):index + 1]:
                 if '"level":"info"' not in before or before == line:
                     print(f"[chaos] server log: {before[:500]}")
-    assert not load.unretryable, f"calls answered with a status that is not retryable: {load.unretryable[:5]}"
-    assert not load.abandoned, f"operations still failing after 120 s of retries: {load.abandoned[:5]}"
-    assert len(load.operations) > 20
+    assert not report["unretryable"], f"calls answered with a status that is not retryable: {report['unretryable'][:5]}"
+    assert not report["abandoned"], f"operations still failing after 120 s of retries: {report['abandoned'][:5]}"
+    assert len(operations) > 20
     # Each charge at the provider is one Tender payment with money moved, and the other way round.
     assert len(charges) == len(moved), "provider charges and Tender payments with money moved differ"
     assert len({entry["idempotencyKey"] for entry in charges}) == len(charges), "a payment was charged twice"
     assert len({row[4] for row in moved}) == len(moved) and all(row[4] for row in moved)
     # Every logical operation's payment was charged once and refunded once; any other payment or
     # refund row moved no money.
-    assert {row[0] for row in moved} == {payment for payment, _ in load.operations}
+    assert {row[0] for row in moved} == {payment for payment, _ in operations}
     assert all(row[1] == "succeeded" and row[2] == "1000" and row[3] == "300" for row in moved), \
         "a payment is not exactly charged once and refunded once"
     assert all(row[1] == "failed" and row[2] == "0" and row[3] == "0" for row in payments if row not in moved)
-    assert len(provider_refunds) == len(succeeded_refunds) == len(load.operations)
+    assert len(provider_refunds) == len(succeeded_refunds) == len(operations)
     assert len({entry["idempotencyKey"] for entry in provider_refunds}) == len(provider_refunds)
-    assert {row[0] for row in succeeded_refunds} == {refund for _, refund in load.operations}
+    assert {row[0] for row in succeeded_refunds} == {refund for _, refund in operations}
     assert all(row[2] == "failed" for row in refunds if row not in succeeded_refunds)
