@@ -31,7 +31,8 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> IdempotencyClaim in
           // A key freed between the insert and the read (its owner released it: nothing of its
-          // operation happened) is gone when read; the next insert then starts it afresh.
+          // operation happened) is gone when read; the next insert then starts it afresh. One
+          // another claim took over first is read again (and found in use).
           for _ in 0..<3 {
             // Of concurrent inserts of one key, one commits; the others wait for it here, then
             // insert nothing and read what it wrote.
@@ -64,16 +65,19 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
   }
 
   /// The claim of a key that exists: replayed, reused, in use, or taken over (its lock expired);
-  /// nil when it is gone (freed since the insert looked).
+  /// nil when it is gone (freed since the insert looked) or another claim took it over first.
+  ///
+  /// The record is read without a row lock, so concurrent claims of a key in use (a client's
+  /// retries, a stampede) do not queue behind each other: the answer is decided from the
+  /// committed record, and only a takeover writes, fenced by the owner token it read.
   private static func claimExisting(
     _ request: IdempotencyRequest, lock: Int64, _ connection: PostgresConnection, logger: Logger
   ) async throws -> IdempotencyClaim? {
     let rows = try await connection.query(
       """
-      SELECT method, request_fingerprint, recovery_point, locked_until, locked_until > now() AS locked, payment_id, refund_id,
-             response_code, response_message, response_details, create_time, provider_attempted
+      SELECT method, request_fingerprint, recovery_point, locked_until > now() AS locked, owner_token,
+             response_code, response_message, response_details
       FROM idempotency_keys WHERE merchant_id = \(request.merchant.rawValue) AND idempotency_key = \(request.key)
-      FOR UPDATE
       """,
       logger: logger
     )
@@ -96,33 +100,39 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
       }
       if try r["locked"].decode(Bool?.self) == true { return .inUse }
       // The lock expired: whoever held it crashed or gave up. Take it over under a new owner
-      // token, so the previous owner's later writes change nothing.
+      // token, so the previous owner's later writes change nothing — unless, since the read,
+      // another claim took it over, its owner finished or freed it, or renewed its lock (then
+      // nothing is written and the claim looks again).
+      let seen = try r["owner_token"].decode(Int64.self)
       let relocked = try await connection.query(
         """
         UPDATE idempotency_keys SET locked_until = now() + \(lock) * interval '1 millisecond', owner_token = owner_token + 1, update_time = now()
-        WHERE merchant_id = \(request.merchant.rawValue) AND idempotency_key = \(request.key)
-        RETURNING locked_until, owner_token
+        WHERE merchant_id = \(request.merchant.rawValue) AND idempotency_key = \(request.key) AND owner_token = \(seen)
+          AND recovery_point <> 'finished' AND (locked_until IS NULL OR locked_until <= now())
+        RETURNING recovery_point, locked_until, owner_token, payment_id, refund_id, create_time, provider_attempted
         """,
         logger: logger
       )
-      var lockedUntil: Date?
-      var token: Int64 = 0
-      for try await (until, newToken) in relocked.decode((Date, Int64).self) {
-        lockedUntil = until
-        token = newToken
-      }
-      return .resumed(
-        IdempotencyRecord(
-          request: request,
-          recoveryPoint: point,
-          paymentID: try r["payment_id"].decode(String?.self).map(PaymentID.init(unchecked:)),
-          refundID: try r["refund_id"].decode(String?.self).map(RefundID.init(unchecked:)),
-          lockedUntil: lockedUntil,
-          createTime: try r["create_time"].decode(Date.self),
-          ownerToken: token,
-          providerAttempted: try r["provider_attempted"].decode(Bool.self)
+      for try await taken in relocked {
+        let t = taken.makeRandomAccess()
+        // What the previous owner wrote last, read under the takeover's row lock.
+        guard let resumed = RecoveryPoint(rawValue: try t["recovery_point"].decode(String.self)) else {
+          throw StoredDataError(what: "recovery point")
+        }
+        return .resumed(
+          IdempotencyRecord(
+            request: request,
+            recoveryPoint: resumed,
+            paymentID: try t["payment_id"].decode(String?.self).map(PaymentID.init(unchecked:)),
+            refundID: try t["refund_id"].decode(String?.self).map(RefundID.init(unchecked:)),
+            lockedUntil: try t["locked_until"].decode(Date?.self),
+            createTime: try t["create_time"].decode(Date.self),
+            ownerToken: try t["owner_token"].decode(Int64.self),
+            providerAttempted: try t["provider_attempted"].decode(Bool.self)
+          )
         )
-      )
+      }
+      return nil
     }
     return nil
   }

@@ -50,7 +50,7 @@ struct IdempotencyStoreTests {
         Issue.record("the first claim did not start the key")
         return
       }
-      // Its lock ran out, so a claim goes on to read the record (FOR UPDATE).
+      // Its lock ran out, so a claim goes on to take it over (an UPDATE, which waits on the row).
       try await client.query("UPDATE idempotency_keys SET locked_until = now() - interval '1 second'")
       try await client.withConnection { owner in
         // The owner holds the row, as releasing it does, while the claim is made.
@@ -73,6 +73,24 @@ struct IdempotencyStoreTests {
       }
       let rows = try await client.query("SELECT count(*) FROM idempotency_keys").decode(Int.self).reduce(0, +)
       #expect(rows == 1)
+    }
+  }
+
+  @Test("A claim of a key in use answers at once, without queueing behind a transaction holding its row")
+  func inUseDoesNotWait() async throws {
+    try await self.withStore { store, client in
+      guard case .started = try await store.claim(Self.request(), lockFor: .seconds(30)) else {
+        Issue.record("the first claim did not start the key")
+        return
+      }
+      try await client.withConnection { owner in
+        // Another claim, or the owner recording its progress, holds the row.
+        try await owner.query("BEGIN", logger: self.logger)
+        try await owner.query("SELECT 1 FROM idempotency_keys FOR UPDATE", logger: self.logger)
+        // While the row is held: a claim that waited on it would fail at the lock timeout.
+        #expect(Self.kind(try await store.claim(Self.request(), lockFor: .seconds(30))) == "inUse")
+        try await owner.query("COMMIT", logger: self.logger)
+      }
     }
   }
 
