@@ -429,8 +429,7 @@ public struct TenderApplication: Sendable {
         RateLimitInterceptor(
           gate: auth.gate, perClient: configuration.clientRateLimit,
           issueTokenPerPeer: configuration.issueTokenRateLimit), to: .all),
-      .apply(MalformedMessageInterceptor(), to: .all),
-      .apply(UnavailableDependencyInterceptor(isUnavailable: PostgresFailures.isUnavailable), to: .all),
+      .apply(RefusalMappingInterceptor(isUnavailable: PostgresFailures.isUnavailable), to: .all),
     ]
   }
 
