@@ -6,9 +6,10 @@ import Synchronization
 /// A cancelled `Task.sleep` returns early, but its timer keeps the sleeping task's memory until
 /// the original deadline passes (swiftlang/swift#60441). A server that races every call against
 /// a deadline (or a lock's renewal, or a token's expiry) with `Task.sleep` and cancels it when
-/// the call ends therefore holds each finished call's task for the rest of its deadline: about
-/// 1.6 KiB per call, so 5,000 calls a second with 60-s deadlines hold some 480 MB. This sleep runs
-/// on a Dispatch timer that is cancelled with the task.
+/// the call ends therefore holds each finished call's task for the rest of its deadline (measured
+/// under heaptrack: 15.5 MB held by 24,820 finished calls, about 640 bytes each), so 5,000 calls
+/// a second with 60-s deadlines hold some 190 MB. This sleep runs on a Dispatch timer that is
+/// cancelled with the task.
 public enum Sleep {
   /// Suspends for `duration`; throws `CancellationError` as soon as the task is cancelled.
   public static func `for`(_ duration: Duration) async throws {

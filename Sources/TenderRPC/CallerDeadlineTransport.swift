@@ -31,7 +31,7 @@ public enum CallerDeadline {
 ///
 /// grpc-swift races each RPC that carries a deadline against a `Task.sleep`, which it cancels
 /// when the RPC ends; a cancelled `Task.sleep` keeps its task until the deadline passes anyway
-/// (see `Sleep`), so every finished call held about 1.6 KiB for the rest of its deadline. This
+/// (see `Sleep`), so every finished call held about 640 bytes for the rest of its deadline. This
 /// transport takes `grpc-timeout` out of the request's metadata (so grpc-swift arms no timer),
 /// runs the same race on `Sleep`, which cancelling frees, and cancels the RPC when the deadline
 /// passes, as grpc-swift does. The handlers read the deadline from `CallerDeadline.current`.
