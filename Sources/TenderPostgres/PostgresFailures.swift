@@ -5,6 +5,12 @@ public import PostgresNIO
 /// restarting, it is out of resources, or a statement or lock timeout passed.
 public enum PostgresFailures {
   public static func isUnavailable(_ error: any Error) -> Bool {
+    if let transaction = error as? PostgresTransactionError {
+      // What failed the transaction: BEGIN, the closure or COMMIT (a failed rollback after a
+      // closure's error leaves that error the answer).
+      let cause = transaction.closureError ?? transaction.beginError ?? transaction.commitError
+      return cause.map(Self.isUnavailable) ?? false
+    }
     guard let error = error as? PSQLError else { return false }
     switch error.code {
     case .serverClosedConnection, .clientClosedConnection, .connectionError, .uncleanShutdown, .poolClosed,

@@ -22,7 +22,9 @@ func unwrappingTransactionError<T>(_ body: () async throws -> T) async throws ->
   do {
     return try await body()
   } catch let error as PostgresTransactionError {
-    if let inner = error.closureError { throw inner }
+    // The closure's error if it threw; else BEGIN's or COMMIT's (a connection lost at COMMIT is
+    // the database being unavailable, which callers retry).
+    if let inner = error.closureError ?? error.beginError ?? error.commitError { throw inner }
     throw error
   }
 }

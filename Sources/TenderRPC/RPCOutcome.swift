@@ -23,7 +23,9 @@ enum RPCOutcome {
     }
     switch response.accepted {
     case .failure(let error):
-      finished(error.code, nil)
+      // An error an inner layer let through arrives as UNKNOWN carrying it (grpc-swift wraps
+      // what an interceptor throws); it is reported as unmapped, so its type is logged.
+      finished(error.code, error.code == .unknown ? error.cause.flatMap { self.unmapped($0, context) } : nil)
       return response
     case .success(var contents):
       let producer = contents.producer
