@@ -13,8 +13,20 @@ seconds=${FUZZ_SECONDS:-60}
 targets=("$@")
 [ "${#targets[@]}" -gt 0 ] || targets=(requests access-tokens page-tokens webhook-signatures)
 
-swift build --sanitize=fuzzer --sanitize=address --product tender-fuzz --scratch-path "$root/.build-fuzz"
+# Swift 6.3's `-sanitize=fuzzer -sanitize=address` (SwiftPM passes them in this order) leaves Swift
+# code without coverage counters, so libFuzzer would see only the C dependencies' edges; the
+# coverage is asked for explicitly (edges, and comparisons for libFuzzer to solve), and checked.
+swift build --sanitize=fuzzer --sanitize=address \
+  -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp \
+  --product tender-fuzz --scratch-path "$root/.build-fuzz"
 binary="$root/.build-fuzz/debug/tender-fuzz"
+objects="$root/.build-fuzz/$(uname -m)-unknown-linux-gnu/debug"
+for object in TenderCore.build/CardNumbers.swift.o TenderRPC.build/PaymentRPCService.swift.o; do
+  if ! objdump -h "$objects/$object" | grep -q __sancov_cntrs; then
+    echo "fuzz: $object has no coverage counters: the fuzzer would be blind to Tender's code" >&2
+    exit 2
+  fi
+done
 findings="$root/.build-fuzz/findings"
 mkdir -p "$findings"
 
