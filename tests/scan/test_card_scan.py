@@ -25,6 +25,9 @@ NOT_CARD_NUMBERS = [
     "pay_4242424242424242x",  # part of an identifier, not standing apart
     "1234",
     "amount 123456789012",
+    # A UUID whose first three groups are 16 digits that pass the Luhn check.
+    "74659740-0608-4254-bff0-63b75dfb8a11",
+    "idempotency_key=74659740-0608-4254-bff0-63b75dfb8a11",
 ]
 
 
