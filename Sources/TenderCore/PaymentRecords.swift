@@ -276,7 +276,7 @@ public protocol PaymentStore: Sendable {
     _ id: PaymentID,
     merchant: MerchantID,
     step: IdempotencyStep<PaymentRecord>?,
-    _ change: @Sendable (inout PaymentRecord) throws -> Void
+    _ change: @escaping @Sendable (inout PaymentRecord) throws -> Void
   ) async throws -> (PaymentRecord, PaymentEvent?)?
   func list(
     merchant: MerchantID, filter: PaymentFilter, pageSize: Int, after: PageCursor?
@@ -297,7 +297,7 @@ extension PaymentStore {
   public func update(
     _ id: PaymentID,
     merchant: MerchantID,
-    _ change: @Sendable (inout PaymentRecord) throws -> Void
+    _ change: @escaping @Sendable (inout PaymentRecord) throws -> Void
   ) async throws -> (PaymentRecord, PaymentEvent?)? {
     try await self.update(id, merchant: merchant, step: nil, change)
   }

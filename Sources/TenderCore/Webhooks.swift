@@ -61,7 +61,7 @@ public protocol WebhookInbox: Sendable {
     _ event: WebhookEvent,
     providerPaymentID: String,
     tenderPaymentID: PaymentID?,
-    _ change: @Sendable (inout PaymentRecord) -> WebhookOutcome
+    _ change: @escaping @Sendable (inout PaymentRecord) -> WebhookOutcome
   ) async throws -> WebhookOutcome?
   /// Likewise for refunds, each found by the provider's refund id and settled with its outcome;
   /// nil when none of them is known.

@@ -1,10 +1,13 @@
 public import PostgresNIO
+import TenderCore
 
 /// Which PostgreSQL failures mean "the database is unavailable right now" rather than a fault of
 /// the request: the connection is gone or cannot be made, the server is shutting down or
-/// restarting, it is out of resources, or a statement or lock timeout passed.
+/// restarting, it is out of resources, a statement or lock timeout passed, or a store call got no
+/// answer within its client-side bound (`Bounded.TimedOut`).
 public enum PostgresFailures {
   public static func isUnavailable(_ error: any Error) -> Bool {
+    if error is Bounded.TimedOut { return true }
     if let transaction = error as? PostgresTransactionError {
       // What failed the transaction: BEGIN, the closure or COMMIT (a failed rollback after a
       // closure's error leaves that error the answer).

@@ -12,12 +12,15 @@ public import Tracing
 public struct PostgresIdempotencyStore: IdempotencyStore {
   private let client: PostgresClient
   private let logger: Logger
-  private let tracer: any Tracer
+  private let database: DatabaseCalls
 
-  public init(client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer()) {
+  public init(
+    client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer(),
+    callTimeout: Duration? = PostgresStores.defaultCallTimeout
+  ) {
     self.client = client
     self.logger = logger
-    self.tracer = tracer
+    self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout)
   }
 
   static func milliseconds(_ duration: Duration) -> Int64 {
@@ -27,7 +30,7 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
   public func claim(_ request: IdempotencyRequest, lockFor: Duration) async throws -> IdempotencyClaim {
     let logger = self.logger
     let lock = Self.milliseconds(lockFor)
-    return try await traced(self.tracer, "idempotency.claim") {
+    return try await self.database.run("idempotency.claim") {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> IdempotencyClaim in
           // A key freed between the insert and the read (its owner released it: nothing of its
@@ -138,7 +141,7 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
   }
 
   public func finish(_ owner: KeyOwner, response: StoredResponse) async throws {
-    try await traced(self.tracer, "idempotency.finish") {
+    try await self.database.run("idempotency.finish") {
       let rows = try await self.client.query(
         """
         UPDATE idempotency_keys SET recovery_point = 'finished', locked_until = NULL, response_code = \(response.code),
@@ -154,7 +157,7 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
   }
 
   public func release(_ owner: KeyOwner) async throws {
-    try await traced(self.tracer, "idempotency.release") {
+    try await self.database.run("idempotency.release") {
       let rows = try await self.client.query(
         """
         DELETE FROM idempotency_keys WHERE merchant_id = \(owner.merchant.rawValue) AND idempotency_key = \(owner.key)
@@ -168,7 +171,7 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
   }
 
   public func extend(_ owner: KeyOwner, lockFor: Duration) async throws -> Bool {
-    try await traced(self.tracer, "idempotency.extend") {
+    try await self.database.run("idempotency.extend") {
       let rows = try await self.client.query(
         """
         UPDATE idempotency_keys SET locked_until = now() + \(Self.milliseconds(lockFor)) * interval '1 millisecond'
@@ -183,7 +186,7 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
   }
 
   public func answer(merchant: MerchantID, key: String) async throws -> StoredResponse? {
-    try await traced(self.tracer, "idempotency.answer") {
+    try await self.database.run("idempotency.answer") {
       let rows = try await self.client.query(
         """
         SELECT response_code, response_message, response_details FROM idempotency_keys
@@ -201,7 +204,7 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
   }
 
   public func stale(methods: [String]?, limit: Int) async throws -> [IdempotencyRecord] {
-    try await traced(self.tracer, "idempotency.stale") {
+    try await self.database.run("idempotency.stale") {
       let rows = try await self.client.query(
         """
         SELECT merchant_id, idempotency_key, method, request_fingerprint, recovery_point, locked_until, payment_id, refund_id, create_time,
@@ -240,7 +243,7 @@ public struct PostgresIdempotencyStore: IdempotencyStore {
 
   public func reap(olderThan age: Duration) async throws -> Int {
     let milliseconds = max(Self.milliseconds(age), 24 * 3600 * 1000)
-    return try await traced(self.tracer, "idempotency.reap") {
+    return try await self.database.run("idempotency.reap") {
       // In batches along the age index, so one round never holds many row locks or a long
       // transaction (which would also hold back the event feed).
       let batch = 5_000

@@ -9,12 +9,15 @@ public import Tracing
 public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
   private let client: PostgresClient
   private let logger: Logger
-  private let tracer: any Tracer
+  private let database: DatabaseCalls
 
-  public init(client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer()) {
+  public init(
+    client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer(),
+    callTimeout: Duration? = PostgresStores.defaultCallTimeout
+  ) {
     self.client = client
     self.logger = logger
-    self.tracer = tracer
+    self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout)
   }
 
   static let columns = """
@@ -25,7 +28,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
 
   public func insert(_ payment: PaymentRecord, step: IdempotencyStep<PaymentRecord>?) async throws -> PaymentEvent {
     let logger = self.logger
-    return try await traced(self.tracer, "payments.insert") {
+    return try await self.database.run("payments.insert") {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection in
           if let step { try await PostgresIdempotencyStore.fence(step.owner, connection, logger: logger) }
@@ -128,7 +131,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     let statement = InsertClaiming(
       payment: payment, request: request, lockMilliseconds: PostgresIdempotencyStore.milliseconds(lockFor),
       providerKey: call.providerKey)
-    return try await traced(self.tracer, "payments.insert_claiming") {
+    return try await self.database.run("payments.insert_claiming") {
       // The key row names the payment inserted by the same statement; the foreign key is checked
       // at the end of the statement, when both exist. A key that exists already inserts nothing.
       for try await (tx, id, time, requestID) in try await self.client.execute(statement, logger: self.logger) {
@@ -214,7 +217,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     _ payment: PaymentRecord, owner: KeyOwner, response: StoredResponse, call: ProviderCallEnd
   ) async throws -> Bool {
     precondition(owner.merchant == payment.merchantID, "the key of this payment's merchant")
-    return try await traced(self.tracer, "payments.finish_processing") {
+    return try await self.database.run("payments.finish_processing") {
       do {
         for try await count in try await self.client.execute(
           FinishProcessing(payment: payment, owner: owner, response: response, call: call), logger: self.logger)
@@ -246,7 +249,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
   }
 
   public func payment(_ id: PaymentID, merchant: MerchantID) async throws -> PaymentRecord? {
-    try await traced(self.tracer, "payments.get") {
+    try await self.database.run("payments.get") {
       for try await record in try await self.client.execute(
         PaymentByID(id: id, merchant: merchant), logger: self.logger)
       { return record }
@@ -258,10 +261,10 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     _ id: PaymentID,
     merchant: MerchantID,
     step: IdempotencyStep<PaymentRecord>?,
-    _ change: @Sendable (inout PaymentRecord) throws -> Void
+    _ change: @escaping @Sendable (inout PaymentRecord) throws -> Void
   ) async throws -> (PaymentRecord, PaymentEvent?)? {
     let logger = self.logger
-    return try await traced(self.tracer, "payments.update") {
+    return try await self.database.run("payments.update") {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> (PaymentRecord, PaymentEvent?)? in
           if let step { try await PostgresIdempotencyStore.fence(step.owner, connection, logger: logger) }
@@ -327,7 +330,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     merchant: MerchantID, filter: PaymentFilter, pageSize: Int, after: PageCursor?
   ) async throws -> Page<PaymentRecord> {
     precondition((1...1000).contains(pageSize), "page size out of range")
-    return try await traced(self.tracer, "payments.list") {
+    return try await self.database.run("payments.list") {
       var binds = PostgresBindings()
       binds.append(merchant.rawValue)
       var sql = "SELECT \(Self.columns) FROM payments WHERE merchant_id = $1"
@@ -356,7 +359,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
   }
 
   public func events(merchant: MerchantID?, after position: EventPosition, limit: Int) async throws -> [PaymentEvent] {
-    try await traced(self.tracer, "payments.events") {
+    try await self.database.run("payments.events") {
       // Only transactions older than this statement's snapshot xmin: all of them have finished,
       // so no event can appear later at a position before the ones returned.
       let query: PostgresQuery =
@@ -402,7 +405,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
   }
 
   public func currentPosition() async throws -> EventPosition {
-    try await traced(self.tracer, "payments.current_position") {
+    try await self.database.run("payments.current_position") {
       // Transactions from xmin on are running or yet to start: their events come after this.
       let rows = try await self.client.query(
         "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint - 1", logger: self.logger)

@@ -11,17 +11,20 @@ public import Tracing
 public struct PostgresProviderCallLog: ProviderCallLog {
   private let client: PostgresClient
   private let logger: Logger
-  private let tracer: any Tracer
+  private let database: DatabaseCalls
 
-  public init(client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer()) {
+  public init(
+    client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer(),
+    callTimeout: Duration? = PostgresStores.defaultCallTimeout
+  ) {
     self.client = client
     self.logger = logger
-    self.tracer = tracer
+    self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout)
   }
 
   public func begin(_ call: ProviderCall, owner: KeyOwner, lockFor: Duration) async throws -> Int64 {
     precondition(owner.merchant == call.merchant, "the key of the call's merchant")
-    return try await traced(self.tracer, "provider_calls.begin") {
+    return try await self.database.run("provider_calls.begin") {
       let rows = try await self.client.query(
         """
         WITH owner AS (
@@ -45,7 +48,7 @@ public struct PostgresProviderCallLog: ProviderCallLog {
   }
 
   public func end(_ call: ProviderCallEnd, owner: KeyOwner) async throws {
-    _ = try await traced(self.tracer, "provider_calls.end") {
+    _ = try await self.database.run("provider_calls.end") {
       try await self.client.query(
         """
         UPDATE provider_requests SET outcome = \(call.outcome.rawValue), finish_time = now()
@@ -60,7 +63,7 @@ public struct PostgresProviderCallLog: ProviderCallLog {
   }
 
   public func latest(merchant: MerchantID, providerKey: String) async throws -> ProviderCall? {
-    try await traced(self.tracer, "provider_calls.latest") {
+    try await self.database.run("provider_calls.latest") {
       let rows = try await self.client.query(
         """
         SELECT payment_id, refund_id, operation, outcome, amount_minor FROM provider_requests

@@ -10,12 +10,15 @@ public import Tracing
 public struct PostgresRefundStore: RefundStore {
   private let client: PostgresClient
   private let logger: Logger
-  private let tracer: any Tracer
+  private let database: DatabaseCalls
 
-  public init(client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer()) {
+  public init(
+    client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer(),
+    callTimeout: Duration? = PostgresStores.defaultCallTimeout
+  ) {
     self.client = client
     self.logger = logger
-    self.tracer = tracer
+    self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout)
   }
 
   static let columns = """
@@ -27,7 +30,7 @@ public struct PostgresRefundStore: RefundStore {
     _ draft: RefundDraft, step: IdempotencyStep<RefundRecord>?
   ) async throws -> (RefundRecord, PaymentRecord)? {
     let logger = self.logger
-    return try await traced(self.tracer, "refunds.create") {
+    return try await self.database.run("refunds.create") {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> (RefundRecord, PaymentRecord)? in
           if let step { try await PostgresIdempotencyStore.fence(step.owner, connection, logger: logger) }
@@ -71,7 +74,7 @@ public struct PostgresRefundStore: RefundStore {
     _ id: RefundID, merchant: MerchantID, outcome: RefundOutcome?, step: IdempotencyStep<RefundRecord>?
   ) async throws -> RefundRecord? {
     let logger = self.logger
-    return try await traced(self.tracer, "refunds.settle") {
+    return try await self.database.run("refunds.settle") {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> RefundRecord? in
           if let step { try await PostgresIdempotencyStore.fence(step.owner, connection, logger: logger) }
@@ -135,7 +138,7 @@ public struct PostgresRefundStore: RefundStore {
   }
 
   public func refund(_ id: RefundID, merchant: MerchantID) async throws -> RefundRecord? {
-    try await traced(self.tracer, "refunds.get") {
+    try await self.database.run("refunds.get") {
       let rows = try await self.client.query(
         PostgresQuery(
           unsafeSQL: "SELECT \(Self.columns) FROM refunds WHERE refund_id = $1 AND merchant_id = $2",
@@ -151,7 +154,7 @@ public struct PostgresRefundStore: RefundStore {
     merchant: MerchantID, payment: PaymentID?, pageSize: Int, after: PageCursor?
   ) async throws -> Page<RefundRecord> {
     precondition((1...1000).contains(pageSize), "page size out of range")
-    return try await traced(self.tracer, "refunds.list") {
+    return try await self.database.run("refunds.list") {
       var binds = PostgresBindings()
       binds.append(merchant.rawValue)
       var sql = "SELECT \(Self.columns) FROM refunds WHERE merchant_id = $1"

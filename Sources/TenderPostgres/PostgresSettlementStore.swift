@@ -8,12 +8,15 @@ public import Tracing
 public struct PostgresSettlementStore: SettlementStore {
   private let client: PostgresClient
   private let logger: Logger
-  private let tracer: any Tracer
+  private let database: DatabaseCalls
 
-  public init(client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer()) {
+  public init(
+    client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer(),
+    callTimeout: Duration? = PostgresStores.defaultCallTimeout
+  ) {
     self.client = client
     self.logger = logger
-    self.tracer = tracer
+    self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout)
   }
 
   public func duePayments(quietFor: Duration, limit: Int) async throws -> [(PaymentRecord, checks: Int)] {
@@ -42,9 +45,9 @@ public struct PostgresSettlementStore: SettlementStore {
     columns: String,
     quietFor: Duration,
     limit: Int,
-    decode: (PostgresRow) throws -> Record
+    decode: @escaping @Sendable (PostgresRow) throws -> Record
   ) async throws -> [(Record, checks: Int)] {
-    try await traced(self.tracer, span) {
+    try await self.database.run(span) {
       let rows = try await self.client.query(
         PostgresQuery(
           unsafeSQL: """
@@ -71,7 +74,7 @@ public struct PostgresSettlementStore: SettlementStore {
   }
 
   public func postpone(objectID: String, checks: Int, next: Duration, abandon: Bool) async throws {
-    try await traced(self.tracer, "settlement.postpone") {
+    try await self.database.run("settlement.postpone") {
       _ = try await self.client.query(
         """
         INSERT INTO settlement_checks (object_id, checks, next_check_time, abandon_time)
@@ -85,7 +88,7 @@ public struct PostgresSettlementStore: SettlementStore {
   }
 
   public func settled(objectID: String) async throws {
-    try await traced(self.tracer, "settlement.settled") {
+    try await self.database.run("settlement.settled") {
       _ = try await self.client.query(
         "DELETE FROM settlement_checks WHERE object_id = \(objectID)", logger: self.logger)
     }

@@ -1,5 +1,23 @@
 import PostgresNIO
+import TenderCore
 import Tracing
+
+/// How a store calls the database: each call is a client span, and each is bounded client-side.
+///
+/// `statement_timeout` and `lock_timeout` bound what the server does; they cannot bound a wait
+/// for a connection the pool cannot make (the database's host unreachable) or for an answer on
+/// a connection whose backend is gone but whose socket was never closed. Past `timeout` a call
+/// throws `Bounded.TimedOut`, which `PostgresFailures` counts as the database being unavailable,
+/// so the RPC answers UNAVAILABLE `DATABASE_UNAVAILABLE` and is retried rather than hanging.
+struct DatabaseCalls: Sendable {
+  let tracer: any Tracer
+  let timeout: Duration?
+
+  func run<T: Sendable>(_ operation: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    let timeout = self.timeout
+    return try await traced(self.tracer, operation) { try await Bounded.run(within: timeout, body) }
+  }
+}
 
 /// Runs `body` inside a database client span (OpenTelemetry database conventions), a child of
 /// the current span (the RPC's).
@@ -27,4 +45,10 @@ func unwrappingTransactionError<T>(_ body: () async throws -> T) async throws ->
     if let inner = error.closureError ?? error.beginError ?? error.commitError { throw inner }
     throw error
   }
+}
+
+/// What the PostgreSQL stores share.
+public enum PostgresStores {
+  /// How long a store call waits for its answer unless told otherwise (`database-call-timeout`).
+  public static let defaultCallTimeout: Duration? = .seconds(30)
 }

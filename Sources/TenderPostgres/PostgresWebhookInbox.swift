@@ -10,16 +10,19 @@ public import Tracing
 public struct PostgresWebhookInbox: WebhookInbox {
   private let client: PostgresClient
   private let logger: Logger
-  private let tracer: any Tracer
+  private let database: DatabaseCalls
 
-  public init(client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer()) {
+  public init(
+    client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer(),
+    callTimeout: Duration? = PostgresStores.defaultCallTimeout
+  ) {
     self.client = client
     self.logger = logger
-    self.tracer = tracer
+    self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout)
   }
 
   public func receive(_ event: WebhookEvent) async throws -> Bool {
-    try await traced(self.tracer, "webhooks.receive") {
+    try await self.database.run("webhooks.receive") {
       let rows = try await self.client.query(
         """
         INSERT INTO webhook_inbox (provider, event_id, event_type, body, signed_time)
@@ -34,7 +37,7 @@ public struct PostgresWebhookInbox: WebhookInbox {
   }
 
   public func due(limit: Int) async throws -> [WebhookEvent] {
-    try await traced(self.tracer, "webhooks.due") {
+    try await self.database.run("webhooks.due") {
       let rows = try await self.client.query(
         """
         SELECT provider, event_id, event_type, body, signed_time, attempts FROM webhook_inbox
@@ -60,10 +63,10 @@ public struct PostgresWebhookInbox: WebhookInbox {
     _ event: WebhookEvent,
     providerPaymentID: String,
     tenderPaymentID: PaymentID?,
-    _ change: @Sendable (inout PaymentRecord) -> WebhookOutcome
+    _ change: @escaping @Sendable (inout PaymentRecord) -> WebhookOutcome
   ) async throws -> WebhookOutcome? {
     let logger = self.logger
-    return try await traced(self.tracer, "webhooks.apply_payment") {
+    return try await self.database.run("webhooks.apply_payment") {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> WebhookOutcome? in
           guard try await Self.lock(event, connection, logger: logger) else { return .already }
@@ -97,7 +100,7 @@ public struct PostgresWebhookInbox: WebhookInbox {
     _ event: WebhookEvent, _ refunds: [(providerRefundID: String, outcome: RefundOutcome)]
   ) async throws -> WebhookOutcome? {
     let logger = self.logger
-    return try await traced(self.tracer, "webhooks.apply_refunds") {
+    return try await self.database.run("webhooks.apply_refunds") {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> WebhookOutcome? in
           guard try await Self.lock(event, connection, logger: logger) else { return .already }
@@ -134,7 +137,7 @@ public struct PostgresWebhookInbox: WebhookInbox {
   }
 
   public func finish(_ event: WebhookEvent, outcome: WebhookOutcome) async throws {
-    _ = try await traced(self.tracer, "webhooks.finish") {
+    _ = try await self.database.run("webhooks.finish") {
       try await self.client.query(
         """
         UPDATE webhook_inbox SET state = 'done', outcome = \(outcome.rawValue), apply_time = now()
@@ -146,7 +149,7 @@ public struct PostgresWebhookInbox: WebhookInbox {
   }
 
   public func postpone(_ event: WebhookEvent, next: Duration, park: Bool) async throws {
-    _ = try await traced(self.tracer, "webhooks.postpone") {
+    _ = try await self.database.run("webhooks.postpone") {
       try await self.client.query(
         """
         UPDATE webhook_inbox SET attempts = attempts + 1,
@@ -160,7 +163,7 @@ public struct PostgresWebhookInbox: WebhookInbox {
   }
 
   public func backlog() async throws -> (waiting: Int, parked: Int) {
-    try await traced(self.tracer, "webhooks.backlog") {
+    try await self.database.run("webhooks.backlog") {
       let rows = try await self.client.query(
         "SELECT count(*) FILTER (WHERE state = 'received')::bigint, count(*) FILTER (WHERE state = 'parked')::bigint FROM webhook_inbox",
         logger: self.logger

@@ -26,6 +26,8 @@ public struct ServerConfiguration: Sendable {
   public var httpPort: Int
   public var transport: Transport
   public var database: PostgresClient.Configuration
+  /// Longest wait for one store call, however the database fails to answer.
+  public var databaseCallTimeout: Duration
   /// Maximum concurrent streams (RPCs) per HTTP/2 connection.
   public var maxConcurrentStreams: Int
   /// Largest request message accepted, in bytes.
@@ -121,6 +123,7 @@ public struct ServerConfiguration: Sendable {
     self.httpPort = 0
     self.transport = .insecure
     self.database = .init(host: "", username: "", password: nil, database: nil, tls: .disable)
+    self.databaseCallTimeout = .zero
     self.maxConcurrentStreams = 0
     self.maxRequestMessageBytes = 0
     self.defaultDeadline = .zero

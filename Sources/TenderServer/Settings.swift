@@ -215,6 +215,12 @@ extension Setting {
       throw Problem(error.description)
     }
   }
+  public static let databaseCallTimeout = Setting.duration(
+    "database-call-timeout", \.databaseCallTimeout, default: .seconds(30), within: .seconds(1)...(.seconds(600)),
+    rangeText: "1s to 10min",
+    help:
+      "longest wait for one store call (a query or a transaction, waiting for a connection included); past it the RPC answers UNAVAILABLE `DATABASE_UNAVAILABLE`, even when the database never answers or cannot be reached"
+  )
   public static let maxConcurrentStreams = Setting.integer(
     "max-concurrent-streams", \.maxConcurrentStreams, default: 100, range: 1...10_000,
     help: "concurrent RPCs per HTTP/2 connection")
@@ -414,7 +420,8 @@ extension Setting {
 
   /// Every setting of `tender serve`, in the order `--help` and the README list them.
   public static let all: [Setting] = [
-    .grpcAddress, .httpAddress, .tlsCert, .tlsKey, .tlsClientCA, .insecure, .databaseURL, .maxConcurrentStreams,
+    .grpcAddress, .httpAddress, .tlsCert, .tlsKey, .tlsClientCA, .insecure, .databaseURL, .databaseCallTimeout,
+    .maxConcurrentStreams,
     .maxRequestBytes, .defaultDeadline, .keepaliveTime, .keepaliveTimeout, .minClientPingInterval,
     .maxConnectionIdle, .maxConnectionAge, .maxConnectionAgeGrace, .healthProbeInterval, .drainDelay,
     .migrate, .redisURL, .redisKeyPrefix, .keyEncryptionKey, .tokenIssuer, .tokenAudience, .tokenLifetime,

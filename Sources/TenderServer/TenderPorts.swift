@@ -90,13 +90,20 @@ public struct TenderPorts: Sendable {
     )
     let migrator = Migrator(client: postgres, logger: logger)
     return TenderPorts(
-      payments: PostgresPaymentStore(client: postgres, logger: logger, tracer: tracer),
-      calls: PostgresProviderCallLog(client: postgres, logger: logger, tracer: tracer),
-      refunds: PostgresRefundStore(client: postgres, logger: logger, tracer: tracer),
-      idempotency: PostgresIdempotencyStore(client: postgres, logger: logger, tracer: tracer),
-      settlement: PostgresSettlementStore(client: postgres, logger: logger, tracer: tracer),
-      webhooks: PostgresWebhookInbox(client: postgres, logger: logger, tracer: tracer),
-      auth: PostgresAuthStore(client: postgres, logger: logger, tracer: tracer),
+      payments: PostgresPaymentStore(
+        client: postgres, logger: logger, tracer: tracer, callTimeout: configuration.databaseCallTimeout),
+      calls: PostgresProviderCallLog(
+        client: postgres, logger: logger, tracer: tracer, callTimeout: configuration.databaseCallTimeout),
+      refunds: PostgresRefundStore(
+        client: postgres, logger: logger, tracer: tracer, callTimeout: configuration.databaseCallTimeout),
+      idempotency: PostgresIdempotencyStore(
+        client: postgres, logger: logger, tracer: tracer, callTimeout: configuration.databaseCallTimeout),
+      settlement: PostgresSettlementStore(
+        client: postgres, logger: logger, tracer: tracer, callTimeout: configuration.databaseCallTimeout),
+      webhooks: PostgresWebhookInbox(
+        client: postgres, logger: logger, tracer: tracer, callTimeout: configuration.databaseCallTimeout),
+      auth: PostgresAuthStore(
+        client: postgres, logger: logger, tracer: tracer, callTimeout: configuration.databaseCallTimeout),
       standingCache: RedisTokenStandingCache(client: redis, prefix: configuration.redisKeyPrefix + "auth:"),
       limiter: TokenBucketLimiter(client: redis, prefix: configuration.redisKeyPrefix + "rl:"),
       provider: provider,

@@ -641,7 +641,7 @@ public struct InMemoryStores: PaymentStore, ProviderCallLog, RefundStore, Idempo
   }
   public func update(
     _ id: PaymentID, merchant: MerchantID, step: IdempotencyStep<PaymentRecord>?,
-    _ change: @Sendable (inout PaymentRecord) throws -> Void
+    _ change: @escaping @Sendable (inout PaymentRecord) throws -> Void
   ) async throws -> (PaymentRecord, PaymentEvent?)? {
     try await self.database.update(id, merchant: merchant, step: step, change)
   }
