@@ -10,7 +10,7 @@ command -v protoc >/dev/null || { echo "codegen: protoc not found (apt-get insta
 python3 -c "import grpc_tools" 2>/dev/null || { echo "codegen: grpcio-tools missing (pip install -r clients/python/requirements.txt)" >&2; exit 1; }
 
 swift_out="$out/Sources/TenderAPI/Generated"
-py_out="$out/clients/python/tender_client/_generated"
+py_out="$out/clients/python/tender_client/proto"
 rm -rf "$swift_out" "$py_out"
 mkdir -p "$swift_out" "$py_out"
 
@@ -37,7 +37,7 @@ python3 -m grpc_tools.protoc -I . -I "$wkt" \
 # Make the generated tree importable as packages and rewrite absolute imports into the package.
 find "$py_out" -type d -print0 | while IFS= read -r -d '' d; do touch "$d/__init__.py"; done
 find "$py_out" -name '*.py' -o -name '*.pyi' | LC_ALL=C sort | while read -r f; do
-  sed -i -E 's/^from (tender|grpc\.health|grpc\.reflection)(\.[a-z0-9_.]+)? import /from tender_client._generated.\1\2 import /' "$f"
+  sed -i -E 's/^from (tender|grpc\.health|grpc\.reflection)(\.[a-z0-9_.]+)? import /from tender_client.proto.\1\2 import /' "$f"
 done
 
 tmp=$(mktemp -d)

@@ -32,7 +32,7 @@ def main():
     descriptor_path, served, out_dir = sys.argv[1], set(sys.argv[2].split(",")), sys.argv[3]
     # The extension comes from the freshly generated Python stubs, so it is registered before parsing.
     sys.path.insert(0, sys.argv[4])
-    from tender_client._generated.tender.options.v1 import policy_pb2  # noqa: E402
+    from tender_client.proto.tender.options.v1 import policy_pb2  # noqa: E402
     fds = descriptor_pb2.FileDescriptorSet()
     with open(descriptor_path, "rb") as handle:
         fds.ParseFromString(handle.read())

@@ -25,7 +25,7 @@ bench_start chain "${unlimited[@]}"
 bench_measure "Health/Check, full chain" "https://127.0.0.1:$bench_port/grpc.health.v1.Health/Check" 0
 token=$(cd "$root/clients/python" && python3 - "$bench_state" "$bench_port" <<'PY'
 import json, sys, grpc
-from tender_client._generated.tender.auth.v1 import auth_service_pb2 as auth, auth_service_pb2_grpc as auth_grpc
+from tender_client.proto.tender.auth.v1 import auth_service_pb2 as auth, auth_service_pb2_grpc as auth_grpc
 state, port = sys.argv[1], sys.argv[2]
 client = json.load(open(f"{state}/dev-client.json"))
 credentials = grpc.ssl_channel_credentials(root_certificates=open(f"{state}/tls/ca.pem", "rb").read())

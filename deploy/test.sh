@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The second command: runs every test. Swift tests (real PostgreSQL, real TLS sockets, the tender
-# binary), then the Python tests (codegen checks and the generated client against `tender dev`).
+# binary), then the Python tests (codegen checks, hostile input, chaos, the card-data scan, and the
+# installed Python client package against `tender dev`), then the fuzzers.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -45,6 +46,8 @@ export TENDER_CARD_SCAN_DIR="$scan"
 [ "$(cat "$scan/swift-test.status")" = 0 ] || status=1
 TENDER_BIN="$root/.build/debug/tender" python3 -m pytest -q -rA -p no:cacheprovider \
   codegen/tests clients/python/tests tests/hostile tests/chaos tests/scan || status=$?
+# The Python package, installed into a fresh virtual environment, against a live server.
+TENDER_BIN="$root/.build/debug/tender" clients/python/test-package.sh || status=1
 python3 tests/support/card_scan.py scan "$scan" || status=1
 rm -rf "$scan"
 unset TENDER_CARD_SCAN_DIR

@@ -15,11 +15,11 @@ import sys
 root = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(root / "clients" / "python"))
 
-from tender_client._generated.grpc.health.v1 import health_pb2  # noqa: E402
-from tender_client._generated.tender.auth.v1 import auth_service_pb2 as auth  # noqa: E402
-from tender_client._generated.tender.payments.v1 import payment_service_pb2 as payments  # noqa: E402
-from tender_client._generated.tender.refunds.v1 import refund_service_pb2 as refunds  # noqa: E402
-from tender_client._generated.tender.type.v1 import money_pb2  # noqa: E402
+from tender_client.proto.grpc.health.v1 import health_pb2  # noqa: E402
+from tender_client.proto.tender.auth.v1 import auth_service_pb2 as auth  # noqa: E402
+from tender_client.proto.tender.payments.v1 import payment_service_pb2 as payments  # noqa: E402
+from tender_client.proto.tender.refunds.v1 import refund_service_pb2 as refunds  # noqa: E402
+from tender_client.proto.tender.type.v1 import money_pb2  # noqa: E402
 
 corpus = root / "fuzz" / "corpus"
 

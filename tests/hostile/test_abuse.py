@@ -17,9 +17,9 @@ import pytest
 
 from test_http2 import cpu_seconds, rss
 from tender_dev import tender_dev
-from tender_client._generated.grpc.health.v1 import health_pb2, health_pb2_grpc
-from tender_client._generated.tender.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
-from tender_client._generated.tender.payments.v1 import payment_service_pb2, payment_service_pb2_grpc
+from tender_client.proto.grpc.health.v1 import health_pb2, health_pb2_grpc
+from tender_client.proto.tender.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+from tender_client.proto.tender.payments.v1 import payment_service_pb2, payment_service_pb2_grpc
 
 # RSS after the abuse may exceed its start by this share, no more. Both rounds used to end 15 %
 # to 16 % higher: every call with a deadline held its task until the deadline passed (a

@@ -16,7 +16,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from tender_client._generated.grpc.health.v1 import health_pb2, health_pb2_grpc
+from tender_client.proto.grpc.health.v1 import health_pb2, health_pb2_grpc
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # RSS may grow this much over the suite's start (allocator caches, TLS sessions), no more.

@@ -33,10 +33,14 @@ def binary():
 
 
 @contextlib.contextmanager
-def tender_dev(arguments=(), environment=None, log_level=None):
-    """Yields the running server: target, bridge, binary, ca, client_id, client_secret, pid, log.
-    Fails if it does not start within 120 s or does not stop cleanly. Logs at `log_level`; by
-    default at warning, or at info while the card-data scan collects the logs."""
+def tender_dev(arguments=(), environment=None, log_level=None, state=None, ports=None):
+    """Yields the running server: target, bridge, binary, ca, client_id, client_secret, pid, log,
+    state, ports. Fails if it does not start within 120 s or does not stop cleanly. Logs at
+    `log_level`; by default at warning, or at info while the card-data scan collects the logs.
+
+    With `state` (a folder) and `ports` ((grpc, http)) the server keeps its database there when it
+    stops (no --ephemeral), so a second `tender_dev` with the same state and ports is the same
+    server restarted; the caller removes the folder."""
     executable = binary()
     # The card-data scan reads every log line at info and every row (tests/support/card_scan.py).
     scan_dir = os.environ.get("TENDER_CARD_SCAN_DIR")
@@ -44,14 +48,18 @@ def tender_dev(arguments=(), environment=None, log_level=None):
         log_level = "info" if scan_dir else "warning"
     # PostgreSQL runs as the unprivileged postgres user when the tests run as root, so the state
     # folder must be reachable by it (pytest's own temporary folders are private).
-    state = pathlib.Path(tempfile.mkdtemp(prefix="tender-pytest-"))
+    owned = state is None
+    if owned:
+        state = pathlib.Path(tempfile.mkdtemp(prefix="tender-pytest-"))
+    state = pathlib.Path(state)
     state.chmod(0o755)
-    port, http_port = free_port(), free_port()
+    port, http_port = ports or (free_port(), free_port())
     log = state / "tender-dev.out"
     with open(log, "wb") as sink:
         process = subprocess.Popen(
             [executable, "dev", "--state-dir", str(state), "--grpc-address", f"127.0.0.1:{port}",
-             "--http-address", f"127.0.0.1:{http_port}", "--ephemeral", "--log-level", log_level, *arguments],
+             "--http-address", f"127.0.0.1:{http_port}", *(["--ephemeral"] if owned else []),
+             "--log-level", log_level, *arguments],
             stdout=sink, stderr=subprocess.STDOUT, env=dict(os.environ, **(environment or {})))
     deadline = time.monotonic() + 120
     while "Tender is serving" not in log.read_text():
@@ -72,6 +80,8 @@ def tender_dev(arguments=(), environment=None, log_level=None):
         "client_secret": client["clientSecret"],
         "pid": process.pid,
         "log": log,
+        "state": state,
+        "ports": (port, http_port),
     }
     if scan_dir:
         pid_file = state / "postgres" / "data" / "postmaster.pid"
@@ -88,5 +98,6 @@ def tender_dev(arguments=(), environment=None, log_level=None):
     output = log.read_text()
     if scan_dir:
         shutil.copy(log, pathlib.Path(scan_dir) / f"tender-dev-{process.pid}.log")
-    shutil.rmtree(state, ignore_errors=True)
+    if owned:
+        shutil.rmtree(state, ignore_errors=True)
     assert returncode == 0, output

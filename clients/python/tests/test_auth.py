@@ -3,8 +3,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from tender_client._generated.tender.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
-from tender_client._generated.tender.payments.v1 import payment_service_pb2, payment_service_pb2_grpc
+from tender_client.proto.tender.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+from tender_client.proto.tender.payments.v1 import payment_service_pb2, payment_service_pb2_grpc
 
 
 def _channel(server):

@@ -2,8 +2,8 @@
 import grpc
 import pytest
 
-from tender_client._generated.grpc.health.v1 import health_pb2, health_pb2_grpc
-from tender_client._generated.tender.payments.v1 import payment_service_pb2, payment_service_pb2_grpc
+from tender_client.proto.grpc.health.v1 import health_pb2, health_pb2_grpc
+from tender_client.proto.tender.payments.v1 import payment_service_pb2, payment_service_pb2_grpc
 
 
 def _channel(server, root_certificates=None):

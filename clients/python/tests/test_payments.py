@@ -3,10 +3,10 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from tender_client._generated.tender.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
-from tender_client._generated.tender.payments.v1 import payment_service_pb2 as payments, payment_service_pb2_grpc
-from tender_client._generated.tender.refunds.v1 import refund_service_pb2 as refunds, refund_service_pb2_grpc
-from tender_client._generated.tender.type.v1 import money_pb2
+from tender_client.proto.tender.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+from tender_client.proto.tender.payments.v1 import payment_service_pb2 as payments, payment_service_pb2_grpc
+from tender_client.proto.tender.refunds.v1 import refund_service_pb2 as refunds, refund_service_pb2_grpc
+from tender_client.proto.tender.type.v1 import money_pb2
 
 
 def _token(channel, server):

@@ -3,7 +3,7 @@ import time
 
 import grpc
 
-from tender_client._generated.grpc.health.v1 import health_pb2, health_pb2_grpc
+from tender_client.proto.grpc.health.v1 import health_pb2, health_pb2_grpc
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_SPAN_ID = "b7ad6b7169203331"
