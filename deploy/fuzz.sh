@@ -22,7 +22,8 @@ swift build --sanitize=fuzzer --sanitize=address \
 binary="$root/.build-fuzz/debug/tender-fuzz"
 objects="$root/.build-fuzz/$(uname -m)-unknown-linux-gnu/debug"
 for object in TenderCore.build/CardNumbers.swift.o TenderRPC.build/PaymentRPCService.swift.o; do
-  if ! objdump -h "$objects/$object" | grep -q __sancov_cntrs; then
+  # grep -c reads all of objdump's output (grep -q would stop early and fail the pipe).
+  if [ "$(objdump -h "$objects/$object" | grep -c __sancov_cntrs)" -eq 0 ]; then
     echo "fuzz: $object has no coverage counters: the fuzzer would be blind to Tender's code" >&2
     exit 2
   fi

@@ -355,6 +355,7 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
           subscription.end(.closed)
         }
         defer { expiry.cancel() }
+        let draining = DrainFlag()
         try await withRPCCancellationHandler {
           try await withGracefulShutdownHandler {
             for await message in subscription.messages {
@@ -369,15 +370,26 @@ public struct PaymentRPCService: Tender_Payments_V1_PaymentService.ServiceProtoc
               }
             }
           } onGracefulShutdown: {
+            draining.raise()
             subscription.end(.closed)
           }
         } onCancelRPC: {
           subscription.end(.closed)
         }
         if token.expireTime <= Date() { throw Self.streamRefusal(.expired) }
+        // A watch never ends by itself: a drain tells the client to watch again (another replica,
+        // or this one restarted) from the last cursor it got.
+        if draining.isRaised { throw Self.drainRefusal }
         guard subscription.end == .fellBehind else { return [:] }
       }
     }
+  }
+
+  /// How a stream ends when the server drains.
+  static var drainRefusal: GoogleRPCStatus {
+    APIError.status(
+      .unavailable, reason: "SERVER_DRAINING",
+      message: "the server is shutting down; watch again from the last cursor received")
   }
 
   /// How a stream ends when its token stops being valid, as the auth interceptor refuses a call.
@@ -511,4 +523,13 @@ enum PaymentMessages {
     message.updateTime = Google_Protobuf_Timestamp(date: record.updateTime)
     return message
   }
+}
+
+/// Set once a drain has begun.
+private final class DrainFlag: Sendable {
+  private let raised = Mutex(false)
+
+  func raise() { self.raised.withLock { $0 = true } }
+
+  var isRaised: Bool { self.raised.withLock { $0 } }
 }

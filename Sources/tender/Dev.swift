@@ -183,14 +183,11 @@ struct Dev: AsyncParsableCommand {
         grpcurl -cacert \(caPath) -H "authorization: Bearer $TOKEN" -H "idempotency-key: refund-1" \\
           -d '{"payment_id":"PAYMENT_ID","amount_minor":250}' \(target) tender.refunds.v1.RefundService/CreateRefund
 
-      Or from Python (pip install -r clients/python/requirements.txt; run from clients/python):
-        import grpc
-        from tender_client._generated.tender.auth.v1 import auth_service_pb2 as auth, auth_service_pb2_grpc as auth_grpc
-        creds = grpc.ssl_channel_credentials(root_certificates=open("\(caPath)", "rb").read())
-        with grpc.secure_channel("\(target)", creds) as channel:
-            stub = auth_grpc.AuthServiceStub(channel)
-            token = stub.IssueToken(auth.IssueTokenRequest(client_id="\(credentials.clientID)", client_secret="\(credentials.clientSecret)")).access_token
-            print(stub.IntrospectToken(auth.IntrospectTokenRequest(token=token), metadata=[("authorization", "Bearer " + token)]))
+      Or from Python (pip install ./clients/python):
+        from tender_client import Credentials, TenderClient
+        with TenderClient("\(target)", Credentials.from_file("\(credentials.file)"), ca_file="\(caPath)") as tender:
+            payment = tender.create_payment(1250, "EUR", "pm_card_visa", capture="manual")
+            print(tender.capture_payment(payment.payment_id))
 
       Health, metrics and the JWKS over HTTPS:
         curl --cacert \(caPath) https://localhost:\(httpPort)/readyz

@@ -382,7 +382,8 @@ struct PaymentsTests {
     }
   }
 
-  @Test("A WatchPayments stream ends cleanly when the server drains")
+  @Test(
+    "A WatchPayments stream ends with UNAVAILABLE SERVER_DRAINING when the server drains, so its client watches again")
   func watchEndsOnDrain() async throws {
     try await TestServer.with { server in
       let token = try await server.token(scopes: ["payments:read", "payments:write"])
@@ -413,7 +414,9 @@ struct PaymentsTests {
         #expect(delivered)
         let started = ContinuousClock.now
         await server.application.serviceGroup.triggerGracefulShutdown()
-        try await watcher.value
+        let ended = await #expect(throws: RPCError.self) { try await watcher.value }
+        #expect(ended?.code == .unavailable)
+        #expect(ended?.reason == "SERVER_DRAINING")
         #expect(ContinuousClock.now - started < .seconds(10))
       }
     }
