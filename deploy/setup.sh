@@ -19,6 +19,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The Python package's tests install it into a fresh virtual environment (Debian's python3 needs
+# python3-venv for that).
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  echo "setup: installing python3-venv" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+fi
+
 if ! python3 -c 'import grpc, grpc_tools, pytest' 2>/dev/null \
   || ! python3 - "$root/clients/python/requirements.txt" <<'PY' 2>/dev/null
 import sys

@@ -5,6 +5,8 @@ struct Tender: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "tender",
     abstract: "Tender: a payments RPC server (gRPC over TLS).",
-    subcommands: [Serve.self, Migrate.self, Dev.self, Merchant.self, Client.self, Key.self]
+    subcommands: [
+      Serve.self, Migrate.self, Dev.self, Payments.self, Refunds.self, Merchant.self, Client.self, Key.self,
+    ]
   )
 }
