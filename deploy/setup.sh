@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what Tender needs on a Debian machine with Swift: system packages (PostgreSQL, protoc,
-# hiredis, Redis, h2load, openssl for the chaos suite's certificates) and the Python packages of
+# hiredis, Redis, h2load, openssl for the chaos suite's certificates, gRPC C++ and CMake for the C++ client) and the Python packages of
 # the codegen step and the Python client.
 # Idempotent and quick when everything is already there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
-packages=(curl openssl postgresql postgresql-contrib protobuf-compiler libprotobuf-dev libhiredis-dev redis-server nghttp2-client)
+packages=(curl openssl postgresql postgresql-contrib protobuf-compiler libprotobuf-dev libhiredis-dev redis-server nghttp2-client
+  protobuf-compiler-grpc libgrpc++-dev cmake g++ make)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
