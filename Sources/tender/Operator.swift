@@ -22,6 +22,9 @@ func emit<M: SwiftProtobuf.Message>(_ message: M, json: Bool, _ table: (M) -> St
   print(json ? try OperatorFormat.json(message) : table(message))
 }
 
+/// Column widths of `payments watch`: a timestamp, the longest event name, and ids.
+private let watchWidths = [20, 24, 28, 27]
+
 /// Where a watch stands: the last cursor printed and how many events.
 private final class WatchProgress: Sendable {
   private let state: Mutex<(cursor: String, printed: Int)>
@@ -54,6 +57,15 @@ struct AmountOptions: ParsableArguments {
   }
 
   var isGiven: Bool { self.amount != nil || self.amountMinor != nil }
+
+  /// The amount for the payment `id`: a decimal one is in the payment's currency (read first).
+  func minorUnits(of id: String, _ session: OperatorSession) async throws -> Int64 {
+    guard self.amount != nil else { return self.amountMinor ?? 0 }
+    let payment = try await session.payments.getPayment(
+      .with { $0.paymentID = id }, metadata: session.metadata(), options: session.options
+    ).payment
+    return try self.minorUnits(currency: payment.amount.currency)
+  }
 
   func minorUnits(currency: String) throws -> Int64 {
     if let amountMinor { return amountMinor }
@@ -196,15 +208,7 @@ struct Payments: AsyncParsableCommand {
       let (id, amount) = (self.paymentID, self.amount)
       let key = self.idempotencyKey ?? UUID().uuidString.lowercased()
       try await OperatorConnection.run(self.connection) { session in
-        var minor: Int64 = amount.amountMinor ?? 0
-        if amount.amount != nil {
-          // A decimal amount is in the payment's currency.
-          let payment = try await session.payments.getPayment(
-            .with { $0.paymentID = id }, metadata: session.metadata(), options: session.options
-          ).payment
-          minor = try amount.minorUnits(currency: payment.amount.currency)
-        }
-        let captured = minor
+        let captured = try await amount.minorUnits(of: id, session)
         let response = try await session.keyed(key) {
           try await session.payments.capturePayment(
             .with {
@@ -260,7 +264,8 @@ struct Payments: AsyncParsableCommand {
         let streamOptions = options
         if !session.json {
           FileHandle.standardOutput.write(
-            Data((OperatorFormat.table(["TIME", "EVENT", "PAYMENT", "REFUND", "STATUS"], []) + "\n").utf8))
+            Data(
+              (OperatorFormat.row(["TIME", "EVENT", "PAYMENT", "REFUND", "STATUS"], widths: watchWidths) + "\n").utf8))
         }
         while count.map({ progress.printed < $0 }) ?? true {
           do {
@@ -273,10 +278,11 @@ struct Payments: AsyncParsableCommand {
                 let line =
                   session.json
                   ? try OperatorFormat.json(event)
-                  : [
-                    OperatorFormat.time(event.eventTime), OperatorFormat.constant(event.eventType), event.paymentID,
-                    event.refundID.isEmpty ? "-" : event.refundID, OperatorFormat.constant(event.payment.status),
-                  ].joined(separator: "  ")
+                  : OperatorFormat.row(
+                    [
+                      OperatorFormat.time(event.eventTime), OperatorFormat.constant(event.eventType), event.paymentID,
+                      event.refundID.isEmpty ? "-" : event.refundID, OperatorFormat.constant(event.payment.status),
+                    ], widths: watchWidths)
                 FileHandle.standardOutput.write(Data((line + "\n").utf8))
                 if let count, printed >= count { return }
               }
@@ -313,14 +319,7 @@ struct Refunds: AsyncParsableCommand {
       let metadata = try parseMetadata(self.metadata)
       let key = self.idempotencyKey ?? UUID().uuidString.lowercased()
       try await OperatorConnection.run(self.connection) { session in
-        var minor: Int64 = amount.amountMinor ?? 0
-        if amount.amount != nil {
-          let payment = try await session.payments.getPayment(
-            .with { $0.paymentID = id }, metadata: session.metadata(), options: session.options
-          ).payment
-          minor = try amount.minorUnits(currency: payment.amount.currency)
-        }
-        let refunded = minor
+        let refunded = try await amount.minorUnits(of: id, session)
         let response = try await session.keyed(key) {
           try await session.refunds.createRefund(
             .with {

@@ -248,6 +248,13 @@ enum OperatorFormat {
     }.joined(separator: "\n")
   }
 
+  /// One row with the leading cells padded to `widths` (rows printed as they come).
+  static func row(_ cells: [String], widths: [Int]) -> String {
+    cells.enumerated().map { index, cell in
+      index < widths.count ? cell.padding(toLength: max(widths[index], cell.count), withPad: " ", startingAt: 0) : cell
+    }.joined(separator: "  ")
+  }
+
   static func fields(_ pairs: [(String, String)]) -> String {
     let width = pairs.map(\.0.count).max() ?? 0
     return pairs.map { $0.0.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + $0.1 }

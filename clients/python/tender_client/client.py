@@ -137,6 +137,16 @@ class TenderClient:
         return self._caller.unary(getattr(stub, method), request, idempotency_key=idempotency_key if keyed else None,
                                   keyed=keyed, timeout=timeout)
 
+    def _pages(self, service: Any, method: str, stub: Any, request: Any, items: str,
+               timeout: Optional[float]) -> Iterator[Any]:
+        """The items of every page, fetching the next page as the caller gets to it."""
+        while True:
+            page = self._call(service, method, stub, request, None, timeout)
+            yield from getattr(page, items)
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
     # Payments
 
     def create_payment(
@@ -192,12 +202,7 @@ class TenderClient:
         request = payments_pb2.ListPaymentsRequest(
             page_size=page_size, statuses=list(statuses), customer_reference=customer_reference,
             create_time_start=_timestamp(created_after), create_time_end=_timestamp(created_before))
-        while True:
-            page = self._call(_PAYMENTS, "ListPayments", self._payments, request, None, timeout)
-            yield from page.payments
-            if not page.next_page_token:
-                return
-            request.page_token = page.next_page_token
+        return self._pages(_PAYMENTS, "ListPayments", self._payments, request, "payments", timeout)
 
     def watch_payments(self, cursor: str = "", *, reconnect: bool = True) -> Iterator[PaymentEvent]:
         """The merchant's payment and refund events as they happen, after ``cursor`` (from now
@@ -250,12 +255,7 @@ class TenderClient:
                      timeout: Optional[float] = None) -> Iterator[Refund]:
         """Every refund (of one payment when given), a page at a time as you iterate."""
         request = refunds_pb2.ListRefundsRequest(payment_id=payment_id, page_size=page_size)
-        while True:
-            page = self._call(_REFUNDS, "ListRefunds", self._refunds, request, None, timeout)
-            yield from page.refunds
-            if not page.next_page_token:
-                return
-            request.page_token = page.next_page_token
+        return self._pages(_REFUNDS, "ListRefunds", self._refunds, request, "refunds", timeout)
 
 
 def new_idempotency_key() -> str:
