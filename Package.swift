@@ -282,6 +282,7 @@ let package = Package(
         "TenderAuth",
         "TenderCore",
         "TenderPostgres",
+        "TenderRPC",
         .product(name: "PostgresNIO", package: "postgres-nio"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

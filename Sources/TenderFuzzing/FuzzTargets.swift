@@ -224,7 +224,7 @@ public final class Fuzzing: Sendable {
       throw FuzzFinding(.pageTokens, "\(method) accepted a \(field) not sealed here")
     }
     try self.checkRefusal(error, of: method, target: .pageTokens)
-    let reported = (try? error.unpackGoogleRPCStatus())?.details.compactMap(\.errorInfo).first?.metadata["field"]
+    let reported = error.errorInfo?.metadata["field"]
     guard error.code == .invalidArgument, reported == field else {
       throw FuzzFinding(
         .pageTokens, "\(method) answered \(error.code) (field \(reported ?? "none")) for a bad \(field)")
@@ -285,7 +285,7 @@ public final class Fuzzing: Sendable {
     guard Self.refusals.contains(error.code) else {
       throw FuzzFinding(target, "\(method) answered \(error.code): \(error.message)")
     }
-    guard let info = (try? error.unpackGoogleRPCStatus())?.details.compactMap(\.errorInfo).first,
+    guard let info = error.errorInfo,
       info.domain == APIError.domain, !info.reason.isEmpty
     else { throw FuzzFinding(target, "\(method) answered \(error.code) without ErrorInfo: \(error.message)") }
     // Bytes that are no message of the method's type have no field to name.

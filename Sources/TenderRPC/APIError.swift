@@ -48,3 +48,10 @@ public enum APIError {
     return self.status(code, reason: error.reason, message: error.message, metadata: ["field": field], details: details)
   }
 }
+
+extension RPCError {
+  /// The `ErrorInfo` of a Tender refusal (its reason and metadata), when the error carries one.
+  public var errorInfo: ErrorDetails.ErrorInfo? {
+    (try? self.unpackGoogleRPCStatus())?.details.compactMap(\.errorInfo).first
+  }
+}

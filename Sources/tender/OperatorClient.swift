@@ -6,6 +6,7 @@ import GRPCProtobuf
 import SwiftProtobuf
 import TenderAPI
 import TenderCore
+import TenderRPC
 
 /// How the operator commands reach Tender: over TLS, with an access token from a client's
 /// credentials.
@@ -156,19 +157,15 @@ enum OperatorErrors {
   static func isRetryable(_ error: RPCError) -> Bool {
     switch error.code {
     case .unavailable, .deadlineExceeded: return true
-    case .aborted: return Self.info(error)?.reason == "IDEMPOTENCY_KEY_IN_USE"
+    case .aborted: return error.errorInfo?.reason == "IDEMPOTENCY_KEY_IN_USE"
     default: return false
     }
-  }
-
-  static func info(_ error: RPCError) -> ErrorDetails.ErrorInfo? {
-    (try? error.unpackGoogleRPCStatus())?.details.compactMap(\.errorInfo).first
   }
 
   /// `tender: FAILED_PRECONDITION REFUND_EXCEEDS_CAPTURED (field amount_minor): message`, or
   /// the same as a JSON object.
   static func print(_ error: RPCError, json: Bool) {
-    let info = Self.info(error)
+    let info = error.errorInfo
     let code = OperatorFormat.constant(error.code)
     if json {
       var object: [String: Any] = ["code": code, "message": error.message]
