@@ -13,4 +13,23 @@ public protocol SettlementStore: Sendable {
   func postpone(objectID: String, checks: Int, next: Duration, abandon: Bool) async throws
   /// Forgets the checks of an object that reached its final state.
   func settled(objectID: String) async throws
+  /// How many payments and refunds are still open (PROCESSING, PENDING), and how long the
+  /// oldest of each has been unchanged.
+  func backlog() async throws -> SettlementBacklog
+}
+
+/// Payments and refunds nobody has settled yet.
+public struct SettlementBacklog: Sendable, Hashable {
+  public var payments: Int
+  public var refunds: Int
+  /// Since the oldest open payment last changed; nil when none is open.
+  public var oldestPaymentAge: Duration?
+  public var oldestRefundAge: Duration?
+
+  public init(payments: Int, refunds: Int, oldestPaymentAge: Duration?, oldestRefundAge: Duration?) {
+    self.payments = payments
+    self.refunds = refunds
+    self.oldestPaymentAge = oldestPaymentAge
+    self.oldestRefundAge = oldestRefundAge
+  }
 }

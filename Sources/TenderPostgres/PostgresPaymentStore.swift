@@ -13,11 +13,11 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
 
   public init(
     client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer(),
-    callTimeout: Duration? = PostgresStores.defaultCallTimeout
+    callTimeout: Duration? = PostgresStores.defaultCallTimeout, movements: MoneyMovements? = nil
   ) {
     self.client = client
     self.logger = logger
-    self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout)
+    self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout, movements: movements)
   }
 
   static let columns = """
@@ -49,6 +49,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
             connection, logger: logger, merchant: payment.merchantID, payment: payment.id, refund: nil,
             type: .paymentCreated, from: nil, to: ledger.status, amount: ledger.amount.minorUnits
           )
+          MoneyMovements.record(.payment(payment))
           if let step {
             try await PostgresIdempotencyStore.apply(
               step, record: payment, payment: payment.id, refund: nil, connection, logger: logger)
@@ -141,6 +142,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
           type: .paymentCreated, fromStatus: nil, toStatus: .processing,
           amountMinorUnits: payment.ledger.amount.minorUnits, createTime: time
         )
+        MoneyMovements.record(.payment(payment))
         return (event, requestID)
       }
       return nil
@@ -222,6 +224,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
         for try await count in try await self.client.execute(
           FinishProcessing(payment: payment, owner: owner, response: response, call: call), logger: self.logger)
         {
+          if count == 1, payment.ledger.status != .processing { MoneyMovements.record(.payment(payment)) }
           return count == 1
         }
       } catch let error as PSQLError where error.serverInfo?[.sqlState] == "22012" {
@@ -318,6 +321,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
         connection, logger: logger, merchant: merchant, payment: id, refund: nil,
         type: .entering(ledger.status), from: before, to: ledger.status, amount: amount
       )
+      MoneyMovements.record(.payment(record))
     }
     if let step {
       try await PostgresIdempotencyStore.apply(

@@ -14,11 +14,11 @@ public struct PostgresRefundStore: RefundStore {
 
   public init(
     client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer(),
-    callTimeout: Duration? = PostgresStores.defaultCallTimeout
+    callTimeout: Duration? = PostgresStores.defaultCallTimeout, movements: MoneyMovements? = nil
   ) {
     self.client = client
     self.logger = logger
-    self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout)
+    self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout, movements: movements)
   }
 
   static let columns = """
@@ -60,6 +60,7 @@ public struct PostgresRefundStore: RefundStore {
             connection, logger: logger, merchant: draft.merchantID, payment: draft.paymentID, refund: draft.id,
             type: .refundCreated, from: nil, to: nil, amount: amount.minorUnits
           )
+          MoneyMovements.record(.refund(refund))
           if let step {
             try await PostgresIdempotencyStore.apply(
               step, record: refund, payment: refund.paymentID, refund: refund.id, connection, logger: logger)
@@ -128,6 +129,7 @@ public struct PostgresRefundStore: RefundStore {
           connection, logger: logger, merchant: merchant, payment: refund.paymentID, refund: id,
           type: type, from: nil, to: nil, amount: refund.amount.minorUnits
         )
+        MoneyMovements.record(.refund(refund))
       }
     }
     if let step {

@@ -94,6 +94,28 @@ public struct PostgresSettlementStore: SettlementStore {
     }
   }
 
+  public func backlog() async throws -> SettlementBacklog {
+    try await self.database.run("settlement.backlog") {
+      // Both counts come from the partial indexes of open rows (payments_open, refunds_open).
+      let rows = try await self.client.query(
+        """
+        SELECT (SELECT count(*) FROM payments WHERE status = 'processing')::bigint,
+          (SELECT (extract(epoch FROM now() - min(update_time)) * 1000)::bigint FROM payments WHERE status = 'processing'),
+          (SELECT count(*) FROM refunds WHERE status = 'pending')::bigint,
+          (SELECT (extract(epoch FROM now() - min(update_time)) * 1000)::bigint FROM refunds WHERE status = 'pending')
+        """,
+        logger: self.logger
+      )
+      for try await (payments, paymentAge, refunds, refundAge) in rows.decode((Int64, Int64?, Int64, Int64?).self) {
+        return SettlementBacklog(
+          payments: Int(payments), refunds: Int(refunds),
+          oldestPaymentAge: paymentAge.map { .milliseconds(max(0, $0)) },
+          oldestRefundAge: refundAge.map { .milliseconds(max(0, $0)) })
+      }
+      throw StoredDataError(what: "no settlement backlog returned")
+    }
+  }
+
   static func binds(_ milliseconds: Int64, _ limit: Int) -> PostgresBindings {
     var binds = PostgresBindings()
     binds.append(milliseconds)

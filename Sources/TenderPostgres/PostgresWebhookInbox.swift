@@ -14,11 +14,11 @@ public struct PostgresWebhookInbox: WebhookInbox {
 
   public init(
     client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer(),
-    callTimeout: Duration? = PostgresStores.defaultCallTimeout
+    callTimeout: Duration? = PostgresStores.defaultCallTimeout, movements: MoneyMovements? = nil
   ) {
     self.client = client
     self.logger = logger
-    self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout)
+    self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout, movements: movements)
   }
 
   public func receive(_ event: WebhookEvent) async throws -> Bool {

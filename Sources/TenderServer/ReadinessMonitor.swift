@@ -15,9 +15,12 @@ public struct ReadinessMonitor: Service {
   private let failureThreshold: Int
   private let logger: Logger
   private let startWhen: @Sendable () async -> Void
+  private let onChange: @Sendable (Bool) -> Void
 
-  /// - Parameter startWhen: returns when probing may begin (once the gRPC server listens, so
-  ///   nothing reports ready while start-up work such as migrations is still running).
+  /// - Parameters:
+  ///   - startWhen: returns when probing may begin (once the gRPC server listens, so nothing
+  ///     reports ready while start-up work such as migrations is still running).
+  ///   - onChange: told each readiness published (the `tender_ready` gauge).
   public init(
     probes: [any ReadinessProbe],
     board: HealthStatusBoard,
@@ -25,9 +28,11 @@ public struct ReadinessMonitor: Service {
     timeout: Duration? = nil,
     failureThreshold: Int = 3,
     logger: Logger,
-    startWhen: @escaping @Sendable () async -> Void = {}
+    startWhen: @escaping @Sendable () async -> Void = {},
+    onChange: @escaping @Sendable (Bool) -> Void = { _ in }
   ) {
     self.startWhen = startWhen
+    self.onChange = onChange
     self.probes = probes
     self.board = board
     self.interval = interval
@@ -52,6 +57,7 @@ public struct ReadinessMonitor: Service {
               "not ready: dependency unreachable",
               metadata: ["dependency": "\(failure)", "failed_rounds": "\(failures)"])
             self.board.setAll(.notServing)
+            self.onChange(false)
             serving = false
           } else if serving == true {
             self.logger.warning(
@@ -62,6 +68,7 @@ public struct ReadinessMonitor: Service {
           if serving != true {
             self.logger.notice("ready: all dependencies answer")
             self.board.setAll(.serving)
+            self.onChange(true)
             serving = true
           }
         }

@@ -50,6 +50,10 @@ public struct ServerConfiguration: Sendable {
   public var healthProbeInterval: Duration
   /// Time between reporting NOT_SERVING on shutdown and refusing new RPCs, for balancers to notice.
   public var drainDelay: Duration
+  /// The files the TLS certificate and key were read from, re-read every `tlsReloadInterval`
+  /// (zero: never); nil when the certificate came from elsewhere.
+  public var tlsFiles: TLSFiles?
+  public var tlsReloadInterval: Duration
   /// Apply pending migrations at start (dev mode).
   public var migrateOnStart: Bool
   public var logLevel: Logger.Level
@@ -161,6 +165,19 @@ public struct ServerConfiguration: Sendable {
     self.webhookMaxBodyBytes = 0
     self.otlpEndpoint = nil
     self.metricsToken = nil
+    self.tlsFiles = nil
+    self.tlsReloadInterval = .zero
+  }
+
+  /// Where the server's certificate chain and private key are kept (PEM).
+  public struct TLSFiles: Sendable, Hashable {
+    public var certificatePath: String
+    public var privateKeyPath: String
+
+    public init(certificatePath: String, privateKeyPath: String) {
+      self.certificatePath = certificatePath
+      self.privateKeyPath = privateKeyPath
+    }
   }
 }
 
@@ -209,7 +226,7 @@ extension ServerConfiguration {
       }
     }
     var configuration = resolution.configuration
-    configuration.transport = try Self.transport(resolution.tls, configuration)
+    configuration.transport = try Self.transport(resolution.tls, &configuration)
     try Self.checkTogether(configuration)
     if let first = missing.first(where: { $0.presence == .required }) {
       throw ConfigurationError(setting: first.label, problem: "is required")
@@ -217,7 +234,11 @@ extension ServerConfiguration {
     return configuration
   }
 
-  private static func transport(_ tls: Resolution.TLSFiles, _ configuration: ServerConfiguration) throws -> Transport {
+  private static func transport(
+    _ tls: Resolution.TLSFiles, _ configuration: inout ServerConfiguration
+  ) throws
+    -> Transport
+  {
     if tls.insecure {
       for listener in [configuration.host, configuration.httpHost] where !Setting.isLoopback(listener) {
         throw ConfigurationError(
@@ -245,6 +266,9 @@ extension ServerConfiguration {
       throw ConfigurationError(
         setting: Setting.tlsKey.label,
         problem: "'\(keyPath)' does not match the certificate in \(Setting.tlsCert.environment)")
+    }
+    if let certificatePath = tls.certificatePath {
+      configuration.tlsFiles = TLSFiles(certificatePath: certificatePath, privateKeyPath: keyPath)
     }
     return .tls(certificateChain: chain, privateKey: key, clientCA: tls.clientCA)
   }

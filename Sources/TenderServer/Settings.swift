@@ -61,6 +61,8 @@ public struct Setting: Sendable, Hashable, CustomStringConvertible {
   }
 
   public var environment: String { "TENDER_" + self.flag.uppercased().replacingOccurrences(of: "-", with: "_") }
+  /// For a secret: the variable naming a file that holds its value (`TENDER_DATABASE_URL_FILE`).
+  public var fileVariable: String { self.environment + "_FILE" }
   /// How errors name the setting: `TENDER_TLS_CERT (--tls-cert)`.
   public var label: String { "\(self.environment) (--\(self.flag))" }
   public var description: String { self.label }
@@ -198,6 +200,11 @@ extension Setting {
     }
     c.tls.clientCA = bytes
   }
+  public static let tlsReloadInterval = Setting.duration(
+    "tls-reload-interval", \.tlsReloadInterval, default: .seconds(60), allowZero: true,
+    help:
+      "how often the certificate and key files are read again; a new pair is served to new connections without a restart (a pair that does not match or parse is logged and the last good one kept); 0s: never"
+  )
   public static let insecure = Setting(
     "insecure", .defaulted("false"), isSwitch: true,
     help: "plaintext gRPC and HTTP; refused unless both addresses are loopback"
@@ -214,6 +221,13 @@ extension Setting {
     } catch let error as DatabaseURL.Invalid {
       throw Problem(error.description)
     }
+  }
+  public static let databasePassword = Setting(
+    "database-password", .optional, isSecret: true,
+    help:
+      "the database user's password, in place of the URL's (a URL without secrets can then live in plain configuration)"
+  ) { text, c in
+    c.database.password = text
   }
   public static let databaseCallTimeout = Setting.duration(
     "database-call-timeout", \.databaseCallTimeout, default: .seconds(30), within: .seconds(1)...(.seconds(600)),
@@ -271,6 +285,11 @@ extension Setting {
     } catch let error as RedisConfiguration.Invalid {
       throw Problem(error.description)
     }
+  }
+  public static let redisPassword = Setting(
+    "redis-password", .optional, isSecret: true, help: "Redis's password, in place of the URL's"
+  ) { text, c in
+    c.redis.password = Secret(text)
   }
   public static let redisKeyPrefix = Setting.name(
     "redis-key-prefix", \.redisKeyPrefix, default: "tender:",
@@ -420,11 +439,14 @@ extension Setting {
 
   /// Every setting of `tender serve`, in the order `--help` and the README list them.
   public static let all: [Setting] = [
-    .grpcAddress, .httpAddress, .tlsCert, .tlsKey, .tlsClientCA, .insecure, .databaseURL, .databaseCallTimeout,
+    .grpcAddress, .httpAddress, .tlsCert, .tlsKey, .tlsClientCA, .tlsReloadInterval, .insecure, .databaseURL,
+    .databasePassword,
+    .databaseCallTimeout,
     .maxConcurrentStreams,
     .maxRequestBytes, .defaultDeadline, .keepaliveTime, .keepaliveTimeout, .minClientPingInterval,
     .maxConnectionIdle, .maxConnectionAge, .maxConnectionAgeGrace, .healthProbeInterval, .drainDelay,
-    .migrate, .redisURL, .redisKeyPrefix, .keyEncryptionKey, .tokenIssuer, .tokenAudience, .tokenLifetime,
+    .migrate, .redisURL, .redisPassword, .redisKeyPrefix, .keyEncryptionKey, .tokenIssuer, .tokenAudience,
+    .tokenLifetime,
     .keyRefreshInterval, .clientSecretCost, .rateLimit, .issueTokenRateLimit, .rateLimitOnRedisFailure, .providerURL,
     .providerAPIKey,
     .providerTimeout, .providerAttempts, .providerMaxBackoff, .idempotencyLock, .completerInterval,
@@ -455,6 +477,7 @@ public struct SettingSources: Sendable {
         environmentVariables: environment, secretsSpecifier: .dynamic { name, _ in secretNames.contains(name) }
       )
       .prefixKeys(with: ["tender"]),
+      InMemoryProvider(name: "variable files", values: try Self.variableFiles(environment)),
     ]
     let setting = Setting.secretsDirectory
     if let folder = flags[setting] ?? environment[setting.environment], !folder.isEmpty {
@@ -473,6 +496,29 @@ public struct SettingSources: Sendable {
 
   private init(reader: ConfigReader) {
     self.reader = reader
+  }
+
+  /// The values of secret settings given as `TENDER_*_FILE` variables: each names a file holding
+  /// the value (a mounted secret), read once at start, surrounding whitespace trimmed.
+  static func variableFiles(_ environment: [String: String]) throws -> [AbsoluteConfigKey: ConfigValue] {
+    var values: [AbsoluteConfigKey: ConfigValue] = [:]
+    for setting in Setting.all where setting.isSecret {
+      guard let path = environment[setting.fileVariable], !path.isEmpty else { continue }
+      let label = "\(setting.fileVariable) (\(setting.environment) from a file)"
+      if let direct = environment[setting.environment], !direct.isEmpty {
+        throw ConfigurationError(
+          setting: label, problem: "set either \(setting.environment) or \(setting.fileVariable), not both")
+      }
+      guard let data = FileManager.default.contents(atPath: path) else {
+        throw ConfigurationError(setting: label, problem: "file '\(path)' does not exist or cannot be read")
+      }
+      guard let text = String(data: data, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines) else {
+        throw ConfigurationError(setting: label, problem: "file '\(path)' is not UTF-8 text")
+      }
+      guard !text.isEmpty else { throw ConfigurationError(setting: label, problem: "file '\(path)' is empty") }
+      values[AbsoluteConfigKey(Self.key(setting))] = ConfigValue(.string(text), isSecret: true)
+    }
+    return values
   }
 
   static func key(_ setting: Setting) -> ConfigKey {
@@ -523,10 +569,14 @@ extension Setting {
 
   /// `--help` of `tender serve`: every setting, its variable and default.
   public static var helpText: String {
-    var lines = ["Each setting is a flag, or its TENDER_* variable, or a file in --secrets-dir; a flag wins.", ""]
+    var lines = [
+      "Each setting is a flag, or its TENDER_* variable (a secret also TENDER_*_FILE, naming a file that holds it), or a file in --secrets-dir; a flag wins.",
+      "",
+    ]
     for setting in Self.all {
       let usage = setting.isSwitch ? "--\(setting.flag)" : "--\(setting.flag) <value>"
       var source = "$\(setting.environment)"
+      if setting.isSecret { source += " or $\(setting.fileVariable)" }
       switch setting.presence {
       case .defaulted(let value): source += ", default \(value)"
       case .required: source += ", required"
@@ -567,7 +617,9 @@ extension Setting {
       case .optional: value = "unset"
       }
       let help = setting.help.replacingOccurrences(of: "|", with: "\\|")
-      lines.append("| `\(setting.environment)` | `--\(setting.flag)` | \(value) | \(help) |")
+      let variable =
+        setting.isSecret ? "`\(setting.environment)`, `\(setting.fileVariable)`" : "`\(setting.environment)`"
+      lines.append("| \(variable) | `--\(setting.flag)` | \(value) | \(help) |")
     }
     return lines.joined(separator: "\n")
   }

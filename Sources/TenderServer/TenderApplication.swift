@@ -5,6 +5,7 @@ public import GRPCInProcessTransport
 public import Logging
 import NIOCore
 import NIOPosix
+import NIOCertificateReloading
 import NIOSSL
 import CoreMetrics
 import OTel
@@ -85,11 +86,14 @@ public struct TenderApplication: Sendable {
   ) throws -> TenderApplication {
     let tracing = try Self.tracing(configuration, given: tracer, logger: logger)
     let metrics = PrometheusCollectorRegistry()
-    let ports = ports ?? .production(configuration, tracer: tracing.tracer, logger: logger)
+    var ports = ports ?? .production(configuration, tracer: tracing.tracer, logger: logger)
+    let metricsFactory = PrometheusMetricsFactory(registry: metrics)
+    ports.provider = MeteredProvider(ports.provider, factory: metricsFactory)
+    if let movements = ports.movements { PaymentMetrics.connect(movements, factory: metricsFactory) }
     let shared = Shared(
       configuration: configuration,
       ports: ports,
-      metrics: PrometheusMetricsFactory(registry: metrics),
+      metrics: metricsFactory,
       tracer: tracing.tracer,
       logger: logger
     )
@@ -126,10 +130,12 @@ public struct TenderApplication: Sendable {
       keysListeningContinuation.finish()
       onListening(host, port)
     }
+    let certificates =
+      listener.isNetwork ? try ServerCertificates.reloader(configuration, metrics: metricsFactory, logger: logger) : nil
     let grpc: any Service
     switch listener {
     case .network:
-      let transport = try makeTransport(configuration, connections: connections)
+      let transport = try makeTransport(configuration, connections: connections, certificates: certificates)
       grpc = GRPCServerService(
         server: GRPCServer(
           transport: CallerDeadlineTransport(transport), services: services, interceptorPipeline: interceptors),
@@ -163,7 +169,8 @@ public struct TenderApplication: Sendable {
     let keys = auth.keys
     let bridge = try Bridge.application(
       configuration: .init(
-        host: configuration.httpHost, port: configuration.httpPort, tls: try bridgeTLS(configuration)),
+        host: configuration.httpHost, port: configuration.httpPort,
+        tls: try bridgeTLS(configuration, certificates: certificates)),
       readiness: board,
       metrics: { metrics.emitToString() },
       metricsToken: configuration.metricsToken,
@@ -184,7 +191,8 @@ public struct TenderApplication: Sendable {
       board: board,
       interval: configuration.healthProbeInterval,
       logger: logger,
-      startWhen: { for await _ in listening {} }
+      startWhen: { for await _ in listening {} },
+      onChange: { [ready = Gauge(label: "tender_ready", factory: shared.metrics)] in ready.record($0 ? 1 : 0) }
     )
     // Started together; on shutdown stopped in reverse: the gRPC server drains first (the bridge
     // still answers /readyz with 503 meanwhile), the database pool closes last so in-flight RPCs
@@ -196,6 +204,7 @@ public struct TenderApplication: Sendable {
     groupServices += (auth.background + payments.background + webhooks.background).map {
       .init(service: $0, successTerminationBehavior: .ignore)
     }
+    groupServices += certificates.map { [.init(service: $0, successTerminationBehavior: .ignore)] } ?? []
     groupServices += [
       .init(
         service: SigningKeyLoader(keys: keys, logger: logger, startWhen: { for await _ in keysListening {} }),
@@ -241,6 +250,11 @@ public struct TenderApplication: Sendable {
     case network
     /// An in-process transport: no socket, no TLS (tests of RPC behaviour).
     case inProcess(InProcessTransport)
+
+    var isNetwork: Bool {
+      if case .network = self { return true }
+      return false
+    }
   }
 
   /// What every part of the server is built from.
@@ -338,6 +352,8 @@ public struct TenderApplication: Sendable {
         logger: logger
       )
       let (paymentService, refundService) = (self.paymentService, self.refundService)
+      let settlementStore = ports.settlement
+      let backlog = PaymentMetrics.settlementBacklog(factory: shared.metrics)
       let completeRound: @Sendable () async throws -> Int = {
         let resolved = try await paymentService.completeStale() + refundService.completeStale()
         if resolved > 0 {
@@ -347,6 +363,7 @@ public struct TenderApplication: Sendable {
         if settled > 0 {
           logger.info("reconciler settled open payments and refunds", metadata: ["count": "\(settled)"])
         }
+        backlog(try await settlementStore.backlog())
         return resolved + settled
       }
       self.completeRound = completeRound
@@ -499,12 +516,15 @@ public struct TenderApplication: Sendable {
 
   /// The bridge serves the gRPC listener's certificate; client certificates are not required there
   /// (providers and scrapers call it).
-  static func bridgeTLS(_ configuration: ServerConfiguration) throws -> TLSConfiguration? {
+  static func bridgeTLS(
+    _ configuration: ServerConfiguration, certificates: TimedCertificateReloader?
+  ) throws -> TLSConfiguration? {
     guard case .tls(let chain, let key, _) = configuration.transport else { return nil }
     var tls = TLSConfiguration.makeServerConfiguration(
       certificateChain: try NIOSSLCertificate.fromPEMBytes(chain).map { .certificate($0) },
       privateKey: .privateKey(try NIOSSLPrivateKey(bytes: key.value, format: .pem))
     )
+    if let certificates { tls.setCertificateReloader(certificates) }
     // On shutdown an idle keep-alive connection (a provider's webhook client, a scraper) is
     // closed with a TLS close_notify; a peer that never answers it is dropped after 1 s rather
     // than NIOSSL's 5 s, which every drain would otherwise wait out.
@@ -513,7 +533,7 @@ public struct TenderApplication: Sendable {
   }
 
   static func makeTransport(
-    _ configuration: ServerConfiguration, connections: ConnectionCounter
+    _ configuration: ServerConfiguration, connections: ConnectionCounter, certificates: TimedCertificateReloader?
   ) throws -> HTTP2ServerTransport.Posix {
     let security: HTTP2ServerTransport.Posix.TransportSecurity
     switch configuration.transport {
@@ -527,10 +547,12 @@ public struct TenderApplication: Sendable {
           tls.trustRoots = .certificates([.bytes(clientCA, format: .pem)])
           tls.clientCertificateVerification = .noHostnameVerification
           tls.requireALPN = true
+          tls.certificateReloader = certificates
         }
       } else {
         security = .tls(certificateChain: certificateChain, privateKey: privateKey) { tls in
           tls.requireALPN = true
+          tls.certificateReloader = certificates
         }
       }
     }

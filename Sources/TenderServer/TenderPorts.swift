@@ -38,6 +38,9 @@ public struct TenderPorts: Sendable {
   public var migrate: (@Sendable () async throws -> Void)?
   /// The database pool, when the ports are PostgreSQL's.
   public var postgres: PostgresClient?
+  /// Where the stores report the statuses payments and refunds entered, once committed (the
+  /// payment metrics); nil: not reported.
+  public var movements: MoneyMovements?
 
   public init(
     payments: any PaymentStore,
@@ -55,7 +58,8 @@ public struct TenderPorts: Sendable {
     probes: [any ReadinessProbe] = [],
     services: [any Service] = [],
     migrate: (@Sendable () async throws -> Void)? = nil,
-    postgres: PostgresClient? = nil
+    postgres: PostgresClient? = nil,
+    movements: MoneyMovements? = nil
   ) {
     self.payments = payments
     self.calls = calls
@@ -73,6 +77,7 @@ public struct TenderPorts: Sendable {
     self.services = services
     self.migrate = migrate
     self.postgres = postgres
+    self.movements = movements
   }
 
   /// PostgreSQL, Redis and the provider's HTTP API, as configured.
@@ -89,21 +94,23 @@ public struct TenderPorts: Sendable {
       logger: logger
     )
     let migrator = Migrator(client: postgres, logger: logger)
+    let movements = MoneyMovements()
+    let timeout = configuration.databaseCallTimeout
     return TenderPorts(
       payments: PostgresPaymentStore(
-        client: postgres, logger: logger, tracer: tracer, callTimeout: configuration.databaseCallTimeout),
+        client: postgres, logger: logger, tracer: tracer, callTimeout: timeout, movements: movements),
       calls: PostgresProviderCallLog(
-        client: postgres, logger: logger, tracer: tracer, callTimeout: configuration.databaseCallTimeout),
+        client: postgres, logger: logger, tracer: tracer, callTimeout: timeout),
       refunds: PostgresRefundStore(
-        client: postgres, logger: logger, tracer: tracer, callTimeout: configuration.databaseCallTimeout),
+        client: postgres, logger: logger, tracer: tracer, callTimeout: timeout, movements: movements),
       idempotency: PostgresIdempotencyStore(
-        client: postgres, logger: logger, tracer: tracer, callTimeout: configuration.databaseCallTimeout),
+        client: postgres, logger: logger, tracer: tracer, callTimeout: timeout),
       settlement: PostgresSettlementStore(
-        client: postgres, logger: logger, tracer: tracer, callTimeout: configuration.databaseCallTimeout),
+        client: postgres, logger: logger, tracer: tracer, callTimeout: timeout),
       webhooks: PostgresWebhookInbox(
-        client: postgres, logger: logger, tracer: tracer, callTimeout: configuration.databaseCallTimeout),
+        client: postgres, logger: logger, tracer: tracer, callTimeout: timeout, movements: movements),
       auth: PostgresAuthStore(
-        client: postgres, logger: logger, tracer: tracer, callTimeout: configuration.databaseCallTimeout),
+        client: postgres, logger: logger, tracer: tracer, callTimeout: timeout),
       standingCache: RedisTokenStandingCache(client: redis, prefix: configuration.redisKeyPrefix + "auth:"),
       limiter: TokenBucketLimiter(client: redis, prefix: configuration.redisKeyPrefix + "rl:"),
       provider: provider,
@@ -114,7 +121,8 @@ public struct TenderPorts: Sendable {
         + (configuration.rateLimitFailureMode == .closed ? [RedisReadinessProbe(client: redis)] : []),
       services: [postgres, redis, ConnectorLifecycle(connector: provider)],
       migrate: { _ = try await migrator.migrate() },
-      postgres: postgres
+      postgres: postgres,
+      movements: movements
     )
   }
 }

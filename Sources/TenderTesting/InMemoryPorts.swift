@@ -515,6 +515,17 @@ public actor InMemoryDatabase {
     self.checks[objectID] = nil
   }
 
+  func settlementBacklog() -> SettlementBacklog {
+    let payments = self.payments.values.filter { $0.ledger.status == .processing }
+    let refunds = self.refunds.values.filter { $0.status == .pending }
+    let age: (Date?) -> Duration? = { [now = self.now] oldest in
+      oldest.map { .milliseconds(Int64(max(0, now.timeIntervalSince($0)) * 1000)) }
+    }
+    return SettlementBacklog(
+      payments: payments.count, refunds: refunds.count,
+      oldestPaymentAge: age(payments.map(\.updateTime).min()), oldestRefundAge: age(refunds.map(\.updateTime).min()))
+  }
+
   // MARK: Auth
 
   func ensureMerchant(id: String) { self.merchants.insert(id) }
@@ -684,6 +695,7 @@ public struct InMemoryStores: PaymentStore, ProviderCallLog, RefundStore, Idempo
     await self.database.postpone(objectID: objectID, checks: checks, next: next, abandon: abandon)
   }
   public func settled(objectID: String) async throws { await self.database.settled(objectID: objectID) }
+  public func backlog() async throws -> SettlementBacklog { await self.database.settlementBacklog() }
 }
 
 /// What an in-memory store throws while it is made unavailable.

@@ -1,5 +1,7 @@
+import Crypto
 import Foundation
 import Logging
+import PostgresNIO
 import TenderCore
 import TenderRedis
 import TenderServer
@@ -144,6 +146,75 @@ struct SettingsTests {
     #expect(configuration.logLevel == .error)
     // An empty variable counts as unset.
     #expect(configuration.tokenIssuer == "tender")
+  }
+
+  @Test("A secret's TENDER_*_FILE variable names a file holding it; the passwords replace the URLs'")
+  func secretsFromVariableFiles() async throws {
+    let certificates = try TestCertificates.make()
+    let folder = certificates.directory.appendingPathComponent("mounted", isDirectory: true)
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    let files: [String: String] = [
+      "kek": TestServer.keyEncryptionKey + "\n", "api-key": "  sk_test_from_file\n", "db-password": "pg pass\n",
+      "redis-password": "redis-secret",
+    ]
+    for (name, text) in files {
+      try text.write(to: folder.appendingPathComponent(name), atomically: true, encoding: .utf8)
+    }
+    var flags = Self.required(certificates)
+    flags[.keyEncryptionKey] = nil
+    flags[.providerAPIKey] = nil
+    flags[.databaseURL] = "postgres://tender:url-password@db.internal:5432/tender"
+    let configuration = try await ServerConfiguration.resolve(
+      flags: flags,
+      environment: [
+        "TENDER_KEY_ENCRYPTION_KEY_FILE": folder.appendingPathComponent("kek").path,
+        "TENDER_PROVIDER_API_KEY_FILE": folder.appendingPathComponent("api-key").path,
+        "TENDER_DATABASE_PASSWORD_FILE": folder.appendingPathComponent("db-password").path,
+        "TENDER_REDIS_PASSWORD_FILE": folder.appendingPathComponent("redis-password").path,
+      ]
+    )
+    #expect(configuration.providerAPIKey.value == "sk_test_from_file")
+    #expect(configuration.database.password == "pg pass")
+    #expect(configuration.database.username == "tender")
+    #expect(configuration.redis.password?.value == "redis-secret")
+    // The same key as given directly (the file's newline is not part of it).
+    let direct = try await ServerConfiguration.resolve(flags: Self.required(certificates), environment: [:])
+    #expect(
+      configuration.keyEncryptionKey.derivedKey(purpose: "test") == direct.keyEncryptionKey.derivedKey(purpose: "test"))
+  }
+
+  @Test(
+    "A TENDER_*_FILE that is missing, empty, or given beside its variable is refused, naming the variable and not the secret"
+  )
+  func badVariableFiles() async throws {
+    let certificates = try TestCertificates.make()
+    let empty = certificates.directory.appendingPathComponent("empty")
+    try "\n".write(to: empty, atomically: true, encoding: .utf8)
+    let present = certificates.directory.appendingPathComponent("present")
+    try "sk_live_do_not_echo".write(to: present, atomically: true, encoding: .utf8)
+    let cases: [([String: String], String)] = [
+      (
+        ["TENDER_PROVIDER_API_KEY_FILE": "/nonexistent/api-key"],
+        "file '/nonexistent/api-key' does not exist or cannot be read"
+      ),
+      (["TENDER_PROVIDER_API_KEY_FILE": empty.path], "file '\(empty.path)' is empty"),
+      (
+        ["TENDER_PROVIDER_API_KEY_FILE": present.path, "TENDER_PROVIDER_API_KEY": "sk_live_also_secret"],
+        "set either TENDER_PROVIDER_API_KEY or TENDER_PROVIDER_API_KEY_FILE, not both"
+      ),
+    ]
+    var flags = Self.required(certificates)
+    flags[.providerAPIKey] = nil
+    for (environment, problem) in cases {
+      do {
+        _ = try await ServerConfiguration.resolve(flags: flags, environment: environment)
+        Issue.record("resolved with \(environment.keys.sorted())")
+      } catch let error as ConfigurationError {
+        #expect(error.setting == "TENDER_PROVIDER_API_KEY_FILE (TENDER_PROVIDER_API_KEY from a file)")
+        #expect(error.problem == problem)
+        #expect(!error.description.contains("sk_live"))
+      }
+    }
   }
 
   @Test("A secrets folder that does not exist is refused, naming the setting")
