@@ -771,11 +771,24 @@ extension Setting {
     let sources = try await SettingSources.load(flags: flag.map { [self: $0] } ?? [:], environment: environment)
     guard let text = sources.value(self) else { throw ConfigurationError(setting: self.label, problem: "is required") }
     var resolution = Resolution(configuration: ServerConfiguration())
-    do {
-      try self.apply(text, &resolution)
-    } catch let problem as Problem {
-      throw ConfigurationError(setting: self.label, problem: problem.text)
+    for setting in [self] + self.companions {
+      guard let text = setting == self ? text : sources.value(setting) else { continue }
+      do {
+        try setting.apply(text, &resolution)
+      } catch let problem as Problem {
+        throw ConfigurationError(setting: setting.label, problem: problem.text)
+      }
     }
     return resolution.configuration[keyPath: path]
+  }
+
+  /// Settings that change this one's value when given (a password replacing its URL's), applied
+  /// after it.
+  var companions: [Setting] {
+    switch self {
+    case .databaseURL: [.databasePassword]
+    case .redisURL: [.redisPassword]
+    default: []
+    }
   }
 }

@@ -177,6 +177,11 @@ struct SettingsTests {
     #expect(configuration.database.password == "pg pass")
     #expect(configuration.database.username == "tender")
     #expect(configuration.redis.password?.value == "redis-secret")
+    // tender migrate and tender admin resolve the database alone, with its password.
+    let database = try await Setting.databaseURL.resolve(
+      \.database, flag: "postgres://tender@db.internal/tender",
+      environment: ["TENDER_DATABASE_PASSWORD_FILE": folder.appendingPathComponent("db-password").path])
+    #expect(database.password == "pg pass")
     // The same key as given directly (the file's newline is not part of it).
     let direct = try await ServerConfiguration.resolve(flags: Self.required(certificates), environment: [:])
     #expect(
