@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what Tender needs on a Debian machine with Swift: system packages (PostgreSQL, protoc,
-# hiredis, Redis, h2load, openssl for the chaos suite's certificates, gRPC C++ and CMake for the C++ client) and the Python packages of
-# the codegen step and the Python client.
+# hiredis, Redis, h2load, openssl for the chaos suite's certificates, gRPC C++ and CMake for the
+# C++ client; promtool, HAProxy and debootstrap for the deployment tests) and the Python packages
+# of the codegen step, the Python client and the deployment tests.
 # Idempotent and quick when everything is already there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 packages=(curl openssl postgresql postgresql-contrib protobuf-compiler libprotobuf-dev libhiredis-dev redis-server nghttp2-client
-  protobuf-compiler-grpc libgrpc++-dev cmake g++ make)
+  protobuf-compiler-grpc libgrpc++-dev cmake g++ make prometheus haproxy debootstrap)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -45,3 +46,11 @@ then
   python3 -m pip install -q -r "$root/clients/python/requirements.txt"
 fi
 command -v buf >/dev/null || python3 -m pip install -q buf-bin==1.75.0
+# kubectl renders the Kubernetes manifests (its built-in kustomize); Debian's is the fallback.
+command -v kubectl >/dev/null || {
+  echo "setup: installing kubernetes-client" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+}
