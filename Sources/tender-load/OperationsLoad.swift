@@ -25,6 +25,11 @@ final class OperationsLoad: Sendable {
     var unretryable: [String] = []
     /// Operations still failing when their patience ran out.
     var abandoned: [String] = []
+    /// Successful calls by method (CreatePayment, GetPayment, CreateRefund).
+    var succeeded: [String: Int] = [:]
+    /// Payments whose read-back after the refund did not show it: SUCCEEDED, captured and
+    /// refunded as asked.
+    var mismatches: [String] = []
   }
 
   let payments: [Tender_Payments_V1_PaymentService.Client<Transport>]
@@ -90,17 +95,27 @@ final class OperationsLoad: Sendable {
 
   /// One call, with one key on every attempt until it succeeds; nil if it cannot.
   private func keyed<Response: Sendable>(
-    _ call: @Sendable (Metadata, CallOptions) async throws -> Response
+    _ method: String, _ call: @Sendable (Metadata, CallOptions) async throws -> Response
   ) async -> Response? {
     var metadata = self.auth
     metadata.addString(UUID().uuidString, forKey: "idempotency-key")
+    return await self.retried(method, metadata: metadata, call)
+  }
+
+  /// One call, attempted again on a retryable status until it succeeds; nil if it cannot.
+  private func retried<Response: Sendable>(
+    _ method: String, metadata: Metadata, _ call: @Sendable (Metadata, CallOptions) async throws -> Response
+  ) async -> Response? {
     let giveUp = ContinuousClock.now + self.patience
     var attempt = 0
     while true {
       attempt += 1
       do {
         let response = try await call(metadata, self.options())
-        self.count("OK")
+        self.report.withLock {
+          $0.codes["OK", default: 0] += 1
+          $0.succeeded[method, default: 0] += 1
+        }
         return response
       } catch {
         let code = (error as? RPCError)?.code
@@ -132,6 +147,7 @@ final class OperationsLoad: Sendable {
     }
     guard
       let created = await self.keyed(
+        "CreatePayment",
         { metadata, options in try await payments.createPayment(request, metadata: metadata, options: options) })
     else { return }
     // A payment whose outcome the provider has not told yet is PROCESSING, and Tender settles it.
@@ -154,7 +170,24 @@ final class OperationsLoad: Sendable {
       $0.reason = .requestedByCustomer
     }
     let refunded = await self.keyed(
+      "CreateRefund",
       { metadata, options in try await refunds.createRefund(refund, metadata: metadata, options: options) })
+    // Read back, as a client showing the result would: the refund is on the payment.
+    if let refunded {
+      let id = created.payment.paymentID
+      let read = await self.retried("GetPayment", metadata: self.auth) { metadata, options in
+        try await payments.getPayment(.with { $0.paymentID = id }, metadata: metadata, options: options).payment
+      }
+      if let read,
+        read.status != .succeeded || read.amountCapturedMinor != self.amountMinor
+          || read.amountRefundedMinor != refunded.refund.amount.amountMinor
+      {
+        self.report.withLock {
+          $0.mismatches.append(
+            "\(id): \(read.status) captured \(read.amountCapturedMinor) refunded \(read.amountRefundedMinor)")
+        }
+      }
+    }
     let done = self.report.withLock { report -> Int in
       report.operations.append([created.payment.paymentID, refunded?.refund.refundID])
       return report.operations.count

@@ -50,6 +50,9 @@ struct TenderLoad: AsyncParsableCommand {
   @Option(help: "Payment method token for CreatePayment (a simulator test method in dev).")
   var paymentMethod = "pm_card_visa"
 
+  @Option(help: "GetPayment reads this payment rather than seeding 1,000 new ones to read.")
+  var paymentID: String?
+
   @Option(
     help: "Instead of RPCs: POST Stripe-signed webhooks to this URL (e.g. https://127.0.0.1:8080/webhooks/stripe).")
   var webhooks: String?
@@ -136,7 +139,9 @@ struct TenderLoad: AsyncParsableCommand {
       )
       var paymentIDs: [String] = []
       for rpc in settings.rpcs {
-        if rpc != .create && paymentIDs.isEmpty {
+        if rpc == .get, paymentIDs.isEmpty, let given = settings.paymentID {
+          paymentIDs = [given]
+        } else if rpc != .create && paymentIDs.isEmpty {
           // Reads need payments to read.
           paymentIDs = try await driver.seed(count: 1000)
         }

@@ -13,17 +13,14 @@ Afterwards the invariant checker reads Tender's database and the simulator's req
   IDEMPOTENCY_KEY_IN_USE), and every logical operation succeeded on a retry with its own key.
 """
 import base64
-import json
 import os
 import pathlib
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
@@ -33,141 +30,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "clients" / "python"))
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
+from cluster import (  # noqa: E402
+    Load, Postgres, Process, accepting, certificates, check_exactly_once, free_port, settle, wait_for)
 from tender_dev import binary  # noqa: E402
+
 API_KEY = "sk_test_chaos"
-IS_ROOT = os.geteuid() == 0
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def as_postgres(arguments):
-    return (["runuser", "-u", "postgres", "--"] if IS_ROOT else []) + arguments
-
-
-class Postgres:
-    def __init__(self, directory):
-        self.directory = directory
-        self.data = directory / "data"
-        self.port = free_port()
-        directory.mkdir()
-        if IS_ROOT:
-            shutil.chown(directory, "postgres", "postgres")
-        subprocess.run(as_postgres(["initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                                    "--no-instructions", "--no-sync"]), check=True, capture_output=True, cwd="/tmp")
-        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres?sslmode=disable"
-
-    def pg_ctl(self, *arguments):
-        subprocess.run(as_postgres(["pg_ctl", "-D", str(self.data), "-l", str(self.directory / "server.log"), "-w",
-                                    "-t", "60", *arguments]), check=True, capture_output=True, cwd="/tmp")
-
-    def start(self):
-        self.pg_ctl("-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory} -c fsync=off", "start")
-
-    def restart(self):
-        self.pg_ctl("-m", "fast", "restart")
-
-    def stop(self):
-        self.pg_ctl("-m", "immediate", "stop")
-
-    def query(self, sql):
-        output = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres",
-                                 "-XAtq", "-F", "\t", "-c", sql], check=True, capture_output=True, text=True).stdout
-        return [line.split("\t") for line in output.splitlines() if line]
-
-
-class Process:
-    """A child process with its output in a file."""
-
-    def __init__(self, name, directory, arguments, environment=None):
-        self.name, self.arguments, self.environment = name, arguments, environment
-        self.log = directory / f"{name}.log"
-        self.process = None
-
-    def start(self):
-        sink = open(self.log, "ab")
-        self.process = subprocess.Popen(self.arguments, stdout=sink, stderr=subprocess.STDOUT,
-                                        env=dict(os.environ, **(self.environment or {})))
-        sink.close()
-
-    def signal(self, number):
-        self.process.send_signal(number)
-        self.process.wait(timeout=60)
-
-
-def wait_for(condition, seconds, what):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {seconds} s")
-        time.sleep(0.1)
-
-
-def accepting(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
-def certificates(directory):
-    """A throwaway CA and a server certificate for localhost and 127.0.0.1."""
-    def openssl(*arguments):
-        subprocess.run(["openssl", *arguments], check=True, capture_output=True, cwd=directory)
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key",
-            "-out", "ca.pem", "-subj", "/CN=Tender chaos CA", "-days", "2")
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "server-key.pem",
-            "-out", "server.csr", "-subj", "/CN=localhost")
-    (directory / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
-
-
-class Load:
-    """`tender-load --operations`: callers creating a payment and then refunding part of it, each
-    operation with its own idempotency key, retried with that key on retryable errors until it
-    succeeds. It prints each operation as it completes and, once stopped, reports every call's
-    status and every operation's payment and refund."""
-
-    def __init__(self, directory, target, ca_path, client_id, client_secret, callers=6):
-        credentials = directory / "load-client.json"
-        credentials.write_text(json.dumps({"clientID": client_id, "clientSecret": client_secret}))
-        self.report_path = directory / "load-report.json"
-        self.arguments = [str(pathlib.Path(binary()).parent / "tender-load"), "--operations", "--address", target,
-                          "--ca", str(ca_path), "--credentials", str(credentials), "--concurrency", str(callers),
-                          "--connections", "2", "--duration", "3600", "--report", str(self.report_path)]
-        self.log = directory / "tender-load.log"
-        self.completed = 0
-        self.process = None
-        self.reader = None
-
-    def read(self):
-        with open(self.log, "w") as log:
-            for line in self.process.stdout:
-                log.write(line)
-                if line.startswith("operations "):
-                    self.completed = int(line.split()[1])
-
-    def done(self):
-        return self.completed
-
-    def start(self):
-        self.process = subprocess.Popen(self.arguments, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.reader = threading.Thread(target=self.read, daemon=True)
-        self.reader.start()
-
-    def finish(self):
-        """Stops the callers once their operations are done and returns the report."""
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=300)
-        self.reader.join(timeout=30)
-        assert self.process.returncode == 0, f"tender-load failed:\n{self.log.read_text()[-3000:]}"
-        print(f"\n[chaos] {self.log.read_text().strip().splitlines()[-1]}")
-        return json.loads(self.report_path.read_text())
 
 
 @pytest.fixture()
@@ -245,13 +112,9 @@ def world():
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def simulator_requests(port):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/requests", timeout=10) as response:
-        return json.loads(response.read())
-
-
 def test_exactly_once_through_faults(world):
-    load = Load(world["directory"], world["target"], world["ca"], world["client_id"], world["client_secret"])
+    load = Load(world["directory"], world["target"], world["ca"], world["client_id"], world["client_secret"],
+                tag="chaos")
     started = time.monotonic()
     load.start()
     timeline = []
@@ -284,40 +147,10 @@ def test_exactly_once_through_faults(world):
     operations = [tuple(operation) for operation in report["operations"]]
 
     postgres = world["postgres"]
-
-    def unsettled():
-        return postgres.query("SELECT (SELECT count(*) FROM payments WHERE status = 'processing') + "
-                              "(SELECT count(*) FROM refunds WHERE status = 'pending')")[0][0] != "0"
-    # The completer runs every second and the reconciler asks after 5 s of quiet.
-    settle_started = time.monotonic()
-    wait_for(lambda: not unsettled(), 60, "every payment and refund settling")
-    settled_in = time.monotonic() - settle_started
-
-    payments = postgres.query("SELECT payment_id, status, captured_minor, refunded_minor, "
-                              "coalesce(provider_payment_id, '') FROM payments")
-    refunds = postgres.query("SELECT refund_id, payment_id, status, coalesce(provider_refund_id, '') FROM refunds")
-    log = simulator_requests(world["sim_port"])
-    charges = [entry for entry in log if entry["method"] == "POST" and entry["path"] == "/v1/payment_intents"
-               and entry["outcome"] == "created"]
-    provider_refunds = [entry for entry in log if entry["method"] == "POST" and entry["path"] == "/v1/refunds"
-                        and entry["outcome"] == "refunded"]
-    moved = [row for row in payments if int(row[2]) > 0]
-    succeeded_refunds = [row for row in refunds if row[2] == "succeeded"]
-    refused_by_gate = sum(1 for entry in log if entry["outcome"] == "refused")
-
     print(f"\n[chaos] {elapsed:.1f} s of load, {len(operations)} payment+refund operations; calls by status: "
           f"{dict(sorted(report['codes'].items()))}")
     for line in timeline:
         print(f"[chaos]   {line}")
-    statuses = postgres.query("SELECT 'payment ' || status || coalesce(' ' || failure_reason, ''), count(*) FROM payments "
-                              "GROUP BY 1 UNION ALL SELECT 'refund ' || status || coalesce(' ' || failure_reason, ''), "
-                              "count(*) FROM refunds GROUP BY 1 ORDER BY 1")
-    print(f"[chaos] rows by status: {', '.join(f'{name}: {count}' for name, count in statuses)}")
-    print(f"[chaos] settled {settled_in:.1f} s after the load; Tender: {len(payments)} payments "
-          f"({len(moved)} with money moved), {len(refunds)} refunds ({len(succeeded_refunds)} succeeded); provider: "
-          f"{len(charges)} charges, {len(provider_refunds)} refunds, {len(log)} requests logged "
-          f"({refused_by_gate} refused)")
-
     server_log = (world["directory"] / "tender.log").read_text(errors="replace").splitlines()
     for index, line in enumerate(server_log):
         if '"rpc.code":"UNKNOWN"' in line or '"rpc.code":"INTERNAL"' in line:
@@ -326,18 +159,16 @@ def test_exactly_once_through_faults(world):
                     print(f"[chaos] server log: {before[:500]}")
     assert not report["unretryable"], f"calls answered with a status that is not retryable: {report['unretryable'][:5]}"
     assert not report["abandoned"], f"operations still failing after 120 s of retries: {report['abandoned'][:5]}"
+    assert not report["mismatches"], f"payments read back wrong: {report['mismatches'][:5]}"
     assert len(operations) > 20
-    # Each charge at the provider is one Tender payment with money moved, and the other way round.
-    assert len(charges) == len(moved), "provider charges and Tender payments with money moved differ"
-    assert len({entry["idempotencyKey"] for entry in charges}) == len(charges), "a payment was charged twice"
-    assert len({row[4] for row in moved}) == len(moved) and all(row[4] for row in moved)
-    # Every logical operation's payment was charged once and refunded once; any other payment or
-    # refund row moved no money.
-    assert {row[0] for row in moved} == {payment for payment, _ in operations}
-    assert all(row[1] == "succeeded" and row[2] == "1000" and row[3] == "300" for row in moved), \
-        "a payment is not exactly charged once and refunded once"
-    assert all(row[1] == "failed" and row[2] == "0" and row[3] == "0" for row in payments if row not in moved)
-    assert len(provider_refunds) == len(succeeded_refunds) == len(operations)
-    assert len({entry["idempotencyKey"] for entry in provider_refunds}) == len(provider_refunds)
-    assert {row[0] for row in succeeded_refunds} == {refund for _, refund in operations}
-    assert all(row[2] == "failed" for row in refunds if row not in succeeded_refunds)
+    # The completer runs every second and the reconciler asks after 5 s of quiet.
+    settled_in = settle(postgres)
+    statuses = postgres.query("SELECT 'payment ' || status || coalesce(' ' || failure_reason, ''), count(*) FROM payments "
+                              "GROUP BY 1 UNION ALL SELECT 'refund ' || status || coalesce(' ' || failure_reason, ''), "
+                              "count(*) FROM refunds GROUP BY 1 ORDER BY 1")
+    print(f"[chaos] rows by status: {', '.join(f'{name}: {count}' for name, count in statuses)}")
+    counted = check_exactly_once(postgres, world["sim_port"], operations)
+    print(f"[chaos] settled {settled_in:.1f} s after the load; Tender: {counted['payments']} payments "
+          f"({counted['moved']} with money moved), {counted['refunds']} refunds ({counted['succeeded_refunds']} "
+          f"succeeded); provider: {counted['charges']} charges, {counted['provider_refunds']} refunds, "
+          f"{counted['requests']} requests logged ({counted['refused']} refused)")
