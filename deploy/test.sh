@@ -45,7 +45,7 @@ export TENDER_CARD_SCAN_DIR="$scan"
 } | tee "$scan/swift-test.log" | { grep -Ev '^[0-9T:+-]+ (trace|debug|info) ' || true; }
 [ "$(cat "$scan/swift-test.status")" = 0 ] || status=1
 TENDER_BIN="$root/.build/debug/tender" python3 -m pytest -q -rA -p no:cacheprovider \
-  codegen/tests clients/python/tests tests/cli tests/cpp tests/deploy tests/hostile tests/chaos tests/replicas tests/scan || status=$?
+  codegen/tests clients/python/tests tests/cli tests/cpp tests/deploy tests/hostile tests/chaos tests/replicas tests/release tests/scan || status=$?
 # The Python package, installed into a fresh virtual environment, against a live server.
 TENDER_BIN="$root/.build/debug/tender" clients/python/test-package.sh || status=1
 python3 tests/support/card_scan.py scan "$scan" || status=1
