@@ -12,13 +12,11 @@ Afterwards the invariant checker reads Tender's database and the simulator's req
 - every client call got a success or a retryable status (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED
   IDEMPOTENCY_KEY_IN_USE), and every logical operation succeeded on a retry with its own key.
 """
-import base64
 import os
 import pathlib
 import shutil
 import signal
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +29,7 @@ sys.path.insert(0, str(ROOT / "clients" / "python"))
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from cluster import (  # noqa: E402
-    Load, Postgres, Process, accepting, certificates, check_exactly_once, free_port, settle, wait_for)
+    Backends, Load, Process, accepting, certificates, check_exactly_once, free_port, https_ready, settle, wait_for)
 from tender_dev import binary  # noqa: E402
 
 API_KEY = "sk_test_chaos"
@@ -42,71 +40,36 @@ def world():
     directory = pathlib.Path(tempfile.mkdtemp(prefix="tender-chaos-"))
     directory.chmod(0o755)
     certificates(directory)
-    postgres = Postgres(directory / "postgres")
-    postgres.start()
-    redis_port, sim_port, grpc_port, http_port = free_port(), free_port(), free_port(), free_port()
-    redis = Process("redis", directory, ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port),
-                                         "--save", "", "--appendonly", "no"])
-    tender_bin = pathlib.Path(binary())
-    simulator = Process("simulator", directory, [str(tender_bin.parent / "tender-provider-sim"),
-                                                 "--address", f"127.0.0.1:{sim_port}", "--api-key", API_KEY])
-    environment = {
-        "TENDER_DATABASE_URL": postgres.url,
-        "TENDER_REDIS_URL": f"redis://127.0.0.1:{redis_port}",
-        "TENDER_KEY_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "TENDER_PROVIDER_URL": f"http://127.0.0.1:{sim_port}",
-        "TENDER_PROVIDER_API_KEY": API_KEY,
-    }
+    backends = Backends(directory, API_KEY)
+    backends.start()
+    grpc_port, http_port = free_port(), free_port()
     tender = Process("tender", directory, [
-        str(tender_bin), "serve", "--grpc-address", f"127.0.0.1:{grpc_port}", "--http-address",
+        binary(), "serve", "--grpc-address", f"127.0.0.1:{grpc_port}", "--http-address",
         f"127.0.0.1:{http_port}", "--tls-cert", str(directory / "server.pem"), "--tls-key",
         str(directory / "server-key.pem"), "--rate-limit", "100000/s,burst=100000", "--provider-attempts", "2",
         "--provider-timeout", "2s", "--provider-max-backoff", "500ms", "--idempotency-lock", "8s",
-        "--completer-interval", "1s", "--settlement-check-after", "5s", "--log-level", "info"], environment)
+        "--completer-interval", "1s", "--settlement-check-after", "5s", "--log-level", "info"],
+        backends.environment)
     context = ssl.create_default_context(cafile=str(directory / "ca.pem"))
-
-    def ready():
-        try:
-            with urllib.request.urlopen(f"https://localhost:{http_port}/readyz", context=context,
-                                        timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
 
     def start_tender():
         tender.start()
-        wait_for(ready, 120, "Tender becoming ready")
+        wait_for(lambda: https_ready(http_port, context), 120, "Tender becoming ready")
 
-    redis.start()
-    wait_for(lambda: accepting(redis_port), 30, "Redis listening")
-    simulator.start()
-    wait_for(lambda: accepting(sim_port), 60, "the simulator listening")
-    subprocess.run([str(tender_bin), "migrate"], check=True, capture_output=True, env=dict(os.environ, **environment))
-    subprocess.run([str(tender_bin), "merchant", "create", "--id", "mer_chaos", "--name", "Chaos"], check=True,
-                   capture_output=True, env=dict(os.environ, **environment))
-    created = subprocess.run([str(tender_bin), "client", "create", "--merchant", "mer_chaos", "--scopes",
-                              "payments:read,payments:write,refunds:read,refunds:write"], check=True,
-                             capture_output=True, text=True, env=dict(os.environ, **environment)).stdout
-    fields = dict(line.split(":", 1) for line in created.splitlines() if ":" in line)
+    backends.admin("merchant", "create", "--id", "mer_chaos", "--name", "Chaos")
+    client_id, client_secret = backends.create_client("mer_chaos")
     start_tender()
     yield {
-        "directory": directory, "postgres": postgres, "redis": redis, "redis_port": redis_port,
-        "simulator": simulator, "sim_port": sim_port, "tender": tender, "start_tender": start_tender,
-        "ready": ready, "target": f"localhost:{grpc_port}", "ca": directory / "ca.pem",
-        "client_id": fields["client_id"].strip(), "client_secret": fields["client_secret"].strip(),
+        "directory": directory, "postgres": backends.postgres, "redis": backends.redis,
+        "redis_port": backends.redis_port, "simulator": backends.simulator, "sim_port": backends.sim_port,
+        "tender": tender, "start_tender": start_tender, "target": f"localhost:{grpc_port}",
+        "ca": directory / "ca.pem", "client_id": client_id, "client_secret": client_secret,
     }
     scan_dir = os.environ.get("TENDER_CARD_SCAN_DIR")
     if scan_dir:
         import card_scan
-        card_scan.dump(postgres.port, pathlib.Path(scan_dir), "chaos")
-    for process in (tender, simulator, redis):
-        if process.process and process.process.poll() is None:
-            process.process.kill()
-            process.process.wait(timeout=30)
-    try:
-        postgres.stop()
-    except subprocess.CalledProcessError:
-        pass
+        card_scan.dump(backends.postgres.port, pathlib.Path(scan_dir), "chaos")
+    backends.stop(tender)
     if scan_dir:
         shutil.copy(directory / "tender.log", pathlib.Path(scan_dir) / "chaos-tender.log")
     shutil.rmtree(directory, ignore_errors=True)

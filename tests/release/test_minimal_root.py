@@ -20,14 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
-from cluster import Postgres, Process, accepting, certificates, free_port, wait_for  # noqa: E402
+from cluster import Postgres, Process, accepting, certificates, free_port, https_ready, wait_for  # noqa: E402
 from tender_dev import binary  # noqa: E402
 
 UID = 10001
@@ -201,12 +200,9 @@ def test_release_runs_from_a_minimal_read_only_root(world):
     context = ssl.create_default_context(cafile=str(directory / "ca.pem"))
 
     def ready():
-        try:
-            with urllib.request.urlopen(f"https://localhost:{world['http_port']}/readyz", context=context,
-                                        timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return server.poll() is not None and pytest.fail((directory / "serve.log").read_text()[-3000:])
+        if server.poll() is not None:
+            pytest.fail("tender serve exited:\n" + (directory / "serve.log").read_text()[-3000:])
+        return https_ready(world["http_port"], context)
     wait_for(ready, 120, "tender serve from the minimal root becoming ready")
     pid = descendant(server.pid, "tender")
     status = dict(line.split(":", 1) for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines())

@@ -10,7 +10,6 @@ showed the refund; the invariant checker finds no payment or refund made twice o
 each replica drained and exited 0; and a rate limit is one bucket in Redis, not one per replica
 (IssueToken's per-address bucket: the same limiter as the per-client one). The throughput before, during and after the roll is printed."""
 import asyncio
-import base64
 import os
 import pathlib
 import re
@@ -32,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests" / "support"))
 sys.path.insert(0, str(ROOT / "clients" / "python"))
 
 from cluster import (  # noqa: E402
-    Load, Postgres, Process, accepting, certificates, check_exactly_once, free_port, settle, wait_for)
+    Backends, Load, Process, accepting, certificates, check_exactly_once, free_port, https_ready, settle, wait_for)
 from tender_client.proto.tender.auth.v1 import auth_service_pb2, auth_service_pb2_grpc  # noqa: E402
 from tender_dev import binary  # noqa: E402
 
@@ -60,17 +59,9 @@ class Replica:
         self.context = ssl.create_default_context(cafile=str(directory / "ca.pem"))
         self.exits = []
 
-    def ready(self):
-        try:
-            with urllib.request.urlopen(f"https://localhost:{self.http_port}/readyz", context=self.context,
-                                        timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
     def start(self):
         self.process.start()
-        wait_for(self.ready, 120, f"replica {self.index} becoming ready")
+        wait_for(lambda: https_ready(self.http_port, self.context), 120, f"replica {self.index} becoming ready")
 
     def stop(self):
         """SIGTERM, and the time until the replica exited (it drains first)."""
@@ -137,66 +128,30 @@ backend tender
                 and row["svname"] not in ("FRONTEND", "BACKEND")}
 
 
-def create_client(environment, merchant, directory, name):
-    created = subprocess.run([binary(), "client", "create", "--merchant", merchant, "--scopes",
-                              "payments:read,payments:write,refunds:read,refunds:write"], check=True,
-                             capture_output=True, text=True, env=dict(os.environ, **environment)).stdout
-    fields = dict(line.split(":", 1) for line in created.splitlines() if ":" in line)
-    credentials = directory / f"{name}.json"
-    client_id, secret = fields["client_id"].strip(), fields["client_secret"].strip()
-    credentials.write_text(f'{{"clientID": "{client_id}", "clientSecret": "{secret}"}}')
-    return client_id, secret, credentials
-
-
 @pytest.fixture()
 def cluster():
     directory = pathlib.Path(tempfile.mkdtemp(prefix="tender-replicas-"))
     directory.chmod(0o755)
     certificates(directory)
-    postgres = Postgres(directory / "postgres")
-    postgres.start()
-    redis_port, sim_port = free_port(), free_port()
-    redis = Process("redis", directory, ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port),
-                                         "--save", "", "--appendonly", "no"])
-    simulator = Process("simulator", directory, [str(pathlib.Path(binary()).parent / "tender-provider-sim"),
-                                                 "--address", f"127.0.0.1:{sim_port}", "--api-key", API_KEY])
-    environment = {
-        "TENDER_DATABASE_URL": postgres.url,
-        "TENDER_REDIS_URL": f"redis://127.0.0.1:{redis_port}",
-        "TENDER_KEY_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "TENDER_PROVIDER_URL": f"http://127.0.0.1:{sim_port}",
-        "TENDER_PROVIDER_API_KEY": API_KEY,
-    }
-    redis.start()
-    wait_for(lambda: accepting(redis_port), 30, "Redis listening")
-    simulator.start()
-    wait_for(lambda: accepting(sim_port), 60, "the simulator listening")
-    subprocess.run([binary(), "migrate"], check=True, capture_output=True, env=dict(os.environ, **environment))
-    subprocess.run([binary(), "merchant", "create", "--id", "mer_replicas", "--name", "Replicas"], check=True,
-                   capture_output=True, env=dict(os.environ, **environment))
-    replicas = [Replica(index, directory, environment) for index in range(REPLICAS)]
+    backends = Backends(directory, API_KEY)
+    backends.start()
+    backends.admin("merchant", "create", "--id", "mer_replicas", "--name", "Replicas")
+    replicas = [Replica(index, directory, backends.environment) for index in range(REPLICAS)]
     for replica in replicas:
         replica.start()
     haproxy = HAProxy(directory, replicas)
     haproxy.start()
     wait_for(lambda: set(haproxy.states().values()) == {"UP"}, 30, "HAProxy seeing every replica up")
-    yield {"directory": directory, "postgres": postgres, "sim_port": sim_port, "replicas": replicas,
-           "haproxy": haproxy, "environment": environment}
+    yield {"directory": directory, "backends": backends, "postgres": backends.postgres, "sim_port": backends.sim_port,
+           "replicas": replicas, "haproxy": haproxy}
     # The card-data scan reads what the replicas logged and stored (tests/support/card_scan.py).
     scan_dir = os.environ.get("TENDER_CARD_SCAN_DIR")
     if scan_dir:
         import card_scan
-        card_scan.dump(postgres.port, pathlib.Path(scan_dir), "replicas")
+        card_scan.dump(backends.postgres.port, pathlib.Path(scan_dir), "replicas")
         for replica in replicas:
             shutil.copy(replica.process.log, pathlib.Path(scan_dir) / f"replicas-tender-{replica.index}.log")
-    for process in [r.process for r in replicas] + [haproxy.process, simulator, redis]:
-        if process.process and process.process.poll() is None:
-            process.process.kill()
-            process.process.wait(timeout=30)
-    try:
-        postgres.stop()
-    except subprocess.CalledProcessError:
-        pass
+    backends.stop(*[replica.process for replica in replicas], haproxy.process)
     shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -235,7 +190,7 @@ def probe_rate_limit(cluster, client_id, secret, per_replica=12):
 def test_rolling_restart_behind_haproxy(cluster):
     directory, postgres, replicas, haproxy = (
         cluster["directory"], cluster["postgres"], cluster["replicas"], cluster["haproxy"])
-    client_id, secret, _ = create_client(cluster["environment"], "mer_replicas", directory, "load-client")
+    client_id, secret = cluster["backends"].create_client("mer_replicas")
     load = Load(directory, f"localhost:{haproxy.port}", directory / "ca.pem", client_id, secret, callers=6,
                 connections=6, tag="replicas")
     load.start()

@@ -2,6 +2,7 @@
 replicas): a throwaway PostgreSQL cluster (as the unprivileged postgres user when run as root),
 child processes logging to files, a throwaway CA and server certificate, and `tender-load
 --operations`."""
+import base64
 import json
 import os
 import pathlib
@@ -211,3 +212,66 @@ def check_exactly_once(postgres, sim_port, operations, amount_minor=1000, refund
             "succeeded_refunds": len(succeeded_refunds), "charges": len(charges),
             "provider_refunds": len(provider_refunds), "requests": len(log),
             "refused": sum(1 for entry in log if entry["outcome"] == "refused")}
+
+
+def https_ready(port, context):
+    """Whether the bridge on `port` answers /readyz with 200."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"https://localhost:{port}/readyz", context=context, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+class Backends:
+    """What Tender processes share, each a process of its own: PostgreSQL (migrated), Redis and the
+    provider simulator; `environment` holds the TENDER_* variables that point a `tender` at them."""
+
+    SCOPES = "payments:read,payments:write,refunds:read,refunds:write"
+
+    def __init__(self, directory, api_key):
+        self.postgres = Postgres(directory / "postgres")
+        self.redis_port, self.sim_port = free_port(), free_port()
+        self.redis = Process("redis", directory, ["redis-server", "--bind", "127.0.0.1", "--port",
+                                                  str(self.redis_port), "--save", "", "--appendonly", "no"])
+        self.simulator = Process("simulator", directory, [
+            str(pathlib.Path(binary()).parent / "tender-provider-sim"), "--address", f"127.0.0.1:{self.sim_port}",
+            "--api-key", api_key])
+        self.environment = {
+            "TENDER_DATABASE_URL": self.postgres.url,
+            "TENDER_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}",
+            "TENDER_KEY_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
+            "TENDER_PROVIDER_URL": f"http://127.0.0.1:{self.sim_port}",
+            "TENDER_PROVIDER_API_KEY": api_key,
+        }
+
+    def start(self):
+        self.postgres.start()
+        self.redis.start()
+        wait_for(lambda: accepting(self.redis_port), 30, "Redis listening")
+        self.simulator.start()
+        wait_for(lambda: accepting(self.sim_port), 60, "the simulator listening")
+        self.admin("migrate")
+
+    def admin(self, *arguments):
+        """`tender ARGUMENTS` against these backends; its output."""
+        return subprocess.run([binary(), *arguments], check=True, capture_output=True, text=True,
+                              env=dict(os.environ, **self.environment)).stdout
+
+    def create_client(self, merchant):
+        """A new API client of `merchant` with every scope: (client id, secret)."""
+        created = self.admin("client", "create", "--merchant", merchant, "--scopes", self.SCOPES)
+        fields = dict(line.split(":", 1) for line in created.splitlines() if ":" in line)
+        return fields["client_id"].strip(), fields["client_secret"].strip()
+
+    def stop(self, *others):
+        """Kills `others` (Process) and the backends' processes, and stops PostgreSQL."""
+        for process in [*others, self.simulator, self.redis]:
+            if process.process and process.process.poll() is None:
+                process.process.kill()
+                process.process.wait(timeout=30)
+        try:
+            self.postgres.stop()
+        except subprocess.CalledProcessError:
+            pass
