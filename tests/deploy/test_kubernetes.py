@@ -161,3 +161,17 @@ def test_service_budget_autoscaler_and_network_policy(production):
     for document in production:
         if document["kind"] not in ("Namespace", "PriorityClass"):
             assert document["metadata"]["namespace"] == "tender", document["metadata"]["name"]
+
+
+def test_yaml_is_clean():
+    """yamllint over every deployment file: duplicate keys above all, which parsers resolve
+    silently to the last one (an env variable or a probe setting quietly lost)."""
+    executable = shutil.which("yamllint")
+    assert executable, "yamllint is needed (deploy/setup.sh installs it)"
+    config = ROOT / "deploy" / ".yamllint.yaml"
+    done = subprocess.run([executable, "-f", "parsable", "-c", str(config), str(KUBERNETES),
+                           str(ROOT / "deploy" / "observability")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    broken = subprocess.run([executable, "-c", str(config), "-"], input="a: 1\nb: 2\na: 3\n", capture_output=True,
+                            text=True, timeout=60)
+    assert broken.returncode != 0 and "duplication of key" in broken.stdout
