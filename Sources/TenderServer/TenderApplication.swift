@@ -363,7 +363,8 @@ public struct TenderApplication: Sendable {
         if settled > 0 {
           logger.info("reconciler settled open payments and refunds", metadata: ["count": "\(settled)"])
         }
-        backlog(try await settlementStore.backlog())
+        // The gauges only: a round whose work was done does not fail on them.
+        if let reading = try? await settlementStore.backlog() { backlog(reading) }
         return resolved + settled
       }
       self.completeRound = completeRound

@@ -18,8 +18,8 @@ from tender_dev import binary  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
-# The oldest Kubernetes these manifests are for (the preStop sleep action is GA from 1.34 on).
-VERSIONS = ["1.34.0", "1.37.0"]
+# Kubernetes versions the manifests are checked against (the preStop sleep action needs 1.30 or later).
+VERSIONS = ["1.30.0", "1.37.0"]
 
 
 def render(path):
