@@ -28,7 +28,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
 
   public func insert(_ payment: PaymentRecord, step: IdempotencyStep<PaymentRecord>?) async throws -> PaymentEvent {
     let logger = self.logger
-    return try await self.database.run("payments.insert") {
+    return try await self.database.run("payments.insert", recordsMovements: true) {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection in
           if let step { try await PostgresIdempotencyStore.fence(step.owner, connection, logger: logger) }
@@ -132,7 +132,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     let statement = InsertClaiming(
       payment: payment, request: request, lockMilliseconds: PostgresIdempotencyStore.milliseconds(lockFor),
       providerKey: call.providerKey)
-    return try await self.database.run("payments.insert_claiming") {
+    return try await self.database.run("payments.insert_claiming", recordsMovements: true) {
       // The key row names the payment inserted by the same statement; the foreign key is checked
       // at the end of the statement, when both exist. A key that exists already inserts nothing.
       for try await (tx, id, time, requestID) in try await self.client.execute(statement, logger: self.logger) {
@@ -219,7 +219,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     _ payment: PaymentRecord, owner: KeyOwner, response: StoredResponse, call: ProviderCallEnd
   ) async throws -> Bool {
     precondition(owner.merchant == payment.merchantID, "the key of this payment's merchant")
-    return try await self.database.run("payments.finish_processing") {
+    return try await self.database.run("payments.finish_processing", recordsMovements: true) {
       do {
         for try await count in try await self.client.execute(
           FinishProcessing(payment: payment, owner: owner, response: response, call: call), logger: self.logger)
@@ -267,7 +267,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     _ change: @escaping @Sendable (inout PaymentRecord) throws -> Void
   ) async throws -> (PaymentRecord, PaymentEvent?)? {
     let logger = self.logger
-    return try await self.database.run("payments.update") {
+    return try await self.database.run("payments.update", recordsMovements: true) {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> (PaymentRecord, PaymentEvent?)? in
           if let step { try await PostgresIdempotencyStore.fence(step.owner, connection, logger: logger) }

@@ -30,7 +30,7 @@ public struct PostgresRefundStore: RefundStore {
     _ draft: RefundDraft, step: IdempotencyStep<RefundRecord>?
   ) async throws -> (RefundRecord, PaymentRecord)? {
     let logger = self.logger
-    return try await self.database.run("refunds.create") {
+    return try await self.database.run("refunds.create", recordsMovements: true) {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> (RefundRecord, PaymentRecord)? in
           if let step { try await PostgresIdempotencyStore.fence(step.owner, connection, logger: logger) }
@@ -75,7 +75,7 @@ public struct PostgresRefundStore: RefundStore {
     _ id: RefundID, merchant: MerchantID, outcome: RefundOutcome?, step: IdempotencyStep<RefundRecord>?
   ) async throws -> RefundRecord? {
     let logger = self.logger
-    return try await self.database.run("refunds.settle") {
+    return try await self.database.run("refunds.settle", recordsMovements: true) {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> RefundRecord? in
           if let step { try await PostgresIdempotencyStore.fence(step.owner, connection, logger: logger) }

@@ -10,17 +10,19 @@ import Tracing
 /// throws `Bounded.TimedOut`, which `PostgresFailures` counts as the database being unavailable,
 /// so the RPC answers UNAVAILABLE `DATABASE_UNAVAILABLE` and is retried rather than hanging.
 ///
-/// With `movements`, the statuses a call's transaction made payments and refunds enter are
-/// reported once the call has returned (committed).
+/// With `movements`, the statuses a writing call's transaction (`recordsMovements`) made payments
+/// and refunds enter are reported once the call has returned (committed); reads collect nothing.
 struct DatabaseCalls: Sendable {
   let tracer: any Tracer
   let timeout: Duration?
   var movements: MoneyMovements? = nil
 
-  func run<T: Sendable>(_ operation: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+  func run<T: Sendable>(
+    _ operation: String, recordsMovements: Bool = false, _ body: @escaping @Sendable () async throws -> T
+  ) async throws -> T {
     let timeout = self.timeout
     let call = { try await traced(self.tracer, operation) { try await Bounded.run(within: timeout, body) } }
-    guard let movements = self.movements else { return try await call() }
+    guard recordsMovements, let movements = self.movements else { return try await call() }
     return try await movements.collecting(call)
   }
 }

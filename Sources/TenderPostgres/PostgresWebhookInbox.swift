@@ -66,7 +66,7 @@ public struct PostgresWebhookInbox: WebhookInbox {
     _ change: @escaping @Sendable (inout PaymentRecord) -> WebhookOutcome
   ) async throws -> WebhookOutcome? {
     let logger = self.logger
-    return try await self.database.run("webhooks.apply_payment") {
+    return try await self.database.run("webhooks.apply_payment", recordsMovements: true) {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> WebhookOutcome? in
           guard try await Self.lock(event, connection, logger: logger) else { return .already }
@@ -100,7 +100,7 @@ public struct PostgresWebhookInbox: WebhookInbox {
     _ event: WebhookEvent, _ refunds: [(providerRefundID: String, outcome: RefundOutcome)]
   ) async throws -> WebhookOutcome? {
     let logger = self.logger
-    return try await self.database.run("webhooks.apply_refunds") {
+    return try await self.database.run("webhooks.apply_refunds", recordsMovements: true) {
       try await unwrappingTransactionError {
         try await self.client.withTransaction(logger: logger) { connection -> WebhookOutcome? in
           guard try await Self.lock(event, connection, logger: logger) else { return .already }

@@ -1,5 +1,4 @@
 import CoreMetrics
-import Synchronization
 public import TenderCore
 
 /// The series a finance or on-call person reads: payments and refunds entering each status, and
@@ -8,9 +7,9 @@ public import TenderCore
 /// replicas are the totals. The backlog is read from the database: every replica reports the
 /// same figure (aggregate with `max`).
 enum PaymentMetrics {
-  /// Counts what the stores report after each commit.
+  /// Counts what the stores report after each commit. The registry keeps one series per name and
+  /// labels, so making a counter again finds the same one.
   static func connect(_ movements: MoneyMovements, factory: any MetricsFactory) {
-    let counters = CounterCache(factory: factory)
     movements.connect { committed in
       for movement in committed {
         let dimensions = [("status", movement.status), ("currency", movement.currency)]
@@ -18,8 +17,8 @@ enum PaymentMetrics {
           movement.kind == .payment
           ? ("tender_payments_total", "tender_payment_amount_minor_total")
           : ("tender_refunds_total", "tender_refund_amount_minor_total")
-        counters.counter(count, dimensions).increment()
-        counters.counter(amount, dimensions).increment(by: movement.amountMinorUnits)
+        Counter(label: count, dimensions: dimensions, factory: factory).increment()
+        Counter(label: amount, dimensions: dimensions, factory: factory).increment(by: movement.amountMinorUnits)
       }
     }
   }
@@ -35,95 +34,88 @@ enum PaymentMetrics {
     return { backlog in
       open[0].record(backlog.payments)
       open[1].record(backlog.refunds)
-      oldest[0].record(backlog.oldestPaymentAge.map(Self.seconds) ?? 0)
-      oldest[1].record(backlog.oldestRefundAge.map(Self.seconds) ?? 0)
-    }
-  }
-
-  static func seconds(_ duration: Duration) -> Double {
-    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-  }
-
-  /// Counters by name and dimensions, made once each.
-  final class CounterCache: Sendable {
-    private let factory: any MetricsFactory
-    private let counters = Mutex<[String: Counter]>([:])
-
-    init(factory: any MetricsFactory) { self.factory = factory }
-
-    func counter(_ label: String, _ dimensions: [(String, String)]) -> Counter {
-      let key = ([label] + dimensions.map { "\($0.0)=\($0.1)" }).joined(separator: "\u{0}")
-      return self.counters.withLock { counters in
-        if let counter = counters[key] { return counter }
-        let counter = Counter(label: label, dimensions: dimensions, factory: self.factory)
-        counters[key] = counter
-        return counter
-      }
+      oldest[0].record(backlog.oldestPaymentAge?.seconds ?? 0)
+      oldest[1].record(backlog.oldestRefundAge?.seconds ?? 0)
     }
   }
 }
 
+extension Duration {
+  /// For metrics: seconds as a fraction, and whole nanoseconds (`Timer.recordNanoseconds`).
+  var seconds: Double { Double(self.components.seconds) + Double(self.components.attoseconds) / 1e18 }
+  var nanoseconds: Int64 { self.components.seconds * 1_000_000_000 + self.components.attoseconds / 1_000_000_000 }
+}
+
 /// The provider, with each call counted by operation and outcome and timed
 /// (`tender_provider_requests_total`, `tender_provider_request_seconds`). Outcomes: `ok`,
-/// `declined` (the provider answered that the payment failed), `rejected` (the provider refused
-/// the request), `unreachable` (nothing was sent, or it surely did not arrive) and `unknown` (it
-/// may have acted: the reconciler settles it).
+/// `declined` (the provider answered that the payment or refund failed), `rejected` (the provider
+/// refused the request), `unreachable` (nothing was sent, or it surely did not arrive) and
+/// `unknown` (it may have acted: the reconciler settles it).
 struct MeteredProvider: PaymentProvider {
+  enum Operation: String, CaseIterable {
+    case createPayment = "create_payment"
+    case capturePayment = "capture_payment"
+    case cancelPayment = "cancel_payment"
+    case createRefund = "create_refund"
+    case retrievePayment = "retrieve_payment"
+    case retrieveRefund = "retrieve_refund"
+  }
+
+  static let outcomes = ["ok", "declined", "rejected", "unreachable", "unknown"]
+
   let base: any PaymentProvider
-  private let counters: PaymentMetrics.CounterCache
-  private let timers: [String: Timer]
+  /// Every operation's timer and counters, made once: the set is small and known.
+  private let timers: [Operation: Timer]
+  private let counters: [Operation: [String: Counter]]
 
   init(_ base: any PaymentProvider, factory: any MetricsFactory) {
     self.base = base
-    self.counters = PaymentMetrics.CounterCache(factory: factory)
-    let operations = [
-      "create_payment", "capture_payment", "cancel_payment", "create_refund", "retrieve_payment",
-      "retrieve_refund",
-    ]
-    self.timers = Dictionary(
-      uniqueKeysWithValues: operations.map {
-        ($0, Timer(label: "tender_provider_request_seconds", dimensions: [("operation", $0)], factory: factory))
-      })
+    var timers: [Operation: Timer] = [:]
+    var counters: [Operation: [String: Counter]] = [:]
+    for operation in Operation.allCases {
+      timers[operation] = Timer(
+        label: "tender_provider_request_seconds", dimensions: [("operation", operation.rawValue)], factory: factory)
+      for outcome in Self.outcomes {
+        counters[operation, default: [:]][outcome] = Counter(
+          label: "tender_provider_requests_total",
+          dimensions: [("operation", operation.rawValue), ("outcome", outcome)],
+          factory: factory)
+      }
+    }
+    self.timers = timers
+    self.counters = counters
   }
 
   private func measure<T>(
-    _ operation: String, outcome: (T) -> String = { _ in "ok" }, _ call: () async throws(ProviderError) -> T
+    _ operation: Operation, declined: (T) -> Bool, _ call: () async throws(ProviderError) -> T
   ) async throws(ProviderError) -> T {
     let start = ContinuousClock.now
-    let label: String
-    defer {
-      self.timers[operation]?.recordNanoseconds(Self.nanoseconds(ContinuousClock.now - start))
-    }
+    let outcome: Result<T, ProviderError>
     do {
-      let result = try await call()
-      label = outcome(result)
-      self.counters.counter("tender_provider_requests_total", [("operation", operation), ("outcome", label)])
-        .increment()
-      return result
+      outcome = .success(try await call())
     } catch {
-      switch error {
-      case .unreachable: label = "unreachable"
-      case .outcomeUnknown: label = "unknown"
-      case .rejected: label = "rejected"
-      }
-      self.counters.counter("tender_provider_requests_total", [("operation", operation), ("outcome", label)])
-        .increment()
-      throw error
+      outcome = .failure(error)
     }
+    self.timers[operation]?.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
+    let label: String
+    switch outcome {
+    case .success(let answer): label = declined(answer) ? "declined" : "ok"
+    case .failure(.unreachable): label = "unreachable"
+    case .failure(.outcomeUnknown): label = "unknown"
+    case .failure(.rejected): label = "rejected"
+    }
+    self.counters[operation]?[label]?.increment()
+    return try outcome.get()
   }
 
-  private static func nanoseconds(_ duration: Duration) -> Int64 {
-    duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
+  private static func declined(_ payment: ProviderPayment) -> Bool {
+    if case .failed = payment.status { return true }
+    return false
   }
 
-  private static func payment(_ payment: ProviderPayment) -> String {
-    if case .failed = payment.status { return "declined" }
-    return "ok"
-  }
-
-  private static func refund(_ refund: ProviderRefund) -> String {
-    if case .failed = refund.status { return "declined" }
-    return "ok"
+  private static func declined(_ refund: ProviderRefund) -> Bool {
+    if case .failed = refund.status { return true }
+    return false
   }
 
   func createPayment(
@@ -131,7 +123,7 @@ struct MeteredProvider: PaymentProvider {
   ) async throws(ProviderError)
     -> ProviderPayment
   {
-    try await self.measure("create_payment", outcome: Self.payment) { () async throws(ProviderError) in
+    try await self.measure(.createPayment, declined: Self.declined) { () async throws(ProviderError) in
       try await self.base.createPayment(request, idempotencyKey: idempotencyKey)
     }
   }
@@ -141,14 +133,14 @@ struct MeteredProvider: PaymentProvider {
   )
     async throws(ProviderError) -> ProviderPayment
   {
-    try await self.measure("capture_payment", outcome: Self.payment) { () async throws(ProviderError) in
+    try await self.measure(.capturePayment, declined: Self.declined) { () async throws(ProviderError) in
       try await self.base.capturePayment(
         providerPaymentID: providerPaymentID, amountMinorUnits: amountMinorUnits, idempotencyKey: idempotencyKey)
     }
   }
 
   func cancelPayment(providerPaymentID: String, idempotencyKey: String) async throws(ProviderError) -> ProviderPayment {
-    try await self.measure("cancel_payment", outcome: Self.payment) { () async throws(ProviderError) in
+    try await self.measure(.cancelPayment, declined: Self.declined) { () async throws(ProviderError) in
       try await self.base.cancelPayment(providerPaymentID: providerPaymentID, idempotencyKey: idempotencyKey)
     }
   }
@@ -158,20 +150,20 @@ struct MeteredProvider: PaymentProvider {
   )
     async throws(ProviderError) -> ProviderRefund
   {
-    try await self.measure("create_refund", outcome: Self.refund) { () async throws(ProviderError) in
+    try await self.measure(.createRefund, declined: Self.declined) { () async throws(ProviderError) in
       try await self.base.createRefund(
         providerPaymentID: providerPaymentID, amountMinorUnits: amountMinorUnits, idempotencyKey: idempotencyKey)
     }
   }
 
   func retrievePayment(providerPaymentID: String) async throws(ProviderError) -> ProviderPayment {
-    try await self.measure("retrieve_payment", outcome: Self.payment) { () async throws(ProviderError) in
+    try await self.measure(.retrievePayment, declined: Self.declined) { () async throws(ProviderError) in
       try await self.base.retrievePayment(providerPaymentID: providerPaymentID)
     }
   }
 
   func retrieveRefund(providerRefundID: String) async throws(ProviderError) -> ProviderRefund {
-    try await self.measure("retrieve_refund", outcome: Self.refund) { () async throws(ProviderError) in
+    try await self.measure(.retrieveRefund, declined: Self.declined) { () async throws(ProviderError) in
       try await self.base.retrieveRefund(providerRefundID: providerRefundID)
     }
   }

@@ -398,8 +398,7 @@ public struct TenderApplication: Sendable {
         read: { event in StripeEvents.read(type: event.type, body: event.body) },
         policy: configuration.webhookRetry,
         onApplied: { waited in
-          applyTimer.recordNanoseconds(
-            waited.components.seconds * 1_000_000_000 + waited.components.attoseconds / 1_000_000_000)
+          applyTimer.recordNanoseconds(waited.nanoseconds)
         },
         onParked: { provider in
           CoreMetrics.Counter(

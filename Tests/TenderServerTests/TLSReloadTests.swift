@@ -1,10 +1,6 @@
 import Foundation
-import NIOCore
-import NIOPosix
 import NIOSSL
-import NIOTLS
 import Prometheus
-import Synchronization
 import TenderDevSupport
 import TenderServer
 import TenderTesting
@@ -65,46 +61,7 @@ struct TLSReloadTests {
     var configuration = TLSConfiguration.makeClientConfiguration()
     configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(trust))
     configuration.applicationProtocols = ["h2", "http/1.1"]
-    let context = try NIOSSLContext(configuration: configuration)
-    let box = Mutex<EventLoopPromise<NIOSSLCertificate?>?>(nil)
-    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-      .connectTimeout(.seconds(5))
-      .channelInitializer { channel in
-        let promise = channel.eventLoop.makePromise(of: NIOSSLCertificate?.self)
-        box.withLock { $0 = promise }
-        return channel.eventLoop.makeCompletedFuture {
-          let handler = try NIOSSLClientHandler(context: context, serverHostname: "localhost")
-          try channel.pipeline.syncOperations.addHandler(handler)
-          try channel.pipeline.syncOperations.addHandler(PeerCertificateObserver(handler: handler, promise: promise))
-        }
-      }
-      .connect(host: "127.0.0.1", port: port).get()
-    defer { channel.close(promise: nil) }
-    guard let promise = box.withLock({ $0 }) else { return nil }
-    return try await promise.futureResult.get()
-  }
-
-  final class PeerCertificateObserver: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = ByteBuffer
-    private let handler: NIOSSLClientHandler
-    private let promise: EventLoopPromise<NIOSSLCertificate?>
-
-    init(handler: NIOSSLClientHandler, promise: EventLoopPromise<NIOSSLCertificate?>) {
-      self.handler = handler
-      self.promise = promise
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-      if case .handshakeCompleted = event as? TLSUserEvent { self.promise.succeed(self.handler.peerCertificate) }
-      context.fireUserInboundEventTriggered(event)
-    }
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-      self.promise.fail(error)
-      context.close(promise: nil)
-    }
-    func channelInactive(context: ChannelHandlerContext) {
-      self.promise.fail(ChannelError.ioOnClosedChannel)
-      context.fireChannelInactive()
-    }
+    return try await TLSHandshake.handshake(host: "127.0.0.1", port: port, configuration: configuration)
+      .peerCertificate
   }
 }

@@ -125,43 +125,56 @@ enum TLSHandshake {
       configuration.trustRoots = .certificates(
         try NIOSSLCertificate.fromPEMBytes(Array(server.certificates.authority.certificatePEM.utf8)))
       configuration.applicationProtocols = ["h2"]
-      let context = try NIOSSLContext(configuration: configuration)
-      let promiseBox = PromiseBox()
-      let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        .connectTimeout(.seconds(5))
-        .channelInitializer { channel in
-          let promise = channel.eventLoop.makePromise(of: String?.self)
-          promiseBox.set(promise)
-          return channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(
-              NIOSSLClientHandler(context: context, serverHostname: "localhost"))
-            try channel.pipeline.syncOperations.addHandler(HandshakeObserver(promise: promise))
-          }
-        }
-        .connect(host: server.host, port: server.port).get()
-      defer { channel.close(promise: nil) }
-      guard let promise = promiseBox.get() else { return .failed }
-      let alpn = try await promise.futureResult.get()
-      return .succeeded(alpn: alpn)
+      let completed = try await Self.handshake(host: server.host, port: server.port, configuration: configuration)
+      return .succeeded(alpn: completed.alpn)
     } catch {
       return .failed
     }
   }
 
-  final class PromiseBox: Sendable {
-    private let promise = Mutex<EventLoopPromise<String?>?>(nil)
-    func set(_ promise: EventLoopPromise<String?>) { self.promise.withLock { $0 = promise } }
-    func get() -> EventLoopPromise<String?>? { self.promise.withLock { $0 } }
+  /// What a completed handshake gave: the negotiated protocol and the server's leaf certificate.
+  struct Completed: Sendable {
+    let alpn: String?
+    let peerCertificate: NIOSSLCertificate?
   }
 
-  final class HandshakeObserver: ChannelInboundHandler, @unchecked Sendable {
+  /// A TLS handshake with `configuration` (server name localhost); throws if it fails.
+  static func handshake(host: String, port: Int, configuration: TLSConfiguration) async throws -> Completed {
+    let context = try NIOSSLContext(configuration: configuration)
+    let box = Mutex<EventLoopPromise<Completed>?>(nil)
+    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      .connectTimeout(.seconds(5))
+      .channelInitializer { channel in
+        let promise = channel.eventLoop.makePromise(of: Completed.self)
+        box.withLock { $0 = promise }
+        return channel.eventLoop.makeCompletedFuture {
+          let handler = try NIOSSLClientHandler(context: context, serverHostname: "localhost")
+          try channel.pipeline.syncOperations.addHandler(handler)
+          try channel.pipeline.syncOperations.addHandler(
+            HandshakeObserver(promise: promise) { Completed(alpn: $0, peerCertificate: handler.peerCertificate) })
+        }
+      }
+      .connect(host: host, port: port).get()
+    defer { channel.close(promise: nil) }
+    guard let promise = box.withLock({ $0 }) else { throw ChannelError.ioOnClosedChannel }
+    return try await promise.futureResult.get()
+  }
+
+  /// Completes `promise` with `completed`'s value when the TLS handshake is done (the negotiated
+  /// protocol, the peer's certificate), or fails it when the connection fails first.
+  final class HandshakeObserver<Value: Sendable>: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
-    private let promise: EventLoopPromise<String?>
-    init(promise: EventLoopPromise<String?>) { self.promise = promise }
+    private let promise: EventLoopPromise<Value>
+    private let completed: (_ negotiated: String?) -> Value
+
+    init(promise: EventLoopPromise<Value>, completed: @escaping (_ negotiated: String?) -> Value) {
+      self.promise = promise
+      self.completed = completed
+    }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
       if case .handshakeCompleted(let negotiated) = event as? TLSUserEvent {
-        self.promise.succeed(negotiated)
+        self.promise.succeed(self.completed(negotiated))
       }
       context.fireUserInboundEventTriggered(event)
     }
@@ -174,6 +187,7 @@ enum TLSHandshake {
       context.fireChannelInactive()
     }
   }
+
 }
 
 /// Sends bytes on a plain TCP connection and collects what comes back until the peer closes.

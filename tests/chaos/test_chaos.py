@@ -18,7 +18,6 @@ import shutil
 import signal
 import ssl
 import sys
-import tempfile
 import time
 import urllib.request
 
@@ -29,7 +28,7 @@ sys.path.insert(0, str(ROOT / "clients" / "python"))
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from cluster import (  # noqa: E402
-    Backends, Load, Process, accepting, certificates, check_exactly_once, free_port, https_ready, settle, wait_for)
+    Backends, Load, Process, accepting, check_exactly_once, free_port, https_ready, settle, wait_for, workspace)
 from tender_dev import binary  # noqa: E402
 
 API_KEY = "sk_test_chaos"
@@ -37,9 +36,7 @@ API_KEY = "sk_test_chaos"
 
 @pytest.fixture()
 def world():
-    directory = pathlib.Path(tempfile.mkdtemp(prefix="tender-chaos-"))
-    directory.chmod(0o755)
-    certificates(directory)
+    directory = workspace("tender-chaos-")
     backends = Backends(directory, API_KEY)
     backends.start()
     grpc_port, http_port = free_port(), free_port()

@@ -24,7 +24,7 @@ VERSIONS = ["1.30.0", "1.37.0"]
 
 def render(path):
     kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl is needed to render the manifests (deploy/setup.sh installs it)"
+    assert kubectl, "kubectl 1.21 or later is needed to render the manifests (deploy/setup.sh says so when it is missing)"
     done = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return [document for document in yaml.safe_load_all(done.stdout) if document]

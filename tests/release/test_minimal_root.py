@@ -26,7 +26,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
-from cluster import Postgres, Process, accepting, certificates, free_port, https_ready, wait_for  # noqa: E402
+from cluster import Postgres, Process, accepting, free_port, https_ready, wait_for, workspace  # noqa: E402
 from tender_dev import binary  # noqa: E402
 
 UID = 10001
@@ -118,8 +118,7 @@ def descendant(pid, name):
 
 @pytest.fixture()
 def world():
-    directory = pathlib.Path(tempfile.mkdtemp(prefix="tender-release-"))
-    directory.chmod(0o755)
+    directory = workspace("tender-release-")
     archive = release_archive()
     root = directory / "root"
     minimal_root(root)
@@ -129,7 +128,6 @@ def world():
         passwd.write(f"tender:x:{UID}:{UID}::/nonexistent:/usr/sbin/nologin\n")
     with open(root / "etc" / "group", "a") as group:
         group.write(f"tender:x:{UID}:\n")
-    certificates(directory)
     tls, secrets = root / "etc" / "tender" / "tls", root / "etc" / "tender" / "secrets"
     tls.mkdir(parents=True)
     secrets.mkdir(parents=True)

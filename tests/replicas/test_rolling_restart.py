@@ -18,7 +18,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import shutil
 import time
 import urllib.request
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tests" / "support"))
 sys.path.insert(0, str(ROOT / "clients" / "python"))
 
 from cluster import (  # noqa: E402
-    Backends, Load, Process, accepting, certificates, check_exactly_once, free_port, https_ready, settle, wait_for)
+    Backends, Load, Process, accepting, check_exactly_once, free_port, https_ready, settle, wait_for, workspace)
 from tender_client.proto.tender.auth.v1 import auth_service_pb2, auth_service_pb2_grpc  # noqa: E402
 from tender_dev import binary  # noqa: E402
 
@@ -130,9 +129,7 @@ backend tender
 
 @pytest.fixture()
 def cluster():
-    directory = pathlib.Path(tempfile.mkdtemp(prefix="tender-replicas-"))
-    directory.chmod(0o755)
-    certificates(directory)
+    directory = workspace("tender-replicas-")
     backends = Backends(directory, API_KEY)
     backends.start()
     backends.admin("merchant", "create", "--id", "mer_replicas", "--name", "Replicas")

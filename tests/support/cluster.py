@@ -11,7 +11,9 @@ import signal
 import socket
 import subprocess
 import threading
+import tempfile
 import time
+import urllib.request
 
 from tender_dev import binary
 
@@ -94,6 +96,15 @@ def accepting(port):
         return False
 
 
+def workspace(prefix):
+    """A new folder for one suite's processes, readable by the postgres user, with a throwaway CA
+    and server certificate in it (`certificates`)."""
+    directory = pathlib.Path(tempfile.mkdtemp(prefix=prefix))
+    directory.chmod(0o755)
+    certificates(directory)
+    return directory
+
+
 def certificates(directory):
     """A throwaway CA and a server certificate for localhost and 127.0.0.1."""
     def openssl(*arguments):
@@ -152,7 +163,6 @@ class Load:
 
 
 def simulator_requests(port):
-    import urllib.request
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/requests", timeout=10) as response:
         return json.loads(response.read())
 
@@ -216,7 +226,6 @@ def check_exactly_once(postgres, sim_port, operations, amount_minor=1000, refund
 
 def https_ready(port, context):
     """Whether the bridge on `port` answers /readyz with 200."""
-    import urllib.request
     try:
         with urllib.request.urlopen(f"https://localhost:{port}/readyz", context=context, timeout=2) as response:
             return response.status == 200
