@@ -33,6 +33,13 @@ trap cleanup EXIT
 
 swift build --build-tests
 status=0
+# Each step that fails is named again at the very end, with its failing tests, so the last lines
+# of a long run say what went wrong.
+failures=()
+failed() {
+  status=1
+  failures+=("$@")
+}
 # What the suites log and store is kept for the card-data scan at the end (tests/support/card_scan.py).
 scan=$(mktemp -d /tmp/tender-card-scan-XXXXXX)
 chmod 755 "$scan"
@@ -43,14 +50,31 @@ export TENDER_CARD_SCAN_DIR="$scan"
   TENDER_TEST_LOG_LEVEL=info swift test --skip-build 2>&1 || code=$?
   echo "$code" > "$scan/swift-test.status"
 } | tee "$scan/swift-test.log" | { grep -Ev '^[0-9T:+-]+ (trace|debug|info) ' || true; }
-[ "$(cat "$scan/swift-test.status")" = 0 ] || status=1
+if [ "$(cat "$scan/swift-test.status")" != 0 ]; then
+  mapfile -t lines < <(grep -E '^✘ (Test|Suite) ' "$scan/swift-test.log" | head -n 40 || true)
+  failed "swift test (exit $(cat "$scan/swift-test.status"))" "${lines[@]/#/  }"
+fi
+pytest_log=$(mktemp /tmp/tender-pytest-log-XXXXXX)
+code=0
 TENDER_BIN="$root/.build/debug/tender" python3 -m pytest -q -rA -p no:cacheprovider \
-  codegen/tests clients/python/tests tests/cli tests/cpp tests/deploy tests/hostile tests/chaos tests/replicas tests/release tests/scan || status=$?
+  codegen/tests clients/python/tests tests/cli tests/cpp tests/deploy tests/hostile tests/chaos tests/replicas tests/release tests/scan \
+  2>&1 | tee "$pytest_log" || code=$?
+if [ "$code" != 0 ]; then
+  mapfile -t lines < <(grep -E '^(FAILED|ERROR) ' "$pytest_log" | head -n 40 || true)
+  failed "pytest (exit $code)" "${lines[@]/#/  }"
+fi
+rm -f "$pytest_log"
 # The Python package, installed into a fresh virtual environment, against a live server.
-TENDER_BIN="$root/.build/debug/tender" clients/python/test-package.sh || status=1
-python3 tests/support/card_scan.py scan "$scan" || status=1
+TENDER_BIN="$root/.build/debug/tender" clients/python/test-package.sh || failed "clients/python/test-package.sh"
+python3 tests/support/card_scan.py scan "$scan" || failed "card-data scan"
 rm -rf "$scan"
 unset TENDER_CARD_SCAN_DIR
 # libFuzzer over every target for a bounded time (FUZZ_SECONDS each, default 60).
-"$root/deploy/fuzz.sh" || status=1
+"$root/deploy/fuzz.sh" || failed "deploy/fuzz.sh"
+if [ "$status" = 0 ]; then
+  echo "test: every step passed"
+else
+  echo "test: FAILED:"
+  printf '  %s\n' "${failures[@]}"
+fi
 exit "$status"

@@ -49,17 +49,24 @@ public struct MoneyMovement: Sendable, Hashable {
 /// such as one left behind past the call's time limit, is not reported). The server connects
 /// its metrics; until then reports go nowhere.
 public final class MoneyMovements: Sendable {
-  private let sink = Mutex<(@Sendable ([MoneyMovement]) -> Void)?>(nil)
+  /// The closure is held in a struct: a bare closure type as the lock's generic value would be
+  /// wrapped in a new pair of reabstraction thunks by every `withLock` that touches it, so each
+  /// report would run through one more layer than the last.
+  private struct Sink: Sendable {
+    let report: @Sendable ([MoneyMovement]) -> Void
+  }
+
+  private let sink = Mutex<Sink?>(nil)
 
   public init() {}
 
   public func connect(_ sink: @escaping @Sendable ([MoneyMovement]) -> Void) {
-    self.sink.withLock { $0 = sink }
+    self.sink.withLock { $0 = Sink(report: sink) }
   }
 
   public func committed(_ movements: [MoneyMovement]) {
     guard !movements.isEmpty, let sink = self.sink.withLock({ $0 }) else { return }
-    sink(movements)
+    sink.report(movements)
   }
 
   /// Runs one store call, collecting what it records (`MoneyMovements.record`) and reporting it

@@ -16,11 +16,22 @@ import TenderAPI
 struct TenderLoad: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "tender-load",
-    abstract: "Load driver for Tender's payment RPCs (CreatePayment with unique keys, GetPayment, ListPayments)."
+    abstract:
+      "Load driver for Tender's payment RPCs (CreatePayment with unique keys, CreateRefund, GetPayment, ListPayments)."
   )
 
   enum RPC: String, ExpressibleByArgument, CaseIterable {
-    case create, get, list
+    case create, refund, get, list
+
+    /// The RPC's name in reports.
+    var method: String {
+      switch self {
+      case .create: "CreatePayment"
+      case .refund: "CreateRefund"
+      case .get: "GetPayment"
+      case .list: "ListPayments"
+      }
+    }
   }
 
   @Option(help: "Tender's gRPC address, host:port.")
@@ -67,6 +78,9 @@ struct TenderLoad: AsyncParsableCommand {
       until SIGTERM or SIGINT.
       """)
   var operations = false
+
+  @Option(help: "Write each measured RPC's figures (calls, seconds, latency percentiles, errors) to this JSON file.")
+  var json: String?
 
   @Option(help: "With --operations: write every call's status and every operation's ids to this JSON file.")
   var report: String?
@@ -122,7 +136,7 @@ struct TenderLoad: AsyncParsableCommand {
           $0.scopes =
             settings.operations
             ? ["payments:read", "payments:write", "refunds:read", "refunds:write"]
-            : ["payments:read", "payments:write"]
+            : ["payments:read", "payments:write", "refunds:write"]
         }
       ).accessToken
       var auth = Metadata()
@@ -132,27 +146,59 @@ struct TenderLoad: AsyncParsableCommand {
         return
       }
       let driver = Driver(
-        clients: clients.map { Tender_Payments_V1_PaymentService.Client(wrapping: $0) }, auth: auth, settings: settings)
+        clients: clients.map { Tender_Payments_V1_PaymentService.Client(wrapping: $0) },
+        refunds: clients.map { Tender_Refunds_V1_RefundService.Client(wrapping: $0) }, auth: auth, settings: settings)
 
-      print(
+      say(
         "tender-load: \(settings.concurrency) callers over \(settings.connections) connections to \(settings.address), \(settings.duration) s per RPC after \(settings.warmup) s warm-up"
       )
       var paymentIDs: [String] = []
+      var phases: [PhaseFigures] = []
       for rpc in settings.rpcs {
         if rpc == .get, paymentIDs.isEmpty, let given = settings.paymentID {
           paymentIDs = [given]
         } else if rpc != .create && paymentIDs.isEmpty {
-          // Reads need payments to read.
+          // Reads and refunds need payments (captured ones: automatic capture).
           paymentIDs = try await driver.seed(count: 1000)
         }
         let ids = paymentIDs
         _ = try await driver.run(rpc, seconds: settings.warmup, paymentIDs: ids)
+        say("tender-load: measuring \(rpc.method)")
         let result = try await driver.run(rpc, seconds: settings.duration, paymentIDs: ids)
-        print(result.report(rpc: rpc))
+        say(result.report(rpc: rpc))
+        phases.append(result.figures(rpc: rpc))
         if rpc == .create { paymentIDs = Array(result.created.prefix(10_000)) }
+      }
+      if let path = settings.json {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        try encoder.encode(phases).write(to: URL(fileURLWithPath: path))
       }
     }
   }
+}
+
+/// Writes `line` at once, unbuffered, so whoever reads the output (the benchmark) sees each phase
+/// begin and end as it happens.
+func say(_ line: String) {
+  FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+/// One measured RPC's figures, as `--json` writes them.
+struct PhaseFigures: Codable, Sendable {
+  var rpc: String
+  /// Calls answered OK, and all calls, in the measured seconds.
+  var succeeded: Int
+  var requests: Int
+  var seconds: Double
+  /// Latency of the OK calls, in milliseconds.
+  var p50: Double
+  var p90: Double
+  var p99: Double
+  var p999: Double
+  var max: Double
+  /// Failed calls by status code.
+  var errors: [String: Int]
 }
 
 extension TenderLoad {
@@ -199,22 +245,33 @@ extension TenderLoad {
 struct PhaseResult: Sendable {
   var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
   var errors: [String: Int] = [:]
+  /// The first message of each status code in `errors`, to tell what went wrong.
+  var examples: [String: String] = [:]
   var created: [String] = []
   var elapsed: Duration = .zero
 
   mutating func merge(_ other: PhaseResult) {
     self.histogram.add(other.histogram)
     self.errors.merge(other.errors, uniquingKeysWith: +)
+    self.examples.merge(other.examples) { mine, _ in mine }
     self.created += other.created
   }
 
-  func report(rpc: TenderLoad.RPC) -> String {
-    self.report(
-      name: ["create": "CreatePayment", "get": "GetPayment", "list": "ListPayments"][rpc.rawValue] ?? rpc.rawValue)
+  func report(rpc: TenderLoad.RPC) -> String { self.report(name: rpc.method) }
+
+  var seconds: Double { Double(self.elapsed.components.seconds) + Double(self.elapsed.components.attoseconds) / 1e18 }
+
+  func figures(rpc: TenderLoad.RPC) -> PhaseFigures {
+    func ms(_ percentile: Double) -> Double { Double(self.histogram.valueAtPercentile(percentile)) / 1000 }
+    return PhaseFigures(
+      rpc: rpc.method, succeeded: Int(self.histogram.totalCount),
+      requests: Int(self.histogram.totalCount) + self.errors.values.reduce(0, +), seconds: self.seconds,
+      p50: ms(50), p90: ms(90), p99: ms(99), p999: ms(99.9), max: Double(self.histogram.max) / 1000,
+      errors: self.errors)
   }
 
   func report(name: String) -> String {
-    let seconds = Double(self.elapsed.components.seconds) + Double(self.elapsed.components.attoseconds) / 1e18
+    let seconds = self.seconds
     let total = Int(self.histogram.totalCount) + self.errors.values.reduce(0, +)
     func ms(_ percentile: Double) -> String {
       String(format: "%.2f", Double(self.histogram.valueAtPercentile(percentile)) / 1000)
@@ -222,25 +279,29 @@ struct PhaseResult: Sendable {
     let errorText =
       self.errors.isEmpty
       ? "0" : self.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+    let examples = self.examples.sorted { $0.key < $1.key }.map { "\n   \($0.key): \($0.value)" }.joined()
     return """
       == \(name): \(total) requests in \(String(format: "%.2f", seconds)) s = \(String(format: "%.2f", Double(total) / seconds)) req/s (\(String(format: "%.2f", Double(self.histogram.totalCount) / seconds)) OK/s)
-         latency ms: p50 \(ms(50)) / p90 \(ms(90)) / p99 \(ms(99)) / p99.9 \(ms(99.9)) / max \(String(format: "%.2f", Double(self.histogram.max) / 1000)); errors: \(errorText)
+         latency ms: p50 \(ms(50)) / p90 \(ms(90)) / p99 \(ms(99)) / p99.9 \(ms(99.9)) / max \(String(format: "%.2f", Double(self.histogram.max) / 1000)); errors: \(errorText)\(examples)
       """
   }
 }
 
 struct Driver: Sendable {
   let clients: [Tender_Payments_V1_PaymentService.Client<HTTP2ClientTransport.Posix>]
+  let refunds: [Tender_Refunds_V1_RefundService.Client<HTTP2ClientTransport.Posix>]
   let auth: Metadata
   let concurrency: Int
   let paymentMethod: String
   let run = UUID().uuidString.prefix(8)
 
   init(
-    clients: [Tender_Payments_V1_PaymentService.Client<HTTP2ClientTransport.Posix>], auth: Metadata,
+    clients: [Tender_Payments_V1_PaymentService.Client<HTTP2ClientTransport.Posix>],
+    refunds: [Tender_Refunds_V1_RefundService.Client<HTTP2ClientTransport.Posix>], auth: Metadata,
     settings: TenderLoad
   ) {
     self.clients = clients
+    self.refunds = refunds
     self.auth = auth
     self.concurrency = settings.concurrency
     self.paymentMethod = settings.paymentMethod
@@ -289,6 +350,8 @@ struct Driver: Sendable {
     let clock = ContinuousClock()
     let start = clock.now
     let end = start + .seconds(seconds)
+    // The warm-up and the measured phase never share a key.
+    let phase = UUID().uuidString.prefix(8)
     var total = try await withThrowingTaskGroup(of: PhaseResult.self) { group in
       for worker in 0..<self.concurrency {
         group.addTask {
@@ -301,9 +364,20 @@ struct Driver: Sendable {
             do {
               switch rpc {
               case .create:
-                let key = "load-\(self.run)-\(worker)-\(sequence)-\(began.hashValue)"
+                // Unique per run, caller and call; never a long run of digits (Tender refuses keys that look
+                // like card numbers).
+                let key = "load-\(self.run)-\(phase)-w\(worker)-c\(sequence)"
                 let payment = try await client.createPayment(self.createRequest(), metadata: self.keyed(key)).payment
                 if result.created.count < 200 { result.created.append(payment.paymentID) }
+              case .refund:
+                // One minor unit of a captured payment (each at least 100), under a unique key.
+                let key = "load-\(self.run)-\(phase)-refund-w\(worker)-c\(sequence)"
+                let refund = Tender_Refunds_V1_CreateRefundRequest.with {
+                  $0.paymentID = paymentIDs.randomElement() ?? ""
+                  $0.amountMinor = 1
+                  $0.reason = .requestedByCustomer
+                }
+                _ = try await self.refunds[worker % self.refunds.count].createRefund(refund, metadata: self.keyed(key))
               case .get:
                 _ = try await client.getPayment(
                   .with { $0.paymentID = paymentIDs.randomElement() ?? "" }, metadata: self.auth)
@@ -316,6 +390,7 @@ struct Driver: Sendable {
                   max(1, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)))
             } catch let error as RPCError {
               result.errors["\(error.code)", default: 0] += 1
+              if result.examples["\(error.code)"] == nil { result.examples["\(error.code)"] = error.message }
             } catch {
               result.errors["\(type(of: error))", default: 0] += 1
             }

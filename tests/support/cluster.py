@@ -31,8 +31,11 @@ def as_postgres(arguments):
 
 
 class Postgres:
-    def __init__(self, directory):
+    """A throwaway cluster; by default without fsync (tests), or with the given `settings`."""
+
+    def __init__(self, directory, settings=("fsync=off",)):
         self.directory = directory
+        self.settings = settings
         self.data = directory / "data"
         self.port = free_port()
         directory.mkdir()
@@ -47,7 +50,8 @@ class Postgres:
                                     "-t", "60", *arguments]), check=True, capture_output=True, cwd="/tmp")
 
     def start(self):
-        self.pg_ctl("-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory} -c fsync=off", "start")
+        options = "".join(f" -c {setting}" for setting in self.settings)
+        self.pg_ctl("-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory}{options}", "start")
 
     def restart(self):
         self.pg_ctl("-m", "fast", "restart")
@@ -239,8 +243,8 @@ class Backends:
 
     SCOPES = "payments:read,payments:write,refunds:read,refunds:write"
 
-    def __init__(self, directory, api_key):
-        self.postgres = Postgres(directory / "postgres")
+    def __init__(self, directory, api_key, postgres_settings=("fsync=off",)):
+        self.postgres = Postgres(directory / "postgres", postgres_settings)
         self.redis_port, self.sim_port = free_port(), free_port()
         self.redis = Process("redis", directory, ["redis-server", "--bind", "127.0.0.1", "--port",
                                                   str(self.redis_port), "--save", "", "--appendonly", "no"])
