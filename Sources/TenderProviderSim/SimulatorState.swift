@@ -32,6 +32,11 @@ actor SimulatorState {
 
   private var intents: [String: Intent] = [:]
   private var refunds: [String: Refund] = [:]
+  /// Each intent's refunds, and what has yet to settle on its own: every request settles what is
+  /// due, so neither may cost a pass over all the books.
+  private var refundsOfIntent: [String: [String]] = [:]
+  private var unsettledIntents: Set<String> = []
+  private var unsettledRefunds: Set<String> = []
   private var idempotency: [String: Stored] = [:]
   private var inFlight: Set<String> = []
   private var flakyKeysSeen: Set<String> = []
@@ -134,6 +139,9 @@ actor SimulatorState {
 
   func store(_ intent: Intent) {
     self.intents[intent.id] = intent
+    if intent.status == "processing" && intent.paymentMethod == "pm_card_async" {
+      self.unsettledIntents.insert(intent.id)
+    }
   }
 
   func intent(_ id: String) -> Intent? {
@@ -183,13 +191,16 @@ actor SimulatorState {
   }
 
   func refunded(_ paymentIntent: String) -> Int64 {
-    self.refunds.values.filter { $0.paymentIntent == paymentIntent && $0.status != "failed" }.reduce(0) {
+    (self.refundsOfIntent[paymentIntent] ?? []).compactMap { self.refunds[$0] }.filter { $0.status != "failed" }.reduce(0) {
       $0 + $1.amount
     }
   }
 
   func store(_ refund: Refund) {
-    self.refunds[refund.id] = refund
+    if self.refunds.updateValue(refund, forKey: refund.id) == nil {
+      self.refundsOfIntent[refund.paymentIntent, default: []].append(refund.id)
+    }
+    if refund.status == "pending" { self.unsettledRefunds.insert(refund.id) }
   }
 
   func refund(_ id: String) -> Refund? {
@@ -203,8 +214,14 @@ actor SimulatorState {
     let now = ContinuousClock.now
     var intents: [Intent] = []
     var refunds: [Refund] = []
-    for (id, intent) in self.intents
-    where intent.status == "processing" && intent.paymentMethod == "pm_card_async" && now - intent.created >= delay {
+    for id in self.unsettledIntents {
+      guard let intent = self.intents[id], intent.status == "processing" else {
+        // Canceled meanwhile.
+        self.unsettledIntents.remove(id)
+        continue
+      }
+      guard now - intent.created >= delay else { continue }
+      self.unsettledIntents.remove(id)
       var settled = intent
       settled.status = intent.captureMethod == "manual" ? "requires_capture" : "succeeded"
       if intent.captureMethod == "manual" {
@@ -215,7 +232,13 @@ actor SimulatorState {
       self.intents[id] = settled
       intents.append(settled)
     }
-    for (id, refund) in self.refunds where refund.status == "pending" && now - refund.created >= delay {
+    for id in self.unsettledRefunds {
+      guard let refund = self.refunds[id], refund.status == "pending" else {
+        self.unsettledRefunds.remove(id)
+        continue
+      }
+      guard now - refund.created >= delay else { continue }
+      self.unsettledRefunds.remove(id)
       var settled = refund
       settled.status = "succeeded"
       self.refunds[id] = settled
