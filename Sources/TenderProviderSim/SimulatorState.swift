@@ -191,9 +191,11 @@ actor SimulatorState {
   }
 
   func refunded(_ paymentIntent: String) -> Int64 {
-    (self.refundsOfIntent[paymentIntent] ?? []).compactMap { self.refunds[$0] }.filter { $0.status != "failed" }.reduce(0) {
-      $0 + $1.amount
+    var total: Int64 = 0
+    for id in self.refundsOfIntent[paymentIntent] ?? [] {
+      if let refund = self.refunds[id], refund.status != "failed" { total += refund.amount }
     }
+    return total
   }
 
   func store(_ refund: Refund) {
