@@ -1,6 +1,6 @@
 /// Wake-ups shared by every replica: a transaction wrote payment events, or the standing of a
 /// token, client or merchant changed. They carry no data anyone relies on: a reader that wakes
-/// reads the source of truth. PostgreSQL sends them with `NOTIFY` from triggers.
+/// reads the source of truth. PostgreSQL carries them (`NOTIFY`).
 public enum FeedSignal: Sendable, Hashable {
   /// A transaction wrote payment events; its id (`xid8`), when known, so a reader can tell
   /// whether it has read them yet.

@@ -372,5 +372,38 @@ public enum Migrations {
         """,
       ]
     ),
+    Migration(
+      version: 10,
+      name: "lean_payment_writes",
+      statements: [
+        // A NOTIFY takes one lock for the whole database from its transaction's commit until the
+        // commit is flushed, so every payment transaction waited for the flush of the one before:
+        // no two commits shared a flush. The replica that commits events announces them once
+        // committed instead (PostgresEventAnnouncer), at most once per interval.
+        "DROP TRIGGER payment_events_notify ON payment_events",
+        "DROP FUNCTION tender_notify_payment_events()",
+        // A foreign key to merchants locks the merchant's row (FOR KEY SHARE) for every inserted
+        // row; concurrent writers of one merchant then share that lock through a new multixact
+        // per insert. These tables take their merchant from the payment or the caller's
+        // authenticated merchant in the same statement; payments and refunds keep theirs.
+        "ALTER TABLE idempotency_keys DROP CONSTRAINT idempotency_keys_merchant_id_fkey",
+        "ALTER TABLE provider_requests DROP CONSTRAINT provider_requests_merchant_id_fkey",
+        "ALTER TABLE payment_events DROP CONSTRAINT payment_events_merchant_id_fkey",
+        // No statement looks provider calls up by payment or refund.
+        "DROP INDEX provider_requests_by_payment",
+        "DROP INDEX provider_requests_by_refund",
+        // Feed order is the key: one index instead of the event id's and the order's.
+        "ALTER TABLE payment_events DROP CONSTRAINT payment_events_pkey",
+        "DROP INDEX payment_events_in_order",
+        "ALTER TABLE payment_events ADD PRIMARY KEY (tx, event_id)",
+        // One index of the few unfinished operations serves the completer (all of them, sorted
+        // by lock) and the reconciler (those of a payment, refunds included: a refund's key names
+        // its payment too), instead of three written on every claim.
+        "DROP INDEX idempotency_keys_unfinished",
+        "DROP INDEX idempotency_keys_open_payments",
+        "DROP INDEX idempotency_keys_open_refunds",
+        "CREATE INDEX idempotency_keys_open ON idempotency_keys (payment_id) WHERE recovery_point <> 'finished'",
+      ]
+    ),
   ]
 }

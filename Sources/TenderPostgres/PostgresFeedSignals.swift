@@ -2,9 +2,10 @@ public import Logging
 public import PostgresNIO
 public import TenderCore
 
-/// Feed signals from PostgreSQL: the triggers of migration 9 `NOTIFY` on `tender_payment_events`
-/// (payload: the writing transaction's id) and `tender_standing` (`token:`, `client:` or
-/// `merchant:` and an id). One pooled connection is held for `LISTEN` while it runs.
+/// Feed signals from PostgreSQL: `NOTIFY` on `tender_payment_events` from each replica's
+/// `PostgresEventAnnouncer` once payment events committed (payload: the newest writing
+/// transaction's id), and on `tender_standing` from the triggers of migration 9 (`token:`,
+/// `client:` or `merchant:` and an id). One pooled connection is held for `LISTEN` while it runs.
 public struct PostgresFeedSignals: FeedSignals {
   public static let eventsChannel = "tender_payment_events"
   public static let standingChannel = "tender_standing"

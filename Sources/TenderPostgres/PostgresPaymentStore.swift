@@ -13,11 +13,12 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
 
   public init(
     client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer(),
-    callTimeout: Duration? = PostgresStores.defaultCallTimeout, movements: MoneyMovements? = nil
+    callTimeout: Duration? = PostgresStores.defaultCallTimeout, movements: MoneyMovements? = nil,
+    announcer: PostgresEventAnnouncer? = nil
   ) {
     self.client = client
     self.logger = logger
-    self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout, movements: movements)
+    self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout, movements: movements, announcer: announcer)
   }
 
   static let columns = """
@@ -143,6 +144,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
           amountMinorUnits: payment.ledger.amount.minorUnits, createTime: time
         )
         MoneyMovements.record(.payment(payment))
+        WrittenEvents.record(transaction: tx)
         return (event, requestID)
       }
       return nil
@@ -164,7 +166,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
       ), event AS (
         INSERT INTO payment_events (merchant_id, payment_id, type, from_status, to_status, amount_minor)
         SELECT merchant_id, payment_id, $10::text, 'processing', $1::text, $11::bigint FROM updated WHERE $12::boolean
-        RETURNING event_id
+        RETURNING tx::text::bigint AS tx
       ), call AS (
         UPDATE provider_requests SET outcome = $18::text, finish_time = now()
         WHERE request_id = $17::bigint AND EXISTS (SELECT 1 FROM updated)
@@ -178,9 +180,10 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
       -- A payment written without its key finished would be a half-write: divide by zero to
       -- abort the whole statement instead.
       SELECT (SELECT count(*) FROM updated)::bigint
-        / (CASE WHEN (SELECT count(*) FROM updated) = (SELECT count(*) FROM finished) THEN 1 ELSE 0 END)
+        / (CASE WHEN (SELECT count(*) FROM updated) = (SELECT count(*) FROM finished) THEN 1 ELSE 0 END),
+        (SELECT tx FROM event)
       """
-    typealias Row = Int64
+    typealias Row = (Int64, Int64?)
 
     let payment: PaymentRecord
     let owner: KeyOwner
@@ -212,7 +215,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
       return binds
     }
 
-    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Int64.self) }
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
   }
 
   public func finishProcessing(
@@ -221,10 +224,11 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     precondition(owner.merchant == payment.merchantID, "the key of this payment's merchant")
     return try await self.database.run("payments.finish_processing", recordsMovements: true) {
       do {
-        for try await count in try await self.client.execute(
+        for try await (count, eventTransaction) in try await self.client.execute(
           FinishProcessing(payment: payment, owner: owner, response: response, call: call), logger: self.logger)
         {
           if count == 1, payment.ledger.status != .processing { MoneyMovements.record(.payment(payment)) }
+          if let eventTransaction { WrittenEvents.record(transaction: eventTransaction) }
           return count == 1
         }
       } catch let error as PSQLError where error.serverInfo?[.sqlState] == "22012" {
@@ -441,6 +445,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
       logger: logger
     )
     for try await (tx, id, created) in rows.decode((Int64, Int64, Date).self) {
+      WrittenEvents.record(transaction: tx)
       return PaymentEvent(
         position: EventPosition(transaction: tx, id: id), merchantID: merchant, paymentID: payment, refundID: refund,
         type: type, fromStatus: from, toStatus: to, amountMinorUnits: amount, createTime: created

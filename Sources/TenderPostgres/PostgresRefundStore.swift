@@ -14,11 +14,12 @@ public struct PostgresRefundStore: RefundStore {
 
   public init(
     client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer(),
-    callTimeout: Duration? = PostgresStores.defaultCallTimeout, movements: MoneyMovements? = nil
+    callTimeout: Duration? = PostgresStores.defaultCallTimeout, movements: MoneyMovements? = nil,
+    announcer: PostgresEventAnnouncer? = nil
   ) {
     self.client = client
     self.logger = logger
-    self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout, movements: movements)
+    self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout, movements: movements, announcer: announcer)
   }
 
   static let columns = """

@@ -48,6 +48,8 @@ public struct PostgresSettlementStore: SettlementStore {
     decode: @escaping @Sendable (PostgresRow) throws -> Record
   ) async throws -> [(Record, checks: Int)] {
     try await self.database.run(span) {
+      // Open keys are found by payment (the partial index `idempotency_keys_open`); a refund's
+      // key names its payment as well as the refund.
       let rows = try await self.client.query(
         PostgresQuery(
           unsafeSQL: """
@@ -57,7 +59,9 @@ public struct PostgresSettlementStore: SettlementStore {
               WHERE o.status = '\(open)' AND o.\(providerID) IS NOT NULL
                 AND o.update_time < now() - $1 * interval '1 millisecond'
                 AND (c.object_id IS NULL OR (c.abandon_time IS NULL AND c.next_check_time <= now()))
-                AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.\(id) = o.\(id) AND k.recovery_point <> 'finished')
+                AND NOT EXISTS (
+                  SELECT 1 FROM idempotency_keys k
+                  WHERE k.payment_id = o.payment_id AND k.\(id) = o.\(id) AND k.recovery_point <> 'finished')
               ORDER BY o.update_time LIMIT $2
             ) AS due
             """,

@@ -11,19 +11,24 @@ import Tracing
 /// so the RPC answers UNAVAILABLE `DATABASE_UNAVAILABLE` and is retried rather than hanging.
 ///
 /// With `movements`, the statuses a writing call's transaction (`recordsMovements`) made payments
-/// and refunds enter are reported once the call has returned (committed); reads collect nothing.
+/// and refunds enter are reported once the call has returned (committed); with `announcer`, the
+/// payment events it wrote are announced then. Reads collect nothing.
 struct DatabaseCalls: Sendable {
   let tracer: any Tracer
   let timeout: Duration?
   var movements: MoneyMovements? = nil
+  var announcer: PostgresEventAnnouncer? = nil
 
   func run<T: Sendable>(
     _ operation: String, recordsMovements: Bool = false, _ body: @escaping @Sendable () async throws -> T
   ) async throws -> T {
     let timeout = self.timeout
     let call = { try await traced(self.tracer, operation) { try await Bounded.run(within: timeout, body) } }
-    guard recordsMovements, let movements = self.movements else { return try await call() }
-    return try await movements.collecting(call)
+    guard recordsMovements else { return try await call() }
+    let announced: () async throws -> T =
+      if let announcer = self.announcer { { try await WrittenEvents.announcing(to: announcer, call) } } else { call }
+    guard let movements = self.movements else { return try await announced() }
+    return try await movements.collecting(announced)
   }
 }
 

@@ -95,20 +95,24 @@ public struct TenderPorts: Sendable {
     )
     let migrator = Migrator(client: postgres, logger: logger)
     let movements = MoneyMovements()
+    let announcer = PostgresEventAnnouncer(client: postgres, logger: logger)
     let timeout = configuration.databaseCallTimeout
     return TenderPorts(
       payments: PostgresPaymentStore(
-        client: postgres, logger: logger, tracer: tracer, callTimeout: timeout, movements: movements),
+        client: postgres, logger: logger, tracer: tracer, callTimeout: timeout, movements: movements,
+        announcer: announcer),
       calls: PostgresProviderCallLog(
         client: postgres, logger: logger, tracer: tracer, callTimeout: timeout),
       refunds: PostgresRefundStore(
-        client: postgres, logger: logger, tracer: tracer, callTimeout: timeout, movements: movements),
+        client: postgres, logger: logger, tracer: tracer, callTimeout: timeout, movements: movements,
+        announcer: announcer),
       idempotency: PostgresIdempotencyStore(
         client: postgres, logger: logger, tracer: tracer, callTimeout: timeout),
       settlement: PostgresSettlementStore(
         client: postgres, logger: logger, tracer: tracer, callTimeout: timeout),
       webhooks: PostgresWebhookInbox(
-        client: postgres, logger: logger, tracer: tracer, callTimeout: timeout, movements: movements),
+        client: postgres, logger: logger, tracer: tracer, callTimeout: timeout, movements: movements,
+        announcer: announcer),
       auth: PostgresAuthStore(
         client: postgres, logger: logger, tracer: tracer, callTimeout: timeout),
       standingCache: RedisTokenStandingCache(client: redis, prefix: configuration.redisKeyPrefix + "auth:"),
@@ -119,7 +123,9 @@ public struct TenderPorts: Sendable {
       // Redis is a dependency of readiness only when calls fail without it (the closed policy).
       probes: [PostgresReadinessProbe(client: postgres)]
         + (configuration.rateLimitFailureMode == .closed ? [RedisReadinessProbe(client: redis)] : []),
-      services: [postgres, redis, ConnectorLifecycle(connector: provider)],
+      // Stopped in reverse: the announcer announces what the last calls committed before the
+      // pool closes.
+      services: [postgres, redis, ConnectorLifecycle(connector: provider), announcer],
       migrate: { _ = try await migrator.migrate() },
       postgres: postgres,
       movements: movements
