@@ -53,7 +53,11 @@ public final class PostgresEventAnnouncer: Service, Sendable {
   }
 
   private func announcePending() async {
-    guard let transaction = self.pending.withLock({ pending in defer { pending = nil }; return pending }) else { return }
+    let pending = self.pending.withLock { pending in
+      defer { pending = nil }
+      return pending
+    }
+    guard let transaction = pending else { return }
     do {
       try await self.client.query(
         "SELECT pg_notify(\(PostgresFeedSignals.eventsChannel), \(String(transaction)))", logger: self.logger)
