@@ -16,6 +16,15 @@ let package = Package(
     .executable(name: "tender-provider-sim", targets: ["tender-provider-sim"]),
     .executable(name: "tender-load", targets: ["tender-load"]),
     .executable(name: "tender-fuzz", targets: ["tender-fuzz"]),
+    // For the micro-benchmarks (bench/micro), a package of their own that measures these modules.
+    .library(name: "TenderAPI", targets: ["TenderAPI"]),
+    .library(name: "TenderCore", targets: ["TenderCore"]),
+    .library(name: "TenderAuth", targets: ["TenderAuth"]),
+    .library(name: "TenderRedis", targets: ["TenderRedis"]),
+    .library(name: "TenderRPC", targets: ["TenderRPC"]),
+    .library(name: "TenderBridge", targets: ["TenderBridge"]),
+    .library(name: "TenderDevSupport", targets: ["TenderDevSupport"]),
+    .library(name: "TenderTesting", targets: ["TenderTesting"]),
   ],
   dependencies: [
     .package(url: "https://github.com/grpc/grpc-swift-2.git", exact: "2.4.3"),

@@ -185,6 +185,11 @@ def percentiles(latencies_us):
     return {"p50_ms": at(50), "p90_ms": at(90), "p99_ms": at(99), "p99.9_ms": at(99.9)}
 
 
+# The phases tender-load measures, by its names.
+RPCS = ["create", "refund", "get", "list"]
+PHASES = ["health", "reference", *RPCS, "pgbench"]
+
+
 def tender_load(settings, work, address, ca, client, watched, database):
     """tender-load over the payment RPCs; CPU and PostgreSQL's figures sampled at each measured
     phase's start and end (tender-load says when on its output, a line at a time)."""
@@ -192,7 +197,7 @@ def tender_load(settings, work, address, ca, client, watched, database):
     arguments = [str(settings.bin / "tender-load"), "--address", address, "--ca", str(ca), "--credentials",
                  str(client), "--concurrency", str(settings.clients), "--connections", "4", "--duration",
                  str(settings.duration), "--warmup", str(settings.warmup), "--json", str(json_path),
-                 "--rpcs", "create", "refund", "get", "list"]
+                 "--rpcs", *[phase for phase in settings.phases if phase in RPCS]]
     log = open(work / "tender-load.out", "w")
     process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watched.add("load driver", process.pid)
@@ -347,6 +352,8 @@ def main():
     parser.add_argument("--json", type=pathlib.Path, help="write the figures here as JSON too")
     parser.add_argument("--markdown", type=pathlib.Path, help="write the Markdown table here too")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs) afterwards")
+    parser.add_argument("--phases", nargs="+", choices=PHASES, default=PHASES,
+                        help="run only these phases (all by default)")
     parser.add_argument("--perf", action="store_true",
                         help="record every process with perf during each tender-load phase (keeps the work folder)")
     settings = parser.parse_args()
@@ -382,30 +389,34 @@ def main():
         watched.add("simulator", backends.simulator.process.pid)
 
         rows = []
-        print("== Health/Check over TLS, h2load", flush=True)
-        rows.append(h2load(settings, work, f"https://127.0.0.1:{grpc_port}/grpc.health.v1.Health/Check",
-                           "Tender", watched))
-        reference_port = cluster.free_port()
-        reference = cluster.Process("health-server", work, [
-            str(settings.reference), f"127.0.0.1:{reference_port}", str(work / "server.pem"),
-            str(work / "server-key.pem")])
-        reference.start()
-        others.append(reference)
-        cluster.wait_for(lambda: cluster.accepting(reference_port), 30, "the gRPC C++ server listening")
-        watched.add("gRPC C++", reference.process.pid)
-        rows.append(h2load(settings, work, f"https://127.0.0.1:{reference_port}/grpc.health.v1.Health/Check",
-                           "gRPC C++", watched))
-        del watched.pids["gRPC C++"]
-        reference.process.kill()
-        reference.process.wait()
+        if "health" in settings.phases:
+            print("== Health/Check over TLS, h2load", flush=True)
+            rows.append(h2load(settings, work, f"https://127.0.0.1:{grpc_port}/grpc.health.v1.Health/Check",
+                               "Tender", watched))
+        if "reference" in settings.phases:
+            reference_port = cluster.free_port()
+            reference = cluster.Process("health-server", work, [
+                str(settings.reference), f"127.0.0.1:{reference_port}", str(work / "server.pem"),
+                str(work / "server-key.pem")])
+            reference.start()
+            others.append(reference)
+            cluster.wait_for(lambda: cluster.accepting(reference_port), 30, "the gRPC C++ server listening")
+            watched.add("gRPC C++", reference.process.pid)
+            rows.append(h2load(settings, work, f"https://127.0.0.1:{reference_port}/grpc.health.v1.Health/Check",
+                               "gRPC C++", watched))
+            del watched.pids["gRPC C++"]
+            reference.process.kill()
+            reference.process.wait()
 
-        print("== payment RPCs, tender-load", flush=True)
-        rows += tender_load(settings, work, f"127.0.0.1:{grpc_port}", work / "ca.pem", client, watched, database)
+        if any(phase in RPCS for phase in settings.phases):
+            print("== payment RPCs, tender-load", flush=True)
+            rows += tender_load(settings, work, f"127.0.0.1:{grpc_port}", work / "ca.pem", client, watched, database)
         tender.process.send_signal(2)
         tender.process.wait(timeout=60)
 
-        print("== pgbench TPC-B", flush=True)
-        rows.append(pgbench(settings, work, database, watched))
+        if "pgbench" in settings.phases:
+            print("== pgbench TPC-B", flush=True)
+            rows.append(pgbench(settings, work, database, watched))
 
         result = {"started": started, "machine": machine(database), "settings": {
             "clients": settings.clients, "h2load": f"{settings.connections} connections x {settings.streams} streams",

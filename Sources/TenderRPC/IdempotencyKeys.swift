@@ -2,7 +2,7 @@ import Crypto
 import Foundation
 public import GRPCCore
 import GRPCProtobuf
-import SwiftProtobuf
+public import SwiftProtobuf
 public import TenderCore
 public import TenderOperations
 
@@ -70,7 +70,7 @@ public enum IdempotencyKeys {
   }
 
   /// SHA-256 of the method and the request's deterministic serialization.
-  static func fingerprint(method: String, message: some SwiftProtobuf.Message) throws -> [UInt8] {
+  public static func fingerprint(method: String, message: some SwiftProtobuf.Message) throws -> [UInt8] {
     var hash = SHA256()
     hash.update(data: Array(method.utf8) + [0])
     hash.update(data: try self.serialize(message))
