@@ -6,9 +6,11 @@ provider simulator, `tender serve` (the full interceptor chain; the per-client r
 of the way, the limiter still runs on every call), the load drivers, and gRPC C++'s own server as
 the reference for Health. In turn:
 
-  1. h2load on grpc.health.v1.Health/Check over TLS: Tender, then the C++ server;
-  2. tender-load on CreatePayment, CreateRefund, GetPayment and ListPayments;
-  3. pgbench's TPC-B on a database of the same PostgreSQL cluster, same client count.
+  1. Tender's RSS idle and holding 1,000 and 10,000 idle TLS connections (HTTP/2 set up);
+  2. h2load on grpc.health.v1.Health/Check over TLS: Tender, then the C++ server;
+  3. tender-load on CreatePayment, CreateRefund, GetPayment and ListPayments (and Tender's RSS
+     after them);
+  4. pgbench's TPC-B on a database of the same PostgreSQL cluster, same client count.
 
 For each phase it reads, from /proc, the CPU time every process spent (PostgreSQL: the postmaster
 and all its children, exited ones included), and from PostgreSQL's statistics the commits, rows and
@@ -21,7 +23,10 @@ import os
 import pathlib
 import platform
 import re
+import resource
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -148,6 +153,61 @@ def run_child(arguments, log, **kwargs):
     return process.returncode, usage.ru_utime + usage.ru_stime, output.decode(errors="replace")
 
 
+# ---- Memory ------------------------------------------------------------------------------------
+
+def rss_kib(pid):
+    """Resident memory of `pid` in KiB (VmRSS)."""
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise SystemExit(f"bench: no VmRSS for {pid}")
+
+
+# The HTTP/2 client preface and an empty SETTINGS frame: what a gRPC client sends first.
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def idle_connections(settings, work, port, pid):
+    """Tender's RSS idle and holding 1,000 and 10,000 idle TLS connections: each past the TLS
+    handshake (ALPN h2) and the HTTP/2 preface and SETTINGS exchange, then quiet, as a client
+    that connected and has not called yet. Measured before any load, 2 s after the last one
+    connected; the connections are closed afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max(settings.idle_connections) + 1000
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    context = ssl.create_default_context(cafile=str(work / "ca.pem"))
+    context.set_alpn_protocols(["h2"])
+    time.sleep(2)
+    idle = rss_kib(pid)
+    rows = [{"connections": 0, "rss_kib": idle, "bytes_per_connection": None}]
+    held = []
+    try:
+        for count in sorted(settings.idle_connections):
+            started = time.monotonic()
+            while len(held) < count:
+                connection = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30),
+                                                 server_hostname="localhost")
+                if connection.selected_alpn_protocol() != "h2":
+                    raise SystemExit("bench: the server did not choose h2")
+                connection.sendall(PREFACE)
+                if len(connection.recv(9)) < 9:  # the server's SETTINGS frame header
+                    raise SystemExit("bench: the server closed an idle connection at once")
+                held.append(connection)
+            opened = time.monotonic() - started
+            time.sleep(2)
+            rss = rss_kib(pid)
+            rows.append({"connections": count, "rss_kib": rss,
+                         "bytes_per_connection": round((rss - idle) * 1024 / count),
+                         "seconds_to_open": round(opened, 1)})
+            print(f"  {count} idle TLS connections: RSS {rss / 1024:.1f} MiB "
+                  f"({rows[-1]['bytes_per_connection']:,} bytes each over idle {idle / 1024:.1f} MiB)", flush=True)
+    finally:
+        for connection in held:
+            connection.close()
+    return rows
+
+
 def h2load(settings, work, url, name, watched):
     """One warm-up and one measured h2load run against `url` (an empty request: valid for Health)."""
     body = work / "empty.bin"
@@ -187,7 +247,7 @@ def percentiles(latencies_us):
 
 # The phases tender-load measures, by its names.
 RPCS = ["create", "refund", "get", "list"]
-PHASES = ["health", "reference", *RPCS, "pgbench"]
+PHASES = ["memory", "health", "reference", *RPCS, "pgbench"]
 
 
 def tender_load(settings, work, address, ca, client, watched, database):
@@ -296,7 +356,7 @@ def machine(database):
     }
 
 
-def ratios(rows):
+def ratios(rows, memory):
     by = {row["operation"]: row["throughput"] for row in rows}
     def ratio(a, b):
         return round(by[a] / by[b], 3) if by.get(a) and by.get(b) else None
@@ -310,6 +370,10 @@ def ratios(rows):
             round(create["cpu_us_per_op"]["postgres"] / tpcb["cpu_us_per_op"]["postgres"], 3)
             if create and tpcb and tpcb["cpu_us_per_op"]["postgres"] else None,
         "Tender CPU per payment, µs (target ≤ 300)": create["cpu_us_per_op"]["tender"] if create else None,
+        # Over the most connections measured, where the fixed costs weigh least.
+        "Tender RSS per idle TLS connection, bytes (target ≤ 30,000)":
+            max(memory.get("idle_connections", [{}]), key=lambda row: row.get("connections", 0)).get(
+                "bytes_per_connection"),
     }
 
 
@@ -335,6 +399,16 @@ def markdown(result):
             + " | ".join(cell(cpu.get(name)) for name in processes)
             + f" | {cell(pg.get('commits_per_op'))} | {cell(pg.get('rows_per_op'))} | "
               f"{cell(pg.get('hot_updates_per_op'))} | {cell(pg.get('wal_bytes_per_op'))} |")
+    memory = result.get("memory") or {}
+    if memory:
+        lines += ["", "| Tender's memory | RSS MiB | Bytes per connection over idle |", "|---|---|---|"]
+        for row in memory.get("idle_connections", []):
+            what = "idle" if row["connections"] == 0 else f"{row['connections']:,} idle TLS connections"
+            per_connection = row["bytes_per_connection"]
+            lines.append(f"| {what} | {row['rss_kib'] / 1024:.1f} | "
+                         f"{'–' if per_connection is None else f'{per_connection:,}'} |")
+        if "after_load_rss_kib" in memory:
+            lines.append(f"| after the tender-load phases | {memory['after_load_rss_kib'] / 1024:.1f} | – |")
     lines += ["", "| Ratio | Value |", "|---|---|"]
     lines += [f"| {name} | {'–' if value is None else value} |" for name, value in result["ratios"].items()]
     return "\n".join(lines)
@@ -352,6 +426,8 @@ def main():
     parser.add_argument("--json", type=pathlib.Path, help="write the figures here as JSON too")
     parser.add_argument("--markdown", type=pathlib.Path, help="write the Markdown table here too")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs) afterwards")
+    parser.add_argument("--idle-connections", type=int, nargs="+", default=[1000, 10000],
+                        help="idle TLS connections held open in the memory phase, one measurement per count")
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=PHASES,
                         help="run only these phases (all by default)")
     parser.add_argument("--perf", action="store_true",
@@ -389,6 +465,10 @@ def main():
         watched.add("simulator", backends.simulator.process.pid)
 
         rows = []
+        memory = {}
+        if "memory" in settings.phases:
+            print("== memory: idle TLS connections", flush=True)
+            memory["idle_connections"] = idle_connections(settings, work, grpc_port, tender.process.pid)
         if "health" in settings.phases:
             print("== Health/Check over TLS, h2load", flush=True)
             rows.append(h2load(settings, work, f"https://127.0.0.1:{grpc_port}/grpc.health.v1.Health/Check",
@@ -411,6 +491,7 @@ def main():
         if any(phase in RPCS for phase in settings.phases):
             print("== payment RPCs, tender-load", flush=True)
             rows += tender_load(settings, work, f"127.0.0.1:{grpc_port}", work / "ca.pem", client, watched, database)
+            memory["after_load_rss_kib"] = rss_kib(tender.process.pid)
         tender.process.send_signal(2)
         tender.process.wait(timeout=60)
 
@@ -420,8 +501,8 @@ def main():
 
         result = {"started": started, "machine": machine(database), "settings": {
             "clients": settings.clients, "h2load": f"{settings.connections} connections x {settings.streams} streams",
-            "duration_s": settings.duration, "warmup_s": settings.warmup}, "rows": rows}
-        result["ratios"] = ratios(rows)
+            "duration_s": settings.duration, "warmup_s": settings.warmup}, "rows": rows, "memory": memory}
+        result["ratios"] = ratios(rows, memory)
         table = markdown(result)
         print()
         print(table)
