@@ -6,7 +6,8 @@ provider simulator, `tender serve` (the full interceptor chain; the per-client r
 of the way, the limiter still runs on every call), the load drivers, and gRPC C++'s own server as
 the reference for Health. In turn:
 
-  1. Tender's RSS idle and holding 1,000 and 10,000 idle TLS connections (HTTP/2 set up);
+  1. the RSS of a `tender serve` of its own, idle and holding 1,000 and 10,000 idle TLS
+     connections (HTTP/2 set up);
   2. h2load on grpc.health.v1.Health/Check over TLS: Tender, then the C++ server;
   3. tender-load on CreatePayment, CreateRefund, GetPayment and ListPayments (and Tender's RSS
      after them);
@@ -168,10 +169,10 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x
 
 
 def idle_connections(settings, work, port, pid):
-    """Tender's RSS idle and holding 1,000 and 10,000 idle TLS connections: each past the TLS
-    handshake (ALPN h2) and the HTTP/2 preface and SETTINGS exchange, then quiet, as a client
-    that connected and has not called yet. Measured before any load, 2 s after the last one
-    connected; the connections are closed afterwards."""
+    """RSS of a `tender serve` of its own (`pid`), idle and holding 1,000 and 10,000 idle TLS
+    connections: each past the TLS handshake (ALPN h2) and the HTTP/2 preface and SETTINGS
+    exchange, then quiet, as a client that connected and has not called yet. Measured 2 s after
+    the last one connected; the connections are closed afterwards."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = max(settings.idle_connections) + 1000
     if soft < wanted:
@@ -408,7 +409,7 @@ def markdown(result):
             lines.append(f"| {what} | {row['rss_kib'] / 1024:.1f} | "
                          f"{'–' if per_connection is None else f'{per_connection:,}'} |")
         if "after_load_rss_kib" in memory:
-            lines.append(f"| after the tender-load phases | {memory['after_load_rss_kib'] / 1024:.1f} | – |")
+            lines.append(f"| after the load phases (Health, payment RPCs) | {memory['after_load_rss_kib'] / 1024:.1f} | – |")
     lines += ["", "| Ratio | Value |", "|---|---|"]
     lines += [f"| {name} | {'–' if value is None else value} |" for name, value in result["ratios"].items()]
     return "\n".join(lines)
@@ -448,15 +449,29 @@ def main():
         client_id, secret = backends.create_client(merchant)
         client = work / "client.json"
         client.write_text(json.dumps({"clientID": client_id, "clientSecret": secret}))
-        grpc_port, http_port = cluster.free_port(), cluster.free_port()
-        tender = cluster.Process("tender", work, [
-            str(settings.bin / "tender"), "serve", "--grpc-address", f"127.0.0.1:{grpc_port}",
-            "--http-address", f"127.0.0.1:{http_port}", "--tls-cert", str(work / "server.pem"),
-            "--tls-key", str(work / "server-key.pem"), "--rate-limit", "1000000/s,burst=1000000",
-            "--log-level", "warning"], backends.environment)
-        tender.start()
-        others.append(tender)
-        cluster.wait_for(lambda: cluster.accepting(grpc_port), 60, "tender serve listening")
+        def serve():
+            grpc_port, http_port = cluster.free_port(), cluster.free_port()
+            process = cluster.Process("tender", work, [
+                str(settings.bin / "tender"), "serve", "--grpc-address", f"127.0.0.1:{grpc_port}",
+                "--http-address", f"127.0.0.1:{http_port}", "--tls-cert", str(work / "server.pem"),
+                "--tls-key", str(work / "server-key.pem"), "--rate-limit", "1000000/s,burst=1000000",
+                "--log-level", "warning"], backends.environment)
+            process.start()
+            others.append(process)
+            cluster.wait_for(lambda: cluster.accepting(grpc_port), 60, "tender serve listening")
+            return process, grpc_port
+
+        memory = {}
+        if "memory" in settings.phases:
+            # A server of its own, stopped afterwards: the memory the connections leave in the
+            # allocator's arenas then changes no later reading.
+            print("== memory: idle TLS connections", flush=True)
+            fresh, port = serve()
+            memory["idle_connections"] = idle_connections(settings, work, port, fresh.process.pid)
+            fresh.process.send_signal(2)
+            fresh.process.wait(timeout=60)
+
+        tender, grpc_port = serve()
 
         watched = Watched()
         watched.add("tender", tender.process.pid)
@@ -465,10 +480,6 @@ def main():
         watched.add("simulator", backends.simulator.process.pid)
 
         rows = []
-        memory = {}
-        if "memory" in settings.phases:
-            print("== memory: idle TLS connections", flush=True)
-            memory["idle_connections"] = idle_connections(settings, work, grpc_port, tender.process.pid)
         if "health" in settings.phases:
             print("== Health/Check over TLS, h2load", flush=True)
             rows.append(h2load(settings, work, f"https://127.0.0.1:{grpc_port}/grpc.health.v1.Health/Check",
