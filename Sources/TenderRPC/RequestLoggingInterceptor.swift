@@ -25,9 +25,11 @@ public struct RequestLoggingInterceptor: ServerInterceptor {
     let peer = context.remotePeer
     let record = ServiceContext.current?.callRecord
     @Sendable func log(_ code: RPCError.Code?, unmapped: (any Error)?) {
+      let level: Logger.Level = code.map(Self.isServerFault) == true ? .error : .info
+      // Below the logger's level the line's fields are not even made.
+      guard logger.logLevel <= level else { return }
       let elapsed = ContinuousClock.now - start
       let microseconds = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
-      let level: Logger.Level = code.map(Self.isServerFault) == true ? .error : .info
       var metadata: Logger.Metadata = [
         "rpc.method": "\(method)",
         "rpc.peer": "\(peer)",
