@@ -13,19 +13,7 @@ struct FeedSignalsTests {
     "A transaction that writes payment events names itself; a revocation, a disabled client and a disabled merchant name whose standing changed"
   )
   func signals() async throws {
-    let url = try await TestPostgres.makeDatabase()
-    let (clientID, _) = try await TestPostgres.makeClient(
-      database: url, merchantID: "mer_a", scopes: ["payments:read"])
-    let logger = Logger(label: "tender.test.signals")
-    try await withPostgresClient(url) { client in
-      let (received, continuation) = AsyncStream.makeStream(of: FeedSignal.self)
-      let listener = Task {
-        try await PostgresFeedSignals(client: client, logger: logger).listen { continuation.yield($0) }
-      }
-      defer { listener.cancel() }
-      var signals = received.makeAsyncIterator()
-      #expect(await signals.next() == .resynchronize)
-
+    try await Self.listening { client, signals, logger, clientID in
       let announcer = PostgresEventAnnouncer(client: client, logger: logger)
       let announcing = Task { try await announcer.run() }
       defer { announcing.cancel() }
@@ -52,18 +40,7 @@ struct FeedSignalsTests {
     "Payment events are announced once committed: a write that rolls back announces nothing, and what commits between two announcements is announced once, by its newest transaction"
   )
   func announcements() async throws {
-    let url = try await TestPostgres.makeDatabase()
-    _ = try await TestPostgres.makeClient(database: url, merchantID: "mer_a", scopes: ["payments:read"])
-    let logger = Logger(label: "tender.test.announcements")
-    try await withPostgresClient(url) { client in
-      let (received, continuation) = AsyncStream.makeStream(of: FeedSignal.self)
-      let listener = Task {
-        try await PostgresFeedSignals(client: client, logger: logger).listen { continuation.yield($0) }
-      }
-      defer { listener.cancel() }
-      var signals = received.makeAsyncIterator()
-      #expect(await signals.next() == .resynchronize)
-
+    try await Self.listening { client, signals, logger, _ in
       // Reported before the announcer runs: announced together, once, by the newest.
       let announcer = PostgresEventAnnouncer(client: client, logger: logger)
       for transaction in [Int64(7), 9, 8] { announcer.committed(transaction: transaction) }
@@ -91,6 +68,28 @@ struct FeedSignalsTests {
       let fourth = try await store.insert(PaymentStoreTests.newPayment("mer_a"))
       #expect(third.position.transaction < fourth.position.transaction)
       #expect(await signals.next() == .events(transaction: fourth.position.transaction))
+    }
+  }
+
+  /// Runs `body` with a client of a new database, whose merchant `mer_a` has an API client (its
+  /// id is passed on), and the feed signals that database sends, the first (`resynchronize`)
+  /// already taken.
+  static func listening(
+    _ body: (PostgresClient, inout AsyncStream<FeedSignal>.Iterator, Logger, String) async throws -> Void
+  ) async throws {
+    let url = try await TestPostgres.makeDatabase()
+    let (clientID, _) = try await TestPostgres.makeClient(
+      database: url, merchantID: "mer_a", scopes: ["payments:read"])
+    let logger = Logger(label: "tender.test.signals")
+    try await withPostgresClient(url) { client in
+      let (received, continuation) = AsyncStream.makeStream(of: FeedSignal.self)
+      let listener = Task {
+        try await PostgresFeedSignals(client: client, logger: logger).listen { continuation.yield($0) }
+      }
+      defer { listener.cancel() }
+      var signals = received.makeAsyncIterator()
+      #expect(await signals.next() == .resynchronize)
+      try await body(client, &signals, logger, clientID)
     }
   }
 }
