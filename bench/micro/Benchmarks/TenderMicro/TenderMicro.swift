@@ -252,9 +252,8 @@ func accessTokens() {
 func redisRoundTrips() {
   let redis = Fixture<(LocalRedis, RedisClient)>(
     start: {
-      let directory = URL(fileURLWithPath: NSTemporaryDirectory())
-        .appendingPathComponent("tender-bench-redis-\(getpid())", isDirectory: true)
-      let server = try await LocalRedis.start(in: directory, port: try LocalPostgres.freePort())
+      // The tests' throwaway server: its own folder and port, stopped at exit at the latest.
+      let server = try await TestRedis.privateServer()
       let client = RedisClient(
         configuration: try RedisConfiguration(url: server.url), logger: Logger(label: "tender.bench.redis"))
       return (server, client)
