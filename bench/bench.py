@@ -173,10 +173,6 @@ def idle_connections(settings, work, port, pid):
     connections: each past the TLS handshake (ALPN h2) and the HTTP/2 preface and SETTINGS
     exchange, then quiet, as a client that connected and has not called yet. Measured 2 s after
     the last one connected; the connections are closed afterwards."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = max(settings.idle_connections) + 1000
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
     context = ssl.create_default_context(cafile=str(work / "ca.pem"))
     context.set_alpn_protocols(["h2"])
     time.sleep(2)
@@ -434,6 +430,11 @@ def main():
     parser.add_argument("--perf", action="store_true",
                         help="record every process with perf during each tender-load phase (keeps the work folder)")
     settings = parser.parse_args()
+    # Room for the memory phase's connections, in this process and in the servers it starts.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max(settings.idle_connections) + 1000
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
     os.environ["TENDER_BIN"] = str(settings.bin / "tender")
 
     work = cluster.workspace("tender-bench-")
