@@ -11,7 +11,9 @@ the reference for Health. In turn:
   2. h2load on grpc.health.v1.Health/Check over TLS: Tender, then the C++ server;
   3. tender-load on CreatePayment, CreateRefund, GetPayment and ListPayments (and Tender's RSS
      after them);
-  4. pgbench's TPC-B on a database of the same PostgreSQL cluster, same client count.
+  4. pgbench's TPC-B on a database of the same PostgreSQL cluster, same client count;
+  5. at scale: GetPayment and ListPayments with 10,000 and then 10,000,000 payments stored (a
+     database and `tender serve` of their own; rows loaded with COPY by bench/payment_rows.py).
 
 For each phase it reads, from /proc, the CPU time every process spent (PostgreSQL: the postmaster
 and all its children, exited ones included), and from PostgreSQL's statistics the commits, rows and
@@ -36,6 +38,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 import cluster  # noqa: E402
+import payment_rows  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 API_KEY = "sk_test_bench"
@@ -244,18 +247,19 @@ def percentiles(latencies_us):
 
 # The phases tender-load measures, by its names.
 RPCS = ["create", "refund", "get", "list"]
-PHASES = ["memory", "health", "reference", *RPCS, "pgbench"]
+PHASES = ["memory", "health", "reference", *RPCS, "pgbench", "scale"]
 
 
-def tender_load(settings, work, address, ca, client, watched, database):
-    """tender-load over the payment RPCs; CPU and PostgreSQL's figures sampled at each measured
-    phase's start and end (tender-load says when on its output, a line at a time)."""
-    json_path = work / "tender-load.json"
+def tender_load(settings, work, address, ca, client, watched, database, rpcs, arguments=(), name="tender-load",
+                snapshot_database="postgres", callers=None):
+    """tender-load over the payment RPCs `rpcs`; CPU and PostgreSQL's figures sampled at each
+    measured phase's start and end (tender-load says when on its output, a line at a time)."""
+    json_path = work / f"{name}.json"
     arguments = [str(settings.bin / "tender-load"), "--address", address, "--ca", str(ca), "--credentials",
-                 str(client), "--concurrency", str(settings.clients), "--connections", "4", "--duration",
+                 str(client), "--concurrency", str(callers or settings.clients), "--connections", "4", "--duration",
                  str(settings.duration), "--warmup", str(settings.warmup), "--json", str(json_path),
-                 "--rpcs", *[phase for phase in settings.phases if phase in RPCS]]
-    log = open(work / "tender-load.out", "w")
+                 *arguments, "--rpcs", *rpcs]
+    log = open(work / f"{name}.out", "w")
     process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watched.add("load driver", process.pid)
     marks = []
@@ -267,7 +271,7 @@ def tender_load(settings, work, address, ca, client, watched, database):
         print(f"  {line.rstrip()}", flush=True)
         if line.startswith("tender-load: measuring "):
             rpc = line.split()[-1]
-            current = (rpc, watched.sample(), database.snapshot("postgres"))
+            current = (rpc, watched.sample(), database.snapshot(snapshot_database))
             if settings.perf:
                 # Every process on the machine, with call graphs: `perf report -i FILE --sort comm,dso`.
                 recorder = subprocess.Popen(["perf", "record", "-a", "-g", "-F", "499", "-o",
@@ -280,26 +284,79 @@ def tender_load(settings, work, address, ca, client, watched, database):
                 recorder = None
             cpu = watched.sample()
             database.stats_flushed()
-            marks.append((*current, cpu, database.snapshot("postgres")))
+            marks.append((*current, cpu, database.snapshot(snapshot_database)))
             current = None
     process.wait()
     del watched.pids["load driver"]
     if process.returncode != 0:
-        raise SystemExit(f"bench: tender-load failed (exit {process.returncode}); see {work / 'tender-load.out'}")
+        raise SystemExit(f"bench: tender-load failed (exit {process.returncode}); see {work / f'{name}.out'}")
     phases = {phase["rpc"]: phase for phase in json.loads(json_path.read_text())}
     rows = []
     for rpc, cpu_before, db_before, cpu_after, db_after in marks:
         phase = phases[rpc]
         ok = phase["succeeded"]
         rows.append({
-            "operation": rpc, "callers": settings.clients, "ok": ok, "failed": phase["requests"] - ok,
+            "operation": rpc, "callers": callers or settings.clients, "ok": ok, "failed": phase["requests"] - ok,
             "errors": phase["errors"], "seconds": round(phase["seconds"], 2), "throughput": round(ok / phase["seconds"], 1),
             **{f"{name}_ms": round(phase[key], 2) for name, key in
                (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p99.9", "p999"))},
             "cpu_us_per_op": per_op_micros(cpu_before, cpu_after, ok),
-            "postgres_per_op": statistics_delta(db_before, db_after, ok, "postgres"),
+            "postgres_per_op": statistics_delta(db_before, db_after, ok, snapshot_database),
         })
     return rows
+
+
+def scale(settings, work, backends, database, serve):
+    """GetPayment, ListPayments' first page and the first page of failed payments with few and
+    with many payments stored: a database of its own on the same cluster, and a `tender serve` on
+    it. The payments (one merchant's) are loaded with COPY in steps, one per count of
+    `--scale-rows`; after each step VACUUM ANALYZE and a checkpoint, then tender-load reads
+    payments drawn at random from all those stored, with `--scale-clients` callers: few enough that
+    a latency is the reads' own, not mostly the wait behind 63 other callers on 2 cores."""
+    name = "tender_scale"
+    url = database.postgres.url.replace("/postgres?", f"/{name}?")
+    database.postgres.query(f"DROP DATABASE IF EXISTS {name}")
+    database.postgres.query(f"CREATE DATABASE {name}")
+    environment = dict(backends.environment, TENDER_DATABASE_URL=url)
+    merchant = "mer_scale"
+    backends.admin("migrate", environment=environment)
+    backends.admin("merchant", "create", "--id", merchant, "--name", "Scale", environment=environment)
+    client_id, secret = backends.create_client(merchant, environment=environment)
+    client = work / "scale-client.json"
+    client.write_text(json.dumps({"clientID": client_id, "clientSecret": secret}))
+    tender, port = serve(environment)
+    watched = Watched()
+    watched.add("tender", tender.process.pid)
+    watched.add("postgres", database.postmaster, tree=True)
+    watched.add("redis", backends.redis.process.pid)
+    rows, steps = [], []
+    stored, total = 0, max(settings.scale_rows)
+    for count in sorted(settings.scale_rows):
+        print(f"== {count:,} payments stored: loading {count - stored:,} with COPY", flush=True)
+        seconds = payment_rows.copy(url, merchant, stored, count, total, lambda done, elapsed: print(
+            f"  {done:,} rows in {elapsed:.0f} s", flush=True))
+        stored = count
+        began = time.monotonic()
+        subprocess.run(["psql", url, "-Xq", "-c", "VACUUM (ANALYZE) payments", "-c", "CHECKPOINT"], check=True)
+        vacuumed = time.monotonic() - began
+        size = int(subprocess.run(["psql", url, "-XAtq", "-c", "SELECT pg_total_relation_size('payments')"],
+                                  check=True, capture_output=True, text=True).stdout)
+        ids = work / f"scale-{count}.ids"
+        ids.write_text("\n".join(payment_rows.sample(0, count, 1000)) + "\n")
+        measured = tender_load(settings, work, f"127.0.0.1:{port}", work / "ca.pem", client, watched, database,
+                               ["get", "list", "list-failed"], ["--payment-ids", str(ids)], name=f"scale-{count}",
+                               snapshot_database=name, callers=settings.scale_clients)
+        for row in measured:
+            row["stored"] = count
+            row["operation"] = f"{row['operation']}, {count:,} stored"
+        rows += measured
+        steps.append({"stored": count, "copy_s": round(seconds, 1), "vacuum_analyze_checkpoint_s": round(vacuumed, 1),
+                      "payments_bytes": size, **{
+                          f"{row['operation'].split(',')[0]} {percentile}": row[f"{percentile}_ms"]
+                          for row in measured for percentile in ("p50", "p99")}})
+    tender.process.send_signal(2)
+    tender.process.wait(timeout=60)
+    return rows, steps
 
 
 def pgbench(settings, work, database, watched):
@@ -353,6 +410,15 @@ def machine(database):
     }
 
 
+def scale_ratio(rows, operation):
+    """`operation`'s p99 with the most payments stored over its p99 with the fewest."""
+    measured = sorted((row for row in rows if row.get("stored") and row["operation"].split(",")[0] == operation),
+                      key=lambda row: row["stored"])
+    if len(measured) < 2 or not measured[0]["p99_ms"]:
+        return None
+    return round(measured[-1]["p99_ms"] / measured[0]["p99_ms"], 3)
+
+
 def ratios(rows, memory):
     by = {row["operation"]: row["throughput"] for row in rows}
     def ratio(a, b):
@@ -371,6 +437,9 @@ def ratios(rows, memory):
         "Tender RSS per idle TLS connection, bytes (target ≤ 30,000)":
             max(memory.get("idle_connections", [{}]), key=lambda row: row.get("connections", 0)).get(
                 "bytes_per_connection"),
+        "ListPayments p99, most stored / fewest stored (target ≤ 1.2)": scale_ratio(rows, "ListPayments"),
+        "ListPayments[failed] p99, most stored / fewest stored": scale_ratio(rows, "ListPayments[failed]"),
+        "GetPayment p99, most stored / fewest stored": scale_ratio(rows, "GetPayment"),
     }
 
 
@@ -406,6 +475,12 @@ def markdown(result):
                          f"{'–' if per_connection is None else f'{per_connection:,}'} |")
         if "after_load_rss_kib" in memory:
             lines.append(f"| after the load phases (Health, payment RPCs) | {memory['after_load_rss_kib'] / 1024:.1f} | – |")
+    if result.get("scale"):
+        lines += ["", "| Payments stored | Loaded in s | VACUUM ANALYZE + CHECKPOINT s | Table + indexes MiB |",
+                  "|---|---|---|---|"]
+        for step in result["scale"]:
+            lines.append(f"| {step['stored']:,} | {step['copy_s']} | {step['vacuum_analyze_checkpoint_s']} | "
+                         f"{step['payments_bytes'] / 1048576:,.1f} |")
     lines += ["", "| Ratio | Value |", "|---|---|"]
     lines += [f"| {name} | {'–' if value is None else value} |" for name, value in result["ratios"].items()]
     return "\n".join(lines)
@@ -425,6 +500,9 @@ def main():
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs) afterwards")
     parser.add_argument("--idle-connections", type=int, nargs="+", default=[1000, 10000],
                         help="idle TLS connections held open in the memory phase, one measurement per count")
+    parser.add_argument("--scale-rows", type=int, nargs="+", default=[10_000, 10_000_000],
+                        help="payments stored in the scale phase, one measurement per count")
+    parser.add_argument("--scale-clients", type=int, default=8, help="tender-load callers in the scale phase")
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=PHASES,
                         help="run only these phases (all by default)")
     parser.add_argument("--perf", action="store_true",
@@ -450,13 +528,13 @@ def main():
         client_id, secret = backends.create_client(merchant)
         client = work / "client.json"
         client.write_text(json.dumps({"clientID": client_id, "clientSecret": secret}))
-        def serve():
+        def serve(environment=backends.environment):
             grpc_port, http_port = cluster.free_port(), cluster.free_port()
             process = cluster.Process("tender", work, [
                 str(settings.bin / "tender"), "serve", "--grpc-address", f"127.0.0.1:{grpc_port}",
                 "--http-address", f"127.0.0.1:{http_port}", "--tls-cert", str(work / "server.pem"),
                 "--tls-key", str(work / "server-key.pem"), "--rate-limit", "1000000/s,burst=1000000",
-                "--log-level", "warning"], backends.environment)
+                "--log-level", "warning"], environment)
             process.start()
             others.append(process)
             cluster.wait_for(lambda: cluster.accepting(grpc_port), 60, "tender serve listening")
@@ -502,7 +580,8 @@ def main():
 
         if any(phase in RPCS for phase in settings.phases):
             print("== payment RPCs, tender-load", flush=True)
-            rows += tender_load(settings, work, f"127.0.0.1:{grpc_port}", work / "ca.pem", client, watched, database)
+            rows += tender_load(settings, work, f"127.0.0.1:{grpc_port}", work / "ca.pem", client, watched, database,
+                                [phase for phase in settings.phases if phase in RPCS])
             memory["after_load_rss_kib"] = rss_kib(tender.process.pid)
         tender.process.send_signal(2)
         tender.process.wait(timeout=60)
@@ -511,9 +590,15 @@ def main():
             print("== pgbench TPC-B", flush=True)
             rows.append(pgbench(settings, work, database, watched))
 
+        scaled = []
+        if "scale" in settings.phases:
+            scale_rows, scaled = scale(settings, work, backends, database, serve)
+            rows += scale_rows
+
         result = {"started": started, "machine": machine(database), "settings": {
             "clients": settings.clients, "h2load": f"{settings.connections} connections x {settings.streams} streams",
-            "duration_s": settings.duration, "warmup_s": settings.warmup}, "rows": rows, "memory": memory}
+            "duration_s": settings.duration, "warmup_s": settings.warmup}, "rows": rows, "memory": memory,
+            "scale": scaled}
         result["ratios"] = ratios(rows, memory)
         table = markdown(result)
         print()

@@ -3,7 +3,8 @@
 # (durable), Redis, the provider simulator and `tender serve` as separate processes and measures
 # Tender's memory idle and with 1,000 and 10,000 idle TLS connections, Health/Check (h2load,
 # beside gRPC C++'s own server), CreatePayment, CreateRefund, GetPayment and ListPayments
-# (tender-load) and pgbench's TPC-B at the same client count, with the CPU time of every process
+# (tender-load), pgbench's TPC-B at the same client count, and GetPayment and ListPayments with
+# 10,000 and with 10,000,000 payments stored (loaded with COPY), with the CPU time of every process
 # and PostgreSQL's commits, rows and WAL per operation. Prints a Markdown table and writes it, with
 # the JSON figures, to .build-bench/. BENCHMARKS.md says how to read it.
 #   CLIENTS (64) DURATION (20 s) WARMUP (3 s) CONNECTIONS (16 h2load connections) STREAMS (32)

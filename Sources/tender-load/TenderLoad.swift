@@ -22,14 +22,17 @@ struct TenderLoad: AsyncParsableCommand {
 
   enum RPC: String, ExpressibleByArgument, CaseIterable {
     case create, refund, get, list
+    /// ListPayments of failed payments only: the status filter's index path.
+    case listFailed = "list-failed"
 
-    /// The RPC's name in reports.
+    /// The RPC's name in reports (one word: the benchmark reads it off the output).
     var method: String {
       switch self {
       case .create: "CreatePayment"
       case .refund: "CreateRefund"
       case .get: "GetPayment"
       case .list: "ListPayments"
+      case .listFailed: "ListPayments[failed]"
       }
     }
   }
@@ -44,7 +47,12 @@ struct TenderLoad: AsyncParsableCommand {
   var credentials: String
 
   @Option(parsing: .upToNextOption, help: "RPCs to measure, one after the other.")
-  var rpcs: [RPC] = RPC.allCases
+  var rpcs: [RPC] = [.create, .refund, .get, .list]
+
+  @Option(
+    name: .customLong("payment-ids"),
+    help: "GetPayment and CreateRefund use the payments listed in this file (one id a line) instead.")
+  var paymentIDs: String?
 
   @Option(help: "Concurrent callers.")
   var concurrency = 64
@@ -152,7 +160,10 @@ struct TenderLoad: AsyncParsableCommand {
       say(
         "tender-load: \(settings.concurrency) callers over \(settings.connections) connections to \(settings.address), \(settings.duration) s per RPC after \(settings.warmup) s warm-up"
       )
-      var paymentIDs: [String] = []
+      var paymentIDs: [String] =
+        try settings.paymentIDs.map {
+          try String(contentsOfFile: $0, encoding: .utf8).split(whereSeparator: \.isNewline).map(String.init)
+        } ?? []
       var phases: [PhaseFigures] = []
       for rpc in settings.rpcs {
         if rpc == .get, paymentIDs.isEmpty, let given = settings.paymentID {
@@ -383,6 +394,12 @@ struct Driver: Sendable {
                   .with { $0.paymentID = paymentIDs.randomElement() ?? "" }, metadata: self.auth)
               case .list:
                 _ = try await client.listPayments(.with { $0.pageSize = 20 }, metadata: self.auth)
+              case .listFailed:
+                _ = try await client.listPayments(
+                  .with {
+                    $0.pageSize = 20
+                    $0.statuses = [.failed]
+                  }, metadata: self.auth)
               }
               let elapsed = began.duration(to: clock.now)
               _ = result.histogram.record(

@@ -267,14 +267,15 @@ class Backends:
         wait_for(lambda: accepting(self.sim_port), 60, "the simulator listening")
         self.admin("migrate")
 
-    def admin(self, *arguments):
-        """`tender ARGUMENTS` against these backends; its output."""
+    def admin(self, *arguments, environment=None):
+        """`tender ARGUMENTS` against these backends (or as `environment` says); its output."""
         return subprocess.run([binary(), *arguments], check=True, capture_output=True, text=True,
-                              env=dict(os.environ, **self.environment)).stdout
+                              env=dict(os.environ, **(environment or self.environment))).stdout
 
-    def create_client(self, merchant):
+    def create_client(self, merchant, environment=None):
         """A new API client of `merchant` with every scope: (client id, secret)."""
-        created = self.admin("client", "create", "--merchant", merchant, "--scopes", self.SCOPES)
+        created = self.admin("client", "create", "--merchant", merchant, "--scopes", self.SCOPES,
+                             environment=environment)
         fields = dict(line.split(":", 1) for line in created.splitlines() if ":" in line)
         return fields["client_id"].strip(), fields["client_secret"].strip()
 
