@@ -458,6 +458,7 @@ let package = Package(
       name: "TenderRedisTests",
       dependencies: [
         "TenderRedis",
+        "TenderAuth",
         "TenderDevSupport",
         "TenderCore",
         "TenderServer",

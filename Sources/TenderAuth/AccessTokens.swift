@@ -247,17 +247,34 @@ public struct TokenAuthority: Sendable {
   /// the shared cache when it knows, else from the store (and is cached briefly).
   public func authenticate(_ token: String) async throws(AuthFailure) -> VerifiedToken {
     let verified = try await self.verify(token)
+    try await self.checkStanding(of: verified, cached: nil, askCache: true)
+    return verified
+  }
+
+  /// The standing half of `authenticate`, for a verified token whose cached standing was read
+  /// already (with its call's rate limit: `CallAdmissionStore`): `cached`, else the store's (and
+  /// then cached briefly).
+  public func checkStanding(of verified: VerifiedToken, cached: TokenStanding?) async throws(AuthFailure) {
+    try await self.checkStanding(of: verified, cached: cached, askCache: false)
+  }
+
+  private func checkStanding(
+    of verified: VerifiedToken, cached: TokenStanding?, askCache: Bool
+  ) async throws(AuthFailure) {
     let standing: TokenStanding
-    do {
-      standing = try await self.standing(of: verified)
-    } catch {
-      // Without the source of truth the token's standing is unknown: refuse rather than guess.
-      self.logger.error("token standing unavailable", metadata: ["error": "\(String(reflecting: error))"])
-      throw .standingUnavailable
+    if let cached {
+      standing = cached
+    } else {
+      do {
+        standing = try await self.standing(of: verified, askCache: askCache)
+      } catch {
+        // Without the source of truth the token's standing is unknown: refuse rather than guess.
+        self.logger.error("token standing unavailable", metadata: ["error": "\(String(reflecting: error))"])
+        throw .standingUnavailable
+      }
     }
     if standing.revoked { throw .revoked }
     guard standing.clientStatus == .active else { throw .clientDisabled }
-    return verified
   }
 
   /// Whether a token accepted earlier is still in good standing, read from the store itself (the
@@ -271,10 +288,10 @@ public struct TokenAuthority: Sendable {
     return standing.clientStatus == .active ? nil : .clientDisabled
   }
 
-  private func standing(of token: VerifiedToken) async throws -> TokenStanding {
+  private func standing(of token: VerifiedToken, askCache: Bool) async throws -> TokenStanding {
     let clientID = token.caller.clientID
     let tokenID = token.caller.tokenID
-    if let cache = self.cache {
+    if askCache, let cache = self.cache {
       do {
         if let cached = try await cache.standing(clientID: clientID, tokenID: tokenID) { return cached }
       } catch {

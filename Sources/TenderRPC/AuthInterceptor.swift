@@ -13,12 +13,19 @@ import TenderCore
 /// Refusals: UNAUTHENTICATED with an `ErrorInfo` reason (TOKEN_MISSING, TOKEN_INVALID,
 /// TOKEN_EXPIRED, TOKEN_REVOKED, CLIENT_DISABLED); PERMISSION_DENIED with SCOPE_MISSING. Each is
 /// counted in `tender_auth_failures_total{reason}` and the detailed reason is on the log line.
+///
+/// With `admission`, a verified token's cached standing is read in the same round trip that takes
+/// the call's token from its client's rate-limit bucket; a call that passes auth then gets the
+/// bucket's answer (RESOURCE_EXHAUSTED when empty), as the rate-limit interceptor would give it.
+/// A call refused for its token's standing has used a token of its client's bucket too.
 public struct AuthInterceptor: ServerInterceptor {
   private let authority: TokenAuthority
+  private let admission: ClientAdmission?
   private let failures: [String: Counter]
 
-  public init(authority: TokenAuthority, metrics: any MetricsFactory) {
+  public init(authority: TokenAuthority, admission: ClientAdmission? = nil, metrics: any MetricsFactory) {
     self.authority = authority
+    self.admission = admission
     var failures: [String: Counter] = [:]
     for reason in AuthFailure.allCases.map(\.rawValue) + ["insufficient_scope", "undeclared_method"] {
       failures[reason] = Counter(
@@ -44,9 +51,17 @@ public struct AuthInterceptor: ServerInterceptor {
     }
 
     let verified: VerifiedToken
+    var admitted: CallAdmission?
     do throws(AuthFailure) {
       guard let token = Self.bearerToken(request.metadata) else { throw .missingToken }
-      verified = try await self.authority.authenticate(token)
+      if let admission = self.admission {
+        verified = try await self.authority.verify(token)
+        let answer = await admission.admit(verified.caller)
+        admitted = answer
+        try await self.authority.checkStanding(of: verified, cached: answer.standing)
+      } else {
+        verified = try await self.authority.authenticate(token)
+      }
     } catch {
       self.refused(error.rawValue, record: record)
       let code: RPCError.Code = error == .standingUnavailable ? .unavailable : .unauthenticated
@@ -66,6 +81,10 @@ public struct AuthInterceptor: ServerInterceptor {
     }
 
     var serviceContext = ServiceContext.current ?? .topLevel
+    if let admission = self.admission, let admitted {
+      try admission.gate.enforce(bucket: ClientAdmission.bucket, admitted.decision)
+      serviceContext.clientAdmitted = true
+    }
     serviceContext.caller = caller
     serviceContext.accessToken = verified
     let response = try await ServiceContext.withValue(serviceContext) {

@@ -43,6 +43,10 @@ private enum CallerKey: ServiceContextKey {
   typealias Value = Caller
 }
 
+private enum ClientAdmittedKey: ServiceContextKey {
+  typealias Value = Bool
+}
+
 extension ServiceContext {
   /// The record of the RPC being served.
   public var callRecord: CallRecord? {
@@ -54,6 +58,13 @@ extension ServiceContext {
   public var caller: Caller? {
     get { self[CallerKey.self] }
     set { self[CallerKey.self] = newValue }
+  }
+
+  /// Whether the auth interceptor took this call's token from its client's rate-limit bucket
+  /// (`ClientAdmission`), so the rate-limit interceptor does not take another.
+  public var clientAdmitted: Bool? {
+    get { self[ClientAdmittedKey.self] }
+    set { self[ClientAdmittedKey.self] = newValue }
   }
 
   /// The verified access token of the RPC being served (its caller, expiry); set by the auth

@@ -6,6 +6,7 @@ import ServiceContextModule
 import TenderAPI
 import Dispatch
 import Synchronization
+public import TenderAuth
 public import TenderCore
 
 /// Takes tokens from the shared buckets and turns "over the limit" into RESOURCE_EXHAUSTED with
@@ -51,10 +52,27 @@ public struct RateLimitGate: Sendable {
   /// Returns when the call may proceed; throws the status to answer otherwise.
   /// Takes `cost` tokens from the bucket (0: only looks); RESOURCE_EXHAUSTED when it is empty.
   public func admit(bucket: String, key: String, policy: RateLimitPolicy, cost: Int = 1) async throws {
-    let decision: RateLimitDecision
+    let decision: Result<RateLimitDecision, any Error>
     do {
-      decision = try await self.limiter.acquire(key: bucket + ":" + key, policy: policy, cost: cost)
+      decision = .success(
+        try await self.limiter.acquire(key: Self.key(bucket: bucket, key: key), policy: policy, cost: cost))
     } catch {
+      decision = .failure(error)
+    }
+    try self.enforce(bucket: bucket, decision)
+  }
+
+  /// The limiter's key of `key`'s bucket in `bucket`.
+  static func key(bucket: String, key: String) -> String { bucket + ":" + key }
+
+  /// Returns when `decision` (asked of the limiter elsewhere, for `bucket`) lets the call proceed;
+  /// throws the status to answer otherwise.
+  func enforce(bucket: String, _ decision: Result<RateLimitDecision, any Error>) throws {
+    let answer: RateLimitDecision
+    switch decision {
+    case .success(let given):
+      answer = given
+    case .failure(let error):
       self.errors.increment()
       switch self.failureMode {
       case .open:
@@ -66,7 +84,7 @@ public struct RateLimitGate: Sendable {
           .unavailable, reason: "RATE_LIMITER_UNAVAILABLE", message: "rate limits cannot be checked right now; retry")
       }
     }
-    if case .limited(let retryAfter) = decision {
+    if case .limited(let retryAfter) = answer {
       self.rejections[bucket]?.increment()
       throw APIError.status(
         .resourceExhausted,
@@ -79,9 +97,32 @@ public struct RateLimitGate: Sendable {
   }
 }
 
+/// The per-client rate limit taken by the auth interceptor, in the same round trip to the shared
+/// store as the token's standing (`CallAdmissionStore`); the rate-limit interceptor then leaves
+/// that bucket alone.
+public struct ClientAdmission: Sendable {
+  let store: any CallAdmissionStore
+  let gate: RateLimitGate
+  let policy: RateLimitPolicy
+  static let bucket = "client"
+
+  public init(store: any CallAdmissionStore, gate: RateLimitGate, policy: RateLimitPolicy) {
+    self.store = store
+    self.gate = gate
+    self.policy = policy
+  }
+
+  func admit(_ caller: Caller) async -> CallAdmission {
+    await self.store.admit(
+      clientID: caller.clientID, tokenID: caller.tokenID,
+      bucket: RateLimitGate.key(bucket: Self.bucket, key: caller.clientID), policy: self.policy, cost: 1)
+  }
+}
+
 /// Rate limits on the RPC path, innermost: a bucket per authenticated client over every RPC it
-/// makes, and for the public IssueToken a bucket per peer address (the service adds one per
-/// client id). Health and reflection are not limited: balancers probe them.
+/// makes (unless the auth interceptor took it already: `ClientAdmission`), and for the public
+/// IssueToken a bucket per peer address (the service adds one per client id). Health and
+/// reflection are not limited: balancers probe them.
 public struct RateLimitInterceptor: ServerInterceptor {
   private let gate: RateLimitGate
   private let perClient: RateLimitPolicy
@@ -100,7 +141,9 @@ public struct RateLimitInterceptor: ServerInterceptor {
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
     if let caller = ServiceContext.current?.caller {
-      try await self.gate.admit(bucket: "client", key: caller.clientID, policy: self.perClient)
+      if ServiceContext.current?.clientAdmitted != true {
+        try await self.gate.admit(bucket: ClientAdmission.bucket, key: caller.clientID, policy: self.perClient)
+      }
     } else if context.descriptor.fullyQualifiedMethod == Self.issueToken {
       try await self.gate.admit(
         bucket: "issue_token_peer", key: Self.address(of: context.remotePeer), policy: self.issueTokenPerPeer)

@@ -5,15 +5,17 @@ import Synchronization
 /// Token buckets in Redis, one per key, updated by one atomic Lua script so that every replica
 /// shares the same buckets. Every key carries an expiry: idle buckets disappear once full again.
 public final class TokenBucketLimiter: RateLimiter {
-  /// Returns {allowed (0/1), tokens left (floored), retry after in ms}. The clock is Redis's own,
-  /// so replicas with skewed clocks agree.
-  static let script = """
+  /// The bucket `key` refilled and taken from, in Lua: leaves `allowed` (0/1), `tokens` (left)
+  /// and `retry_ms`. ARGV[1 ... 3] are the capacity, the refill per ms and the cost. The clock is
+  /// Redis's own, so replicas with skewed clocks agree.
+  static func take(key: String) -> String {
+    """
     local capacity = tonumber(ARGV[1])
     local per_ms = tonumber(ARGV[2])
     local cost = tonumber(ARGV[3])
     local now_parts = redis.call('TIME')
     local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
-    local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+    local state = redis.call('HMGET', \(key), 'tokens', 'ts')
     local tokens = tonumber(state[1])
     local ts = tonumber(state[2])
     if tokens == nil or ts == nil then
@@ -29,14 +31,18 @@ public final class TokenBucketLimiter: RateLimiter {
     else
       retry_ms = math.ceil((1 - tokens) / per_ms)
     end
-    redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-    redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / per_ms) + 1000)
-    return {allowed, math.floor(tokens), retry_ms}
-    """
+    redis.call('HSET', \(key), 'tokens', tostring(tokens), 'ts', tostring(now))
+    redis.call('PEXPIRE', \(key), math.ceil(capacity / per_ms) + 1000)
 
-  private let client: RedisClient
-  private let prefix: String
-  private let scriptHash = Mutex<String?>(nil)
+    """
+  }
+
+  /// Returns {allowed (0/1), tokens left (floored), retry after in ms}.
+  static let script = RedisScript(
+    TokenBucketLimiter.take(key: "KEYS[1]") + "return {allowed, math.floor(tokens), retry_ms}\n")
+
+  let client: RedisClient
+  let prefix: String
 
   /// - Parameter prefix: namespace of the bucket keys, e.g. `"tender:rl:"`.
   public init(client: RedisClient, prefix: String = "tender:rl:") {
@@ -45,38 +51,56 @@ public final class TokenBucketLimiter: RateLimiter {
   }
 
   public func acquire(key: String, policy: RateLimitPolicy, cost: Int) async throws -> RateLimitDecision {
-    let arguments = [
-      self.prefix + key, String(policy.capacity), String(policy.refillPerSecond / 1000), String(cost),
-    ]
-    let reply = try await self.evaluate(arguments)
-    guard case .array(let values) = reply, values.count == 3,
-      let allowed = values[0].integer, let remaining = values[1].integer, let retry = values[2].integer
-    else {
+    let reply = try await Self.script.run(
+      on: self.client, keys: [self.prefix + key], arguments: Self.arguments(policy: policy, cost: cost))
+    guard case .array(let values) = reply, values.count == 3 else {
       if case .error(let message) = reply { throw RedisError.reply(message) }
+      throw RedisError.protocolError
+    }
+    return try Self.decision(values[0], values[1], values[2])
+  }
+
+  /// ARGV of `take`.
+  static func arguments(policy: RateLimitPolicy, cost: Int) -> [String] {
+    [String(policy.capacity), String(policy.refillPerSecond / 1000), String(cost)]
+  }
+
+  /// The decision in `take`'s `allowed`, `math.floor(tokens)` and `retry_ms`.
+  static func decision(_ allowed: RESPValue, _ remaining: RESPValue, _ retry: RESPValue) throws -> RateLimitDecision {
+    guard let allowed = allowed.integer, let remaining = remaining.integer, let retry = retry.integer else {
       throw RedisError.protocolError
     }
     return allowed == 1 ? .allowed(remaining: Int(remaining)) : .limited(retryAfter: .milliseconds(retry))
   }
+}
 
-  /// EVALSHA with the script's hash (learned once with SCRIPT LOAD). When Redis no longer has the
-  /// script (a restart or SCRIPT FLUSH, possibly between loading and running it), EVAL sends the
-  /// text itself, which also caches it again, so a flush never fails a call.
-  private func evaluate(_ arguments: [String]) async throws -> RESPValue {
+/// A Lua script run by its hash (EVALSHA), learned once with SCRIPT LOAD. When Redis no longer has
+/// the script (a restart or SCRIPT FLUSH, possibly between loading and running it), EVAL sends the
+/// text itself, which also caches it again, so a flush never fails a call.
+final class RedisScript: Sendable {
+  let text: String
+  private let hash = Mutex<String?>(nil)
+
+  init(_ text: String) {
+    self.text = text
+  }
+
+  func run(on client: RedisClient, keys: [String], arguments: [String]) async throws -> RESPValue {
     let hash: String
-    if let known = self.scriptHash.withLock({ $0 }) {
+    if let known = self.hash.withLock({ $0 }) {
       hash = known
     } else {
-      let loaded = try await self.client.send(["SCRIPT", "LOAD", Self.script])
+      let loaded = try await client.send(["SCRIPT", "LOAD", self.text])
       guard let loadedHash = loaded.string else {
         if case .error(let message) = loaded { throw RedisError.reply(message) }
         throw RedisError.protocolError
       }
-      self.scriptHash.withLock { $0 = loadedHash }
+      self.hash.withLock { $0 = loadedHash }
       hash = loadedHash
     }
-    let reply = try await self.client.send(["EVALSHA", hash, "1"] + arguments)
+    let reply = try await client.send(["EVALSHA", hash, String(keys.count)] + keys + arguments)
     if case .error(let message) = reply, message.hasPrefix("NOSCRIPT") {
-      return try await self.client.send(["EVAL", Self.script, "1"] + arguments)
+      return try await client.send(["EVAL", self.text, String(keys.count)] + keys + arguments)
     }
     return reply
   }

@@ -441,7 +441,14 @@ public struct TenderApplication: Sendable {
       .apply(
         DefaultDeadlineInterceptor(deadline: configuration.defaultDeadline),
         to: .allMatching { unary.contains($0.fullyQualifiedMethod) }),
-      .apply(AuthInterceptor(authority: auth.authority, metrics: shared.metrics), to: .all),
+      .apply(
+        AuthInterceptor(
+          authority: auth.authority,
+          admission: ClientAdmission(
+            store: shared.ports.admission
+              ?? SeparateCallAdmission(cache: shared.ports.standingCache, limiter: shared.ports.limiter),
+            gate: auth.gate, policy: configuration.clientRateLimit),
+          metrics: shared.metrics), to: .all),
       .apply(
         RateLimitInterceptor(
           gate: auth.gate, perClient: configuration.clientRateLimit,

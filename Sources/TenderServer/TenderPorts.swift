@@ -24,6 +24,8 @@ public struct TenderPorts: Sendable {
   public var auth: any AuthStore
   public var standingCache: (any TokenStandingCache)?
   public var limiter: any RateLimiter
+  /// The standing cache and the limiter in one round trip; nil: the two asked one after the other.
+  public var admission: (any CallAdmissionStore)?
   public var provider: any PaymentProvider
   /// The time records are stamped with, at the precision the stores keep.
   public var now: @Sendable () -> Date
@@ -52,6 +54,7 @@ public struct TenderPorts: Sendable {
     auth: any AuthStore,
     standingCache: (any TokenStandingCache)?,
     limiter: any RateLimiter,
+    admission: (any CallAdmissionStore)? = nil,
     provider: any PaymentProvider,
     now: @escaping @Sendable () -> Date,
     signals: (any FeedSignals)? = nil,
@@ -70,6 +73,7 @@ public struct TenderPorts: Sendable {
     self.auth = auth
     self.standingCache = standingCache
     self.limiter = limiter
+    self.admission = admission
     self.provider = provider
     self.now = now
     self.signals = signals
@@ -97,6 +101,8 @@ public struct TenderPorts: Sendable {
     let movements = MoneyMovements()
     let announcer = PostgresEventAnnouncer(client: postgres, logger: logger)
     let timeout = configuration.databaseCallTimeout
+    let standings = RedisTokenStandingCache(client: redis, prefix: configuration.redisKeyPrefix + "auth:")
+    let limiter = TokenBucketLimiter(client: redis, prefix: configuration.redisKeyPrefix + "rl:")
     return TenderPorts(
       payments: PostgresPaymentStore(
         client: postgres, logger: logger, tracer: tracer, callTimeout: timeout, movements: movements,
@@ -115,8 +121,9 @@ public struct TenderPorts: Sendable {
         announcer: announcer),
       auth: PostgresAuthStore(
         client: postgres, logger: logger, tracer: tracer, callTimeout: timeout),
-      standingCache: RedisTokenStandingCache(client: redis, prefix: configuration.redisKeyPrefix + "auth:"),
-      limiter: TokenBucketLimiter(client: redis, prefix: configuration.redisKeyPrefix + "rl:"),
+      standingCache: standings,
+      limiter: limiter,
+      admission: RedisCallAdmission(standings: standings, limiter: limiter),
       provider: provider,
       now: PostgresTime.now,
       signals: PostgresFeedSignals(client: postgres, logger: logger),

@@ -144,6 +144,43 @@ struct ChainTests {
     }
   }
 
+  @Test("An authenticated call asks Redis once: its token's standing and its client's bucket in one script")
+  func oneRedisRoundTrip() async throws {
+    let redis = try await TestRedis.privateServer()
+    defer { redis.destroy() }
+    try await TestServer.with(configure: { flags, _ in flags[.redisURL] = redis.url }) { server in
+      let token = try await server.token(scopes: ["payments:read"])
+      let log = RedisClient(
+        configuration: RedisConfiguration(host: "127.0.0.1", port: redis.port), logger: Logger(label: "test"))
+      // Every command into the slow log; a script's own commands are logged without a client.
+      _ = try await log.send(["CONFIG", "SET", "slowlog-log-slower-than", "0", "slowlog-max-len", "10000"])
+      try await server.withClient { grpc in
+        // The first call finds no standing cached, reads it from PostgreSQL and caches it.
+        #expect(await AuthTests.getPayment(grpc, token: token)?.code == .notFound)
+        _ = try await log.send(["SLOWLOG", "RESET"])
+        for _ in 0..<10 {
+          #expect(await AuthTests.getPayment(grpc, token: token)?.code == .notFound)
+        }
+      }
+      let entries = try await log.send(["SLOWLOG", "GET", "10000"])
+      guard case .array(let logged) = entries else {
+        Issue.record("SLOWLOG GET answered \(entries)")
+        return
+      }
+      var sent: [String: Int] = [:]
+      var inScripts: [String: Int] = [:]
+      for case .array(let entry) in logged where entry.count >= 5 {
+        guard case .array(let arguments) = entry[3], let command = arguments.first?.string?.lowercased(),
+          !["slowlog", "config", "ping"].contains(command)
+        else { continue }
+        if entry[4].string == "?:0" { inScripts[command, default: 0] += 1 } else { sent[command, default: 0] += 1 }
+      }
+      #expect(sent == ["evalsha": 10])
+      // In each: the standing's two keys and the bucket's commands.
+      #expect(inScripts["mget"] == 10 && inScripts["hset"] == 10)
+    }
+  }
+
   @Test("IssueToken is limited per peer address, whichever client ids are tried")
   func issueTokenPerPeer() async throws {
     try await TestServer.with(rpc: .tls, configure: { flags, _ in flags[.issueTokenRateLimit] = "1/m,burst=3" }) {

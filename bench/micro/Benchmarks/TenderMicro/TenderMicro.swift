@@ -262,7 +262,7 @@ func redisRoundTrips() {
   )
   let policy = RateLimitPolicy(capacity: 1_000_000_000, refillPerSecond: 1_000_000)
   Benchmark(
-    "Redis: token standing, then rate-limit bucket (two round trips, as every authenticated call)",
+    "Redis: token standing, then rate-limit bucket (two round trips)",
     configuration: .init(timeUnits: .microseconds, scalingFactor: .one, maxIterations: 20_000)
   ) { (benchmark: Benchmark, backend: (RedisTokenStandingCache, TokenBucketLimiter)) in
     let (standing, limiter) = backend
@@ -280,6 +280,26 @@ func redisRoundTrips() {
       TokenStanding(clientStatus: .active, revoked: false), clientID: "cli_bench", tokenID: "tok_bench",
       for: .seconds(600))
     return (standing, TokenBucketLimiter(client: client))
+  } teardown: {
+    try await redis.tearDown()
+  }
+  Benchmark(
+    "Redis: token standing and rate-limit bucket in one script (one round trip, as every authenticated call)",
+    configuration: .init(timeUnits: .microseconds, scalingFactor: .one, maxIterations: 20_000)
+  ) { (benchmark: Benchmark, admission: RedisCallAdmission) in
+    for _ in benchmark.scaledIterations {
+      let admitted = await admission.admit(
+        clientID: "cli_bench", tokenID: "tok_bench", bucket: "client:cli_bench", policy: policy, cost: 1)
+      precondition(admitted.standing != nil && (try? admitted.decision.get()) != nil, "Redis answered both")
+      blackHole(admitted)
+    }
+  } setup: {
+    let (_, client) = try await redis.setUp()
+    let standing = RedisTokenStandingCache(client: client)
+    try await standing.remember(
+      TokenStanding(clientStatus: .active, revoked: false), clientID: "cli_bench", tokenID: "tok_bench",
+      for: .seconds(600))
+    return RedisCallAdmission(standings: standing, limiter: TokenBucketLimiter(client: client))
   } teardown: {
     try await redis.tearDown()
   }
