@@ -36,7 +36,34 @@ let benchmarks: @Sendable () -> Void = {
   webhookSignatures()
   accessTokens()
   redisRoundTrips()
+  deadlines()
   inProcessCalls()
+}
+
+// MARK: Deadlines: a sleep armed and cancelled, a database call bounded
+
+func deadlines() {
+  Benchmark("Deadline: work raced against a 30 s sleep, which is then cancelled (as every RPC's deadline)") {
+    benchmark in
+    for _ in benchmark.scaledIterations {
+      let answer = await withTaskGroup(of: Int?.self) { group in
+        group.addTask {
+          try? await Sleep.for(.seconds(30))
+          return nil
+        }
+        group.addTask { 42 }
+        let first = await group.next() ?? nil
+        group.cancelAll()
+        return first
+      }
+      blackHole(answer)
+    }
+  }
+  Benchmark("Bounded.run: work that answers at once, within 5 s (as every database call)") { benchmark in
+    for _ in benchmark.scaledIterations {
+      blackHole(try await Bounded.run(within: .seconds(5)) { 42 })
+    }
+  }
 }
 
 // MARK: Requests on the wire
