@@ -71,8 +71,12 @@ struct SleepTests {
     let timer = SleepTimer()
     let long = Task { try await Sleep.for(.seconds(3600), timer: timer, whenReleased: nil) }
     defer { long.cancel() }
-    // The timer's thread waits for the hour's deadline when the short sleep comes.
-    while (timer.waitingFor ?? .zero) < .seconds(3000) { await Task.yield() }
+    // The timer's thread waits for the hour's deadline when the short sleep comes. (Checking for
+    // cancellation lets the time limit end the wait if the thread never gets there.)
+    while (timer.waitingFor ?? .zero) < .seconds(3000) {
+      try Task.checkCancellation()
+      await Task.yield()
+    }
     let started = ContinuousClock.now
     try await Sleep.for(.milliseconds(20), timer: timer, whenReleased: nil)
     #expect(ContinuousClock.now - started >= .milliseconds(20))
@@ -85,7 +89,7 @@ struct SleepTests {
       for _ in 0..<10_000 {
         group.addTask { try? await Sleep.for(.seconds(3600), timer: timer, whenReleased: nil) }
       }
-      while timer.pending < 10_000 { await Task.yield() }
+      while timer.pending < 10_000, !Task.isCancelled { await Task.yield() }
       let queued = timer.slots
       group.cancelAll()
       return queued

@@ -148,7 +148,11 @@ struct ChainTests {
   func oneRedisRoundTrip() async throws {
     let redis = try await TestRedis.privateServer()
     defer { redis.destroy() }
-    try await TestServer.with(configure: { flags, _ in flags[.redisURL] = redis.url }) { server in
+    // A command that timed out would send the call to PostgreSQL for the standing, and caching it
+    // again is a second round trip: generous limits, so the count holds on a loaded machine.
+    try await TestServer.with(configure: { flags, _ in
+      flags[.redisURL] = redis.url + "?command_timeout=10s&connect_timeout=10s"
+    }) { server in
       let token = try await server.token(scopes: ["payments:read"])
       let log = RedisClient(
         configuration: RedisConfiguration(host: "127.0.0.1", port: redis.port), logger: Logger(label: "test"))
