@@ -121,3 +121,28 @@ public protocol RefundStore: Sendable {
     merchant: MerchantID, payment: PaymentID?, pageSize: Int, after: PageCursor?
   ) async throws -> Page<RefundRecord>
 }
+
+/// The fast path of a new keyed CreateRefund: two statements, each its own transaction, where
+/// the general path takes a claim, a locked reservation, the provider call's record and a locked
+/// settlement.
+public protocol KeyedRefundCreation: Sendable {
+  /// Claims `request`'s key at recovery point `refund_created` (owner token 1), reserves
+  /// `refund`'s amount on its payment, inserts the pending refund and its event, and records
+  /// `call` as started, in one statement. The caller has read the payment and checked the refund
+  /// against its ledger; the statement reserves only while the stored payment still allows it
+  /// (succeeded, the amount within what is left, and its refunded amount still `expectRefunded`
+  /// when given). Nil, with nothing written, when the key already exists or the payment no longer
+  /// allows the refund: the caller takes the general path. Returns the provider call's row id.
+  func insertClaiming(
+    _ refund: RefundRecord, expectRefunded: Int64?, request: IdempotencyRequest, lockFor: Duration,
+    call: ProviderCall
+  ) async throws -> Int64?
+  /// Writes `refund` (pending before; now succeeded or still pending with the provider's id,
+  /// `updateTime` from the operations' clock), its `refund_succeeded` event when it succeeded,
+  /// the call's ending, and `response` as the key's finished answer, in one statement — only if
+  /// the stored refund is still pending and `owner` still owns the key. False, with nothing
+  /// written, otherwise.
+  func finishPending(
+    _ refund: RefundRecord, owner: KeyOwner, response: StoredResponse, call: ProviderCallEnd
+  ) async throws -> Bool
+}

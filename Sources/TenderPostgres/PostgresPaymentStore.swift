@@ -236,9 +236,11 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
           if let eventTransaction { WrittenEvents.record(transaction: eventTransaction) }
           return count == 1
         }
-      } catch let error as PSQLError where error.serverInfo?[.sqlState] == "22012" {
-        // A concurrent takeover changed the key between the statement's checks: nothing was
-        // written; the general path finds out what happened.
+      } catch let error as PSQLError where ["22012", "40P01"].contains(error.serverInfo?[.sqlState] ?? "") {
+        // A concurrent takeover changed the key between the statement's checks, or its owner's
+        // transaction (which locks the key before the payment, where this statement locks the
+        // payment first) deadlocked with this one: nothing was written; the general path finds
+        // out what happened.
         return false
       }
       return false

@@ -7,7 +7,7 @@ public import Tracing
 /// `RefundStore` on PostgreSQL. A refund and the reservation of its amount on the payment are
 /// written in one transaction under the payment's row lock, so concurrent refunds of one payment
 /// are serialized and `refunded_minor <= captured_minor` (a CHECK) can never be crossed.
-public struct PostgresRefundStore: RefundStore {
+public struct PostgresRefundStore: RefundStore, KeyedRefundCreation {
   private let client: PostgresClient
   private let logger: Logger
   private let database: DatabaseCalls
@@ -170,6 +170,199 @@ public struct PostgresRefundStore: RefundStore {
         after: after,
         decode: Self.decode, id: \.id.rawValue
       )
+    }
+  }
+
+  // MARK: The fast path of a new keyed refund
+
+  /// The key claimed, the amount reserved, the pending refund, its event and the provider call's
+  /// record, in one statement. The payment is found by its primary key alone (its other
+  /// conditions are written `(…) IS TRUE`, as in FinishProcessing). A key claimed while the
+  /// payment no longer allows the refund would be a claim without its refund: dividing by zero
+  /// aborts the whole statement instead.
+  struct InsertClaiming: PostgresPreparedStatement {
+    static let sql = """
+      WITH claimed AS (
+        INSERT INTO idempotency_keys (merchant_id, idempotency_key, method, request_fingerprint, recovery_point, locked_until, payment_id,
+          refund_id, provider_attempted)
+        VALUES ($1::text, $2::text, $3::text, $4::bytea, 'refund_created', now() + $5::bigint * interval '1 millisecond', $6::text,
+          $7::text, true)
+        ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
+        RETURNING merchant_id
+      ), reserved AS (
+        UPDATE payments SET refunded_minor = refunded_minor + $8::bigint, update_time = now()
+        WHERE payment_id = $6::text
+          AND (merchant_id = $1::text AND status = 'succeeded' AND currency = $9::text
+            AND refunded_minor + $8::bigint <= captured_minor
+            AND ($10::bigint IS NULL OR refunded_minor = $10::bigint)) IS TRUE
+          AND EXISTS (SELECT 1 FROM claimed)
+        RETURNING payment_id, merchant_id
+      ), refund AS (
+        INSERT INTO refunds (refund_id, merchant_id, payment_id, status, currency, amount_minor, reason, metadata, create_time,
+          update_time)
+        SELECT $7::text, merchant_id, payment_id, 'pending', $9::text, $8::bigint, $11::text, $12::text::jsonb,
+          timestamptz '2000-01-01 00:00:00+00' + interval '1 microsecond' * $13::bigint,
+          timestamptz '2000-01-01 00:00:00+00' + interval '1 microsecond' * $13::bigint
+        FROM reserved
+        RETURNING refund_id
+      ), call AS (
+        INSERT INTO provider_requests (merchant_id, payment_id, refund_id, operation, provider_idempotency_key, outcome, amount_minor)
+        SELECT merchant_id, payment_id, $7::text, 'create_refund', $14::text, 'unknown', $8::bigint FROM reserved
+        RETURNING request_id
+      ), event AS (
+        INSERT INTO payment_events (merchant_id, payment_id, refund_id, type, amount_minor)
+        SELECT merchant_id, payment_id, $7::text, 'refund_created', $8::bigint FROM reserved
+        RETURNING tx::text::bigint AS tx
+      )
+      SELECT (SELECT count(*) FROM claimed)::bigint
+          / (CASE WHEN (SELECT count(*) FROM claimed) = (SELECT count(*) FROM reserved) THEN 1 ELSE 0 END),
+        (SELECT tx FROM event), (SELECT request_id FROM call)
+      """
+    typealias Row = (Int64, Int64?, Int64?)
+
+    let refund: RefundRecord
+    let expectRefunded: Int64?
+    let request: IdempotencyRequest
+    let lockMilliseconds: Int64
+    let providerKey: String
+
+    func makeBindings() throws -> PostgresBindings {
+      var binds = PostgresBindings()
+      binds.append(self.request.merchant.rawValue)
+      binds.append(self.request.key)
+      binds.append(self.request.method)
+      binds.append(ByteBuffer(bytes: self.request.fingerprint))
+      binds.append(self.lockMilliseconds)
+      binds.append(self.refund.paymentID.rawValue)
+      binds.append(self.refund.id.rawValue)
+      binds.append(self.refund.amount.minorUnits)
+      binds.append(self.refund.amount.currency.code)
+      binds.append(self.expectRefunded)
+      binds.append(self.refund.reason?.rawValue)
+      binds.append(try PostgresPaymentStore.json(self.refund.metadata))
+      binds.append(PostgresTime.microseconds(self.refund.createTime))
+      binds.append(self.providerKey)
+      return binds
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+  }
+
+  public func insertClaiming(
+    _ refund: RefundRecord, expectRefunded: Int64?, request: IdempotencyRequest, lockFor: Duration, call: ProviderCall
+  ) async throws -> Int64? {
+    precondition(
+      refund.merchantID == request.merchant && refund.status == .pending, "a new pending refund of the key's merchant")
+    precondition(
+      call.operation == .createRefund && call.refund == refund.id && call.payment == refund.paymentID,
+      "the call that makes this refund")
+    let statement = InsertClaiming(
+      refund: refund, expectRefunded: expectRefunded, request: request,
+      lockMilliseconds: PostgresIdempotencyStore.milliseconds(lockFor), providerKey: call.providerKey)
+    return try await self.database.run("refunds.insert_claiming", recordsMovements: true) {
+      do {
+        for try await (claimed, eventTransaction, requestID) in try await self.client.execute(
+          statement, logger: self.logger)
+        {
+          guard claimed == 1, let eventTransaction, let requestID else { return nil }
+          MoneyMovements.record(.refund(refund))
+          WrittenEvents.record(transaction: eventTransaction)
+          return requestID
+        }
+      } catch let error as PSQLError where error.serverInfo?[.sqlState] == "22012" {
+        // The payment changed since it was read and no longer allows this refund as read:
+        // nothing was written; the general path decides under the payment's lock.
+        return nil
+      }
+      return nil
+    }
+  }
+
+  /// The pending refund settled as the provider said, its event, the call's ending and the
+  /// key's answer, in one statement, while the refund is pending and the key still the
+  /// owner's. The key is locked before the refund, the order of every other writer of both (the
+  /// general path fences the key first), so a takeover settling the same refund cannot deadlock
+  /// with it. A refund written without its key finished would be a half-write: dividing by zero
+  /// aborts the whole statement instead.
+  struct FinishPending: PostgresPreparedStatement {
+    static let sql = """
+      WITH owned AS (
+        SELECT 1 FROM idempotency_keys
+        WHERE merchant_id = $5::text AND idempotency_key = $6::text AND owner_token = $7::bigint AND recovery_point <> 'finished'
+        FOR UPDATE
+      ), updated AS (
+        UPDATE refunds SET status = $1::text, provider_refund_id = $2::text,
+          update_time = timestamptz '2000-01-01 00:00:00+00' + interval '1 microsecond' * $3::bigint
+        WHERE refund_id = $4::text AND (merchant_id = $5::text AND status = 'pending') IS TRUE AND EXISTS (SELECT 1 FROM owned)
+        RETURNING refund_id, merchant_id, payment_id
+      ), event AS (
+        INSERT INTO payment_events (merchant_id, payment_id, refund_id, type, amount_minor)
+        SELECT merchant_id, payment_id, refund_id, 'refund_succeeded', $8::bigint FROM updated WHERE $9::boolean
+        RETURNING tx::text::bigint AS tx
+      ), call AS (
+        UPDATE provider_requests SET outcome = $10::text, finish_time = now()
+        WHERE request_id = $11::bigint AND EXISTS (SELECT 1 FROM updated)
+        RETURNING 1
+      ), finished AS (
+        UPDATE idempotency_keys SET recovery_point = 'finished', locked_until = NULL, payment_id = $12::text, refund_id = $4::text,
+          response_code = $13::integer, response_message = $14::bytea, response_details = $15::bytea, update_time = now()
+        WHERE merchant_id = $5::text AND idempotency_key = $6::text AND owner_token = $7::bigint AND EXISTS (SELECT 1 FROM updated)
+        RETURNING 1
+      )
+      SELECT (SELECT count(*) FROM updated)::bigint
+          / (CASE WHEN (SELECT count(*) FROM updated) = (SELECT count(*) FROM finished) THEN 1 ELSE 0 END),
+        (SELECT tx FROM event)
+      """
+    typealias Row = (Int64, Int64?)
+
+    let refund: RefundRecord
+    let owner: KeyOwner
+    let response: StoredResponse
+    let call: ProviderCallEnd
+
+    func makeBindings() throws -> PostgresBindings {
+      var binds = PostgresBindings()
+      binds.append(self.refund.status.rawValue)
+      binds.append(self.refund.providerRefundID)
+      binds.append(PostgresTime.microseconds(self.refund.updateTime))
+      binds.append(self.refund.id.rawValue)
+      binds.append(self.refund.merchantID.rawValue)
+      binds.append(self.owner.key)
+      binds.append(self.owner.token)
+      binds.append(self.refund.amount.minorUnits)
+      binds.append(self.refund.status == .succeeded)
+      binds.append(self.call.outcome.rawValue)
+      binds.append(self.call.requestID)
+      binds.append(self.refund.paymentID.rawValue)
+      binds.append(Int32(self.response.code))
+      binds.append(ByteBuffer(bytes: self.response.message))
+      binds.append(ByteBuffer(bytes: self.response.details))
+      return binds
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+  }
+
+  public func finishPending(
+    _ refund: RefundRecord, owner: KeyOwner, response: StoredResponse, call: ProviderCallEnd
+  ) async throws -> Bool {
+    precondition(owner.merchant == refund.merchantID, "the key of this refund's merchant")
+    precondition(refund.status != .failed, "a failed refund releases its amount: the general path settles it")
+    return try await self.database.run("refunds.finish_pending", recordsMovements: true) {
+      do {
+        for try await (count, eventTransaction) in try await self.client.execute(
+          FinishPending(refund: refund, owner: owner, response: response, call: call), logger: self.logger)
+        {
+          if count == 1, refund.status == .succeeded { MoneyMovements.record(.refund(refund)) }
+          if let eventTransaction { WrittenEvents.record(transaction: eventTransaction) }
+          return count == 1
+        }
+      } catch let error as PSQLError where error.serverInfo?[.sqlState] == "22012" {
+        // A concurrent takeover changed the key between the statement's checks: nothing was
+        // written; the general path finds out what happened.
+        return false
+      }
+      return false
     }
   }
 

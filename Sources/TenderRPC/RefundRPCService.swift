@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 public import GRPCCore
 import GRPCProtobuf
 public import Logging
@@ -27,6 +27,7 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
     runner: KeyedOperationRunner,
     provider: any PaymentProvider,
     pageTokens: PageTokens,
+    now: @escaping @Sendable () -> Date,
     logger: Logger
   ) {
     self.refunds = refunds
@@ -41,6 +42,7 @@ public struct RefundRPCService: Tender_Refunds_V1_RefundService.ServiceProtocol 
             Tender_Refunds_V1_CreateRefundResponse.with { $0.refund = RefundMessages.refund(record) }), details: [])
       },
       refusal: { try IdempotencyKeys.stored(APIError.domain($0)) },
+      now: now,
       logger: logger
     )
     self.pageTokens = pageTokens

@@ -335,7 +335,7 @@ public struct TenderApplication: Sendable {
         logger: logger, feed: feed, recheck: { await authority.recheck($0) })
       self.refundService = RefundRPCService(
         refunds: refundStore, payments: paymentStore, runner: self.runner, provider: provider, pageTokens: pageTokens,
-        logger: logger
+        now: ports.now, logger: logger
       )
       let abandoned = ["payment", "refund"].reduce(into: [String: CoreMetrics.Counter]()) { counters, kind in
         counters[kind] = CoreMetrics.Counter(

@@ -28,10 +28,9 @@ struct CrashTests {
     /// The provider could not be reached at all: the payment FAILED and the key was freed (one
     /// transaction); the caller was not told.
     case paymentFailedForSure = "create_payment.failed_for_sure"
-    /// The PENDING refund row exists and its amount is reserved; the provider was not called.
+    /// The key is claimed, the PENDING refund row exists with its amount reserved and the provider
+    /// call's record (one statement); the provider was not called.
     case refundCreated = "create_refund.refund_created"
-    /// The refund's provider call is recorded, not made yet.
-    case refundCallRecorded = "create_refund.call_recorded"
     /// The provider refunded; Tender had not recorded it.
     case refundAnswered = "create_refund.provider_answered"
     /// The provider could not be reached: the refund FAILED, its amount released and the key freed.
@@ -53,7 +52,7 @@ struct CrashTests {
     var leftPoint: [String] {
       switch self {
       case .paymentCreated, .paymentAnswered, .paymentKilledMidCall: return ["payment_created"]
-      case .refundCreated, .refundCallRecorded, .refundAnswered: return ["refund_created"]
+      case .refundCreated, .refundAnswered: return ["refund_created"]
       case .captureClaimed, .captureCallRecorded, .captureAnswered: return ["started"]
       case .paymentFailedForSure, .refundFailedForSure: return []
       }

@@ -343,7 +343,7 @@ struct ExactlyOnceModelTests {
               Self.encode(["refund", record.id.rawValue, record.status.rawValue, record.providerRefundID ?? ""])
             },
             refusal: { error in Self.encode(["refusal", error.reason]) },
-            logger: logger
+            now: now, logger: logger
           ),
           settlement: Settlement(
             store: settlement, payments: paymentStore, refunds: refundStore, provider: connector,
