@@ -22,7 +22,8 @@ struct RefundFastPathTests {
         try await client.query("INSERT INTO merchants (merchant_id, display_name) VALUES (\(merchant), \(merchant))")
       }
       try await body(
-        PostgresRefundStore(client: client, logger: self.logger), PostgresPaymentStore(client: client, logger: self.logger),
+        PostgresRefundStore(client: client, logger: self.logger),
+        PostgresPaymentStore(client: client, logger: self.logger),
         client)
     }
   }
