@@ -29,4 +29,13 @@ public enum PostgresFailures {
       return false
     }
   }
+
+  /// A fast-path statement that wrote nothing and leaves the decision to the general path: it
+  /// aborted itself (a division by zero when its checks disagree, such as a key taken over
+  /// between them) or lost a deadlock with another owner's transaction. Each is one statement
+  /// in its own transaction, so either way nothing of it was written.
+  static func isFastPathRefusal(_ error: PSQLError) -> Bool {
+    guard let state = error.serverInfo?[.sqlState] else { return false }
+    return state == "22012" || state == "40P01"
+  }
 }

@@ -236,11 +236,10 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
           if let eventTransaction { WrittenEvents.record(transaction: eventTransaction) }
           return count == 1
         }
-      } catch let error as PSQLError where ["22012", "40P01"].contains(error.serverInfo?[.sqlState] ?? "") {
+      } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
         // A concurrent takeover changed the key between the statement's checks, or its owner's
         // transaction (which locks the key before the payment, where this statement locks the
-        // payment first) deadlocked with this one: nothing was written; the general path finds
-        // out what happened.
+        // payment first) deadlocked with this one: the general path finds out what happened.
         return false
       }
       return false

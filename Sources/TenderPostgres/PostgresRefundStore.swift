@@ -269,9 +269,9 @@ public struct PostgresRefundStore: RefundStore, KeyedRefundCreation {
           WrittenEvents.record(transaction: eventTransaction)
           return requestID
         }
-      } catch let error as PSQLError where error.serverInfo?[.sqlState] == "22012" {
-        // The payment changed since it was read and no longer allows this refund as read:
-        // nothing was written; the general path decides under the payment's lock.
+      } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
+        // The payment changed since it was read and no longer allows this refund as read: the
+        // general path decides under the payment's lock.
         return nil
       }
       return nil
@@ -357,9 +357,9 @@ public struct PostgresRefundStore: RefundStore, KeyedRefundCreation {
           if let eventTransaction { WrittenEvents.record(transaction: eventTransaction) }
           return count == 1
         }
-      } catch let error as PSQLError where error.serverInfo?[.sqlState] == "22012" {
-        // A concurrent takeover changed the key between the statement's checks: nothing was
-        // written; the general path finds out what happened.
+      } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
+        // A concurrent takeover changed the key between the statement's checks: the general
+        // path finds out what happened.
         return false
       }
       return false
