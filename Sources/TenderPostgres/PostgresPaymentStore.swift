@@ -10,6 +10,13 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
   private let client: PostgresClient
   private let logger: Logger
   private let database: DatabaseCalls
+  /// Group commit of the two statements of new keyed payments (see `StatementBatcher`).
+  private let claims: StatementBatcher<InsertClaiming, InsertClaiming.Row?>
+  private let finishes: StatementBatcher<FinishProcessing, FinishProcessing.Answer>
+
+  /// Statements of each kind in flight at once, and the most requests one of them carries.
+  static let batchLanes = 4
+  static let largestBatch = 32
 
   public init(
     client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer(),
@@ -19,6 +26,12 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     self.client = client
     self.logger = logger
     self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout, movements: movements, announcer: announcer)
+    self.claims = StatementBatcher(lanes: Self.batchLanes, largest: Self.largestBatch, timeout: callTimeout) {
+      try await Self.insertClaiming($0, client: client, logger: logger)
+    }
+    self.finishes = StatementBatcher(lanes: Self.batchLanes, largest: Self.largestBatch, timeout: callTimeout) {
+      try await Self.finishProcessing($0, client: client, logger: logger)
+    }
   }
 
   static let columns = """
@@ -123,6 +136,101 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
   }
 
+  /// `InsertClaiming` for several new keys at once, in one statement and one transaction: each key
+  /// that is free is claimed with its payment, the call's record and the event; a key that exists
+  /// (or a second request of the same key in the batch) writes nothing and returns no row.
+  struct InsertClaimingBatch: PostgresPreparedStatement {
+    static let sql = """
+      WITH input AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bigint[], $6::text[], $7::text[], $8::text[],
+          $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[], $15::text[])
+          AS i (merchant_id, idempotency_key, method, fingerprint, lock_milliseconds, payment_id, capture_method, currency,
+            amount_minor, payment_method, customer_reference, description, metadata, create_micros, provider_key)
+      ), claimed AS (
+        INSERT INTO idempotency_keys (merchant_id, idempotency_key, method, request_fingerprint, recovery_point, locked_until, payment_id,
+          provider_attempted)
+        SELECT merchant_id, idempotency_key, method, fingerprint, 'payment_created',
+          now() + lock_milliseconds * interval '1 millisecond', payment_id, true
+        FROM input
+        ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
+        RETURNING payment_id
+      ), inserted AS (
+        INSERT INTO payments (payment_id, merchant_id, status, capture_method, currency, amount_minor, payment_method,
+          customer_reference, description, metadata, create_time, update_time)
+        SELECT i.payment_id, i.merchant_id, 'processing', i.capture_method, i.currency, i.amount_minor, i.payment_method,
+          i.customer_reference, i.description, i.metadata::jsonb,
+          timestamptz '2000-01-01 00:00:00+00' + interval '1 microsecond' * i.create_micros,
+          timestamptz '2000-01-01 00:00:00+00' + interval '1 microsecond' * i.create_micros
+        FROM input i JOIN claimed USING (payment_id)
+        RETURNING payment_id, merchant_id, amount_minor
+      ), call AS (
+        INSERT INTO provider_requests (merchant_id, payment_id, operation, provider_idempotency_key, outcome, amount_minor)
+        SELECT n.merchant_id, n.payment_id, 'create_payment', i.provider_key, 'unknown', n.amount_minor
+        FROM inserted n JOIN input i USING (payment_id)
+        RETURNING payment_id, request_id
+      ), event AS (
+        INSERT INTO payment_events (merchant_id, payment_id, type, to_status, amount_minor)
+        SELECT merchant_id, payment_id, 'payment_created', 'processing', amount_minor FROM inserted
+        RETURNING payment_id, tx::text::bigint AS tx, event_id, create_time
+      )
+      SELECT event.payment_id, event.tx, event.event_id, event.create_time, call.request_id FROM event JOIN call USING (payment_id)
+      """
+    typealias Row = (String, Int64, Int64, Date, Int64)
+
+    let requests: [InsertClaiming]
+
+    func makeBindings() throws -> PostgresBindings {
+      let requests = self.requests
+      var binds = PostgresBindings()
+      binds.append(requests.map(\.request.merchant.rawValue))
+      binds.append(requests.map(\.request.key))
+      binds.append(requests.map(\.request.method))
+      binds.append(requests.map { ByteBuffer(bytes: $0.request.fingerprint) })
+      binds.append(requests.map(\.lockMilliseconds))
+      binds.append(requests.map(\.payment.id.rawValue))
+      binds.append(requests.map(\.payment.ledger.captureMethod.rawValue))
+      binds.append(requests.map(\.payment.ledger.amount.currency.code))
+      binds.append(requests.map(\.payment.ledger.amount.minorUnits))
+      binds.append(requests.map(\.payment.paymentMethod))
+      binds.append(requests.map(\.payment.customerReference))
+      binds.append(requests.map(\.payment.description))
+      binds.append(try requests.map { try PostgresPaymentStore.json($0.payment.metadata) })
+      binds.append(requests.map { PostgresTime.microseconds($0.payment.createTime) })
+      binds.append(requests.map(\.providerKey))
+      return binds
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+  }
+
+  /// Writes `requests` as one statement (`InsertClaiming` alone, `InsertClaimingBatch` for more):
+  /// each request's row, or nil when its key was not free. A deadlock with another replica's batch
+  /// over the same keys wrote nothing: every request then takes the general path.
+  static func insertClaiming(
+    _ requests: [InsertClaiming], client: PostgresClient, logger: Logger
+  ) async throws -> [InsertClaiming.Row?] {
+    do {
+      if requests.count == 1 {
+        for try await row in try await client.execute(requests[0], logger: logger) { return [row] }
+        return [nil]
+      }
+      // Keys claimed in one order by every batch, so two batches wait on each other's keys in
+      // one direction only.
+      let sorted = requests.sorted {
+        ($0.request.merchant.rawValue, $0.request.key) < ($1.request.merchant.rawValue, $1.request.key)
+      }
+      var rows: [String: InsertClaiming.Row] = [:]
+      for try await (payment, tx, id, time, requestID) in try await client.execute(
+        InsertClaimingBatch(requests: sorted), logger: logger)
+      {
+        rows[payment] = (tx, id, time, requestID)
+      }
+      return requests.map { rows[$0.payment.id.rawValue] }
+    } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
+      return requests.map { _ in nil }
+    }
+  }
+
   public func insertClaiming(
     _ payment: PaymentRecord, request: IdempotencyRequest, lockFor: Duration, call: ProviderCall
   ) async throws -> (PaymentEvent, Int64)? {
@@ -136,18 +244,16 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     return try await self.database.run("payments.insert_claiming", recordsMovements: true) {
       // The key row names the payment inserted by the same statement; the foreign key is checked
       // at the end of the statement, when both exist. A key that exists already inserts nothing.
-      for try await (tx, id, time, requestID) in try await self.client.execute(statement, logger: self.logger) {
-        let event = PaymentEvent(
-          position: EventPosition(transaction: tx, id: id), merchantID: payment.merchantID, paymentID: payment.id,
-          refundID: nil,
-          type: .paymentCreated, fromStatus: nil, toStatus: .processing,
-          amountMinorUnits: payment.ledger.amount.minorUnits, createTime: time
-        )
-        MoneyMovements.record(.payment(payment))
-        WrittenEvents.record(transaction: tx)
-        return (event, requestID)
-      }
-      return nil
+      guard let (tx, id, time, requestID) = try await self.claims.submit(statement) else { return nil }
+      let event = PaymentEvent(
+        position: EventPosition(transaction: tx, id: id), merchantID: payment.merchantID, paymentID: payment.id,
+        refundID: nil,
+        type: .paymentCreated, fromStatus: nil, toStatus: .processing,
+        amountMinorUnits: payment.ledger.amount.minorUnits, createTime: time
+      )
+      MoneyMovements.record(.payment(payment))
+      WrittenEvents.record(transaction: tx)
+      return (event, requestID)
     }
   }
 
@@ -190,6 +296,12 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
       """
     typealias Row = (Int64, Int64?)
 
+    /// Whether the payment was written, and the transaction of its status event if one was.
+    struct Answer: Sendable {
+      let written: Bool
+      let eventTransaction: Int64?
+    }
+
     let payment: PaymentRecord
     let owner: KeyOwner
     let response: StoredResponse
@@ -223,26 +335,139 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
   }
 
+  /// `FinishProcessing` for several payments at once, in one statement and one transaction. Each
+  /// payment is written only under its own conditions (still processing, its key still its
+  /// owner's); the others write nothing and return no row. The half-write check covers them all:
+  /// a payment written without its key finished aborts the whole statement.
+  struct FinishProcessingBatch: PostgresPreparedStatement {
+    static let sql = """
+      WITH input AS (
+        SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::boolean[],
+          $8::bigint[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::boolean[], $14::boolean[], $15::text[],
+          $16::integer[], $17::bytea[], $18::bytea[], $19::bigint[], $20::text[], $21::bigint[])
+          AS i (status, capturable_minor, captured_minor, refunded_minor, failure_reason, provider_payment_id,
+            has_provider_payment_id, update_micros, payment_id, merchant_id, event_type, event_amount, has_event_amount,
+            has_event, idempotency_key, response_code, response_message, response_details, request_id, outcome, owner_token)
+      ), updated AS (
+        UPDATE payments p SET status = i.status, capturable_minor = i.capturable_minor, captured_minor = i.captured_minor,
+          refunded_minor = i.refunded_minor, failure_reason = NULLIF(i.failure_reason, ''),
+          provider_payment_id = CASE WHEN i.has_provider_payment_id THEN i.provider_payment_id END,
+          update_time = timestamptz '2000-01-01 00:00:00+00' + interval '1 microsecond' * i.update_micros
+        FROM input i
+        WHERE p.payment_id = i.payment_id AND (p.merchant_id = i.merchant_id AND p.status = 'processing') IS TRUE
+          AND EXISTS (
+            SELECT 1 FROM idempotency_keys k
+            WHERE k.merchant_id = i.merchant_id AND k.idempotency_key = i.idempotency_key AND k.owner_token = i.owner_token
+              AND k.recovery_point <> 'finished'
+          )
+        RETURNING p.payment_id, p.merchant_id
+      ), event AS (
+        INSERT INTO payment_events (merchant_id, payment_id, type, from_status, to_status, amount_minor)
+        SELECT u.merchant_id, u.payment_id, i.event_type, 'processing', i.status,
+          CASE WHEN i.has_event_amount THEN i.event_amount END
+        FROM updated u JOIN input i USING (payment_id) WHERE i.has_event
+        RETURNING payment_id, tx::text::bigint AS tx
+      ), call AS (
+        UPDATE provider_requests r SET outcome = i.outcome, finish_time = now()
+        FROM input i
+        WHERE r.request_id = i.request_id AND i.payment_id IN (SELECT payment_id FROM updated)
+        RETURNING 1
+      ), finished AS (
+        UPDATE idempotency_keys k SET recovery_point = 'finished', locked_until = NULL, payment_id = i.payment_id,
+          response_code = i.response_code, response_message = i.response_message, response_details = i.response_details,
+          update_time = now()
+        FROM input i
+        WHERE k.merchant_id = i.merchant_id AND k.idempotency_key = i.idempotency_key AND k.owner_token = i.owner_token
+          AND i.payment_id IN (SELECT payment_id FROM updated)
+        RETURNING 1
+      )
+      -- A payment written without its key finished would be a half-write: divide by zero to
+      -- abort the whole statement instead.
+      SELECT u.payment_id, e.tx,
+        1 / (CASE WHEN (SELECT count(*) FROM updated) = (SELECT count(*) FROM finished) THEN 1 ELSE 0 END)
+      FROM updated u LEFT JOIN event e USING (payment_id)
+      """
+    typealias Row = (String, Int64?, Int32)
+
+    let requests: [FinishProcessing]
+
+    func makeBindings() throws -> PostgresBindings {
+      let requests = self.requests
+      let ledgers = requests.map(\.payment.ledger)
+      var binds = PostgresBindings()
+      binds.append(ledgers.map(\.status.rawValue))
+      binds.append(ledgers.map(\.capturableMinorUnits))
+      binds.append(ledgers.map(\.capturedMinorUnits))
+      binds.append(ledgers.map(\.refundedMinorUnits))
+      // No failure reason is the empty text: every reason is a non-empty name.
+      binds.append(ledgers.map { $0.failureReason?.rawValue ?? "" })
+      binds.append(requests.map { $0.payment.providerPaymentID ?? "" })
+      binds.append(requests.map { $0.payment.providerPaymentID != nil })
+      binds.append(requests.map { PostgresTime.microseconds($0.payment.updateTime) })
+      binds.append(requests.map(\.payment.id.rawValue))
+      binds.append(requests.map(\.payment.merchantID.rawValue))
+      binds.append(ledgers.map { PaymentEventType.entering($0.status).rawValue })
+      binds.append(ledgers.map { $0.status == .succeeded ? $0.capturedMinorUnits : 0 })
+      binds.append(ledgers.map { $0.status == .succeeded })
+      binds.append(ledgers.map { $0.status != .processing })
+      binds.append(requests.map(\.owner.key))
+      binds.append(requests.map { Int32($0.response.code) })
+      binds.append(requests.map { ByteBuffer(bytes: $0.response.message) })
+      binds.append(requests.map { ByteBuffer(bytes: $0.response.details) })
+      binds.append(requests.map(\.call.requestID))
+      binds.append(requests.map(\.call.outcome.rawValue))
+      binds.append(requests.map(\.owner.token))
+      return binds
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+  }
+
+  /// Writes `requests` as one statement (`FinishProcessing` alone, `FinishProcessingBatch` for
+  /// more). A statement that aborted itself or lost a deadlock wrote nothing: every request of it
+  /// then takes the general path.
+  static func finishProcessing(
+    _ requests: [FinishProcessing], client: PostgresClient, logger: Logger
+  ) async throws -> [FinishProcessing.Answer] {
+    do {
+      if requests.count == 1 {
+        for try await (count, eventTransaction) in try await client.execute(requests[0], logger: logger) {
+          return [FinishProcessing.Answer(written: count == 1, eventTransaction: eventTransaction)]
+        }
+        return [FinishProcessing.Answer(written: false, eventTransaction: nil)]
+      }
+      // Payments locked in one order by every batch.
+      let sorted = requests.sorted { $0.payment.id.rawValue < $1.payment.id.rawValue }
+      var written: [String: Int64?] = [:]
+      for try await (payment, eventTransaction, _) in try await client.execute(
+        FinishProcessingBatch(requests: sorted), logger: logger)
+      {
+        written[payment] = eventTransaction
+      }
+      return requests.map { request in
+        guard let eventTransaction = written[request.payment.id.rawValue] else {
+          return FinishProcessing.Answer(written: false, eventTransaction: nil)
+        }
+        return FinishProcessing.Answer(written: true, eventTransaction: eventTransaction)
+      }
+    } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
+      // A concurrent takeover changed a key between the statement's checks, or its owner's
+      // transaction (which locks the key before the payment, where this statement locks the
+      // payment first) deadlocked with this one: the general path finds out what happened.
+      return requests.map { _ in FinishProcessing.Answer(written: false, eventTransaction: nil) }
+    }
+  }
+
   public func finishProcessing(
     _ payment: PaymentRecord, owner: KeyOwner, response: StoredResponse, call: ProviderCallEnd
   ) async throws -> Bool {
     precondition(owner.merchant == payment.merchantID, "the key of this payment's merchant")
+    let statement = FinishProcessing(payment: payment, owner: owner, response: response, call: call)
     return try await self.database.run("payments.finish_processing", recordsMovements: true) {
-      do {
-        for try await (count, eventTransaction) in try await self.client.execute(
-          FinishProcessing(payment: payment, owner: owner, response: response, call: call), logger: self.logger)
-        {
-          if count == 1, payment.ledger.status != .processing { MoneyMovements.record(.payment(payment)) }
-          if let eventTransaction { WrittenEvents.record(transaction: eventTransaction) }
-          return count == 1
-        }
-      } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
-        // A concurrent takeover changed the key between the statement's checks, or its owner's
-        // transaction (which locks the key before the payment, where this statement locks the
-        // payment first) deadlocked with this one: the general path finds out what happened.
-        return false
-      }
-      return false
+      let answer = try await self.finishes.submit(statement)
+      if answer.written, payment.ledger.status != .processing { MoneyMovements.record(.payment(payment)) }
+      if let eventTransaction = answer.eventTransaction { WrittenEvents.record(transaction: eventTransaction) }
+      return answer.written
     }
   }
 

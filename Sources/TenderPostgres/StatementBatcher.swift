@@ -1,0 +1,103 @@
+import Synchronization
+import TenderCore
+
+/// Group commit for one kind of write: requests that arrive while earlier ones are being written
+/// are written together, as one statement and one commit.
+///
+/// At most `lanes` statements are in flight at once. A request that finds a lane free is sent at
+/// once, alone: a quiet server adds no wait. The others queue, and when a statement ends its lane
+/// takes everything queued (up to `largest`) as the next statement. So batches grow with the load
+/// by themselves, without a timer.
+///
+/// Each statement runs in a task of its own, bounded by `timeout`: no caller's cancellation or
+/// timeout cancels a statement that carries other callers' writes. A statement that fails fails
+/// each of its requests with its error; one that answers gives each request its own answer,
+/// in order.
+final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
+  typealias Execute = @Sendable ([Item]) async throws -> [Answer]
+
+  private struct Waiting {
+    let item: Item
+    let continuation: CheckedContinuation<Answer, any Error>
+  }
+
+  private struct State {
+    var queue: [Waiting] = []
+    var running = 0
+  }
+
+  private let state = Mutex(State())
+  private let lanes: Int
+  private let largest: Int
+  private let timeout: Duration?
+  private let execute: Execute
+
+  init(lanes: Int, largest: Int, timeout: Duration?, execute: @escaping Execute) {
+    precondition(lanes > 0 && largest > 0, "at least one lane and one request per statement")
+    self.lanes = lanes
+    self.largest = largest
+    self.timeout = timeout
+    self.execute = execute
+  }
+
+  /// Requests waiting for a lane.
+  var queued: Int { self.state.withLock { $0.queue.count } }
+
+  /// `item` written, alone or with others; its answer.
+  func submit(_ item: Item) async throws -> Answer {
+    try await withCheckedThrowingContinuation { continuation in
+      let batch = self.state.withLock { state -> [Waiting]? in
+        state.queue.append(Waiting(item: item, continuation: continuation))
+        guard state.running < self.lanes else { return nil }
+        state.running += 1
+        return Self.take(&state.queue, self.largest)
+      }
+      if let batch { self.start(batch) }
+    }
+  }
+
+  private static func take(_ queue: inout [Waiting], _ largest: Int) -> [Waiting] {
+    guard queue.count > largest else {
+      defer { queue = [] }
+      return queue
+    }
+    defer { queue.removeFirst(largest) }
+    return Array(queue.prefix(largest))
+  }
+
+  /// Writes `batch`, then whatever queued meanwhile, until the queue is empty and the lane free.
+  private func start(_ first: [Waiting]) {
+    // Detached: the statement carries several callers' writes, so it inherits none's task-locals
+    // (their money movements and events are recorded by each caller from its own answer).
+    Task.detached {
+      var batch = first
+      while true {
+        let items = batch.map(\.item)
+        let result: Result<[Answer], any Error>
+        do {
+          let execute = self.execute
+          let answers = try await Bounded.run(within: self.timeout) { try await execute(items) }
+          precondition(answers.count == batch.count, "one answer per request")
+          result = .success(answers)
+        } catch {
+          result = .failure(error)
+        }
+        switch result {
+        case .success(let answers):
+          for (waiting, answer) in zip(batch, answers) { waiting.continuation.resume(returning: answer) }
+        case .failure(let error):
+          for waiting in batch { waiting.continuation.resume(throwing: error) }
+        }
+        let next = self.state.withLock { state -> [Waiting]? in
+          guard !state.queue.isEmpty else {
+            state.running -= 1
+            return nil
+          }
+          return Self.take(&state.queue, self.largest)
+        }
+        guard let next else { return }
+        batch = next
+      }
+    }
+  }
+}

@@ -1,0 +1,131 @@
+import Synchronization
+import TenderCore
+@testable import TenderPostgres
+import Testing
+
+/// Group commit's batching, without a database: the statement is a closure that records the
+/// batches it is given and waits until the test lets it answer.
+@Suite("Requests batched into statements")
+struct StatementBatcherTests {
+  /// A statement that blocks until released, recording each batch it is given.
+  final class Gate: Sendable {
+    private let state = Mutex<(batches: [[Int]], open: Bool, waiters: [CheckedContinuation<Void, Never>])>(
+      ([], false, []))
+
+    var batches: [[Int]] { self.state.withLock { $0.batches } }
+
+    func enter(_ items: [Int]) async {
+      await withCheckedContinuation { continuation in
+        let open = self.state.withLock { state -> Bool in
+          state.batches.append(items)
+          if !state.open { state.waiters.append(continuation) }
+          return state.open
+        }
+        if open { continuation.resume() }
+      }
+    }
+
+    func release() {
+      let waiters = self.state.withLock { state -> [CheckedContinuation<Void, Never>] in
+        state.open = true
+        defer { state.waiters = [] }
+        return state.waiters
+      }
+      for waiter in waiters { waiter.resume() }
+    }
+  }
+
+  /// Waits (without a clock) until `condition` holds.
+  func until(_ condition: () -> Bool) async {
+    while !condition() { await Task.yield() }
+  }
+
+  @Test("A request that finds a lane free is sent alone; those that arrive meanwhile go together, at most `largest` each")
+  func batchesFormUnderLoad() async throws {
+    let gate = Gate()
+    let batcher = StatementBatcher<Int, Int>(lanes: 1, largest: 3, timeout: .seconds(60)) { items in
+      await gate.enter(items)
+      return items.map { $0 * 10 }
+    }
+    try await withThrowingTaskGroup(of: (Int, Int).self) { group in
+      group.addTask { (0, try await batcher.submit(0)) }
+      await self.until { gate.batches.count == 1 }
+      for item in 1...5 {
+        group.addTask { (item, try await batcher.submit(item)) }
+      }
+      await self.until { batcher.queued == 5 }
+      gate.release()
+      var answers: [Int: Int] = [:]
+      for try await (item, answer) in group { answers[item] = answer }
+      #expect(answers == [0: 0, 1: 10, 2: 20, 3: 30, 4: 40, 5: 50])
+    }
+    #expect(gate.batches.map(\.count) == [1, 3, 2])
+    #expect(gate.batches.first == [0] && Set(gate.batches.joined()) == Set(0...5))
+    #expect(batcher.queued == 0)
+  }
+
+  @Test("Each lane carries its own statement: with two lanes two requests go alone at once")
+  func lanes() async throws {
+    let gate = Gate()
+    let batcher = StatementBatcher<Int, Int>(lanes: 2, largest: 8, timeout: .seconds(60)) { items in
+      await gate.enter(items)
+      return items
+    }
+    try await withThrowingTaskGroup(of: Int.self) { group in
+      group.addTask { try await batcher.submit(1) }
+      group.addTask { try await batcher.submit(2) }
+      await self.until { gate.batches.count == 2 }
+      group.addTask { try await batcher.submit(3) }
+      await self.until { batcher.queued == 1 }
+      gate.release()
+      var answers: [Int] = []
+      for try await answer in group { answers.append(answer) }
+      #expect(answers.sorted() == [1, 2, 3])
+    }
+    #expect(gate.batches.map(\.count) == [1, 1, 1])
+  }
+
+  struct Refused: Error, Equatable {}
+
+  @Test("A statement that fails fails each request it carried, and the lane goes on with the next")
+  func failures() async throws {
+    let gate = Gate()
+    let batcher = StatementBatcher<Int, Int>(lanes: 1, largest: 8, timeout: .seconds(60)) { items in
+      await gate.enter(items)
+      if items.contains(0) { throw Refused() }
+      return items
+    }
+    try await withThrowingTaskGroup(of: Result<Int, Refused>.self) { group in
+      group.addTask {
+        do { return .success(try await batcher.submit(0)) } catch let error as Refused { return .failure(error) }
+      }
+      await self.until { gate.batches.count == 1 }
+      for item in [7, 8] {
+        group.addTask {
+          do { return .success(try await batcher.submit(item)) } catch let error as Refused { return .failure(error) }
+        }
+      }
+      await self.until { batcher.queued == 2 }
+      gate.release()
+      var results: [Result<Int, Refused>] = []
+      for try await result in group { results.append(result) }
+      #expect(results.filter { $0 == .failure(Refused()) }.count == 1)
+      #expect(Set(results.compactMap { try? $0.get() }) == [7, 8])
+    }
+    #expect(gate.batches.map(\.count) == [1, 2])
+  }
+
+  @Test("A statement that never answers fails its requests at the timeout and frees its lane")
+  func timeout() async throws {
+    let gate = Gate()
+    let stuck = Gate()
+    let batcher = StatementBatcher<Int, Int>(lanes: 1, largest: 8, timeout: .milliseconds(50)) { items in
+      if items == [0] { await stuck.enter(items) } else { await gate.enter(items) }
+      return items
+    }
+    gate.release()
+    await #expect(throws: Bounded.TimedOut.self) { try await batcher.submit(0) }
+    #expect(try await batcher.submit(1) == 1)
+    stuck.release()
+  }
+}
