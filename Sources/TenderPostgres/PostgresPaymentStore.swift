@@ -205,15 +205,22 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
 
   /// Writes `requests` as one statement (`InsertClaiming` alone, `InsertClaimingBatch` for more):
   /// each request's row, or nil when its key was not free. A deadlock with another replica's batch
-  /// over the same keys wrote nothing: every request then takes the general path.
+  /// over the same keys wrote nothing: every request then takes the general path. A batch the
+  /// server refused otherwise wrote nothing either: its requests are then written one by one, so
+  /// that a request's error is its own.
   static func insertClaiming(
     _ requests: [InsertClaiming], client: PostgresClient, logger: Logger
-  ) async throws -> [InsertClaiming.Row?] {
-    do {
-      if requests.count == 1 {
-        for try await row in try await client.execute(requests[0], logger: logger) { return [row] }
-        return [nil]
+  ) async throws -> [Result<InsertClaiming.Row?, any Error>] {
+    @Sendable func alone(_ request: InsertClaiming) async throws -> InsertClaiming.Row? {
+      do {
+        for try await row in try await client.execute(request, logger: logger) { return row }
+        return nil
+      } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
+        return nil
       }
+    }
+    guard requests.count > 1 else { return [await .catching { try await alone(requests[0]) }] }
+    do {
       // Keys claimed in one order by every batch, so two batches wait on each other's keys in
       // one direction only.
       let sorted = requests.sorted {
@@ -225,9 +232,13 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
       {
         rows[payment] = (tx, id, time, requestID)
       }
-      return requests.map { rows[$0.payment.id.rawValue] }
+      return requests.map { .success(rows[$0.payment.id.rawValue]) }
     } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
-      return requests.map { _ in nil }
+      return requests.map { _ in .success(nil) }
+    } catch let error as PSQLError where error.serverInfo != nil {
+      var answers: [Result<InsertClaiming.Row?, any Error>] = []
+      for request in requests { answers.append(await .catching { try await alone(request) }) }
+      return answers
     }
   }
 
@@ -424,18 +435,27 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
   }
 
   /// Writes `requests` as one statement (`FinishProcessing` alone, `FinishProcessingBatch` for
-  /// more). A statement that aborted itself or lost a deadlock wrote nothing: every request of it
-  /// then takes the general path.
+  /// more). A statement that aborted itself (a key taken over between its checks) or lost a
+  /// deadlock (with a takeover's transaction, which locks the key before the payment where this
+  /// statement locks the payment first) wrote nothing: every request of it then takes the general
+  /// path, which finds out what happened. A batch the server refused otherwise wrote nothing
+  /// either: its requests are then written one by one, so that a request's error is its own.
   static func finishProcessing(
     _ requests: [FinishProcessing], client: PostgresClient, logger: Logger
-  ) async throws -> [FinishProcessing.Answer] {
-    do {
-      if requests.count == 1 {
-        for try await (count, eventTransaction) in try await client.execute(requests[0], logger: logger) {
-          return [FinishProcessing.Answer(written: count == 1, eventTransaction: eventTransaction)]
+  ) async throws -> [Result<FinishProcessing.Answer, any Error>] {
+    let nothing = FinishProcessing.Answer(written: false, eventTransaction: nil)
+    @Sendable func alone(_ request: FinishProcessing) async throws -> FinishProcessing.Answer {
+      do {
+        for try await (count, eventTransaction) in try await client.execute(request, logger: logger) {
+          return FinishProcessing.Answer(written: count == 1, eventTransaction: eventTransaction)
         }
-        return [FinishProcessing.Answer(written: false, eventTransaction: nil)]
+        return nothing
+      } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
+        return nothing
       }
+    }
+    guard requests.count > 1 else { return [await .catching { try await alone(requests[0]) }] }
+    do {
       // Payments locked in one order by every batch.
       let sorted = requests.sorted { $0.payment.id.rawValue < $1.payment.id.rawValue }
       var written: [String: Int64?] = [:]
@@ -445,16 +465,15 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
         written[payment] = eventTransaction
       }
       return requests.map { request in
-        guard let eventTransaction = written[request.payment.id.rawValue] else {
-          return FinishProcessing.Answer(written: false, eventTransaction: nil)
-        }
-        return FinishProcessing.Answer(written: true, eventTransaction: eventTransaction)
+        guard let eventTransaction = written[request.payment.id.rawValue] else { return .success(nothing) }
+        return .success(FinishProcessing.Answer(written: true, eventTransaction: eventTransaction))
       }
     } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
-      // A concurrent takeover changed a key between the statement's checks, or its owner's
-      // transaction (which locks the key before the payment, where this statement locks the
-      // payment first) deadlocked with this one: the general path finds out what happened.
-      return requests.map { _ in FinishProcessing.Answer(written: false, eventTransaction: nil) }
+      return requests.map { _ in .success(nothing) }
+    } catch let error as PSQLError where error.serverInfo != nil {
+      var answers: [Result<FinishProcessing.Answer, any Error>] = []
+      for request in requests { answers.append(await .catching { try await alone(request) }) }
+      return answers
     }
   }
 

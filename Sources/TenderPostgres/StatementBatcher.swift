@@ -10,11 +10,11 @@ import TenderCore
 /// by themselves, without a timer.
 ///
 /// Each statement runs in a task of its own, bounded by `timeout`: no caller's cancellation or
-/// timeout cancels a statement that carries other callers' writes. A statement that fails fails
-/// each of its requests with its error; one that answers gives each request its own answer,
-/// in order.
+/// timeout cancels a statement that carries other callers' writes. `execute` gives each request
+/// its own answer or error, in order; when it throws (a connection lost, the timeout), each
+/// request of the statement fails with that error.
 final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
-  typealias Execute = @Sendable ([Item]) async throws -> [Answer]
+  typealias Execute = @Sendable ([Item]) async throws -> [Result<Answer, any Error>]
 
   private struct Waiting {
     let item: Item
@@ -73,7 +73,7 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
       var batch = first
       while true {
         let items = batch.map(\.item)
-        let result: Result<[Answer], any Error>
+        let result: Result<[Result<Answer, any Error>], any Error>
         do {
           let execute = self.execute
           let answers = try await Bounded.run(within: self.timeout) { try await execute(items) }
@@ -84,7 +84,7 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
         }
         switch result {
         case .success(let answers):
-          for (waiting, answer) in zip(batch, answers) { waiting.continuation.resume(returning: answer) }
+          for (waiting, answer) in zip(batch, answers) { waiting.continuation.resume(with: answer) }
         case .failure(let error):
           for waiting in batch { waiting.continuation.resume(throwing: error) }
         }
@@ -98,6 +98,17 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
         guard let next else { return }
         batch = next
       }
+    }
+  }
+}
+
+extension Result where Failure == any Error {
+  /// `body`'s answer or error.
+  static func catching(_ body: () async throws -> Success) async -> Self {
+    do {
+      return .success(try await body())
+    } catch {
+      return .failure(error)
     }
   }
 }

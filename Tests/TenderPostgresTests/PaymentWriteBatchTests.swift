@@ -56,16 +56,20 @@ struct PaymentWriteBatchTests {
     try await self.withClient { client in
       let taken = Self.draft(100)
       let alone = try await PostgresPaymentStore.insertClaiming(
-        [Self.claim(taken, key: "k0")], client: client, logger: self.logger)
+        [Self.claim(taken, key: "k0")], client: client, logger: self.logger
+      ).map { try $0.get() }
       #expect(alone.count == 1 && alone[0] != nil)
 
-      let drafts = [Self.draft(200), Self.draft(300), Self.draft(400, merchant: "mer_b", customer: "cus_9"), Self.draft(500)]
+      let drafts = [
+        Self.draft(200), Self.draft(300), Self.draft(400, merchant: "mer_b", customer: "cus_9"), Self.draft(500),
+      ]
       // The last request reuses a key this batch claims first, and the fourth a key already taken.
       let requests = [
         Self.claim(drafts[0], key: "k2"), Self.claim(drafts[1], key: "k1"), Self.claim(drafts[2], key: "k1"),
         Self.claim(Self.draft(600), key: "k0"), Self.claim(drafts[3], key: "k2"),
       ]
       let answers = try await PostgresPaymentStore.insertClaiming(requests, client: client, logger: self.logger)
+        .map { try $0.get() }
       #expect(answers.count == 5)
       #expect(answers[1] != nil && answers[2] != nil && answers[3] == nil)
       // Of the two requests of key k2 exactly one claimed it.
@@ -88,7 +92,8 @@ struct PaymentWriteBatchTests {
       let store = PostgresPaymentStore(client: client, logger: self.logger)
       let stored = try #require(try await store.payment(drafts[2].id, merchant: drafts[2].merchantID))
       #expect(stored.ledger.status == .processing && stored.ledger.amount.minorUnits == 400)
-      #expect(stored.customerReference == "cus_9" && stored.description == "order 400" && stored.metadata == ["order": "400"])
+      #expect(
+        stored.customerReference == "cus_9" && stored.description == "order 400" && stored.metadata == ["order": "400"])
       #expect(stored.createTime == drafts[2].createTime)
 
       let calls = try await client.query(
@@ -100,12 +105,15 @@ struct PaymentWriteBatchTests {
     }
   }
 
-  @Test("A batch finishes each payment whose key is still its owner's, with its event and answer; the others stay as they were")
+  @Test(
+    "A batch finishes each payment whose key is still its owner's, with its event and answer; the others stay as they were"
+  )
   func finishes() async throws {
     try await self.withClient { client in
       let drafts = [Self.draft(100), Self.draft(200), Self.draft(300)]
       let claims = drafts.enumerated().map { Self.claim($1, key: "f\($0)") }
       let rows = try await PostgresPaymentStore.insertClaiming(claims, client: client, logger: self.logger)
+        .map { try $0.get() }
       let requestIDs = try rows.map { try #require($0).3 }
       let before = try await self.footprint(client)
 
@@ -132,15 +140,20 @@ struct PaymentWriteBatchTests {
           call: ProviderCallEnd(requestID: requestIDs[2], outcome: .succeeded)),
       ]
       let answers = try await PostgresPaymentStore.finishProcessing(finishes, client: client, logger: self.logger)
+        .map { try $0.get() }
       #expect(answers.map(\.written) == [true, true, false])
       #expect(answers[0].eventTransaction != nil && answers[0].eventTransaction == answers[1].eventTransaction)
       #expect(answers[2].eventTransaction == nil)
 
       let store = PostgresPaymentStore(client: client, logger: self.logger)
       let first = try #require(try await store.payment(drafts[0].id, merchant: drafts[0].merchantID))
-      #expect(first.ledger.status == .succeeded && first.ledger.capturedMinorUnits == 100 && first.providerPaymentID == "pi_1")
+      #expect(
+        first.ledger.status == .succeeded && first.ledger.capturedMinorUnits == 100 && first.providerPaymentID == "pi_1"
+      )
       let second = try #require(try await store.payment(drafts[1].id, merchant: drafts[1].merchantID))
-      #expect(second.ledger.status == .failed && second.ledger.failureReason == .cardDeclined && second.providerPaymentID == nil)
+      #expect(
+        second.ledger.status == .failed && second.ledger.failureReason == .cardDeclined
+          && second.providerPaymentID == nil)
       let third = try #require(try await store.payment(drafts[2].id, merchant: drafts[2].merchantID))
       #expect(third.ledger.status == .processing)
 
@@ -162,6 +175,42 @@ struct PaymentWriteBatchTests {
     }
   }
 
+  @Test("A request the database refuses fails alone: the other requests of its batch are written")
+  func refusedRequestFailsAlone() async throws {
+    try await self.withClient { client in
+      // A merchant that does not exist: its rows break the foreign keys, and the whole statement
+      // with them.
+      let requests = [
+        Self.claim(Self.draft(100), key: "r1"), Self.claim(Self.draft(200, merchant: "mer_zz"), key: "r2"),
+        Self.claim(Self.draft(300), key: "r3"),
+      ]
+      let answers = try await PostgresPaymentStore.insertClaiming(requests, client: client, logger: self.logger)
+      #expect(answers.count == 3)
+      #expect((try? answers[0].get()) != nil && (try? answers[2].get()) != nil)
+      #expect(throws: PSQLError.self) { try answers[1].get() }
+      #expect(try await self.footprint(client) == [2, 2, 2, 2])
+
+      let rows = try [answers[0], answers[2]].map { try #require(try $0.get()) }
+      let finishes = [0, 2].enumerated().map { position, index in
+        var final = requests[index].payment
+        try! final.ledger.providerAuthorized()
+        // The second one's answer breaks a constraint added for this test.
+        return PostgresPaymentStore.FinishProcessing(
+          payment: final, owner: KeyOwner(merchant: final.merchantID, key: requests[index].request.key, token: 1),
+          response: StoredResponse(code: position == 0 ? 0 : -1, message: [], details: []),
+          call: ProviderCallEnd(requestID: rows[position].3, outcome: .succeeded))
+      }
+      try await client.query(
+        "ALTER TABLE idempotency_keys ADD CONSTRAINT test_codes CHECK (response_code IS NULL OR response_code >= 0)")
+      let finished = try await PostgresPaymentStore.finishProcessing(finishes, client: client, logger: self.logger)
+      #expect((try? finished[0].get())?.written == true)
+      #expect(throws: PSQLError.self) { try finished[1].get() }
+      let statuses = try await client.query("SELECT status FROM payments ORDER BY amount_minor")
+        .decode(String.self).reduce(into: []) { $0.append($1) }
+      #expect(statuses == ["succeeded", "processing"])
+    }
+  }
+
   @Test("Concurrent new payments through the store: each claims its own key and finishes its own payment")
   func concurrentThroughTheStore() async throws {
     try await self.withClient { client in
@@ -177,8 +226,9 @@ struct PaymentWriteBatchTests {
             let call = ProviderCall(
               merchant: draft.merchantID, payment: draft.id, operation: .createPayment, providerKey: "tender_c\(index)",
               amountMinorUnits: draft.ledger.amount.minorUnits)
-            guard let (_, requestID) = try await store.insertClaiming(
-              draft, request: request, lockFor: .seconds(30), call: call)
+            guard
+              let (_, requestID) = try await store.insertClaiming(
+                draft, request: request, lockFor: .seconds(30), call: call)
             else { return false }
             var final = draft
             try final.ledger.providerAuthorized()
@@ -194,7 +244,8 @@ struct PaymentWriteBatchTests {
       #expect(written.filter { $0 }.count == 40)
       #expect(try await self.footprint(client) == [40, 40, 40, 80])
       let open = try await client.query(
-        "SELECT count(*) FROM payments WHERE status <> 'succeeded'").decode(Int64.self).reduce(0, +)
+        "SELECT count(*) FROM payments WHERE status <> 'succeeded'"
+      ).decode(Int64.self).reduce(0, +)
       #expect(open == 0)
     }
   }
