@@ -14,22 +14,21 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
   private let claims: StatementBatcher<InsertClaiming, InsertClaiming.Row?>
   private let finishes: StatementBatcher<FinishProcessing, FinishProcessing.Answer>
 
-  /// Statements of each kind in flight at once, and the most requests one of them carries.
-  static let batchLanes = 4
+  /// The most requests one statement carries.
   static let largestBatch = 32
 
   public init(
     client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer(),
     callTimeout: Duration? = PostgresStores.defaultCallTimeout, movements: MoneyMovements? = nil,
-    announcer: PostgresEventAnnouncer? = nil
+    announcer: PostgresEventAnnouncer? = nil, writeLanes: Int = 2
   ) {
     self.client = client
     self.logger = logger
     self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout, movements: movements, announcer: announcer)
-    self.claims = StatementBatcher(lanes: Self.batchLanes, largest: Self.largestBatch, timeout: callTimeout) {
+    self.claims = StatementBatcher(lanes: writeLanes, largest: Self.largestBatch, timeout: callTimeout) {
       try await Self.insertClaiming($0, client: client, logger: logger)
     }
-    self.finishes = StatementBatcher(lanes: Self.batchLanes, largest: Self.largestBatch, timeout: callTimeout) {
+    self.finishes = StatementBatcher(lanes: writeLanes, largest: Self.largestBatch, timeout: callTimeout) {
       try await Self.finishProcessing($0, client: client, logger: logger)
     }
   }

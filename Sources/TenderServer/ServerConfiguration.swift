@@ -28,6 +28,8 @@ public struct ServerConfiguration: Sendable {
   public var database: PostgresClient.Configuration
   /// Longest wait for one store call, however the database fails to answer.
   public var databaseCallTimeout: Duration
+  /// Statements of each kind of new-payment write in flight at once (group commit's lanes).
+  public var databaseWriteLanes: Int
   /// Maximum concurrent streams (RPCs) per HTTP/2 connection.
   public var maxConcurrentStreams: Int
   /// Largest request message accepted, in bytes.
@@ -128,6 +130,7 @@ public struct ServerConfiguration: Sendable {
     self.transport = .insecure
     self.database = .init(host: "", username: "", password: nil, database: nil, tls: .disable)
     self.databaseCallTimeout = .zero
+    self.databaseWriteLanes = 0
     self.maxConcurrentStreams = 0
     self.maxRequestMessageBytes = 0
     self.defaultDeadline = .zero

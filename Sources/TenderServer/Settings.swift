@@ -235,6 +235,11 @@ extension Setting {
     help:
       "longest wait for one store call (a query or a transaction, waiting for a connection included); past it the RPC answers UNAVAILABLE `DATABASE_UNAVAILABLE`, even when the database never answers or cannot be reached"
   )
+  public static let databaseWriteLanes = Setting.integer(
+    "database-write-lanes", \.databaseWriteLanes, default: 2, range: 1...64,
+    help:
+      "statements of each of a new payment's two writes in flight at once; requests that arrive meanwhile are written together as the next statement, one commit for all (group commit). Fewer lanes make larger batches (less database CPU per payment); more keep writes going past a statement that waits on a lock"
+  )
   public static let maxConcurrentStreams = Setting.integer(
     "max-concurrent-streams", \.maxConcurrentStreams, default: 100, range: 1...10_000,
     help: "concurrent RPCs per HTTP/2 connection")
@@ -441,7 +446,7 @@ extension Setting {
   public static let all: [Setting] = [
     .grpcAddress, .httpAddress, .tlsCert, .tlsKey, .tlsClientCA, .tlsReloadInterval, .insecure, .databaseURL,
     .databasePassword,
-    .databaseCallTimeout,
+    .databaseCallTimeout, .databaseWriteLanes,
     .maxConcurrentStreams,
     .maxRequestBytes, .defaultDeadline, .keepaliveTime, .keepaliveTimeout, .minClientPingInterval,
     .maxConnectionIdle, .maxConnectionAge, .maxConnectionAgeGrace, .healthProbeInterval, .drainDelay,

@@ -106,7 +106,7 @@ public struct TenderPorts: Sendable {
     return TenderPorts(
       payments: PostgresPaymentStore(
         client: postgres, logger: logger, tracer: tracer, callTimeout: timeout, movements: movements,
-        announcer: announcer),
+        announcer: announcer, writeLanes: configuration.databaseWriteLanes),
       calls: PostgresProviderCallLog(
         client: postgres, logger: logger, tracer: tracer, callTimeout: timeout),
       refunds: PostgresRefundStore(
