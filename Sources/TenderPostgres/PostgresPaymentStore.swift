@@ -349,7 +349,13 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
   /// payment is written only under its own conditions (still processing, its key still its
   /// owner's); the others write nothing and return no row. The half-write check covers them all:
   /// a payment written without its key finished aborts the whole statement.
-  struct FinishProcessingBatch: PostgresPreparedStatement {
+  ///
+  /// Sent unnamed, so it is planned for each batch, with the batch's size and the tables' as they
+  /// are now. A prepared statement's generic plan, made once for ten requests while the tables
+  /// were small, joins them by hashing whole tables, and keeps doing so as they grow until the
+  /// next ANALYZE: under load a fresh database then spent more CPU on those scans than on the
+  /// payments.
+  struct FinishProcessingBatch {
     static let sql = """
       WITH input AS (
         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::boolean[],
@@ -430,7 +436,9 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
       return binds
     }
 
-    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+    var query: PostgresQuery {
+      get throws { PostgresQuery(unsafeSQL: Self.sql, binds: try self.makeBindings()) }
+    }
   }
 
   /// Writes `requests` as one statement (`FinishProcessing` alone, `FinishProcessingBatch` for
@@ -457,10 +465,9 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     do {
       // Payments locked in one order by every batch.
       let sorted = requests.sorted { $0.payment.id.rawValue < $1.payment.id.rawValue }
+      let rows = try await client.query(try FinishProcessingBatch(requests: sorted).query, logger: logger)
       var written: [String: Int64?] = [:]
-      for try await (payment, eventTransaction, _) in try await client.execute(
-        FinishProcessingBatch(requests: sorted), logger: logger)
-      {
+      for try await (payment, eventTransaction, _) in rows.decode(FinishProcessingBatch.Row.self) {
         written[payment] = eventTransaction
       }
       return requests.map { request in
