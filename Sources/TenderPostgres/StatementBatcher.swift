@@ -31,8 +31,16 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
   private let largest: Int
   private let timeout: Duration?
   private let execute: Execute
+  private let reports: WriteBatchReports?
+  private let name: String
 
-  init(lanes: Int, largest: Int, timeout: Duration?, execute: @escaping Execute) {
+  /// `name` labels the statement in `reports`.
+  init(
+    _ name: String, lanes: Int, largest: Int, timeout: Duration?, reports: WriteBatchReports? = nil,
+    execute: @escaping Execute
+  ) {
+    self.name = name
+    self.reports = reports
     precondition(lanes > 0 && largest > 0, "at least one lane and one request per statement")
     self.lanes = lanes
     self.largest = largest
@@ -73,6 +81,7 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
       var batch = first
       while true {
         let items = batch.map(\.item)
+        self.reports?.sent(self.name, requests: items.count)
         let result: Result<[Result<Answer, any Error>], any Error>
         do {
           let execute = self.execute

@@ -87,9 +87,11 @@ public struct TenderApplication: Sendable {
     let tracing = try Self.tracing(configuration, given: tracer, logger: logger)
     let metrics = PrometheusCollectorRegistry()
     var ports = ports ?? .production(configuration, tracer: tracing.tracer, logger: logger)
-    let metricsFactory = PrometheusMetricsFactory(registry: metrics)
+    var metricsFactory = PrometheusMetricsFactory(registry: metrics)
+    metricsFactory.valueHistogramBuckets[PaymentMetrics.writeBatchRequests] = PaymentMetrics.writeBatchBuckets
     ports.provider = MeteredProvider(ports.provider, factory: metricsFactory)
     if let movements = ports.movements { PaymentMetrics.connect(movements, factory: metricsFactory) }
+    if let batches = ports.writeBatches { PaymentMetrics.connect(batches, factory: metricsFactory) }
     let shared = Shared(
       configuration: configuration,
       ports: ports,

@@ -43,6 +43,8 @@ public struct TenderPorts: Sendable {
   /// Where the stores report the statuses payments and refunds entered, once committed (the
   /// payment metrics); nil: not reported.
   public var movements: MoneyMovements?
+  /// Where the payment store reports each group-committed statement's size; nil: not reported.
+  public var writeBatches: WriteBatchReports?
 
   public init(
     payments: any PaymentStore,
@@ -62,7 +64,8 @@ public struct TenderPorts: Sendable {
     services: [any Service] = [],
     migrate: (@Sendable () async throws -> Void)? = nil,
     postgres: PostgresClient? = nil,
-    movements: MoneyMovements? = nil
+    movements: MoneyMovements? = nil,
+    writeBatches: WriteBatchReports? = nil
   ) {
     self.payments = payments
     self.calls = calls
@@ -82,6 +85,7 @@ public struct TenderPorts: Sendable {
     self.migrate = migrate
     self.postgres = postgres
     self.movements = movements
+    self.writeBatches = writeBatches
   }
 
   /// PostgreSQL, Redis and the provider's HTTP API, as configured.
@@ -99,6 +103,7 @@ public struct TenderPorts: Sendable {
     )
     let migrator = Migrator(client: postgres, logger: logger)
     let movements = MoneyMovements()
+    let writeBatches = WriteBatchReports()
     let announcer = PostgresEventAnnouncer(client: postgres, logger: logger)
     let timeout = configuration.databaseCallTimeout
     let standings = RedisTokenStandingCache(client: redis, prefix: configuration.redisKeyPrefix + "auth:")
@@ -106,7 +111,7 @@ public struct TenderPorts: Sendable {
     return TenderPorts(
       payments: PostgresPaymentStore(
         client: postgres, logger: logger, tracer: tracer, callTimeout: timeout, movements: movements,
-        announcer: announcer, writeLanes: configuration.databaseWriteLanes),
+        announcer: announcer, writeLanes: configuration.databaseWriteLanes, writeBatches: writeBatches),
       calls: PostgresProviderCallLog(
         client: postgres, logger: logger, tracer: tracer, callTimeout: timeout),
       refunds: PostgresRefundStore(
@@ -135,7 +140,8 @@ public struct TenderPorts: Sendable {
       services: [postgres, redis, ConnectorLifecycle(connector: provider), announcer],
       migrate: { _ = try await migrator.migrate() },
       postgres: postgres,
-      movements: movements
+      movements: movements,
+      writeBatches: writeBatches
     )
   }
 }

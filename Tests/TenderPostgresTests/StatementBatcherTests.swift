@@ -44,7 +44,7 @@ struct StatementBatcherTests {
     "A request that finds a lane free is sent alone; those that arrive meanwhile go together, at most `largest` each")
   func batchesFormUnderLoad() async throws {
     let gate = Gate()
-    let batcher = StatementBatcher<Int, Int>(lanes: 1, largest: 3, timeout: .seconds(60)) { items in
+    let batcher = StatementBatcher<Int, Int>("test", lanes: 1, largest: 3, timeout: .seconds(60)) { items in
       await gate.enter(items)
       return items.map { .success($0 * 10) }
     }
@@ -68,7 +68,7 @@ struct StatementBatcherTests {
   @Test("Each lane carries its own statement: with two lanes two requests go alone at once")
   func lanes() async throws {
     let gate = Gate()
-    let batcher = StatementBatcher<Int, Int>(lanes: 2, largest: 8, timeout: .seconds(60)) { items in
+    let batcher = StatementBatcher<Int, Int>("test", lanes: 2, largest: 8, timeout: .seconds(60)) { items in
       await gate.enter(items)
       return items.map { .success($0) }
     }
@@ -91,7 +91,7 @@ struct StatementBatcherTests {
   @Test("A statement that fails fails each request it carried, one request refused fails alone, and the lane goes on")
   func failures() async throws {
     let gate = Gate()
-    let batcher = StatementBatcher<Int, Int>(lanes: 1, largest: 8, timeout: .seconds(60)) { items in
+    let batcher = StatementBatcher<Int, Int>("test", lanes: 1, largest: 8, timeout: .seconds(60)) { items in
       await gate.enter(items)
       if items.contains(0) { throw Refused() }
       return items.map { $0 == 8 ? .failure(Refused()) : .success($0) }
@@ -121,7 +121,7 @@ struct StatementBatcherTests {
   func timeout() async throws {
     let gate = Gate()
     let stuck = Gate()
-    let batcher = StatementBatcher<Int, Int>(lanes: 1, largest: 8, timeout: .milliseconds(50)) { items in
+    let batcher = StatementBatcher<Int, Int>("test", lanes: 1, largest: 8, timeout: .milliseconds(50)) { items in
       if items == [0] { await stuck.enter(items) } else { await gate.enter(items) }
       return items.map { .success($0) }
     }

@@ -74,6 +74,14 @@ struct PaymentMetricsTests {
       #expect(provider("create_refund", "ok") == 1)
       #expect(value("tender_provider_request_seconds_count", ["operation": "create_payment"]) == 3)
 
+      // One call at a time, each new payment's writes went alone: four claims (the replay's
+      // found its key taken) and three finishes, one request each.
+      let batches = { (suffix: String, statement: String) in
+        value("tender_database_write_batch_requests" + suffix, ["statement": statement])
+      }
+      #expect(batches("_count", "payment_claims") == 4 && batches("_sum", "payment_claims") == 4)
+      #expect(batches("_count", "payment_finishes") == 3 && batches("_sum", "payment_finishes") == 3)
+
       // Nothing is left open for the reconciler.
       #expect(value("tender_settlement_open", ["kind": "payment"]) == 0)
       #expect(value("tender_settlement_open", ["kind": "refund"]) == 0)
