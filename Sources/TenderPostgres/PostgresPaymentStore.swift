@@ -207,10 +207,10 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
   }
 
   /// Writes `requests` as one statement (`InsertClaiming` alone, `InsertClaimingBatch` for more):
-  /// each request's row, or nil when its key was not free. A deadlock with another replica's batch
-  /// over the same keys wrote nothing: every request then takes the general path. A batch the
-  /// server refused otherwise wrote nothing either: its requests are then written one by one, so
-  /// that a request's error is its own.
+  /// each request's row, or nil when its key was not free. A batch the server refused (a deadlock
+  /// with another replica's batch over the same keys, or an error of one request) wrote nothing:
+  /// its requests are then written one by one, so that each gets its own answer or error. One
+  /// alone that lost a deadlock wrote nothing either, and takes the general path.
   static func insertClaiming(
     _ requests: [InsertClaiming], client: PostgresClient, logger: Logger
   ) async throws -> [Result<InsertClaiming.Row?, any Error>] {
@@ -236,8 +236,6 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
         rows[payment] = (tx, id, time, requestID)
       }
       return requests.map { .success(rows[$0.payment.id.rawValue]) }
-    } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
-      return requests.map { _ in .success(nil) }
     } catch let error as PSQLError where error.serverInfo != nil {
       var answers: [Result<InsertClaiming.Row?, any Error>] = []
       for request in requests { answers.append(await .catching { try await alone(request) }) }
@@ -446,11 +444,11 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
   }
 
   /// Writes `requests` as one statement (`FinishProcessing` alone, `FinishProcessingBatch` for
-  /// more). A statement that aborted itself (a key taken over between its checks) or lost a
-  /// deadlock (with a takeover's transaction, which locks the key before the payment where this
-  /// statement locks the payment first) wrote nothing: every request of it then takes the general
-  /// path, which finds out what happened. A batch the server refused otherwise wrote nothing
-  /// either: its requests are then written one by one, so that a request's error is its own.
+  /// more). A batch the server refused wrote nothing: its requests are then written one by one,
+  /// so that each gets its own answer or error. One alone that aborted itself (its key taken over
+  /// between its checks) or lost a deadlock (with a takeover's transaction, which locks the key
+  /// before the payment where this statement locks the payment first) wrote nothing either: it
+  /// takes the general path, which finds out what happened.
   static func finishProcessing(
     _ requests: [FinishProcessing], client: PostgresClient, logger: Logger
   ) async throws -> [Result<FinishProcessing.Answer, any Error>] {
@@ -478,8 +476,6 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
         guard let eventTransaction = written[request.payment.id.rawValue] else { return .success(nothing) }
         return .success(FinishProcessing.Answer(written: true, eventTransaction: eventTransaction))
       }
-    } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
-      return requests.map { _ in .success(nothing) }
     } catch let error as PSQLError where error.serverInfo != nil {
       var answers: [Result<FinishProcessing.Answer, any Error>] = []
       for request in requests { answers.append(await .catching { try await alone(request) }) }
