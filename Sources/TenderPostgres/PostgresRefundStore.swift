@@ -11,15 +11,32 @@ public struct PostgresRefundStore: RefundStore, KeyedRefundCreation {
   private let client: PostgresClient
   private let logger: Logger
   private let database: DatabaseCalls
+  /// Group commit of the two statements of new keyed refunds (see `StatementBatcher`). A claim's
+  /// statement carries at most one refund of each payment: it reserves the amount on the payment's
+  /// row, which one statement can change only once.
+  private let claims: StatementBatcher<InsertClaiming, InsertClaiming.Answer>
+  private let finishes: StatementBatcher<FinishPending, FinishPending.Answer>
 
   public init(
     client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer(),
     callTimeout: Duration? = PostgresStores.defaultCallTimeout, movements: MoneyMovements? = nil,
-    announcer: PostgresEventAnnouncer? = nil
+    announcer: PostgresEventAnnouncer? = nil, writeLanes: Int = 2, writeBatches: WriteBatchReports? = nil
   ) {
     self.client = client
     self.logger = logger
     self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout, movements: movements, announcer: announcer)
+    self.claims = StatementBatcher(
+      "refund_claims", lanes: writeLanes, largest: PostgresPaymentStore.largestBatch, timeout: callTimeout,
+      reports: writeBatches, distinct: { $0.refund.paymentID.rawValue }
+    ) {
+      try await Self.insertClaiming($0, client: client, logger: logger)
+    }
+    self.finishes = StatementBatcher(
+      "refund_finishes", lanes: writeLanes, largest: PostgresPaymentStore.largestBatch, timeout: callTimeout,
+      reports: writeBatches
+    ) {
+      try await Self.finishPending($0, client: client, logger: logger)
+    }
   }
 
   static let columns = """
@@ -220,6 +237,9 @@ public struct PostgresRefundStore: RefundStore, KeyedRefundCreation {
       """
     typealias Row = (Int64, Int64?, Int64?)
 
+    /// The claim's event transaction and provider call's row id; nil when nothing was written.
+    typealias Answer = (eventTransaction: Int64, requestID: Int64)?
+
     let refund: RefundRecord
     let expectRefunded: Int64?
     let request: IdempotencyRequest
@@ -248,6 +268,125 @@ public struct PostgresRefundStore: RefundStore, KeyedRefundCreation {
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
   }
 
+  /// `InsertClaiming` for several new keys, each of another payment, in one statement and one
+  /// transaction: each key that is free is claimed with its refund's reservation, the refund, the
+  /// call's record and the event; a key that exists writes nothing. A key claimed whose payment no
+  /// longer allows its refund as read aborts the whole statement (a division by zero): its
+  /// requests are then written one by one. Sent unnamed, as `FinishProcessingBatch` is.
+  struct InsertClaimingBatch {
+    static let sql = """
+      WITH input AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bigint[], $6::text[], $7::text[], $8::bigint[],
+          $9::text[], $10::bigint[], $11::boolean[], $12::text[], $13::text[], $14::bigint[], $15::text[])
+          AS i (merchant_id, idempotency_key, method, fingerprint, lock_milliseconds, payment_id, refund_id, amount_minor,
+            currency, expect_refunded, has_expect_refunded, reason, metadata, create_micros, provider_key)
+      ), claimed AS (
+        INSERT INTO idempotency_keys (merchant_id, idempotency_key, method, request_fingerprint, recovery_point, locked_until, payment_id,
+          refund_id, provider_attempted)
+        SELECT merchant_id, idempotency_key, method, fingerprint, 'refund_created',
+          now() + lock_milliseconds * interval '1 millisecond', payment_id, refund_id, true
+        FROM input
+        ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
+        RETURNING refund_id
+      ), reserved AS (
+        UPDATE payments p SET refunded_minor = p.refunded_minor + i.amount_minor, update_time = now()
+        FROM input i
+        WHERE p.payment_id = i.payment_id
+          AND (p.merchant_id = i.merchant_id AND p.status = 'succeeded' AND p.currency = i.currency
+            AND p.refunded_minor + i.amount_minor <= p.captured_minor
+            AND (NOT i.has_expect_refunded OR p.refunded_minor = i.expect_refunded)) IS TRUE
+          AND i.refund_id IN (SELECT refund_id FROM claimed)
+        RETURNING i.refund_id, p.payment_id, p.merchant_id
+      ), refund AS (
+        INSERT INTO refunds (refund_id, merchant_id, payment_id, status, currency, amount_minor, reason, metadata, create_time,
+          update_time)
+        SELECT i.refund_id, r.merchant_id, r.payment_id, 'pending', i.currency, i.amount_minor, NULLIF(i.reason, ''),
+          i.metadata::jsonb,
+          timestamptz '2000-01-01 00:00:00+00' + interval '1 microsecond' * i.create_micros,
+          timestamptz '2000-01-01 00:00:00+00' + interval '1 microsecond' * i.create_micros
+        FROM reserved r JOIN input i USING (refund_id)
+        RETURNING refund_id
+      ), call AS (
+        INSERT INTO provider_requests (merchant_id, payment_id, refund_id, operation, provider_idempotency_key, outcome, amount_minor)
+        SELECT r.merchant_id, r.payment_id, i.refund_id, 'create_refund', i.provider_key, 'unknown', i.amount_minor
+        FROM reserved r JOIN input i USING (refund_id)
+        RETURNING refund_id, request_id
+      ), event AS (
+        INSERT INTO payment_events (merchant_id, payment_id, refund_id, type, amount_minor)
+        SELECT r.merchant_id, r.payment_id, i.refund_id, 'refund_created', i.amount_minor
+        FROM reserved r JOIN input i USING (refund_id)
+        RETURNING refund_id, tx::text::bigint AS tx
+      ), checked AS (
+        SELECT 1 / (CASE WHEN (SELECT count(*) FROM claimed) = (SELECT count(*) FROM reserved) THEN 1 ELSE 0 END) AS ok
+      )
+      SELECT written.refund_id, written.tx, written.request_id, checked.ok
+      FROM checked LEFT JOIN (SELECT c.refund_id, e.tx, c.request_id FROM call c JOIN event e USING (refund_id)) written ON true
+      """
+    typealias Row = (String?, Int64?, Int64?, Int32)
+
+    let requests: [InsertClaiming]
+
+    var query: PostgresQuery {
+      get throws {
+        let requests = self.requests
+        var binds = PostgresBindings()
+        binds.append(requests.map(\.request.merchant.rawValue))
+        binds.append(requests.map(\.request.key))
+        binds.append(requests.map(\.request.method))
+        binds.append(requests.map { ByteBuffer(bytes: $0.request.fingerprint) })
+        binds.append(requests.map(\.lockMilliseconds))
+        binds.append(requests.map(\.refund.paymentID.rawValue))
+        binds.append(requests.map(\.refund.id.rawValue))
+        binds.append(requests.map(\.refund.amount.minorUnits))
+        binds.append(requests.map(\.refund.amount.currency.code))
+        binds.append(requests.map { $0.expectRefunded ?? 0 })
+        binds.append(requests.map { $0.expectRefunded != nil })
+        // No reason is the empty text: every reason is a non-empty name.
+        binds.append(requests.map { $0.refund.reason?.rawValue ?? "" })
+        binds.append(try requests.map { try PostgresPaymentStore.json($0.refund.metadata) })
+        binds.append(requests.map { PostgresTime.microseconds($0.refund.createTime) })
+        binds.append(requests.map(\.providerKey))
+        return PostgresQuery(unsafeSQL: Self.sql, binds: binds)
+      }
+    }
+  }
+
+  /// Writes `requests` (each of another payment) as one statement (`InsertClaiming` alone,
+  /// `InsertClaimingBatch` for more). A batch the server refused wrote nothing: its requests are
+  /// then written one by one, so that each gets its own answer or error. One alone that aborted
+  /// itself (its payment changed since it was read and no longer allows the refund as read) wrote
+  /// nothing either: the general path decides under the payment's lock.
+  static func insertClaiming(
+    _ requests: [InsertClaiming], client: PostgresClient, logger: Logger
+  ) async throws -> [Result<InsertClaiming.Answer, any Error>] {
+    @Sendable func alone(_ request: InsertClaiming) async throws -> InsertClaiming.Answer {
+      do {
+        for try await (claimed, eventTransaction, requestID) in try await client.execute(request, logger: logger) {
+          guard claimed == 1, let eventTransaction, let requestID else { return nil }
+          return (eventTransaction, requestID)
+        }
+        return nil
+      } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
+        return nil
+      }
+    }
+    guard requests.count > 1 else { return [await .catching { try await alone(requests[0]) }] }
+    do {
+      // Payments locked in one order by every batch.
+      let sorted = requests.sorted { $0.refund.paymentID.rawValue < $1.refund.paymentID.rawValue }
+      let rows = try await client.query(try InsertClaimingBatch(requests: sorted).query, logger: logger)
+      var written: [String: (Int64, Int64)] = [:]
+      for try await (refund, eventTransaction, requestID, _) in rows.decode(InsertClaimingBatch.Row.self) {
+        if let refund, let eventTransaction, let requestID { written[refund] = (eventTransaction, requestID) }
+      }
+      return requests.map { request in .success(written[request.refund.id.rawValue].map { ($0.0, $0.1) }) }
+    } catch let error as PSQLError where error.serverInfo != nil {
+      var answers: [Result<InsertClaiming.Answer, any Error>] = []
+      for request in requests { answers.append(await .catching { try await alone(request) }) }
+      return answers
+    }
+  }
+
   public func insertClaiming(
     _ refund: RefundRecord, expectRefunded: Int64?, request: IdempotencyRequest, lockFor: Duration, call: ProviderCall
   ) async throws -> Int64? {
@@ -260,21 +399,12 @@ public struct PostgresRefundStore: RefundStore, KeyedRefundCreation {
       refund: refund, expectRefunded: expectRefunded, request: request,
       lockMilliseconds: PostgresIdempotencyStore.milliseconds(lockFor), providerKey: call.providerKey)
     return try await self.database.run("refunds.insert_claiming", recordsMovements: true) {
-      do {
-        for try await (claimed, eventTransaction, requestID) in try await self.client.execute(
-          statement, logger: self.logger)
-        {
-          guard claimed == 1, let eventTransaction, let requestID else { return nil }
-          MoneyMovements.record(.refund(refund))
-          WrittenEvents.record(transaction: eventTransaction)
-          return requestID
-        }
-      } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
-        // The payment changed since it was read and no longer allows this refund as read: the
-        // general path decides under the payment's lock.
-        return nil
-      }
-      return nil
+      // Nil: the key exists, or the payment changed since it was read and no longer allows this
+      // refund as read; the general path decides under the payment's lock.
+      guard let (eventTransaction, requestID) = try await self.claims.submit(statement) else { return nil }
+      MoneyMovements.record(.refund(refund))
+      WrittenEvents.record(transaction: eventTransaction)
+      return requestID
     }
   }
 
@@ -315,6 +445,12 @@ public struct PostgresRefundStore: RefundStore, KeyedRefundCreation {
       """
     typealias Row = (Int64, Int64?)
 
+    /// Whether the refund was written, and the transaction of its event if one was.
+    struct Answer: Sendable {
+      let written: Bool
+      let eventTransaction: Int64?
+    }
+
     let refund: RefundRecord
     let owner: KeyOwner
     let response: StoredResponse
@@ -343,26 +479,136 @@ public struct PostgresRefundStore: RefundStore, KeyedRefundCreation {
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
   }
 
+  /// `FinishPending` for several refunds at once, in one statement and one transaction. Each
+  /// refund is written only under its own conditions (still pending, its key still its owner's);
+  /// the others write nothing and return no row. The keys are locked first, as alone. Sent
+  /// unnamed, as `FinishProcessingBatch` is.
+  struct FinishPendingBatch {
+    static let sql = """
+      WITH input AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bigint[],
+          $9::bigint[], $10::boolean[], $11::text[], $12::bigint[], $13::text[], $14::integer[], $15::bytea[], $16::bytea[])
+          AS i (status, provider_refund_id, has_provider_refund_id, update_micros, refund_id, merchant_id, idempotency_key,
+            owner_token, amount_minor, succeeded, outcome, request_id, payment_id, response_code, response_message,
+            response_details)
+      ), owned AS (
+        SELECT i.refund_id FROM input i JOIN idempotency_keys k
+          ON k.merchant_id = i.merchant_id AND k.idempotency_key = i.idempotency_key AND k.owner_token = i.owner_token
+            AND k.recovery_point <> 'finished'
+        FOR UPDATE OF k
+      ), updated AS (
+        UPDATE refunds r SET status = i.status,
+          provider_refund_id = CASE WHEN i.has_provider_refund_id THEN i.provider_refund_id END,
+          update_time = timestamptz '2000-01-01 00:00:00+00' + interval '1 microsecond' * i.update_micros
+        FROM input i
+        WHERE r.refund_id = i.refund_id AND (r.merchant_id = i.merchant_id AND r.status = 'pending') IS TRUE
+          AND i.refund_id IN (SELECT refund_id FROM owned)
+        RETURNING r.refund_id, r.merchant_id, r.payment_id
+      ), event AS (
+        INSERT INTO payment_events (merchant_id, payment_id, refund_id, type, amount_minor)
+        SELECT u.merchant_id, u.payment_id, u.refund_id, 'refund_succeeded', i.amount_minor
+        FROM updated u JOIN input i USING (refund_id) WHERE i.succeeded
+        RETURNING refund_id, tx::text::bigint AS tx
+      ), call AS (
+        UPDATE provider_requests p SET outcome = i.outcome, finish_time = now()
+        FROM input i
+        WHERE p.request_id = i.request_id AND i.refund_id IN (SELECT refund_id FROM updated)
+        RETURNING 1
+      ), finished AS (
+        UPDATE idempotency_keys k SET recovery_point = 'finished', locked_until = NULL, payment_id = i.payment_id,
+          refund_id = i.refund_id, response_code = i.response_code, response_message = i.response_message,
+          response_details = i.response_details, update_time = now()
+        FROM input i
+        WHERE k.merchant_id = i.merchant_id AND k.idempotency_key = i.idempotency_key AND k.owner_token = i.owner_token
+          AND i.refund_id IN (SELECT refund_id FROM updated)
+        RETURNING 1
+      )
+      -- A refund written without its key finished would be a half-write: divide by zero to
+      -- abort the whole statement instead.
+      SELECT u.refund_id, e.tx,
+        1 / (CASE WHEN (SELECT count(*) FROM updated) = (SELECT count(*) FROM finished) THEN 1 ELSE 0 END)
+      FROM updated u LEFT JOIN event e USING (refund_id)
+      """
+    typealias Row = (String, Int64?, Int32)
+
+    let requests: [FinishPending]
+
+    var query: PostgresQuery {
+      get throws {
+        let requests = self.requests
+        var binds = PostgresBindings()
+        binds.append(requests.map(\.refund.status.rawValue))
+        binds.append(requests.map { $0.refund.providerRefundID ?? "" })
+        binds.append(requests.map { $0.refund.providerRefundID != nil })
+        binds.append(requests.map { PostgresTime.microseconds($0.refund.updateTime) })
+        binds.append(requests.map(\.refund.id.rawValue))
+        binds.append(requests.map(\.refund.merchantID.rawValue))
+        binds.append(requests.map(\.owner.key))
+        binds.append(requests.map(\.owner.token))
+        binds.append(requests.map(\.refund.amount.minorUnits))
+        binds.append(requests.map { $0.refund.status == .succeeded })
+        binds.append(requests.map(\.call.outcome.rawValue))
+        binds.append(requests.map(\.call.requestID))
+        binds.append(requests.map(\.refund.paymentID.rawValue))
+        binds.append(requests.map { Int32($0.response.code) })
+        binds.append(requests.map { ByteBuffer(bytes: $0.response.message) })
+        binds.append(requests.map { ByteBuffer(bytes: $0.response.details) })
+        return PostgresQuery(unsafeSQL: Self.sql, binds: binds)
+      }
+    }
+  }
+
+  /// Writes `requests` as one statement (`FinishPending` alone, `FinishPendingBatch` for more). A
+  /// batch the server refused wrote nothing: its requests are then written one by one, so that
+  /// each gets its own answer or error. One alone that aborted itself (its key taken over between
+  /// its checks) wrote nothing either: the general path finds out what happened.
+  static func finishPending(
+    _ requests: [FinishPending], client: PostgresClient, logger: Logger
+  ) async throws -> [Result<FinishPending.Answer, any Error>] {
+    let nothing = FinishPending.Answer(written: false, eventTransaction: nil)
+    @Sendable func alone(_ request: FinishPending) async throws -> FinishPending.Answer {
+      do {
+        for try await (count, eventTransaction) in try await client.execute(request, logger: logger) {
+          return FinishPending.Answer(written: count == 1, eventTransaction: eventTransaction)
+        }
+        return nothing
+      } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
+        return nothing
+      }
+    }
+    guard requests.count > 1 else { return [await .catching { try await alone(requests[0]) }] }
+    do {
+      // Keys locked in one order by every batch.
+      let sorted = requests.sorted {
+        ($0.owner.merchant.rawValue, $0.owner.key) < ($1.owner.merchant.rawValue, $1.owner.key)
+      }
+      let rows = try await client.query(try FinishPendingBatch(requests: sorted).query, logger: logger)
+      var written: [String: Int64?] = [:]
+      for try await (refund, eventTransaction, _) in rows.decode(FinishPendingBatch.Row.self) {
+        written[refund] = eventTransaction
+      }
+      return requests.map { request in
+        guard let eventTransaction = written[request.refund.id.rawValue] else { return .success(nothing) }
+        return .success(FinishPending.Answer(written: true, eventTransaction: eventTransaction))
+      }
+    } catch let error as PSQLError where error.serverInfo != nil {
+      var answers: [Result<FinishPending.Answer, any Error>] = []
+      for request in requests { answers.append(await .catching { try await alone(request) }) }
+      return answers
+    }
+  }
+
   public func finishPending(
     _ refund: RefundRecord, owner: KeyOwner, response: StoredResponse, call: ProviderCallEnd
   ) async throws -> Bool {
     precondition(owner.merchant == refund.merchantID, "the key of this refund's merchant")
     precondition(refund.status != .failed, "a failed refund releases its amount: the general path settles it")
+    let statement = FinishPending(refund: refund, owner: owner, response: response, call: call)
     return try await self.database.run("refunds.finish_pending", recordsMovements: true) {
-      do {
-        for try await (count, eventTransaction) in try await self.client.execute(
-          FinishPending(refund: refund, owner: owner, response: response, call: call), logger: self.logger)
-        {
-          if count == 1, refund.status == .succeeded { MoneyMovements.record(.refund(refund)) }
-          if let eventTransaction { WrittenEvents.record(transaction: eventTransaction) }
-          return count == 1
-        }
-      } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
-        // A concurrent takeover changed the key between the statement's checks: the general
-        // path finds out what happened.
-        return false
-      }
-      return false
+      let answer = try await self.finishes.submit(statement)
+      if answer.written, refund.status == .succeeded { MoneyMovements.record(.refund(refund)) }
+      if let eventTransaction = answer.eventTransaction { WrittenEvents.record(transaction: eventTransaction) }
+      return answer.written
     }
   }
 

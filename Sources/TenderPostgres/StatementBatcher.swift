@@ -33,14 +33,17 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
   private let execute: Execute
   private let reports: WriteBatchReports?
   private let name: String
+  private let distinct: (@Sendable (Item) -> String)?
 
-  /// `name` labels the statement in `reports`.
+  /// `name` labels the statement in `reports`. With `distinct`, no statement carries two requests
+  /// of the same key: a later one waits for the next statement, in its turn.
   init(
     _ name: String, lanes: Int, largest: Int, timeout: Duration?, reports: WriteBatchReports? = nil,
-    execute: @escaping Execute
+    distinct: (@Sendable (Item) -> String)? = nil, execute: @escaping Execute
   ) {
     self.name = name
     self.reports = reports
+    self.distinct = distinct
     precondition(lanes > 0 && largest > 0, "at least one lane and one request per statement")
     self.lanes = lanes
     self.largest = largest
@@ -58,19 +61,34 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
         state.queue.append(Waiting(item: item, continuation: continuation))
         guard state.running < self.lanes else { return nil }
         state.running += 1
-        return Self.take(&state.queue, self.largest)
+        return self.take(&state.queue)
       }
       if let batch { self.start(batch) }
     }
   }
 
-  private static func take(_ queue: inout [Waiting], _ largest: Int) -> [Waiting] {
-    guard queue.count > largest else {
-      defer { queue = [] }
-      return queue
+  /// The next statement's requests, taken from the queue's front; the rest stay in order.
+  private func take(_ queue: inout [Waiting]) -> [Waiting] {
+    guard let distinct = self.distinct else {
+      guard queue.count > self.largest else {
+        defer { queue = [] }
+        return queue
+      }
+      defer { queue.removeFirst(self.largest) }
+      return Array(queue.prefix(self.largest))
     }
-    defer { queue.removeFirst(largest) }
-    return Array(queue.prefix(largest))
+    var taken: [Waiting] = []
+    var left: [Waiting] = []
+    var keys = Set<String>()
+    for waiting in queue {
+      if taken.count < self.largest, keys.insert(distinct(waiting.item)).inserted {
+        taken.append(waiting)
+      } else {
+        left.append(waiting)
+      }
+    }
+    queue = left
+    return taken
   }
 
   /// Writes `batch`, then whatever queued meanwhile, until the queue is empty and the lane free.
@@ -102,7 +120,7 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
             state.running -= 1
             return nil
           }
-          return Self.take(&state.queue, self.largest)
+          return self.take(&state.queue)
         }
         guard let next else { return }
         batch = next

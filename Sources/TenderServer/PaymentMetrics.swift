@@ -23,15 +23,16 @@ enum PaymentMetrics {
     }
   }
 
-  /// Requests per group-committed statement of new payments' writes, by statement
-  /// (`payment_claims`, `payment_finishes`): near 1 while the database keeps up, growing with the
-  /// load (`database-write-lanes` sets how many such statements are in flight per replica).
+  /// Requests per group-committed statement of new payments' and refunds' writes, by statement
+  /// (`payment_claims`, `payment_finishes`, `refund_claims`, `refund_finishes`): near 1 while the
+  /// database keeps up, growing with the load (`database-write-lanes` sets how many such
+  /// statements are in flight per replica).
   static let writeBatchRequests = "tender_database_write_batch_requests"
   static let writeBatchBuckets: [Double] = [1, 2, 4, 8, 16, 32]
 
   static func connect(_ batches: WriteBatchReports, factory: any MetricsFactory) {
     let recorders = Dictionary(
-      uniqueKeysWithValues: ["payment_claims", "payment_finishes"].map {
+      uniqueKeysWithValues: ["payment_claims", "payment_finishes", "refund_claims", "refund_finishes"].map {
         (
           $0,
           Recorder(label: Self.writeBatchRequests, dimensions: [("statement", $0)], aggregate: true, factory: factory)

@@ -28,7 +28,7 @@ public struct ServerConfiguration: Sendable {
   public var database: PostgresClient.Configuration
   /// Longest wait for one store call, however the database fails to answer.
   public var databaseCallTimeout: Duration
-  /// Statements of each kind of new-payment write in flight at once (group commit's lanes).
+  /// Statements of each kind of new-payment or new-refund write in flight at once (group commit's lanes).
   public var databaseWriteLanes: Int
   /// Maximum concurrent streams (RPCs) per HTTP/2 connection.
   public var maxConcurrentStreams: Int

@@ -238,7 +238,7 @@ extension Setting {
   public static let databaseWriteLanes = Setting.integer(
     "database-write-lanes", \.databaseWriteLanes, default: 2, range: 1...64,
     help:
-      "statements of each of a new payment's two writes in flight at once; requests that arrive meanwhile are written together as the next statement, one commit for all (group commit). Fewer lanes make larger batches (less database CPU per payment); more keep writes going past a statement that waits on a lock"
+      "statements of each of a new payment's or refund's two writes in flight at once; requests that arrive meanwhile are written together as the next statement, one commit for all (group commit). Fewer lanes make larger batches (less database CPU per payment); more keep writes going past a statement that waits on a lock"
   )
   public static let maxConcurrentStreams = Setting.integer(
     "max-concurrent-streams", \.maxConcurrentStreams, default: 100, range: 1...10_000,

@@ -116,7 +116,7 @@ public struct TenderPorts: Sendable {
         client: postgres, logger: logger, tracer: tracer, callTimeout: timeout),
       refunds: PostgresRefundStore(
         client: postgres, logger: logger, tracer: tracer, callTimeout: timeout, movements: movements,
-        announcer: announcer),
+        announcer: announcer, writeLanes: configuration.databaseWriteLanes, writeBatches: writeBatches),
       idempotency: PostgresIdempotencyStore(
         client: postgres, logger: logger, tracer: tracer, callTimeout: timeout),
       settlement: PostgresSettlementStore(

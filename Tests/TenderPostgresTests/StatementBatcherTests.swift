@@ -86,6 +86,31 @@ struct StatementBatcherTests {
     #expect(gate.batches.map(\.count) == [1, 1, 1])
   }
 
+  @Test("With a distinct key, a statement never carries two requests of one key: the later one goes next")
+  func distinctKeys() async throws {
+    let gate = Gate()
+    let batcher = StatementBatcher<Int, Int>(
+      "test", lanes: 1, largest: 8, timeout: .seconds(60), distinct: { "\($0 % 10)" }
+    ) { items in
+      await gate.enter(items)
+      return items.map { .success($0) }
+    }
+    try await withThrowingTaskGroup(of: Int.self) { group in
+      group.addTask { try await batcher.submit(0) }
+      await self.until { gate.batches.count == 1 }
+      // 11 and 21 share a key, as do 12 and 32.
+      for item in [11, 12, 21, 32, 13] {
+        group.addTask { try await batcher.submit(item) }
+        await self.until { batcher.queued == [11, 12, 21, 32, 13].firstIndex(of: item)! + 1 }
+      }
+      gate.release()
+      var answers: [Int] = []
+      for try await answer in group { answers.append(answer) }
+      #expect(answers.sorted() == [0, 11, 12, 13, 21, 32])
+    }
+    #expect(gate.batches == [[0], [11, 12, 13], [21, 32]])
+  }
+
   struct Refused: Error, Equatable {}
 
   @Test("A statement that fails fails each request it carried, one request refused fails alone, and the lane goes on")
