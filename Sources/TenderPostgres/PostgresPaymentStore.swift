@@ -222,11 +222,10 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
         return nil
       }
     }
-    guard requests.count > 1 else { return [await .catching { try await alone(requests[0]) }] }
-    do {
+    return try await GroupCommit.write(requests, alone: alone) { batch in
       // Keys claimed in one order by every batch, so two batches wait on each other's keys in
       // one direction only.
-      let sorted = requests.sorted {
+      let sorted = batch.sorted {
         ($0.request.merchant.rawValue, $0.request.key) < ($1.request.merchant.rawValue, $1.request.key)
       }
       var rows: [String: InsertClaiming.Row] = [:]
@@ -235,11 +234,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
       {
         rows[payment] = (tx, id, time, requestID)
       }
-      return requests.map { .success(rows[$0.payment.id.rawValue]) }
-    } catch let error as PSQLError where error.serverInfo != nil {
-      var answers: [Result<InsertClaiming.Row?, any Error>] = []
-      for request in requests { answers.append(await .catching { try await alone(request) }) }
-      return answers
+      return batch.map { rows[$0.payment.id.rawValue] }
     }
   }
 
@@ -463,23 +458,18 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
         return nothing
       }
     }
-    guard requests.count > 1 else { return [await .catching { try await alone(requests[0]) }] }
-    do {
+    return try await GroupCommit.write(requests, alone: alone) { batch in
       // Payments locked in one order by every batch.
-      let sorted = requests.sorted { $0.payment.id.rawValue < $1.payment.id.rawValue }
+      let sorted = batch.sorted { $0.payment.id.rawValue < $1.payment.id.rawValue }
       let rows = try await client.query(try FinishProcessingBatch(requests: sorted).query, logger: logger)
       var written: [String: Int64?] = [:]
       for try await (payment, eventTransaction, _) in rows.decode(FinishProcessingBatch.Row.self) {
         written[payment] = eventTransaction
       }
-      return requests.map { request in
-        guard let eventTransaction = written[request.payment.id.rawValue] else { return .success(nothing) }
-        return .success(FinishProcessing.Answer(written: true, eventTransaction: eventTransaction))
+      return batch.map { request in
+        guard let eventTransaction = written[request.payment.id.rawValue] else { return nothing }
+        return FinishProcessing.Answer(written: true, eventTransaction: eventTransaction)
       }
-    } catch let error as PSQLError where error.serverInfo != nil {
-      var answers: [Result<FinishProcessing.Answer, any Error>] = []
-      for request in requests { answers.append(await .catching { try await alone(request) }) }
-      return answers
     }
   }
 

@@ -370,20 +370,15 @@ public struct PostgresRefundStore: RefundStore, KeyedRefundCreation {
         return nil
       }
     }
-    guard requests.count > 1 else { return [await .catching { try await alone(requests[0]) }] }
-    do {
+    return try await GroupCommit.write(requests, alone: alone) { batch in
       // Payments locked in one order by every batch.
-      let sorted = requests.sorted { $0.refund.paymentID.rawValue < $1.refund.paymentID.rawValue }
+      let sorted = batch.sorted { $0.refund.paymentID.rawValue < $1.refund.paymentID.rawValue }
       let rows = try await client.query(try InsertClaimingBatch(requests: sorted).query, logger: logger)
       var written: [String: (Int64, Int64)] = [:]
       for try await (refund, eventTransaction, requestID, _) in rows.decode(InsertClaimingBatch.Row.self) {
         if let refund, let eventTransaction, let requestID { written[refund] = (eventTransaction, requestID) }
       }
-      return requests.map { request in .success(written[request.refund.id.rawValue].map { ($0.0, $0.1) }) }
-    } catch let error as PSQLError where error.serverInfo != nil {
-      var answers: [Result<InsertClaiming.Answer, any Error>] = []
-      for request in requests { answers.append(await .catching { try await alone(request) }) }
-      return answers
+      return batch.map { request in written[request.refund.id.rawValue].map { ($0.0, $0.1) } }
     }
   }
 
@@ -576,10 +571,9 @@ public struct PostgresRefundStore: RefundStore, KeyedRefundCreation {
         return nothing
       }
     }
-    guard requests.count > 1 else { return [await .catching { try await alone(requests[0]) }] }
-    do {
+    return try await GroupCommit.write(requests, alone: alone) { batch in
       // Keys locked in one order by every batch.
-      let sorted = requests.sorted {
+      let sorted = batch.sorted {
         ($0.owner.merchant.rawValue, $0.owner.key) < ($1.owner.merchant.rawValue, $1.owner.key)
       }
       let rows = try await client.query(try FinishPendingBatch(requests: sorted).query, logger: logger)
@@ -587,14 +581,10 @@ public struct PostgresRefundStore: RefundStore, KeyedRefundCreation {
       for try await (refund, eventTransaction, _) in rows.decode(FinishPendingBatch.Row.self) {
         written[refund] = eventTransaction
       }
-      return requests.map { request in
-        guard let eventTransaction = written[request.refund.id.rawValue] else { return .success(nothing) }
-        return .success(FinishPending.Answer(written: true, eventTransaction: eventTransaction))
+      return batch.map { request in
+        guard let eventTransaction = written[request.refund.id.rawValue] else { return nothing }
+        return FinishPending.Answer(written: true, eventTransaction: eventTransaction)
       }
-    } catch let error as PSQLError where error.serverInfo != nil {
-      var answers: [Result<FinishPending.Answer, any Error>] = []
-      for request in requests { answers.append(await .catching { try await alone(request) }) }
-      return answers
     }
   }
 

@@ -1,3 +1,4 @@
+import PostgresNIO
 import Synchronization
 import TenderCore
 
@@ -136,6 +137,28 @@ extension Result where Failure == any Error {
       return .success(try await body())
     } catch {
       return .failure(error)
+    }
+  }
+}
+
+/// How group commit's store calls write their requests: one alone as its own statement
+/// (`alone`), more as one statement (`together`, an answer per request, in order). A statement
+/// the server refused wrote nothing (each is its own transaction): its requests are then written
+/// one by one, so that each gets its own answer or error. Any other failure (a connection lost)
+/// fails them all.
+enum GroupCommit {
+  static func write<Request, Answer>(
+    _ requests: [Request],
+    alone: (Request) async throws -> Answer,
+    together: ([Request]) async throws -> [Answer]
+  ) async throws -> [Result<Answer, any Error>] {
+    guard requests.count > 1 else { return [await .catching { try await alone(requests[0]) }] }
+    do {
+      return try await together(requests).map { .success($0) }
+    } catch let error as PSQLError where error.serverInfo != nil {
+      var answers: [Result<Answer, any Error>] = []
+      for request in requests { answers.append(await .catching { try await alone(request) }) }
+      return answers
     }
   }
 }
