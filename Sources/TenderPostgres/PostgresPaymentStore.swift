@@ -304,10 +304,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     typealias Row = (Int64, Int64?)
 
     /// Whether the payment was written, and the transaction of its status event if one was.
-    struct Answer: Sendable {
-      let written: Bool
-      let eventTransaction: Int64?
-    }
+    typealias Answer = GroupCommit.Finished
 
     let payment: PaymentRecord
     let owner: KeyOwner
@@ -400,8 +397,6 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
         1 / (CASE WHEN (SELECT count(*) FROM updated) = (SELECT count(*) FROM finished) THEN 1 ELSE 0 END)
       FROM updated u LEFT JOIN event e USING (payment_id)
       """
-    typealias Row = (String, Int64?, Int32)
-
     let requests: [FinishProcessing]
 
     func makeBindings() throws -> PostgresBindings {
@@ -447,30 +442,11 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
   static func finishProcessing(
     _ requests: [FinishProcessing], client: PostgresClient, logger: Logger
   ) async throws -> [Result<FinishProcessing.Answer, any Error>] {
-    let nothing = FinishProcessing.Answer(written: false, eventTransaction: nil)
-    @Sendable func alone(_ request: FinishProcessing) async throws -> FinishProcessing.Answer {
-      do {
-        for try await (count, eventTransaction) in try await client.execute(request, logger: logger) {
-          return FinishProcessing.Answer(written: count == 1, eventTransaction: eventTransaction)
-        }
-        return nothing
-      } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
-        return nothing
-      }
-    }
-    return try await GroupCommit.write(requests, alone: alone) { batch in
-      // Payments locked in one order by every batch.
-      let sorted = batch.sorted { $0.payment.id.rawValue < $1.payment.id.rawValue }
-      let rows = try await client.query(try FinishProcessingBatch(requests: sorted).query, logger: logger)
-      var written: [String: Int64?] = [:]
-      for try await (payment, eventTransaction, _) in rows.decode(FinishProcessingBatch.Row.self) {
-        written[payment] = eventTransaction
-      }
-      return batch.map { request in
-        guard let eventTransaction = written[request.payment.id.rawValue] else { return nothing }
-        return FinishProcessing.Answer(written: true, eventTransaction: eventTransaction)
-      }
-    }
+    // Payments locked in one order by every batch.
+    try await GroupCommit.finish(
+      requests, client: client, logger: logger, id: \.payment.id.rawValue,
+      order: { $0.payment.id.rawValue < $1.payment.id.rawValue }
+    ) { try FinishProcessingBatch(requests: $0).query }
   }
 
   public func finishProcessing(

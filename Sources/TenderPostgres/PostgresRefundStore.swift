@@ -441,10 +441,7 @@ public struct PostgresRefundStore: RefundStore, KeyedRefundCreation {
     typealias Row = (Int64, Int64?)
 
     /// Whether the refund was written, and the transaction of its event if one was.
-    struct Answer: Sendable {
-      let written: Bool
-      let eventTransaction: Int64?
-    }
+    typealias Answer = GroupCommit.Finished
 
     let refund: RefundRecord
     let owner: KeyOwner
@@ -524,8 +521,6 @@ public struct PostgresRefundStore: RefundStore, KeyedRefundCreation {
         1 / (CASE WHEN (SELECT count(*) FROM updated) = (SELECT count(*) FROM finished) THEN 1 ELSE 0 END)
       FROM updated u LEFT JOIN event e USING (refund_id)
       """
-    typealias Row = (String, Int64?, Int32)
-
     let requests: [FinishPending]
 
     var query: PostgresQuery {
@@ -560,32 +555,11 @@ public struct PostgresRefundStore: RefundStore, KeyedRefundCreation {
   static func finishPending(
     _ requests: [FinishPending], client: PostgresClient, logger: Logger
   ) async throws -> [Result<FinishPending.Answer, any Error>] {
-    let nothing = FinishPending.Answer(written: false, eventTransaction: nil)
-    @Sendable func alone(_ request: FinishPending) async throws -> FinishPending.Answer {
-      do {
-        for try await (count, eventTransaction) in try await client.execute(request, logger: logger) {
-          return FinishPending.Answer(written: count == 1, eventTransaction: eventTransaction)
-        }
-        return nothing
-      } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
-        return nothing
-      }
-    }
-    return try await GroupCommit.write(requests, alone: alone) { batch in
-      // Keys locked in one order by every batch.
-      let sorted = batch.sorted {
-        ($0.owner.merchant.rawValue, $0.owner.key) < ($1.owner.merchant.rawValue, $1.owner.key)
-      }
-      let rows = try await client.query(try FinishPendingBatch(requests: sorted).query, logger: logger)
-      var written: [String: Int64?] = [:]
-      for try await (refund, eventTransaction, _) in rows.decode(FinishPendingBatch.Row.self) {
-        written[refund] = eventTransaction
-      }
-      return batch.map { request in
-        guard let eventTransaction = written[request.refund.id.rawValue] else { return nothing }
-        return FinishPending.Answer(written: true, eventTransaction: eventTransaction)
-      }
-    }
+    // Keys locked in one order by every batch.
+    try await GroupCommit.finish(
+      requests, client: client, logger: logger, id: \.refund.id.rawValue,
+      order: { ($0.owner.merchant.rawValue, $0.owner.key) < ($1.owner.merchant.rawValue, $1.owner.key) }
+    ) { try FinishPendingBatch(requests: $0).query }
   }
 
   public func finishPending(

@@ -1,3 +1,4 @@
+import Logging
 import PostgresNIO
 import Synchronization
 import TenderCore
@@ -101,19 +102,12 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
       while true {
         let items = batch.map(\.item)
         self.reports?.sent(self.name, requests: items.count)
-        let result: Result<[Result<Answer, any Error>], any Error>
         do {
           let execute = self.execute
           let answers = try await Bounded.run(within: self.timeout) { try await execute(items) }
           precondition(answers.count == batch.count, "one answer per request")
-          result = .success(answers)
-        } catch {
-          result = .failure(error)
-        }
-        switch result {
-        case .success(let answers):
           for (waiting, answer) in zip(batch, answers) { waiting.continuation.resume(with: answer) }
-        case .failure(let error):
+        } catch {
           for waiting in batch { waiting.continuation.resume(throwing: error) }
         }
         let next = self.state.withLock { state -> [Waiting]? in
@@ -159,6 +153,46 @@ enum GroupCommit {
       var answers: [Result<Answer, any Error>] = []
       for request in requests { answers.append(await .catching { try await alone(request) }) }
       return answers
+    }
+  }
+
+  /// What a finishing statement (`FinishProcessing`, `FinishPending`) answers a request: whether
+  /// it was written, and the transaction of its event if one was written.
+  struct Finished: Sendable {
+    let written: Bool
+    let eventTransaction: Int64?
+
+    static let nothing = Finished(written: false, eventTransaction: nil)
+  }
+
+  /// `write` for the finishing statements. Alone, a request is its own statement, answering the
+  /// count written and its event's transaction (a statement that aborted itself or lost a
+  /// deadlock wrote nothing). Together, `together` is the batched statement for the requests in
+  /// `order` (the order their rows are locked in); it answers a row (id, event transaction,
+  /// half-write check) for each request written, named as `id` names a request.
+  static func finish<Alone: PostgresPreparedStatement>(
+    _ requests: [Alone], client: PostgresClient, logger: Logger, id: (Alone) -> String,
+    order: (Alone, Alone) -> Bool, together: ([Alone]) throws -> PostgresQuery
+  ) async throws -> [Result<Finished, any Error>] where Alone.Row == (Int64, Int64?) {
+    try await Self.write(requests) { request in
+      do {
+        for try await (count, eventTransaction) in try await client.execute(request, logger: logger) {
+          return Finished(written: count == 1, eventTransaction: eventTransaction)
+        }
+        return .nothing
+      } catch let error as PSQLError where PostgresFailures.isFastPathRefusal(error) {
+        return .nothing
+      }
+    } together: { batch in
+      let rows = try await client.query(try together(batch.sorted(by: order)), logger: logger)
+      var written: [String: Int64?] = [:]
+      for try await (name, eventTransaction, _) in rows.decode((String, Int64?, Int32).self) {
+        written[name] = eventTransaction
+      }
+      return batch.map { request in
+        guard let eventTransaction = written[id(request)] else { return .nothing }
+        return Finished(written: true, eventTransaction: eventTransaction)
+      }
     }
   }
 }
