@@ -220,10 +220,12 @@ def h2load(settings, work, url, name, watched):
         raise SystemExit(f"bench: {name}: Health/Check did not end with grpc-status 0:\n{trailers[-2000:]}")
     run_child([*common, "-D", str(settings.warmup), url], work / f"h2load-{name}-warmup.err")
     log = work / f"h2load-{name}.tsv"
+    recorder = start_perf(settings, work / f"perf-health-{name}.data")
     before = watched.sample()
     code, load_cpu, output = run_child([*common, "-D", str(settings.duration), f"--log-file={log}", url],
                                        work / f"h2load-{name}.err")
     after = watched.sample()
+    stop_perf(recorder)
     if code != 0:
         raise SystemExit(f"bench: h2load against {name} failed:\n{output}")
     match = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", output)
@@ -237,6 +239,21 @@ def h2load(settings, work, url, name, watched):
         "throughput": round(succeeded / seconds, 1), **percentiles(latencies),
         "cpu_us_per_op": per_op_micros(before, after, succeeded, {"load driver": load_cpu}),
     }
+
+
+def start_perf(settings, path):
+    """With --perf, every process on the machine recorded with call graphs until stop_perf
+    (`perf report -i FILE --sort comm,dso`)."""
+    if not settings.perf:
+        return None
+    return subprocess.Popen(["perf", "record", "-a", "-g", "-F", "499", "-o", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_perf(recorder):
+    if recorder:
+        recorder.send_signal(2)
+        recorder.wait()
 
 
 def percentiles(latencies_us):
@@ -272,16 +289,10 @@ def tender_load(settings, work, address, ca, client, watched, database, rpcs, ar
         if line.startswith("tender-load: measuring "):
             rpc = line.split()[-1]
             current = (rpc, watched.sample(), database.snapshot(snapshot_database))
-            if settings.perf:
-                # Every process on the machine, with call graphs: `perf report -i FILE --sort comm,dso`.
-                recorder = subprocess.Popen(["perf", "record", "-a", "-g", "-F", "499", "-o",
-                                             str(work / f"perf-{rpc}.data")], stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.DEVNULL)
+            recorder = start_perf(settings, work / f"perf-{rpc}.data")
         elif line.startswith("== ") and current:
-            if recorder:
-                recorder.send_signal(2)
-                recorder.wait()
-                recorder = None
+            stop_perf(recorder)
+            recorder = None
             cpu = watched.sample()
             database.stats_flushed()
             marks.append((*current, cpu, database.snapshot(snapshot_database)))
@@ -506,7 +517,7 @@ def main():
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=PHASES,
                         help="run only these phases (all by default)")
     parser.add_argument("--perf", action="store_true",
-                        help="record every process with perf during each tender-load phase (keeps the work folder)")
+                        help="record every process with perf during each measured h2load and tender-load phase (keeps the work folder)")
     settings = parser.parse_args()
     # Room for the memory phase's connections, in this process and in the servers it starts.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
