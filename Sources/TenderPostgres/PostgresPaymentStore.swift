@@ -20,18 +20,21 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
   public init(
     client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer(),
     callTimeout: Duration? = PostgresStores.defaultCallTimeout, movements: MoneyMovements? = nil,
-    announcer: PostgresEventAnnouncer? = nil, writeLanes: Int = 2, writeBatches: WriteBatchReports? = nil
+    announcer: PostgresEventAnnouncer? = nil, writeLanes: Int = 2, writeStall: Duration = .milliseconds(20),
+    writeBatches: WriteBatchReports? = nil
   ) {
     self.client = client
     self.logger = logger
     self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout, movements: movements, announcer: announcer)
     self.claims = StatementBatcher(
-      "payment_claims", lanes: writeLanes, largest: Self.largestBatch, timeout: callTimeout, reports: writeBatches
+      "payment_claims", lanes: writeLanes, stall: writeStall, largest: Self.largestBatch, timeout: callTimeout,
+      reports: writeBatches
     ) {
       try await Self.insertClaiming($0, client: client, logger: logger)
     }
     self.finishes = StatementBatcher(
-      "payment_finishes", lanes: writeLanes, largest: Self.largestBatch, timeout: callTimeout, reports: writeBatches
+      "payment_finishes", lanes: writeLanes, stall: writeStall, largest: Self.largestBatch, timeout: callTimeout,
+      reports: writeBatches
     ) {
       try await Self.finishProcessing($0, client: client, logger: logger)
     }

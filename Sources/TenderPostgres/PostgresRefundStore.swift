@@ -20,19 +20,22 @@ public struct PostgresRefundStore: RefundStore, KeyedRefundCreation {
   public init(
     client: PostgresClient, logger: Logger, tracer: any Tracer = NoOpTracer(),
     callTimeout: Duration? = PostgresStores.defaultCallTimeout, movements: MoneyMovements? = nil,
-    announcer: PostgresEventAnnouncer? = nil, writeLanes: Int = 2, writeBatches: WriteBatchReports? = nil
+    announcer: PostgresEventAnnouncer? = nil, writeLanes: Int = 2, writeStall: Duration = .milliseconds(20),
+    writeBatches: WriteBatchReports? = nil
   ) {
     self.client = client
     self.logger = logger
     self.database = DatabaseCalls(tracer: tracer, timeout: callTimeout, movements: movements, announcer: announcer)
     self.claims = StatementBatcher(
-      "refund_claims", lanes: writeLanes, largest: PostgresPaymentStore.largestBatch, timeout: callTimeout,
+      "refund_claims", lanes: writeLanes, stall: writeStall, largest: PostgresPaymentStore.largestBatch,
+      timeout: callTimeout,
       reports: writeBatches, distinct: { $0.refund.paymentID.rawValue }
     ) {
       try await Self.insertClaiming($0, client: client, logger: logger)
     }
     self.finishes = StatementBatcher(
-      "refund_finishes", lanes: writeLanes, largest: PostgresPaymentStore.largestBatch, timeout: callTimeout,
+      "refund_finishes", lanes: writeLanes, stall: writeStall, largest: PostgresPaymentStore.largestBatch,
+      timeout: callTimeout,
       reports: writeBatches
     ) {
       try await Self.finishPending($0, client: client, logger: logger)

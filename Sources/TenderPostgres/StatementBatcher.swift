@@ -6,10 +6,16 @@ import TenderCore
 /// Group commit for one kind of write: requests that arrive while earlier ones are being written
 /// are written together, as one statement and one commit.
 ///
-/// At most `lanes` statements are in flight at once. A request that finds a lane free is sent at
-/// once, alone: a quiet server adds no wait. The others queue, and when a statement ends its lane
-/// takes everything queued (up to `largest`) as the next statement. So batches grow with the load
-/// by themselves, without a timer.
+/// One lane carries the statements while it keeps up. A request that finds no statement in flight
+/// is sent at once, alone: a quiet server adds no wait. The others queue, and when a statement
+/// ends its lane takes everything queued (up to `largest`) as the next statement. So batches grow
+/// with the load by themselves, and one lane makes them the largest (the fewest statements and
+/// commits for the load).
+///
+/// A statement can wait on a lock that another transaction holds. So when requests are queued
+/// and no lane in flight has started a statement for `stall`, another lane opens and takes them,
+/// up to `lanes` in flight. A lane that ends its statement while another is making progress
+/// leaves the queue to that one and closes: the lanes go back to one once nothing is stuck.
 ///
 /// Each statement runs in a task of its own, bounded by `timeout`: no caller's cancellation or
 /// timeout cancels a statement that carries other callers' writes. `execute` gives each request
@@ -25,11 +31,29 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
 
   private struct State {
     var queue: [Waiting] = []
-    var running = 0
+    /// When each lane in flight started its statement, by lane.
+    var lanes: [Int: ContinuousClock.Instant] = [:]
+    var nextLane = 0
+    /// Whether a watch for a stalled lane is waiting.
+    var watching = false
+
+    /// Whether every lane in flight but `lane` started its statement `stall` or more ago (true
+    /// when there is none).
+    func stalled(at now: ContinuousClock.Instant, stall: Duration, besides lane: Int? = nil) -> Bool {
+      self.lanes.allSatisfy { $0.key == lane || now - $0.value >= stall }
+    }
+
+    /// A new lane, its statement starting `now`.
+    mutating func open(at now: ContinuousClock.Instant) -> Int {
+      defer { self.nextLane += 1 }
+      self.lanes[self.nextLane] = now
+      return self.nextLane
+    }
   }
 
   private let state = Mutex(State())
   private let lanes: Int
+  private let stall: Duration
   private let largest: Int
   private let timeout: Duration?
   private let execute: Execute
@@ -37,17 +61,19 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
   private let name: String
   private let distinct: (@Sendable (Item) -> String)?
 
-  /// `name` labels the statement in `reports`. With `distinct`, no statement carries two requests
+  /// `name` labels the statement in `reports`. A `stall` of zero opens a lane whenever one is
+  /// free. With `distinct`, no statement carries two requests
   /// of the same key: a later one waits for the next statement, in its turn.
   init(
-    _ name: String, lanes: Int, largest: Int, timeout: Duration?, reports: WriteBatchReports? = nil,
-    distinct: (@Sendable (Item) -> String)? = nil, execute: @escaping Execute
+    _ name: String, lanes: Int, stall: Duration, largest: Int, timeout: Duration?,
+    reports: WriteBatchReports? = nil, distinct: (@Sendable (Item) -> String)? = nil, execute: @escaping Execute
   ) {
     self.name = name
     self.reports = reports
     self.distinct = distinct
     precondition(lanes > 0 && largest > 0, "at least one lane and one request per statement")
     self.lanes = lanes
+    self.stall = stall
     self.largest = largest
     self.timeout = timeout
     self.execute = execute
@@ -59,13 +85,46 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
   /// `item` written, alone or with others; its answer.
   func submit(_ item: Item) async throws -> Answer {
     try await withCheckedThrowingContinuation { continuation in
-      let batch = self.state.withLock { state -> [Waiting]? in
+      let now = ContinuousClock.now
+      let (opened, watch) = self.state.withLock { state -> ((lane: Int, batch: [Waiting])?, Bool) in
         state.queue.append(Waiting(item: item, continuation: continuation))
-        guard state.running < self.lanes else { return nil }
-        state.running += 1
-        return self.take(&state.queue)
+        guard state.lanes.count < self.lanes else { return (nil, false) }
+        if state.stalled(at: now, stall: self.stall) {
+          return ((state.open(at: now), self.take(&state.queue)), false)
+        }
+        guard !state.watching else { return (nil, false) }
+        state.watching = true
+        return (nil, true)
       }
-      if let batch { self.start(batch) }
+      if let opened { self.start(opened.batch, lane: opened.lane) }
+      if watch { self.watch() }
+    }
+  }
+
+  /// Waits until the newest statement in flight has run for `stall`; if requests are still
+  /// queued behind it then, opens a lane for them. Watches on while requests queue and a lane
+  /// can still open.
+  private func watch() {
+    Task.detached {
+      while true {
+        let now = ContinuousClock.now
+        let (wait, opened) = self.state.withLock { state -> (Duration?, (lane: Int, batch: [Waiting])?) in
+          guard !state.queue.isEmpty, state.lanes.count < self.lanes else {
+            state.watching = false
+            return (nil, nil)
+          }
+          guard let newest = state.lanes.values.max(), now - newest < self.stall else {
+            return (nil, (state.open(at: now), self.take(&state.queue)))
+          }
+          return (newest + self.stall - now, nil)
+        }
+        if let opened { self.start(opened.batch, lane: opened.lane) }
+        if let wait {
+          try? await Sleep.for(wait)
+        } else if opened == nil {
+          return
+        }
+      }
     }
   }
 
@@ -93,8 +152,9 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
     return taken
   }
 
-  /// Writes `batch`, then whatever queued meanwhile, until the queue is empty and the lane free.
-  private func start(_ first: [Waiting]) {
+  /// Writes `batch` in `lane`, then whatever queued meanwhile, until the queue is empty or
+  /// another lane is making progress.
+  private func start(_ first: [Waiting], lane: Int) {
     // Detached: the statement carries several callers' writes, so it inherits none's task-locals
     // (their money movements and events are recorded by each caller from its own answer).
     Task.detached {
@@ -110,13 +170,19 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
         } catch {
           for waiting in batch { waiting.continuation.resume(throwing: error) }
         }
-        let next = self.state.withLock { state -> [Waiting]? in
-          guard !state.queue.isEmpty else {
-            state.running -= 1
-            return nil
+        let now = ContinuousClock.now
+        let (next, watch) = self.state.withLock { state -> ([Waiting]?, Bool) in
+          guard !state.queue.isEmpty, state.stalled(at: now, stall: self.stall, besides: lane) else {
+            state.lanes[lane] = nil
+            // Left to the lane making progress; watched, should that one stall next.
+            guard !state.queue.isEmpty, !state.watching else { return (nil, false) }
+            state.watching = true
+            return (nil, true)
           }
-          return self.take(&state.queue)
+          state.lanes[lane] = now
+          return (self.take(&state.queue), false)
         }
+        if watch { self.watch() }
         guard let next else { return }
         batch = next
       }

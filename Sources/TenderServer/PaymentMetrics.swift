@@ -25,8 +25,8 @@ enum PaymentMetrics {
 
   /// Requests per group-committed statement of new payments' and refunds' writes, by statement
   /// (`payment_claims`, `payment_finishes`, `refund_claims`, `refund_finishes`): near 1 while the
-  /// database keeps up, growing with the load (`database-write-lanes` sets how many such
-  /// statements are in flight per replica).
+  /// database keeps up, growing with the load (one such statement of each kind in flight per
+  /// replica, more when one runs past `database-write-stall`, up to `database-write-lanes`).
   static let writeBatchRequests = "tender_database_write_batch_requests"
   static let writeBatchBuckets: [Double] = [1, 2, 4, 8, 16, 32]
 

@@ -30,6 +30,8 @@ public struct ServerConfiguration: Sendable {
   public var databaseCallTimeout: Duration
   /// Statements of each kind of new-payment or new-refund write in flight at once (group commit's lanes).
   public var databaseWriteLanes: Int
+  /// How long a lane's statement runs before requests queued behind it get another lane.
+  public var databaseWriteStall: Duration
   /// Maximum concurrent streams (RPCs) per HTTP/2 connection.
   public var maxConcurrentStreams: Int
   /// Largest request message accepted, in bytes.
@@ -131,6 +133,7 @@ public struct ServerConfiguration: Sendable {
     self.database = .init(host: "", username: "", password: nil, database: nil, tls: .disable)
     self.databaseCallTimeout = .zero
     self.databaseWriteLanes = 0
+    self.databaseWriteStall = .zero
     self.maxConcurrentStreams = 0
     self.maxRequestMessageBytes = 0
     self.defaultDeadline = .zero

@@ -238,7 +238,13 @@ extension Setting {
   public static let databaseWriteLanes = Setting.integer(
     "database-write-lanes", \.databaseWriteLanes, default: 2, range: 1...64,
     help:
-      "statements of each of a new payment's or refund's two writes in flight at once; requests that arrive meanwhile are written together as the next statement, one commit for all (group commit). Fewer lanes make larger batches (less database CPU per payment); more keep writes going past a statement that waits on a lock"
+      "most statements of each of a new payment's or refund's two writes in flight at once (group commit's lanes). One lane carries them while it keeps up: requests that arrive meanwhile are written together as its next statement, one commit for all; another opens only when requests wait behind a statement that ran past `database-write-stall` (one waiting on a lock)"
+  )
+  public static let databaseWriteStall = Setting.duration(
+    "database-write-stall", \.databaseWriteStall, default: .milliseconds(20), allowZero: true,
+    within: .zero...(.seconds(10)), rangeText: "0 to 10s",
+    help:
+      "how long a group-committed statement runs before the requests queued behind it get another lane (up to `database-write-lanes`); 0 opens a lane whenever one is free (smaller batches, more database CPU per payment)"
   )
   public static let maxConcurrentStreams = Setting.integer(
     "max-concurrent-streams", \.maxConcurrentStreams, default: 100, range: 1...10_000,
@@ -446,7 +452,7 @@ extension Setting {
   public static let all: [Setting] = [
     .grpcAddress, .httpAddress, .tlsCert, .tlsKey, .tlsClientCA, .tlsReloadInterval, .insecure, .databaseURL,
     .databasePassword,
-    .databaseCallTimeout, .databaseWriteLanes,
+    .databaseCallTimeout, .databaseWriteLanes, .databaseWriteStall,
     .maxConcurrentStreams,
     .maxRequestBytes, .defaultDeadline, .keepaliveTime, .keepaliveTimeout, .minClientPingInterval,
     .maxConnectionIdle, .maxConnectionAge, .maxConnectionAgeGrace, .healthProbeInterval, .drainDelay,

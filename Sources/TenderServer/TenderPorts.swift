@@ -111,12 +111,14 @@ public struct TenderPorts: Sendable {
     return TenderPorts(
       payments: PostgresPaymentStore(
         client: postgres, logger: logger, tracer: tracer, callTimeout: timeout, movements: movements,
-        announcer: announcer, writeLanes: configuration.databaseWriteLanes, writeBatches: writeBatches),
+        announcer: announcer, writeLanes: configuration.databaseWriteLanes,
+        writeStall: configuration.databaseWriteStall, writeBatches: writeBatches),
       calls: PostgresProviderCallLog(
         client: postgres, logger: logger, tracer: tracer, callTimeout: timeout),
       refunds: PostgresRefundStore(
         client: postgres, logger: logger, tracer: tracer, callTimeout: timeout, movements: movements,
-        announcer: announcer, writeLanes: configuration.databaseWriteLanes, writeBatches: writeBatches),
+        announcer: announcer, writeLanes: configuration.databaseWriteLanes,
+        writeStall: configuration.databaseWriteStall, writeBatches: writeBatches),
       idempotency: PostgresIdempotencyStore(
         client: postgres, logger: logger, tracer: tracer, callTimeout: timeout),
       settlement: PostgresSettlementStore(

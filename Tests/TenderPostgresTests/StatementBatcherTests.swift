@@ -44,7 +44,8 @@ struct StatementBatcherTests {
     "A request that finds a lane free is sent alone; those that arrive meanwhile go together, at most `largest` each")
   func batchesFormUnderLoad() async throws {
     let gate = Gate()
-    let batcher = StatementBatcher<Int, Int>("test", lanes: 1, largest: 3, timeout: .seconds(60)) { items in
+    let batcher = StatementBatcher<Int, Int>("test", lanes: 1, stall: .zero, largest: 3, timeout: .seconds(60)) {
+      items in
       await gate.enter(items)
       return items.map { .success($0 * 10) }
     }
@@ -65,10 +66,11 @@ struct StatementBatcherTests {
     #expect(batcher.queued == 0)
   }
 
-  @Test("Each lane carries its own statement: with two lanes two requests go alone at once")
+  @Test("Each lane carries its own statement: with two lanes and no stall time two requests go alone at once")
   func lanes() async throws {
     let gate = Gate()
-    let batcher = StatementBatcher<Int, Int>("test", lanes: 2, largest: 8, timeout: .seconds(60)) { items in
+    let batcher = StatementBatcher<Int, Int>("test", lanes: 2, stall: .zero, largest: 8, timeout: .seconds(60)) {
+      items in
       await gate.enter(items)
       return items.map { .success($0) }
     }
@@ -86,11 +88,62 @@ struct StatementBatcherTests {
     #expect(gate.batches.map(\.count) == [1, 1, 1])
   }
 
+  @Test("A second lane opens only for requests queued behind a statement that ran past the stall time")
+  func laneOpensOnStall() async throws {
+    let stuck = Gate()
+    let gate = Gate()
+    let batcher = StatementBatcher<Int, Int>(
+      "test", lanes: 2, stall: .milliseconds(20), largest: 8, timeout: .seconds(60)
+    ) {
+      items in
+      if items == [0] { await stuck.enter(items) } else { await gate.enter(items) }
+      return items.map { .success($0) }
+    }
+    try await withThrowingTaskGroup(of: Int.self) { group in
+      group.addTask { try await batcher.submit(0) }
+      await self.until { stuck.batches.count == 1 }
+      gate.release()
+      // Nothing else arrives: the watch opens the second lane once the first has run 20 ms.
+      group.addTask { try await batcher.submit(1) }
+      let first = try await group.next()
+      #expect(first == 1)
+      #expect(stuck.batches == [[0]] && gate.batches == [[1]])
+      stuck.release()
+      let last = try await group.next()
+      #expect(last == 0)
+    }
+  }
+
+  @Test("While the statement in flight is within the stall time, requests queue for it instead of opening a lane")
+  func noLaneWithinStall() async throws {
+    let gate = Gate()
+    let batcher = StatementBatcher<Int, Int>("test", lanes: 2, stall: .seconds(3600), largest: 8, timeout: .seconds(60))
+    {
+      items in
+      await gate.enter(items)
+      return items.map { .success($0) }
+    }
+    try await withThrowingTaskGroup(of: Int.self) { group in
+      group.addTask { try await batcher.submit(0) }
+      await self.until { gate.batches.count == 1 }
+      for item in 1...3 {
+        group.addTask { try await batcher.submit(item) }
+      }
+      await self.until { batcher.queued == 3 }
+      #expect(gate.batches == [[0]])
+      gate.release()
+      var answers: [Int] = []
+      for try await answer in group { answers.append(answer) }
+      #expect(answers.sorted() == [0, 1, 2, 3])
+    }
+    #expect(gate.batches.map(\.count) == [1, 3])
+  }
+
   @Test("With a distinct key, a statement never carries two requests of one key: the later one goes next")
   func distinctKeys() async throws {
     let gate = Gate()
     let batcher = StatementBatcher<Int, Int>(
-      "test", lanes: 1, largest: 8, timeout: .seconds(60), distinct: { "\($0 % 10)" }
+      "test", lanes: 1, stall: .zero, largest: 8, timeout: .seconds(60), distinct: { "\($0 % 10)" }
     ) { items in
       await gate.enter(items)
       return items.map { .success($0) }
@@ -116,7 +169,8 @@ struct StatementBatcherTests {
   @Test("A statement that fails fails each request it carried, one request refused fails alone, and the lane goes on")
   func failures() async throws {
     let gate = Gate()
-    let batcher = StatementBatcher<Int, Int>("test", lanes: 1, largest: 8, timeout: .seconds(60)) { items in
+    let batcher = StatementBatcher<Int, Int>("test", lanes: 1, stall: .zero, largest: 8, timeout: .seconds(60)) {
+      items in
       await gate.enter(items)
       if items.contains(0) { throw Refused() }
       return items.map { $0 == 8 ? .failure(Refused()) : .success($0) }
@@ -146,7 +200,8 @@ struct StatementBatcherTests {
   func timeout() async throws {
     let gate = Gate()
     let stuck = Gate()
-    let batcher = StatementBatcher<Int, Int>("test", lanes: 1, largest: 8, timeout: .milliseconds(50)) { items in
+    let batcher = StatementBatcher<Int, Int>("test", lanes: 1, stall: .zero, largest: 8, timeout: .milliseconds(50)) {
+      items in
       if items == [0] { await stuck.enter(items) } else { await gate.enter(items) }
       return items.map { .success($0) }
     }

@@ -196,6 +196,14 @@ struct ConfigurationTests {
           "--database-url", database, "--redis-url", redis, "--key-encryption-key", kek, "--provider-timeout", "10",
         ], environment: [:], setting: "TENDER_PROVIDER_TIMEOUT (--provider-timeout)", problem: "duration"),
       Case(
+        name: "no write lanes",
+        arguments: tls + ["--database-url", database, "--database-write-lanes", "0"], environment: [:],
+        setting: "TENDER_DATABASE_WRITE_LANES (--database-write-lanes)", problem: "must be a whole number from 1 to 64"),
+      Case(
+        name: "write stall past 10 s",
+        arguments: tls + ["--database-url", database, "--database-write-stall", "11s"], environment: [:],
+        setting: "TENDER_DATABASE_WRITE_STALL (--database-write-stall)", problem: "must be from 0 to 10s"),
+      Case(
         name: "unknown log level", arguments: tls + ["--database-url", database],
         environment: ["TENDER_LOG_LEVEL": "loud"], setting: "TENDER_LOG_LEVEL (--log-level)", problem: "must be one of"),
     ]

@@ -90,6 +90,7 @@ struct SettingsTests {
       flags: Self.required(try TestCertificates.make()), environment: [:])
     #expect(configuration.host == "0.0.0.0" && configuration.port == 8443)
     #expect(configuration.httpHost == "0.0.0.0" && configuration.httpPort == 8080)
+    #expect(configuration.databaseWriteLanes == 2 && configuration.databaseWriteStall == .milliseconds(20))
     #expect(configuration.maxConcurrentStreams == 100)
     #expect(configuration.maxRequestMessageBytes == 4_194_304)
     #expect(configuration.defaultDeadline == .seconds(30))
