@@ -88,7 +88,9 @@ struct StatementBatcherTests {
     #expect(gate.batches.map(\.count) == [1, 1, 1])
   }
 
-  @Test("A second lane opens only for requests queued behind a statement that ran past the stall time")
+  @Test(
+    "A second lane opens only for requests queued behind a statement that ran past the stall time",
+    .timeLimit(.minutes(1)))
   func laneOpensOnStall() async throws {
     let stuck = Gate()
     let gate = Gate()
@@ -114,7 +116,9 @@ struct StatementBatcherTests {
     }
   }
 
-  @Test("While the statement in flight is within the stall time, requests queue for it instead of opening a lane")
+  @Test(
+    "While the statement in flight is within the stall time, requests queue for it instead of opening a lane",
+    .timeLimit(.minutes(1)))
   func noLaneWithinStall() async throws {
     let gate = Gate()
     let batcher = StatementBatcher<Int, Int>("test", lanes: 2, stall: .seconds(3600), largest: 8, timeout: .seconds(60))
