@@ -20,10 +20,14 @@ public struct StripeConfiguration: Sendable {
   /// honoured up to `maximumBackoff` too.
   public var initialBackoff: Duration
   public var maximumBackoff: Duration
+  /// Connections to the API kept open at most. Over HTTP/1.1 each carries one call at a time, so
+  /// this many calls can be at the provider at once; the others wait for a connection (their
+  /// attempt's deadline running).
+  public var maximumConnections: Int
 
   public init(
     baseURL: String, apiKey: Secret<String>, requestTimeout: Duration = .seconds(10), maximumAttempts: Int = 3,
-    initialBackoff: Duration = .milliseconds(200), maximumBackoff: Duration = .seconds(2)
+    initialBackoff: Duration = .milliseconds(200), maximumBackoff: Duration = .seconds(2), maximumConnections: Int = 64
   ) {
     self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
     self.apiKey = apiKey
@@ -31,6 +35,7 @@ public struct StripeConfiguration: Sendable {
     self.maximumAttempts = max(1, maximumAttempts)
     self.initialBackoff = initialBackoff
     self.maximumBackoff = max(initialBackoff, maximumBackoff)
+    self.maximumConnections = max(1, maximumConnections)
   }
 
   /// The longest one call can take, every attempt and wait included: an owner's lock on its
@@ -56,6 +61,7 @@ public final class StripeConnector: PaymentProvider {
     // A connection that cannot be made fails the attempt at once, with the connect error, so the
     // connector knows for certain that this attempt never left (and retries it itself).
     http.connectionPool.retryConnectionEstablishment = false
+    http.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = configuration.maximumConnections
     self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
   }
 

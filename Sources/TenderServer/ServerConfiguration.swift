@@ -89,6 +89,8 @@ public struct ServerConfiguration: Sendable {
   public var providerAttempts: Int
   /// The longest wait between two attempts (full-jitter backoff; a 429's Retry-After up to this).
   public var providerMaxBackoff: Duration
+  /// Most connections to the provider's API.
+  public var providerConnections: Int
   /// How long a keyed request owns its idempotency key; after that the completer may take over.
   public var idempotencyLock: Duration
   /// How often the completer looks for interrupted operations.
@@ -162,6 +164,7 @@ public struct ServerConfiguration: Sendable {
     self.providerTimeout = .zero
     self.providerAttempts = 0
     self.providerMaxBackoff = .zero
+    self.providerConnections = 0
     self.idempotencyLock = .zero
     self.completerInterval = .zero
     self.settlementCheckAfter = .zero

@@ -379,6 +379,11 @@ extension Setting {
     help:
       "longest wait between two attempts (exponential backoff with full jitter from 200 ms; a 429's `Retry-After` is honoured up to this, a longer one ends the call)"
   )
+  public static let providerConnections = Setting.integer(
+    "provider-connections", \.providerConnections, default: 64, range: 1...1024,
+    help:
+      "most connections to the provider's API per replica; over HTTP/1.1 each carries one call at a time, so calls beyond these wait for one (within their attempt's deadline)"
+  )
   public static let idempotencyLock = Setting.duration(
     "idempotency-lock", \.idempotencyLock, default: .seconds(60),
     help:
@@ -460,7 +465,8 @@ extension Setting {
     .tokenLifetime,
     .keyRefreshInterval, .clientSecretCost, .rateLimit, .issueTokenRateLimit, .rateLimitOnRedisFailure, .providerURL,
     .providerAPIKey,
-    .providerTimeout, .providerAttempts, .providerMaxBackoff, .idempotencyLock, .completerInterval,
+    .providerTimeout, .providerAttempts, .providerMaxBackoff, .providerConnections, .idempotencyLock,
+    .completerInterval,
     .settlementCheckAfter, .settlementGiveUpAfter, .webhookSecrets, .webhookTolerance, .webhookMaxBodyBytes,
     .metricsToken, .otlpEndpoint, .logLevel, .secretsDirectory,
   ]

@@ -97,7 +97,8 @@ public struct TenderPorts: Sendable {
       configuration: StripeConfiguration(
         baseURL: configuration.providerURL, apiKey: configuration.providerAPIKey,
         requestTimeout: configuration.providerTimeout,
-        maximumAttempts: configuration.providerAttempts, maximumBackoff: configuration.providerMaxBackoff
+        maximumAttempts: configuration.providerAttempts, maximumBackoff: configuration.providerMaxBackoff,
+        maximumConnections: configuration.providerConnections
       ),
       logger: logger
     )

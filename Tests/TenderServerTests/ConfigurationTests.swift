@@ -196,6 +196,12 @@ struct ConfigurationTests {
           "--database-url", database, "--redis-url", redis, "--key-encryption-key", kek, "--provider-timeout", "10",
         ], environment: [:], setting: "TENDER_PROVIDER_TIMEOUT (--provider-timeout)", problem: "duration"),
       Case(
+        name: "no provider connections",
+        arguments: tls + [
+          "--database-url", database, "--redis-url", redis, "--key-encryption-key", kek, "--provider-connections", "0",
+        ], environment: [:], setting: "TENDER_PROVIDER_CONNECTIONS (--provider-connections)",
+        problem: "must be a whole number from 1 to 1024"),
+      Case(
         name: "no write lanes",
         arguments: tls + ["--database-url", database, "--database-write-lanes", "0"], environment: [:],
         setting: "TENDER_DATABASE_WRITE_LANES (--database-write-lanes)", problem: "must be a whole number from 1 to 64"),

@@ -106,7 +106,7 @@ struct SettingsTests {
     #expect(configuration.providerURL == "https://api.stripe.com")
     #expect(
       configuration.providerTimeout == .seconds(10) && configuration.providerAttempts == 3
-        && configuration.providerMaxBackoff == .seconds(2))
+        && configuration.providerMaxBackoff == .seconds(2) && configuration.providerConnections == 64)
     #expect(configuration.idempotencyLock == .seconds(60) && configuration.providerBudget == .seconds(34))
     #expect(configuration.settlementGiveUpAfter == .seconds(72 * 3600))
     #expect(configuration.webhookSecrets.isEmpty)
