@@ -49,6 +49,12 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
       self.lanes[self.nextLane] = now
       return self.nextLane
     }
+
+    /// Whether a watch is to start: true once, until the watch ends.
+    mutating func arm() -> Bool {
+      defer { self.watching = true }
+      return !self.watching
+    }
   }
 
   private let state = Mutex(State())
@@ -62,8 +68,8 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
   private let distinct: (@Sendable (Item) -> String)?
 
   /// `name` labels the statement in `reports`. A `stall` of zero opens a lane whenever one is
-  /// free. With `distinct`, no statement carries two requests
-  /// of the same key: a later one waits for the next statement, in its turn.
+  /// free. With `distinct`, no statement carries two requests of the same key: a later one waits
+  /// for the next statement, in its turn.
   init(
     _ name: String, lanes: Int, stall: Duration, largest: Int, timeout: Duration?,
     reports: WriteBatchReports? = nil, distinct: (@Sendable (Item) -> String)? = nil, execute: @escaping Execute
@@ -92,9 +98,7 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
         if state.stalled(at: now, stall: self.stall) {
           return ((state.open(at: now), self.take(&state.queue)), false)
         }
-        guard !state.watching else { return (nil, false) }
-        state.watching = true
-        return (nil, true)
+        return (nil, state.arm())
       }
       if let opened { self.start(opened.batch, lane: opened.lane) }
       if watch { self.watch() }
@@ -113,7 +117,7 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
             state.watching = false
             return (nil, nil)
           }
-          guard let newest = state.lanes.values.max(), now - newest < self.stall else {
+          guard let newest = state.lanes.values.max(), !state.stalled(at: now, stall: self.stall) else {
             return (nil, (state.open(at: now), self.take(&state.queue)))
           }
           return (newest + self.stall - now, nil)
@@ -175,9 +179,7 @@ final class StatementBatcher<Item: Sendable, Answer: Sendable>: Sendable {
           guard !state.queue.isEmpty, state.stalled(at: now, stall: self.stall, besides: lane) else {
             state.lanes[lane] = nil
             // Left to the lane making progress; watched, should that one stall next.
-            guard !state.queue.isEmpty, !state.watching else { return (nil, false) }
-            state.watching = true
-            return (nil, true)
+            return (nil, !state.queue.isEmpty && state.arm())
           }
           state.lanes[lane] = now
           return (self.take(&state.queue), false)
