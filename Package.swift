@@ -231,11 +231,27 @@ let package = Package(
       ],
       swiftSettings: swiftSettings
     ),
+    // gRPC's server transport on SwiftNIO HTTP/2: one channel handler serves every stream of a
+    // connection.
+    .target(
+      name: "TenderTransport",
+      dependencies: [
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "NIOTLS", package: "swift-nio"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
+      ],
+      swiftSettings: swiftSettings
+    ),
     // Composition root: configuration, TLS, the service group.
     .target(
       name: "TenderServer",
       dependencies: [
         "TenderCore",
+        "TenderTransport",
         "TenderOperations",
         "TenderAuth",
         "TenderRedis",
@@ -250,15 +266,12 @@ let package = Package(
         .product(name: "SystemPackage", package: "swift-system"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
-        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOSSL", package: "swift-nio-ssl"),
         .product(name: "NIOCertificateReloading", package: "swift-nio-extras"),
         .product(name: "X509", package: "swift-certificates"),
         .product(name: "SwiftASN1", package: "swift-asn1"),
-        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
-        .product(name: "NIOHPACK", package: "swift-nio-http2"),
         .product(name: "PostgresNIO", package: "postgres-nio"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,6 +1,5 @@
 import Foundation
 import GRPCCore
-public import GRPCNIOTransportHTTP2
 public import GRPCInProcessTransport
 public import Logging
 import NIOCore
@@ -22,6 +21,7 @@ import TenderPostgres
 import TenderProviders
 public import TenderRPC
 import TenderRedis
+import TenderTransport
 public import Tracing
 public import UnixSignals
 
@@ -147,12 +147,10 @@ public struct TenderApplication: Sendable {
         beforeServing: { try await migrate?() },
         address: {
           let address = try await transport.listeningAddress
-          if let ipv6 = address.ipv6 { return (ipv6.host, ipv6.port, "[\(ipv6.host)]:\(ipv6.port)") }
-          let ipv4 = address.ipv4
-          return (
-            ipv4?.host ?? configuration.host, ipv4?.port ?? configuration.port,
-            "\(ipv4?.host ?? configuration.host):\(ipv4?.port ?? configuration.port)"
-          )
+          let host = address.ipAddress ?? configuration.host
+          let port = address.port ?? configuration.port
+          if case .v6 = address { return (host, port, "[\(host)]:\(port)") }
+          return (host, port, "\(host):\(port)")
         },
         onListening: listened
       )
@@ -543,56 +541,36 @@ public struct TenderApplication: Sendable {
 
   static func makeTransport(
     _ configuration: ServerConfiguration, connections: ConnectionCounter, certificates: TimedCertificateReloader?
-  ) throws -> HTTP2ServerTransport.Posix {
-    let security: HTTP2ServerTransport.Posix.TransportSecurity
-    switch configuration.transport {
-    case .insecure:
-      security = .plaintext
-    case .tls(let chain, let key, let clientCA):
-      let certificateChain: [TLSConfig.CertificateSource] = [.bytes(chain, format: .pem)]
-      let privateKey: TLSConfig.PrivateKeySource = .bytes(key.value, format: .pem)
+  ) throws -> TenderServerTransport {
+    var tls: TLSConfiguration?
+    if case .tls(let chain, let key, let clientCA) = configuration.transport {
+      var server = TLSConfiguration.makeServerConfiguration(
+        certificateChain: try NIOSSLCertificate.fromPEMBytes(chain).map { .certificate($0) },
+        privateKey: .privateKey(try NIOSSLPrivateKey(bytes: key.value, format: .pem))
+      )
+      server.minimumTLSVersion = .tlsv12
+      server.applicationProtocols = ["h2"]
       if let clientCA {
-        security = .mTLS(certificateChain: certificateChain, privateKey: privateKey) { tls in
-          tls.trustRoots = .certificates([.bytes(clientCA, format: .pem)])
-          tls.clientCertificateVerification = .noHostnameVerification
-          tls.requireALPN = true
-          tls.certificateReloader = certificates
-        }
-      } else {
-        security = .tls(certificateChain: certificateChain, privateKey: privateKey) { tls in
-          tls.requireALPN = true
-          tls.certificateReloader = certificates
-        }
+        server.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(clientCA))
+        server.certificateVerification = .noHostnameVerification
       }
+      if let certificates { server.setCertificateReloader(certificates) }
+      tls = server
     }
-    var transportConfig = HTTP2ServerTransport.Posix.Config.defaults
-    transportConfig.http2.maxConcurrentStreams = configuration.maxConcurrentStreams
-    transportConfig.rpc.maxRequestPayloadSize = configuration.maxRequestMessageBytes
-    // The transport alone would reset the stream (the client sees UNAVAILABLE); this handler
-    // answers RESOURCE_EXHAUSTED first.
-    let limit = configuration.maxRequestMessageBytes
-    transportConfig.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
-      connections.record()
-      return channel.eventLoop.makeSucceededVoidFuture()
-    }
-    transportConfig.channelDebuggingCallbacks.onAcceptHTTP2Stream = { channel in
-      channel.eventLoop.makeCompletedFuture {
-        try channel.pipeline.syncOperations.addHandler(MessageSizeLimitHandler(limit: limit), position: .first)
-      }
-    }
-    transportConfig.connection.keepalive = .init(
-      time: configuration.keepaliveTime,
-      timeout: configuration.keepaliveTimeout,
-      clientBehavior: .init(minPingIntervalWithoutCalls: configuration.minClientPingInterval, allowWithoutCalls: true)
-    )
-    transportConfig.connection.maxIdleTime = configuration.maxConnectionIdle
-    transportConfig.connection.maxAge = configuration.maxConnectionAge
-    transportConfig.connection.maxGraceTime = configuration.maxConnectionAgeGrace
-    return HTTP2ServerTransport.Posix(
-      address: .ipv4OrIPv6(host: configuration.host, port: configuration.port),
-      transportSecurity: security,
-      config: transportConfig
-    )
+    var config = TenderServerTransport.Config(
+      host: configuration.host == "localhost" ? "127.0.0.1" : configuration.host, port: configuration.port, tls: tls)
+    config.maxConcurrentStreams = configuration.maxConcurrentStreams
+    // A larger request message is refused from its length prefix with RESOURCE_EXHAUSTED.
+    config.maxRequestMessageBytes = configuration.maxRequestMessageBytes
+    config.keepaliveTime = TimeAmount(configuration.keepaliveTime)
+    config.keepaliveTimeout = TimeAmount(configuration.keepaliveTimeout)
+    config.minClientPingInterval = TimeAmount(configuration.minClientPingInterval)
+    config.allowPingsWithoutCalls = true
+    config.maxConnectionIdle = TimeAmount(configuration.maxConnectionIdle)
+    config.maxConnectionAge = TimeAmount(configuration.maxConnectionAge)
+    config.maxConnectionAgeGrace = TimeAmount(configuration.maxConnectionAgeGrace)
+    config.onAcceptConnection = { connections.record() }
+    return try TenderServerTransport(config: config)
   }
 }
 
@@ -607,12 +585,5 @@ public final class ConnectionCounter: Sendable {
 
   fileprivate func record() {
     self.count.add(1, ordering: .relaxed)
-  }
-}
-
-extension GRPCNIOTransportCore.SocketAddress {
-  fileprivate static func ipv4OrIPv6(host: String, port: Int) -> Self {
-    host.contains(":")
-      ? .ipv6(host: host, port: port) : .ipv4(host: host == "localhost" ? "127.0.0.1" : host, port: port)
   }
 }
