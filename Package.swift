@@ -414,6 +414,18 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
     .testTarget(
+      name: "TenderTransportTests",
+      dependencies: [
+        "TenderTransport",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
       name: "TenderProvidersTests",
       dependencies: [
         "TenderProviders",

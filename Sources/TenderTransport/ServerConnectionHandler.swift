@@ -143,7 +143,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     context.close(promise: nil)
   }
 
-  private func received(_ payload: HTTP2Frame.FramePayload.Headers, on id: HTTP2StreamID, context: ChannelHandlerContext) {
+  private func received(
+    _ payload: HTTP2Frame.FramePayload.Headers, on id: HTTP2StreamID, context: ChannelHandlerContext
+  ) {
     if self.streams[id] != nil {
       // Trailers of the request.
       if payload.endStream { self.requestEnded(id) }
@@ -166,7 +168,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     guard headers.first(name: ":method") == "POST" else {
       self.refuse(
         id, stream,
-        with: GRPCWire.trailers(.invalidArgument, ":method header is expected to be present and have a value of \"POST\"."))
+        with: GRPCWire.trailers(
+          .invalidArgument, ":method header is expected to be present and have a value of \"POST\"."))
       return
     }
     if let encoding = headers.first(name: "grpc-encoding"), encoding != "identity" {

@@ -214,7 +214,8 @@ public final class TenderServerTransport: ServerTransport {
     connection.initialSettings = settings
     var stream = NIOHTTP2Handler.StreamConfiguration()
     stream.targetWindowSize = self.config.windowTarget
-    try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: stream))
+    try sync.addHandler(
+      NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: stream))
     try sync.addHandler(
       NIOHTTP2ServerConnectionManagementHandler(
         eventLoop: channel.eventLoop,
