@@ -132,8 +132,7 @@ public final class TenderServerTransport: ServerTransport {
     let bootstrap = ServerBootstrap(group: self.group)
       .serverChannelOption(.backlog, value: 1024)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-      .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-      .childChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
       .childChannelInitializer { [self] channel in
         channel.eventLoop.makeCompletedFuture {
           try self.configure(channel, limits: limits, spawn: spawn)

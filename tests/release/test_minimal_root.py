@@ -212,7 +212,8 @@ def test_release_runs_from_a_minimal_read_only_root(world):
         done = subprocess.run([binary(), *arguments, "--target", f"localhost:{world['grpc_port']}", "--ca-file",
                                str(directory / "ca.pem"), "--credentials", str(credentials), "--json"],
                               capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, (arguments, done.stdout, done.stderr)
+        assert done.returncode == 0, (arguments, done.stdout, done.stderr,
+                                      (directory / "serve.log").read_text()[-3000:])
         return json.loads(done.stdout)
     payment = cli("payments", "create", "--amount", "25.00", "--currency", "EUR", "--payment-method",
                   "pm_card_visa", "--capture", "automatic")
