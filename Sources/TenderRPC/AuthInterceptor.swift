@@ -99,11 +99,28 @@ public struct AuthInterceptor: ServerInterceptor {
   }
 
   /// The token of an `authorization: Bearer <token>` entry (scheme case-insensitive).
+  /// The token of an `authorization: Bearer <token>` header (the scheme in any case, spaces
+  /// around and between them), nil for anything else. It reads the header's UTF-8 bytes: a token
+  /// is several hundred characters, and splitting it as Characters cost more than the header's
+  /// lookup.
   static func bearerToken(_ metadata: Metadata) -> String? {
     guard let value = metadata[stringValues: "authorization"].first(where: { _ in true }) else { return nil }
-    let parts = value.split(separator: " ", omittingEmptySubsequences: true)
-    guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
-    return String(parts[1])
+    let bytes = value.utf8
+    let space = UInt8(ascii: " ")
+    guard let schemeStart = bytes.firstIndex(where: { $0 != space }) else { return nil }
+    let scheme = "bearer".utf8
+    var index = schemeStart
+    for expected in scheme {
+      guard index != bytes.endIndex, bytes[index] | 0x20 == expected else { return nil }
+      index = bytes.index(after: index)
+    }
+    guard index != bytes.endIndex, bytes[index] == space,
+      let tokenStart = bytes[index...].firstIndex(where: { $0 != space })
+    else { return nil }
+    let rest = bytes[tokenStart...]
+    let tokenEnd = rest.firstIndex(of: space) ?? bytes.endIndex
+    guard bytes[tokenEnd...].allSatisfy({ $0 == space }) else { return nil }
+    return String(value[tokenStart..<tokenEnd])
   }
 
   static func message(for failure: AuthFailure) -> String {
