@@ -18,28 +18,32 @@ public enum Bounded {
 
   /// `body`'s answer, or `TimedOut` after `limit`; `limit` nil waits without end (but still
   /// answers a cancelled caller at once).
+  ///
+  /// The limit is a deadline in `SleepTimer`'s queue that finishes the race itself when it
+  /// passes, not a task sleeping beside the work: the work's task is the only one started. That
+  /// task prefers `PreferredExecutor.current` (the RPC's event loop under Tender's transport).
   public static func run<T: Sendable>(
     within limit: Duration?, _ body: @escaping @Sendable () async throws -> T
   ) async throws -> T {
-    let race = Race<T>()
+    try await self.run(within: limit, timer: .shared, body)
+  }
+
+  static func run<T: Sendable>(
+    within limit: Duration?, timer: SleepTimer, _ body: @escaping @Sendable () async throws -> T
+  ) async throws -> T {
+    let race = Race<T>(limit: limit, timer: timer)
     return try await withTaskCancellationHandler {
       try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
         guard race.start(continuation) else { return }
-        let work = Task {
-          do {
-            race.finish(.success(try await body()))
-          } catch {
-            race.finish(.failure(error))
-          }
-        }
-        race.attach(work)
-        if let limit {
-          let timer = Task {
-            try await Sleep.for(limit)
-            race.finish(.failure(TimedOut(limit: limit)))
-          }
-          race.attach(timer)
-        }
+        race.attach(
+          Task(executorPreference: PreferredExecutor.current) {
+            do {
+              race.finish(.success(try await body()))
+            } catch {
+              race.finish(.failure(error))
+            }
+          })
+        race.arm()
       }
     } onCancel: {
       race.finish(.failure(CancellationError()))
@@ -48,15 +52,24 @@ public enum Bounded {
 }
 
 /// The first of the work's answer, the limit and the caller's cancellation resumes the caller;
-/// the others find it done. Finishing cancels every task still attached.
-private final class Race<T: Sendable>: Sendable {
+/// the others find it done. Finishing cancels the work if it is still running, and takes the
+/// limit's deadline out of the timer's queue if it has not passed.
+private final class Race<T: Sendable>: TimerTarget {
   private struct State {
     var continuation: CheckedContinuation<T, any Error>?
-    var cancels: [@Sendable () -> Void] = []
+    var work: Task<Void, Never>?
+    var deadline: SleepTimer.Ticket?
     var finished = false
   }
 
   private let state = Mutex(State())
+  private let limit: Duration?
+  private let timer: SleepTimer
+
+  init(limit: Duration?, timer: SleepTimer) {
+    self.limit = limit
+    self.timer = timer
+  }
 
   /// False when the caller was cancelled before the race started (it has been answered).
   func start(_ continuation: CheckedContinuation<T, any Error>) -> Bool {
@@ -68,24 +81,45 @@ private final class Race<T: Sendable>: Sendable {
     return !finished
   }
 
-  /// Cancels `task` when the race is done (at once if it is done already).
-  func attach<Success: Sendable, Failure: Error>(_ task: Task<Success, Failure>) {
+  /// Cancels `work` when the race is done (at once if it is done already).
+  func attach(_ work: Task<Void, Never>) {
     let finished = self.state.withLock { state -> Bool in
-      if !state.finished { state.cancels.append { task.cancel() } }
+      if !state.finished { state.work = work }
       return state.finished
     }
-    if finished { task.cancel() }
+    if finished { work.cancel() }
+  }
+
+  /// Queues the limit's deadline, if there is a limit and the race is still on.
+  func arm() {
+    guard let limit = self.limit else { return }
+    let ticket = self.timer.wake(self, after: limit)
+    let finished = self.state.withLock { state -> Bool in
+      if !state.finished { state.deadline = ticket }
+      return state.finished
+    }
+    if finished { self.timer.forget(ticket) }
+  }
+
+  /// The limit passed (the timer has already let go of the deadline).
+  func timerFired() {
+    self.finish(.failure(Bounded.TimedOut(limit: self.limit ?? .zero)), deadlinePassed: true)
   }
 
   func finish(_ result: Result<T, any Error>) {
-    let taken = self.state.withLock { state -> (CheckedContinuation<T, any Error>?, [@Sendable () -> Void])? in
+    self.finish(result, deadlinePassed: false)
+  }
+
+  private func finish(_ result: Result<T, any Error>, deadlinePassed: Bool) {
+    let taken = self.state.withLock { state -> State? in
       guard !state.finished else { return nil }
-      state.finished = true
-      defer { (state.continuation, state.cancels) = (nil, []) }
-      return (state.continuation, state.cancels)
+      let taken = state
+      state = State(finished: true)
+      return taken
     }
-    guard let (continuation, cancels) = taken else { return }
-    continuation?.resume(with: result)
-    for cancel in cancels { cancel() }
+    guard let taken else { return }
+    if !deadlinePassed, let deadline = taken.deadline { self.timer.forget(deadline) }
+    taken.continuation?.resume(with: result)
+    taken.work?.cancel()
   }
 }

@@ -37,7 +37,12 @@ public enum Sleep {
   }
 }
 
-final class Sleeper: Sendable {
+/// What `SleepTimer` wakes when its deadline passes: on the timer's thread, outside its lock, once.
+protocol TimerTarget: AnyObject, Sendable {
+  func timerFired()
+}
+
+final class Sleeper: TimerTarget {
   private enum State {
     case idle
     case sleeping(CheckedContinuation<Void, any Error>, SleepTimer.Ticket)
@@ -69,6 +74,10 @@ final class Sleeper: Sendable {
       // Cancelled before it started.
       continuation.resume(throwing: CancellationError())
     }
+  }
+
+  func timerFired() {
+    self.finish(cancelled: false)
   }
 
   func finish(cancelled: Bool) {
@@ -110,7 +119,7 @@ final class SleepTimer: @unchecked Sendable {
   private let condition: UnsafeMutablePointer<pthread_cond_t>
   // Guarded by `mutex`.
   private var heap: [Slot] = []
-  private var live: [UInt64: (sleeper: Sleeper, deadline: UInt64)] = [:]
+  private var live: [UInt64: (target: any TimerTarget, deadline: UInt64)] = [:]
   private var nextID: UInt64 = 0
   /// The deadline the thread waits for; nil when it waits for a first sleep.
   private var waitingUntil: UInt64?
@@ -145,15 +154,15 @@ final class SleepTimer: @unchecked Sendable {
     }
   }
 
-  /// Queues `sleeper` to be finished once `duration` has passed.
-  func wake(_ sleeper: Sleeper, after duration: Duration) -> Ticket {
+  /// Queues `target` to be woken once `duration` has passed.
+  func wake(_ target: any TimerTarget, after duration: Duration) -> Ticket {
     let nanoseconds = duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
     let (sum, overflow) = Self.now().addingReportingOverflow(UInt64(clamping: max(0, nanoseconds)))
     let deadline = overflow ? UInt64.max : sum
     return self.locked {
       self.nextID &+= 1
       let id = self.nextID
-      self.live[id] = (sleeper, deadline)
+      self.live[id] = (target, deadline)
       self.push(Slot(deadline: deadline, id: id))
       if let waiting = self.waitingUntil, waiting <= deadline {
         // The thread wakes before this one is due anyway.
@@ -175,7 +184,7 @@ final class SleepTimer: @unchecked Sendable {
   private func run() {
     pthread_mutex_lock(self.mutex)
     while true {
-      var due: [Sleeper] = []
+      var due: [any TimerTarget] = []
       let now = Self.now()
       while let top = self.heap.first {
         guard let entry = self.live[top.id] else {
@@ -185,11 +194,11 @@ final class SleepTimer: @unchecked Sendable {
         guard top.deadline <= now else { break }
         self.pop()
         self.live[top.id] = nil
-        due.append(entry.sleeper)
+        due.append(entry.target)
       }
       if !due.isEmpty {
         pthread_mutex_unlock(self.mutex)
-        for sleeper in due { sleeper.finish(cancelled: false) }
+        for target in due { target.timerFired() }
         due.removeAll()
         pthread_mutex_lock(self.mutex)
         continue

@@ -1,6 +1,8 @@
+import Dispatch
 import Synchronization
-import TenderCore
 import Testing
+
+@testable import TenderCore
 
 /// Work that ignores cancellation and answers only when the test lets it.
 private final class Stuck: Sendable {
@@ -82,5 +84,45 @@ struct BoundedTests {
       return try await Bounded.run(within: .seconds(3600)) { 1 }
     }
     await #expect(throws: CancellationError.self) { try await caller.value }
+  }
+
+  @Test("A limit's deadline leaves the timer's queue once the work answers, and fires only when it passes")
+  func deadlineLeavesTheQueue() async throws {
+    let timer = SleepTimer()
+    for value in 0..<1000 {
+      #expect(try await Bounded.run(within: .seconds(3600), timer: timer) { value } == value)
+    }
+    #expect(timer.pending == 0)
+    await #expect(throws: Bounded.TimedOut.self) {
+      try await Bounded.run(within: .milliseconds(20), timer: timer) { try await Task.sleep(for: .seconds(3600)) }
+    }
+    #expect(timer.pending == 0)
+  }
+
+  @Test("The work runs on the preferred executor bound for it")
+  func workOnThePreferredExecutor() async throws {
+    let executor = CountingExecutor()
+    let ran = try await PreferredExecutor.$current.withValue(executor) {
+      try await Bounded.run(within: .seconds(10)) { executor.isCurrent }
+    }
+    #expect(ran)
+    #expect(try await Bounded.run(within: .seconds(10)) { executor.isCurrent } == false)
+  }
+}
+
+/// A task executor on a queue of its own that can tell whether the current job is its.
+private final class CountingExecutor: TaskExecutor {
+  private let queue = DispatchQueue(label: "tender.bounded-tests")
+  private let key = DispatchSpecificKey<Bool>()
+
+  init() {
+    self.queue.setSpecific(key: self.key, value: true)
+  }
+
+  var isCurrent: Bool { DispatchQueue.getSpecific(key: self.key) == true }
+
+  func enqueue(_ job: consuming ExecutorJob) {
+    let job = UnownedJob(job)
+    self.queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
   }
 }
