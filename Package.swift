@@ -236,6 +236,7 @@ let package = Package(
     .target(
       name: "TenderTransport",
       dependencies: [
+        "TenderCore",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),

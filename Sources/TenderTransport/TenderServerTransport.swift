@@ -5,6 +5,7 @@ import NIOHTTP2
 public import NIOSSL
 import NIOPosix
 import Synchronization
+import TenderCore
 
 /// Tender's gRPC server transport: gRPC over HTTP/2 (and TLS) on SwiftNIO, with every stream of
 /// a connection served by one channel handler on the connection's event loop.
@@ -113,18 +114,25 @@ public final class TenderServerTransport: ServerTransport {
       allowPingsWithoutCalls: self.config.allowPingsWithoutCalls,
       descriptors: self.descriptors.withLock { $0 }
     )
+    // Each RPC's task runs on its connection's event loop (see `EventLoopTaskExecutor`).
+    var executors: [ObjectIdentifier: EventLoopTaskExecutor] = [:]
+    for loop in self.group.makeIterator() { executors[ObjectIdentifier(loop)] = EventLoopTaskExecutor(loop) }
+    let loopExecutors = executors
     let spawn: ServerConnectionHandler.Spawn = { [self] stream, descriptor, remotePeer, localPeer in
       self.state.withLock { $0.rpcs += 1 }
-      Task {
-        await withServerContextRPCCancellationHandle { handle in
-          stream.attach(handle)
-          await streamHandler(
-            RPCStream(
-              descriptor: descriptor,
-              inbound: RPCAsyncSequence(wrapping: ServerStreamInbound(stream: stream)),
-              outbound: RPCWriter.Closable(wrapping: ServerStreamOutbound(stream: stream))),
-            ServerContext(descriptor: descriptor, remotePeer: remotePeer, localPeer: localPeer, cancellation: handle)
-          )
+      let executor = loopExecutors[ObjectIdentifier(stream.eventLoop)]
+      Task(executorPreference: executor) {
+        await PreferredExecutor.$current.withValue(executor) {
+          await withServerContextRPCCancellationHandle { handle in
+            stream.attach(handle)
+            await streamHandler(
+              RPCStream(
+                descriptor: descriptor,
+                inbound: RPCAsyncSequence(wrapping: ServerStreamInbound(stream: stream)),
+                outbound: RPCWriter.Closable(wrapping: ServerStreamOutbound(stream: stream))),
+              ServerContext(descriptor: descriptor, remotePeer: remotePeer, localPeer: localPeer, cancellation: handle)
+            )
+          }
         }
         self.rpcEnded()
       }
