@@ -9,10 +9,12 @@ the reference for Health. In turn:
   1. the RSS of a `tender serve` of its own, idle and holding 1,000 and 10,000 idle TLS
      connections (HTTP/2 set up);
   2. h2load on grpc.health.v1.Health/Check over TLS: Tender, then the C++ server;
-  3. tender-load on CreatePayment, CreateRefund, GetPayment and ListPayments (and Tender's RSS
+  3. h2load on GetPayment over TLS, the same load as Health's (one seeded payment, read by every
+     request with one access token; OK and failed calls counted from Tender's own metrics);
+  4. tender-load on CreatePayment, CreateRefund, GetPayment and ListPayments (and Tender's RSS
      after them);
-  4. pgbench's TPC-B on a database of the same PostgreSQL cluster, same client count;
-  5. at scale: GetPayment and ListPayments with 10,000 and then 10,000,000 payments stored (a
+  5. pgbench's TPC-B on a database of the same PostgreSQL cluster, same client count;
+  6. at scale: GetPayment and ListPayments with 10,000 and then 10,000,000 payments stored (a
      database and `tender serve` of their own; rows loaded with COPY by bench/payment_rows.py).
 
 For each phase it reads, from /proc, the CPU time every process spent (PostgreSQL: the postmaster
@@ -33,6 +35,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "support"))
@@ -208,23 +211,33 @@ def idle_connections(settings, work, port, pid):
     return rows
 
 
-def h2load(settings, work, url, name, watched):
-    """One warm-up and one measured h2load run against `url` (an empty request: valid for Health)."""
-    body = work / "empty.bin"
-    body.write_bytes(b"\x00\x00\x00\x00\x00")
+def h2load(settings, work, url, name, watched, operation=None, body=None, headers=(), handled=None):
+    """One warm-up and one measured h2load run against `url`. The request is `body` (an empty
+    message, valid for Health, by default) with `headers`. h2load counts HTTP responses, and gRPC
+    answers a failed call with HTTP 200 too: with `handled` (a function giving the server's count
+    of calls answered OK and of the others), failed calls are the server's own count over the
+    measured run, and OK ones the lesser of its count and h2load's."""
+    if body is None:
+        body = work / "empty.bin"
+        body.write_bytes(b"\x00\x00\x00\x00\x00")
+    extra = [argument for header in headers for argument in ("-H", header)]
     common = ["h2load", "-c", str(settings.connections), "-m", str(settings.streams), "-t", "1",
-              "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers"]
+              "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers", *extra]
     trailers = subprocess.run(["nghttp", "-v", "-d", str(body), "-H", "content-type: application/grpc", "-H",
-                               "te: trailers", url], capture_output=True, text=True, errors="replace").stdout
+                               "te: trailers", *extra, url], capture_output=True, text=True, errors="replace").stdout
     if "grpc-status: 0" not in trailers:
-        raise SystemExit(f"bench: {name}: Health/Check did not end with grpc-status 0:\n{trailers[-2000:]}")
+        tail = "\n".join(line for line in trailers.splitlines() if "authorization" not in line)[-2000:]
+        raise SystemExit(f"bench: {name}: {url.rsplit('/', 2)[-2]}/{url.rsplit('/', 1)[-1]} did not end with "
+                         f"grpc-status 0:\n{tail}")
     run_child([*common, "-D", str(settings.warmup), url], work / f"h2load-{name}-warmup.err")
     log = work / f"h2load-{name}.tsv"
     recorder = start_perf(settings, work / f"perf-health-{name}.data")
+    counted_before = handled() if handled else None
     before = watched.sample()
     code, load_cpu, output = run_child([*common, "-D", str(settings.duration), f"--log-file={log}", url],
                                        work / f"h2load-{name}.err")
     after = watched.sample()
+    counted_after = handled() if handled else None
     stop_perf(recorder)
     if code != 0:
         raise SystemExit(f"bench: h2load against {name} failed:\n{output}")
@@ -232,13 +245,53 @@ def h2load(settings, work, url, name, watched):
     finished = re.search(r"finished in ([\d.]+)(m?s)", output)
     seconds = float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1)
     latencies = sorted(int(line.split("\t")[2]) for line in open(log) if line.strip())
-    succeeded = int(match.group(2))
+    succeeded, failed = int(match.group(2)), int(match.group(3))
+    responses = succeeded
+    if handled:
+        # The server also answers the calls h2load left in flight when it stopped, which h2load
+        # does not count: the lesser of the two counts is the calls answered OK within the run.
+        succeeded = min(counted_after[0] - counted_before[0], responses)
+        failed = counted_after[1] - counted_before[1] + failed
     return {
-        "operation": f"Health/Check ({name})", "callers": settings.connections * settings.streams,
-        "ok": succeeded, "failed": int(match.group(3)), "seconds": round(seconds, 2),
+        "operation": operation or f"Health/Check ({name})", "callers": settings.connections * settings.streams,
+        "ok": succeeded, "failed": failed, "seconds": round(seconds, 2),
         "throughput": round(succeeded / seconds, 1), **percentiles(latencies),
         "cpu_us_per_op": per_op_micros(before, after, succeeded, {"load driver": load_cpu}),
+        **({"http_responses": responses} if handled else {}),
     }
+
+
+def handled_calls(http_port, ca, method):
+    """Tender's count of `method`'s calls answered OK and answered otherwise, from its metrics."""
+    context = ssl.create_default_context(cafile=str(ca))
+    with urllib.request.urlopen(f"https://127.0.0.1:{http_port}/metrics", context=context, timeout=10) as response:
+        text = response.read().decode()
+    ok = other = 0
+    for line in text.splitlines():
+        if line.startswith("grpc_server_handled_total{") and f'grpc_method="{method}"' in line:
+            value = int(float(line.rsplit(" ", 1)[1]))
+            if 'grpc_code="OK"' in line:
+                ok += value
+            else:
+                other += value
+    return ok, other
+
+
+def get_payment_h2load(settings, work, grpc_port, http_port, client, watched):
+    """GetPayment under the same h2load load as Health: tender-load seeds a payment and writes the
+    request and a fresh token's header, which every h2load request then sends."""
+    folder = work / "h2load-get"
+    folder.mkdir(exist_ok=True)
+    code, _, output = run_child([str(settings.bin / "tender-load"), "--address", f"127.0.0.1:{grpc_port}", "--ca",
+                                 str(work / "ca.pem"), "--credentials", str(client), "--h2load-request", str(folder)],
+                                work / "h2load-get-request.err")
+    if code != 0:
+        raise SystemExit(f"bench: tender-load --h2load-request failed (exit {code}):\n{output}")
+    authorization = (folder / "authorization").read_text()
+    return h2load(settings, work, f"https://127.0.0.1:{grpc_port}/tender.payments.v1.PaymentService/GetPayment",
+                  "GetPayment", watched, operation="GetPayment (h2load)", body=folder / "get-payment.bin",
+                  headers=[f"authorization: {authorization}"],
+                  handled=lambda: handled_calls(http_port, work / "ca.pem", "GetPayment"))
 
 
 def start_perf(settings, path):
@@ -264,7 +317,7 @@ def percentiles(latencies_us):
 
 # The phases tender-load measures, by its names.
 RPCS = ["create", "refund", "get", "list"]
-PHASES = ["memory", "health", "reference", *RPCS, "pgbench", "scale"]
+PHASES = ["memory", "health", "reference", "get-h2load", *RPCS, "pgbench", "scale"]
 
 
 def tender_load(settings, work, address, ca, client, watched, database, rpcs, arguments=(), name="tender-load",
@@ -439,7 +492,9 @@ def ratios(rows, memory):
     return {
         "CreatePayment / pgbench TPC-B (target ≥ 1.0)": ratio("CreatePayment", "pgbench TPC-B"),
         "Health Tender / Health gRPC C++ (target ≥ 0.5)": ratio("Health/Check (Tender)", "Health/Check (gRPC C++)"),
-        "GetPayment / Health Tender (target ≥ 0.5)": ratio("GetPayment", "Health/Check (Tender)"),
+        "GetPayment / Health Tender, both under h2load (target ≥ 0.5)":
+            ratio("GetPayment (h2load)", "Health/Check (Tender)"),
+        "GetPayment under tender-load / Health Tender under h2load": ratio("GetPayment", "Health/Check (Tender)"),
         "PostgreSQL CPU per payment / per TPC-B transaction (target ≤ 1.0)":
             round(create["cpu_us_per_op"]["postgres"] / tpcb["cpu_us_per_op"]["postgres"], 3)
             if create and tpcb and tpcb["cpu_us_per_op"]["postgres"] else None,
@@ -549,6 +604,7 @@ def main():
             process.start()
             others.append(process)
             cluster.wait_for(lambda: cluster.accepting(grpc_port), 60, "tender serve listening")
+            process.http_port = http_port
             return process, grpc_port
 
         memory = {}
@@ -589,6 +645,9 @@ def main():
             reference.process.kill()
             reference.process.wait()
 
+        if "get-h2load" in settings.phases:
+            print("== GetPayment over TLS, h2load", flush=True)
+            rows.append(get_payment_h2load(settings, work, grpc_port, tender.http_port, client, watched))
         if any(phase in RPCS for phase in settings.phases):
             print("== payment RPCs, tender-load", flush=True)
             rows += tender_load(settings, work, f"127.0.0.1:{grpc_port}", work / "ca.pem", client, watched, database,

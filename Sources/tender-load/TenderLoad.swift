@@ -87,6 +87,15 @@ struct TenderLoad: AsyncParsableCommand {
       """)
   var operations = false
 
+  @Option(
+    name: .customLong("h2load-request"),
+    help: """
+      Instead of measuring RPCs: seed one payment and write, into this folder, what h2load needs to send \
+      GetPayment for it: `authorization` (the header's value, a fresh access token) and `get-payment.bin` \
+      (the request as a gRPC message).
+      """)
+  var h2loadRequest: String?
+
   @Option(help: "Write each measured RPC's figures (calls, seconds, latency percentiles, errors) to this JSON file.")
   var json: String?
 
@@ -156,6 +165,22 @@ struct TenderLoad: AsyncParsableCommand {
       let driver = Driver(
         clients: clients.map { Tender_Payments_V1_PaymentService.Client(wrapping: $0) },
         refunds: clients.map { Tender_Refunds_V1_RefundService.Client(wrapping: $0) }, auth: auth, settings: settings)
+      if let folder = settings.h2loadRequest {
+        var paymentID = settings.paymentID ?? ""
+        if paymentID.isEmpty { paymentID = try await driver.seed(count: 1)[0] }
+        let request =
+          try Tender_Payments_V1_GetPaymentRequest.with { $0.paymentID = paymentID }.serializedBytes()
+          as [UInt8]
+        let length = UInt32(request.count)
+        let message = [
+          0, UInt8(length >> 24), UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF),
+        ]
+        let directory = URL(fileURLWithPath: folder)
+        try Data(message + request).write(to: directory.appendingPathComponent("get-payment.bin"))
+        try Data("Bearer \(token)".utf8).write(to: directory.appendingPathComponent("authorization"))
+        say("tender-load: GetPayment of \(paymentID) written to \(folder) for h2load")
+        return
+      }
 
       say(
         "tender-load: \(settings.concurrency) callers over \(settings.connections) connections to \(settings.address), \(settings.duration) s per RPC after \(settings.warmup) s warm-up"
