@@ -13,6 +13,9 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
   /// Group commit of the two statements of new keyed payments (see `StatementBatcher`).
   private let claims: StatementBatcher<InsertClaiming, InsertClaiming.Row?>
   private let finishes: StatementBatcher<FinishProcessing, FinishProcessing.Answer>
+  /// Reads of one payment by id that arrive while others are being read are read together, as
+  /// one statement (see `StatementBatcher`; a read waits on no lock, so a short stall).
+  private let reads: StatementBatcher<PaymentByID, PaymentRecord?>
 
   /// The most requests one statement carries.
   static let largestBatch = 32
@@ -38,7 +41,15 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     ) {
       try await Self.finishProcessing($0, client: client, logger: logger)
     }
+    self.reads = StatementBatcher(
+      "payment_reads", lanes: 2, stall: .milliseconds(5), largest: Self.largestRead, timeout: callTimeout
+    ) {
+      try await Self.read($0, client: client, logger: logger)
+    }
   }
+
+  /// The most reads one statement carries.
+  static let largestRead = 64
 
   static let columns = """
     payment_id, merchant_id, status, capture_method, currency, amount_minor, capturable_minor, captured_minor,
@@ -480,12 +491,45 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     func decodeRow(_ row: PostgresRow) throws -> Row { try PostgresPaymentStore.decode(row).0 }
   }
 
+  /// The payments of several `PaymentByID`, as one statement: each row is then matched to the
+  /// requests naming both its id and its merchant.
+  struct PaymentsByIDs: PostgresPreparedStatement {
+    static let sql =
+      "SELECT \(PostgresPaymentStore.columns) FROM payments WHERE payment_id = ANY($1::text[]) AND merchant_id = ANY($2::text[])"
+    typealias Row = PaymentRecord
+
+    let ids: [String]
+    let merchants: [String]
+
+    func makeBindings() throws -> PostgresBindings {
+      var binds = PostgresBindings()
+      binds.append(self.ids)
+      binds.append(self.merchants)
+      return binds
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try PostgresPaymentStore.decode(row).0 }
+  }
+
   public func payment(_ id: PaymentID, merchant: MerchantID) async throws -> PaymentRecord? {
     try await self.database.run("payments.get") {
-      for try await record in try await self.client.execute(
-        PaymentByID(id: id, merchant: merchant), logger: self.logger)
-      { return record }
+      try await self.reads.submit(PaymentByID(id: id, merchant: merchant))
+    }
+  }
+
+  /// One read alone as `PaymentByID`; more as one `PaymentsByIDs`.
+  static func read(
+    _ requests: [PaymentByID], client: PostgresClient, logger: Logger
+  ) async throws -> [Result<PaymentRecord?, any Error>] {
+    try await GroupCommit.write(requests) { request in
+      for try await record in try await client.execute(request, logger: logger) { return record }
       return nil
+    } together: { batch in
+      var found: [PaymentID: PaymentRecord] = [:]
+      let statement = PaymentsByIDs(
+        ids: batch.map(\.id.rawValue), merchants: Array(Set(batch.map(\.merchant.rawValue))))
+      for try await record in try await client.execute(statement, logger: logger) { found[record.id] = record }
+      return batch.map { request in found[request.id].flatMap { $0.merchantID == request.merchant ? $0 : nil } }
     }
   }
 

@@ -2,9 +2,10 @@ import Foundation
 import Logging
 import PostgresNIO
 import TenderCore
-import TenderPostgres
 import TenderTesting
 import Testing
+
+@testable import TenderPostgres
 
 @Suite("Payment store against a real PostgreSQL")
 struct PaymentStoreTests {
@@ -84,6 +85,48 @@ struct PaymentStoreTests {
       }
       #expect(foreign == nil)
       #expect(try await store.payment(payment.id, merchant: payment.merchantID)?.ledger.status == .processing)
+    }
+  }
+
+  @Test("Reads read together: each its own payment, none of another merchant's, none that does not exist")
+  func readsTogether() async throws {
+    try await self.withStore { store, client in
+      var payments: [PaymentRecord] = []
+      for index in 0..<10 {
+        let payment = Self.newPayment(index % 2 == 0 ? "mer_a" : "mer_b", amount: 100 + Int64(index))
+        _ = try await store.insert(payment)
+        payments.append(payment)
+      }
+      let missing = PaymentID.random()
+      var requests: [PostgresPaymentStore.PaymentByID] = []
+      var expected: [PaymentRecord?] = []
+      for payment in payments {
+        let other = MerchantID(payment.merchantID.rawValue == "mer_a" ? "mer_b" : "mer_a")!
+        requests += [
+          .init(id: payment.id, merchant: payment.merchantID), .init(id: payment.id, merchant: other),
+          .init(id: payment.id, merchant: payment.merchantID),
+        ]
+        expected += [payment, nil, payment]
+      }
+      requests.append(.init(id: missing, merchant: MerchantID("mer_a")!))
+      expected.append(nil)
+      // As one statement (the batch path), and through the store with every read at once.
+      let together = try await PostgresPaymentStore.read(requests, client: client, logger: self.logger)
+      let concurrent = try await withThrowingTaskGroup(of: (Int, PaymentRecord?).self) { group in
+        for (index, request) in requests.enumerated() {
+          group.addTask { (index, try await store.payment(request.id, merchant: request.merchant)) }
+        }
+        var answers = [PaymentRecord?](repeating: nil, count: requests.count)
+        for try await (index, answer) in group { answers[index] = answer }
+        return answers
+      }
+      #expect(together.count == requests.count)
+      for (index, answer) in together.enumerated() {
+        let read = try answer.get()
+        #expect(read?.id == expected[index]?.id && read?.merchantID == expected[index]?.merchantID)
+        #expect(read?.ledger == expected[index]?.ledger)
+        #expect(concurrent[index]?.id == expected[index]?.id && concurrent[index]?.ledger == expected[index]?.ledger)
+      }
     }
   }
 
