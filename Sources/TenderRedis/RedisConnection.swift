@@ -47,6 +47,8 @@ final class RedisProtocolHandler: ChannelDuplexHandler {
 
   private let reader: UnsafeMutablePointer<redisReader>
   private var pending = CircularBuffer<EventLoopPromise<RESPValue>>()
+  private var context: ChannelHandlerContext?
+  private var flushScheduled = false
 
   init() {
     self.reader = redisReaderCreate()
@@ -54,6 +56,26 @@ final class RedisProtocolHandler: ChannelDuplexHandler {
 
   deinit {
     redisReaderFree(self.reader)
+  }
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    self.context = nil
+  }
+
+  /// One flush per turn of the event loop: the commands of concurrent callers that reach this
+  /// loop together (each sent with its own writeAndFlush) leave in one write, and Redis reads
+  /// them, and writes their replies, in one go too.
+  func flush(context: ChannelHandlerContext) {
+    guard !self.flushScheduled else { return }
+    self.flushScheduled = true
+    context.eventLoop.assumeIsolatedUnsafeUnchecked().execute {
+      self.flushScheduled = false
+      self.context?.flush()
+    }
   }
 
   func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
