@@ -491,20 +491,19 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
     func decodeRow(_ row: PostgresRow) throws -> Row { try PostgresPaymentStore.decode(row).0 }
   }
 
-  /// The payments of several `PaymentByID`, as one statement: each row is then matched to the
-  /// requests naming both its id and its merchant.
+  /// The payments of several `PaymentByID`, as one statement, by primary key only: each row is
+  /// then matched to the requests naming both its id and its merchant. A merchant condition here
+  /// would let the planner's generic plan scan every entry of a merchant in a listing index (seen
+  /// on a table still empty when the plan was made: a BitmapAnd with `payments_page_by_status`).
   struct PaymentsByIDs: PostgresPreparedStatement {
-    static let sql =
-      "SELECT \(PostgresPaymentStore.columns) FROM payments WHERE payment_id = ANY($1::text[]) AND merchant_id = ANY($2::text[])"
+    static let sql = "SELECT \(PostgresPaymentStore.columns) FROM payments WHERE payment_id = ANY($1::text[])"
     typealias Row = PaymentRecord
 
     let ids: [String]
-    let merchants: [String]
 
     func makeBindings() throws -> PostgresBindings {
       var binds = PostgresBindings()
       binds.append(self.ids)
-      binds.append(self.merchants)
       return binds
     }
 
@@ -526,8 +525,7 @@ public struct PostgresPaymentStore: PaymentStore, KeyedPaymentCreation {
       return nil
     } together: { batch in
       var found: [PaymentID: PaymentRecord] = [:]
-      let statement = PaymentsByIDs(
-        ids: batch.map(\.id.rawValue), merchants: Array(Set(batch.map(\.merchant.rawValue))))
+      let statement = PaymentsByIDs(ids: batch.map(\.id.rawValue))
       for try await record in try await client.execute(statement, logger: logger) { found[record.id] = record }
       return batch.map { request in found[request.id].flatMap { $0.merchantID == request.merchant ? $0 : nil } }
     }
