@@ -98,7 +98,6 @@ public struct AuthInterceptor: ServerInterceptor {
     self.failures[reason]?.increment()
   }
 
-  /// The token of an `authorization: Bearer <token>` entry (scheme case-insensitive).
   /// The token of an `authorization: Bearer <token>` header (the scheme in any case, spaces
   /// around and between them), nil for anything else. It reads the header's UTF-8 bytes: a token
   /// is several hundred characters, and splitting it as Characters cost more than the header's
